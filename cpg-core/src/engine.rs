@@ -1,0 +1,278 @@
+//! The engine a driver runs: Totem ordering and membership ([`crate::totem`])
+//! with the CPG group layer ([`crate::group`]) on top, behind the sans-IO
+//! contract of ARCHITECTURE.md.
+//!
+//! # Calling order
+//! After every `handle_packet`, `handle_timeout` or `submit`:
+//! 1. drain [`Engine::poll_persist`] and make the ring seq durable,
+//! 2. drain [`Engine::poll_transmit`] and send,
+//! 3. drain [`Engine::poll_event`] and hand deliveries to the application,
+//! 4. drain [`Engine::poll_release`] and recycle those receive buffers,
+//! 5. arm a timer for [`Engine::poll_timeout`].
+//!
+//! # Buffers
+//! A received frame is an owned handle `F` (`Clone + AsRef<[u8]>`): the
+//! driver's receive buffer. The engine keeps it as long as it needs it (to
+//! fill gaps, to serve retransmissions until every member has it, and to
+//! hand deliveries to the application by reference) and hands it back
+//! through `poll_release`. Deliveries borrow from their frame through a
+//! clone of the handle, never a copy of the bytes.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::types::{Guarantee, GroupName, MemberAddr, NodeId, Reason, RingId};
+use crate::wire::NodeList;
+
+/// A receive buffer handle the driver passes in by ownership.
+pub trait FrameBuf: Clone + AsRef<[u8]> {}
+impl<T: Clone + AsRef<[u8]>> FrameBuf for T {}
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// One node (the token's successor; may be this node itself on a
+    /// single-node ring: the driver loops it back).
+    Node(NodeId),
+    /// Every node of the configured node list except this one ("udpu").
+    AllOthers,
+}
+
+/// The bytes of a frame to send or deliver from.
+#[derive(Debug, Clone)]
+pub enum FrameRef<F> {
+    /// A frame this engine built.
+    Own(Arc<[u8]>),
+    /// A frame received from the network (re-sent unchanged, e.g. serving a
+    /// retransmit request).
+    Rx(F),
+}
+
+impl<F: AsRef<[u8]>> AsRef<[u8]> for FrameRef<F> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            FrameRef::Own(b) => b,
+            FrameRef::Rx(f) => f.as_ref(),
+        }
+    }
+}
+
+/// One frame to send.
+#[derive(Debug, Clone)]
+pub struct Transmit<F> {
+    /// Destination.
+    pub dest: Dest,
+    /// The whole frame.
+    pub frame: FrameRef<F>,
+}
+
+/// An application message's bytes: a range of a frame (zero copy), or a
+/// reassembled buffer for a message that was fragmented.
+#[derive(Debug, Clone)]
+pub struct Payload<F> {
+    /// Backing storage.
+    pub src: FrameRef<F>,
+    /// Byte range inside `src`.
+    pub range: core::ops::Range<usize>,
+}
+
+impl<F: AsRef<[u8]>> Payload<F> {
+    /// The message bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.src.as_ref()[self.range.clone()]
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+    /// Zero-length message.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
+/// Totem-level configuration change (node membership, EVS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// Members moving on together from the old ring; `left` departed.
+    Transitional {
+        /// New ring id (as Corosync reports it).
+        ring_id: RingId,
+        /// Transitional members, ascending.
+        members: NodeList,
+        /// Old members not in the transitional set.
+        left: NodeList,
+    },
+    /// The new ring is installed.
+    Regular {
+        /// New ring id.
+        ring_id: RingId,
+        /// Members, ascending.
+        members: NodeList,
+        /// Members not in the transitional set.
+        joined: NodeList,
+    },
+}
+
+/// What the engine tells the driver/application.
+#[derive(Debug, Clone)]
+pub enum Event<F> {
+    /// A group message, delivered to every local member of `group`.
+    Deliver {
+        /// Group.
+        group: GroupName,
+        /// Sending process.
+        sender: MemberAddr,
+        /// Guarantee it was sent with.
+        guarantee: Guarantee,
+        /// The application bytes.
+        payload: Payload<F>,
+    },
+    /// A group's membership changed (post-change members, sorted).
+    ConfChg {
+        /// Group.
+        group: GroupName,
+        /// Members after the change, sorted by (nodeid, pid).
+        members: Vec<MemberAddr>,
+        /// Members that left, with reasons.
+        left: Vec<(MemberAddr, Reason)>,
+        /// Members that joined, with reasons.
+        joined: Vec<(MemberAddr, Reason)>,
+    },
+    /// Node membership after a completed sync (model v1 totem confchg).
+    TotemConfChg {
+        /// Ring id.
+        ring_id: RingId,
+        /// Nodes, ascending.
+        members: NodeList,
+    },
+    /// Totem-level configuration change (transitional, then regular).
+    Config(ConfigChange),
+    /// The local send queue crossed its high-water mark (true = ENABLED,
+    /// `mcast` answers TRY_AGAIN) or fell back below it.
+    FlowControl(bool),
+    /// Only with `trace` on: a Totem message delivered in order (for the
+    /// simulator's checkers).
+    Trace(TraceDeliver),
+}
+
+/// A Totem-level delivery, for checkers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceDeliver {
+    /// Ring whose seq space `seq` is in.
+    pub ring_id: RingId,
+    /// Frame sequence number.
+    pub seq: u32,
+    /// Originating node.
+    pub sender: NodeId,
+    /// SAFE frame.
+    pub safe: bool,
+    /// Delivered in the transitional configuration (else regular).
+    pub transitional: bool,
+    /// FNV-1a digest of the frame payload (identity check).
+    pub digest: u64,
+}
+
+/// A request from a local process.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// `cpg_join`.
+    Join {
+        /// Process id.
+        pid: u32,
+        /// Group.
+        group: &'a GroupName,
+        /// Model flags.
+        flags: u32,
+    },
+    /// `cpg_leave` (reason LEAVE) or a finalize while joined (PROCDOWN).
+    Leave {
+        /// Process id.
+        pid: u32,
+        /// Group.
+        group: &'a GroupName,
+        /// `Reason::Leave` or `Reason::ProcDown`.
+        reason: Reason,
+    },
+    /// `cpg_mcast_joined`: the iovecs are copied once into the send queue.
+    Mcast {
+        /// Process id.
+        pid: u32,
+        /// Group.
+        group: &'a GroupName,
+        /// Guarantee.
+        guarantee: Guarantee,
+        /// Message parts, concatenated.
+        iov: &'a [&'a [u8]],
+    },
+}
+
+/// Counters: traffic, drops by reason, and protocol coverage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames handed to `poll_transmit` (a multicast to all counts once).
+    pub frames_sent: u64,
+    /// Bytes of those frames.
+    pub bytes_sent: u64,
+    /// Frames passed to `handle_packet`.
+    pub frames_received: u64,
+    /// Bytes of those frames.
+    pub bytes_received: u64,
+    /// Frames dropped because they did not parse (malformed, truncated,
+    /// foreign cluster, bad version, ...).
+    pub dropped_malformed: u64,
+    /// Frames dropped because they belong to another (old or foreign) ring
+    /// or are stale duplicates.
+    pub dropped_stale: u64,
+    /// Frames from nodes outside the node list.
+    pub dropped_unknown_node: u64,
+    /// Messages re-multicast to serve retransmit requests.
+    pub retransmissions: u64,
+    /// Tokens accepted.
+    pub token_visits: u64,
+    /// Regular configurations installed.
+    pub ring_changes: u64,
+    /// Regular configurations that joined members of another old ring (merges).
+    pub merges: u64,
+    /// Token losses detected, by state at the time.
+    pub token_losses_operational: u64,
+    /// Token losses detected in COMMIT or RECOVERY.
+    pub token_losses_recovery: u64,
+    /// Consensus timeouts in GATHER.
+    pub consensus_timeouts: u64,
+    /// Old-ring messages recovered (delivered from recovery copies).
+    pub recovered_messages: u64,
+    /// Messages delivered in a transitional configuration.
+    pub transitional_deliveries: u64,
+    /// SAFE frames delivered.
+    pub safe_deliveries: u64,
+    /// Frames delivered (Totem level, in order).
+    pub frames_delivered: u64,
+    /// Messages reassembled from fragments.
+    pub fragmented_reassembled: u64,
+    /// Partial assemblies discarded at a configuration change.
+    pub fragments_discarded: u64,
+    /// Fragmented messages re-sent whole in a new ring.
+    pub fragmented_resent: u64,
+    /// Times this node declared itself failed to receive.
+    pub failed_to_recv: u64,
+    /// Tokens held on an idle ring.
+    pub token_holds: u64,
+    /// Submits refused with TRY_AGAIN.
+    pub try_again: u64,
+    /// Application messages delivered to local members.
+    pub app_delivered: u64,
+}
+
+/// Totem membership state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Normal token rotation.
+    Operational,
+    /// Exchanging JOINs until consensus.
+    Gather,
+    /// Commit token circulating.
+    Commit,
+    /// Retransmitting old-ring messages before install.
+    Recovery,
+}

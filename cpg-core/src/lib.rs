@@ -1,0 +1,42 @@
+//! `cpg-core`: the whole Closed Process Group protocol with no I/O.
+//!
+//! Layers, bottom to top:
+//!
+//! | module | owns | guarantees |
+//! |---|---|---|
+//! | [`wire`] | every byte that crosses a host boundary | typed views and `emit`; malformed input is a typed [`wire::WireError`], never a panic |
+//! | [`pool`] | zero-copy buffer bookkeeping (slots, size classes, states, generations) | O(1), allocation-free; a stale id is an error, not a use-after-free |
+//! | [`totem`] | the Totem single-ring protocol as a sans-IO state machine | total order (AGREED), real SAFE delivery, extended virtual synchrony |
+//! | [`group`] | CPG groups on the ordered stream | join/leave/mcast/confchg identical at every member at the same point of the stream |
+//! | [`engine`] | the two above wired together: the API a driver (the simulator, `cpg-uring`) calls | the engine contract of `ARCHITECTURE.md` |
+//!
+//! The engine never reads a clock, touches a socket or spawns: time is an
+//! [`Instant`] passed in, packets come in as owned frames, and everything it
+//! wants done comes out of `poll_*` calls. That is what lets `cpg-sim` run
+//! many engines in one thread over a seeded faulty network.
+//!
+//! Features: `alloc` (default) enables the engine layers (`totem`, `group`,
+//! `engine`), which keep bounded queues on the heap; `wire`, `pool`, the
+//! types and the limits are available without it.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod limits;
+pub mod pool;
+pub mod time;
+pub mod types;
+pub mod wire;
+
+#[cfg(feature = "alloc")]
+pub mod engine;
+#[cfg(feature = "alloc")]
+pub mod group;
+#[cfg(feature = "alloc")]
+pub mod totem;
+
+pub use time::{Duration, Instant};
+pub use types::{CsError, Guarantee, GroupName, MemberAddr, NodeId, Reason, RingId};

@@ -1,0 +1,279 @@
+//! Every limit, default and timer in one place (ARCHITECTURE.md "Limits",
+//! totem.md §7). Hard limits are constants; everything a deployment may tune
+//! lives in [`Config`], validated by [`Config::validate`].
+
+use crate::time::Duration;
+use crate::types::NodeId;
+
+/// Most nodes in one ring (and in a node list).
+pub const NODES_MAX: usize = 64;
+/// Members per group shown in a confchg (Corosync's `CPG_MEMBERS_MAX`).
+pub const CPG_MEMBERS_MAX: usize = 128;
+/// Longest group name in bytes (`CPG_MAX_NAME_LENGTH`).
+pub const GROUP_NAME_MAX: usize = 128;
+/// Largest UDP payload over IPv4: no frame is ever larger.
+pub const FRAME_MAX: usize = 65_507;
+/// Default frame size, as Corosync's `netmtu`.
+pub const NETMTU_DEFAULT: usize = 1500;
+/// Smallest `netmtu` we accept (room for headers and a useful payload).
+pub const NETMTU_MIN: usize = 576;
+/// What `cpg_max_atomic_msgsize_get` reports (Corosync's figure).
+pub const MAX_ATOMIC_MSG_SIZE: u32 = 1_047_552;
+/// Default largest message `mcast` accepts; above it `TOO_BIG`.
+pub const MAX_MESSAGE_SIZE_DEFAULT: usize = 64 * 1024 * 1024;
+/// Entries in a token's retransmit list.
+pub const RTR_MAX: usize = 30;
+/// Receive window in message sequence numbers (`QUEUE_RTR_ITEMS_SIZE_MAX`).
+pub const RECV_WINDOW: u32 = 16_384;
+/// Most processes one node lists in a joinlist (one frame's worth is plenty;
+/// larger lists are split over several messages).
+pub const JOINLIST_MAX: usize = 256;
+
+/// Tunable settings of one engine. Defaults are Corosync 3's.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id (non-zero, present in `nodes`).
+    pub node_id: NodeId,
+    /// The static node list (ids); nodes outside it are refused.
+    pub nodes: heapless::Vec<NodeId, NODES_MAX>,
+    /// Cluster id carried in every frame; traffic of another cluster is dropped.
+    pub cluster_id: u32,
+    /// Frame size limit in bytes (`netmtu`); frames never exceed min(netmtu, 65,507).
+    pub netmtu: usize,
+    /// Token loss timeout before the node-count coefficient.
+    pub token: Duration,
+    /// Added to `token` per node beyond 2 in the node list.
+    pub token_coefficient: Duration,
+    /// Retransmits of the token that fit in one `token` period.
+    pub token_retransmits_before_loss_const: u32,
+    /// JOIN resend period in GATHER.
+    pub join: Duration,
+    /// Bound on one GATHER round (0 = 1.2 × effective token).
+    pub consensus: Duration,
+    /// Period of MERGE_DETECT from the rep of an idle ring.
+    pub merge: Duration,
+    /// Token hold on an idle ring (0 = derived from token_retransmit).
+    pub hold: Duration,
+    /// Visits a node may pin the aru before declaring itself failed.
+    pub fail_recv_const: u32,
+    /// Visits with an unchanged seq before the ring counts as idle.
+    pub seqno_unchanged_const: u32,
+    /// Frames (new + retransmitted) one node may send per token visit.
+    pub max_messages: u32,
+    /// Frames the whole ring may send per rotation.
+    pub window_size: u32,
+    /// Visits a gap must persist before it is requested.
+    pub miss_count_const: u32,
+    /// Frames the local send queue may hold; full → TRY_AGAIN.
+    pub send_queue_frames: usize,
+    /// Largest application message accepted by `mcast`.
+    pub max_message_size: usize,
+}
+
+impl Config {
+    /// Corosync's defaults for `node_id` in `nodes`.
+    pub fn new(node_id: NodeId, nodes: &[NodeId]) -> Config {
+        let mut list = heapless::Vec::new();
+        for &n in nodes.iter().take(NODES_MAX) {
+            let _ = list.push(n);
+        }
+        Config {
+            node_id,
+            nodes: list,
+            cluster_id: 0,
+            netmtu: NETMTU_DEFAULT,
+            token: Duration::from_millis(3000),
+            token_coefficient: Duration::from_millis(650),
+            token_retransmits_before_loss_const: 4,
+            join: Duration::from_millis(50),
+            consensus: Duration::ZERO,
+            merge: Duration::from_millis(200),
+            hold: Duration::ZERO,
+            fail_recv_const: 2500,
+            seqno_unchanged_const: 30,
+            max_messages: 17,
+            window_size: 50,
+            miss_count_const: 5,
+            send_queue_frames: 4 * 1024 * 1024 / NETMTU_DEFAULT,
+            max_message_size: MAX_MESSAGE_SIZE_DEFAULT,
+        }
+    }
+
+    /// Timers scaled down for simulation and tests (token 300 ms): the same
+    /// ratios as Corosync's, ten times faster.
+    pub fn fast(node_id: NodeId, nodes: &[NodeId]) -> Config {
+        let mut c = Config::new(node_id, nodes);
+        c.token = Duration::from_millis(300);
+        c.token_coefficient = Duration::from_millis(65);
+        c.join = Duration::from_millis(30);
+        c.merge = Duration::from_millis(60);
+        c
+    }
+
+    /// The token timeout in force: `token` plus the coefficient per node beyond 2.
+    pub fn token_effective(&self) -> Duration {
+        let extra = self.nodes.len().saturating_sub(2) as u64;
+        Duration(self.token.0 + extra * self.token_coefficient.0)
+    }
+    /// `token / (retransmits + 0.2)`.
+    pub fn token_retransmit(&self) -> Duration {
+        let t = self.token_effective().0;
+        let r = u64::from(self.token_retransmits_before_loss_const);
+        Duration(t * 10 / (r * 10 + 2))
+    }
+    /// `token_retransmit × 0.8 − 10 ms` unless set.
+    pub fn hold_effective(&self) -> Duration {
+        if self.hold.0 != 0 {
+            return self.hold;
+        }
+        let h = self.token_retransmit().0 * 8 / 10;
+        Duration(h.saturating_sub(Duration::from_millis(10).0).max(Duration::from_millis(14).0))
+    }
+    /// `1.2 × token` unless set.
+    pub fn consensus_effective(&self) -> Duration {
+        if self.consensus.0 != 0 {
+            return self.consensus;
+        }
+        Duration(self.token_effective().0 * 12 / 10)
+    }
+    /// Frame size in force: min(netmtu, 65,507).
+    pub fn frame_max(&self) -> usize {
+        self.netmtu.min(FRAME_MAX)
+    }
+
+    /// Check every setting; the first problem found is returned.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::ZeroNodeId);
+        }
+        if self.nodes.iter().any(|&n| n == 0) {
+            return Err(ConfigError::ZeroNodeId);
+        }
+        if !self.nodes.contains(&self.node_id) {
+            return Err(ConfigError::SelfNotInNodeList);
+        }
+        for (i, a) in self.nodes.iter().enumerate() {
+            if self.nodes[..i].contains(a) {
+                return Err(ConfigError::DuplicateNode(*a));
+            }
+        }
+        if self.netmtu < NETMTU_MIN || self.netmtu > FRAME_MAX {
+            return Err(ConfigError::NetMtu(self.netmtu));
+        }
+        let min = Duration::from_millis(30);
+        for (name, d) in [
+            ("token", self.token_effective()),
+            ("token_retransmit", self.token_retransmit()),
+            ("join", self.join),
+            ("consensus", self.consensus_effective()),
+            ("merge", self.merge),
+        ] {
+            if d < min {
+                return Err(ConfigError::TimerTooShort(name));
+            }
+        }
+        if self.hold_effective() < Duration::from_millis(14) {
+            return Err(ConfigError::TimerTooShort("hold"));
+        }
+        if self.consensus_effective() < self.join {
+            return Err(ConfigError::ConsensusBelowJoin);
+        }
+        if self.token_retransmits_before_loss_const == 0 {
+            return Err(ConfigError::Zero("token_retransmits_before_loss_const"));
+        }
+        if self.max_messages == 0 || self.window_size == 0 || self.window_size < self.max_messages {
+            return Err(ConfigError::Window);
+        }
+        if self.window_size > RECV_WINDOW / 4 {
+            return Err(ConfigError::Window);
+        }
+        if self.send_queue_frames == 0 {
+            return Err(ConfigError::Zero("send_queue_frames"));
+        }
+        if self.fail_recv_const == 0 || self.seqno_unchanged_const == 0 || self.miss_count_const == 0 {
+            return Err(ConfigError::Zero("fail_recv_const/seqno_unchanged_const/miss_count_const"));
+        }
+        if self.max_message_size == 0 || self.max_message_size > u32::MAX as usize / 2 {
+            return Err(ConfigError::MaxMessageSize);
+        }
+        Ok(())
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Node ids must be non-zero.
+    ZeroNodeId,
+    /// `node_id` is not in `nodes`.
+    SelfNotInNodeList,
+    /// A node id appears twice in `nodes`.
+    DuplicateNode(NodeId),
+    /// `netmtu` outside 576..=65,507.
+    NetMtu(usize),
+    /// A timeout below 30 ms (or `hold` below 14 ms).
+    TimerTooShort(&'static str),
+    /// `consensus` must be at least `join`.
+    ConsensusBelowJoin,
+    /// `max_messages`/`window_size` zero, inverted or beyond the receive window.
+    Window,
+    /// A count that must be positive is zero.
+    Zero(&'static str),
+    /// `max_message_size` zero or beyond 2 GiB.
+    MaxMessageSize,
+    /// The engine needs the ring seq persisted by the previous incarnation (+1), not 0.
+    NoInitialRingSeq,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::ZeroNodeId => write!(f, "node ids must be non-zero"),
+            ConfigError::SelfNotInNodeList => write!(f, "node_id is not in the node list"),
+            ConfigError::DuplicateNode(n) => write!(f, "node {n} appears twice in the node list"),
+            ConfigError::NetMtu(m) => write!(f, "netmtu {m} outside {NETMTU_MIN}..={FRAME_MAX}"),
+            ConfigError::TimerTooShort(t) => write!(f, "timer {t} too short (min 30 ms, hold 14 ms)"),
+            ConfigError::ConsensusBelowJoin => write!(f, "consensus must be >= join"),
+            ConfigError::Window => write!(f, "need 0 < max_messages <= window_size <= 4096"),
+            ConfigError::Zero(n) => write!(f, "{n} must be positive"),
+            ConfigError::MaxMessageSize => write!(f, "max_message_size must be in 1..=2 GiB"),
+            ConfigError::NoInitialRingSeq => {
+                write!(f, "initial ring seq must be the persisted seq + 1 (never 0)")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corosync_default_timers() {
+        let c = Config::new(1, &[1, 2]);
+        assert_eq!(c.token_effective().as_millis(), 3000);
+        assert_eq!(c.token_retransmit().as_millis(), 714);
+        assert_eq!(c.hold_effective().as_millis(), 561);
+        assert_eq!(c.consensus_effective().as_millis(), 3600);
+        c.validate().unwrap();
+        let c3 = Config::new(1, &[1, 2, 3]);
+        assert_eq!(c3.token_effective().as_millis(), 3650);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert_eq!(Config::new(3, &[1, 2]).validate(), Err(ConfigError::SelfNotInNodeList));
+        assert_eq!(Config::new(1, &[1, 1]).validate(), Err(ConfigError::DuplicateNode(1)));
+        let mut c = Config::new(1, &[1]);
+        c.netmtu = 70_000;
+        assert_eq!(c.validate(), Err(ConfigError::NetMtu(70_000)));
+        let mut c = Config::new(1, &[1]);
+        c.join = Duration::from_millis(5);
+        assert_eq!(c.validate(), Err(ConfigError::TimerTooShort("join")));
+    }
+}

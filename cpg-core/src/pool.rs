@@ -1,0 +1,1 @@
+//! Zero-copy buffer bookkeeping (being built; see the pool helper).

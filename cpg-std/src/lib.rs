@@ -1,0 +1,2 @@
+//! The `Cpg` handle API and the embedded `Node`. Not built out yet: see
+//! issue 3. The crate exists so the workspace layout is final.
