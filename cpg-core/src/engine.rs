@@ -276,3 +276,47 @@ pub enum State {
     /// Retransmitting old-ring messages before install.
     Recovery,
 }
+
+/// Options that are not protocol settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineOptions {
+    /// Emit [`Event::Trace`] for every Totem delivery (simulator checkers).
+    pub trace: bool,
+}
+
+/// Totem + CPG groups for one node.
+pub struct Engine<F> {
+    _f: core::marker::PhantomData<F>,
+}
+
+#[allow(missing_docs, unused_variables)]
+impl<F: FrameBuf> Engine<F> {
+    /// A node that starts alone in GATHER. `initial_ring_seq` is the ring seq
+    /// persisted by the previous incarnation plus one (1 on first start);
+    /// 0 is refused so a restarted node never reuses a ring id.
+    pub fn new(config: crate::limits::Config, options: EngineOptions, initial_ring_seq: u64, now: crate::Instant) -> Result<Self, crate::limits::ConfigError> { todo!() }
+    pub fn handle_packet(&mut self, now: crate::Instant, from: NodeId, frame: F) { todo!() }
+    pub fn handle_timeout(&mut self, now: crate::Instant) { todo!() }
+    pub fn submit(&mut self, now: crate::Instant, req: Request<'_>) -> Result<(), crate::CsError> { todo!() }
+    /// Clean shutdown: multicast a LEAVE so others need not wait for a token loss.
+    pub fn shutdown(&mut self, now: crate::Instant) { todo!() }
+    pub fn poll_persist(&mut self) -> Option<u64> { todo!() }
+    pub fn poll_transmit(&mut self) -> Option<Transmit<F>> { todo!() }
+    pub fn poll_event(&mut self) -> Option<Event<F>> { todo!() }
+    pub fn poll_release(&mut self) -> Option<F> { todo!() }
+    pub fn poll_timeout(&self) -> Option<crate::Instant> { todo!() }
+    pub fn stats(&self) -> &Stats { todo!() }
+    pub fn node_id(&self) -> NodeId { todo!() }
+    pub fn state(&self) -> State { todo!() }
+    /// Current (last entered) ring id.
+    pub fn ring_id(&self) -> RingId { todo!() }
+    /// Members of the last installed ring.
+    pub fn members(&self) -> &[NodeId] { todo!() }
+    /// Whether this node holds (or has held and safely released) message
+    /// `seq` of ring `ring`: used by the SAFE checker.
+    pub fn holds(&self, ring: RingId, seq: u32) -> bool { todo!() }
+    /// Current members of a group as this node knows them, sorted.
+    pub fn group_members(&self, group: &GroupName) -> Vec<MemberAddr> { todo!() }
+    /// Whether the local send queue is above its high-water mark.
+    pub fn flow_control_enabled(&self) -> bool { todo!() }
+}
