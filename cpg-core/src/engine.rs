@@ -284,39 +284,147 @@ pub struct EngineOptions {
     pub trace: bool,
 }
 
-/// Totem + CPG groups for one node.
+/// Totem + CPG groups for one node: the whole protocol behind the sans-IO
+/// contract (see the module docs for the calling order).
 pub struct Engine<F> {
-    _f: core::marker::PhantomData<F>,
+    totem: crate::totem::Totem<F>,
+    groups: crate::group::Groups,
+    events: alloc::collections::VecDeque<Event<F>>,
+    flow_control: bool,
 }
 
-#[allow(missing_docs, unused_variables)]
 impl<F: FrameBuf> Engine<F> {
     /// A node that starts alone in GATHER. `initial_ring_seq` is the ring seq
     /// persisted by the previous incarnation plus one (1 on first start);
     /// 0 is refused so a restarted node never reuses a ring id.
-    pub fn new(config: crate::limits::Config, options: EngineOptions, initial_ring_seq: u64, now: crate::Instant) -> Result<Self, crate::limits::ConfigError> { todo!() }
-    pub fn handle_packet(&mut self, now: crate::Instant, from: NodeId, frame: F) { todo!() }
-    pub fn handle_timeout(&mut self, now: crate::Instant) { todo!() }
-    pub fn submit(&mut self, now: crate::Instant, req: Request<'_>) -> Result<(), crate::CsError> { todo!() }
-    /// Clean shutdown: multicast a LEAVE so others need not wait for a token loss.
-    pub fn shutdown(&mut self, now: crate::Instant) { todo!() }
-    pub fn poll_persist(&mut self) -> Option<u64> { todo!() }
-    pub fn poll_transmit(&mut self) -> Option<Transmit<F>> { todo!() }
-    pub fn poll_event(&mut self) -> Option<Event<F>> { todo!() }
-    pub fn poll_release(&mut self) -> Option<F> { todo!() }
-    pub fn poll_timeout(&self) -> Option<crate::Instant> { todo!() }
-    pub fn stats(&self) -> &Stats { todo!() }
-    pub fn node_id(&self) -> NodeId { todo!() }
-    pub fn state(&self) -> State { todo!() }
+    ///
+    /// # Errors
+    /// A [`crate::limits::ConfigError`] naming the bad setting.
+    pub fn new(
+        config: crate::limits::Config,
+        options: EngineOptions,
+        initial_ring_seq: u64,
+        now: crate::Instant,
+    ) -> Result<Self, crate::limits::ConfigError> {
+        let groups = crate::group::Groups::new(config.node_id, config.max_message_size);
+        let totem = crate::totem::Totem::new(config, options.trace, initial_ring_seq, now)?;
+        let mut e = Engine { totem, groups, events: alloc::collections::VecDeque::new(), flow_control: false };
+        e.pump(now);
+        Ok(e)
+    }
+
+    /// A frame arrived from `from` (the transport's idea of the peer).
+    pub fn handle_packet(&mut self, now: crate::Instant, from: NodeId, frame: F) {
+        self.totem.handle_packet(now, from, frame);
+        self.pump(now);
+    }
+
+    /// A deadline from [`Engine::poll_timeout`] passed (spurious calls are no-ops).
+    pub fn handle_timeout(&mut self, now: crate::Instant) {
+        self.totem.handle_timeout(now);
+        self.pump(now);
+    }
+
+    /// A local process's request.
+    ///
+    /// # Errors
+    /// Corosync's codes, with section 0's fixes: `Exist` (already joined or
+    /// joining), `TryAgain` (send queue full, or a leave of the same
+    /// process/group still in flight), `NotExist` (mcast or leave when not
+    /// joined), `TooBig` (above `max_message_size`), `InvalidParam`,
+    /// `Library` (after shutdown).
+    pub fn submit(&mut self, now: crate::Instant, req: Request<'_>) -> Result<(), crate::CsError> {
+        if self.totem.is_shut_down() {
+            return Err(crate::CsError::Library);
+        }
+        let r = self.groups.submit(now, req, &mut self.totem);
+        self.pump(now);
+        r
+    }
+
+    /// Clean shutdown: multicast a LEAVE so others need not wait for a token
+    /// loss; afterwards the engine ignores every input.
+    pub fn shutdown(&mut self, now: crate::Instant) {
+        self.totem.shutdown();
+        self.pump(now);
+    }
+
+    /// A ring seq to make durable before any later transmit is sent.
+    pub fn poll_persist(&mut self) -> Option<u64> {
+        self.totem.poll_persist()
+    }
+    /// The next frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<F>> {
+        self.totem.poll_transmit()
+    }
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event<F>> {
+        self.events.pop_front()
+    }
+    /// A receive buffer the engine no longer holds.
+    pub fn poll_release(&mut self) -> Option<F> {
+        self.totem.poll_release()
+    }
+    /// The earliest deadline, if any timer is armed.
+    pub fn poll_timeout(&self) -> Option<crate::Instant> {
+        self.totem.poll_timeout()
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.totem.stats
+    }
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.totem.node_id()
+    }
+    /// The configuration in force.
+    pub fn config(&self) -> &crate::limits::Config {
+        self.totem.config()
+    }
+    /// Totem membership state.
+    pub fn state(&self) -> State {
+        self.totem.state
+    }
     /// Current (last entered) ring id.
-    pub fn ring_id(&self) -> RingId { todo!() }
+    pub fn ring_id(&self) -> RingId {
+        self.totem.my_ring_id
+    }
     /// Members of the last installed ring.
-    pub fn members(&self) -> &[NodeId] { todo!() }
+    pub fn members(&self) -> &[NodeId] {
+        &self.totem.memb
+    }
     /// Whether this node holds (or has held and safely released) message
     /// `seq` of ring `ring`: used by the SAFE checker.
-    pub fn holds(&self, ring: RingId, seq: u32) -> bool { todo!() }
+    pub fn holds(&self, ring: RingId, seq: u32) -> bool {
+        self.totem.holds(ring, seq)
+    }
     /// Current members of a group as this node knows them, sorted.
-    pub fn group_members(&self, group: &GroupName) -> Vec<MemberAddr> { todo!() }
-    /// Whether the local send queue is above its high-water mark.
-    pub fn flow_control_enabled(&self) -> bool { todo!() }
+    pub fn group_members(&self, group: &GroupName) -> Vec<MemberAddr> {
+        self.groups.members(group)
+    }
+    /// The CPG layer (groups, local states, last totem configuration).
+    pub fn groups(&self) -> &crate::group::Groups {
+        &self.groups
+    }
+    /// Whether the local send queue is at its high-water mark (mcast would
+    /// answer TRY_AGAIN).
+    pub fn flow_control_enabled(&self) -> bool {
+        self.totem.flow_control_enabled()
+    }
+    /// Bytes of payload one frame carries (for sizing benchmarks).
+    pub fn frame_payload_cap(&self) -> usize {
+        self.totem.frame_payload_cap()
+    }
+
+    fn pump(&mut self, now: crate::Instant) {
+        while let Some(ev) = self.totem.events.pop_front() {
+            self.groups.on_totem_event(now, ev, &mut self.totem, &mut self.events);
+        }
+        let fc = self.totem.flow_control_enabled();
+        if fc != self.flow_control {
+            self.flow_control = fc;
+            self.events.push_back(Event::FlowControl(fc));
+        }
+        self.totem.stats.dropped_malformed = self.totem.stats.dropped_malformed.max(self.groups.malformed);
+    }
 }

@@ -1,1 +1,355 @@
-//! group
+//! CPG groups on top of the ordered stream (cpg-api.md §6).
+//!
+//! Join, leave and data are Totem messages, so every node applies them in
+//! one total order and every member sees the same confchg at the same point
+//! of the stream. A Totem configuration change becomes NODEDOWN confchgs
+//! for members of departed nodes (at the transitional configuration, the
+//! same on every survivor), then a joinlist exchange in the new ring: once
+//! the joinlist of every ring member has been delivered (the barrier), each
+//! node adds members it did not know (NODEUP), drops remote members no
+//! joinlist mentions (PROCDOWN), reports the totem confchg and lets Totem
+//! resume normal sends (`trans_ack`).
+//!
+//! Local processes follow Corosync's per-connection states (JOIN_STARTED,
+//! JOIN_COMPLETED, LEAVE_STARTED), with our fixes: mcast when not joined
+//! or leaving is NOT_EXIST (never accepted then dropped), a leave resets the
+//! process to not-joined once its own LEAVE confchg is delivered.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::engine::{ConfigChange, Event, FrameBuf, Payload, Request};
+use crate::limits::JOINLIST_MAX;
+use crate::time::Instant;
+use crate::totem::{sets, Totem, TotemEvent};
+use crate::types::{CsError, Guarantee, GroupName, MemberAddr, NodeId, Reason, RingId};
+use crate::wire::cpg::{emit_joinlist, emit_mcast_header, joinlist_len, mcast_header_len};
+use crate::wire::{CpgMsg, NodeList};
+
+/// A local process's state in one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalState {
+    /// Join sent, not yet delivered.
+    JoinStarted,
+    /// Own join delivered.
+    Joined,
+    /// Leave sent, not yet delivered.
+    LeaveStarted,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    ring_id: RingId,
+    members: NodeList,
+    received: NodeList,
+    lists: Vec<(NodeId, Vec<(u32, GroupName)>)>,
+}
+
+/// The CPG layer of one node.
+#[derive(Debug)]
+pub struct Groups {
+    me: NodeId,
+    max_message_size: usize,
+    table: BTreeMap<GroupName, Vec<MemberAddr>>,
+    local: BTreeMap<(u32, GroupName), LocalState>,
+    sync: Option<SyncState>,
+    ring_id: RingId,
+    ring_members: NodeList,
+    /// Messages that did not parse as CPG messages.
+    pub malformed: u64,
+}
+
+impl Groups {
+    /// An empty group table for node `me`.
+    pub fn new(me: NodeId, max_message_size: usize) -> Self {
+        Groups {
+            me,
+            max_message_size,
+            table: BTreeMap::new(),
+            local: BTreeMap::new(),
+            sync: None,
+            ring_id: RingId::default(),
+            ring_members: NodeList::new(),
+            malformed: 0,
+        }
+    }
+
+    /// Members of `group`, sorted by (nodeid, pid).
+    pub fn members(&self, group: &GroupName) -> Vec<MemberAddr> {
+        self.table.get(group).cloned().unwrap_or_default()
+    }
+
+    /// Every group with at least one member, and its members.
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupName, &[MemberAddr])> {
+        self.table.iter().map(|(g, m)| (g, m.as_slice()))
+    }
+
+    /// A local process's state in a group.
+    pub fn local_state(&self, pid: u32, group: &GroupName) -> Option<LocalState> {
+        self.local.get(&(pid, group.clone())).copied()
+    }
+
+    /// Last totem configuration reported (ring id, nodes).
+    pub fn totem_conf(&self) -> (RingId, &[NodeId]) {
+        (self.ring_id, &self.ring_members)
+    }
+
+    fn listeners(&self, group: &GroupName) -> bool {
+        self.local
+            .iter()
+            .any(|((_, g), s)| g == group && matches!(s, LocalState::Joined | LocalState::LeaveStarted))
+    }
+
+    pub(crate) fn submit<F: FrameBuf>(&mut self, now: Instant, req: Request<'_>, totem: &mut Totem<F>) -> Result<(), CsError> {
+        match req {
+            Request::Join { pid, group, flags } => {
+                match self.local.get(&(pid, group.clone())) {
+                    Some(LocalState::JoinStarted | LocalState::Joined) => return Err(CsError::Exist),
+                    Some(LocalState::LeaveStarted) => return Err(CsError::TryAgain),
+                    None => {}
+                }
+                let msg = CpgMsg::Join { pid, group: group.clone(), flags };
+                totem.submit(now, encode(&msg)?, Guarantee::Agreed, false)?;
+                self.local.insert((pid, group.clone()), LocalState::JoinStarted);
+                Ok(())
+            }
+            Request::Leave { pid, group, reason } => {
+                if !matches!(reason, Reason::Leave | Reason::ProcDown) {
+                    return Err(CsError::InvalidParam);
+                }
+                match self.local.get(&(pid, group.clone())) {
+                    Some(LocalState::JoinStarted | LocalState::Joined) => {}
+                    _ => return Err(CsError::NotExist),
+                }
+                let msg = CpgMsg::Leave { pid, group: group.clone(), reason };
+                totem.submit(now, encode(&msg)?, Guarantee::Agreed, false)?;
+                self.local.insert((pid, group.clone()), LocalState::LeaveStarted);
+                Ok(())
+            }
+            Request::Mcast { pid, group, guarantee, iov } => {
+                let total: usize = iov.iter().map(|p| p.len()).sum();
+                if total > self.max_message_size {
+                    return Err(CsError::TooBig);
+                }
+                match self.local.get(&(pid, group.clone())) {
+                    Some(LocalState::JoinStarted | LocalState::Joined) => {}
+                    _ => return Err(CsError::NotExist),
+                }
+                let hdr = mcast_header_len(group.len());
+                let mut buf = alloc::vec![0u8; hdr + total];
+                emit_mcast_header(pid, group, guarantee, &mut buf).map_err(|_| CsError::Library)?;
+                let mut at = hdr;
+                for part in iov {
+                    buf[at..at + part.len()].copy_from_slice(part);
+                    at += part.len();
+                }
+                totem.submit(now, Arc::from(buf), guarantee, false)
+            }
+        }
+    }
+
+    /// Turn one Totem event into CPG events.
+    pub(crate) fn on_totem_event<F: FrameBuf>(
+        &mut self,
+        now: Instant,
+        ev: TotemEvent<F>,
+        totem: &mut Totem<F>,
+        out: &mut VecDeque<Event<F>>,
+    ) {
+        match ev {
+            TotemEvent::Trace(t) => out.push_back(Event::Trace(t)),
+            TotemEvent::Deliver { sender, guarantee, payload } => self.on_deliver(sender, guarantee, payload, totem, out),
+            TotemEvent::Config(change) => {
+                match &change {
+                    ConfigChange::Transitional { left, .. } => {
+                        self.sync = None;
+                        let left = left.clone();
+                        out.push_back(Event::Config(change));
+                        self.node_down(&left, out);
+                    }
+                    ConfigChange::Regular { ring_id, members, .. } => {
+                        let (ring_id, members) = (*ring_id, members.clone());
+                        out.push_back(Event::Config(change));
+                        self.start_sync(now, ring_id, members, totem);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_deliver<F: FrameBuf>(
+        &mut self,
+        sender: NodeId,
+        _guarantee: Guarantee,
+        payload: Payload<F>,
+        totem: &mut Totem<F>,
+        out: &mut VecDeque<Event<F>>,
+    ) {
+        let bytes = payload.bytes();
+        let msg = match CpgMsg::parse(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                self.malformed += 1;
+                return;
+            }
+        };
+        match msg {
+            CpgMsg::Join { pid, group, .. } => {
+                let addr = MemberAddr { nodeid: sender, pid };
+                let members = self.table.entry(group.clone()).or_default();
+                if let Err(pos) = members.binary_search(&addr) {
+                    members.insert(pos, addr);
+                    if sender == self.me {
+                        if let Some(s) = self.local.get_mut(&(pid, group.clone())) {
+                            if *s == LocalState::JoinStarted {
+                                *s = LocalState::Joined;
+                            }
+                        }
+                    }
+                    self.confchg(&group, Vec::new(), alloc::vec![(addr, Reason::Join)], out);
+                }
+            }
+            CpgMsg::Leave { pid, group, reason } => {
+                let addr = MemberAddr { nodeid: sender, pid };
+                let Some(members) = self.table.get_mut(&group) else { return };
+                if let Ok(pos) = members.binary_search(&addr) {
+                    members.remove(pos);
+                    self.confchg(&group, alloc::vec![(addr, reason)], Vec::new(), out);
+                    if self.table.get(&group).is_some_and(|m| m.is_empty()) {
+                        self.table.remove(&group);
+                    }
+                }
+                if sender == self.me && self.local.get(&(pid, group.clone())) == Some(&LocalState::LeaveStarted) {
+                    self.local.remove(&(pid, group));
+                }
+            }
+            CpgMsg::Mcast { pid, group, guarantee, payload: data } => {
+                let addr = MemberAddr { nodeid: sender, pid };
+                let known = self.table.get(&group).is_some_and(|m| m.binary_search(&addr).is_ok());
+                if known && self.listeners(&group) {
+                    let start = payload.range.end - data.len();
+                    let p = Payload { src: payload.src.clone(), range: start..payload.range.end };
+                    totem.stats.app_delivered += 1;
+                    out.push_back(Event::Deliver { group, sender: addr, guarantee, payload: p });
+                }
+            }
+            CpgMsg::JoinList(entries) => {
+                let Some(sync) = self.sync.as_mut() else { return };
+                if !sets::contains(&sync.members, sender) || sets::contains(&sync.received, sender) {
+                    return;
+                }
+                sets::insert(&mut sync.received, sender);
+                sync.lists.push((sender, entries.collect()));
+                if sync.received == sync.members {
+                    self.activate(totem, out);
+                }
+            }
+            CpgMsg::DownList(_) => {}
+        }
+    }
+
+    /// Members of departed nodes leave every group (NODEDOWN).
+    fn node_down(&mut self, left: &[NodeId], out: &mut VecDeque<Event<impl FrameBuf>>) {
+        let groups: Vec<GroupName> = self.table.keys().cloned().collect();
+        for g in groups {
+            let members = self.table.get_mut(&g).expect("key from table");
+            let mut gone = Vec::new();
+            members.retain(|m| {
+                let down = sets::contains(left, m.nodeid);
+                if down {
+                    gone.push((*m, Reason::NodeDown));
+                }
+                !down
+            });
+            if !gone.is_empty() {
+                self.confchg(&g, gone, Vec::new(), out);
+            }
+            if self.table.get(&g).is_some_and(|m| m.is_empty()) {
+                self.table.remove(&g);
+            }
+        }
+    }
+
+    fn start_sync<F: FrameBuf>(&mut self, now: Instant, ring_id: RingId, members: NodeList, totem: &mut Totem<F>) {
+        let mine: Vec<(u32, GroupName)> = self
+            .table
+            .iter()
+            .flat_map(|(g, ms)| ms.iter().filter(|m| m.nodeid == self.me).map(move |m| (m.pid, g.clone())))
+            .take(JOINLIST_MAX)
+            .collect();
+        let len = joinlist_len(mine.iter().map(|(_, g)| g));
+        let mut buf = alloc::vec![0u8; len];
+        if emit_joinlist(mine.iter().map(|(p, g)| (*p, g)), &mut buf).is_ok() {
+            // The sync queue is not bounded by flow control: it cannot refuse.
+            let _ = totem.submit(now, Arc::from(buf), Guarantee::Agreed, true);
+        }
+        self.sync = Some(SyncState { ring_id, members, received: NodeList::new(), lists: Vec::new() });
+    }
+
+    /// Every joinlist of the new ring is in: reconcile and report.
+    fn activate<F: FrameBuf>(&mut self, totem: &mut Totem<F>, out: &mut VecDeque<Event<F>>) {
+        let Some(sync) = self.sync.take() else { return };
+        let mut joined: BTreeMap<GroupName, Vec<(MemberAddr, Reason)>> = BTreeMap::new();
+        for (node, list) in &sync.lists {
+            if *node == self.me {
+                continue;
+            }
+            for (pid, g) in list {
+                let addr = MemberAddr { nodeid: *node, pid: *pid };
+                let members = self.table.entry(g.clone()).or_default();
+                if let Err(pos) = members.binary_search(&addr) {
+                    members.insert(pos, addr);
+                    joined.entry(g.clone()).or_default().push((addr, Reason::NodeUp));
+                }
+            }
+        }
+        let mut left: BTreeMap<GroupName, Vec<(MemberAddr, Reason)>> = BTreeMap::new();
+        for (g, members) in self.table.iter_mut() {
+            members.retain(|m| {
+                if m.nodeid == self.me || !sets::contains(&sync.members, m.nodeid) {
+                    return true;
+                }
+                let listed = sync
+                    .lists
+                    .iter()
+                    .any(|(n, l)| *n == m.nodeid && l.iter().any(|(p, lg)| *p == m.pid && lg == g));
+                if !listed {
+                    left.entry(g.clone()).or_default().push((*m, Reason::ProcDown));
+                }
+                listed
+            });
+        }
+        for (g, j) in joined {
+            self.confchg(&g, Vec::new(), j, out);
+        }
+        for (g, l) in left {
+            self.confchg(&g, l, Vec::new(), out);
+        }
+        self.table.retain(|_, m| !m.is_empty());
+        self.ring_id = sync.ring_id;
+        self.ring_members = sync.members.clone();
+        out.push_back(Event::TotemConfChg { ring_id: sync.ring_id, members: sync.members });
+        totem.trans_ack();
+    }
+
+    fn confchg<F>(
+        &self,
+        group: &GroupName,
+        left: Vec<(MemberAddr, Reason)>,
+        joined: Vec<(MemberAddr, Reason)>,
+        out: &mut VecDeque<Event<F>>,
+    ) {
+        if !self.listeners(group) {
+            return;
+        }
+        let members = self.members(group);
+        out.push_back(Event::ConfChg { group: group.clone(), members, left, joined });
+    }
+}
+
+fn encode(msg: &CpgMsg<'_>) -> Result<Arc<[u8]>, CsError> {
+    let mut buf = alloc::vec![0u8; msg.buffer_len()];
+    msg.emit(&mut buf).map_err(|_| CsError::Library)?;
+    Ok(Arc::from(buf))
+}

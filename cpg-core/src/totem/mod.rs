@@ -1,1 +1,476 @@
-//! Totem SRP
+//! The Totem single-ring ordering and membership protocol as a sans-IO
+//! state machine (totem.md, TOCS95, EVS94).
+//!
+//! What it owns: token passing with seq / aru / retransmit list, AGREED
+//! delivery in seq order, SAFE delivery once every member holds a message
+//! (the two-visit aru rule), flow control (window, max messages per visit,
+//! backlog), packing and fragmentation ([`pg`]), and the membership
+//! protocol (GATHER, COMMIT, RECOVERY, OPERATIONAL) that yields extended
+//! virtual synchrony: old-ring messages are recovered, then a transitional
+//! and a regular configuration are delivered in order with the messages.
+//!
+//! It must not read a clock, touch a socket or allocate without a bound:
+//! every queue here is capped (send queue by `send_queue_frames`, receive
+//! windows by `RECV_WINDOW`, sets by `NODES_MAX`).
+//!
+//! Submodules: [`token`] (the ORF token visit, sending, delivery),
+//! [`membership`] (JOIN, consensus, commit token), [`recovery`]
+//! (recovery and installation), [`window`] (receive windows), [`pg`]
+//! (packing), [`timer`], [`sets`].
+//!
+//! # References
+//! `spec/totem.md`; corosync `exec/totemsrp.c`, `exec/totempg.c`.
+
+mod membership;
+pub(crate) mod pg;
+mod recovery;
+pub(crate) mod sets;
+pub(crate) mod timer;
+mod token;
+pub(crate) mod window;
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::engine::{ConfigChange, Dest, FrameBuf, FrameRef, Payload, State, Stats, TraceDeliver, Transmit};
+use crate::limits::{Config, ConfigError};
+use crate::time::Instant;
+use crate::types::{CsError, Guarantee, NodeId, RingId};
+use crate::wire::{self, CommitRepr, NodeList, Packet, MCAST_HEADER_LEN};
+
+use pg::{Assemblies, SendQueue};
+use timer::{Timer, TimerTable};
+use window::{Stored, Window};
+
+/// What Totem hands to the layer above.
+#[derive(Debug, Clone)]
+pub(crate) enum TotemEvent<F> {
+    /// A whole application-level message, in total order.
+    Deliver { sender: NodeId, guarantee: Guarantee, payload: Payload<F> },
+    /// A configuration change.
+    Config(ConfigChange),
+    /// Checker trace of a frame delivery.
+    Trace(TraceDeliver),
+}
+
+/// Saved state of the last installed ring, kept from COMMIT entry until
+/// install so an aborted attempt restarts from the same point.
+#[derive(Debug, Clone, Copy, Default)]
+struct OldRingState {
+    saved: bool,
+    aru: u32,
+    high_seq_received: u32,
+}
+
+/// The saved token (ORF or commit) for retransmission.
+#[derive(Debug, Clone)]
+struct SavedToken {
+    frame: Arc<[u8]>,
+    dest: NodeId,
+}
+
+/// One node's Totem protocol state.
+pub(crate) struct Totem<F> {
+    cfg: Config,
+    me: NodeId,
+    trace: bool,
+    shut_down: bool,
+    pub(crate) state: State,
+
+    pub(crate) my_ring_id: RingId,
+    my_old_ring_id: RingId,
+    token_ring_id_seq: u64,
+
+    pub(crate) memb: NodeList,
+    proc_set: NodeList,
+    fail_set: NodeList,
+    new_memb: NodeList,
+    trans_memb: NodeList,
+    deliver_memb: NodeList,
+    consensus: NodeList,
+
+    regular: Window<F>,
+    recovery: Window<F>,
+    old_ring: OldRingState,
+    /// Highest high_delivered among same-old-ring transitional members (SAFE rule, §5.7).
+    old_high_delivered_max: u32,
+    commit_token: Option<CommitRepr>,
+    retrans_queue: VecDeque<FrameRef<F>>,
+
+    send_queue: SendQueue,
+    sync_queue: SendQueue,
+    frag_counter: u8,
+    assemblies: Assemblies,
+    waiting_trans_ack: bool,
+    flow_control: bool,
+
+    my_token_seq: u32,
+    my_last_aru: u32,
+    my_safe_seq: u32,
+    my_aru_count: u32,
+    my_seq_unchanged: u32,
+    my_last_seq: u32,
+    my_trc: u32,
+    my_pbl: u32,
+    my_cbl: u32,
+    my_received_flg: bool,
+    my_install_seq: u32,
+    my_retrans_flg_count: u32,
+    my_set_retrans_flg: bool,
+    my_rotation_counter: u32,
+    failed_to_recv: bool,
+    token_discard: bool,
+    originated_orf_token: bool,
+    token_held: bool,
+    saved_token: Option<SavedToken>,
+
+    timers: TimerTable,
+    transmits: VecDeque<Transmit<F>>,
+    pub(crate) events: VecDeque<TotemEvent<F>>,
+    releases: VecDeque<F>,
+    persists: VecDeque<u64>,
+    scratch: Vec<u8>,
+    pub(crate) stats: Stats,
+}
+
+impl<F: FrameBuf> Totem<F> {
+    pub(crate) fn new(cfg: Config, trace: bool, initial_ring_seq: u64, now: Instant) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        if initial_ring_seq == 0 {
+            return Err(ConfigError::NoInitialRingSeq);
+        }
+        let me = cfg.node_id;
+        let ring = RingId { rep: me, seq: initial_ring_seq };
+        let max_len = cfg.max_message_size + 1024;
+        let mut t = Totem {
+            me,
+            trace,
+            shut_down: false,
+            state: State::Gather,
+            my_ring_id: ring,
+            my_old_ring_id: ring,
+            token_ring_id_seq: initial_ring_seq,
+            memb: NodeList::new(),
+            proc_set: sets::from_slice(&[me]),
+            fail_set: NodeList::new(),
+            new_memb: NodeList::new(),
+            trans_memb: NodeList::new(),
+            deliver_memb: NodeList::new(),
+            consensus: NodeList::new(),
+            regular: Window::new(ring, 0),
+            recovery: Window::new(ring, 0),
+            old_ring: OldRingState::default(),
+            old_high_delivered_max: 0,
+            commit_token: None,
+            retrans_queue: VecDeque::new(),
+            send_queue: SendQueue::default(),
+            sync_queue: SendQueue::default(),
+            frag_counter: 0,
+            assemblies: Assemblies::new(max_len),
+            waiting_trans_ack: false,
+            flow_control: false,
+            my_token_seq: u32::MAX,
+            my_last_aru: 0,
+            my_safe_seq: 0,
+            my_aru_count: 0,
+            my_seq_unchanged: 0,
+            my_last_seq: 0,
+            my_trc: 0,
+            my_pbl: 0,
+            my_cbl: 0,
+            my_received_flg: true,
+            my_install_seq: 0,
+            my_retrans_flg_count: 0,
+            my_set_retrans_flg: false,
+            my_rotation_counter: 0,
+            failed_to_recv: false,
+            token_discard: true,
+            originated_orf_token: false,
+            token_held: false,
+            saved_token: None,
+            timers: TimerTable::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            releases: VecDeque::new(),
+            persists: VecDeque::new(),
+            scratch: Vec::new(),
+            stats: Stats::default(),
+            cfg,
+        };
+        t.gather_enter(now);
+        Ok(t)
+    }
+
+    // ---- accessors -------------------------------------------------------
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.me
+    }
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down
+    }
+    /// Payload bytes one frame can carry (packing header included), leaving
+    /// room for the encapsulation header recovery adds.
+    pub(crate) fn frame_payload_cap(&self) -> usize {
+        self.cfg.frame_max() - 2 * MCAST_HEADER_LEN
+    }
+    pub(crate) fn holds(&self, ring: RingId, seq: u32) -> bool {
+        if self.regular.ring_id == ring && self.regular.holds(seq) {
+            return true;
+        }
+        self.state == State::Recovery && self.recovery.ring_id == ring && self.recovery.holds(seq)
+    }
+    pub(crate) fn flow_control_enabled(&self) -> bool {
+        self.flow_control
+    }
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.shut_down {
+            return None;
+        }
+        self.timers.next()
+    }
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit<F>> {
+        self.transmits.pop_front()
+    }
+    pub(crate) fn poll_release(&mut self) -> Option<F> {
+        self.releases.pop_front()
+    }
+    pub(crate) fn poll_persist(&mut self) -> Option<u64> {
+        self.persists.pop_front()
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    pub(crate) fn handle_packet(&mut self, now: Instant, from: NodeId, frame: F) {
+        let _ = from;
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += frame.as_ref().len() as u64;
+        if self.shut_down {
+            self.releases.push_back(frame);
+            return;
+        }
+        let parsed = match wire::parse_frame(frame.as_ref(), self.cfg.cluster_id) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.dropped_malformed += 1;
+                self.releases.push_back(frame);
+                return;
+            }
+        };
+        let sender = parsed.header.sender;
+        if !self.cfg.nodes.contains(&sender) {
+            self.stats.dropped_unknown_node += 1;
+            self.releases.push_back(frame);
+            return;
+        }
+        match parsed.packet {
+            Packet::Mcast(m) => {
+                let len = frame.as_ref().len();
+                let payload = len - m.payload.len()..len;
+                let (ring_id, seq, guarantee, encapsulated) = (m.ring_id, m.seq, m.guarantee, m.encapsulated);
+                let stored = Stored { frame: FrameRef::Rx(frame), sender, guarantee, encapsulated, payload };
+                self.on_mcast(now, ring_id, seq, stored);
+            }
+            Packet::Token(t) => {
+                self.releases.push_back(frame);
+                self.on_orf_token(now, t);
+            }
+            Packet::Join(j) => {
+                self.releases.push_back(frame);
+                self.on_join(now, sender, j);
+            }
+            Packet::Commit(c) => {
+                self.releases.push_back(frame);
+                self.on_commit_token(now, c);
+            }
+            Packet::MergeDetect(ring) => {
+                self.releases.push_back(frame);
+                if ring != self.my_ring_id {
+                    self.on_foreign(now, sender, ring);
+                }
+            }
+            Packet::TokenHoldCancel(ring) => {
+                self.releases.push_back(frame);
+                if ring == self.my_ring_id {
+                    self.my_seq_unchanged = 0;
+                    if self.is_rep() && self.token_held {
+                        self.release_held_token(now);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.shut_down {
+            return;
+        }
+        while let Some(t) = self.timers.take_expired(now) {
+            match t {
+                Timer::TokenLoss => self.on_token_loss(now),
+                Timer::TokenRetransmit => {
+                    if let Some(s) = self.saved_token.clone() {
+                        self.token_held = false;
+                        self.timers.cancel(Timer::Hold);
+                        self.send_to(s.dest, FrameRef::Own(s.frame));
+                        self.timers.arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
+                    }
+                }
+                Timer::Hold => {
+                    if self.token_held && self.is_rep() {
+                        self.release_held_token(now);
+                    }
+                }
+                Timer::Join => {
+                    if self.state == State::Gather {
+                        self.send_join(false);
+                        self.timers.arm(Timer::Join, now + self.cfg.join);
+                    }
+                }
+                Timer::Consensus => {
+                    if self.state == State::Gather {
+                        self.on_consensus_timeout(now);
+                    }
+                }
+                Timer::Merge => {
+                    if self.state == State::Operational && self.is_rep() {
+                        let ring = self.my_ring_id;
+                        self.send_control(Dest::AllOthers, &Packet::MergeDetect(ring));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queue an application-level message (already CPG-encoded).
+    pub(crate) fn submit(&mut self, now: Instant, data: Arc<[u8]>, guarantee: Guarantee, sync: bool) -> Result<(), CsError> {
+        if self.shut_down {
+            return Err(CsError::Library);
+        }
+        if data.len() > self.cfg.max_message_size + 1024 {
+            return Err(CsError::TooBig);
+        }
+        if sync {
+            self.sync_queue.push(data, guarantee);
+        } else {
+            if self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames {
+                self.stats.try_again += 1;
+                self.update_flow_control();
+                return Err(CsError::TryAgain);
+            }
+            self.send_queue.push(data, guarantee);
+        }
+        self.update_flow_control();
+        self.event_signal(now);
+        Ok(())
+    }
+
+    /// The layer above finished its post-change sync: normal sends resume.
+    pub(crate) fn trans_ack(&mut self) {
+        self.waiting_trans_ack = false;
+    }
+
+    /// Clean shutdown: multicast a LEAVE, then ignore everything.
+    pub(crate) fn shutdown(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        self.send_join(true);
+        self.shut_down = true;
+        self.timers.cancel_all();
+    }
+
+    // ---- helpers shared by the submodules ---------------------------------
+
+    fn is_rep(&self) -> bool {
+        self.my_ring_id.rep == self.me
+    }
+
+    fn send_to(&mut self, dest: NodeId, frame: FrameRef<F>) {
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += frame.as_ref().len() as u64;
+        self.transmits.push_back(Transmit { dest: Dest::Node(dest), frame });
+    }
+
+    fn multicast(&mut self, frame: FrameRef<F>) {
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += frame.as_ref().len() as u64;
+        self.transmits.push_back(Transmit { dest: Dest::AllOthers, frame });
+    }
+
+    /// Emit a small control packet into a fresh buffer.
+    fn emit(&self, packet: &Packet<'_>) -> Arc<[u8]> {
+        let len = wire::frame::frame_len(packet);
+        let mut buf = alloc::vec![0u8; len];
+        let n = wire::emit_frame(self.me, self.cfg.cluster_id, packet, &mut buf).unwrap_or(0);
+        buf.truncate(n);
+        Arc::from(buf)
+    }
+
+    fn send_control(&mut self, dest: Dest, packet: &Packet<'_>) {
+        let frame = self.emit(packet);
+        match dest {
+            Dest::AllOthers => self.multicast(FrameRef::Own(frame)),
+            Dest::Node(n) => self.send_to(n, FrameRef::Own(frame)),
+        }
+    }
+
+    fn release_stored(releases: &mut VecDeque<F>, st: Stored<F>) {
+        if let FrameRef::Rx(f) = st.frame {
+            releases.push_back(f);
+        }
+    }
+
+    fn update_flow_control(&mut self) {
+        let on = self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames;
+        if on != self.flow_control {
+            self.flow_control = on;
+        }
+    }
+
+    /// Something was queued: cancel a token hold so it gets sent soon.
+    fn event_signal(&mut self, now: Instant) {
+        if self.token_held && self.state == State::Operational {
+            self.token_held = false;
+            let ring = self.my_ring_id;
+            self.send_control(Dest::AllOthers, &Packet::TokenHoldCancel(ring));
+            if self.is_rep() {
+                self.release_held_token(now);
+            }
+        }
+    }
+
+    fn release_held_token(&mut self, now: Instant) {
+        self.token_held = false;
+        self.timers.cancel(Timer::Hold);
+        if let Some(s) = self.saved_token.clone() {
+            self.send_to(s.dest, FrameRef::Own(s.frame));
+            self.timers.arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
+        }
+    }
+
+    /// Save and send a token (ORF or commit) to `dest`, arming its retransmit.
+    fn send_token(&mut self, now: Instant, dest: NodeId, packet: &Packet<'_>, hold: bool) {
+        let frame = self.emit(packet);
+        self.saved_token = Some(SavedToken { frame: frame.clone(), dest });
+        if !hold {
+            self.send_to(dest, FrameRef::Own(frame));
+        }
+        self.timers.arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
+    }
+
+    fn successor(&self, list: &[NodeId]) -> NodeId {
+        match list.iter().position(|&n| n == self.me) {
+            Some(i) => list[(i + 1) % list.len()],
+            None => self.me,
+        }
+    }
+
+    fn push_config(&mut self, change: ConfigChange) {
+        self.events.push_back(TotemEvent::Config(change));
+    }
+}

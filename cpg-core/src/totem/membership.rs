@@ -1,0 +1,243 @@
+//! Membership: GATHER (JOIN exchange until consensus), the commit token and
+//! COMMIT (totem.md §4–§5.4).
+
+use super::sets;
+use super::timer::Timer;
+use super::Totem;
+use crate::engine::{FrameBuf, State};
+use crate::time::Instant;
+use crate::types::{NodeId, RingId};
+use crate::wire::{CommitEntry, CommitRepr, JoinRepr, NodeList, Packet};
+
+impl<F: FrameBuf> Totem<F> {
+    /// §5.1: (re-)enter GATHER and announce our view.
+    pub(super) fn gather_enter(&mut self, now: Instant) {
+        self.token_discard = true;
+        self.originated_orf_token = false;
+        sets::insert(&mut self.proc_set, self.me);
+        self.state = State::Gather;
+        self.send_join(false);
+        self.timers.cancel_all();
+        self.timers.arm(Timer::Join, now + self.cfg.join);
+        self.timers.arm(Timer::Consensus, now + self.cfg.consensus_effective());
+        self.token_held = false;
+        self.consensus.clear();
+        sets::insert(&mut self.consensus, self.me);
+        // Our own JOIN counts at once (Corosync receives its own multicast).
+        self.check_consensus(now);
+    }
+
+    pub(super) fn send_join(&mut self, leave: bool) {
+        let (proc_list, fail_list) = if leave {
+            let proc_list = sets::minus(&self.proc_set, &[self.me]);
+            let mut fail = self.fail_set.clone();
+            sets::insert(&mut fail, self.me);
+            (proc_list, fail)
+        } else {
+            (self.proc_set.clone(), self.fail_set.clone())
+        };
+        let join = JoinRepr { ring_seq: self.my_ring_id.seq, leave, proc_list, fail_list };
+        self.send_control(crate::engine::Dest::AllOthers, &Packet::Join(join));
+    }
+
+    fn agreed(&self) -> bool {
+        sets::minus(&self.proc_set, &self.fail_set).iter().all(|&n| sets::contains(&self.consensus, n))
+    }
+
+    fn check_consensus(&mut self, now: Instant) -> bool {
+        if !self.agreed() {
+            return false;
+        }
+        if self.failed_to_recv {
+            self.proc_set = sets::from_slice(&[self.me]);
+            self.fail_set.clear();
+            self.failed_to_recv = false;
+            self.commit_create(now);
+            return true;
+        }
+        let candidates = sets::minus(&self.proc_set, &self.fail_set);
+        if candidates.first() == Some(&self.me) {
+            self.commit_create(now);
+            return true;
+        }
+        false
+    }
+
+    /// §5.2: state pre-filters, then `memb_join_process`.
+    pub(super) fn on_join(&mut self, now: Instant, sender: NodeId, j: JoinRepr) {
+        if j.ring_seq > self.token_ring_id_seq {
+            self.token_ring_id_seq = j.ring_seq;
+        }
+        if sender == self.me {
+            return;
+        }
+        match self.state {
+            State::Operational => {
+                if sets::contains(&j.fail_list, self.me) {
+                    return; // O1
+                }
+                if sets::contains(&self.memb, sender) && j.ring_seq < self.my_ring_id.seq {
+                    self.stats.dropped_stale += 1;
+                    return; // O2
+                }
+                self.memb_join_process(now, sender, &j);
+                if self.state == State::Operational {
+                    self.gather_enter(now);
+                }
+            }
+            State::Gather => self.memb_join_process(now, sender, &j),
+            State::Commit | State::Recovery => {
+                if sets::contains(&self.new_memb, sender) && j.ring_seq >= self.my_ring_id.seq {
+                    let ring = self.my_ring_id;
+                    if self.state == State::Recovery {
+                        self.abort_recovery();
+                    }
+                    self.memb_join_process(now, sender, &j);
+                    if matches!(self.state, State::Commit | State::Recovery) && self.my_ring_id == ring {
+                        self.gather_enter(now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn memb_join_process(&mut self, now: Instant, sender: NodeId, j: &JoinRepr) {
+        let jproc = sets::from_slice(&j.proc_list);
+        let jfail = sets::from_slice(&j.fail_list);
+        if jproc == self.proc_set && jfail == self.fail_set {
+            if !j.leave {
+                sets::insert(&mut self.consensus, sender);
+            }
+            if self.state == State::Gather {
+                self.check_consensus(now);
+            }
+            return;
+        }
+        if sets::subset(&jproc, &self.proc_set) && sets::subset(&jfail, &self.fail_set) {
+            return; // the sender is behind and will catch up
+        }
+        if sets::contains(&self.fail_set, sender) {
+            return;
+        }
+        sets::union_into(&mut self.proc_set, &jproc);
+        if sets::contains(&jfail, self.me) {
+            sets::insert(&mut self.fail_set, sender); // it cannot hear me: symmetric
+        } else if sets::contains(&self.memb, sender) {
+            sets::union_into(&mut self.fail_set, &jfail); // trust only my old ring's reports
+        }
+        self.gather_enter(now);
+    }
+
+    /// §5.3.
+    pub(super) fn on_consensus_timeout(&mut self, now: Instant) {
+        self.stats.consensus_timeouts += 1;
+        if self.agreed() {
+            self.consensus.clear();
+            sets::insert(&mut self.consensus, self.me);
+            self.timers.arm(Timer::TokenLoss, now + self.cfg.token_effective());
+            return;
+        }
+        let silent = sets::minus(&self.proc_set, &self.consensus);
+        sets::union_into(&mut self.fail_set, &silent);
+        self.gather_enter(now);
+    }
+
+    /// §5.4: the lowest agreed node creates the commit token.
+    fn commit_create(&mut self, now: Instant) {
+        let addr = sets::minus(&self.proc_set, &self.fail_set);
+        let mut entries = heapless::Vec::new();
+        for _ in 0..addr.len() {
+            let _ = entries.push(CommitEntry::default());
+        }
+        let token = CommitRepr {
+            ring_id: RingId { rep: self.me, seq: self.token_ring_id_seq + 4 },
+            token_seq: 0,
+            memb_index: 0,
+            addr,
+            entries,
+        };
+        self.commit_enter(now, token);
+    }
+
+    fn commit_enter(&mut self, now: Instant, mut token: CommitRepr) {
+        if !self.old_ring.saved {
+            self.old_ring.saved = true;
+            self.old_ring.aru = self.regular.aru;
+            self.old_ring.high_seq_received = self.regular.high_seq;
+        }
+        self.new_memb = token.addr.clone();
+        let Some(pos) = token.addr.iter().position(|&n| n == self.me) else { return };
+        self.my_received_flg = self.old_ring.aru == self.old_ring.high_seq_received;
+        token.entries[pos] = CommitEntry {
+            old_ring_id: self.my_old_ring_id,
+            aru: self.old_ring.aru,
+            high_delivered: self.regular.high_delivered,
+            received_flg: self.my_received_flg,
+        };
+        let old = self.my_old_ring_id;
+        let high = token.entries[..=pos]
+            .iter()
+            .filter(|e| e.old_ring_id == old)
+            .map(|e| e.aru)
+            .fold(self.old_ring.aru, super::window::seq_max);
+        for e in token.entries[..=pos].iter_mut() {
+            if e.old_ring_id == old && super::window::seq_lt(e.aru, high) {
+                e.received_flg = false;
+            }
+        }
+        token.memb_index = (pos + 1) as u16;
+        let successor = token.addr[(pos + 1) % token.addr.len()];
+        self.timers.cancel_all();
+        self.my_ring_id = token.ring_id;
+        self.persists.push_back(token.ring_id.seq);
+        self.token_ring_id_seq = token.ring_id.seq;
+        self.state = State::Commit;
+        self.my_trc = 0;
+        self.my_pbl = 0;
+        self.my_cbl = 0;
+        token.token_seq = token.token_seq.wrapping_add(1);
+        self.send_token(now, successor, &Packet::Commit(token), false);
+        self.timers.arm(Timer::TokenLoss, now + self.cfg.token_effective());
+    }
+
+    /// §5.4–§5.5: commit token receipt by state.
+    pub(super) fn on_commit_token(&mut self, now: Instant, c: CommitRepr) {
+        let n = c.addr.len();
+        match self.state {
+            State::Gather => {
+                let expect: NodeList = sets::minus(&self.proc_set, &self.fail_set);
+                let idx = c.memb_index as usize;
+                if c.ring_id.seq > self.my_ring_id.seq
+                    && sets::from_slice(&c.addr) == expect
+                    && c.addr.as_slice() == expect.as_slice()
+                    && idx < n
+                    && c.addr[idx] == self.me
+                {
+                    self.commit_enter(now, c);
+                } else {
+                    self.stats.dropped_stale += 1;
+                }
+            }
+            State::Commit => {
+                if c.ring_id == self.my_ring_id && c.memb_index as usize == n {
+                    self.recovery_enter(now, c);
+                } else {
+                    self.stats.dropped_stale += 1;
+                }
+            }
+            State::Recovery => {
+                if c.ring_id == self.my_ring_id
+                    && c.memb_index as usize == n
+                    && c.addr.first() == Some(&self.me)
+                    && !self.originated_orf_token
+                {
+                    self.originated_orf_token = true;
+                    self.originate_orf_token(now);
+                } else {
+                    self.stats.dropped_stale += 1;
+                }
+            }
+            State::Operational => self.stats.dropped_stale += 1,
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! A receive window ("sort queue"): stored frames by sequence number, the
+//! contiguous-receipt point (`aru`), the highest seq seen, and per-gap miss
+//! counters for retransmit requests. Seqs use u32 serial arithmetic.
+
+use alloc::collections::VecDeque;
+use core::ops::Range;
+
+use crate::engine::FrameRef;
+use crate::limits::RECV_WINDOW;
+use crate::types::{Guarantee, NodeId, RingId};
+
+/// `a < b` in u32 serial-number arithmetic.
+pub(crate) fn seq_lt(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) > 0
+}
+/// `a <= b` in serial arithmetic.
+pub(crate) fn seq_le(a: u32, b: u32) -> bool {
+    a == b || seq_lt(a, b)
+}
+/// Serial max.
+pub(crate) fn seq_max(a: u32, b: u32) -> u32 {
+    if seq_lt(a, b) {
+        b
+    } else {
+        a
+    }
+}
+/// Serial min.
+pub(crate) fn seq_min(a: u32, b: u32) -> u32 {
+    if seq_lt(a, b) {
+        a
+    } else {
+        b
+    }
+}
+
+/// One stored multicast frame.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored<F> {
+    pub frame: FrameRef<F>,
+    /// Originating node (frame header sender).
+    pub sender: NodeId,
+    pub guarantee: Guarantee,
+    pub encapsulated: bool,
+    /// The MCAST payload's byte range inside `frame`.
+    pub payload: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+enum Slot<F> {
+    Missing(u8),
+    Held(Stored<F>),
+}
+
+/// Frames of one ring's sequence space.
+#[derive(Debug)]
+pub(crate) struct Window<F> {
+    /// The ring whose seq space this is.
+    pub ring_id: RingId,
+    /// Everything `<= released` has been freed (the GC point).
+    released: u32,
+    slots: VecDeque<Slot<F>>,
+    /// All seqs `<= aru` are held (or were, and are released).
+    pub aru: u32,
+    /// Highest seq held.
+    pub high_seq: u32,
+    /// Highest seq delivered.
+    pub high_delivered: u32,
+}
+
+impl<F: Clone> Window<F> {
+    /// An empty window whose first seq will be `start + 1`.
+    pub(crate) fn new(ring_id: RingId, start: u32) -> Self {
+        Window { ring_id, released: start, slots: VecDeque::new(), aru: start, high_seq: start, high_delivered: start }
+    }
+
+    pub(crate) fn released(&self) -> u32 {
+        self.released
+    }
+
+    fn index(&self, seq: u32) -> Option<usize> {
+        let off = seq.wrapping_sub(self.released);
+        if off == 0 || off > RECV_WINDOW {
+            None
+        } else {
+            Some(off as usize - 1)
+        }
+    }
+
+    /// Whether `seq` is inside the window (may be stored).
+    pub(crate) fn in_window(&self, seq: u32) -> bool {
+        self.index(seq).is_some()
+    }
+
+    /// Store a frame; false if outside the window or already held.
+    pub(crate) fn insert(&mut self, seq: u32, stored: Stored<F>) -> bool {
+        let Some(i) = self.index(seq) else { return false };
+        while self.slots.len() <= i {
+            self.slots.push_back(Slot::Missing(0));
+        }
+        if matches!(self.slots[i], Slot::Held(_)) {
+            return false;
+        }
+        self.slots[i] = Slot::Held(stored);
+        self.high_seq = seq_max(self.high_seq, seq);
+        self.advance_aru();
+        true
+    }
+
+    fn advance_aru(&mut self) {
+        loop {
+            let next = self.aru.wrapping_add(1);
+            match self.get(next) {
+                Some(_) => self.aru = next,
+                None => break,
+            }
+        }
+    }
+
+    /// The frame at `seq`, if held (released ones are gone).
+    pub(crate) fn get(&self, seq: u32) -> Option<&Stored<F>> {
+        let i = self.index(seq)?;
+        match self.slots.get(i) {
+            Some(Slot::Held(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Held now, or held and already freed.
+    pub(crate) fn holds(&self, seq: u32) -> bool {
+        seq_le(seq, self.released) || self.get(seq).is_some()
+    }
+
+    /// Free every frame `<= upto`, calling `release` for each.
+    pub(crate) fn release_upto(&mut self, upto: u32, mut release: impl FnMut(Stored<F>)) {
+        while seq_lt(self.released, upto) {
+            let slot = self.slots.pop_front();
+            self.released = self.released.wrapping_add(1);
+            if let Some(Slot::Held(s)) = slot {
+                release(s);
+            }
+        }
+        if seq_lt(self.aru, self.released) {
+            self.aru = self.released;
+            self.advance_aru();
+        }
+        if seq_lt(self.high_seq, self.released) {
+            self.high_seq = self.released;
+        }
+        if seq_lt(self.high_delivered, self.released) {
+            self.high_delivered = self.released;
+        }
+    }
+
+    /// Free everything (the window is dropped or reset).
+    pub(crate) fn drain(&mut self, mut release: impl FnMut(Stored<F>)) {
+        for slot in self.slots.drain(..) {
+            if let Slot::Held(s) = slot {
+                release(s);
+            }
+        }
+    }
+
+    /// Bump the miss counter of each empty slot in `(aru, upto]`; return the
+    /// seqs whose counter reached `threshold` (in order, at most `max`).
+    pub(crate) fn missing(&mut self, upto: u32, threshold: u32, max: usize, out: &mut impl FnMut(u32) -> bool) {
+        let mut seq = self.aru.wrapping_add(1);
+        let mut found = 0usize;
+        let mut scanned = 0u32;
+        while seq_le(seq, upto) && found < max && scanned < RECV_WINDOW {
+            scanned += 1;
+            let Some(i) = self.index(seq) else { break };
+            while self.slots.len() <= i {
+                self.slots.push_back(Slot::Missing(0));
+            }
+            if let Slot::Missing(c) = &mut self.slots[i] {
+                *c = c.saturating_add(1);
+                if u32::from(*c) >= threshold {
+                    found += 1;
+                    if !out(seq) {
+                        break;
+                    }
+                }
+            }
+            seq = seq.wrapping_add(1);
+        }
+    }
+
+    /// Number of frames currently held.
+    pub(crate) fn held_count(&self) -> usize {
+        self.slots.iter().filter(|s| matches!(s, Slot::Held(_))).count()
+    }
+
+    /// Seqs held above `from`, in order.
+    pub(crate) fn held_above(&self, from: u32) -> impl Iterator<Item = (u32, &Stored<F>)> + '_ {
+        let base = self.released;
+        self.slots.iter().enumerate().filter_map(move |(i, s)| {
+            let seq = base.wrapping_add(i as u32 + 1);
+            match s {
+                Slot::Held(st) if seq_lt(from, seq) => Some((seq, st)),
+                _ => None,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::sync::Arc;
+
+    fn st() -> Stored<Arc<[u8]>> {
+        Stored {
+            frame: FrameRef::Own(Arc::from(&b"x"[..])),
+            sender: 1,
+            guarantee: Guarantee::Agreed,
+            encapsulated: false,
+            payload: 0..1,
+        }
+    }
+
+    #[test]
+    fn serial_compare_wraps() {
+        assert!(seq_lt(u32::MAX, 0));
+        assert!(seq_lt(0xFFFF_FE00, 5));
+        assert!(!seq_lt(5, 0xFFFF_FE00));
+        assert!(seq_le(7, 7));
+    }
+
+    #[test]
+    fn aru_advances_over_contiguous_and_release() {
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0);
+        assert!(w.insert(2, st()));
+        assert_eq!(w.aru, 0);
+        assert!(w.insert(1, st()));
+        assert_eq!(w.aru, 2);
+        assert!(!w.insert(1, st()));
+        assert_eq!(w.high_seq, 2);
+        let mut n = 0;
+        w.release_upto(1, |_| n += 1);
+        assert_eq!(n, 1);
+        assert!(w.holds(1));
+        assert!(w.holds(2));
+        assert!(!w.holds(3));
+        assert!(!w.insert(1, st()));
+    }
+
+    #[test]
+    fn window_near_wrap() {
+        let start = 0xFFFF_FFF0u32;
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, start);
+        for i in 1..=40u32 {
+            assert!(w.insert(start.wrapping_add(i), st()));
+        }
+        assert_eq!(w.aru, start.wrapping_add(40));
+        w.release_upto(start.wrapping_add(20), |_| {});
+        assert_eq!(w.released(), start.wrapping_add(20));
+        assert_eq!(w.held_count(), 20);
+    }
+
+    #[test]
+    fn missing_counts_gaps() {
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0);
+        w.insert(3, st());
+        let mut got = alloc::vec::Vec::new();
+        for _ in 0..4 {
+            w.missing(3, 5, 30, &mut |s| {
+                got.push(s);
+                true
+            });
+        }
+        assert!(got.is_empty());
+        w.missing(3, 5, 30, &mut |s| {
+            got.push(s);
+            true
+        });
+        assert_eq!(got, [1, 2]);
+    }
+}

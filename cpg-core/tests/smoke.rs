@@ -1,0 +1,267 @@
+//! A small perfect-network harness over the public engine API: the
+//! simulator (`cpg-sim`) does the faulty-network work; these tests pin the
+//! basic story (ring forms, joins, ordered delivery, SAFE, fragmentation,
+//! node loss) in a few milliseconds.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use cpg_core::engine::{ConfigChange, Dest, Engine, EngineOptions, Event, Request, State};
+use cpg_core::limits::Config;
+use cpg_core::{CsError, Duration, GroupName, Guarantee, Instant, Reason};
+
+type Frame = Arc<[u8]>;
+
+struct Net {
+    nodes: Vec<Option<Engine<Frame>>>,
+    ids: Vec<u32>,
+    now: Instant,
+    queue: VecDeque<(usize, u32, Frame)>,
+    events: Vec<Vec<Event<Frame>>>,
+    cut: Vec<bool>,
+}
+
+impl Net {
+    fn new(n: usize) -> Net {
+        Self::with(n, |_| {})
+    }
+    fn with(n: usize, tweak: impl Fn(&mut Config)) -> Net {
+        let ids: Vec<u32> = (1..=n as u32).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let mut c = Config::fast(id, &ids);
+                tweak(&mut c);
+                Some(Engine::new(c, EngineOptions { trace: true }, 1, Instant::ZERO).unwrap())
+            })
+            .collect();
+        let mut net = Net { nodes, ids, now: Instant::ZERO, queue: VecDeque::new(), events: vec![Vec::new(); n], cut: vec![false; n] };
+        for i in 0..n {
+            net.drain(i);
+        }
+        net
+    }
+    fn drain(&mut self, i: usize) {
+        let Some(e) = self.nodes[i].as_mut() else { return };
+        while e.poll_persist().is_some() {}
+        while let Some(t) = e.poll_transmit() {
+            let from = self.ids[i];
+            let bytes: Frame = Arc::from(t.frame.as_ref());
+            match t.dest {
+                Dest::Node(n) => self.queue.push_back(((n - 1) as usize, from, bytes)),
+                Dest::AllOthers => {
+                    for j in 0..self.ids.len() {
+                        if j != i {
+                            self.queue.push_back((j, from, bytes.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(ev) = e.poll_event() {
+            self.events[i].push(ev);
+        }
+        while e.poll_release().is_some() {}
+    }
+    /// Deliver everything queued; then advance to the next timer.
+    fn step(&mut self) -> bool {
+        if let Some((to, from, f)) = self.queue.pop_front() {
+            let from_idx = (from - 1) as usize;
+            if (self.cut[to] || self.cut[from_idx]) && to != from_idx {
+                return true;
+            }
+            if let Some(e) = self.nodes[to].as_mut() {
+                e.handle_packet(self.now, from, f);
+                self.drain(to);
+            }
+            return true;
+        }
+        let next = self.nodes.iter().flatten().filter_map(|e| e.poll_timeout()).min();
+        match next {
+            Some(t) => {
+                self.now = self.now.max(t);
+                for i in 0..self.nodes.len() {
+                    if let Some(e) = self.nodes[i].as_mut() {
+                        if e.poll_timeout().is_some_and(|d| d <= self.now) {
+                            e.handle_timeout(self.now);
+                            self.drain(i);
+                        }
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    }
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        let mut steps = 0u64;
+        while self.now < end {
+            if !self.step() {
+                break;
+            }
+            steps += 1;
+            assert!(steps < 50_000_000, "runaway");
+        }
+    }
+    fn run_until(&mut self, limit: Duration, mut f: impl FnMut(&Net) -> bool) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            if f(self) {
+                return true;
+            }
+            if !self.step() {
+                return f(self);
+            }
+        }
+        f(self)
+    }
+    fn converged(&self) -> bool {
+        let live: Vec<&Engine<Frame>> = self.nodes.iter().flatten().collect();
+        let ring = live[0].ring_id();
+        live.iter().all(|e| e.state() == State::Operational && e.ring_id() == ring && e.members().len() == live.len())
+    }
+    fn e(&mut self, i: usize) -> &mut Engine<Frame> {
+        self.nodes[i].as_mut().unwrap()
+    }
+    fn submit(&mut self, i: usize, req: Request<'_>) -> Result<(), CsError> {
+        let now = self.now;
+        let r = self.e(i).submit(now, req);
+        self.drain(i);
+        r
+    }
+    fn delivered(&self, i: usize, g: &GroupName) -> Vec<Vec<u8>> {
+        self.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Deliver { group, payload, .. } if group == g => Some(payload.bytes().to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn group() -> GroupName {
+    GroupName::new(b"GROUP\0").unwrap()
+}
+
+#[test]
+fn three_nodes_form_one_ring() {
+    let mut net = Net::new(3);
+    assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()), "no single ring");
+    let ring = net.e(0).ring_id();
+    assert_eq!(ring.rep, 1);
+    assert_eq!(net.e(0).members(), &[1, 2, 3]);
+}
+
+#[test]
+fn join_and_totally_ordered_delivery() {
+    let mut net = Net::new(3);
+    assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
+    let g = group();
+    for i in 0..3 {
+        net.submit(i, Request::Join { pid: 100 + i as u32, group: &g, flags: 0 }).unwrap();
+    }
+    assert_eq!(net.submit(0, Request::Join { pid: 100, group: &g, flags: 0 }), Err(CsError::Exist));
+    let g1 = g.clone();
+    assert!(net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i].as_ref().unwrap().group_members(&g1).len() == 3)));
+    for k in 0..50u32 {
+        for i in 0..3 {
+            let msg = format!("n{i}-{k}");
+            let g2 = if k % 5 == 0 { Guarantee::Safe } else { Guarantee::Agreed };
+            net.submit(i, Request::Mcast { pid: 100 + i as u32, group: &g, guarantee: g2, iov: &[msg.as_bytes()] }).unwrap();
+        }
+    }
+    net.run_until(Duration::from_millis(3000), |n| (0..3).all(|i| n.delivered(i, &g).len() == 150));
+    let d0 = net.delivered(0, &g);
+    assert_eq!(d0.len(), 150);
+    for i in 1..3 {
+        assert_eq!(net.delivered(i, &g), d0, "node {i} order differs");
+    }
+    // FIFO per sender
+    for i in 0..3 {
+        let mine: Vec<_> = d0.iter().filter(|m| m.starts_with(format!("n{i}-").as_bytes())).collect();
+        let expect: Vec<Vec<u8>> = (0..50).map(|k| format!("n{i}-{k}").into_bytes()).collect();
+        assert_eq!(mine.len(), 50);
+        for (a, b) in mine.iter().zip(expect.iter()) {
+            assert_eq!(*a, b);
+        }
+    }
+    // every node saw the three joins
+    let confchgs = net.events[2].iter().filter(|e| matches!(e, Event::ConfChg { .. })).count();
+    assert!(confchgs >= 1);
+}
+
+#[test]
+fn mcast_when_not_joined_is_not_exist() {
+    let mut net = Net::new(1);
+    let g = group();
+    assert_eq!(
+        net.submit(0, Request::Mcast { pid: 1, group: &g, guarantee: Guarantee::Agreed, iov: &[b"x"] }),
+        Err(CsError::NotExist)
+    );
+    assert_eq!(net.submit(0, Request::Leave { pid: 1, group: &g, reason: Reason::Leave }), Err(CsError::NotExist));
+}
+
+#[test]
+fn single_node_delivers_own_messages() {
+    let mut net = Net::new(1);
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.converged()));
+    let g = group();
+    net.submit(0, Request::Join { pid: 7, group: &g, flags: 0 }).unwrap();
+    net.submit(0, Request::Mcast { pid: 7, group: &g, guarantee: Guarantee::Safe, iov: &[b"hello"] }).unwrap();
+    assert!(net.run_until(Duration::from_millis(3000), |n| n.delivered(0, &g).len() == 1));
+    assert_eq!(net.delivered(0, &g), vec![b"hello".to_vec()]);
+}
+
+#[test]
+fn large_message_is_fragmented_and_reassembled() {
+    let mut net = Net::new(3);
+    assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
+    let g = group();
+    for i in 0..3 {
+        net.submit(i, Request::Join { pid: 1, group: &g, flags: 0 }).unwrap();
+    }
+    let g1 = g.clone();
+    assert!(net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i].as_ref().unwrap().group_members(&g1).len() == 3)));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    net.submit(1, Request::Mcast { pid: 1, group: &g, guarantee: Guarantee::Agreed, iov: &[&big[..1000], &big[1000..]] }).unwrap();
+    net.submit(2, Request::Mcast { pid: 1, group: &g, guarantee: Guarantee::Agreed, iov: &[b"small"] }).unwrap();
+    assert!(net.run_until(Duration::from_millis(20000), |n| (0..3).all(|i| n.delivered(i, &g).len() == 2)));
+    for i in 0..3 {
+        let d = net.delivered(i, &g);
+        assert!(d.contains(&big));
+        assert_eq!(d, net.delivered(0, &g));
+    }
+    assert!(net.e(0).stats().fragmented_reassembled >= 1);
+}
+
+#[test]
+fn killed_node_gives_nodedown_and_the_rest_go_on() {
+    let mut net = Net::new(3);
+    assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
+    let g = group();
+    for i in 0..3 {
+        net.submit(i, Request::Join { pid: 10, group: &g, flags: 0 }).unwrap();
+    }
+    net.run_for(Duration::from_millis(500));
+    net.nodes[2] = None;
+    net.cut[2] = true;
+    assert!(net.run_until(Duration::from_millis(10_000), |n| n.converged()), "survivors did not re-form");
+    assert_eq!(net.e(0).members(), &[1, 2]);
+    let nodedown = net.events[0].iter().any(|e| match e {
+        Event::ConfChg { left, .. } => left.iter().any(|(m, r)| m.nodeid == 3 && *r == Reason::NodeDown),
+        _ => false,
+    });
+    assert!(nodedown, "no NODEDOWN for node 3");
+    net.submit(0, Request::Mcast { pid: 10, group: &g, guarantee: Guarantee::Safe, iov: &[b"after"] }).unwrap();
+    assert!(net.run_until(Duration::from_millis(3000), |n| n.delivered(1, &g).last().map(|m| m.as_slice()) == Some(b"after")));
+    let trans = net.events[0].iter().any(|e| matches!(e, Event::Config(ConfigChange::Transitional { left, .. }) if left.as_slice() == [3]));
+    assert!(trans);
+}
+
+#[test]
+fn initial_ring_seq_zero_is_refused() {
+    let c = Config::fast(1, &[1]);
+    assert!(Engine::<Frame>::new(c, EngineOptions::default(), 0, Instant::ZERO).is_err());
+}
