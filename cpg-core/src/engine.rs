@@ -282,6 +282,10 @@ pub enum State {
 pub struct EngineOptions {
     /// Emit [`Event::Trace`] for every Totem delivery (simulator checkers).
     pub trace: bool,
+    /// First message seq of every ring minus one (0 in production). Tests
+    /// set it near 2^32 to exercise serial-number wrap-around; every node of
+    /// a cluster must use the same value.
+    pub seq_base: u32,
 }
 
 /// Totem + CPG groups for one node: the whole protocol behind the sans-IO
@@ -307,7 +311,7 @@ impl<F: FrameBuf> Engine<F> {
         now: crate::Instant,
     ) -> Result<Self, crate::limits::ConfigError> {
         let groups = crate::group::Groups::new(config.node_id, config.max_message_size);
-        let totem = crate::totem::Totem::new(config, options.trace, initial_ring_seq, now)?;
+        let totem = crate::totem::Totem::new(config, options, initial_ring_seq, now)?;
         let mut e = Engine { totem, groups, events: alloc::collections::VecDeque::new(), flow_control: false };
         e.pump(now);
         Ok(e)

@@ -272,6 +272,7 @@ impl Groups {
     }
 
     fn start_sync<F: FrameBuf>(&mut self, now: Instant, ring_id: RingId, members: NodeList, totem: &mut Totem<F>) {
+        totem.clear_sync_queue();
         let mine: Vec<(u32, GroupName)> = self
             .table
             .iter()

@@ -26,13 +26,16 @@ impl Net {
         Self::with(n, |_| {})
     }
     fn with(n: usize, tweak: impl Fn(&mut Config)) -> Net {
+        Self::with_base(n, 0, tweak)
+    }
+    fn with_base(n: usize, seq_base: u32, tweak: impl Fn(&mut Config)) -> Net {
         let ids: Vec<u32> = (1..=n as u32).collect();
         let nodes = ids
             .iter()
             .map(|&id| {
                 let mut c = Config::fast(id, &ids);
                 tweak(&mut c);
-                Some(Engine::new(c, EngineOptions { trace: true }, 1, Instant::ZERO).unwrap())
+                Some(Engine::new(c, EngineOptions { trace: true, seq_base }, 1, Instant::ZERO).unwrap())
             })
             .collect();
         let mut net = Net { nodes, ids, now: Instant::ZERO, queue: VecDeque::new(), events: vec![Vec::new(); n], cut: vec![false; n] };
@@ -264,4 +267,36 @@ fn killed_node_gives_nodedown_and_the_rest_go_on() {
 fn initial_ring_seq_zero_is_refused() {
     let c = Config::fast(1, &[1]);
     assert!(Engine::<Frame>::new(c, EngineOptions::default(), 0, Instant::ZERO).is_err());
+}
+
+#[test]
+fn sequence_numbers_wrap_around_u32() {
+    let mut net = Net::with_base(3, 0xFFFF_FE00, |c| c.window_size = 200);
+    assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
+    let g = group();
+    for i in 0..3 {
+        net.submit(i, Request::Join { pid: 5, group: &g, flags: 0 }).unwrap();
+    }
+    let g1 = g.clone();
+    assert!(net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i].as_ref().unwrap().group_members(&g1).len() == 3)));
+    // 1,200 frames cross 2^32 (each message is big enough for its own frame).
+    let body = vec![0xAB; 1200];
+    let mut sent = 0;
+    while sent < 1200 {
+        let i = sent % 3;
+        let mut m = body.clone();
+        m[..4].copy_from_slice(&(sent as u32).to_le_bytes());
+        match net.submit(i, Request::Mcast { pid: 5, group: &g, guarantee: if sent % 7 == 0 { Guarantee::Safe } else { Guarantee::Agreed }, iov: &[&m] }) {
+            Ok(()) => sent += 1,
+            Err(CsError::TryAgain) => net.run_for(Duration::from_millis(1)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(net.run_until(Duration::from_millis(20_000), |n| (0..3).all(|i| n.delivered(i, &g).len() == 1200)));
+    let d0 = net.delivered(0, &g);
+    for i in 1..3 {
+        assert_eq!(net.delivered(i, &g), d0);
+    }
+    // the ring really crossed the wrap point
+    assert!(net.events[0].iter().any(|e| matches!(e, Event::Trace(t) if t.seq < 0x1000)));
 }

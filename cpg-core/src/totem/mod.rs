@@ -75,6 +75,7 @@ pub(crate) struct Totem<F> {
     cfg: Config,
     me: NodeId,
     trace: bool,
+    seq_base: u32,
     shut_down: bool,
     pub(crate) state: State,
 
@@ -135,7 +136,7 @@ pub(crate) struct Totem<F> {
 }
 
 impl<F: FrameBuf> Totem<F> {
-    pub(crate) fn new(cfg: Config, trace: bool, initial_ring_seq: u64, now: Instant) -> Result<Self, ConfigError> {
+    pub(crate) fn new(cfg: Config, options: crate::engine::EngineOptions, initial_ring_seq: u64, now: Instant) -> Result<Self, ConfigError> {
         cfg.validate()?;
         if initial_ring_seq == 0 {
             return Err(ConfigError::NoInitialRingSeq);
@@ -145,7 +146,8 @@ impl<F: FrameBuf> Totem<F> {
         let max_len = cfg.max_message_size + 1024;
         let mut t = Totem {
             me,
-            trace,
+            trace: options.trace,
+            seq_base: options.seq_base,
             shut_down: false,
             state: State::Gather,
             my_ring_id: ring,
@@ -370,6 +372,12 @@ impl<F: FrameBuf> Totem<F> {
     }
 
     /// The layer above finished its post-change sync: normal sends resume.
+    /// A new regular configuration: sync messages queued for an earlier
+    /// one are stale.
+    pub(crate) fn clear_sync_queue(&mut self) {
+        self.sync_queue = SendQueue::default();
+    }
+
     pub(crate) fn trans_ack(&mut self) {
         self.waiting_trans_ack = false;
     }

@@ -17,7 +17,7 @@ impl<F: FrameBuf> Totem<F> {
     pub(super) fn recovery_enter(&mut self, now: Instant, mut c: CommitRepr) {
         self.token_discard = false;
         let ring = self.my_ring_id;
-        let old = core::mem::replace(&mut self.recovery, Window::new(ring, 0));
+        let old = core::mem::replace(&mut self.recovery, Window::new(ring, self.seq_base));
         self.drop_window(old);
         self.retrans_queue.clear();
 
@@ -54,14 +54,14 @@ impl<F: FrameBuf> Totem<F> {
             self.retrans_queue = queue;
         }
         self.commit_token = Some(c);
-        self.my_install_seq = 0;
+        self.my_install_seq = self.seq_base;
         self.my_aru_count = 0;
         self.my_seq_unchanged = 0;
         self.my_retrans_flg_count = 0;
         self.my_set_retrans_flg = false;
         self.my_rotation_counter = 0;
-        self.my_last_aru = 0;
-        self.my_safe_seq = 0;
+        self.my_last_aru = self.seq_base;
+        self.my_safe_seq = self.seq_base;
         self.state = State::Recovery;
         self.timers.arm(Timer::TokenLoss, now + self.cfg.token_effective());
     }
@@ -71,7 +71,7 @@ impl<F: FrameBuf> Totem<F> {
     /// same old-ring state.
     pub(super) fn abort_recovery(&mut self) {
         let ring = self.my_ring_id;
-        let old = core::mem::replace(&mut self.recovery, Window::new(ring, 0));
+        let old = core::mem::replace(&mut self.recovery, Window::new(ring, self.seq_base));
         self.drop_window(old);
         self.retrans_queue.clear();
     }
@@ -86,8 +86,8 @@ impl<F: FrameBuf> Totem<F> {
         let t = TokenRepr {
             ring_id: self.my_ring_id,
             token_seq: 0,
-            seq: 0,
-            aru: u32::MAX,
+            seq: self.seq_base,
+            aru: self.seq_base.wrapping_sub(1),
             aru_addr: self.me,
             fcc: 0,
             backlog: 0,
@@ -135,7 +135,7 @@ impl<F: FrameBuf> Totem<F> {
         let old_ring = self.my_old_ring_id;
         // 1. Unwrap recovered copies of my old ring into the regular window.
         let mut unwrapped: alloc::vec::Vec<(u32, Stored<F>)> = alloc::vec::Vec::new();
-        for (seq, st) in self.recovery.held_above(0) {
+        for (seq, st) in self.recovery.held_above(self.seq_base) {
             if !seq_le(seq, install_seq) || !st.encapsulated {
                 continue;
             }
@@ -217,7 +217,7 @@ impl<F: FrameBuf> Totem<F> {
         self.push_config(ConfigChange::Regular { ring_id, members: self.new_memb.clone(), joined });
 
         // 9. The recovery window becomes the regular window.
-        let new_window = core::mem::replace(&mut self.recovery, Window::new(ring_id, 0));
+        let new_window = core::mem::replace(&mut self.recovery, Window::new(ring_id, self.seq_base));
         let old_window = core::mem::replace(&mut self.regular, new_window);
         self.drop_window(old_window);
         self.regular.high_delivered = install_seq;
