@@ -82,6 +82,7 @@ impl MemCluster {
             let f: Frame = match t.frame {
                 cpg_core::engine::FrameRef::Own(a) => a,
                 cpg_core::engine::FrameRef::Rx(f) => f,
+                other => Arc::from(other.to_vec()),
             };
             match t.dest {
                 Dest::Node(to) => self.queue.push_back(((to - 1) as usize, from, f)),

@@ -24,9 +24,31 @@ use alloc::vec::Vec;
 use crate::types::{Guarantee, GroupName, MemberAddr, NodeId, Reason, RingId};
 use crate::wire::NodeList;
 
-/// A receive buffer handle the driver passes in by ownership.
-pub trait FrameBuf: Clone + AsRef<[u8]> {}
-impl<T: Clone + AsRef<[u8]>> FrameBuf for T {}
+/// A buffer handle the driver passes in by ownership: a received frame, or
+/// a zero-copy send buffer (a pool slot the application filled).
+///
+/// Clones share the same bytes (an `Arc`-like handle). The engine writes
+/// frame headers into a zero-copy buffer's headroom only through
+/// [`FrameBuf::unique_mut`], i.e. while it holds the only handle, so bytes
+/// that the network may be reading are never written.
+pub trait FrameBuf: Clone + AsRef<[u8]> {
+    /// Mutable access while this is the only handle to the bytes.
+    fn unique_mut(&mut self) -> Option<&mut [u8]> {
+        None
+    }
+}
+
+impl FrameBuf for Arc<[u8]> {
+    fn unique_mut(&mut self) -> Option<&mut [u8]> {
+        Arc::get_mut(self)
+    }
+}
+
+impl FrameBuf for Vec<u8> {
+    fn unique_mut(&mut self) -> Option<&mut [u8]> {
+        Some(self.as_mut_slice())
+    }
+}
 
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,22 +60,91 @@ pub enum Dest {
     AllOthers,
 }
 
-/// The bytes of a frame to send or deliver from.
+/// The bytes of a frame to send, or of a message to deliver from.
 #[derive(Debug, Clone)]
 pub enum FrameRef<F> {
-    /// A frame this engine built.
+    /// A frame this engine built in its own memory (control packets, frames
+    /// of packed small messages, reassembled messages).
     Own(Arc<[u8]>),
-    /// A frame received from the network (re-sent unchanged, e.g. serving a
-    /// retransmit request).
+    /// A whole driver buffer: a frame received from the network (re-sent
+    /// unchanged when serving a retransmit request).
     Rx(F),
+    /// Zero copy: the frame lies in `buf[range]`: the application's payload
+    /// with the headers written into the headroom in front of it.
+    Slot {
+        /// The zero-copy buffer.
+        buf: F,
+        /// Byte range of the frame inside it.
+        range: core::ops::Range<usize>,
+    },
+    /// Zero copy, one piece of a fragmented message: the frame is `head`
+    /// (headers built by the engine) followed by `buf[range]` (the piece,
+    /// never copied). Drivers send it as two iovecs.
+    Gather {
+        /// Frame, multicast and packing headers.
+        head: Arc<[u8]>,
+        /// The zero-copy buffer.
+        buf: F,
+        /// Byte range of the piece inside it.
+        range: core::ops::Range<usize>,
+    },
 }
 
-impl<F: AsRef<[u8]>> AsRef<[u8]> for FrameRef<F> {
-    fn as_ref(&self) -> &[u8] {
+impl<F: AsRef<[u8]>> FrameRef<F> {
+    /// The frame as (at most) two byte slices, in order.
+    pub fn segments(&self) -> [&[u8]; 2] {
         match self {
-            FrameRef::Own(b) => b,
-            FrameRef::Rx(f) => f.as_ref(),
+            FrameRef::Own(b) => [b, &[]],
+            FrameRef::Rx(f) => [f.as_ref(), &[]],
+            FrameRef::Slot { buf, range } => [buf.as_ref().get(range.clone()).unwrap_or(&[]), &[]],
+            FrameRef::Gather { head, buf, range } => [head, buf.as_ref().get(range.clone()).unwrap_or(&[])],
         }
+    }
+    /// The frame's bytes if they are contiguous (every variant but `Gather`).
+    pub fn contiguous(&self) -> Option<&[u8]> {
+        match self {
+            FrameRef::Gather { .. } => None,
+            _ => Some(self.segments()[0]),
+        }
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        let [a, b] = self.segments();
+        a.len() + b.len()
+    }
+    /// Zero length (never for a frame the engine emits).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// A copy of the bytes (simulators and tests; a driver sends the segments).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let [a, b] = self.segments();
+        let mut v = Vec::with_capacity(a.len() + b.len());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
+        v
+    }
+    /// The driver buffer this frame references, if any.
+    pub fn buf(&self) -> Option<&F> {
+        match self {
+            FrameRef::Own(_) => None,
+            FrameRef::Rx(f) | FrameRef::Slot { buf: f, .. } | FrameRef::Gather { buf: f, .. } => Some(f),
+        }
+    }
+    /// FNV-1a over `range` of the concatenated segments.
+    pub fn digest(&self, range: core::ops::Range<usize>) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut at = 0usize;
+        for seg in self.segments() {
+            for &b in seg {
+                if range.contains(&at) {
+                    h ^= u64::from(b);
+                    h = h.wrapping_mul(0x0000_0100_0000_01b3);
+                }
+                at += 1;
+            }
+        }
+        h
     }
 }
 
@@ -77,9 +168,9 @@ pub struct Payload<F> {
 }
 
 impl<F: AsRef<[u8]>> Payload<F> {
-    /// The message bytes.
+    /// The message bytes (a payload always lies in one contiguous segment).
     pub fn bytes(&self) -> &[u8] {
-        &self.src.as_ref()[self.range.clone()]
+        self.src.contiguous().and_then(|b| b.get(self.range.clone())).unwrap_or(&[])
     }
     /// Length in bytes.
     pub fn len(&self) -> usize {
@@ -342,6 +433,35 @@ impl<F: FrameBuf> Engine<F> {
             return Err(crate::CsError::Library);
         }
         let r = self.groups.submit(now, req, &mut self.totem);
+        self.pump(now);
+        r
+    }
+
+    /// Zero-copy `cpg_zcb_mcast_joined`: `buf[payload]` is the message,
+    /// written by the application into a buffer it no longer touches. The
+    /// engine writes every header into the headroom in front of `payload`
+    /// (keep [`crate::limits::ZC_HEADROOM`] bytes free there) and sends the
+    /// payload from where it lies: never copied in user space once it is at
+    /// least `zc_copy_threshold` bytes. The buffer comes back through
+    /// `poll_release` (once per frame that referenced it) when every member
+    /// holds the message.
+    ///
+    /// # Errors
+    /// As [`Engine::submit`] for a `Request::Mcast`; `InvalidParam` for a
+    /// range outside the buffer.
+    pub fn submit_zc(
+        &mut self,
+        now: crate::Instant,
+        pid: u32,
+        group: &GroupName,
+        guarantee: Guarantee,
+        buf: F,
+        payload: core::ops::Range<usize>,
+    ) -> Result<(), crate::CsError> {
+        if self.totem.is_shut_down() {
+            return Err(crate::CsError::Library);
+        }
+        let r = self.groups.submit_zc(now, pid, group, guarantee, buf, payload, &mut self.totem);
         self.pump(now);
         r
     }

@@ -149,6 +149,42 @@ impl Groups {
         }
     }
 
+    /// Zero-copy mcast: `buf[payload]` is the application's message; the
+    /// CPG header is written into the headroom in front of it, and Totem
+    /// sends it from there. Without enough headroom, or if the buffer is
+    /// shared, the message is copied once like a normal mcast.
+    pub(crate) fn submit_zc<F: FrameBuf>(
+        &mut self,
+        now: Instant,
+        pid: u32,
+        group: &GroupName,
+        guarantee: Guarantee,
+        mut buf: F,
+        payload: core::ops::Range<usize>,
+        totem: &mut Totem<F>,
+    ) -> Result<(), CsError> {
+        if payload.start > payload.end || payload.end > buf.as_ref().len() {
+            return Err(CsError::InvalidParam);
+        }
+        if payload.len() > self.max_message_size {
+            return Err(CsError::TooBig);
+        }
+        match self.local.get(&(pid, group.clone())) {
+            Some(LocalState::JoinStarted | LocalState::Joined) => {}
+            _ => return Err(CsError::NotExist),
+        }
+        let hdr = mcast_header_len(group.len());
+        if payload.start >= hdr {
+            if let Some(bytes) = buf.unique_mut() {
+                emit_mcast_header(pid, group, guarantee, &mut bytes[payload.start - hdr..payload.start])
+                    .map_err(|_| CsError::Library)?;
+                return totem.submit_zc(now, buf, payload.start - hdr..payload.end, guarantee);
+            }
+        }
+        let data = buf.as_ref()[payload].to_vec();
+        self.submit(now, Request::Mcast { pid, group, guarantee, iov: &[&data] }, totem)
+    }
+
     /// Turn one Totem event into CPG events.
     pub(crate) fn on_totem_event<F: FrameBuf>(
         &mut self,

@@ -25,6 +25,12 @@ pub const MAX_MESSAGE_SIZE_DEFAULT: usize = 64 * 1024 * 1024;
 pub const RTR_MAX: usize = 30;
 /// Receive window in message sequence numbers (`QUEUE_RTR_ITEMS_SIZE_MAX`).
 pub const RECV_WINDOW: u32 = 16_384;
+/// Default `zc_copy_threshold` (bytes).
+pub const ZC_COPY_THRESHOLD_DEFAULT: usize = 1024;
+/// Headroom a zero-copy buffer keeps in front of the application's payload
+/// for the frame, multicast, packing and CPG headers (the longest group name
+/// included): a multicast never moves the payload.
+pub const ZC_HEADROOM: usize = 256;
 /// Most processes one node lists in a joinlist (one frame's worth is plenty;
 /// larger lists are split over several messages).
 pub const JOINLIST_MAX: usize = 256;
@@ -68,6 +74,11 @@ pub struct Config {
     pub send_queue_frames: usize,
     /// Largest application message accepted by `mcast`.
     pub max_message_size: usize,
+    /// Zero-copy messages at least this long (CPG header included) get
+    /// frames of their own and are never copied in user space; shorter ones
+    /// are packed with others by copy (one frame per tiny message would cost
+    /// more than the copy). Measured by `benches/benches/totem.rs`.
+    pub zc_copy_threshold: usize,
 }
 
 impl Config {
@@ -96,6 +107,7 @@ impl Config {
             miss_count_const: 5,
             send_queue_frames: 4 * 1024 * 1024 / NETMTU_DEFAULT,
             max_message_size: MAX_MESSAGE_SIZE_DEFAULT,
+            zc_copy_threshold: ZC_COPY_THRESHOLD_DEFAULT,
         }
     }
 

@@ -19,6 +19,9 @@ struct Net {
     queue: VecDeque<(usize, u32, Frame)>,
     events: Vec<Vec<Event<Frame>>>,
     cut: Vec<bool>,
+    /// For every transmitted frame that references a driver buffer: the
+    /// buffer's start address and the address/length of the bytes read from it.
+    buf_sends: Vec<(usize, usize, usize)>,
 }
 
 impl Net {
@@ -38,7 +41,7 @@ impl Net {
                 Some(Engine::new(c, EngineOptions { trace: true, seq_base }, 1, Instant::ZERO).unwrap())
             })
             .collect();
-        let mut net = Net { nodes, ids, now: Instant::ZERO, queue: VecDeque::new(), events: vec![Vec::new(); n], cut: vec![false; n] };
+        let mut net = Net { nodes, ids, now: Instant::ZERO, queue: VecDeque::new(), events: vec![Vec::new(); n], cut: vec![false; n], buf_sends: Vec::new() };
         for i in 0..n {
             net.drain(i);
         }
@@ -48,8 +51,13 @@ impl Net {
         let Some(e) = self.nodes[i].as_mut() else { return };
         while e.poll_persist().is_some() {}
         while let Some(t) = e.poll_transmit() {
+            if let Some(b) = t.frame.buf() {
+                let [a, body] = t.frame.segments();
+                let seg = if body.is_empty() { a } else { body };
+                self.buf_sends.push((b.as_ptr() as usize, seg.as_ptr() as usize, seg.len()));
+            }
             let from = self.ids[i];
-            let bytes: Frame = Arc::from(t.frame.as_ref());
+            let bytes: Frame = Arc::from(t.frame.to_vec());
             match t.dest {
                 Dest::Node(n) => self.queue.push_back(((n - 1) as usize, from, bytes)),
                 Dest::AllOthers => {
@@ -299,4 +307,60 @@ fn sequence_numbers_wrap_around_u32() {
     }
     // the ring really crossed the wrap point
     assert!(net.events[0].iter().any(|e| matches!(e, Event::Trace(t) if t.seq < 0x1000)));
+}
+
+/// A zero-copy buffer: `ZC_HEADROOM` free bytes, then the payload.
+fn zc_buf(payload: &[u8]) -> (Frame, std::ops::Range<usize>) {
+    let h = cpg_core::limits::ZC_HEADROOM;
+    let mut v = vec![0u8; h + payload.len()];
+    v[h..].copy_from_slice(payload);
+    (Arc::from(v), h..h + payload.len())
+}
+
+/// Every frame that carried a zero-copy message at or above the threshold
+/// read the payload from inside that very buffer, and its sender delivered
+/// it from there too.
+#[test]
+fn zero_copy_sends_read_from_the_buffer() {
+    let mut net = Net::new(3);
+    assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
+    let g = group();
+    for i in 0..3 {
+        net.submit(i, Request::Join { pid: 3, group: &g, flags: 0 }).unwrap();
+    }
+    let g1 = g.clone();
+    assert!(net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i].as_ref().unwrap().group_members(&g1).len() == 3)));
+    for (k, size) in [100usize, 1200, 300_000].into_iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|b| (b * 13 + k) as u8).collect();
+        let (buf, range) = zc_buf(&payload);
+        let ptr = buf.as_ptr() as usize;
+        let end = ptr + buf.len();
+        let now = net.now;
+        let e = net.e(0);
+        e.submit_zc(now, 3, &g, Guarantee::Agreed, buf, range.clone()).unwrap();
+        net.buf_sends.clear();
+        assert!(net.run_until(Duration::from_millis(20_000), |n| (0..3).all(|i| n.delivered(i, &g).iter().any(|m| m == &payload))));
+        let mine: Vec<_> = net.buf_sends.iter().filter(|(b, _, _)| *b == ptr).collect();
+        let saw = mine.len();
+        for (_, sp, len) in &mine {
+            assert!(*sp >= ptr && sp + len <= end, "a send read outside the zcb buffer");
+        }
+        if size >= 1024 {
+            assert!(saw >= 1, "size {size}: no frame read from the zcb buffer");
+        } else {
+            assert_eq!(saw, 0, "size {size}: small zcb messages are packed by copy");
+        }
+        for i in 0..3 {
+            assert!(net.delivered(i, &g).iter().any(|m| m == &payload), "size {size}: node {i} did not deliver it");
+        }
+        // the sender's own delivery comes from the buffer itself
+        if size >= 1024 {
+            let own = net.events[0].iter().rev().find_map(|e| match e {
+                Event::Deliver { payload: p, .. } if p.bytes() == payload.as_slice() => Some(p.bytes().as_ptr() as usize),
+                _ => None,
+            });
+            let p = own.expect("self delivery");
+            assert!(p >= ptr && p < end, "self-delivery was copied");
+        }
+    }
 }

@@ -131,6 +131,8 @@ pub struct SimOptions {
     pub log_all: bool,
     /// Adjust each node's engine configuration.
     pub config_tweak: Option<fn(&mut Config)>,
+    /// `EngineOptions::seq_base` of every node (near 2^32 tests serial wrap).
+    pub seq_base: u32,
 }
 
 impl SimOptions {
@@ -148,6 +150,7 @@ impl SimOptions {
             cluster_id: 0x5157,
             log_all: false,
             config_tweak: None,
+            seq_base: 0,
         }
     }
 
@@ -195,6 +198,7 @@ impl SimOptions {
             cluster_id: 0x5157,
             log_all: false,
             config_tweak: None,
+            seq_base: if rng.gen_bool(0.15) { u32::MAX - rng.gen_range(0..3_000) } else { 0 },
         }
     }
 }
@@ -413,7 +417,9 @@ impl Sim {
                     pending: None,
                 })
                 .collect();
-            nodes.push(SimNode::new(id, config, procs));
+            let mut n = SimNode::new(id, config, procs);
+            n.seq_base = opts.seq_base;
+            nodes.push(n);
             idx.insert(id, i);
         }
         let net = Network::new(&ids, opts.faults.clone(), opts.cluster_id);
@@ -565,6 +571,7 @@ impl Sim {
             let frame: Frame = match t.frame {
                 FrameRef::Own(b) => b,
                 FrameRef::Rx(f) => f,
+                other => other.to_vec().into(),
             };
             self.net.send(&mut self.rng, self.now, node, t.dest, frame);
         }

@@ -99,8 +99,8 @@ pub(crate) struct Totem<F> {
     commit_token: Option<CommitRepr>,
     retrans_queue: VecDeque<FrameRef<F>>,
 
-    send_queue: SendQueue,
-    sync_queue: SendQueue,
+    send_queue: SendQueue<F>,
+    sync_queue: SendQueue<F>,
     frag_counter: u8,
     assemblies: Assemblies,
     waiting_trans_ack: bool,
@@ -274,7 +274,7 @@ impl<F: FrameBuf> Totem<F> {
                 let len = frame.as_ref().len();
                 let payload = len - m.payload.len()..len;
                 let (ring_id, seq, guarantee, encapsulated) = (m.ring_id, m.seq, m.guarantee, m.encapsulated);
-                let stored = Stored { frame: FrameRef::Rx(frame), sender, guarantee, encapsulated, payload };
+                let stored = Stored { frame: FrameRef::Rx(frame), sender, guarantee, encapsulated, payload, own: None };
                 self.on_mcast(now, ring_id, seq, stored);
             }
             Packet::Token(t) => {
@@ -348,6 +348,27 @@ impl<F: FrameBuf> Totem<F> {
         }
     }
 
+    /// Queue a zero-copy message: `buf[msg]` is the CPG-encoded message; the
+    /// bytes in front of `msg.start` are headroom the engine may write
+    /// frame headers into while it holds the only handle.
+    pub(crate) fn submit_zc(&mut self, now: Instant, buf: F, msg: core::ops::Range<usize>, guarantee: Guarantee) -> Result<(), CsError> {
+        if self.shut_down {
+            return Err(CsError::Library);
+        }
+        if msg.len() > self.cfg.max_message_size + 1024 || msg.end > buf.as_ref().len() {
+            return Err(CsError::TooBig);
+        }
+        if self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames {
+            self.stats.try_again += 1;
+            self.update_flow_control();
+            return Err(CsError::TryAgain);
+        }
+        self.send_queue.push_zc(buf, msg, guarantee);
+        self.update_flow_control();
+        self.event_signal(now);
+        Ok(())
+    }
+
     /// Queue an application-level message (already CPG-encoded).
     pub(crate) fn submit(&mut self, now: Instant, data: Arc<[u8]>, guarantee: Guarantee, sync: bool) -> Result<(), CsError> {
         if self.shut_down {
@@ -400,13 +421,13 @@ impl<F: FrameBuf> Totem<F> {
 
     fn send_to(&mut self, dest: NodeId, frame: FrameRef<F>) {
         self.stats.frames_sent += 1;
-        self.stats.bytes_sent += frame.as_ref().len() as u64;
+        self.stats.bytes_sent += frame.len() as u64;
         self.transmits.push_back(Transmit { dest: Dest::Node(dest), frame });
     }
 
     fn multicast(&mut self, frame: FrameRef<F>) {
         self.stats.frames_sent += 1;
-        self.stats.bytes_sent += frame.as_ref().len() as u64;
+        self.stats.bytes_sent += frame.len() as u64;
         self.transmits.push_back(Transmit { dest: Dest::AllOthers, frame });
     }
 
@@ -427,9 +448,12 @@ impl<F: FrameBuf> Totem<F> {
         }
     }
 
+    /// The engine drops its reference to a stored frame: a driver buffer
+    /// behind it goes back through `poll_release`.
     fn release_stored(releases: &mut VecDeque<F>, st: Stored<F>) {
-        if let FrameRef::Rx(f) = st.frame {
-            releases.push_back(f);
+        match st.frame {
+            FrameRef::Own(_) => {}
+            FrameRef::Rx(f) | FrameRef::Slot { buf: f, .. } | FrameRef::Gather { buf: f, .. } => releases.push_back(f),
         }
     }
 

@@ -14,43 +14,83 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::engine::{FrameRef, Payload};
+use crate::engine::{FrameBuf, FrameRef, Payload};
 use crate::types::{Guarantee, NodeId};
 use crate::wire::pack::{PackHeader, Packed, PACK_HEADER_LEN, PACK_ITEM_OVERHEAD};
+use crate::wire::MCAST_HEADER_LEN;
 
 /// Don't start a fragment in a frame with fewer free bytes than this.
 const MIN_PIECE: usize = 64;
 
+/// Bytes of headroom a zero-copy message needs to become a frame in place:
+/// frame + MCAST headers and a one-item packing header.
+pub(crate) const ZC_HEADROOM: usize = MCAST_HEADER_LEN + PACK_HEADER_LEN + PACK_ITEM_OVERHEAD;
+
 #[derive(Debug)]
-struct OutMsg {
-    data: Arc<[u8]>,
+struct OutMsg<F> {
+    /// Where the message lives: `Own` (copied at submit) or `Rx` (the
+    /// application's zero-copy buffer).
+    src: FrameRef<F>,
+    /// The message's byte range inside `src`.
+    msg: Range<usize>,
     guarantee: Guarantee,
     /// Bytes already placed in frames.
     offset: usize,
     /// Fragment number of the frame that carried the previous piece.
     frag: u8,
+    zero_copy: bool,
 }
 
-/// One frame's worth of items, ready to be emitted.
-#[derive(Debug, Default)]
-pub(crate) struct FramePlan {
-    pub header: PackHeader,
-    pub guarantee: Option<Guarantee>,
-    pub items: Vec<(Arc<[u8]>, Range<usize>)>,
+/// One of this node's messages (or a piece of it) inside one of its frames:
+/// self-delivery reads these instead of re-parsing the frame, so a node
+/// delivers its own fragmented messages from the original buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnItem<F> {
+    pub src: FrameRef<F>,
+    /// The whole message's range in `src`.
+    pub msg: Range<usize>,
+    /// This frame carries the message's last byte.
+    pub complete: bool,
+    pub guarantee: Guarantee,
+}
+
+/// What one frame will carry.
+#[derive(Debug)]
+pub(crate) enum FramePlan<F> {
+    /// Messages or pieces copied into a packed frame.
+    Packed { header: PackHeader, guarantee: Guarantee, pieces: Vec<(FrameRef<F>, Range<usize>)>, own: Vec<OwnItem<F>> },
+    /// A zero-copy message alone in a frame, headers written into its headroom.
+    InPlace { buf: F, msg: Range<usize>, guarantee: Guarantee },
+    /// One piece of a zero-copy message, sent after engine-built headers.
+    Piece { header: PackHeader, buf: F, piece: Range<usize>, own: OwnItem<F> },
 }
 
 /// A FIFO of application messages waiting for the token.
-#[derive(Debug, Default)]
-pub(crate) struct SendQueue {
-    msgs: VecDeque<OutMsg>,
+#[derive(Debug)]
+pub(crate) struct SendQueue<F> {
+    msgs: VecDeque<OutMsg<F>>,
     /// Unsent bytes.
     bytes: usize,
 }
 
-impl SendQueue {
+impl<F> Default for SendQueue<F> {
+    fn default() -> Self {
+        SendQueue { msgs: VecDeque::new(), bytes: 0 }
+    }
+}
+
+impl<F: FrameBuf> SendQueue<F> {
+    /// Queue a message copied into engine memory.
     pub(crate) fn push(&mut self, data: Arc<[u8]>, guarantee: Guarantee) {
-        self.bytes += data.len();
-        self.msgs.push_back(OutMsg { data, guarantee, offset: 0, frag: 0 });
+        let len = data.len();
+        self.bytes += len;
+        self.msgs.push_back(OutMsg { src: FrameRef::Own(data), msg: 0..len, guarantee, offset: 0, frag: 0, zero_copy: false });
+    }
+
+    /// Queue a zero-copy message: `buf[msg]` (CPG header included).
+    pub(crate) fn push_zc(&mut self, buf: F, msg: Range<usize>, guarantee: Guarantee) {
+        self.bytes += msg.len();
+        self.msgs.push_back(OutMsg { src: FrameRef::Rx(buf), msg, guarantee, offset: 0, frag: 0, zero_copy: true });
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -82,45 +122,96 @@ impl SendQueue {
         }
     }
 
-    /// Fill one frame of `cap` payload bytes (packing header included).
-    pub(crate) fn take_frame(&mut self, cap: usize, frag_counter: &mut u8) -> Option<FramePlan> {
-        let mut plan = FramePlan::default();
+    fn next_frag(counter: &mut u8) -> u8 {
+        *counter = if *counter == u8::MAX { 1 } else { *counter + 1 };
+        *counter
+    }
+
+    /// Plan one frame of `cap` payload bytes (packing header included).
+    /// Zero-copy messages of at least `zc_threshold` bytes get frames of
+    /// their own and are never copied; smaller ones are packed by copy.
+    pub(crate) fn take_frame(&mut self, cap: usize, frag_counter: &mut u8, zc_threshold: usize) -> Option<FramePlan<F>> {
+        let head = self.msgs.front_mut()?;
+        if head.zero_copy && head.msg.len() >= zc_threshold {
+            let remaining = head.msg.len() - head.offset;
+            let single = head.offset == 0 && remaining + PACK_HEADER_LEN + PACK_ITEM_OVERHEAD <= cap;
+            let unique = match &mut head.src {
+                FrameRef::Rx(buf) => buf.unique_mut().is_some(),
+                _ => false,
+            };
+            if single && head.msg.start >= ZC_HEADROOM && unique {
+                let m = self.msgs.pop_front()?;
+                self.bytes -= remaining;
+                let FrameRef::Rx(buf) = m.src else { return None };
+                return Some(FramePlan::InPlace { buf, msg: m.msg, guarantee: m.guarantee });
+            }
+            let piece_len = remaining.min(cap - PACK_HEADER_LEN - PACK_ITEM_OVERHEAD).min(u16::MAX as usize);
+            let mut header = PackHeader::default();
+            if head.offset > 0 {
+                header.continuation = head.frag;
+            }
+            let start = head.msg.start + head.offset;
+            let piece = start..start + piece_len;
+            let complete = piece_len == remaining;
+            let own = OwnItem { src: head.src.clone(), msg: head.msg.clone(), complete, guarantee: head.guarantee };
+            let FrameRef::Rx(buf) = &head.src else { return None };
+            let buf = buf.clone();
+            self.bytes -= piece_len;
+            if complete {
+                self.msgs.pop_front();
+            } else {
+                header.fragmented = Self::next_frag(frag_counter);
+                head.frag = header.fragmented;
+                head.offset += piece_len;
+            }
+            return Some(FramePlan::Piece { header, buf, piece, own });
+        }
+
+        let mut header = PackHeader::default();
+        let mut guarantee: Option<Guarantee> = None;
+        let mut pieces = Vec::new();
+        let mut own = Vec::new();
         let mut used = PACK_HEADER_LEN;
         while let Some(head) = self.msgs.front_mut() {
             if used + PACK_ITEM_OVERHEAD >= cap {
                 break;
             }
-            let avail = (cap - used - PACK_ITEM_OVERHEAD).min(u16::MAX as usize);
-            let remaining = head.data.len() - head.offset;
-            if plan.items.is_empty() && head.offset > 0 {
-                plan.header.continuation = head.frag;
+            if head.zero_copy && head.msg.len() >= zc_threshold {
+                break; // it gets frames of its own
             }
-            let g = plan.guarantee.get_or_insert(head.guarantee);
+            let avail = (cap - used - PACK_ITEM_OVERHEAD).min(u16::MAX as usize);
+            let remaining = head.msg.len() - head.offset;
+            if pieces.is_empty() && head.offset > 0 {
+                header.continuation = head.frag;
+            }
+            let g = guarantee.get_or_insert(head.guarantee);
             if head.guarantee.is_safe() {
                 *g = Guarantee::Safe;
             }
+            let start = head.msg.start + head.offset;
             if remaining <= avail {
-                plan.items.push((head.data.clone(), head.offset..head.data.len()));
+                pieces.push((head.src.clone(), start..head.msg.end));
+                own.push(OwnItem { src: head.src.clone(), msg: head.msg.clone(), complete: true, guarantee: head.guarantee });
                 used += PACK_ITEM_OVERHEAD + remaining;
                 self.bytes -= remaining;
                 self.msgs.pop_front();
                 continue;
             }
-            if avail < MIN_PIECE && !plan.items.is_empty() {
+            if avail < MIN_PIECE && !pieces.is_empty() {
                 break;
             }
-            *frag_counter = if *frag_counter == u8::MAX { 1 } else { *frag_counter + 1 };
-            plan.items.push((head.data.clone(), head.offset..head.offset + avail));
+            header.fragmented = Self::next_frag(frag_counter);
+            pieces.push((head.src.clone(), start..start + avail));
+            own.push(OwnItem { src: head.src.clone(), msg: head.msg.clone(), complete: false, guarantee: head.guarantee });
             head.offset += avail;
-            head.frag = *frag_counter;
+            head.frag = header.fragmented;
             self.bytes -= avail;
-            plan.header.fragmented = *frag_counter;
             break;
         }
-        if plan.items.is_empty() {
+        if pieces.is_empty() {
             None
         } else {
-            Some(plan)
+            Some(FramePlan::Packed { header, guarantee: guarantee.unwrap_or(Guarantee::Agreed), pieces, own })
         }
     }
 }
@@ -163,7 +254,7 @@ impl Assemblies {
 
     /// Deliver one frame's items in order. Returns Err on a payload that
     /// does not parse (the frame is skipped whole).
-    pub(crate) fn on_frame<F: Clone + AsRef<[u8]>>(
+    pub(crate) fn on_frame<F: FrameBuf>(
         &mut self,
         sender: NodeId,
         frame: &FrameRef<F>,
@@ -171,7 +262,10 @@ impl Assemblies {
         guarantee: Guarantee,
         out: &mut impl FnMut(Assembled<F>),
     ) -> Result<(), crate::wire::WireError> {
-        let bytes = frame.as_ref().get(payload.clone()).ok_or(crate::wire::WireError::LengthMismatch)?;
+        let bytes = frame
+            .contiguous()
+            .and_then(|b| b.get(payload.clone()))
+            .ok_or(crate::wire::WireError::LengthMismatch)?;
         let packed = Packed::parse(bytes)?;
         let count = packed.count();
         let PackHeader { fragmented, continuation } = packed.header;

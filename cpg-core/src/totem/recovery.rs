@@ -139,7 +139,7 @@ impl<F: FrameBuf> Totem<F> {
             if !seq_le(seq, install_seq) || !st.encapsulated {
                 continue;
             }
-            let Some(inner_bytes) = st.frame.as_ref().get(st.payload.clone()) else { continue };
+            let Some(inner_bytes) = st.frame.contiguous().and_then(|b| b.get(st.payload.clone())) else { continue };
             if let Ok(wire::Frame { header, packet: Packet::Mcast(m) }) =
                 wire::parse_frame(inner_bytes, self.cfg.cluster_id)
             {
@@ -156,6 +156,7 @@ impl<F: FrameBuf> Totem<F> {
                         guarantee: m.guarantee,
                         encapsulated: false,
                         payload: start..end,
+                        own: None,
                     },
                 ));
             }

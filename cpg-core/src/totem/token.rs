@@ -4,26 +4,17 @@
 
 use alloc::sync::Arc;
 
-use super::pg::Assembled;
+use super::pg::{Assembled, FramePlan, OwnItem, ZC_HEADROOM};
 use super::sets;
 use super::timer::Timer;
 use super::window::{seq_le, seq_lt, seq_min, Stored, Window};
 use super::{Totem, TotemEvent};
-use crate::engine::{FrameBuf, FrameRef, State, TraceDeliver};
+use crate::engine::{FrameBuf, FrameRef, Payload, State, TraceDeliver};
 use crate::limits::{RECV_WINDOW, RTR_MAX};
 use crate::time::Instant;
 use crate::types::{Guarantee, NodeId, RingId};
-use crate::wire::{self, McastRepr, Packet, RtrEntry, TokenRepr};
-
-/// FNV-1a, for trace digests.
-pub(crate) fn digest(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+use crate::wire::pack::PackHeader;
+use crate::wire::{self, McastRepr, Packet, RtrEntry, TokenRepr, MCAST_HEADER_LEN};
 
 fn add_sat(base: u32, plus: u32, minus: u32) -> u32 {
     (i64::from(base) + i64::from(plus) - i64::from(minus)).clamp(0, i64::from(u32::MAX)) as u32
@@ -251,53 +242,87 @@ impl<F: FrameBuf> Totem<F> {
         let mut sent = 0;
         let cap = self.frame_payload_cap();
         while sent < budget {
-            let (payload_guarantee, encapsulated) = if self.state == State::Recovery {
-                let Some(inner) = self.retrans_queue.pop_front() else { break };
-                self.scratch.clear();
-                self.scratch.extend_from_slice(inner.as_ref());
-                let g = match wire::parse_frame(inner.as_ref(), self.cfg.cluster_id) {
-                    Ok(wire::Frame { packet: Packet::Mcast(m), .. }) => m.guarantee,
-                    _ => Guarantee::Agreed,
-                };
-                (g, true)
-            } else {
-                let queue = if self.waiting_trans_ack { &mut self.sync_queue } else { &mut self.send_queue };
-                let Some(plan) = queue.take_frame(cap, &mut self.frag_counter) else { break };
-                let items: alloc::vec::Vec<&[u8]> = plan.items.iter().map(|(d, r)| &d[r.clone()]).collect();
-                let len = wire::pack::packed_len(items.iter().map(|i| i.len()));
-                self.scratch.clear();
-                self.scratch.resize(len, 0);
-                if wire::pack::emit_packed(plan.header, &items, &mut self.scratch).is_err() {
-                    break;
-                }
-                (plan.guarantee.unwrap_or(Guarantee::Agreed), false)
+            let Some((frame, payload, guarantee, encapsulated, own)) = self.next_frame(t.seq.wrapping_add(1), cap) else {
+                break;
             };
             t.seq = t.seq.wrapping_add(1);
             let seq = t.seq;
-            let repr = McastRepr {
-                ring_id: self.my_ring_id,
-                seq,
-                guarantee: payload_guarantee,
-                encapsulated,
-                payload: &self.scratch,
-            };
-            let packet = Packet::Mcast(repr);
-            let frame = self.emit(&packet);
-            let len = frame.len();
-            let payload = len - self.scratch.len()..len;
-            let stored = Stored {
-                frame: FrameRef::Own(frame.clone()),
-                sender: self.me,
-                guarantee: payload_guarantee,
-                encapsulated,
-                payload,
-            };
+            let stored = Stored { frame: frame.clone(), sender: self.me, guarantee, encapsulated, payload, own };
             let window = if self.state == State::Recovery { &mut self.recovery } else { &mut self.regular };
             window.insert(seq, stored);
-            self.multicast(FrameRef::Own(frame));
+            self.multicast(frame);
             sent += 1;
         }
         sent
+    }
+
+    /// Build the frame that will carry `seq`: a recovery copy in RECOVERY,
+    /// else the next queued messages (packed by copy, or zero copy).
+    #[allow(clippy::type_complexity)]
+    fn next_frame(
+        &mut self,
+        seq: u32,
+        cap: usize,
+    ) -> Option<(FrameRef<F>, core::ops::Range<usize>, Guarantee, bool, Option<Arc<[OwnItem<F>]>>)> {
+        let ring_id = self.my_ring_id;
+        if self.state == State::Recovery {
+            let inner = self.retrans_queue.pop_front()?;
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&inner.to_vec());
+            let g = match wire::parse_frame(&self.scratch, self.cfg.cluster_id) {
+                Ok(wire::Frame { packet: Packet::Mcast(m), .. }) => m.guarantee,
+                _ => Guarantee::Agreed,
+            };
+            let repr = McastRepr { ring_id, seq, guarantee: g, encapsulated: true, payload: &self.scratch };
+            let frame = self.emit(&Packet::Mcast(repr));
+            let len = frame.len();
+            return Some((FrameRef::Own(frame), MCAST_HEADER_LEN..len, g, true, None));
+        }
+        let threshold = self.cfg.zc_copy_threshold;
+        let queue = if self.waiting_trans_ack { &mut self.sync_queue } else { &mut self.send_queue };
+        let plan = queue.take_frame(cap, &mut self.frag_counter, threshold)?;
+        let (me, cluster) = (self.me, self.cfg.cluster_id);
+        match plan {
+            FramePlan::Packed { header, guarantee, pieces, own } => {
+                let items: alloc::vec::Vec<&[u8]> =
+                    pieces.iter().map(|(src, r)| src.contiguous().and_then(|b| b.get(r.clone())).unwrap_or(&[])).collect();
+                let len = wire::pack::packed_len(items.iter().map(|i| i.len()));
+                self.scratch.clear();
+                self.scratch.resize(len, 0);
+                wire::pack::emit_packed(header, &items, &mut self.scratch).ok()?;
+                let repr = McastRepr { ring_id, seq, guarantee, encapsulated: false, payload: &self.scratch };
+                let frame = self.emit(&Packet::Mcast(repr));
+                let flen = frame.len();
+                Some((FrameRef::Own(frame), MCAST_HEADER_LEN..flen, guarantee, false, Some(Arc::from(own))))
+            }
+            FramePlan::InPlace { mut buf, msg, guarantee } => {
+                let own = OwnItem { src: FrameRef::Rx(buf.clone()), msg: msg.clone(), complete: true, guarantee };
+                let start = msg.start - ZC_HEADROOM;
+                let pack_at = msg.start - (ZC_HEADROOM - MCAST_HEADER_LEN);
+                let repr = McastRepr { ring_id, seq, guarantee, encapsulated: false, payload: &[] };
+                // `own` holds a clone only after the write below; take_frame
+                // checked that we hold the only handle.
+                drop(own);
+                let bytes = buf.unique_mut()?;
+                wire::pack::emit_single_item_head(PackHeader::default(), msg.len(), &mut bytes[pack_at..msg.start]).ok()?;
+                wire::emit_mcast_head(me, cluster, &repr, msg.end - pack_at, &mut bytes[start..pack_at]).ok()?;
+                let own = OwnItem { src: FrameRef::Rx(buf.clone()), msg: msg.clone(), complete: true, guarantee };
+                let frame = FrameRef::Slot { buf, range: start..msg.end };
+                let flen = msg.end - start;
+                Some((frame, MCAST_HEADER_LEN..flen, guarantee, false, Some(Arc::from([own]))))
+            }
+            FramePlan::Piece { header, buf, piece, own } => {
+                let guarantee = own.guarantee;
+                let mut head = alloc::vec![0u8; ZC_HEADROOM];
+                let repr = McastRepr { ring_id, seq, guarantee, encapsulated: false, payload: &[] };
+                let payload_len = ZC_HEADROOM - MCAST_HEADER_LEN + piece.len();
+                wire::emit_mcast_head(me, cluster, &repr, payload_len, &mut head).ok()?;
+                wire::pack::emit_single_item_head(header, piece.len(), &mut head[MCAST_HEADER_LEN..]).ok()?;
+                let flen = ZC_HEADROOM + piece.len();
+                let frame = FrameRef::Gather { head: Arc::from(head), buf, range: piece };
+                Some((frame, MCAST_HEADER_LEN..flen, guarantee, false, Some(Arc::from([own]))))
+            }
+        }
     }
 
     // ---- delivery ----------------------------------------------------------
@@ -355,7 +380,7 @@ impl<F: FrameBuf> Totem<F> {
             stats.transitional_deliveries += 1;
         }
         if trace {
-            let d = digest(st.frame.as_ref().get(st.payload.clone()).unwrap_or(&[]));
+            let d = st.frame.digest(st.payload.clone());
             events.push_back(TotemEvent::Trace(TraceDeliver {
                 ring_id: window.ring_id,
                 seq,
@@ -366,6 +391,15 @@ impl<F: FrameBuf> Totem<F> {
             }));
         }
         let sender = st.sender;
+        if let Some(own) = &st.own {
+            // Our own frame: deliver whole messages straight from where they
+            // were queued (zero copy for zcb buffers, no reassembly).
+            for item in own.iter().filter(|i| i.complete) {
+                let payload = Payload { src: item.src.clone(), range: item.msg.clone() };
+                events.push_back(TotemEvent::Deliver { sender, guarantee: item.guarantee, payload });
+            }
+            return;
+        }
         let res = assemblies.on_frame(sender, &st.frame, st.payload.clone(), st.guarantee, &mut |a| match a {
             Assembled::Message { payload, guarantee, reassembled } => {
                 if reassembled {

@@ -5,6 +5,9 @@
 use alloc::collections::VecDeque;
 use core::ops::Range;
 
+use alloc::sync::Arc;
+
+use super::pg::OwnItem;
 use crate::engine::FrameRef;
 use crate::limits::RECV_WINDOW;
 use crate::types::{Guarantee, NodeId, RingId};
@@ -42,8 +45,10 @@ pub(crate) struct Stored<F> {
     pub sender: NodeId,
     pub guarantee: Guarantee,
     pub encapsulated: bool,
-    /// The MCAST payload's byte range inside `frame`.
+    /// The MCAST payload's byte range inside `frame` (its segments concatenated).
     pub payload: Range<usize>,
+    /// For this node's own frames: the messages it carries, for self-delivery.
+    pub own: Option<Arc<[OwnItem<F>]>>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,11 +90,6 @@ impl<F: Clone> Window<F> {
         } else {
             Some(off as usize - 1)
         }
-    }
-
-    /// Whether `seq` is inside the window (may be stored).
-    pub(crate) fn in_window(&self, seq: u32) -> bool {
-        self.index(seq).is_some()
     }
 
     /// Store a frame; false if outside the window or already held.
@@ -186,11 +186,6 @@ impl<F: Clone> Window<F> {
         }
     }
 
-    /// Number of frames currently held.
-    pub(crate) fn held_count(&self) -> usize {
-        self.slots.iter().filter(|s| matches!(s, Slot::Held(_))).count()
-    }
-
     /// Seqs held above `from`, in order.
     pub(crate) fn held_above(&self, from: u32) -> impl Iterator<Item = (u32, &Stored<F>)> + '_ {
         let base = self.released;
@@ -207,7 +202,6 @@ impl<F: Clone> Window<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::sync::Arc;
 
     fn st() -> Stored<Arc<[u8]>> {
         Stored {
@@ -216,6 +210,7 @@ mod tests {
             guarantee: Guarantee::Agreed,
             encapsulated: false,
             payload: 0..1,
+            own: None,
         }
     }
 
@@ -255,7 +250,7 @@ mod tests {
         assert_eq!(w.aru, start.wrapping_add(40));
         w.release_upto(start.wrapping_add(20), |_| {});
         assert_eq!(w.released(), start.wrapping_add(20));
-        assert_eq!(w.held_count(), 20);
+        assert_eq!(w.held_above(start).count(), 20);
     }
 
     #[test]

@@ -231,6 +231,31 @@ pub fn emit_frame(sender: NodeId, cluster_id: u32, packet: &Packet<'_>, buf: &mu
     Ok(len)
 }
 
+/// Emit only the frame header and the MCAST header ([`MCAST_HEADER_LEN`]
+/// bytes) of a multicast whose payload of `payload_len` bytes is written,
+/// or already lies, right after them: the zero-copy send path writes this
+/// into the headroom in front of the application's bytes. `repr.payload`
+/// is ignored.
+///
+/// # Errors
+/// [`WireError::BufferTooSmall`] below [`MCAST_HEADER_LEN`] bytes,
+/// [`WireError::Malformed`] for a payload over 4 GiB.
+pub fn emit_mcast_head(
+    sender: NodeId,
+    cluster_id: u32,
+    repr: &McastRepr<'_>,
+    payload_len: usize,
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
+    let head = McastRepr { payload: &[], ..repr.clone() };
+    let out = buf.get_mut(..MCAST_HEADER_LEN).ok_or(WireError::BufferTooSmall)?;
+    emit_frame(sender, cluster_id, &Packet::Mcast(head), out)?;
+    let body_len = u32::try_from(payload_len.saturating_add(MCAST_HEADER_LEN - FRAME_HEADER_LEN))
+        .map_err(|_| WireError::Malformed)?;
+    put_u32(out, field::BODY_LEN, body_len);
+    Ok(MCAST_HEADER_LEN)
+}
+
 /// Bytes `emit_frame` writes for `packet`.
 pub fn frame_len(packet: &Packet<'_>) -> usize {
     FRAME_HEADER_LEN.saturating_add(packet.buffer_len())
@@ -483,5 +508,39 @@ mod tests {
                 prop_assert_eq!(frame_len(&frame.packet), f.len());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod zc_head_tests {
+    use super::*;
+    use crate::types::Guarantee;
+    use crate::wire::pack::{emit_packed, emit_single_item_head, PackHeader};
+
+    /// Headers written in front of a payload give the same bytes as a frame
+    /// emitted whole.
+    #[test]
+    fn mcast_head_then_payload_equals_whole_frame() {
+        let item = [9u8; 300];
+        let ph = PackHeader { fragmented: 3, continuation: 2 };
+        let mut packed = alloc::vec![0u8; 306];
+        emit_packed(ph, &[&item], &mut packed).unwrap();
+        let repr = McastRepr {
+            ring_id: RingId { rep: 2, seq: 12 },
+            seq: 77,
+            guarantee: Guarantee::Safe,
+            encapsulated: false,
+            payload: &packed,
+        };
+        let mut whole = alloc::vec![0u8; frame_len(&Packet::Mcast(repr.clone()))];
+        emit_frame(2, 5, &Packet::Mcast(repr.clone()), &mut whole).unwrap();
+
+        let mut inplace = alloc::vec![0u8; MCAST_HEADER_LEN + 6];
+        inplace.extend_from_slice(&item);
+        emit_mcast_head(2, 5, &repr, 306, &mut inplace).unwrap();
+        emit_single_item_head(ph, 300, &mut inplace[MCAST_HEADER_LEN..]).unwrap();
+        assert_eq!(inplace, whole);
+        assert!(parse_frame(&inplace, 5).is_ok());
+        assert_eq!(emit_mcast_head(2, 5, &repr, 1, &mut [0u8; 10]), Err(WireError::BufferTooSmall));
     }
 }

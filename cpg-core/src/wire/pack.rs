@@ -122,6 +122,23 @@ pub fn packed_len(item_lens: impl Iterator<Item = usize>) -> usize {
     item_lens.fold(PACK_HEADER_LEN, |acc, len| acc.saturating_add(PACK_ITEM_OVERHEAD).saturating_add(len))
 }
 
+/// Emit the packing header of a frame carrying exactly one item of
+/// `item_len` bytes, which follows it (zero-copy path): returns the header
+/// length, `PACK_HEADER_LEN + PACK_ITEM_OVERHEAD`.
+///
+/// # Errors
+/// [`WireError::BufferTooSmall`], [`WireError::Malformed`] (an item over 65,535 bytes).
+pub fn emit_single_item_head(header: PackHeader, item_len: usize, buf: &mut [u8]) -> Result<usize, WireError> {
+    let len16 = u16::try_from(item_len).map_err(|_| WireError::Malformed)?;
+    let n = PACK_HEADER_LEN + PACK_ITEM_OVERHEAD;
+    let out = out_buf(buf, n)?;
+    put_u8(out, field::FRAGMENTED, header.fragmented);
+    put_u8(out, field::CONTINUATION, header.continuation);
+    put_u16(out, field::COUNT, 1);
+    put_u16(out, PACK_HEADER_LEN..n, len16);
+    Ok(n)
+}
+
 /// Emit a packed payload of `items` into `buf`, returning its length.
 ///
 /// # Errors
