@@ -535,7 +535,13 @@ impl Checker for OrderChecker {
                 }
                 let key = (t.ring_id.seq, t.ring_id.rep, t.seq);
                 if let Some(&last) = self.last.get(&node) {
-                    if key <= last {
+                    // Within a ring, u32 serial-number order (seqs may wrap).
+                    let not_after = if (last.0, last.1) == (key.0, key.1) {
+                        (key.2.wrapping_sub(last.2) as i32) <= 0
+                    } else {
+                        (key.0, key.1) < (last.0, last.1)
+                    };
+                    if not_after {
                         return Err(Violation::at(
                             ViolationKind::DeliveryOutOfOrder,
                             node,
@@ -857,14 +863,11 @@ impl Checker for SafeChecker {
                         continue;
                     }
                     let Some(mv) = self.views.get(&m) else { continue };
-                    let still_there = if t.transitional {
-                        // Transitional members came from the same old ring;
-                        // those that already installed the new ring count too.
-                        let new_ring = view.transitional.as_ref().map(|x| x.0);
-                        mv.regular_ring() == Some(ring) || mv.regular_ring() == new_ring
-                    } else {
-                        mv.regular_ring() == Some(ring) || world.current_ring(m) == Some(ring)
-                    };
+                    // Only members that have not installed anything after
+                    // `ring` can be asked: an engine answers `holds` for its
+                    // installed ring (and the one it recovers), and forgets
+                    // an old ring once it installs the next.
+                    let still_there = mv.regular_ring() == Some(ring);
                     if still_there && !world.holds(m, t.ring_id, t.seq) {
                         return Err(Violation::at(
                             ViolationKind::SafeNotHeld,

@@ -124,6 +124,8 @@ pub struct SimNode {
     pub past_stats: Stats,
     /// Consecutive timeouts handled at the same instant (livelock guard).
     pub same_instant_timeouts: u32,
+    /// `EngineOptions::seq_base` (first message seq of every ring − 1).
+    pub seq_base: u32,
 }
 
 /// Add `b` into `a` field by field.
@@ -208,6 +210,7 @@ impl SimNode {
             procs,
             past_stats: Stats::default(),
             same_instant_timeouts: 0,
+            seq_base: 0,
         }
     }
 
@@ -239,7 +242,7 @@ impl SimNode {
     /// # Errors
     /// The engine's [`ConfigError`].
     pub fn start_with_seq(&mut self, now: Instant, initial_ring_seq: u64) -> Result<Outputs, ConfigError> {
-        let engine = Engine::new(self.config.clone(), EngineOptions { trace: true, ..EngineOptions::default() }, initial_ring_seq, now)?;
+        let engine = Engine::new(self.config.clone(), EngineOptions { trace: true, seq_base: self.seq_base }, initial_ring_seq, now)?;
         self.engine = Some(engine);
         self.disk.boots += 1;
         self.incarnation += 1;
