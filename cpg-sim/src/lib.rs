@@ -1181,6 +1181,29 @@ impl Sim {
         }
     }
 
+    /// Run until `pred` holds, checked after every single step (for
+    /// transient states such as COMMIT), at most `bound`.
+    ///
+    /// # Errors
+    /// The first violation.
+    pub fn run_until_step(&mut self, bound: Duration, mut pred: impl FnMut(&Sim) -> bool) -> Result<bool, SimError> {
+        let end = self.now + bound;
+        loop {
+            if pred(self) {
+                return Ok(true);
+            }
+            match self.next_time() {
+                Some(t) if t <= end => {
+                    self.step()?;
+                }
+                _ => {
+                    self.now = end;
+                    return Ok(pred(self));
+                }
+            }
+        }
+    }
+
     /// Safety phase: faults on for `d`, workload running, checkers after
     /// every step.
     ///
@@ -1304,9 +1327,14 @@ impl Sim {
                     None => format!("{}:down", n.id),
                 })
                 .collect();
+            let dumps: Vec<String> = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.engine.as_ref().map(|e| format!("  node {}: {}", n.id, e.debug_line())))
+                .collect();
             let v = Violation::global(
                 kind,
-                format!("not converged {} ms after heal: {gap}; nodes {}", (self.now - start).as_millis(), states.join(" ")),
+                format!("not converged {} ms after heal: {gap}; nodes {}\n{}", (self.now - start).as_millis(), states.join(" "), dumps.join("\n")),
             );
             return Err(self.fail(v));
         }
@@ -1367,6 +1395,58 @@ impl Sim {
             c.add(name, v);
         }
         c
+    }
+
+    /// Whether exactly `nodes` are up, OPERATIONAL, in one ring whose
+    /// members are `nodes`.
+    pub fn one_ring(&self, nodes: &[NodeId]) -> bool {
+        let mut want = nodes.to_vec();
+        want.sort_unstable();
+        let mut ring = None;
+        for &n in &want {
+            let Some(e) = self.engine(n) else { return false };
+            if e.state() != State::Operational || e.members() != &want[..] {
+                return false;
+            }
+            match ring {
+                None => ring = Some(e.ring_id()),
+                Some(r) if r != e.ring_id() => return false,
+                _ => {}
+            }
+        }
+        true
+    }
+
+    /// Run until [`Sim::one_ring`] holds for `nodes` (at most `bound`).
+    ///
+    /// # Errors
+    /// A violation, or `NoConvergence` when the bound passes.
+    pub fn run_until_ring(&mut self, nodes: &[NodeId], bound: Duration) -> Result<(), SimError> {
+        if self.run_until(bound, |s| s.one_ring(nodes))? {
+            return Ok(());
+        }
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match &n.engine {
+                Some(e) => format!("{}:{:?}@{}{:?}", n.id, e.state(), e.ring_id(), e.members()),
+                None => format!("{}:down", n.id),
+            })
+            .collect();
+        let v = Violation::global(
+            ViolationKind::NoConvergence,
+            format!("no ring of {nodes:?} within {} ms; nodes {}", bound.as_millis(), states.join(" ")),
+        );
+        Err(self.fail(v))
+    }
+
+    /// Engine stats of all nodes (all incarnations), summed.
+    pub fn total_stats(&self) -> cpg_core::engine::Stats {
+        let mut total = cpg_core::engine::Stats::default();
+        for n in &self.nodes {
+            node::add_stats(&mut total, &n.total_stats());
+        }
+        total
     }
 
     /// Distinct regular rings installed so far.

@@ -414,6 +414,11 @@ impl Network {
         self.rules.push(rule);
     }
 
+    /// Remove every scripted drop rule.
+    pub fn clear_drop_rules(&mut self) {
+        self.rules.clear();
+    }
+
     /// Start (or restart) capturing every normal frame sent.
     pub fn start_capture(&mut self) {
         self.capture = Some(Vec::new());

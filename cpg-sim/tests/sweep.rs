@@ -87,7 +87,13 @@ fn sweep(seeds: Vec<u64>) {
     }
     println!("coverage (summed over passing seeds):\n{cov}");
     if !failures.is_empty() {
-        for (seed, e) in failures.iter().take(5) {
+        println!("failures (one line each):");
+        for (seed, e) in &failures {
+            let first = e.lines().next().unwrap_or("");
+            let short: String = first.chars().take(220).collect();
+            println!("  seed {seed:>6}: {short}");
+        }
+        for (seed, e) in failures.iter().take(3) {
             println!("---- seed {seed} FAILED ----\n{e}\n");
         }
         let list: Vec<u64> = failures.iter().map(|f| f.0).collect();
