@@ -1,4 +1,40 @@
-//! io_uring transport for one `cpg-core` engine (UDP unicast to every ring
-//! member, registered buffers, multishot receive). Not built out yet: see
-//! issue 3. The crate exists so the workspace layout is final.
+//! io_uring transport for one `cpg-core` engine: UDP unicast to every ring
+//! member ("udpu"), a registered buffer region used on every send path,
+//! multishot receive into a provided-buffer ring, io_uring timeouts, and an
+//! eventfd wake.
+//!
+//! | module | owns | unsafe? |
+//! |---|---|---|
+//! | `bufs` | the mapped region (pool slots + receive buffers), the provided-buffer ring, [`RxBuf`] | yes: raw memory, argued per block |
+//! | `ring` | ring setup, probing, typed `user_data`, SQE builders, completion decoding; keeps every in-flight operation's memory alive | yes: SQE pushes and registration |
+//! | `send` | sends in flight and the two-step `SendZc` completion | no |
+//! | `socket` | UDP sockets (rustix) | no |
+//! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`] | no |
+//! | `counters` | [`Counters`] | no |
+//!
+//! The crate knows nothing about groups or message meaning: a [`Host`]
+//! (in `cpg-std`, an engine behind a mutex) turns inputs into outputs.
+//!
+//! Frames never exceed min(netmtu, 65,507) bytes: the engine builds them;
+//! the receive buffers hold 65,536 bytes plus [`RX_HEADROOM`].
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![deny(missing_docs)]
+
+mod bufs;
+mod counters;
+mod driver;
+mod ring;
+mod send;
+mod socket;
+mod waker;
+
+pub use bufs::{Region, RegionError, RxBuf, SlotAlloc, BUF_INDEX_POOL, BUF_INDEX_RX, RX_HEADROOM};
+pub use counters::{Counters, Snapshot};
+pub use driver::{
+    default_pool, now, Driver, DriverError, EngineCounters, Host, Input, Outputs, TransportConfig, ZeroCopy,
+};
+pub use ring::{probe, BadUserData, Probe, SendKind, UserData};
+pub use socket::SOCKET_BUFFER_BYTES;
+pub use waker::Waker;

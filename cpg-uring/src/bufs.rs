@@ -1,0 +1,965 @@
+//! The memory the kernel reads and writes: one anonymous mapping holding the
+//! send pool's slots and the receive buffers, the provided-buffer ring the
+//! kernel picks receive buffers from, and the handles ([`RxBuf`]) that give
+//! received frames to the engine by reference.
+//!
+//! # What it owns
+//!
+//! ```text
+//! mapping: | pool slots (PoolConfig::region_len, page rounded) | rx buffers (count × size) |
+//!            fixed buffer 0                                      fixed buffer 1
+//! ```
+//!
+//! - [`Region`]: the mapping, with the `cpg_core::pool` bookkeeping over
+//!   its first part behind a [`SlotAlloc`]. A pool slot is an [`RxBuf`]
+//!   handle: written only through `FrameBuf::unique_mut` while it is the
+//!   only handle, and every send holds a clone until its last completion,
+//!   so a slot the kernel may still read is never written or reused.
+//! - [`RxRing`]: the provided-buffer ring over the second part, with an
+//!   ownership state per buffer id (in the kernel's ring, or held by user
+//!   space), so that a buffer is read only after the kernel gave it back and
+//!   re-provided only after the last [`RxBuf`] naming it is dropped.
+//! - [`RxBuf`]: a received frame, `Clone + AsRef<[u8]> + Send + Sync`,
+//!   passed to the engine as its frame type; dropping the last clone puts
+//!   the buffer id on a return queue the driver drains.
+//!
+//! # What it must not do
+//!
+//! Know about sockets, opcodes or the engine. The mapping stays mapped while
+//! any [`RxBuf`], [`Region`] or the ring that registered it holds it (all
+//! share one `Arc<Mapping>`).
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cpg_core::pool::{
+    AllocError, Outcome, PoolConfig, PoolConfigError, PoolStats, SlotError, SlotId, SlotState, VecPool,
+};
+use rustix::mm::{MapFlags, ProtFlags};
+
+use crate::waker::Waker;
+
+/// Bytes reserved in front of a received datagram in each receive buffer:
+/// the `io_uring_recvmsg_out` header (16) and the source `sockaddr_in` (16),
+/// rounded up.
+pub const RX_HEADROOM: usize = 64;
+
+/// Page size assumed for rounding (the kernel needs page-aligned buffer
+/// rings; anonymous mappings are page aligned anyway).
+fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+fn round_up(n: usize, to: usize) -> Option<usize> {
+    n.checked_add(to - 1).map(|v| v / to * to)
+}
+
+/// One anonymous, private, read-write mapping, unmapped on drop.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` is a range of process memory with no thread affinity;
+// every access to its bytes goes through `Region` (slots, exclusive by the
+// pool state) or `RxBuf` (read-only, exclusive by the `RxRing` state), which
+// carry their own synchronisation arguments.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only exposes the base pointer and length.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `len` bytes (rounded up to a page) of zeroed memory.
+    pub(crate) fn new(len: usize) -> io::Result<Mapping> {
+        let len = round_up(len.max(1), page_size()).ok_or(io::ErrorKind::InvalidInput)?;
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's
+        // choice (null hint, no MAP_FIXED) aliases no existing memory.
+        let ptr = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::POPULATE,
+            )
+        }?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(io::ErrorKind::OutOfMemory)?;
+        Ok(Mapping { ptr, len })
+    }
+
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what `mmap_anonymous` returned, and
+        // this is the last owner: every `Region`, `RxBuf` and ring holding
+        // the memory holds an `Arc<Mapping>`, so none is left.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping").field("ptr", &self.ptr).field("len", &self.len).finish()
+    }
+}
+
+/// The fixed-buffer index of the pool slots (`register_buffers` entry 0).
+pub const BUF_INDEX_POOL: u16 = 0;
+/// The fixed-buffer index of the receive buffers (entry 1).
+pub const BUF_INDEX_RX: u16 = 1;
+
+/// Why a [`Region`] could not be built.
+#[derive(Debug)]
+pub enum RegionError {
+    /// The pool configuration is invalid.
+    Pool(PoolConfigError),
+    /// Receive buffer count not a power of two in `1..=32768`, or size too small.
+    RxShape {
+        /// Buffers asked for.
+        count: usize,
+        /// Bytes per buffer asked for.
+        size: usize,
+    },
+    /// `mmap` failed.
+    Map {
+        /// Bytes asked for.
+        len: usize,
+        /// The error.
+        err: io::Error,
+    },
+}
+
+impl fmt::Display for RegionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegionError::Pool(e) => write!(f, "pool configuration: {e}"),
+            RegionError::RxShape { count, size } => write!(
+                f,
+                "receive buffers: {count} × {size} B; the count must be a power of two in 1..=32768 \
+                 and the size at least {} B",
+                RX_HEADROOM + 576
+            ),
+            RegionError::Map { len, err } => write!(f, "mmap of {len} B for the buffer region failed: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for RegionError {}
+
+/// The send pool and receive buffers in one mapping (see the module docs).
+pub struct Region {
+    map: Arc<Mapping>,
+    slots: SlotAlloc,
+    /// Bytes of the pool part (page rounded); the rx part starts here.
+    pool_span: usize,
+    rx_count: usize,
+    rx_size: usize,
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("map", &self.map)
+            .field("pool_span", &self.pool_span)
+            .field("rx_count", &self.rx_count)
+            .field("rx_size", &self.rx_size)
+            .finish()
+    }
+}
+
+impl Region {
+    /// Map a region for `pool` followed by `rx_count` receive buffers of
+    /// `rx_size` bytes each.
+    ///
+    /// # Errors
+    /// [`RegionError`] naming the bad setting or the failed `mmap`.
+    pub fn new(pool: &PoolConfig, rx_count: usize, rx_size: usize) -> Result<Region, RegionError> {
+        let pool_len = pool.region_len().map_err(RegionError::Pool)?;
+        if !rx_count.is_power_of_two() || rx_count > 32768 || rx_size < RX_HEADROOM + 576 || rx_size > u32::MAX as usize {
+            return Err(RegionError::RxShape { count: rx_count, size: rx_size });
+        }
+        let page = page_size();
+        let pool_span = round_up(pool_len, page).ok_or(RegionError::Pool(PoolConfigError::RegionOverflow))?;
+        let rx_span = rx_count
+            .checked_mul(rx_size)
+            .and_then(|n| round_up(n, page))
+            .ok_or(RegionError::RxShape { count: rx_count, size: rx_size })?;
+        let len = pool_span
+            .checked_add(rx_span)
+            .ok_or(RegionError::RxShape { count: rx_count, size: rx_size })?;
+        let map = Arc::new(Mapping::new(len).map_err(|err| RegionError::Map { len, err })?);
+        let pool = VecPool::new_vec(pool).map_err(RegionError::Pool)?;
+        let slots = SlotAlloc(Arc::new(SlotPool { pool: Mutex::new(pool), map: map.clone(), span: pool_span }));
+        Ok(Region { map, slots, pool_span, rx_count, rx_size })
+    }
+
+    /// Total bytes mapped (what registration pins and accounts).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Never empty (kept for clippy's `len_without_is_empty`).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The slot allocator (shareable with application threads).
+    pub fn slots(&self) -> &SlotAlloc {
+        &self.slots
+    }
+
+    /// Receive buffers in the region.
+    pub fn rx_count(&self) -> usize {
+        self.rx_count
+    }
+
+    /// Bytes per receive buffer.
+    pub fn rx_size(&self) -> usize {
+        self.rx_size
+    }
+
+    pub(crate) fn mapping(&self) -> &Arc<Mapping> {
+        &self.map
+    }
+
+    /// The two fixed buffers: the pool part (index [`BUF_INDEX_POOL`]) and
+    /// the receive part (index [`BUF_INDEX_RX`]).
+    pub(crate) fn iovecs(&self) -> [libc::iovec; 2] {
+        let base = self.map.base();
+        [
+            libc::iovec { iov_base: base.cast(), iov_len: self.pool_span },
+            libc::iovec {
+                // `pool_span ≤ len` by construction, so this stays in the mapping.
+                iov_base: base.wrapping_add(self.pool_span).cast(),
+                iov_len: self.map.len() - self.pool_span,
+            },
+        ]
+    }
+
+    /// Offset of the receive part in the mapping.
+    pub(crate) fn rx_offset(&self) -> usize {
+        self.pool_span
+    }
+}
+
+/// The pool bookkeeping over the slot part of the mapping, shared by the
+/// allocator and every slot handle.
+#[derive(Debug)]
+pub(crate) struct SlotPool {
+    pool: Mutex<VecPool>,
+    map: Arc<Mapping>,
+    span: usize,
+}
+
+impl SlotPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecPool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Allocates zero-copy send buffers (pool slots) as [`RxBuf`] handles:
+/// `Clone + Send + Sync`, usable from application threads.
+///
+/// A slot's life is its handle's: write it through [`RxBuf::unique_mut`]
+/// (`cpg_core::engine::FrameBuf`) while the handle is the only one, hand it
+/// to the engine (`Engine::submit_zc`), and it returns to the pool when the
+/// last clone drops: the engine's (when the message is stable) and every
+/// send's (after its completion or zero-copy notification). In the pool's
+/// terms: Owned after `alloc`; Queued → InFlight when the first send is
+/// submitted; one pending send per submission, taken off by
+/// `on_send_complete` / `on_zc_notif`; `mark_stable` (→ Free) when the last
+/// handle drops.
+#[derive(Debug, Clone)]
+pub struct SlotAlloc(Arc<SlotPool>);
+
+impl SlotAlloc {
+    /// A slot whose payload holds `len` bytes. The handle's bytes are the
+    /// whole slot: [`SlotAlloc::headroom`] bytes for the engine's headers,
+    /// then the payload.
+    ///
+    /// # Errors
+    /// As `Pool::alloc` (`TooBig`, `Exhausted`).
+    pub fn alloc(&self, len: usize) -> Result<RxBuf, AllocError> {
+        let mut pool = self.0.lock();
+        let id = pool.alloc(len)?;
+        let range = pool
+            .slot_offset(id)
+            .and_then(|start| pool.payload_capacity(id).map(|cap| start..start + pool.headroom() + cap));
+        let Ok(range) = range else {
+            let _ = pool.release(id);
+            return Err(AllocError::Exhausted);
+        };
+        if range.end > self.0.span {
+            let _ = pool.release(id);
+            return Err(AllocError::Exhausted);
+        }
+        drop(pool);
+        let ptr = self.0.map.base().wrapping_add(range.start);
+        let ptr = NonNull::new(ptr).unwrap_or(NonNull::dangling());
+        Ok(RxBuf(Arc::new(RxInner::Slot(SlotFrame { id, ptr, len: range.len(), pool: self.0.clone() }))))
+    }
+
+    /// Bytes in front of every payload.
+    pub fn headroom(&self) -> usize {
+        self.0.lock().headroom()
+    }
+
+    /// The largest payload a slot holds.
+    pub fn payload_capacity_max(&self) -> usize {
+        self.0.lock().payload_capacity_max()
+    }
+
+    /// Pool counters.
+    pub fn stats(&self) -> PoolStats {
+        *self.0.lock().stats()
+    }
+
+    /// A live slot's state (tests, diagnostics).
+    ///
+    /// # Errors
+    /// `SlotError` for a stale id.
+    pub fn state(&self, id: SlotId) -> Result<SlotState, SlotError> {
+        self.0.lock().state(id)
+    }
+}
+
+/// The bytes a send reads, kept alive until its last completion.
+#[derive(Debug, Clone)]
+pub(crate) enum TxSource {
+    /// An engine-built frame on the heap.
+    Heap(Arc<[u8]>),
+    /// `buf[range]`: a received frame re-sent, or a frame in a pool slot.
+    Buf {
+        /// The buffer (a clone held until the send is released).
+        buf: RxBuf,
+        /// Checked to lie inside `buf`.
+        range: Range<usize>,
+    },
+    /// `head` then `buf[range]`: a fragment of a zero-copy message.
+    Gather {
+        /// Engine-built headers.
+        head: Arc<[u8]>,
+        /// The zero-copy buffer.
+        buf: RxBuf,
+        /// Checked to lie inside `buf`.
+        range: Range<usize>,
+    },
+}
+
+impl TxSource {
+    /// A source for `buf[range]`, or `None` if `range` is not inside `buf`.
+    pub(crate) fn buf(buf: RxBuf, range: Range<usize>) -> Option<TxSource> {
+        buf.as_ref().get(range.clone())?;
+        Some(TxSource::Buf { buf, range })
+    }
+
+    /// A gather source, or `None` if `range` is not inside `buf`.
+    pub(crate) fn gather(head: Arc<[u8]>, buf: RxBuf, range: Range<usize>) -> Option<TxSource> {
+        buf.as_ref().get(range.clone())?;
+        Some(TxSource::Gather { head, buf, range })
+    }
+
+    /// The bytes, as one or two segments.
+    pub(crate) fn segments(&self) -> [&[u8]; 2] {
+        match self {
+            TxSource::Heap(b) => [b, &[]],
+            TxSource::Buf { buf, range } => [buf.as_ref().get(range.clone()).unwrap_or(&[]), &[]],
+            TxSource::Gather { head, buf, range } => [head, buf.as_ref().get(range.clone()).unwrap_or(&[])],
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        let [a, b] = self.segments();
+        a.len() + b.len()
+    }
+
+    /// The pool slot this send reads, if any.
+    pub(crate) fn slot_buf(&self) -> Option<&RxBuf> {
+        match self {
+            TxSource::Heap(_) => None,
+            TxSource::Buf { buf, .. } | TxSource::Gather { buf, .. } => buf.is_slot().then_some(buf),
+        }
+    }
+}
+
+/// Receive buffer ids given back by dropped [`RxBuf`]s, drained by the loop.
+#[derive(Debug)]
+pub(crate) struct ReturnQueue {
+    ids: Mutex<Vec<u16>>,
+    /// Set by the loop when a receive found no buffer: the next return wakes it.
+    starved: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl ReturnQueue {
+    pub(crate) fn new(capacity: usize) -> ReturnQueue {
+        ReturnQueue {
+            ids: Mutex::new(Vec::with_capacity(capacity)),
+            starved: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_waker(&self, w: Waker) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+    }
+
+    pub(crate) fn set_starved(&self) {
+        self.starved.store(true, Ordering::Release);
+    }
+
+    fn push(&self, id: u16) {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        if self.starved.swap(false, Ordering::AcqRel) {
+            if let Some(w) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                w.wake();
+            }
+        }
+    }
+
+    fn drain_into(&self, out: &mut Vec<u16>) {
+        out.append(&mut self.ids.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// The engine's buffer handle (`F` of `Engine<F>`): a received frame in a
+/// receive buffer of the region (returned to the kernel when the last
+/// clone drops), a zero-copy send buffer in a pool slot (returned to the
+/// pool when the last clone drops), or bytes on the heap (syscall fallback,
+/// user-space loopback, copies made under receive-buffer pressure).
+///
+/// Clones share the bytes; `Clone + AsRef<[u8]> + Send + Sync`.
+#[derive(Clone)]
+pub struct RxBuf(Arc<RxInner>);
+
+enum RxInner {
+    Ring(RingFrame),
+    Slot(SlotFrame),
+    Heap(Arc<[u8]>),
+}
+
+/// A frame in a provided buffer. The buffer is held (not in the kernel's
+/// ring) for as long as this exists.
+struct RingFrame {
+    bid: u16,
+    ptr: NonNull<u8>,
+    len: usize,
+    _map: Arc<Mapping>,
+    returns: Arc<ReturnQueue>,
+}
+
+// SAFETY: the frame's bytes are immutable while the `RingFrame` exists: the
+// kernel writes buffer `bid` only after it is re-provided, which happens only
+// after `Drop` below queued the id (see `RxRing::recycle`); the mapping is
+// kept alive by `_map`. Sharing immutable bytes across threads is fine, and
+// the return queue is a `Mutex`.
+unsafe impl Send for RingFrame {}
+// SAFETY: as above; `&RingFrame` only reads.
+unsafe impl Sync for RingFrame {}
+
+impl Drop for RingFrame {
+    fn drop(&mut self) {
+        self.returns.push(self.bid);
+    }
+}
+
+/// A pool slot, allocated (not Free) for as long as this exists.
+struct SlotFrame {
+    id: SlotId,
+    ptr: NonNull<u8>,
+    len: usize,
+    pool: Arc<SlotPool>,
+}
+
+// SAFETY: the slot's bytes are written only through `RxBuf::unique_mut`,
+// which needs the only handle (`Arc::get_mut`) and `&mut` to it, so writes
+// never race with reads of other handles or threads; the kernel reads the
+// slot only while a send holds a clone. The mapping lives as long as
+// `pool.map`; the bookkeeping is behind a `Mutex`.
+unsafe impl Send for SlotFrame {}
+// SAFETY: as above; `&SlotFrame` only reads.
+unsafe impl Sync for SlotFrame {}
+
+impl Drop for SlotFrame {
+    fn drop(&mut self) {
+        // The last handle: no send holds one, so no send is pending.
+        let mut pool = self.pool.lock();
+        match pool.state(self.id) {
+            Ok(SlotState::Owned) => {
+                let _ = pool.release(self.id);
+            }
+            Ok(SlotState::InFlight { .. }) => {
+                let _ = pool.mark_stable(self.id);
+            }
+            Ok(SlotState::Queued) => {
+                // Never sent: walk it through a send that did nothing.
+                let _ = pool.begin_send(self.id);
+                let _ = pool.on_send_complete(self.id);
+                let _ = pool.mark_stable(self.id);
+            }
+            Ok(SlotState::Free) | Err(_) => {}
+        }
+    }
+}
+
+impl RxBuf {
+    /// A frame on the heap (no region buffer behind it).
+    pub fn from_heap(bytes: Arc<[u8]>) -> RxBuf {
+        RxBuf(Arc::new(RxInner::Heap(bytes)))
+    }
+
+    /// The provided-buffer id behind this frame, if it is in a receive buffer.
+    pub fn buffer_id(&self) -> Option<u16> {
+        match &*self.0 {
+            RxInner::Ring(f) => Some(f.bid),
+            _ => None,
+        }
+    }
+
+    /// The pool slot behind this buffer, if it is a zero-copy send buffer.
+    pub fn slot_id(&self) -> Option<SlotId> {
+        match &*self.0 {
+            RxInner::Slot(s) => Some(s.id),
+            _ => None,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_ref().len()
+    }
+
+    /// Empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Handles sharing these bytes (this one included).
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    /// Whether the bytes lie in a pool slot.
+    pub(crate) fn is_slot(&self) -> bool {
+        matches!(&*self.0, RxInner::Slot(_))
+    }
+
+    /// A send reading this slot is being submitted: Owned → Queued on the
+    /// first one, then one more pending send. No-op for other buffers.
+    pub(crate) fn slot_begin_send(&self) -> Result<(), SlotError> {
+        let RxInner::Slot(s) = &*self.0 else { return Ok(()) };
+        let mut pool = s.pool.lock();
+        if pool.state(s.id)? == SlotState::Owned {
+            pool.enqueue(s.id)?;
+        }
+        pool.begin_send(s.id)
+    }
+
+    /// A send of this slot is over (`zc`: its notification arrived).
+    pub(crate) fn slot_send_done(&self, zc: bool) -> Result<Outcome, SlotError> {
+        let RxInner::Slot(s) = &*self.0 else { return Ok(Outcome::Held) };
+        let mut pool = s.pool.lock();
+        if zc {
+            pool.on_zc_notif(s.id)
+        } else {
+            pool.on_send_complete(s.id)
+        }
+    }
+}
+
+impl AsRef<[u8]> for RxBuf {
+    fn as_ref(&self) -> &[u8] {
+        match &*self.0 {
+            RxInner::Heap(b) => b,
+            // SAFETY: `ptr..ptr+len` lies in buffer `bid` of the mapping
+            // (checked by `RxRing::take`), the mapping is alive (`_map`) and
+            // the kernel does not write the buffer while this frame exists
+            // (see the `Send`/`Sync` argument on `RingFrame`).
+            RxInner::Ring(f) => unsafe { std::slice::from_raw_parts(f.ptr.as_ptr(), f.len) },
+            // SAFETY: `ptr..ptr+len` is the slot (checked in
+            // `SlotAlloc::alloc` to lie inside the pool span of the mapping,
+            // which `pool.map` keeps alive); the slot stays allocated while
+            // this handle exists; writes need the only handle and `&mut`
+            // (`unique_mut`), so none happens during this shared borrow.
+            RxInner::Slot(s) => unsafe { std::slice::from_raw_parts(s.ptr.as_ptr(), s.len) },
+        }
+    }
+}
+
+impl cpg_core::engine::FrameBuf for RxBuf {
+    /// The bytes, writable, while this is the only handle: a zero-copy send
+    /// buffer (the application writes its payload, the engine its headers)
+    /// or a heap frame. Never for a receive buffer.
+    ///
+    /// # Soundness
+    /// `Arc::get_mut` succeeds only for the only handle; every send holds a
+    /// clone until its last completion (the zero-copy notification for a
+    /// `SendZc`), so no kernel read is in flight; the slot's memory is
+    /// reachable only through handles of its current allocation (it is
+    /// freed only when the last one drops); and the returned borrow is tied
+    /// to `&mut self`.
+    fn unique_mut(&mut self) -> Option<&mut [u8]> {
+        match Arc::get_mut(&mut self.0)? {
+            RxInner::Heap(b) => Arc::get_mut(b),
+            RxInner::Ring(_) => None,
+            // SAFETY: see "Soundness" above; the range is the slot's, inside
+            // the live mapping.
+            RxInner::Slot(s) => Some(unsafe { std::slice::from_raw_parts_mut(s.ptr.as_ptr(), s.len) }),
+        }
+    }
+}
+
+impl fmt::Debug for RxBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxBuf")
+            .field("buffer_id", &self.buffer_id())
+            .field("slot", &self.slot_id())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// One entry of a provided-buffer ring (`struct io_uring_buf`); entry 0's
+/// `resv` is the ring's tail (`struct io_uring_buf_ring`).
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
+
+/// What the kernel told us about one received datagram.
+#[derive(Debug)]
+pub(crate) struct RecvFrame {
+    /// The datagram (possibly truncated: see `truncated`).
+    pub frame: RxBuf,
+    /// Source address, if it was an IPv4 one.
+    pub source: Option<SocketAddrV4>,
+    /// The datagram did not fit the buffer (MSG_TRUNC).
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BufState {
+    /// In the kernel's ring: the kernel may write it at any time.
+    Kernel,
+    /// Taken out by a completion: user space reads it; re-provided only
+    /// through the return queue.
+    User,
+}
+
+/// The provided-buffer ring over the receive part of a [`Region`].
+pub(crate) struct RxRing {
+    /// The ring entries (`entries × 16` B, page aligned).
+    ring: Mapping,
+    map: Arc<Mapping>,
+    rx_offset: usize,
+    buf_size: usize,
+    entries: u16,
+    /// Next entry to write (published to the kernel by `publish`).
+    tail: u16,
+    state: Vec<BufState>,
+    in_kernel: usize,
+    returns: Arc<ReturnQueue>,
+    scratch: Vec<u16>,
+    dirty: bool,
+}
+
+impl fmt::Debug for RxRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxRing").field("entries", &self.entries).field("in_kernel", &self.in_kernel).finish()
+    }
+}
+
+impl RxRing {
+    /// A ring over the receive buffers of `region`, every buffer provided.
+    pub(crate) fn new(region: &Region) -> io::Result<RxRing> {
+        let entries = u16::try_from(region.rx_count).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let ring = Mapping::new(usize::from(entries) * std::mem::size_of::<RawBuf>())?;
+        let mut r = RxRing {
+            ring,
+            map: region.map.clone(),
+            rx_offset: region.rx_offset(),
+            buf_size: region.rx_size,
+            entries,
+            tail: 0,
+            state: vec![BufState::User; usize::from(entries)],
+            in_kernel: 0,
+            returns: Arc::new(ReturnQueue::new(usize::from(entries))),
+            scratch: Vec::with_capacity(usize::from(entries)),
+            dirty: false,
+        };
+        for bid in 0..entries {
+            r.provide(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    /// Address of the ring entries, for `register_buf_ring`.
+    pub(crate) fn ring_addr(&self) -> u64 {
+        self.ring.base() as u64
+    }
+
+    pub(crate) fn entries(&self) -> u16 {
+        self.entries
+    }
+
+    /// Buffers the kernel can receive into now.
+    pub(crate) fn available(&self) -> usize {
+        self.in_kernel
+    }
+
+    pub(crate) fn returns(&self) -> &Arc<ReturnQueue> {
+        &self.returns
+    }
+
+    /// Put buffer `bid` (held by user space, no `RxBuf` left) at the tail.
+    fn provide(&mut self, bid: u16) {
+        let Some(st) = self.state.get_mut(usize::from(bid)) else { return };
+        if *st == BufState::Kernel {
+            return; // already in the ring: never twice (the ring would overflow)
+        }
+        *st = BufState::Kernel;
+        self.in_kernel += 1;
+        let idx = usize::from(self.tail & (self.entries - 1));
+        let addr = self.map.base() as u64 + (self.rx_offset + usize::from(bid) * self.buf_size) as u64;
+        let entry = self.ring.base().cast::<RawBuf>().wrapping_add(idx);
+        // SAFETY: `idx < entries`, so `entry` is inside the ring mapping
+        // (`entries × 16` B, 8-aligned). At most `entries` ids are ever in
+        // the ring (each id once, checked by `state`), so the kernel has
+        // consumed the entry at this position and does not read it until the
+        // tail is published past it. Fields are written through raw pointers,
+        // leaving entry 0's `resv` (the shared tail) untouched.
+        unsafe {
+            std::ptr::addr_of_mut!((*entry).addr).write(addr);
+            std::ptr::addr_of_mut!((*entry).len).write(self.buf_size as u32);
+            std::ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        self.dirty = true;
+    }
+
+    /// Make the entries written so far visible to the kernel.
+    pub(crate) fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let tail = self.ring.base().wrapping_add(std::mem::offset_of!(RawBuf, resv)).cast::<u16>();
+        // SAFETY: entry 0's `resv` is the ring's tail (`io_uring_buf_ring`),
+        // a naturally aligned u16 inside the ring mapping that the kernel
+        // only reads (with acquire); AtomicU16 has u16's size and alignment.
+        // Release orders the entry writes in `provide` before it.
+        unsafe { AtomicU16::from_ptr(tail) }.store(self.tail, Ordering::Release);
+    }
+
+    /// Take buffer `bid` out of the kernel's hands after a receive
+    /// completion of `res` bytes (the whole recvmsg-out block) and parse it.
+    /// `None` for an id that was not in the ring or a malformed block (the
+    /// buffer is then re-provided).
+    pub(crate) fn take(&mut self, bid: u16, res: usize, msghdr: &libc::msghdr) -> Option<RecvFrame> {
+        let st = self.state.get_mut(usize::from(bid))?;
+        if *st != BufState::Kernel {
+            return None;
+        }
+        *st = BufState::User;
+        self.in_kernel -= 1;
+        let off = self.rx_offset + usize::from(bid) * self.buf_size;
+        let len = res.min(self.buf_size);
+        let start = self.map.base().wrapping_add(off);
+        // SAFETY: buffer `bid` (`off..off+buf_size`, inside the mapping) was
+        // just handed back by the kernel with `res` bytes written; it is now
+        // User and is re-provided only after every `RxBuf` over it is gone,
+        // so nothing writes it during this borrow.
+        let bytes = unsafe { std::slice::from_raw_parts(start, len) };
+        let parsed = io_uring::types::RecvMsgOut::parse(bytes, msghdr);
+        let Ok(out) = parsed else {
+            self.provide(bid);
+            return None;
+        };
+        let source = parse_sockaddr_in(out.name_data());
+        let payload = out.payload_data();
+        let truncated = out.is_payload_truncated();
+        let ptr = NonNull::new(payload.as_ptr().cast_mut()).unwrap_or(NonNull::dangling());
+        let frame = RxBuf(Arc::new(RxInner::Ring(RingFrame {
+            bid,
+            ptr,
+            len: payload.len(),
+            _map: self.map.clone(),
+            returns: self.returns.clone(),
+        })));
+        Some(RecvFrame { frame, source, truncated })
+    }
+
+    /// Re-provide every buffer whose last `RxBuf` dropped; returns how many.
+    pub(crate) fn recycle(&mut self) -> usize {
+        let mut ids = std::mem::take(&mut self.scratch);
+        self.returns.drain_into(&mut ids);
+        let n = ids.len();
+        for bid in ids.drain(..) {
+            self.provide(bid);
+        }
+        self.scratch = ids;
+        self.publish();
+        n
+    }
+}
+
+/// An IPv4 `sockaddr_in` as the kernel wrote it (family in native order,
+/// port and address in network order).
+pub(crate) fn parse_sockaddr_in(b: &[u8]) -> Option<SocketAddrV4> {
+    if b.len() < 8 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([b[0], b[1]]);
+    if i32::from(family) != libc::AF_INET {
+        return None;
+    }
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    Some(SocketAddrV4::new(Ipv4Addr::new(b[4], b[5], b[6], b[7]), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpg_core::pool::ClassSpec;
+
+    fn region() -> Region {
+        let cfg = PoolConfig::new(64, &[ClassSpec::new(512, 4), ClassSpec::new(4096, 2)]).unwrap();
+        Region::new(&cfg, 4, 2048).unwrap()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // mmap
+    fn slot_handle_life() {
+        use cpg_core::engine::FrameBuf;
+        let r = region();
+        let a = r.slots().clone();
+        let mut b = a.alloc(100).unwrap();
+        let id = b.slot_id().unwrap();
+        assert_eq!(b.len(), 512);
+        b.unique_mut().unwrap()[64..68].copy_from_slice(b"abcd");
+        assert_eq!(&b.as_ref()[64..68], b"abcd");
+        let mut c = b.clone();
+        assert!(c.unique_mut().is_none(), "two handles: not writable");
+        // A send: Owned → Queued → InFlight { 1 }.
+        c.slot_begin_send().unwrap();
+        assert_eq!(a.state(id), Ok(SlotState::InFlight { sends_pending: 1 }));
+        drop(b); // the engine is done: not freed while the send holds `c`
+        assert_eq!(a.state(id), Ok(SlotState::InFlight { sends_pending: 1 }));
+        assert_eq!(c.slot_send_done(true), Ok(Outcome::Held));
+        drop(c); // the send's clone goes: now stable and free
+        assert_eq!(a.state(id), Err(SlotError::StaleSlot));
+        assert_eq!(a.stats().in_use(), 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn unsent_slot_handles_return_to_the_pool() {
+        let r = region();
+        let a = r.slots();
+        let big = a.alloc(4000).unwrap();
+        assert_eq!(big.len(), 4096);
+        let small = a.alloc(1).unwrap();
+        assert_eq!(a.stats().in_use(), 2);
+        drop(big);
+        drop(small);
+        assert_eq!(a.stats().in_use(), 0);
+        assert!(matches!(a.alloc(5000), Err(AllocError::TooBig { .. })));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn tx_source_ranges_checked() {
+        let r = region();
+        let b = r.slots().alloc(10).unwrap();
+        assert!(TxSource::buf(b.clone(), 0..513).is_none());
+        let s = TxSource::gather(Arc::from(&b"hd"[..]), b, 64..74).unwrap();
+        assert_eq!(s.len(), 12);
+        assert!(s.slot_buf().is_some());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn iovecs_cover_pool_then_rx() {
+        let r = region();
+        let [a, b] = r.iovecs();
+        assert_eq!(a.iov_base as usize % page_size(), 0);
+        assert!(a.iov_len >= 4 * 512 + 2 * 4096);
+        assert_eq!(a.iov_base as usize + a.iov_len, b.iov_base as usize);
+        assert!(b.iov_len >= 4 * 2048);
+        assert_eq!(a.iov_len + b.iov_len, r.len());
+    }
+
+    #[test]
+    fn rx_shape_validated() {
+        let cfg = PoolConfig::new(64, &[ClassSpec::new(512, 4)]).unwrap();
+        assert!(matches!(Region::new(&cfg, 3, 2048), Err(RegionError::RxShape { .. })));
+        assert!(matches!(Region::new(&cfg, 4, 100), Err(RegionError::RxShape { .. })));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn rx_ring_take_and_return() {
+        let r = region();
+        let mut ring = RxRing::new(&r).unwrap();
+        assert_eq!(ring.available(), 4);
+        // Fake a completion: write a recvmsg-out block into buffer 2.
+        let mut name = [0u8; 16];
+        name[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        name[2..4].copy_from_slice(&5405u16.to_be_bytes());
+        name[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let mut block = Vec::new();
+        block.extend_from_slice(&16u32.to_ne_bytes()); // namelen
+        block.extend_from_slice(&0u32.to_ne_bytes()); // controllen
+        block.extend_from_slice(&5u32.to_ne_bytes()); // payloadlen
+        block.extend_from_slice(&0u32.to_ne_bytes()); // flags
+        block.extend_from_slice(&name);
+        block.extend_from_slice(b"hello");
+        let off = r.rx_offset() + 2 * r.rx_size();
+        // SAFETY (test): buffer 2 is inside the mapping and nothing else
+        // (no kernel ring registered) touches it.
+        unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), r.mapping().base().add(off), block.len()) };
+        // SAFETY (test): an all-zero msghdr is a valid value.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_namelen = 16;
+        let f = ring.take(2, block.len(), &mh).unwrap();
+        assert_eq!(f.frame.as_ref(), b"hello");
+        assert_eq!(f.source, Some("127.0.0.1:5405".parse().unwrap()));
+        assert_eq!(f.frame.buffer_id(), Some(2));
+        assert_eq!(ring.available(), 3);
+        assert!(ring.take(2, block.len(), &mh).is_none(), "taken twice");
+        let clone = f.frame.clone();
+        drop(f);
+        assert_eq!(ring.recycle(), 0, "a clone still holds the buffer");
+        drop(clone);
+        assert_eq!(ring.recycle(), 1);
+        assert_eq!(ring.available(), 4);
+        assert_eq!(ring.tail, 5);
+    }
+
+    #[test]
+    fn rxbuf_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + AsRef<[u8]>>() {}
+        check::<RxBuf>();
+        let b = RxBuf::from_heap(Arc::from(&b"xy"[..]));
+        assert_eq!(b.as_ref(), b"xy");
+        assert_eq!(b.buffer_id(), None);
+    }
+}

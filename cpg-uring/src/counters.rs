@@ -1,0 +1,102 @@
+//! Transport counters: atomics, shared through an `Arc` with whoever wants
+//! to read them while the loop runs. Every user-space copy of frame bytes
+//! the transport makes is counted in `bytes_copied`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Live counters (relaxed atomics; read with [`Counters::snapshot`]).
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        /// A plain copy of [`Counters`] at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl Counters {
+            /// Read every counter.
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames the kernel accepted for sending (one per destination).
+    frames_sent,
+    /// Bytes of those frames.
+    bytes_sent,
+    /// Frames received and handed to the host (loopback included).
+    frames_received,
+    /// Bytes of those frames.
+    bytes_received,
+    /// Sends that failed (negative result), not counted as sent.
+    send_errors,
+    /// Sends by `SendZc` from a registered (fixed) buffer.
+    sends_zc_fixed,
+    /// Sends by `SendZc` from heap memory (engine-built frames).
+    sends_zc_heap,
+    /// Sends by `WriteFixed` from a registered buffer on a connected socket.
+    sends_write_fixed,
+    /// Sends by `Send` (io_uring) or `sendmsg` (fallback) from heap memory.
+    sends_plain,
+    /// Gather sends (engine headers + zero-copy buffer) by `SendMsgZc`.
+    sends_gather_zc,
+    /// Gather sends by `SendMsg` (io_uring) or `sendmsg` (fallback).
+    sends_gather,
+    /// Zero-copy notifications reaped.
+    zc_notifications,
+    /// Of those, how many said the kernel copied after all (loopback does).
+    zc_kernel_copied,
+    /// Frame bytes copied in user space by the transport.
+    bytes_copied,
+    /// Received frames copied to the heap because few receive buffers were
+    /// left (the buffer went straight back to the kernel).
+    rx_copied_frames,
+    /// Receives that found no provided buffer (ENOBUFS).
+    rx_buffer_exhausted,
+    /// Multishot receives armed again after they ended.
+    recv_rearms,
+    /// Receive errors other than ENOBUFS (ECONNREFUSED from a peer not yet up, ...).
+    recv_errors,
+    /// Datagrams from an address outside the peer list (dropped).
+    rx_unknown_source,
+    /// Datagrams larger than a receive buffer (dropped).
+    rx_truncated,
+    /// Frames looped back to this node in user space.
+    loopback_frames,
+    /// Transmits to a node id with no peer entry (dropped).
+    tx_unknown_dest,
+    /// Timeouts that fired and reached the host.
+    timeouts_fired,
+    /// Wakes that reached the host.
+    wakes,
+    /// Completions that matched nothing (should stay 0).
+    bad_completions,
+    /// Engine: messages retransmitted (mirrored from the host).
+    retransmissions,
+    /// Engine: token visits (mirrored from the host).
+    token_rotations,
+    /// Engine: ring changes (mirrored from the host).
+    ring_changes,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(c: &AtomicU64, n: u64) {
+        c.store(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,1022 @@
+//! The event loop that drives one engine through a [`Host`].
+//!
+//! # The loop (io_uring)
+//!
+//! 1. Arm a multishot `RecvMsg` on every socket (the bound one and one
+//!    connected socket per peer), an eventfd read (the [`Waker`]) and, when
+//!    the host asks for one, an absolute timeout.
+//! 2. Call [`Host::step`] with [`Input::Start`], then wait for completions.
+//! 3. For each completion: a datagram becomes [`Input::Packet`] (the source
+//!    address looked up in the peer list), a wake [`Input::Wake`], the
+//!    current timeout [`Input::Timeout`]; send completions and zero-copy
+//!    notifications release what the send read.
+//! 4. After each `step`, the host's [`Outputs`] are sent at once:
+//!    `Dest::AllOthers` → one send per peer, `Dest::Node(id)` → that peer,
+//!    this node → a user-space loopback (no syscall, no copy).
+//! 5. At the end of a batch: re-provide receive buffers whose last
+//!    [`RxBuf`] was dropped, re-arm receives that ended (no `more` flag, or
+//!    ENOBUFS once buffers are back), re-arm the wake, move the timeout if
+//!    the host's deadline changed; then submit and wait again.
+//!
+//! # Send paths
+//!
+//! | frame | zerocopy off | zerocopy on |
+//! |---|---|---|
+//! | zero-copy buffer ([`FrameRef::Slot`], a pool slot) | `WriteFixed`, fixed buffer 0 | `SendZc`, fixed buffer 0 |
+//! | received frame re-sent ([`FrameRef::Rx`]) | `WriteFixed`, fixed buffer 1 | `SendZc`, fixed buffer 1 |
+//! | fragment of a zero-copy buffer ([`FrameRef::Gather`]) | `SendMsg`, 2 iovecs | `SendMsgZc`, 2 iovecs |
+//! | engine-built frame ([`FrameRef::Own`], heap) | `Send` | `SendZc` (pages pinned per send) |
+//!
+//! `zerocopy = auto` takes the zero-copy column only for a peer off
+//! loopback and a frame of at least `zc_min_len` bytes: on loopback the
+//! kernel copies anyway and `SendZc` only adds a second completion.
+//!
+//! # References
+//! ARCHITECTURE.md "cpg-uring" and Policies "Send operations"; corosync
+//! `exec/totemudpu.c` (unicast to every member of the node list).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use cpg_core::engine::{Dest, FrameRef, Transmit};
+use cpg_core::pool::{ClassSpec, PoolConfig, HEADROOM_DEFAULT};
+use cpg_core::{Instant, NodeId};
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{RecvFlags, SendFlags};
+
+use crate::bufs::{Region, RegionError, RxBuf, RxRing, SlotAlloc, TxSource, RX_HEADROOM};
+use crate::counters::Counters;
+use crate::ring::{Completion, Probe, Ring, SendKind};
+use crate::socket;
+use crate::waker::Waker;
+
+/// The current CLOCK_MONOTONIC time as an engine [`Instant`] (the clock the
+/// loop passes to [`Host::step`] and its timeouts use).
+pub fn now() -> Instant {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Whether sends use `SendZc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZeroCopy {
+    /// Zero copy for peers off loopback and frames of at least `zc_min_len`.
+    #[default]
+    Auto,
+    /// Always `SendZc` (refused at start-up if the kernel lacks it).
+    Always,
+    /// Never `SendZc`.
+    Never,
+}
+
+/// Transport settings of one node.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Address to bind (port 0 picks a free port; see [`Driver::local_addr`]).
+    pub bind: SocketAddrV4,
+    /// Every other node of the node list with its address (an entry for
+    /// this node itself is ignored). May be set later with [`Driver::set_peers`].
+    pub peers: Vec<(NodeId, SocketAddrV4)>,
+    /// Zero-copy policy.
+    pub zerocopy: ZeroCopy,
+    /// Smallest frame `ZeroCopy::Auto` sends with `SendZc`.
+    pub zc_min_len: usize,
+    /// Submission queue entries (the completion queue gets four times that).
+    pub ring_entries: u32,
+    /// Receive buffers (a power of two, at most 32768).
+    pub rx_buffers: usize,
+    /// Bytes per receive buffer: the largest datagram plus [`RX_HEADROOM`].
+    pub rx_buffer_size: usize,
+    /// When fewer receive buffers than this are left with the kernel, a
+    /// received frame is copied to the heap (counted) and its buffer goes
+    /// straight back, so an engine holding many frames cannot starve the
+    /// receive path. 0 never copies.
+    pub rx_copy_below: usize,
+    /// SO_RCVBUF / SO_SNDBUF asked for.
+    pub socket_buffer: usize,
+    /// The send pool (registered as fixed buffer 0).
+    pub pool: PoolConfig,
+    /// Plain `recvfrom`/`sendto` with `poll` instead of io_uring. Only when
+    /// chosen: an io_uring failure is an error, never a silent fallback.
+    pub fallback_syscalls: bool,
+}
+
+impl TransportConfig {
+    /// Defaults for `node_id` at `bind` with `peers`: 64 receive buffers of
+    /// 64 KiB + headroom, a pool of 256 × 2 KiB and 32 × 64 KiB slots
+    /// (≈ 6.7 MiB registered in all, under a default 8 MiB `ulimit -l`).
+    pub fn new(node_id: NodeId, bind: SocketAddrV4, peers: Vec<(NodeId, SocketAddrV4)>) -> TransportConfig {
+        TransportConfig {
+            node_id,
+            bind,
+            peers,
+            zerocopy: ZeroCopy::Auto,
+            zc_min_len: 16 * 1024,
+            ring_entries: 512,
+            rx_buffers: 64,
+            rx_buffer_size: 65_536 + RX_HEADROOM,
+            rx_copy_below: 16,
+            socket_buffer: socket::SOCKET_BUFFER_BYTES,
+            pool: default_pool(),
+            fallback_syscalls: false,
+        }
+    }
+}
+
+/// The default send pool: 256 × 2 KiB and 32 × 64 KiB slots.
+pub fn default_pool() -> PoolConfig {
+    PoolConfig::new(HEADROOM_DEFAULT, &[ClassSpec::new(2048, 256), ClassSpec::new(65_536 + HEADROOM_DEFAULT, 32)])
+        .unwrap_or_else(|_| unreachable!("the default pool configuration is valid"))
+}
+
+/// Why a [`Driver`] could not start or run.
+#[derive(Debug)]
+pub enum DriverError {
+    /// A setting is unusable.
+    Config(String),
+    /// `io_uring_setup` failed.
+    UringUnavailable {
+        /// The error.
+        err: io::Error,
+        /// What it most likely means and what to change.
+        cause: String,
+    },
+    /// The kernel's io_uring lacks something the driver needs.
+    MissingFeatures {
+        /// What the kernel offers.
+        probe: Probe,
+        /// What is missing.
+        missing: Vec<&'static str>,
+    },
+    /// `zerocopy = always` on a kernel without `SendZc`.
+    ZeroCopyUnsupported {
+        /// What the kernel offers.
+        probe: Probe,
+    },
+    /// The buffer region could not be mapped.
+    Region(RegionError),
+    /// Registering the region or the provided-buffer ring was refused.
+    Register {
+        /// `register_buffers` or `register_buf_ring`.
+        what: &'static str,
+        /// Bytes the registration pins.
+        bytes: usize,
+        /// RLIMIT_MEMLOCK soft limit (None = unlimited).
+        memlock: Option<u64>,
+        /// The error.
+        err: io::Error,
+    },
+    /// A socket could not be set up.
+    Socket {
+        /// What was being done.
+        what: String,
+        /// The error.
+        err: io::Error,
+    },
+    /// The ring failed while running.
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        err: io::Error,
+    },
+}
+
+const FALLBACK_HINT: &str = "(or set fallback_syscalls = true to run on plain recvfrom/sendto)";
+
+fn kib(n: u64) -> u64 {
+    n.div_ceil(1024)
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Config(s) => write!(f, "transport configuration: {s}"),
+            DriverError::UringUnavailable { err, cause } => {
+                write!(f, "io_uring is unavailable ({err}): {cause} {FALLBACK_HINT}")
+            }
+            DriverError::MissingFeatures { probe, missing } => write!(
+                f,
+                "this kernel's io_uring lacks {}; need Linux 6.0 or later {FALLBACK_HINT}; probe: {probe}",
+                missing.join(", ")
+            ),
+            DriverError::ZeroCopyUnsupported { probe } => write!(
+                f,
+                "zerocopy = always, but this kernel has no IORING_OP_SEND_ZC (Linux 6.0); \
+                 use zerocopy = auto or never; probe: {probe}"
+            ),
+            DriverError::Region(e) => write!(f, "{e}"),
+            DriverError::Register { what, bytes, memlock, err } => {
+                write!(f, "{what} of {} KiB refused ({err})", kib(*bytes as u64))?;
+                match err.raw_os_error() {
+                    Some(libc::ENOMEM | libc::EPERM) => {
+                        let limit = match memlock {
+                            Some(l) => format!("{} KiB", kib(*l)),
+                            None => "unlimited".to_string(),
+                        };
+                        write!(
+                            f,
+                            ": pinned buffers count against RLIMIT_MEMLOCK (ulimit -l), now {limit}, \
+                             unless the process has CAP_IPC_LOCK; raise it to at least {} KiB \
+                             (ulimit -l, LimitMEMLOCK= in a systemd unit, memlock in limits.conf) \
+                             or shrink the pool / receive buffers",
+                            kib(*bytes as u64) + 1024
+                        )
+                    }
+                    Some(libc::EFAULT) => write!(f, ": one registered buffer may not exceed 1 GiB; shrink the pool"),
+                    _ => Ok(()),
+                }
+            }
+            DriverError::Socket { what, err } => write!(f, "{what}: {err}"),
+            DriverError::Io { what, err } => write!(f, "{what}: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DriverError::UringUnavailable { err, .. }
+            | DriverError::Register { err, .. }
+            | DriverError::Socket { err, .. }
+            | DriverError::Io { err, .. } => Some(err),
+            DriverError::Region(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn read_sysctl(name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/{}", name.replace('.', "/"))).ok().map(|s| s.trim().to_string())
+}
+
+fn memlock_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Memlock).current
+}
+
+/// Explain an `io_uring_setup` failure.
+fn uring_cause(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::ENOSYS) => "this kernel was built without io_uring (CONFIG_IO_URING)".into(),
+        Some(libc::EPERM) | Some(libc::EACCES) => match read_sysctl("kernel.io_uring_disabled").as_deref() {
+            Some("2") => "disabled for everyone by sysctl kernel.io_uring_disabled = 2; set it to 0".into(),
+            Some("1") => format!(
+                "sysctl kernel.io_uring_disabled = 1 allows only members of group kernel.io_uring_group (gid {}); \
+                 add the user to it or set the sysctl to 0",
+                read_sysctl("kernel.io_uring_group").unwrap_or_else(|| "?".into())
+            ),
+            _ => "refused although kernel.io_uring_disabled allows it: most likely a seccomp filter \
+                  (container runtimes' default profiles block io_uring_setup)"
+                .into(),
+        },
+        Some(libc::ENOMEM) => format!(
+            "the ring's memory could not be allocated or locked: RLIMIT_MEMLOCK (ulimit -l) is {}; raise it \
+             or lower ring_entries",
+            memlock_limit().map_or("unlimited".into(), |l| format!("{} KiB", kib(l)))
+        ),
+        Some(libc::EINVAL) => "the kernel refused the ring parameters (ring_entries too large?)".into(),
+        _ => "io_uring_setup failed".into(),
+    }
+}
+
+/// A peer's engine-level counters the host may report, mirrored into
+/// [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    /// Messages retransmitted.
+    pub retransmissions: u64,
+    /// Token visits.
+    pub token_rotations: u64,
+    /// Regular configurations installed.
+    pub ring_changes: u64,
+}
+
+impl From<&cpg_core::engine::Stats> for EngineCounters {
+    fn from(s: &cpg_core::engine::Stats) -> EngineCounters {
+        EngineCounters { retransmissions: s.retransmissions, token_rotations: s.token_visits, ring_changes: s.ring_changes }
+    }
+}
+
+/// What the loop hands the host.
+#[derive(Debug)]
+pub enum Input {
+    /// The loop started (once per [`Driver::run`]).
+    Start,
+    /// A frame arrived from `from` (pass it to `Engine::handle_packet`).
+    Packet {
+        /// Sender, from the peer list (this node for loopback).
+        from: NodeId,
+        /// The frame.
+        frame: RxBuf,
+    },
+    /// The deadline in [`Outputs::next_timeout`] passed.
+    Timeout,
+    /// A [`Waker`] was woken (local requests are waiting).
+    Wake,
+}
+
+/// What the host wants done after a step. The driver drains `transmits`;
+/// `next_timeout` is state: the deadline the host wants armed now (set it
+/// after every step, `None` for none).
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Frames to send (`Engine::poll_transmit`), sent in order.
+    pub transmits: Vec<Transmit<RxBuf>>,
+    /// The engine's `poll_timeout`.
+    pub next_timeout: Option<Instant>,
+    /// Engine counters to mirror (optional).
+    pub engine: Option<EngineCounters>,
+}
+
+/// The code the loop calls: typically locks an engine, feeds `input`, and
+/// drains its outputs into `out` (persist first, as the engine's calling
+/// order says: a ring seq is durable before any later transmit is pushed).
+pub trait Host {
+    /// One input. `now` is CLOCK_MONOTONIC ([`now`]).
+    fn step(&mut self, now: Instant, input: Input, out: &mut Outputs);
+    /// Checked between batches; wake the loop ([`Waker::wake`]) after making
+    /// it true from another thread.
+    fn should_stop(&self) -> bool;
+}
+
+#[derive(Debug)]
+struct Peer {
+    id: NodeId,
+    addr: SocketAddrV4,
+    /// Connected socket (io_uring mode).
+    fd: Option<OwnedFd>,
+    loopback: bool,
+}
+
+enum Backend {
+    Uring(Ring),
+    Syscalls,
+}
+
+/// One node's transport (see the module docs).
+pub struct Driver {
+    // Dropped first: the ring cancels and drains before sockets and memory go.
+    backend: Backend,
+    node_id: NodeId,
+    local: SocketAddrV4,
+    main: OwnedFd,
+    peers: Vec<Peer>,
+    by_addr: HashMap<SocketAddrV4, NodeId>,
+    by_id: HashMap<NodeId, usize>,
+    zerocopy: ZeroCopy,
+    zc_min_len: usize,
+    rx_copy_below: usize,
+    socket_buffer: usize,
+    waker: Waker,
+    counters: Arc<Counters>,
+    out: Outputs,
+    loopback: VecDeque<RxBuf>,
+    /// Armed timeout: (generation, deadline).
+    timer: Option<(u32, Instant)>,
+    timer_gen: u32,
+    /// Sockets whose receive was armed at least once (for `recv_rearms`).
+    recv_started: Vec<bool>,
+    completions: Vec<Completion>,
+    region: Region,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("node_id", &self.node_id)
+            .field("local", &self.local)
+            .field("peers", &self.peers)
+            .field("fallback", &matches!(self.backend, Backend::Syscalls))
+            .finish()
+    }
+}
+
+/// Most loopback frames handled before looking at the ring again.
+const LOOPBACK_BATCH: usize = 64;
+
+impl Driver {
+    /// Set up the ring (or the syscall fallback), the region, the sockets.
+    ///
+    /// # Errors
+    /// [`DriverError`] naming the cause and, for limits, what to raise.
+    pub fn new(cfg: TransportConfig) -> Result<Driver, DriverError> {
+        if cfg.node_id == 0 {
+            return Err(DriverError::Config("node_id 0".into()));
+        }
+        let region = Region::new(&cfg.pool, cfg.rx_buffers, cfg.rx_buffer_size).map_err(DriverError::Region)?;
+        let waker = Waker::new().map_err(|err| DriverError::Socket { what: "eventfd".into(), err })?;
+        let (backend, main, local) = if cfg.fallback_syscalls {
+            let (main, local) = socket::bind_exclusive(cfg.bind, cfg.socket_buffer)
+                .map_err(|err| DriverError::Socket { what: format!("bind {}", cfg.bind), err })?;
+            (Backend::Syscalls, main, local)
+        } else {
+            let mut ring = Ring::new(cfg.ring_entries)
+                .map_err(|err| DriverError::UringUnavailable { cause: uring_cause(&err), err })?;
+            let probe = ring.probe().clone();
+            let missing = probe.missing();
+            if !missing.is_empty() {
+                return Err(DriverError::MissingFeatures { probe, missing });
+            }
+            if cfg.zerocopy == ZeroCopy::Always && !probe.send_zc {
+                return Err(DriverError::ZeroCopyUnsupported { probe });
+            }
+            ring.register_region(&region).map_err(|err| DriverError::Register {
+                what: "register_buffers (send pool + receive buffers)",
+                bytes: region.len(),
+                memlock: memlock_limit(),
+                err,
+            })?;
+            let rx = RxRing::new(&region).map_err(|err| DriverError::Io { what: "provided-buffer ring mmap", err })?;
+            rx.returns().set_waker(waker.clone());
+            ring.register_rx(rx).map_err(|err| DriverError::Register {
+                what: "register_buf_ring",
+                bytes: cfg.rx_buffers * 16,
+                memlock: memlock_limit(),
+                err,
+            })?;
+            let (main, local) = socket::bind_shared(cfg.bind, cfg.socket_buffer)
+                .map_err(|err| DriverError::Socket { what: format!("bind {}", cfg.bind), err })?;
+            (Backend::Uring(ring), main, local)
+        };
+        let mut d = Driver {
+            backend,
+            node_id: cfg.node_id,
+            local,
+            main,
+            peers: Vec::new(),
+            by_addr: HashMap::new(),
+            by_id: HashMap::new(),
+            zerocopy: cfg.zerocopy,
+            zc_min_len: cfg.zc_min_len,
+            rx_copy_below: cfg.rx_copy_below,
+            socket_buffer: cfg.socket_buffer,
+            waker,
+            counters: Arc::new(Counters::default()),
+            out: Outputs::default(),
+            loopback: VecDeque::new(),
+            timer: None,
+            timer_gen: 0,
+            recv_started: Vec::new(),
+            completions: Vec::new(),
+            region,
+        };
+        d.set_peers(&cfg.peers)?;
+        Ok(d)
+    }
+
+    /// Replace the peer list (before [`Driver::run`], or between runs).
+    /// An entry for this node is ignored.
+    ///
+    /// # Errors
+    /// Duplicate ids or addresses, or a per-peer socket that cannot be
+    /// bound/connected; also refused while sends are in flight.
+    pub fn set_peers(&mut self, peers: &[(NodeId, SocketAddrV4)]) -> Result<(), DriverError> {
+        if let Backend::Uring(ring) = &self.backend {
+            if ring.sends_live() > 0 || (1..=self.peers.len()).any(|s| ring.recv_armed(s as u16)) {
+                return Err(DriverError::Config("set_peers while the loop has operations on the old peers".into()));
+            }
+        }
+        let mut list = Vec::new();
+        let mut by_addr = HashMap::new();
+        let mut by_id = HashMap::new();
+        for &(id, addr) in peers {
+            if id == self.node_id {
+                continue;
+            }
+            if id == 0 || by_id.insert(id, list.len()).is_some() || by_addr.insert(addr, id).is_some() {
+                return Err(DriverError::Config(format!("peer {id} at {addr}: zero or duplicate id or address")));
+            }
+            if addr == self.local {
+                return Err(DriverError::Config(format!("peer {id} has this node's address {addr}")));
+            }
+            let fd = match self.backend {
+                Backend::Uring(_) => Some(socket::connect_peer(self.local, addr, self.socket_buffer).map_err(|err| {
+                    DriverError::Socket { what: format!("socket {} connected to peer {id} at {addr}", self.local), err }
+                })?),
+                Backend::Syscalls => None,
+            };
+            list.push(Peer { id, addr, fd, loopback: addr.ip().is_loopback() });
+        }
+        if list.len() >= usize::from(u16::MAX) {
+            return Err(DriverError::Config("too many peers".into()));
+        }
+        self.peers = list;
+        self.by_addr = by_addr;
+        self.by_id = by_id;
+        Ok(())
+    }
+
+    /// The bound address (with the port the kernel picked for port 0).
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// The peers in force: (id, address), this node excluded.
+    pub fn peers(&self) -> Vec<(NodeId, SocketAddrV4)> {
+        self.peers.iter().map(|p| (p.id, p.addr)).collect()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// A handle that wakes the loop from any thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// The counters, shareable.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// What the kernel's io_uring offers (None in fallback mode).
+    pub fn probe(&self) -> Option<&Probe> {
+        match &self.backend {
+            Backend::Uring(r) => Some(r.probe()),
+            Backend::Syscalls => None,
+        }
+    }
+
+    /// Running on the syscall fallback.
+    pub fn is_fallback(&self) -> bool {
+        matches!(self.backend, Backend::Syscalls)
+    }
+
+    /// The buffer region.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The zero-copy buffer allocator (pool slots as [`RxBuf`] handles),
+    /// shareable with application threads.
+    pub fn slots(&self) -> SlotAlloc {
+        self.region.slots().clone()
+    }
+
+    /// Receive buffers with the kernel now (None in fallback mode).
+    pub fn rx_available(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Uring(r) => r.rx().map(RxRing::available),
+            Backend::Syscalls => None,
+        }
+    }
+
+    /// Sends whose last completion has not arrived (0 in fallback mode).
+    pub fn sends_in_flight(&self) -> usize {
+        match &self.backend {
+            Backend::Uring(r) => r.sends_live(),
+            Backend::Syscalls => 0,
+        }
+    }
+
+    /// Run the loop until `host.should_stop()` (checked between batches).
+    ///
+    /// # Errors
+    /// A ring failure (`io_uring_enter` errors other than EINTR/EBUSY).
+    pub fn run(&mut self, host: &mut impl Host) -> Result<(), DriverError> {
+        if self.is_fallback() {
+            return self.run_syscalls(host);
+        }
+        self.step(host, now(), Input::Start);
+        self.flush();
+        while !host.should_stop() {
+            let mut n = 0;
+            while n < LOOPBACK_BATCH {
+                let Some(frame) = self.loopback.pop_front() else { break };
+                self.deliver_loopback(host, frame);
+                n += 1;
+            }
+            if n > 0 {
+                self.flush();
+            }
+            let wait = self.loopback.is_empty();
+            let mut completions = std::mem::take(&mut self.completions);
+            if let Backend::Uring(ring) = &mut self.backend {
+                ring.submit(wait).map_err(|err| DriverError::Io { what: "io_uring_enter", err })?;
+                ring.reap(&mut completions);
+            }
+            let t = now();
+            for c in completions.drain(..) {
+                self.on_completion(host, t, c);
+            }
+            self.completions = completions;
+            self.flush();
+        }
+        // Hand queued work to the kernel before returning.
+        if let Backend::Uring(ring) = &mut self.backend {
+            ring.submit(false).map_err(|err| DriverError::Io { what: "io_uring_enter", err })?;
+        }
+        Ok(())
+    }
+
+    fn deliver_loopback(&mut self, host: &mut impl Host, frame: RxBuf) {
+        Counters::inc(&self.counters.frames_received);
+        Counters::add(&self.counters.bytes_received, frame.len() as u64);
+        let from = self.node_id;
+        self.step(host, now(), Input::Packet { from, frame });
+    }
+
+    fn step(&mut self, host: &mut impl Host, t: Instant, input: Input) {
+        host.step(t, input, &mut self.out);
+        self.dispatch();
+    }
+
+    /// Send what the last step produced.
+    fn dispatch(&mut self) {
+        let mut transmits = std::mem::take(&mut self.out.transmits);
+        for t in transmits.drain(..) {
+            let src = match t.frame {
+                FrameRef::Own(b) => Some(TxSource::Heap(b)),
+                FrameRef::Rx(b) => {
+                    let n = b.len();
+                    TxSource::buf(b, 0..n)
+                }
+                FrameRef::Slot { buf, range } => TxSource::buf(buf, range),
+                FrameRef::Gather { head, buf, range } => TxSource::gather(head, buf, range),
+            };
+            let Some(src) = src else {
+                // A range outside its buffer: an engine bug, not sent.
+                Counters::inc(&self.counters.send_errors);
+                continue;
+            };
+            match t.dest {
+                Dest::Node(id) if id == self.node_id => self.loop_back(src),
+                Dest::Node(id) => match self.by_id.get(&id) {
+                    Some(&i) => self.send_to(i, src),
+                    None => Counters::inc(&self.counters.tx_unknown_dest),
+                },
+                Dest::AllOthers => {
+                    for i in 0..self.peers.len() {
+                        self.send_to(i, src.clone());
+                    }
+                }
+            }
+        }
+        self.out.transmits = transmits;
+        if let Some(e) = self.out.engine.take() {
+            Counters::set(&self.counters.retransmissions, e.retransmissions);
+            Counters::set(&self.counters.token_rotations, e.token_rotations);
+            Counters::set(&self.counters.ring_changes, e.ring_changes);
+        }
+    }
+
+    /// A frame for this node: handed back as a packet without a syscall.
+    /// Whole buffers go by reference; a part of a buffer is copied (counted).
+    fn loop_back(&mut self, src: TxSource) {
+        let frame = match src {
+            TxSource::Heap(b) => RxBuf::from_heap(b),
+            TxSource::Buf { buf, range } if range.start == 0 && range.end == buf.len() && !buf.is_slot() => buf,
+            other => {
+                let [a, b] = other.segments();
+                let mut v = Vec::with_capacity(a.len() + b.len());
+                v.extend_from_slice(a);
+                v.extend_from_slice(b);
+                Counters::add(&self.counters.bytes_copied, v.len() as u64);
+                RxBuf::from_heap(Arc::from(v))
+            }
+        };
+        Counters::inc(&self.counters.loopback_frames);
+        self.loopback.push_back(frame);
+    }
+
+    fn use_zc(&self, peer: &Peer, len: usize) -> bool {
+        match self.zerocopy {
+            ZeroCopy::Never => false,
+            ZeroCopy::Always => true,
+            ZeroCopy::Auto => {
+                !peer.loopback && len >= self.zc_min_len && self.probe().is_some_and(|p| p.send_zc)
+            }
+        }
+    }
+
+    fn send_to(&mut self, i: usize, src: TxSource) {
+        let Some(peer) = self.peers.get(i) else { return };
+        let zc = self.use_zc(peer, src.len());
+        let c = &self.counters;
+        // A slot counts one more pending send before the kernel sees it.
+        if let Some(b) = src.slot_buf() {
+            if b.slot_begin_send().is_err() {
+                Counters::inc(&c.send_errors);
+                return;
+            }
+        }
+        match &mut self.backend {
+            Backend::Uring(ring) => {
+                let Some(fd) = peer.fd.as_ref().map(|f| f.as_raw_fd()) else { return };
+                let slot = src.slot_buf().cloned();
+                match ring.send(fd, src, zc) {
+                    Ok(kind) => Counters::inc(match kind {
+                        SendKind::ZcFixed => &c.sends_zc_fixed,
+                        SendKind::ZcHeap => &c.sends_zc_heap,
+                        SendKind::WriteFixed => &c.sends_write_fixed,
+                        SendKind::Plain => &c.sends_plain,
+                        SendKind::GatherZc => &c.sends_gather_zc,
+                        SendKind::GatherPlain => &c.sends_gather,
+                    }),
+                    Err(_) => {
+                        Counters::inc(&c.send_errors);
+                        if let Some(b) = slot {
+                            let _ = b.slot_send_done(false);
+                        }
+                    }
+                }
+            }
+            Backend::Syscalls => {
+                let [a, b] = src.segments();
+                let r = send_blocking(&self.main, [a, b], peer.addr);
+                Counters::inc(if b.is_empty() { &c.sends_plain } else { &c.sends_gather });
+                match r {
+                    Ok(n) => {
+                        Counters::inc(&c.frames_sent);
+                        Counters::add(&c.bytes_sent, n as u64);
+                    }
+                    Err(_) => Counters::inc(&c.send_errors),
+                }
+                if let Some(b) = src.slot_buf() {
+                    let _ = b.slot_send_done(false);
+                }
+            }
+        }
+    }
+
+    fn on_completion(&mut self, host: &mut impl Host, t: Instant, c: Completion) {
+        let counters = self.counters.clone();
+        match c {
+            Completion::Recv { res, frame, .. } => {
+                if res < 0 {
+                    if -res == libc::ENOBUFS {
+                        Counters::inc(&counters.rx_buffer_exhausted);
+                        if let Backend::Uring(ring) = &self.backend {
+                            if let Some(rx) = ring.rx() {
+                                rx.returns().set_starved();
+                            }
+                        }
+                    } else {
+                        Counters::inc(&counters.recv_errors);
+                    }
+                    return;
+                }
+                let Some(f) = frame else {
+                    Counters::inc(&counters.bad_completions);
+                    return;
+                };
+                if f.truncated {
+                    Counters::inc(&counters.rx_truncated);
+                    return;
+                }
+                let Some(from) = f.source.and_then(|a| self.by_addr.get(&a).copied()) else {
+                    Counters::inc(&counters.rx_unknown_source);
+                    return;
+                };
+                let low = match &self.backend {
+                    Backend::Uring(ring) => ring.rx().is_some_and(|rx| rx.available() < self.rx_copy_below),
+                    Backend::Syscalls => false,
+                };
+                let frame = if low {
+                    let b: Arc<[u8]> = Arc::from(f.frame.as_ref());
+                    Counters::add(&counters.bytes_copied, b.len() as u64);
+                    Counters::inc(&counters.rx_copied_frames);
+                    RxBuf::from_heap(b)
+                } else {
+                    f.frame
+                };
+                Counters::inc(&counters.frames_received);
+                Counters::add(&counters.bytes_received, frame.len() as u64);
+                self.step(host, t, Input::Packet { from, frame });
+            }
+            Completion::Wake { .. } => {
+                self.waker.clear();
+                Counters::inc(&counters.wakes);
+                self.step(host, t, Input::Wake);
+            }
+            Completion::Timeout { gen, .. } => {
+                if self.timer.is_some_and(|(g, _)| g == gen) {
+                    self.timer = None;
+                    Counters::inc(&counters.timeouts_fired);
+                    self.step(host, t, Input::Timeout);
+                }
+            }
+            Completion::Send(s) => {
+                match s.result {
+                    Some(r) if r >= 0 => {
+                        Counters::inc(&counters.frames_sent);
+                        Counters::add(&counters.bytes_sent, r as u64);
+                    }
+                    Some(_) => Counters::inc(&counters.send_errors),
+                    None => {}
+                }
+                if let Some(rel) = s.released {
+                    if s.notif {
+                        Counters::inc(&counters.zc_notifications);
+                        if rel.kernel_copied {
+                            Counters::inc(&counters.zc_kernel_copied);
+                        }
+                    }
+                    // The kernel is done with the bytes: the slot's pending
+                    // count drops, then the send's handle goes with `rel`.
+                    if let Some(b) = rel.src.src.slot_buf() {
+                        let _ = b.slot_send_done(rel.zc);
+                    }
+                }
+            }
+            Completion::Internal => {}
+            Completion::Bad { .. } => Counters::inc(&counters.bad_completions),
+        }
+    }
+
+    /// End of a batch: recycle buffers, re-arm, move the timer. Queues SQEs
+    /// only; the next `submit` sends them.
+    fn flush(&mut self) {
+        let Backend::Uring(ring) = &mut self.backend else { return };
+        let available = match ring.rx_mut() {
+            Some(rx) => {
+                rx.recycle();
+                rx.available()
+            }
+            None => 0,
+        };
+        if available > 0 {
+            let socks = 1 + self.peers.len();
+            if self.recv_started.len() < socks {
+                self.recv_started.resize(socks, false);
+            }
+            for s in 0..socks {
+                let sock = s as u16;
+                if ring.recv_armed(sock) {
+                    continue;
+                }
+                let fd = if s == 0 { self.main.as_raw_fd() } else { self.peers[s - 1].fd.as_ref().map_or(-1, |f| f.as_raw_fd()) };
+                if fd < 0 || ring.arm_recv(sock, fd).is_err() {
+                    continue;
+                }
+                if self.recv_started[s] {
+                    Counters::inc(&self.counters.recv_rearms);
+                }
+                self.recv_started[s] = true;
+            }
+        }
+        if !ring.wake_armed() {
+            ring.arm_wake(self.waker.fd().as_raw_fd());
+        }
+        let want = self.out.next_timeout;
+        if self.timer.map(|(_, d)| d) != want {
+            if let Some((g, _)) = self.timer.take() {
+                ring.remove_timeout(g);
+            }
+            if let Some(d) = want {
+                self.timer_gen = self.timer_gen.wrapping_add(1);
+                ring.arm_timeout(self.timer_gen, d.0);
+                self.timer = Some((self.timer_gen, d));
+            }
+        }
+    }
+
+    /// The syscall fallback: `poll` on the socket and the eventfd, with the
+    /// host's deadline as the poll timeout.
+    fn run_syscalls(&mut self, host: &mut impl Host) -> Result<(), DriverError> {
+        self.step(host, now(), Input::Start);
+        let mut buf = vec![0u8; 65_536];
+        let mut fired: Option<Instant> = None;
+        while !host.should_stop() {
+            let mut n = 0;
+            while n < LOOPBACK_BATCH {
+                let Some(frame) = self.loopback.pop_front() else { break };
+                self.deliver_loopback(host, frame);
+                n += 1;
+            }
+            let t = now();
+            let deadline = self.out.next_timeout.filter(|d| Some(*d) != fired);
+            if let Some(d) = deadline {
+                if d <= t {
+                    fired = Some(d);
+                    Counters::inc(&self.counters.timeouts_fired);
+                    self.step(host, t, Input::Timeout);
+                    continue;
+                }
+            }
+            let timeout = if !self.loopback.is_empty() {
+                Some(rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })
+            } else {
+                deadline.map(|d| {
+                    let ns = d.0 - t.0;
+                    rustix::event::Timespec { tv_sec: (ns / 1_000_000_000) as i64, tv_nsec: (ns % 1_000_000_000) as i64 }
+                })
+            };
+            let (sock_ready, wake_ready) = {
+                let mut fds = [
+                    PollFd::new(&self.main, PollFlags::IN),
+                    PollFd::from_borrowed_fd(self.waker.fd(), PollFlags::IN),
+                ];
+                match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(DriverError::Io { what: "poll", err: e.into() }),
+                }
+                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+            };
+            let t = now();
+            if wake_ready {
+                let mut v = [0u8; 8];
+                let _ = rustix::io::read(self.waker.fd(), &mut v);
+                self.waker.clear();
+                Counters::inc(&self.counters.wakes);
+                self.step(host, t, Input::Wake);
+            }
+            if sock_ready {
+                for _ in 0..256 {
+                    let (n, from) = match rustix::net::recvfrom(&self.main, &mut buf[..], RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
+                        Ok((_, n, from)) => (n, from),
+                        Err(rustix::io::Errno::AGAIN) => break,
+                        Err(rustix::io::Errno::INTR) => continue,
+                        Err(_) => {
+                            Counters::inc(&self.counters.recv_errors);
+                            continue;
+                        }
+                    };
+                    if n > buf.len() {
+                        Counters::inc(&self.counters.rx_truncated);
+                        continue;
+                    }
+                    let src = from.and_then(|a| std::net::SocketAddr::try_from(a).ok());
+                    let Some(id) = (match src {
+                        Some(std::net::SocketAddr::V4(a)) => self.by_addr.get(&a).copied(),
+                        _ => None,
+                    }) else {
+                        Counters::inc(&self.counters.rx_unknown_source);
+                        continue;
+                    };
+                    // The fallback receives into one scratch buffer and
+                    // copies each datagram out (counted).
+                    let frame = RxBuf::from_heap(Arc::from(&buf[..n]));
+                    Counters::add(&self.counters.bytes_copied, n as u64);
+                    Counters::inc(&self.counters.frames_received);
+                    Counters::add(&self.counters.bytes_received, n as u64);
+                    self.step(host, now(), Input::Packet { from: id, frame });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `sendmsg` of one or two segments on a nonblocking socket, waiting up to
+/// 10 ms for room.
+fn send_blocking(fd: &OwnedFd, segs: [&[u8]; 2], addr: SocketAddrV4) -> io::Result<usize> {
+    let iov = [io::IoSlice::new(segs[0]), io::IoSlice::new(segs[1])];
+    let iov = if segs[1].is_empty() { &iov[..1] } else { &iov[..] };
+    for _ in 0..2 {
+        let mut control = rustix::net::SendAncillaryBuffer::default();
+        match rustix::net::sendmsg_addr(fd, &addr, iov, &mut control, SendFlags::DONTWAIT) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::AGAIN) => {
+                let mut fds = [PollFd::new(fd, PollFlags::OUT)];
+                let _ = rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 10_000_000 }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::ErrorKind::WouldBlock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_error_names_memlock_and_size() {
+        let e = DriverError::Register {
+            what: "register_buffers",
+            bytes: 64 << 20,
+            memlock: Some(8 << 20),
+            err: io::Error::from_raw_os_error(libc::ENOMEM),
+        };
+        let s = e.to_string();
+        assert!(s.contains("RLIMIT_MEMLOCK") && s.contains("ulimit -l"), "{s}");
+        assert!(s.contains("8192 KiB") && s.contains("66560 KiB"), "{s}");
+    }
+
+    #[test]
+    fn uring_errors_name_the_cause() {
+        let s = uring_cause(&io::Error::from_raw_os_error(libc::ENOSYS));
+        assert!(s.contains("CONFIG_IO_URING"));
+        let s = uring_cause(&io::Error::from_raw_os_error(libc::EPERM));
+        assert!(s.contains("io_uring_disabled") || s.contains("seccomp"), "{s}");
+        let e = DriverError::UringUnavailable { err: io::Error::from_raw_os_error(libc::EPERM), cause: s };
+        assert!(e.to_string().contains("fallback_syscalls"));
+    }
+
+    #[test]
+    fn default_config_fits_default_memlock() {
+        let c = TransportConfig::new(1, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let pool = c.pool.region_len().unwrap();
+        assert!(pool + c.rx_buffers * c.rx_buffer_size < 8 << 20);
+    }
+}

@@ -1,0 +1,273 @@
+//! Sends in flight: which bytes each submitted send reads, and when the
+//! kernel is done with them. Pure bookkeeping (no syscalls, no unsafe), so
+//! the two-step completion of `SendZc` is unit-tested without a kernel.
+//!
+//! # Completion rules
+//!
+//! - A plain send (`Send`, `WriteFixed`) completes once: its CQE carries the
+//!   result, and the source is released with it.
+//! - A `SendZc` completes twice: first a CQE with the result and, when the
+//!   kernel may still read the buffer, the `more` flag (`IORING_CQE_F_MORE`);
+//!   later a notification CQE (`IORING_CQE_F_NOTIF`). The source (for a pool
+//!   slot: its InFlight send count) is released only on the notification. A
+//!   first CQE without `more` (an error, say) releases at once: no
+//!   notification follows.
+//!
+//! # References
+//! `io_uring_enter(2)`, `IORING_OP_SEND_ZC`; `io_uring_prep_send_zc(3)`.
+
+use io_uring::cqueue;
+
+/// Set in a zero-copy notification's `res` (with `IORING_SEND_ZC_REPORT_USAGE`)
+/// when the kernel copied the data after all (loopback, for one).
+pub(crate) const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
+
+/// One submitted send.
+#[derive(Debug)]
+struct Pending<S> {
+    src: S,
+    zc: bool,
+    /// The first CQE came with `more`: waiting for the notification.
+    awaiting_notif: bool,
+}
+
+#[derive(Debug)]
+struct Entry<S> {
+    generation: u16,
+    send: Option<Pending<S>>,
+}
+
+/// A send whose bytes the kernel no longer reads.
+#[derive(Debug)]
+pub(crate) struct Released<S> {
+    /// What it read (drop it, or complete the pool slot).
+    pub src: S,
+    /// It was a `SendZc` (a pool slot then takes `on_zc_notif`).
+    pub zc: bool,
+    /// The notification said the kernel copied the bytes anyway.
+    pub kernel_copied: bool,
+}
+
+/// What one send CQE meant.
+#[derive(Debug)]
+pub(crate) struct SendCqe<S> {
+    /// The send's result (bytes sent or `-errno`), on its first CQE.
+    pub result: Option<i32>,
+    /// The send is over: its source is given back.
+    pub released: Option<Released<S>>,
+    /// This CQE was a zero-copy notification.
+    pub notif: bool,
+}
+
+/// A CQE that matches no send in flight (a bug, or a stale `user_data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendCqeError {
+    /// No live send under this index and generation.
+    Unknown,
+    /// A notification for a send that was not waiting for one.
+    UnexpectedNotif,
+}
+
+/// Sends in flight, indexed by a slab index and a generation (both packed
+/// into the CQE's `user_data`). `S` is what a send keeps alive.
+#[derive(Debug)]
+pub(crate) struct SendTable<S> {
+    entries: Vec<Entry<S>>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl<S> Default for SendTable<S> {
+    fn default() -> Self {
+        SendTable { entries: Vec::new(), free: Vec::new(), live: 0 }
+    }
+}
+
+impl<S> SendTable<S> {
+    /// Record a send about to be submitted; returns `(index, generation)`.
+    pub(crate) fn insert(&mut self, src: S, zc: bool) -> (u32, u16) {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push(Entry { generation: 0, send: None });
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let e = &mut self.entries[idx as usize];
+        e.send = Some(Pending { src, zc, awaiting_notif: false });
+        self.live += 1;
+        (idx, e.generation)
+    }
+
+    /// Sends not yet released.
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    fn release(&mut self, idx: u32) -> Option<Pending<S>> {
+        let e = self.entries.get_mut(idx as usize)?;
+        let p = e.send.take()?;
+        e.generation = e.generation.wrapping_add(1);
+        self.free.push(idx);
+        self.live -= 1;
+        Some(p)
+    }
+
+    /// A CQE with `user_data` naming send `(idx, generation)`.
+    pub(crate) fn on_cqe(&mut self, idx: u32, generation: u16, res: i32, flags: u32) -> Result<SendCqe<S>, SendCqeError> {
+        let e = self.entries.get_mut(idx as usize).ok_or(SendCqeError::Unknown)?;
+        if e.generation != generation {
+            return Err(SendCqeError::Unknown);
+        }
+        let p = e.send.as_mut().ok_or(SendCqeError::Unknown)?;
+        if cqueue::notif(flags) {
+            if !(p.zc && p.awaiting_notif) {
+                return Err(SendCqeError::UnexpectedNotif);
+            }
+            let p = self.release(idx).ok_or(SendCqeError::Unknown)?;
+            let kernel_copied = (res as u32) & NOTIF_USAGE_ZC_COPIED != 0;
+            return Ok(SendCqe {
+                result: None,
+                released: Some(Released { src: p.src, zc: true, kernel_copied }),
+                notif: true,
+            });
+        }
+        if p.awaiting_notif {
+            // A second result CQE for one send: refuse rather than guess.
+            return Err(SendCqeError::UnexpectedNotif);
+        }
+        if p.zc && cqueue::more(flags) {
+            p.awaiting_notif = true;
+            return Ok(SendCqe { result: Some(res), released: None, notif: false });
+        }
+        let p = self.release(idx).ok_or(SendCqeError::Unknown)?;
+        Ok(SendCqe {
+            result: Some(res),
+            released: Some(Released { src: p.src, zc: p.zc, kernel_copied: false }),
+            notif: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cpg_core::pool::{ClassSpec, Outcome, PoolConfig, SlotId, SlotState, VecPool};
+
+    use super::*;
+
+    const MORE: u32 = 1 << 1;
+    const NOTIF: u32 = 1 << 3;
+
+    #[test]
+    fn flag_constants_match_io_uring() {
+        assert!(cqueue::more(MORE) && !cqueue::notif(MORE));
+        assert!(cqueue::notif(NOTIF) && !cqueue::more(NOTIF));
+    }
+
+    fn pool() -> VecPool {
+        VecPool::new_vec(&PoolConfig::new(16, &[ClassSpec::new(256, 4)]).unwrap()).unwrap()
+    }
+
+    /// Apply a release to the pool as the driver does.
+    fn apply(p: &mut VecPool, r: &Released<SlotId>) -> Outcome {
+        if r.zc { p.on_zc_notif(r.src).unwrap() } else { p.on_send_complete(r.src).unwrap() }
+    }
+
+    #[test]
+    fn send_zc_slot_leaves_in_flight_only_on_notif() {
+        let mut p = pool();
+        let id = p.alloc(10).unwrap();
+        p.enqueue(id).unwrap();
+        p.begin_send(id).unwrap();
+        let mut t = SendTable::default();
+        let (i, g) = t.insert(id, true);
+
+        // First CQE: 26 bytes sent, more to come.
+        let c = t.on_cqe(i, g, 26, MORE).unwrap();
+        assert_eq!(c.result, Some(26));
+        assert!(c.released.is_none());
+        assert_eq!(p.state(id), Ok(SlotState::InFlight { sends_pending: 1 }));
+        // The engine says stable before the notification: still held.
+        assert_eq!(p.mark_stable(id), Ok(Outcome::Held));
+        assert_eq!(t.live(), 1);
+
+        // Notification: now the slot may go.
+        let c = t.on_cqe(i, g, 0, NOTIF).unwrap();
+        assert!(c.notif && c.result.is_none());
+        let r = c.released.unwrap();
+        assert!(r.zc && !r.kernel_copied);
+        assert_eq!(apply(&mut p, &r), Outcome::Freed);
+        assert_eq!(t.live(), 0);
+        // A late duplicate is refused, not applied.
+        assert_eq!(t.on_cqe(i, g, 0, NOTIF).err(), Some(SendCqeError::Unknown));
+    }
+
+    #[test]
+    fn stable_after_notif_frees_on_mark_stable() {
+        let mut p = pool();
+        let id = p.alloc(10).unwrap();
+        p.enqueue(id).unwrap();
+        p.begin_send(id).unwrap();
+        let mut t = SendTable::default();
+        let (i, g) = t.insert(id, true);
+        t.on_cqe(i, g, 26, MORE).unwrap();
+        let r = t.on_cqe(i, g, NOTIF_USAGE_ZC_COPIED as i32, NOTIF).unwrap().released.unwrap();
+        assert!(r.kernel_copied);
+        assert_eq!(apply(&mut p, &r), Outcome::Held);
+        assert_eq!(p.mark_stable(id), Ok(Outcome::Freed));
+    }
+
+    #[test]
+    fn zc_error_without_more_releases_at_once() {
+        let mut t = SendTable::default();
+        let (i, g) = t.insert("x", true);
+        let c = t.on_cqe(i, g, -111, 0).unwrap();
+        assert_eq!(c.result, Some(-111));
+        assert!(c.released.unwrap().zc);
+        assert_eq!(t.live(), 0);
+    }
+
+    #[test]
+    fn plain_send_releases_on_first_cqe_and_refuses_notif() {
+        let mut t = SendTable::default();
+        let (i, g) = t.insert("x", false);
+        assert_eq!(t.on_cqe(i, g, 0, NOTIF).err(), Some(SendCqeError::UnexpectedNotif));
+        // MORE on a plain send is meaningless: it still completes.
+        let c = t.on_cqe(i, g, 1, MORE).unwrap();
+        assert!(!c.released.unwrap().zc);
+    }
+
+    #[test]
+    fn zc_with_two_retransmissions_counts_each_notif() {
+        let mut p = pool();
+        let id = p.alloc(10).unwrap();
+        p.enqueue(id).unwrap();
+        let mut t = SendTable::default();
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            p.begin_send(id).unwrap();
+            keys.push(t.insert(id, true));
+        }
+        for &(i, g) in &keys {
+            assert!(t.on_cqe(i, g, 1, MORE).unwrap().released.is_none());
+        }
+        assert_eq!(p.mark_stable(id), Ok(Outcome::Held));
+        let r = t.on_cqe(keys[1].0, keys[1].1, 0, NOTIF).unwrap().released.unwrap();
+        assert_eq!(apply(&mut p, &r), Outcome::Held);
+        assert_eq!(p.state(id), Ok(SlotState::InFlight { sends_pending: 1 }));
+        let r = t.on_cqe(keys[0].0, keys[0].1, 0, NOTIF).unwrap().released.unwrap();
+        assert_eq!(apply(&mut p, &r), Outcome::Freed);
+    }
+
+    #[test]
+    fn slab_reuses_indices_with_new_generation() {
+        let mut t = SendTable::default();
+        let (i, g) = t.insert("x", false);
+        t.on_cqe(i, g, 1, 0).unwrap();
+        let (i2, g2) = t.insert("y", false);
+        assert_eq!(i2, i);
+        assert_ne!(g2, g);
+        assert_eq!(t.on_cqe(i, g, 1, 0).err(), Some(SendCqeError::Unknown));
+        assert_eq!(t.live(), 1);
+    }
+}
