@@ -131,8 +131,12 @@ pub struct SimOptions {
     pub log_all: bool,
     /// Adjust each node's engine configuration.
     pub config_tweak: Option<fn(&mut Config)>,
+    /// Log every packet delivery and timeout with the state change (debugging).
+    pub trace_packets: bool,
     /// `EngineOptions::seq_base` of every node (near 2^32 tests serial wrap).
     pub seq_base: u32,
+    /// Give up (a `Runaway` violation) after this many steps.
+    pub max_steps: u64,
 }
 
 impl SimOptions {
@@ -150,7 +154,9 @@ impl SimOptions {
             cluster_id: 0x5157,
             log_all: false,
             config_tweak: None,
+            trace_packets: false,
             seq_base: 0,
+            max_steps: 20_000_000,
         }
     }
 
@@ -198,7 +204,9 @@ impl SimOptions {
             cluster_id: 0x5157,
             log_all: false,
             config_tweak: None,
+            trace_packets: false,
             seq_base: if rng.gen_bool(0.15) { u32::MAX - rng.gen_range(0..3_000) } else { 0 },
+            max_steps: 5_000_000,
         }
     }
 }
@@ -334,6 +342,9 @@ impl World for NodesWorld<'_> {
     }
     fn holds(&self, node: NodeId, ring: RingId, seq: u32) -> bool {
         self.engine(node).is_some_and(|e| e.holds(ring, seq))
+    }
+    fn in_recovery(&self, node: NodeId) -> bool {
+        self.engine(node).is_some_and(|e| e.state() == State::Recovery)
     }
 }
 
@@ -1038,6 +1049,28 @@ impl Sim {
             .min();
         let act = self.actions.keys().next().map(|&(t, s)| (t, 2u8, s));
         let Some((t, class, key)) = [net, timer, act].into_iter().flatten().min() else { return Ok(false) };
+        if self.counters.steps >= self.opts.max_steps || self.net.in_flight() > 2_000_000 {
+            let states: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| match &n.engine {
+                    Some(e) => format!("{}:{:?}@{}", n.id, e.state(), e.ring_id()),
+                    None => format!("{}:down", n.id),
+                })
+                .collect();
+            let v = Violation::global(
+                ViolationKind::Runaway,
+                format!(
+                    "{} steps, {} packets in flight at t={:.3}s: {}; in flight by (sender, kind 0 token 1 mcast 2 merge 3 join 4 commit): {:?}",
+                    self.counters.steps,
+                    self.net.in_flight(),
+                    self.now.0 as f64 / 1e9,
+                    states.join(" "),
+                    self.net.in_flight_histogram()
+                ),
+            );
+            return Err(self.fail(v));
+        }
         if t > self.now {
             self.now = t;
         }
@@ -1070,6 +1103,12 @@ impl Sim {
         let before = counted(&self.nodes[i]);
         let now = self.now;
         let out = self.nodes[i].handle_packet(now, p.from, p.frame.clone());
+        if self.opts.trace_packets {
+            let kind = network::frame_kind(&p.frame).unwrap_or(255);
+            let st = out.state.map(|(a, b)| format!("{a:?}->{b:?}")).unwrap_or_default();
+            let tx: Vec<String> = out.transmits.iter().map(|t| format!("{:?}:{}", t.dest, network::frame_kind(t.frame.segments()[0]).unwrap_or(255))).collect();
+            self.note(format!("pkt {}->{} kind {kind} {:?} len {} {st} tx {tx:?}", p.from, p.to, p.kind, p.frame.len()));
+        }
         if let PacketKind::Garbage(kind) = p.kind {
             let after = counted(&self.nodes[i]);
             if let (Some(b), Some(a)) = (before, after) {
@@ -1114,6 +1153,11 @@ impl Sim {
             self.last_timeout_at.insert(node, now);
         }
         let out = self.nodes[i].handle_timeout(now);
+        if self.opts.trace_packets {
+            let st = out.state.map(|(a, b)| format!("{a:?}->{b:?}")).unwrap_or_default();
+            let tx: Vec<String> = out.transmits.iter().map(|t| format!("{:?}:{}", t.dest, network::frame_kind(t.frame.segments()[0]).unwrap_or(255))).collect();
+            self.note(format!("timeout at {node} {st} tx {tx:?}"));
+        }
         self.process(i, out)
     }
 
@@ -1389,6 +1433,7 @@ impl Sim {
             ("check.app_delivered", self.checkers.fifo.delivered),
             ("check.app_delivered_large", self.checkers.fifo.delivered_large),
             ("check.safe_checked", self.checkers.safe.checked),
+            ("check.safe_skipped_recovery", self.checkers.safe.skipped_recovery),
             ("check.confchgs", self.checkers.group.confchgs),
             ("check.group_points_compared", self.checkers.group.compared),
         ] {

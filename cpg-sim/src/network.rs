@@ -335,6 +335,15 @@ impl Network {
         &self.nodes
     }
 
+    /// Packets in flight by (sender, frame kind byte), for storm reports.
+    pub fn in_flight_histogram(&self) -> BTreeMap<(NodeId, u8), usize> {
+        let mut h = BTreeMap::new();
+        for p in self.queue.values() {
+            *h.entry((p.from, frame_kind(&p.frame).unwrap_or(255))).or_default() += 1;
+        }
+        h
+    }
+
     /// Packets in flight.
     pub fn in_flight(&self) -> usize {
         self.queue.len()

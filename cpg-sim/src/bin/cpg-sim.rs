@@ -20,15 +20,16 @@ struct Args {
     duration_ms: Option<u64>,
     swarm: bool,
     quiet: bool,
+    trace: bool,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cpg-sim [--nodes N] [--seed S] [--duration-ms MS] [--swarm] [--quiet]");
+    eprintln!("usage: cpg-sim [--nodes N] [--seed S] [--duration-ms MS] [--swarm] [--quiet] [--trace]");
     std::process::exit(2);
 }
 
 fn parse() -> Args {
-    let mut a = Args { nodes: None, seed: 7, duration_ms: None, swarm: false, quiet: false };
+    let mut a = Args { nodes: None, seed: 7, duration_ms: None, swarm: false, quiet: false, trace: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut num = |name: &str| -> u64 {
@@ -43,6 +44,7 @@ fn parse() -> Args {
             "--duration-ms" => a.duration_ms = Some(num("--duration-ms")),
             "--swarm" => a.swarm = true,
             "--quiet" => a.quiet = true,
+            "--trace" => a.trace = true,
             "-h" | "--help" => usage(),
             other => {
                 eprintln!("unknown argument {other}");
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         opts.safety_duration = Duration::from_millis(ms);
     }
     opts.log_all = true;
+    opts.trace_packets = args.trace;
     println!(
         "cpg-sim: seed {}, {} nodes {:?}, safety phase {} ms",
         args.seed,
