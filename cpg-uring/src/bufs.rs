@@ -39,7 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cpg_core::pool::{
-    AllocError, Outcome, PoolConfig, PoolConfigError, PoolStats, SlotError, SlotId, SlotState, VecPool,
+    AllocError, Outcome, PoolConfig, PoolConfigError, PoolStats, SlotError, SlotId, SlotState,
+    VecPool,
 };
 use rustix::mm::{MapFlags, ProtFlags};
 
@@ -112,7 +113,10 @@ impl Drop for Mapping {
 
 impl fmt::Debug for Mapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mapping").field("ptr", &self.ptr).field("len", &self.len).finish()
+        f.debug_struct("Mapping")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -188,22 +192,44 @@ impl Region {
     /// [`RegionError`] naming the bad setting or the failed `mmap`.
     pub fn new(pool: &PoolConfig, rx_count: usize, rx_size: usize) -> Result<Region, RegionError> {
         let pool_len = pool.region_len().map_err(RegionError::Pool)?;
-        if !rx_count.is_power_of_two() || rx_count > 32768 || rx_size < RX_HEADROOM + 576 || rx_size > u32::MAX as usize {
-            return Err(RegionError::RxShape { count: rx_count, size: rx_size });
+        if !rx_count.is_power_of_two()
+            || rx_count > 32768
+            || rx_size < RX_HEADROOM + 576
+            || rx_size > u32::MAX as usize
+        {
+            return Err(RegionError::RxShape {
+                count: rx_count,
+                size: rx_size,
+            });
         }
         let page = page_size();
-        let pool_span = round_up(pool_len, page).ok_or(RegionError::Pool(PoolConfigError::RegionOverflow))?;
+        let pool_span =
+            round_up(pool_len, page).ok_or(RegionError::Pool(PoolConfigError::RegionOverflow))?;
         let rx_span = rx_count
             .checked_mul(rx_size)
             .and_then(|n| round_up(n, page))
-            .ok_or(RegionError::RxShape { count: rx_count, size: rx_size })?;
-        let len = pool_span
-            .checked_add(rx_span)
-            .ok_or(RegionError::RxShape { count: rx_count, size: rx_size })?;
+            .ok_or(RegionError::RxShape {
+                count: rx_count,
+                size: rx_size,
+            })?;
+        let len = pool_span.checked_add(rx_span).ok_or(RegionError::RxShape {
+            count: rx_count,
+            size: rx_size,
+        })?;
         let map = Arc::new(Mapping::new(len).map_err(|err| RegionError::Map { len, err })?);
         let pool = VecPool::new_vec(pool).map_err(RegionError::Pool)?;
-        let slots = SlotAlloc(Arc::new(SlotPool { pool: Mutex::new(pool), map: map.clone(), span: pool_span }));
-        Ok(Region { map, slots, pool_span, rx_count, rx_size })
+        let slots = SlotAlloc(Arc::new(SlotPool {
+            pool: Mutex::new(pool),
+            map: map.clone(),
+            span: pool_span,
+        }));
+        Ok(Region {
+            map,
+            slots,
+            pool_span,
+            rx_count,
+            rx_size,
+        })
     }
 
     /// Total bytes mapped (what registration pins and accounts).
@@ -240,7 +266,10 @@ impl Region {
     pub(crate) fn iovecs(&self) -> [libc::iovec; 2] {
         let base = self.map.base();
         [
-            libc::iovec { iov_base: base.cast(), iov_len: self.pool_span },
+            libc::iovec {
+                iov_base: base.cast(),
+                iov_len: self.pool_span,
+            },
             libc::iovec {
                 // `pool_span ≤ len` by construction, so this stays in the mapping.
                 iov_base: base.wrapping_add(self.pool_span).cast(),
@@ -295,9 +324,10 @@ impl SlotAlloc {
     pub fn alloc(&self, len: usize) -> Result<RxBuf, AllocError> {
         let mut pool = self.0.lock();
         let id = pool.alloc(len)?;
-        let range = pool
-            .slot_offset(id)
-            .and_then(|start| pool.payload_capacity(id).map(|cap| start..start + pool.headroom() + cap));
+        let range = pool.slot_offset(id).and_then(|start| {
+            pool.payload_capacity(id)
+                .map(|cap| start..start + pool.headroom() + cap)
+        });
         let Ok(range) = range else {
             let _ = pool.release(id);
             return Err(AllocError::Exhausted);
@@ -309,7 +339,12 @@ impl SlotAlloc {
         drop(pool);
         let ptr = self.0.map.base().wrapping_add(range.start);
         let ptr = NonNull::new(ptr).unwrap_or(NonNull::dangling());
-        Ok(RxBuf(Arc::new(RxInner::Slot(SlotFrame { id, ptr, len: range.len(), pool: self.0.clone() }))))
+        Ok(RxBuf(Arc::new(RxInner::Slot(SlotFrame {
+            id,
+            ptr,
+            len: range.len(),
+            pool: self.0.clone(),
+        }))))
     }
 
     /// Bytes in front of every payload.
@@ -377,7 +412,9 @@ impl TxSource {
         match self {
             TxSource::Heap(b) => [b, &[]],
             TxSource::Buf { buf, range } => [buf.as_ref().get(range.clone()).unwrap_or(&[]), &[]],
-            TxSource::Gather { head, buf, range } => [head, buf.as_ref().get(range.clone()).unwrap_or(&[])],
+            TxSource::Gather { head, buf, range } => {
+                [head, buf.as_ref().get(range.clone()).unwrap_or(&[])]
+            }
         }
     }
 
@@ -390,7 +427,9 @@ impl TxSource {
     pub(crate) fn slot_buf(&self) -> Option<&RxBuf> {
         match self {
             TxSource::Heap(_) => None,
-            TxSource::Buf { buf, .. } | TxSource::Gather { buf, .. } => buf.is_slot().then_some(buf),
+            TxSource::Buf { buf, .. } | TxSource::Gather { buf, .. } => {
+                buf.is_slot().then_some(buf)
+            }
         }
     }
 }
@@ -424,7 +463,12 @@ impl ReturnQueue {
     fn push(&self, id: u16) {
         self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
         if self.starved.swap(false, Ordering::AcqRel) {
-            if let Some(w) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(w) = self
+                .waker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
                 w.wake();
             }
         }
@@ -560,7 +604,9 @@ impl RxBuf {
     /// A send reading this slot is being submitted: Owned → Queued on the
     /// first one, then one more pending send. No-op for other buffers.
     pub(crate) fn slot_begin_send(&self) -> Result<(), SlotError> {
-        let RxInner::Slot(s) = &*self.0 else { return Ok(()) };
+        let RxInner::Slot(s) = &*self.0 else {
+            return Ok(());
+        };
         let mut pool = s.pool.lock();
         if pool.state(s.id)? == SlotState::Owned {
             pool.enqueue(s.id)?;
@@ -570,7 +616,9 @@ impl RxBuf {
 
     /// A send of this slot is over (`zc`: its notification arrived).
     pub(crate) fn slot_send_done(&self, zc: bool) -> Result<Outcome, SlotError> {
-        let RxInner::Slot(s) = &*self.0 else { return Ok(Outcome::Held) };
+        let RxInner::Slot(s) = &*self.0 else {
+            return Ok(Outcome::Held);
+        };
         let mut pool = s.pool.lock();
         if zc {
             pool.on_zc_notif(s.id)
@@ -617,7 +665,9 @@ impl cpg_core::engine::FrameBuf for RxBuf {
             RxInner::Ring(_) => None,
             // SAFETY: see "Soundness" above; the range is the slot's, inside
             // the live mapping.
-            RxInner::Slot(s) => Some(unsafe { std::slice::from_raw_parts_mut(s.ptr.as_ptr(), s.len) }),
+            RxInner::Slot(s) => {
+                Some(unsafe { std::slice::from_raw_parts_mut(s.ptr.as_ptr(), s.len) })
+            }
         }
     }
 }
@@ -682,7 +732,10 @@ pub(crate) struct RxRing {
 
 impl fmt::Debug for RxRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RxRing").field("entries", &self.entries).field("in_kernel", &self.in_kernel).finish()
+        f.debug_struct("RxRing")
+            .field("entries", &self.entries)
+            .field("in_kernel", &self.in_kernel)
+            .finish()
     }
 }
 
@@ -731,14 +784,17 @@ impl RxRing {
 
     /// Put buffer `bid` (held by user space, no `RxBuf` left) at the tail.
     fn provide(&mut self, bid: u16) {
-        let Some(st) = self.state.get_mut(usize::from(bid)) else { return };
+        let Some(st) = self.state.get_mut(usize::from(bid)) else {
+            return;
+        };
         if *st == BufState::Kernel {
             return; // already in the ring: never twice (the ring would overflow)
         }
         *st = BufState::Kernel;
         self.in_kernel += 1;
         let idx = usize::from(self.tail & (self.entries - 1));
-        let addr = self.map.base() as u64 + (self.rx_offset + usize::from(bid) * self.buf_size) as u64;
+        let addr =
+            self.map.base() as u64 + (self.rx_offset + usize::from(bid) * self.buf_size) as u64;
         let entry = self.ring.base().cast::<RawBuf>().wrapping_add(idx);
         // SAFETY: `idx < entries`, so `entry` is inside the ring mapping
         // (`entries × 16` B, 8-aligned). At most `entries` ids are ever in
@@ -761,7 +817,11 @@ impl RxRing {
             return;
         }
         self.dirty = false;
-        let tail = self.ring.base().wrapping_add(std::mem::offset_of!(RawBuf, resv)).cast::<u16>();
+        let tail = self
+            .ring
+            .base()
+            .wrapping_add(std::mem::offset_of!(RawBuf, resv))
+            .cast::<u16>();
         // SAFETY: entry 0's `resv` is the ring's tail (`io_uring_buf_ring`),
         // a naturally aligned u16 inside the ring mapping that the kernel
         // only reads (with acquire); AtomicU16 has u16's size and alignment.
@@ -773,7 +833,12 @@ impl RxRing {
     /// completion of `res` bytes (the whole recvmsg-out block) and parse it.
     /// `None` for an id that was not in the ring or a malformed block (the
     /// buffer is then re-provided).
-    pub(crate) fn take(&mut self, bid: u16, res: usize, msghdr: &libc::msghdr) -> Option<RecvFrame> {
+    pub(crate) fn take(
+        &mut self,
+        bid: u16,
+        res: usize,
+        msghdr: &libc::msghdr,
+    ) -> Option<RecvFrame> {
         let st = self.state.get_mut(usize::from(bid))?;
         if *st != BufState::Kernel {
             return None;
@@ -804,7 +869,11 @@ impl RxRing {
             _map: self.map.clone(),
             returns: self.returns.clone(),
         })));
-        Some(RecvFrame { frame, source, truncated })
+        Some(RecvFrame {
+            frame,
+            source,
+            truncated,
+        })
     }
 
     /// Re-provide every buffer whose last `RxBuf` dropped; returns how many.
@@ -832,7 +901,10 @@ pub(crate) fn parse_sockaddr_in(b: &[u8]) -> Option<SocketAddrV4> {
         return None;
     }
     let port = u16::from_be_bytes([b[2], b[3]]);
-    Some(SocketAddrV4::new(Ipv4Addr::new(b[4], b[5], b[6], b[7]), port))
+    Some(SocketAddrV4::new(
+        Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+        port,
+    ))
 }
 
 #[cfg(test)]
@@ -910,8 +982,14 @@ mod tests {
     #[test]
     fn rx_shape_validated() {
         let cfg = PoolConfig::new(64, &[ClassSpec::new(512, 4)]).unwrap();
-        assert!(matches!(Region::new(&cfg, 3, 2048), Err(RegionError::RxShape { .. })));
-        assert!(matches!(Region::new(&cfg, 4, 100), Err(RegionError::RxShape { .. })));
+        assert!(matches!(
+            Region::new(&cfg, 3, 2048),
+            Err(RegionError::RxShape { .. })
+        ));
+        assert!(matches!(
+            Region::new(&cfg, 4, 100),
+            Err(RegionError::RxShape { .. })
+        ));
     }
 
     #[test]
@@ -933,10 +1011,12 @@ mod tests {
         block.extend_from_slice(&name);
         block.extend_from_slice(b"hello");
         let off = r.rx_offset() + 2 * r.rx_size();
-        // SAFETY (test): buffer 2 is inside the mapping and nothing else
+        // SAFETY: (test) buffer 2 is inside the mapping and nothing else
         // (no kernel ring registered) touches it.
-        unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), r.mapping().base().add(off), block.len()) };
-        // SAFETY (test): an all-zero msghdr is a valid value.
+        unsafe {
+            std::ptr::copy_nonoverlapping(block.as_ptr(), r.mapping().base().add(off), block.len())
+        };
+        // SAFETY: (test) an all-zero msghdr is a valid value.
         let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
         mh.msg_namelen = 16;
         let f = ring.take(2, block.len(), &mh).unwrap();

@@ -111,7 +111,11 @@ impl TransportConfig {
     /// Defaults for `node_id` at `bind` with `peers`: 64 receive buffers of
     /// 64 KiB + headroom, a pool of 256 × 2 KiB and 32 × 64 KiB slots
     /// (≈ 6.7 MiB registered in all, under a default 8 MiB `ulimit -l`).
-    pub fn new(node_id: NodeId, bind: SocketAddrV4, peers: Vec<(NodeId, SocketAddrV4)>) -> TransportConfig {
+    pub fn new(
+        node_id: NodeId,
+        bind: SocketAddrV4,
+        peers: Vec<(NodeId, SocketAddrV4)>,
+    ) -> TransportConfig {
         TransportConfig {
             node_id,
             bind,
@@ -131,8 +135,14 @@ impl TransportConfig {
 
 /// The default send pool: 256 × 2 KiB and 32 × 64 KiB slots.
 pub fn default_pool() -> PoolConfig {
-    PoolConfig::new(HEADROOM_DEFAULT, &[ClassSpec::new(2048, 256), ClassSpec::new(65_536 + HEADROOM_DEFAULT, 32)])
-        .unwrap_or_else(|_| unreachable!("the default pool configuration is valid"))
+    PoolConfig::new(
+        HEADROOM_DEFAULT,
+        &[
+            ClassSpec::new(2048, 256),
+            ClassSpec::new(65_536 + HEADROOM_DEFAULT, 32),
+        ],
+    )
+    .unwrap_or_else(|_| unreachable!("the default pool configuration is valid"))
 }
 
 /// Why a [`Driver`] could not start or run.
@@ -253,7 +263,9 @@ impl std::error::Error for DriverError {
 }
 
 fn read_sysctl(name: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/sys/{}", name.replace('.', "/"))).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(format!("/proc/sys/{}", name.replace('.', "/")))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn memlock_limit() -> Option<u64> {
@@ -299,7 +311,11 @@ pub struct EngineCounters {
 
 impl From<&cpg_core::engine::Stats> for EngineCounters {
     fn from(s: &cpg_core::engine::Stats) -> EngineCounters {
-        EngineCounters { retransmissions: s.retransmissions, token_rotations: s.token_visits, ring_changes: s.ring_changes }
+        EngineCounters {
+            retransmissions: s.retransmissions,
+            token_rotations: s.token_visits,
+            ring_changes: s.ring_changes,
+        }
     }
 }
 
@@ -355,7 +371,7 @@ struct Peer {
 }
 
 enum Backend {
-    Uring(Ring),
+    Uring(Box<Ring>),
     Syscalls,
 }
 
@@ -409,15 +425,27 @@ impl Driver {
         if cfg.node_id == 0 {
             return Err(DriverError::Config("node_id 0".into()));
         }
-        let region = Region::new(&cfg.pool, cfg.rx_buffers, cfg.rx_buffer_size).map_err(DriverError::Region)?;
-        let waker = Waker::new().map_err(|err| DriverError::Socket { what: "eventfd".into(), err })?;
+        let region = Region::new(&cfg.pool, cfg.rx_buffers, cfg.rx_buffer_size)
+            .map_err(DriverError::Region)?;
+        let waker = Waker::new().map_err(|err| DriverError::Socket {
+            what: "eventfd".into(),
+            err,
+        })?;
         let (backend, main, local) = if cfg.fallback_syscalls {
-            let (main, local) = socket::bind_exclusive(cfg.bind, cfg.socket_buffer)
-                .map_err(|err| DriverError::Socket { what: format!("bind {}", cfg.bind), err })?;
+            let (main, local) =
+                socket::bind_exclusive(cfg.bind, cfg.socket_buffer).map_err(|err| {
+                    DriverError::Socket {
+                        what: format!("bind {}", cfg.bind),
+                        err,
+                    }
+                })?;
             (Backend::Syscalls, main, local)
         } else {
-            let mut ring = Ring::new(cfg.ring_entries)
-                .map_err(|err| DriverError::UringUnavailable { cause: uring_cause(&err), err })?;
+            let mut ring =
+                Ring::new(cfg.ring_entries).map_err(|err| DriverError::UringUnavailable {
+                    cause: uring_cause(&err),
+                    err,
+                })?;
             let probe = ring.probe().clone();
             let missing = probe.missing();
             if !missing.is_empty() {
@@ -426,13 +454,17 @@ impl Driver {
             if cfg.zerocopy == ZeroCopy::Always && !probe.send_zc {
                 return Err(DriverError::ZeroCopyUnsupported { probe });
             }
-            ring.register_region(&region).map_err(|err| DriverError::Register {
-                what: "register_buffers (send pool + receive buffers)",
-                bytes: region.len(),
-                memlock: memlock_limit(),
+            ring.register_region(&region)
+                .map_err(|err| DriverError::Register {
+                    what: "register_buffers (send pool + receive buffers)",
+                    bytes: region.len(),
+                    memlock: memlock_limit(),
+                    err,
+                })?;
+            let rx = RxRing::new(&region).map_err(|err| DriverError::Io {
+                what: "provided-buffer ring mmap",
                 err,
             })?;
-            let rx = RxRing::new(&region).map_err(|err| DriverError::Io { what: "provided-buffer ring mmap", err })?;
             rx.returns().set_waker(waker.clone());
             ring.register_rx(rx).map_err(|err| DriverError::Register {
                 what: "register_buf_ring",
@@ -440,9 +472,14 @@ impl Driver {
                 memlock: memlock_limit(),
                 err,
             })?;
-            let (main, local) = socket::bind_shared(cfg.bind, cfg.socket_buffer)
-                .map_err(|err| DriverError::Socket { what: format!("bind {}", cfg.bind), err })?;
-            (Backend::Uring(ring), main, local)
+            let (main, local) =
+                socket::bind_shared(cfg.bind, cfg.socket_buffer).map_err(|err| {
+                    DriverError::Socket {
+                        what: format!("bind {}", cfg.bind),
+                        err,
+                    }
+                })?;
+            (Backend::Uring(Box::new(ring)), main, local)
         };
         let mut d = Driver {
             backend,
@@ -479,7 +516,9 @@ impl Driver {
     pub fn set_peers(&mut self, peers: &[(NodeId, SocketAddrV4)]) -> Result<(), DriverError> {
         if let Backend::Uring(ring) = &self.backend {
             if ring.sends_live() > 0 || (1..=self.peers.len()).any(|s| ring.recv_armed(s as u16)) {
-                return Err(DriverError::Config("set_peers while the loop has operations on the old peers".into()));
+                return Err(DriverError::Config(
+                    "set_peers while the loop has operations on the old peers".into(),
+                ));
             }
         }
         let mut list = Vec::new();
@@ -489,19 +528,36 @@ impl Driver {
             if id == self.node_id {
                 continue;
             }
-            if id == 0 || by_id.insert(id, list.len()).is_some() || by_addr.insert(addr, id).is_some() {
-                return Err(DriverError::Config(format!("peer {id} at {addr}: zero or duplicate id or address")));
+            if id == 0
+                || by_id.insert(id, list.len()).is_some()
+                || by_addr.insert(addr, id).is_some()
+            {
+                return Err(DriverError::Config(format!(
+                    "peer {id} at {addr}: zero or duplicate id or address"
+                )));
             }
             if addr == self.local {
-                return Err(DriverError::Config(format!("peer {id} has this node's address {addr}")));
+                return Err(DriverError::Config(format!(
+                    "peer {id} has this node's address {addr}"
+                )));
             }
             let fd = match self.backend {
-                Backend::Uring(_) => Some(socket::connect_peer(self.local, addr, self.socket_buffer).map_err(|err| {
-                    DriverError::Socket { what: format!("socket {} connected to peer {id} at {addr}", self.local), err }
-                })?),
+                Backend::Uring(_) => Some(
+                    socket::connect_peer(self.local, addr, self.socket_buffer).map_err(|err| {
+                        DriverError::Socket {
+                            what: format!("socket {} connected to peer {id} at {addr}", self.local),
+                            err,
+                        }
+                    })?,
+                ),
                 Backend::Syscalls => None,
             };
-            list.push(Peer { id, addr, fd, loopback: addr.ip().is_loopback() });
+            list.push(Peer {
+                id,
+                addr,
+                fd,
+                loopback: addr.ip().is_loopback(),
+            });
         }
         if list.len() >= usize::from(u16::MAX) {
             return Err(DriverError::Config("too many peers".into()));
@@ -590,7 +646,9 @@ impl Driver {
         while !host.should_stop() {
             let mut n = 0;
             while n < LOOPBACK_BATCH {
-                let Some(frame) = self.loopback.pop_front() else { break };
+                let Some(frame) = self.loopback.pop_front() else {
+                    break;
+                };
                 self.deliver_loopback(host, frame);
                 n += 1;
             }
@@ -600,7 +658,10 @@ impl Driver {
             let wait = self.loopback.is_empty();
             let mut completions = std::mem::take(&mut self.completions);
             if let Backend::Uring(ring) = &mut self.backend {
-                ring.submit(wait).map_err(|err| DriverError::Io { what: "io_uring_enter", err })?;
+                ring.submit(wait).map_err(|err| DriverError::Io {
+                    what: "io_uring_enter",
+                    err,
+                })?;
                 ring.reap(&mut completions);
             }
             let t = now();
@@ -610,9 +671,13 @@ impl Driver {
             self.completions = completions;
             self.flush();
         }
-        // Hand queued work to the kernel before returning.
+        // Hand queued work (sends of the last step included) to the kernel
+        // before returning; completions are reaped by the next run.
         if let Backend::Uring(ring) = &mut self.backend {
-            ring.submit(false).map_err(|err| DriverError::Io { what: "io_uring_enter", err })?;
+            ring.submit_all().map_err(|err| DriverError::Io {
+                what: "io_uring_enter",
+                err,
+            })?;
         }
         Ok(())
     }
@@ -673,7 +738,11 @@ impl Driver {
     fn loop_back(&mut self, src: TxSource) {
         let frame = match src {
             TxSource::Heap(b) => RxBuf::from_heap(b),
-            TxSource::Buf { buf, range } if range.start == 0 && range.end == buf.len() && !buf.is_slot() => buf,
+            TxSource::Buf { buf, range }
+                if range.start == 0 && range.end == buf.len() && !buf.is_slot() =>
+            {
+                buf
+            }
             other => {
                 let [a, b] = other.segments();
                 let mut v = Vec::with_capacity(a.len() + b.len());
@@ -698,7 +767,9 @@ impl Driver {
     }
 
     fn send_to(&mut self, i: usize, src: TxSource) {
-        let Some(peer) = self.peers.get(i) else { return };
+        let Some(peer) = self.peers.get(i) else {
+            return;
+        };
         let zc = self.use_zc(peer, src.len());
         let c = &self.counters;
         // A slot counts one more pending send before the kernel sees it.
@@ -710,7 +781,9 @@ impl Driver {
         }
         match &mut self.backend {
             Backend::Uring(ring) => {
-                let Some(fd) = peer.fd.as_ref().map(|f| f.as_raw_fd()) else { return };
+                let Some(fd) = peer.fd.as_ref().map(|f| f.as_raw_fd()) else {
+                    return;
+                };
                 let slot = src.slot_buf().cloned();
                 match ring.send(fd, src, zc) {
                     Ok(kind) => Counters::inc(match kind {
@@ -732,7 +805,11 @@ impl Driver {
             Backend::Syscalls => {
                 let [a, b] = src.segments();
                 let r = send_blocking(&self.main, [a, b], peer.addr);
-                Counters::inc(if b.is_empty() { &c.sends_plain } else { &c.sends_gather });
+                Counters::inc(if b.is_empty() {
+                    &c.sends_plain
+                } else {
+                    &c.sends_gather
+                });
                 match r {
                     Ok(n) => {
                         Counters::inc(&c.frames_sent);
@@ -776,8 +853,15 @@ impl Driver {
                     Counters::inc(&counters.rx_unknown_source);
                     return;
                 };
-                let low = match &self.backend {
-                    Backend::Uring(ring) => ring.rx().is_some_and(|rx| rx.available() < self.rx_copy_below),
+                let low = match &mut self.backend {
+                    Backend::Uring(ring) => ring.rx_mut().is_some_and(|rx| {
+                        // Take back what the host already dropped before
+                        // deciding to copy.
+                        if rx.available() < self.rx_copy_below {
+                            rx.recycle();
+                        }
+                        rx.available() < self.rx_copy_below
+                    }),
                     Backend::Syscalls => false,
                 };
                 let frame = if low {
@@ -835,7 +919,9 @@ impl Driver {
     /// End of a batch: recycle buffers, re-arm, move the timer. Queues SQEs
     /// only; the next `submit` sends them.
     fn flush(&mut self) {
-        let Backend::Uring(ring) = &mut self.backend else { return };
+        let Backend::Uring(ring) = &mut self.backend else {
+            return;
+        };
         let available = match ring.rx_mut() {
             Some(rx) => {
                 rx.recycle();
@@ -853,7 +939,11 @@ impl Driver {
                 if ring.recv_armed(sock) {
                     continue;
                 }
-                let fd = if s == 0 { self.main.as_raw_fd() } else { self.peers[s - 1].fd.as_ref().map_or(-1, |f| f.as_raw_fd()) };
+                let fd = if s == 0 {
+                    self.main.as_raw_fd()
+                } else {
+                    self.peers[s - 1].fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+                };
                 if fd < 0 || ring.arm_recv(sock, fd).is_err() {
                     continue;
                 }
@@ -888,7 +978,9 @@ impl Driver {
         while !host.should_stop() {
             let mut n = 0;
             while n < LOOPBACK_BATCH {
-                let Some(frame) = self.loopback.pop_front() else { break };
+                let Some(frame) = self.loopback.pop_front() else {
+                    break;
+                };
                 self.deliver_loopback(host, frame);
                 n += 1;
             }
@@ -903,11 +995,17 @@ impl Driver {
                 }
             }
             let timeout = if !self.loopback.is_empty() {
-                Some(rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })
+                Some(rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                })
             } else {
                 deadline.map(|d| {
                     let ns = d.0 - t.0;
-                    rustix::event::Timespec { tv_sec: (ns / 1_000_000_000) as i64, tv_nsec: (ns % 1_000_000_000) as i64 }
+                    rustix::event::Timespec {
+                        tv_sec: (ns / 1_000_000_000) as i64,
+                        tv_nsec: (ns % 1_000_000_000) as i64,
+                    }
                 })
             };
             let (sock_ready, wake_ready) = {
@@ -918,7 +1016,12 @@ impl Driver {
                 match rustix::event::poll(&mut fds, timeout.as_ref()) {
                     Ok(_) => {}
                     Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(DriverError::Io { what: "poll", err: e.into() }),
+                    Err(e) => {
+                        return Err(DriverError::Io {
+                            what: "poll",
+                            err: e.into(),
+                        })
+                    }
                 }
                 (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
             };
@@ -932,7 +1035,11 @@ impl Driver {
             }
             if sock_ready {
                 for _ in 0..256 {
-                    let (n, from) = match rustix::net::recvfrom(&self.main, &mut buf[..], RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
+                    let (n, from) = match rustix::net::recvfrom(
+                        &self.main,
+                        &mut buf[..],
+                        RecvFlags::DONTWAIT | RecvFlags::TRUNC,
+                    ) {
                         Ok((_, n, from)) => (n, from),
                         Err(rustix::io::Errno::AGAIN) => break,
                         Err(rustix::io::Errno::INTR) => continue,
@@ -971,14 +1078,24 @@ impl Driver {
 /// 10 ms for room.
 fn send_blocking(fd: &OwnedFd, segs: [&[u8]; 2], addr: SocketAddrV4) -> io::Result<usize> {
     let iov = [io::IoSlice::new(segs[0]), io::IoSlice::new(segs[1])];
-    let iov = if segs[1].is_empty() { &iov[..1] } else { &iov[..] };
+    let iov = if segs[1].is_empty() {
+        &iov[..1]
+    } else {
+        &iov[..]
+    };
     for _ in 0..2 {
         let mut control = rustix::net::SendAncillaryBuffer::default();
         match rustix::net::sendmsg_addr(fd, &addr, iov, &mut control, SendFlags::DONTWAIT) {
             Ok(n) => return Ok(n),
             Err(rustix::io::Errno::AGAIN) => {
                 let mut fds = [PollFd::new(fd, PollFlags::OUT)];
-                let _ = rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 10_000_000 }));
+                let _ = rustix::event::poll(
+                    &mut fds,
+                    Some(&rustix::event::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 10_000_000,
+                    }),
+                );
             }
             Err(e) => return Err(e.into()),
         }
@@ -999,7 +1116,10 @@ mod tests {
             err: io::Error::from_raw_os_error(libc::ENOMEM),
         };
         let s = e.to_string();
-        assert!(s.contains("RLIMIT_MEMLOCK") && s.contains("ulimit -l"), "{s}");
+        assert!(
+            s.contains("RLIMIT_MEMLOCK") && s.contains("ulimit -l"),
+            "{s}"
+        );
         assert!(s.contains("8192 KiB") && s.contains("66560 KiB"), "{s}");
     }
 
@@ -1008,9 +1128,25 @@ mod tests {
         let s = uring_cause(&io::Error::from_raw_os_error(libc::ENOSYS));
         assert!(s.contains("CONFIG_IO_URING"));
         let s = uring_cause(&io::Error::from_raw_os_error(libc::EPERM));
-        assert!(s.contains("io_uring_disabled") || s.contains("seccomp"), "{s}");
-        let e = DriverError::UringUnavailable { err: io::Error::from_raw_os_error(libc::EPERM), cause: s };
+        assert!(
+            s.contains("io_uring_disabled") || s.contains("seccomp"),
+            "{s}"
+        );
+        let e = DriverError::UringUnavailable {
+            err: io::Error::from_raw_os_error(libc::EPERM),
+            cause: s,
+        };
         assert!(e.to_string().contains("fallback_syscalls"));
+    }
+
+    #[test]
+    fn driver_and_handles_are_send() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<Driver>();
+        send_sync::<Waker>();
+        send_sync::<SlotAlloc>();
+        send_sync::<Counters>();
     }
 
     #[test]

@@ -33,7 +33,8 @@ mod waker;
 pub use bufs::{Region, RegionError, RxBuf, SlotAlloc, BUF_INDEX_POOL, BUF_INDEX_RX, RX_HEADROOM};
 pub use counters::{Counters, Snapshot};
 pub use driver::{
-    default_pool, now, Driver, DriverError, EngineCounters, Host, Input, Outputs, TransportConfig, ZeroCopy,
+    default_pool, now, Driver, DriverError, EngineCounters, Host, Input, Outputs, TransportConfig,
+    ZeroCopy,
 };
 pub use ring::{probe, BadUserData, Probe, SendKind, UserData};
 pub use socket::SOCKET_BUFFER_BYTES;

@@ -112,7 +112,9 @@ impl fmt::Display for Probe {
 fn kernel_release() -> (String, (u32, u32)) {
     let u = rustix::system::uname();
     let rel = u.release().to_string_lossy().into_owned();
-    let mut it = rel.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    let mut it = rel
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
     let major = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     (rel, (major, minor))
@@ -138,7 +140,10 @@ fn probe_ring(ring: &IoUring) -> io::Result<Probe> {
         let m = Mapping::new(16)?;
         // SAFETY: `m` is a live, page-aligned mapping of at least one entry;
         // it is unregistered right below, before `m` is dropped.
-        let r = unsafe { ring.submitter().register_buf_ring_with_flags(m.base() as u64, 1, 0xfffe, 0) };
+        let r = unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(m.base() as u64, 1, 0xfffe, 0)
+        };
         let ok = r.is_ok();
         if ok {
             let _ = ring.submitter().unregister_buf_ring(0xfffe);
@@ -156,7 +161,8 @@ fn probe_ring(ring: &IoUring) -> io::Result<Probe> {
         send: p.is_supported(opcode::Send::CODE),
         write_fixed: p.is_supported(opcode::WriteFixed::CODE),
         read: p.is_supported(opcode::Read::CODE),
-        timeout: p.is_supported(opcode::Timeout::CODE) && p.is_supported(opcode::TimeoutRemove::CODE),
+        timeout: p.is_supported(opcode::Timeout::CODE)
+            && p.is_supported(opcode::TimeoutRemove::CODE),
         buf_ring,
     })
 }
@@ -230,7 +236,10 @@ impl UserData {
             TAG_WAKE if body == 0 => UserData::Wake,
             TAG_TIMEOUT if body >> 32 == 0 => UserData::Timeout { gen: body as u32 },
             TAG_TIMEOUT_REMOVE if body == 0 => UserData::TimeoutRemove,
-            TAG_SEND if body >> 48 == 0 => UserData::Send { idx: body as u32, gen: (body >> 32) as u16 },
+            TAG_SEND if body >> 48 == 0 => UserData::Send {
+                idx: body as u32,
+                gen: (body >> 32) as u16,
+            },
             _ => return Err(BadUserData(v)),
         };
         Ok(ud)
@@ -262,6 +271,13 @@ pub(crate) struct Tx {
     _msg: Option<Box<MsgBox>>,
 }
 
+/// The `msghdr` of the multishot receives: only `msg_namelen` is set, every
+/// pointer is null.
+struct RecvHdr(libc::msghdr);
+
+// SAFETY: all pointers in it are null; it is plain data.
+unsafe impl Send for RecvHdr {}
+
 /// A `msghdr` with its two iovecs, for `SendMsg` / `SendMsgZc`.
 struct MsgBox {
     hdr: libc::msghdr,
@@ -275,12 +291,17 @@ unsafe impl Send for MsgBox {}
 
 impl fmt::Debug for MsgBox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MsgBox").field("iovlen", &self.hdr.msg_iovlen).finish()
+        f.debug_struct("MsgBox")
+            .field("iovlen", &self.hdr.msg_iovlen)
+            .finish()
     }
 }
 
 fn iovec(b: &[u8]) -> libc::iovec {
-    libc::iovec { iov_base: b.as_ptr().cast_mut().cast(), iov_len: b.len() }
+    libc::iovec {
+        iov_base: b.as_ptr().cast_mut().cast(),
+        iov_len: b.len(),
+    }
 }
 
 /// One decoded completion (some fields only feed `Debug` output).
@@ -320,7 +341,7 @@ pub(crate) struct Ring {
     uring: IoUring,
     region: Option<Arc<Mapping>>,
     rx: Option<RxRing>,
-    msghdr: Box<libc::msghdr>,
+    msghdr: Box<RecvHdr>,
     wake_buf: Box<u64>,
     wake_armed: bool,
     /// Timespecs of armed timeouts, by generation (kept until their CQE).
@@ -339,7 +360,10 @@ pub(crate) struct Ring {
 
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ring").field("inflight", &self.inflight).field("probe", &self.probe).finish()
+        f.debug_struct("Ring")
+            .field("inflight", &self.inflight)
+            .field("probe", &self.probe)
+            .finish()
     }
 }
 
@@ -357,13 +381,15 @@ impl Ring {
         let uring = match built {
             Ok(u) => u,
             // Older kernels refuse the newer setup flags: retry plainly.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder().setup_cqsize(entries.saturating_mul(4)).build(entries)?,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+                .setup_cqsize(entries.saturating_mul(4))
+                .build(entries)?,
             Err(e) => return Err(e),
         };
         let probe = probe_ring(&uring)?;
         // SAFETY: an all-zero `msghdr` is a valid value (null pointers, zero lengths).
-        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        msghdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let mut msghdr = Box::new(RecvHdr(unsafe { std::mem::zeroed() }));
+        msghdr.0.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         Ok(Ring {
             uring,
             region: None,
@@ -401,7 +427,10 @@ impl Ring {
         // lasts no longer than the ring.
         unsafe { self.uring.submitter().register_buffers(&iov) }?;
         self.region = Some(region.mapping().clone());
-        self.fixed = iov.iter().map(|v| v.iov_base as usize..v.iov_base as usize + v.iov_len).collect();
+        self.fixed = iov
+            .iter()
+            .map(|v| v.iov_base as usize..v.iov_base as usize + v.iov_len)
+            .collect();
         Ok(())
     }
 
@@ -413,7 +442,14 @@ impl Ring {
         // SAFETY: the ring entries live in `rx`'s own mapping and the buffers
         // they name in the region mapping `rx` holds an `Arc` of; `rx` is
         // stored in `self` right below and lives as long as the ring.
-        unsafe { self.uring.submitter().register_buf_ring_with_flags(rx.ring_addr(), rx.entries(), RX_BGID, 0) }?;
+        unsafe {
+            self.uring.submitter().register_buf_ring_with_flags(
+                rx.ring_addr(),
+                rx.entries(),
+                RX_BGID,
+                0,
+            )
+        }?;
         self.rx = Some(rx);
         Ok(())
     }
@@ -460,7 +496,10 @@ impl Ring {
 
     /// Whether socket `sock`'s multishot receive is armed.
     pub(crate) fn recv_armed(&self, sock: u16) -> bool {
-        self.recv_armed.get(usize::from(sock)).copied().unwrap_or(false)
+        self.recv_armed
+            .get(usize::from(sock))
+            .copied()
+            .unwrap_or(false)
     }
 
     /// Arm a multishot `RecvMsg` on `fd` into the provided buffers.
@@ -479,7 +518,7 @@ impl Ring {
             return Ok(());
         }
         self.recv_armed[i] = true;
-        let e = opcode::RecvMsgMulti::new(Fd(fd), &*self.msghdr, RX_BGID)
+        let e = opcode::RecvMsgMulti::new(Fd(fd), &self.msghdr.0, RX_BGID)
             .build()
             .user_data(UserData::Recv { sock }.to_u64());
         // SAFETY: `msghdr` is boxed in `self` (never moved or freed while the
@@ -508,7 +547,11 @@ impl Ring {
 
     /// Arm an absolute CLOCK_MONOTONIC timeout at `deadline_ns`, generation `gen`.
     pub(crate) fn arm_timeout(&mut self, gen: u32, deadline_ns: u64) {
-        let ts = Box::new(Timespec::new().sec(deadline_ns / 1_000_000_000).nsec((deadline_ns % 1_000_000_000) as u32));
+        let ts = Box::new(
+            Timespec::new()
+                .sec(deadline_ns / 1_000_000_000)
+                .nsec((deadline_ns % 1_000_000_000) as u32),
+        );
         let e = opcode::Timeout::new(&*ts)
             .flags(TimeoutFlags::ABS)
             .build()
@@ -569,7 +612,9 @@ impl Ring {
                 }
                 op.build()
             }
-            SendKind::WriteFixed => opcode::WriteFixed::new(Fd(fd), ptr, len, buf_index.unwrap_or(0)).build(),
+            SendKind::WriteFixed => {
+                opcode::WriteFixed::new(Fd(fd), ptr, len, buf_index.unwrap_or(0)).build()
+            }
             _ => opcode::Send::new(Fd(fd), ptr, len).build(),
         }
         .user_data(ud);
@@ -588,16 +633,31 @@ impl Ring {
     fn send_gather(&mut self, fd: RawFd, src: TxSource, zc: bool) -> SendKind {
         let [a, b] = src.segments();
         // SAFETY: an all-zero `msghdr` is a valid value.
-        let mut msg = Box::new(MsgBox { hdr: unsafe { std::mem::zeroed() }, iov: [iovec(a), iovec(b)] });
+        let mut msg = Box::new(MsgBox {
+            hdr: unsafe { std::mem::zeroed() },
+            iov: [iovec(a), iovec(b)],
+        });
         msg.hdr.msg_iov = msg.iov.as_mut_ptr();
         msg.hdr.msg_iovlen = 2;
         let hdr: *const libc::msghdr = &msg.hdr;
-        let (idx, gen) = self.sends.insert(Tx { src, _msg: Some(msg) }, zc);
+        let (idx, gen) = self.sends.insert(
+            Tx {
+                src,
+                _msg: Some(msg),
+            },
+            zc,
+        );
         let ud = UserData::Send { idx, gen }.to_u64();
         let (e, kind) = if zc {
-            (opcode::SendMsgZc::new(Fd(fd), hdr).build(), SendKind::GatherZc)
+            (
+                opcode::SendMsgZc::new(Fd(fd), hdr).build(),
+                SendKind::GatherZc,
+            )
         } else {
-            (opcode::SendMsg::new(Fd(fd), hdr).build(), SendKind::GatherPlain)
+            (
+                opcode::SendMsg::new(Fd(fd), hdr).build(),
+                SendKind::GatherPlain,
+            )
         };
         // SAFETY: the msghdr and its two iovecs are boxed in the send's
         // record (`self.sends`, the box never moves) until its final CQE;
@@ -632,10 +692,26 @@ impl Ring {
         Ok(())
     }
 
+    /// Submit everything queued, the backlog included (bounded retries).
+    ///
+    /// # Errors
+    /// As [`Ring::submit`].
+    pub(crate) fn submit_all(&mut self) -> io::Result<()> {
+        for _ in 0..1000 {
+            self.submit(false)?;
+            if self.backlog.is_empty() {
+                break;
+            }
+        }
+        self.submit(false)
+    }
+
     /// Submit and wait until a completion arrives or `timeout_ns` passes.
     fn submit_wait_timeout(&mut self, timeout_ns: u64) {
         self.drain_backlog();
-        let ts = Timespec::new().sec(timeout_ns / 1_000_000_000).nsec((timeout_ns % 1_000_000_000) as u32);
+        let ts = Timespec::new()
+            .sec(timeout_ns / 1_000_000_000)
+            .nsec((timeout_ns % 1_000_000_000) as u32);
         let args = io_uring::types::SubmitArgs::new().timespec(&ts);
         let _ = self.uring.submitter().submit_with_args(1, &args);
     }
@@ -647,7 +723,11 @@ impl Ring {
         for cqe in &mut cq {
             let (res, flags, raw) = (cqe.result(), cqe.flags(), cqe.user_data());
             let Ok(ud) = UserData::from_u64(raw) else {
-                out.push(Completion::Bad { user_data: raw, res, flags });
+                out.push(Completion::Bad {
+                    user_data: raw,
+                    res,
+                    flags,
+                });
                 continue;
             };
             let c = match ud {
@@ -660,10 +740,17 @@ impl Ring {
                         }
                     }
                     let frame = match (cqueue::buffer_select(flags), self.rx.as_mut()) {
-                        (Some(bid), Some(rx)) if res >= 0 => rx.take(bid, res as usize, &self.msghdr),
+                        (Some(bid), Some(rx)) if res >= 0 => {
+                            rx.take(bid, res as usize, &self.msghdr.0)
+                        }
                         _ => None,
                     };
-                    Completion::Recv { sock, res, more, frame }
+                    Completion::Recv {
+                        sock,
+                        res,
+                        more,
+                        frame,
+                    }
                 }
                 UserData::Wake => {
                     self.inflight -= 1;
@@ -686,9 +773,11 @@ impl Ring {
                         }
                         Completion::Send(s)
                     }
-                    Err(SendCqeError::Unknown | SendCqeError::UnexpectedNotif) => {
-                        Completion::Bad { user_data: raw, res, flags }
-                    }
+                    Err(SendCqeError::Unknown | SendCqeError::UnexpectedNotif) => Completion::Bad {
+                        user_data: raw,
+                        res,
+                        flags,
+                    },
                 },
             };
             out.push(c);
@@ -735,7 +824,7 @@ impl Drop for Ring {
             // Leak the two boxes too, leaving fresh ones in their place.
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
             // SAFETY: an all-zero `msghdr` is a valid value.
-            let fresh: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+            let fresh = Box::new(RecvHdr(unsafe { std::mem::zeroed() }));
             std::mem::forget(std::mem::replace(&mut self.msghdr, fresh));
         }
         drop(scratch);
@@ -756,7 +845,10 @@ mod tests {
             UserData::Timeout { gen: u32::MAX },
             UserData::TimeoutRemove,
             UserData::Send { idx: 0, gen: 0 },
-            UserData::Send { idx: u32::MAX, gen: u16::MAX },
+            UserData::Send {
+                idx: u32::MAX,
+                gen: u16::MAX,
+            },
         ];
         for ud in all {
             assert_eq!(UserData::from_u64(ud.to_u64()), Ok(ud), "{ud:?}");
@@ -765,7 +857,14 @@ mod tests {
 
     #[test]
     fn bad_user_data_is_an_error() {
-        for v in [0u64, 6 << 56, u64::MAX, TAG_WAKE << 56 | 1, TAG_RECV << 56 | 1 << 16, TAG_SEND << 56 | 1 << 50] {
+        for v in [
+            0u64,
+            6 << 56,
+            u64::MAX,
+            TAG_WAKE << 56 | 1,
+            TAG_RECV << 56 | 1 << 16,
+            TAG_SEND << 56 | 1 << 50,
+        ] {
             assert_eq!(UserData::from_u64(v), Err(BadUserData(v)), "{v:#x}");
         }
     }

@@ -79,7 +79,11 @@ pub(crate) struct SendTable<S> {
 
 impl<S> Default for SendTable<S> {
     fn default() -> Self {
-        SendTable { entries: Vec::new(), free: Vec::new(), live: 0 }
+        SendTable {
+            entries: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+        }
     }
 }
 
@@ -89,12 +93,19 @@ impl<S> SendTable<S> {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
-                self.entries.push(Entry { generation: 0, send: None });
+                self.entries.push(Entry {
+                    generation: 0,
+                    send: None,
+                });
                 (self.entries.len() - 1) as u32
             }
         };
         let e = &mut self.entries[idx as usize];
-        e.send = Some(Pending { src, zc, awaiting_notif: false });
+        e.send = Some(Pending {
+            src,
+            zc,
+            awaiting_notif: false,
+        });
         self.live += 1;
         (idx, e.generation)
     }
@@ -114,8 +125,17 @@ impl<S> SendTable<S> {
     }
 
     /// A CQE with `user_data` naming send `(idx, generation)`.
-    pub(crate) fn on_cqe(&mut self, idx: u32, generation: u16, res: i32, flags: u32) -> Result<SendCqe<S>, SendCqeError> {
-        let e = self.entries.get_mut(idx as usize).ok_or(SendCqeError::Unknown)?;
+    pub(crate) fn on_cqe(
+        &mut self,
+        idx: u32,
+        generation: u16,
+        res: i32,
+        flags: u32,
+    ) -> Result<SendCqe<S>, SendCqeError> {
+        let e = self
+            .entries
+            .get_mut(idx as usize)
+            .ok_or(SendCqeError::Unknown)?;
         if e.generation != generation {
             return Err(SendCqeError::Unknown);
         }
@@ -128,7 +148,11 @@ impl<S> SendTable<S> {
             let kernel_copied = (res as u32) & NOTIF_USAGE_ZC_COPIED != 0;
             return Ok(SendCqe {
                 result: None,
-                released: Some(Released { src: p.src, zc: true, kernel_copied }),
+                released: Some(Released {
+                    src: p.src,
+                    zc: true,
+                    kernel_copied,
+                }),
                 notif: true,
             });
         }
@@ -138,12 +162,20 @@ impl<S> SendTable<S> {
         }
         if p.zc && cqueue::more(flags) {
             p.awaiting_notif = true;
-            return Ok(SendCqe { result: Some(res), released: None, notif: false });
+            return Ok(SendCqe {
+                result: Some(res),
+                released: None,
+                notif: false,
+            });
         }
         let p = self.release(idx).ok_or(SendCqeError::Unknown)?;
         Ok(SendCqe {
             result: Some(res),
-            released: Some(Released { src: p.src, zc: p.zc, kernel_copied: false }),
+            released: Some(Released {
+                src: p.src,
+                zc: p.zc,
+                kernel_copied: false,
+            }),
             notif: false,
         })
     }
@@ -170,7 +202,11 @@ mod tests {
 
     /// Apply a release to the pool as the driver does.
     fn apply(p: &mut VecPool, r: &Released<SlotId>) -> Outcome {
-        if r.zc { p.on_zc_notif(r.src).unwrap() } else { p.on_send_complete(r.src).unwrap() }
+        if r.zc {
+            p.on_zc_notif(r.src).unwrap()
+        } else {
+            p.on_send_complete(r.src).unwrap()
+        }
     }
 
     #[test]
@@ -211,7 +247,11 @@ mod tests {
         let mut t = SendTable::default();
         let (i, g) = t.insert(id, true);
         t.on_cqe(i, g, 26, MORE).unwrap();
-        let r = t.on_cqe(i, g, NOTIF_USAGE_ZC_COPIED as i32, NOTIF).unwrap().released.unwrap();
+        let r = t
+            .on_cqe(i, g, NOTIF_USAGE_ZC_COPIED as i32, NOTIF)
+            .unwrap()
+            .released
+            .unwrap();
         assert!(r.kernel_copied);
         assert_eq!(apply(&mut p, &r), Outcome::Held);
         assert_eq!(p.mark_stable(id), Ok(Outcome::Freed));
@@ -231,7 +271,10 @@ mod tests {
     fn plain_send_releases_on_first_cqe_and_refuses_notif() {
         let mut t = SendTable::default();
         let (i, g) = t.insert("x", false);
-        assert_eq!(t.on_cqe(i, g, 0, NOTIF).err(), Some(SendCqeError::UnexpectedNotif));
+        assert_eq!(
+            t.on_cqe(i, g, 0, NOTIF).err(),
+            Some(SendCqeError::UnexpectedNotif)
+        );
         // MORE on a plain send is meaningless: it still completes.
         let c = t.on_cqe(i, g, 1, MORE).unwrap();
         assert!(!c.released.unwrap().zc);
@@ -252,10 +295,18 @@ mod tests {
             assert!(t.on_cqe(i, g, 1, MORE).unwrap().released.is_none());
         }
         assert_eq!(p.mark_stable(id), Ok(Outcome::Held));
-        let r = t.on_cqe(keys[1].0, keys[1].1, 0, NOTIF).unwrap().released.unwrap();
+        let r = t
+            .on_cqe(keys[1].0, keys[1].1, 0, NOTIF)
+            .unwrap()
+            .released
+            .unwrap();
         assert_eq!(apply(&mut p, &r), Outcome::Held);
         assert_eq!(p.state(id), Ok(SlotState::InFlight { sends_pending: 1 }));
-        let r = t.on_cqe(keys[0].0, keys[0].1, 0, NOTIF).unwrap().released.unwrap();
+        let r = t
+            .on_cqe(keys[0].0, keys[0].1, 0, NOTIF)
+            .unwrap()
+            .released
+            .unwrap();
         assert_eq!(apply(&mut p, &r), Outcome::Freed);
     }
 

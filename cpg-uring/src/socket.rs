@@ -22,7 +22,12 @@ fn udp_socket(nonblocking: bool) -> io::Result<OwnedFd> {
     if nonblocking {
         flags |= SocketFlags::NONBLOCK;
     }
-    Ok(rustix::net::socket_with(AddressFamily::INET, SocketType::DGRAM, flags, None)?)
+    Ok(rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        flags,
+        None,
+    )?)
 }
 
 /// Ask for `bytes` of receive and send buffer: the `*FORCE` options (root
@@ -71,7 +76,10 @@ pub(crate) fn bind_shared(addr: SocketAddrV4, bytes: usize) -> io::Result<(Owned
 }
 
 /// A plain nonblocking socket bound to `addr` (the syscall fallback).
-pub(crate) fn bind_exclusive(addr: SocketAddrV4, bytes: usize) -> io::Result<(OwnedFd, SocketAddrV4)> {
+pub(crate) fn bind_exclusive(
+    addr: SocketAddrV4,
+    bytes: usize,
+) -> io::Result<(OwnedFd, SocketAddrV4)> {
     let s = udp_socket(true)?;
     rustix::net::bind(&s, &addr)?;
     size_buffers(&s, bytes);
@@ -81,7 +89,11 @@ pub(crate) fn bind_exclusive(addr: SocketAddrV4, bytes: usize) -> io::Result<(Ow
 
 /// A socket bound to `local` (shared with the listening socket) and
 /// connected to `peer`.
-pub(crate) fn connect_peer(local: SocketAddrV4, peer: SocketAddrV4, bytes: usize) -> io::Result<OwnedFd> {
+pub(crate) fn connect_peer(
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+    bytes: usize,
+) -> io::Result<OwnedFd> {
     let s = udp_socket(false)?;
     sockopt::set_socket_reuseport(&s, true)?;
     rustix::net::bind(&s, &local)?;
@@ -104,7 +116,10 @@ mod tests {
         let (_b, b) = bind_shared(lo, 1 << 16).unwrap();
         assert_ne!(a.port(), b.port(), "port 0 must never share a port");
         // A second node on the same port is refused.
-        assert_eq!(bind_shared(a, 1 << 16).err().map(|e| e.kind()), Some(io::ErrorKind::AddrInUse));
+        assert_eq!(
+            bind_shared(a, 1 << 16).err().map(|e| e.kind()),
+            Some(io::ErrorKind::AddrInUse)
+        );
         // The per-peer socket shares it.
         let c = connect_peer(a, b, 1 << 16).unwrap();
         assert_eq!(local_addr(&c).unwrap(), a);

@@ -24,7 +24,10 @@ struct Inner {
 impl Waker {
     pub(crate) fn new() -> io::Result<Waker> {
         let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC)?;
-        Ok(Waker(Arc::new(Inner { fd, pending: AtomicBool::new(false) })))
+        Ok(Waker(Arc::new(Inner {
+            fd,
+            pending: AtomicBool::new(false),
+        })))
     }
 
     /// Wake the loop (cheap when a wake is already pending).
