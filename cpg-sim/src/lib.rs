@@ -1286,46 +1286,77 @@ impl Sim {
     /// every node sees the same members in each group as the processes
     /// expect.
     pub fn convergence_gap(&self) -> Option<String> {
+        let gaps = self.convergence_gaps(true);
+        gaps.into_iter().next()
+    }
+
+    /// Every reason the cluster has not converged (first of each kind; all
+    /// of them when `first_only` is false).
+    pub fn convergence_gaps(&self, first_only: bool) -> Vec<String> {
+        let mut gaps = Vec::new();
         let live = self.live_nodes();
         if live.is_empty() {
-            return Some("no live node".into());
+            gaps.push("no live node".to_string());
+            return gaps;
         }
         let mut ring = None;
         for &n in &live {
             let e = self.engine(n).expect("live");
             if e.state() != State::Operational {
-                return Some(format!("node {n} is {:?}", e.state()));
+                gaps.push(format!("node {n} is {:?}", e.state()));
+                break;
             }
             if e.members() != &live[..] {
-                return Some(format!("node {n} ring {} members {:?}, live {:?}", e.ring_id(), e.members(), live));
+                gaps.push(format!("node {n} ring {} members {:?}, live {:?}", e.ring_id(), e.members(), live));
+                break;
             }
             match ring {
                 None => ring = Some(e.ring_id()),
-                Some(r) if r != e.ring_id() => return Some(format!("node {n} in ring {}, others in {r}", e.ring_id())),
+                Some(r) if r != e.ring_id() => {
+                    gaps.push(format!("node {n} in ring {}, others in {r}", e.ring_id()));
+                    break;
+                }
                 _ => {}
             }
         }
-        for &n in &live {
+        if first_only && !gaps.is_empty() {
+            return gaps;
+        }
+        'procs: for &n in &live {
             let node = self.node(n);
             for p in &node.procs {
                 if p.pending.is_some() {
-                    return Some(format!("{n}/{} has a message waiting for TRY_AGAIN retry", p.pid));
+                    gaps.push(format!("{n}/{} has a message waiting for TRY_AGAIN retry", p.pid));
+                    break 'procs;
                 }
                 for (g, st) in &p.groups {
                     if matches!(st, GroupStatus::WantJoin | GroupStatus::WantLeave) {
-                        return Some(format!("{n}/{} still has to submit {st:?} for {g:?}", p.pid));
+                        gaps.push(format!("{n}/{} still has to submit {st:?} for {g:?}", p.pid));
+                        break 'procs;
                     }
                 }
             }
+        }
+        if first_only && !gaps.is_empty() {
+            return gaps;
+        }
+        for &n in &live {
             let own = self.checkers.fifo.undelivered_own(n);
             if !own.is_empty() {
-                return Some(format!("node {n}: {} accepted messages not yet delivered to their sender, first {}", own.len(), own[0]));
+                gaps.push(format!("node {n}: {} accepted messages not yet delivered to their sender, first {}", own.len(), own[0]));
+                break;
             }
         }
-        if let Err(e) = self.checkers.vs.regular_sets_agree(&live) {
-            return Some(e);
+        if first_only && !gaps.is_empty() {
+            return gaps;
         }
-        for (gi, g) in self.groups.iter().enumerate() {
+        if let Err(e) = self.checkers.vs.regular_sets_agree(&live) {
+            gaps.push(e);
+            if first_only {
+                return gaps;
+            }
+        }
+        'groups: for (gi, g) in self.groups.iter().enumerate() {
             let mut expect: Vec<MemberAddr> = Vec::new();
             for &n in &live {
                 for p in &self.node(n).procs {
@@ -1338,11 +1369,13 @@ impl Sim {
             for &n in &live {
                 let got = self.engine(n).expect("live").group_members(g);
                 if got != expect {
-                    return Some(format!("node {n}: group {g:?} members {got:?}, expected {expect:?}"));
+                    let fmt_m = |v: &[MemberAddr]| v.iter().map(|m| format!("{}/{}", m.nodeid, m.pid)).collect::<Vec<_>>().join(",");
+                    gaps.push(format!("node {n}: group {g:?} members [{}], expected [{}]", fmt_m(&got), fmt_m(&expect)));
+                    break 'groups;
                 }
             }
         }
-        None
+        gaps
     }
 
     /// Liveness phase: stop new messages, run until [`Sim::convergence_gap`]
@@ -1355,7 +1388,7 @@ impl Sim {
         let start = self.now;
         let ok = self.run_until(bound, |s| s.convergence_gap().is_none())?;
         if !ok {
-            let gap = self.convergence_gap().unwrap_or_default();
+            let gap = self.convergence_gaps(false).join("; also: ");
             let kind = if gap.contains("not yet delivered to their sender") {
                 ViolationKind::NotSelfDelivered
             } else if gap.contains(" delivered ") && gap.contains("ring ") {
