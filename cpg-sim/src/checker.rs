@@ -742,6 +742,14 @@ impl FifoChecker {
     pub fn undelivered_own(&self, node: NodeId) -> Vec<MsgKey> {
         self.own_pending.get(&node).map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
+    /// Nodes (current incarnations) that delivered `key`.
+    pub fn delivered_by(&self, key: &MsgKey) -> Vec<NodeId> {
+        self.seen.iter().filter(|(_, s)| s.contains(key)).map(|(n, _)| *n).collect()
+    }
+    /// What was accepted for `key`.
+    pub fn sent(&self, key: &MsgKey) -> Option<&Sent> {
+        self.accepted.get(key)
+    }
     /// Accepted messages in total.
     pub fn accepted_count(&self) -> usize {
         self.accepted.len()

@@ -137,6 +137,10 @@ pub struct SimOptions {
     pub seq_base: u32,
     /// Give up (a `Runaway` violation) after this many steps.
     pub max_steps: u64,
+    /// Override `Config::send_queue_frames` (small values exercise TRY_AGAIN).
+    pub send_queue_frames: Option<usize>,
+    /// Override `Config::fail_recv_const` (small values exercise failed-to-receive).
+    pub fail_recv_const: Option<u32>,
 }
 
 impl SimOptions {
@@ -157,6 +161,8 @@ impl SimOptions {
             trace_packets: false,
             seq_base: 0,
             max_steps: 20_000_000,
+            send_queue_frames: None,
+            fail_recv_const: None,
         }
     }
 
@@ -198,7 +204,7 @@ impl SimOptions {
             start_spread: Duration::from_millis(if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1..1_500) }),
             faults,
             workload,
-            safety_duration: Duration::from_millis(6_000),
+            safety_duration: Duration::from_millis(8_000),
             converge_bound: Duration::from_millis(30_000),
             restart_mode: RestartMode::Persisted,
             cluster_id: 0x5157,
@@ -207,6 +213,8 @@ impl SimOptions {
             trace_packets: false,
             seq_base: if rng.gen_bool(0.15) { u32::MAX - rng.gen_range(0..3_000) } else { 0 },
             max_steps: 5_000_000,
+            send_queue_frames: if rng.gen_bool(0.3) { Some(rng.gen_range(8..200)) } else { None },
+            fail_recv_const: if rng.gen_bool(0.2) { Some(rng.gen_range(20..200)) } else { None },
         }
     }
 }
@@ -417,6 +425,12 @@ impl Sim {
         for (i, &id) in ids.iter().enumerate() {
             let mut config = Config::fast(id, &ids);
             config.cluster_id = opts.cluster_id;
+            if let Some(q) = opts.send_queue_frames {
+                config.send_queue_frames = q;
+            }
+            if let Some(f) = opts.fail_recv_const {
+                config.fail_recv_const = f;
+            }
             if let Some(t) = opts.config_tweak {
                 t(&mut config);
             }
@@ -1343,7 +1357,15 @@ impl Sim {
         for &n in &live {
             let own = self.checkers.fifo.undelivered_own(n);
             if !own.is_empty() {
-                gaps.push(format!("node {n}: {} accepted messages not yet delivered to their sender, first {}", own.len(), own[0]));
+                let sent = self.checkers.fifo.sent(&own[0]);
+                gaps.push(format!(
+                    "node {n}: {} accepted messages not yet delivered to their sender, first {} ({} bytes {:?}, delivered by nodes {:?})",
+                    own.len(),
+                    own[0],
+                    sent.map_or(0, |s| s.len),
+                    sent.map(|s| s.guarantee),
+                    self.checkers.fifo.delivered_by(&own[0])
+                ));
                 break;
             }
         }
