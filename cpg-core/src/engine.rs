@@ -493,6 +493,10 @@ impl<F: FrameBuf> Engine<F> {
     pub fn poll_timeout(&self) -> Option<crate::Instant> {
         self.totem.poll_timeout()
     }
+    /// A one-line dump of the Totem state (failure reports, debugging).
+    pub fn debug_line(&self) -> alloc::string::String {
+        self.totem.debug_line()
+    }
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.totem.stats

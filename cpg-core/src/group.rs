@@ -367,7 +367,7 @@ impl Groups {
         self.ring_id = sync.ring_id;
         self.ring_members = sync.members.clone();
         out.push_back(Event::TotemConfChg { ring_id: sync.ring_id, members: sync.members });
-        totem.trans_ack();
+        totem.trans_ack(sync.ring_id);
     }
 
     fn confchg<F>(

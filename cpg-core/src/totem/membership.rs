@@ -119,13 +119,20 @@ impl<F: FrameBuf> Totem<F> {
         if sets::contains(&self.fail_set, sender) {
             return;
         }
-        sets::union_into(&mut self.proc_set, &jproc);
+        let mut changed = sets::union_into(&mut self.proc_set, &jproc);
         if sets::contains(&jfail, self.me) {
-            sets::insert(&mut self.fail_set, sender); // it cannot hear me: symmetric
+            changed |= sets::insert(&mut self.fail_set, sender); // it cannot hear me: symmetric
         } else if sets::contains(&self.memb, sender) {
-            sets::union_into(&mut self.fail_set, &jfail); // trust only my old ring's reports
+            changed |= sets::union_into(&mut self.fail_set, &jfail); // trust only my old ring's reports
         }
-        self.gather_enter(now);
+        // [we] Re-broadcast only when my view changed: Corosync re-enters
+        // GATHER (and multicasts a JOIN) on every such JOIN, so two nodes
+        // whose views differ in a way neither adopts answer each other's
+        // JOINs forever, a storm that grows with every node. The join timer
+        // still resends my view every `join` ms.
+        if changed || self.state != State::Gather {
+            self.gather_enter(now);
+        }
     }
 
     /// §5.3.

@@ -245,6 +245,40 @@ impl<F: FrameBuf> Totem<F> {
         self.persists.pop_front()
     }
 
+    /// A one-line dump of the protocol state, for simulator failure reports.
+    pub(crate) fn debug_line(&self) -> alloc::string::String {
+        alloc::format!(
+            "{:?} ring {} old {} memb {:?} new {:?} trans {:?} proc {:?} fail {:?} cons {:?} | reg aru {} high {} deliv {} rel {} | rec aru {} high {} | retrans_q {} install {} flg_cnt {} rot {} recv_flg {} set_flg {} | tok_seq {} held {} discard {} q {} sync_q {} wait_ack {}",
+            self.state,
+            self.my_ring_id,
+            self.my_old_ring_id,
+            self.memb.as_slice(),
+            self.new_memb.as_slice(),
+            self.trans_memb.as_slice(),
+            self.proc_set.as_slice(),
+            self.fail_set.as_slice(),
+            self.consensus.as_slice(),
+            self.regular.aru,
+            self.regular.high_seq,
+            self.regular.high_delivered,
+            self.regular.released(),
+            self.recovery.aru,
+            self.recovery.high_seq,
+            self.retrans_queue.len(),
+            self.my_install_seq,
+            self.my_retrans_flg_count,
+            self.my_rotation_counter,
+            self.my_received_flg,
+            self.my_set_retrans_flg,
+            self.my_token_seq,
+            self.token_held,
+            self.token_discard,
+            self.send_queue.frames_estimate(self.frame_payload_cap()),
+            self.sync_queue.frames_estimate(self.frame_payload_cap()),
+            self.waiting_trans_ack,
+        )
+    }
+
     // ---- inputs ----------------------------------------------------------
 
     pub(crate) fn handle_packet(&mut self, now: Instant, from: NodeId, frame: F) {
@@ -392,15 +426,19 @@ impl<F: FrameBuf> Totem<F> {
         Ok(())
     }
 
-    /// The layer above finished its post-change sync: normal sends resume.
     /// A new regular configuration: sync messages queued for an earlier
     /// one are stale.
     pub(crate) fn clear_sync_queue(&mut self) {
         self.sync_queue = SendQueue::default();
     }
 
-    pub(crate) fn trans_ack(&mut self) {
-        self.waiting_trans_ack = false;
+    /// The layer above finished the sync of `ring`. A sync of an older
+    /// ring can complete while its last messages are delivered at the next
+    /// installation; that must not release the new ring's sync.
+    pub(crate) fn trans_ack(&mut self, ring: RingId) {
+        if ring == self.my_ring_id {
+            self.waiting_trans_ack = false;
+        }
     }
 
     /// Clean shutdown: multicast a LEAVE, then ignore everything.

@@ -83,6 +83,8 @@ impl<F: FrameBuf> Totem<F> {
 
     /// The commit token came back to its creator in RECOVERY: start the ring.
     pub(super) fn originate_orf_token(&mut self, now: Instant) {
+        // The flag is ours to clear once our copies are sent.
+        self.my_set_retrans_flg = !self.retrans_queue.is_empty();
         let t = TokenRepr {
             ring_id: self.my_ring_id,
             token_seq: 0,
