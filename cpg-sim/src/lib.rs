@@ -43,7 +43,10 @@ use payload::MsgKey;
 
 /// The replay command printed with every sweep failure.
 pub fn replay_command(seed: u64) -> String {
-    format!("CPG_SIM_SEED={seed} cargo test -p cpg-sim --release --test sweep -- --nocapture")
+    format!(
+        "CPG_SIM_SEED={seed} cargo test -p cpg-sim --release --test sweep -- --nocapture\n\
+         story:  cargo run --release -p cpg-sim -- --swarm --seed {seed} [--trace]"
+    )
 }
 
 /// Seeds to run: `CPG_SIM_SEED=n` → just `n`; else `CPG_SIM_SEEDS` seeds
@@ -212,7 +215,7 @@ impl SimOptions {
             config_tweak: None,
             trace_packets: false,
             seq_base: if rng.gen_bool(0.15) { u32::MAX - rng.gen_range(0..3_000) } else { 0 },
-            max_steps: 5_000_000,
+            max_steps: 3_000_000,
             send_queue_frames: if rng.gen_bool(0.3) { Some(rng.gen_range(8..200)) } else { None },
             fail_recv_const: if rng.gen_bool(0.2) { Some(rng.gen_range(20..200)) } else { None },
         }
@@ -1063,7 +1066,7 @@ impl Sim {
             .min();
         let act = self.actions.keys().next().map(|&(t, s)| (t, 2u8, s));
         let Some((t, class, key)) = [net, timer, act].into_iter().flatten().min() else { return Ok(false) };
-        if self.counters.steps >= self.opts.max_steps || self.net.in_flight() > 2_000_000 {
+        if self.counters.steps >= self.opts.max_steps || self.net.in_flight() > 100_000 {
             let states: Vec<String> = self
                 .nodes
                 .iter()
