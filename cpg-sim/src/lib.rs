@@ -207,7 +207,7 @@ impl SimOptions {
             start_spread: Duration::from_millis(if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1..1_500) }),
             faults,
             workload,
-            safety_duration: Duration::from_millis(8_000),
+            safety_duration: Duration::from_millis(30_000),
             converge_bound: Duration::from_millis(30_000),
             restart_mode: RestartMode::Persisted,
             cluster_id: 0x5157,
@@ -1066,7 +1066,9 @@ impl Sim {
             .min();
         let act = self.actions.keys().next().map(|&(t, s)| (t, 2u8, s));
         let Some((t, class, key)) = [net, timer, act].into_iter().flatten().min() else { return Ok(false) };
-        if self.counters.steps >= self.opts.max_steps || self.net.in_flight() > 100_000 {
+        let n = self.nodes.len();
+        let in_flight_max = (8 * n * n * n).max(100_000);
+        if self.counters.steps >= self.opts.max_steps || self.net.in_flight() > in_flight_max {
             let states: Vec<String> = self
                 .nodes
                 .iter()
