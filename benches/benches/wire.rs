@@ -18,7 +18,7 @@ fn wire_benches(c: &mut Criterion) {
         let mut out = vec![0u8; buf.len()];
         b.iter(|| wire::emit_frame(1, 0, black_box(&mcast), &mut out).unwrap())
     });
-    let mut t = TokenRepr { ring_id: ring, token_seq: 9, seq: 100, aru: 90, aru_addr: 2, fcc: 3, backlog: 4, retrans_flg: false, rtr: heapless::Vec::new() };
+    let mut t = TokenRepr { ring_id: ring, token_seq: 9, seq: 100, aru: 90, aru_addr: 2, fcc: 3, backlog: 4, retrans_flg: false, target: 2, rtr: heapless::Vec::new() };
     for s in 0..10 {
         t.rtr.push(RtrEntry { ring_id: ring, seq: 91 + s }).unwrap();
     }

@@ -94,6 +94,7 @@ impl<F: FrameBuf> Totem<F> {
             fcc: 0,
             backlog: 0,
             retrans_flg: !self.retrans_queue.is_empty(),
+            target: self.me,
             rtr: heapless::Vec::new(),
         };
         self.on_orf_token(now, t);

@@ -78,7 +78,7 @@ impl<F: FrameBuf> Totem<F> {
             self.stats.dropped_stale += 1;
             return;
         }
-        if t.ring_id != self.my_ring_id || !seq_lt(self.my_token_seq, t.token_seq) {
+        if t.ring_id != self.my_ring_id || t.target != self.me || !seq_lt(self.my_token_seq, t.token_seq) {
             self.stats.dropped_stale += 1;
             return;
         }
@@ -133,6 +133,7 @@ impl<F: FrameBuf> Totem<F> {
         }
         let hold = self.is_rep() && self.token_held;
         let successor = self.successor(&self.memb_for_token());
+        t.target = successor;
         self.send_token(now, successor, &Packet::Token(t), hold);
         if hold {
             self.stats.token_holds += 1;

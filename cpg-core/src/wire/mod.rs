@@ -316,9 +316,10 @@ mod strategies {
             fcc in any::<u32>(),
             backlog in any::<u32>(),
             retrans_flg in any::<bool>(),
+            target in any::<u32>(),
             rtr in vec(rtr_entry(), 0..=crate::limits::RTR_MAX),
         ) -> TokenRepr {
-            TokenRepr { ring_id, token_seq, seq, aru, aru_addr, fcc, backlog, retrans_flg, rtr: rtr.into_iter().collect() }
+            TokenRepr { ring_id, token_seq, seq, aru, aru_addr, fcc, backlog, retrans_flg, target, rtr: rtr.into_iter().collect() }
         }
     }
 

@@ -17,7 +17,8 @@ mod field {
     pub(super) const RETRANS_FLG: usize = 36;
     pub(super) const RTR_COUNT: usize = 37;
     pub(super) const RESERVED: Field = 38..40;
-    pub(super) const RTR: Rest = 40..;
+    pub(super) const TARGET: Field = 40..44;
+    pub(super) const RTR: Rest = 44..;
 }
 
 /// Fields of one retransmit request.
@@ -33,7 +34,7 @@ pub const TOKEN_FIXED_LEN: usize = field::RTR.start;
 /// Bytes per retransmit request.
 pub const RTR_ENTRY_LEN: usize = rtr_field::SEQ.end;
 
-static_assertions::const_assert_eq!(TOKEN_FIXED_LEN, 40);
+static_assertions::const_assert_eq!(TOKEN_FIXED_LEN, 44);
 static_assertions::const_assert_eq!(RTR_ENTRY_LEN, 16);
 static_assertions::const_assert!(RTR_MAX <= u8::MAX as usize);
 
@@ -65,6 +66,12 @@ pub struct TokenRepr {
     pub backlog: u32,
     /// Recovery: someone still has old-ring copies queued.
     pub retrans_flg: bool,
+    /// The node this copy is addressed to (the sender's successor). A token
+    /// delivered anywhere else is dropped: without it a misdirected or
+    /// replayed token, with a `token_seq` above the receiver's last one,
+    /// would be accepted and two nodes would assign the same seqs
+    /// (Corosync's header carries `target_nodeid` for the same reason).
+    pub target: NodeId,
     /// Retransmit requests.
     pub rtr: heapless::Vec<RtrEntry, RTR_MAX>,
 }
@@ -103,6 +110,7 @@ impl TokenRepr {
             fcc: get_u32(body, field::FCC),
             backlog: get_u32(body, field::BACKLOG),
             retrans_flg,
+            target: get_u32(body, field::TARGET),
             rtr,
         })
     }
@@ -130,6 +138,7 @@ impl TokenRepr {
         // RTR_MAX fits a u8 (asserted above).
         put_u8(out, field::RTR_COUNT, self.rtr.len() as u8);
         put_zero(out, field::RESERVED);
+        put_u32(out, field::TARGET, self.target);
         let list = out.get_mut(field::RTR).unwrap_or(&mut []);
         for (e, r) in list.chunks_exact_mut(RTR_ENTRY_LEN).zip(self.rtr.iter()) {
             put_ring_id(e, rtr_field::RING_ID, r.ring_id);
@@ -150,8 +159,8 @@ mod tests {
 
     /// TOKEN from node 2: ring 1.4, token_seq 7, seq 0x10, aru 0x0e by node 3,
     /// fcc 5, backlog 6, retrans_flg set, one request (ring 1.4, seq 0x0f).
-    static TOKEN_BYTES: [u8; 80] = [
-        0xC7, 0xC9, 0x01, 0x00, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x38, 0x00, 0x00, 0x00, //
+    static TOKEN_BYTES: [u8; 84] = [
+        0xC7, 0xC9, 0x01, 0x00, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x3C, 0x00, 0x00, 0x00, //
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
         0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // ring id
         0x07, 0x00, 0x00, 0x00, // token_seq
@@ -161,6 +170,7 @@ mod tests {
         0x05, 0x00, 0x00, 0x00, // fcc
         0x06, 0x00, 0x00, 0x00, // backlog
         0x01, 0x01, 0x00, 0x00, // retrans_flg, rtr_count, reserved
+        0x03, 0x00, 0x00, 0x00, // target
         0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0F, 0x00, 0x00, 0x00,
     ];
 
@@ -179,6 +189,7 @@ mod tests {
             fcc: 5,
             backlog: 6,
             retrans_flg: true,
+            target: 3,
             rtr,
         }
     }
@@ -197,14 +208,14 @@ mod tests {
 
     #[test]
     fn construct() {
-        let mut buf = [0xFF; 80];
-        assert_eq!(emit_frame(2, CLUSTER, &Packet::Token(repr()), &mut buf), Ok(80));
+        let mut buf = [0xFF; 84];
+        assert_eq!(emit_frame(2, CLUSTER, &Packet::Token(repr()), &mut buf), Ok(84));
         assert_eq!(buf, TOKEN_BYTES);
-        let mut body = [0xFF; 56];
-        assert_eq!(repr().buffer_len(), 56);
-        assert_eq!(repr().emit(&mut body), Ok(56));
+        let mut body = [0xFF; 60];
+        assert_eq!(repr().buffer_len(), 60);
+        assert_eq!(repr().emit(&mut body), Ok(60));
         assert_eq!(body[..], TOKEN_BYTES[BODY..]);
-        assert_eq!(repr().emit(&mut body[..55]), Err(WireError::BufferTooSmall));
+        assert_eq!(repr().emit(&mut body[..59]), Err(WireError::BufferTooSmall));
     }
 
     #[test]
@@ -218,11 +229,11 @@ mod tests {
 
     #[test]
     fn truncated() {
-        let short = &TOKEN_BYTES[BODY..BODY + 39];
-        assert_eq!(TokenRepr::parse(short), Err(WireError::Truncated { needed: 40, got: 39 }));
-        let mut f = TOKEN_BYTES[..BODY + 39].to_vec();
+        let short = &TOKEN_BYTES[BODY..BODY + 43];
+        assert_eq!(TokenRepr::parse(short), Err(WireError::Truncated { needed: 44, got: 43 }));
+        let mut f = TOKEN_BYTES[..BODY + 43].to_vec();
         fix_body_len(&mut f);
-        assert_eq!(parse(&f), Err(WireError::Truncated { needed: 64, got: 63 }));
+        assert_eq!(parse(&f), Err(WireError::Truncated { needed: 68, got: 67 }));
     }
 
     #[test]
@@ -232,21 +243,21 @@ mod tests {
         assert_eq!(parse(&f), Err(WireError::LengthMismatch));
         f[BODY + 37] = 0;
         assert_eq!(parse(&f), Err(WireError::LengthMismatch));
-        f.truncate(BODY + 40);
+        f.truncate(BODY + 44);
         fix_body_len(&mut f);
         assert!(matches!(parse(&f).unwrap().packet, Packet::Token(t) if t.rtr.is_empty()));
     }
 
     #[test]
     fn too_many_requests() {
-        let mut body = TOKEN_BYTES[BODY..BODY + 40].to_vec();
+        let mut body = TOKEN_BYTES[BODY..BODY + 44].to_vec();
         body[37] = 31;
         for _ in 0..31 {
-            body.extend_from_slice(&TOKEN_BYTES[BODY + 40..]);
+            body.extend_from_slice(&TOKEN_BYTES[BODY + 44..]);
         }
         assert_eq!(TokenRepr::parse(&body), Err(WireError::TooManyEntries));
         body[37] = 30;
-        body.truncate(40 + 30 * 16);
+        body.truncate(44 + 30 * 16);
         assert_eq!(TokenRepr::parse(&body).unwrap().rtr.len(), 30);
         body[37] = 0xFF;
         assert_eq!(TokenRepr::parse(&body), Err(WireError::TooManyEntries));
@@ -267,7 +278,7 @@ mod tests {
         f[BODY] = 0;
         assert_eq!(parse(&f), Err(WireError::Malformed));
         let mut f = TOKEN_BYTES.to_vec();
-        f[BODY + 40] = 0; // the request's ring
+        f[BODY + 44] = 0; // the request's ring
         assert_eq!(parse(&f), Err(WireError::Malformed));
     }
 
@@ -281,7 +292,7 @@ mod tests {
             p => panic!("{p:?}"),
         };
         assert_eq!(t.aru_addr, 0);
-        let mut again = [0; 80];
+        let mut again = [0; 84];
         emit_frame(2, CLUSTER, &Packet::Token(t), &mut again).unwrap();
         assert_eq!(again[BODY + 38], 0);
     }
