@@ -1,0 +1,1070 @@
+//! The node's shared state: one engine, the handle table, and the routing
+//! of engine events to handles. No protocol logic: the engine decides
+//! everything about groups and order; this module keeps Corosync's
+//! per-connection view (one group per handle, its join state) and the
+//! per-handle event queues.
+//!
+//! Locking: one mutex over the engine and the handle table. Callbacks run
+//! without it (a callback may multicast, query or finalize). Each handle
+//! has a condvar (for blocking dispatch) and an eventfd (readable while
+//! events are pending, or once the handle is gone).
+//!
+//! A transport drives the engine through [`NodeCore`]: packets and timer
+//! expiries in, transmits out. Application calls submit to the engine
+//! under the same lock and wake the transport so it sends what they queued.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use cpg_core::engine::{Engine, EngineOptions, Event, FrameBuf, Payload, Request, Transmit};
+use cpg_core::group::LocalState;
+use cpg_core::{CsError, GroupName, Guarantee, Instant, MemberAddr, NodeId, Reason, RingId};
+use rustix::event::EventfdFlags;
+
+use crate::cpg::{
+    ConfChg, Context, Cpg, Delivery, DispatchFlags, IterationDescription, IterationType, ModelV1,
+    ZcBuf, ZcSendError, ZcStorage,
+};
+use crate::state::RingSeqStore;
+
+/// CLOCK_MONOTONIC as an engine instant: the clock every transport uses
+/// (the io_uring driver arms absolute timeouts on it).
+pub fn monotonic_now() -> Instant {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// One transmit that read from a driver buffer (a zero-copy buffer): the
+/// buffer's address and length, and the bytes the send reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufSend {
+    /// Start address of the whole buffer.
+    pub buf_addr: usize,
+    /// Length of the whole buffer.
+    pub buf_len: usize,
+    /// Address of the bytes read from it.
+    pub read_addr: usize,
+    /// How many.
+    pub read_len: usize,
+}
+
+/// Fixed cost charged per queued event on top of its payload bytes.
+const EVENT_OVERHEAD: usize = 128;
+
+/// Allocates zero-copy buffers of the node's frame type.
+pub trait ZcAllocator<F>: Send + Sync {
+    /// A buffer with `len` payload bytes at `offset` (≥ `ZC_HEADROOM`),
+    /// headroom in front of it.
+    ///
+    /// # Errors
+    /// `TOO_BIG` above [`ZcAllocator::max_len`]; `TRY_AGAIN` when exhausted.
+    fn alloc(&self, len: usize) -> Result<(F, usize), CsError>;
+    /// Largest payload.
+    fn max_len(&self) -> usize;
+}
+
+/// Zero-copy buffers on the heap (`Arc<[u8]>`), for the loopback transport.
+#[derive(Debug, Clone, Copy)]
+pub struct HeapZc {
+    /// Largest payload.
+    pub max: usize,
+}
+
+impl ZcAllocator<Arc<[u8]>> for HeapZc {
+    fn alloc(&self, len: usize) -> Result<(Arc<[u8]>, usize), CsError> {
+        if len > self.max {
+            return Err(CsError::TooBig);
+        }
+        let h = cpg_core::limits::ZC_HEADROOM;
+        Ok((Arc::from(vec![0u8; h + len]), h))
+    }
+    fn max_len(&self) -> usize {
+        self.max
+    }
+}
+
+struct ZcFrame<F> {
+    buf: F,
+    start: usize,
+    len: usize,
+}
+
+impl<F: FrameBuf + Send + Sync + 'static> ZcStorage for ZcFrame<F> {
+    fn bytes(&self) -> &[u8] {
+        &self.buf.as_ref()[self.start..self.start + self.len]
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let (s, l) = (self.start, self.len);
+        // A ZcBuf never clones its buffer, so it is the only handle.
+        &mut self
+            .buf
+            .unique_mut()
+            .expect("a ZcBuf is the only handle to its buffer")[s..s + l]
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+/// What a handle's queue holds.
+enum HEvent<F> {
+    Deliver {
+        group: GroupName,
+        sender: MemberAddr,
+        guarantee: Guarantee,
+        payload: Payload<F>,
+    },
+    ConfChg(Arc<ConfChgData>),
+    Totem(Arc<(RingId, Vec<NodeId>)>),
+}
+
+struct ConfChgData {
+    group: GroupName,
+    members: Vec<MemberAddr>,
+    left: Vec<(MemberAddr, Reason)>,
+    joined: Vec<(MemberAddr, Reason)>,
+}
+
+impl<F> HEvent<F> {
+    fn cost(&self) -> usize {
+        EVENT_OVERHEAD
+            + match self {
+                HEvent::Deliver { payload, .. } => payload.range.len(),
+                HEvent::ConfChg(c) => 8 * (c.members.len() + c.left.len() + c.joined.len()),
+                HEvent::Totem(t) => 4 * t.1.len(),
+            }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HState {
+    JoinStarted,
+    Joined,
+    LeaveStarted,
+}
+
+struct HandleState<F> {
+    pid: u32,
+    flags: u32,
+    wants_totem: bool,
+    callbacks: Arc<Mutex<ModelV1>>,
+    context: Context,
+    group: Option<(GroupName, HState)>,
+    queue: VecDeque<HEvent<F>>,
+    bytes: usize,
+    evicted: bool,
+    fd: Arc<OwnedFd>,
+    signaled: bool,
+    cond: Arc<Condvar>,
+}
+
+impl<F> HandleState<F> {
+    fn signal(&mut self) {
+        if !self.signaled {
+            self.signaled = true;
+            let _ = rustix::io::write(&*self.fd, &1u64.to_ne_bytes());
+        }
+        self.cond.notify_all();
+    }
+    fn unsignal(&mut self) {
+        if self.signaled {
+            self.signaled = false;
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(&*self.fd, &mut b);
+        }
+    }
+}
+
+struct Slot<F> {
+    check: u32,
+    state: Option<HandleState<F>>,
+}
+
+struct Inner<F> {
+    engine: Engine<F>,
+    slots: Vec<Slot<F>>,
+    free: Vec<u32>,
+    /// Leaves (PROCDOWN) of finalized or evicted handles the engine refused
+    /// with TRY_AGAIN; retried at every step until accepted.
+    pending_leaves: Vec<(u32, GroupName)>,
+    store: Option<RingSeqStore>,
+    stopped: bool,
+    queue_cap: usize,
+    evictions: u64,
+}
+
+/// Counters of the handle layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Handles evicted as slow consumers.
+    pub evictions: u64,
+    /// Handles open now.
+    pub handles: usize,
+}
+
+/// The node state shared by its transport and its handles.
+pub(crate) struct Shared<F> {
+    inner: Mutex<Inner<F>>,
+    node_id: NodeId,
+    waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    zc: Arc<dyn ZcAllocator<F>>,
+    check_seed: AtomicU64,
+    record: Mutex<Option<Vec<BufSend>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+thread_local! {
+    /// (node, handle) pairs this thread is dispatching (a callback calling
+    /// dispatch on its own handle gets BUSY instead of a deadlock).
+    static DISPATCHING: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<F> Inner<F> {
+    fn slot_of(&self, h: u64) -> Option<usize> {
+        let idx = (h & 0xFFFF_FFFF) as usize;
+        let check = (h >> 32) as u32;
+        let s = self.slots.get(idx)?;
+        (check != 0 && s.check == check && s.state.is_some()).then_some(idx)
+    }
+    fn get(&self, h: u64) -> Result<&HandleState<F>, CsError> {
+        let i = self.slot_of(h).ok_or(CsError::BadHandle)?;
+        Ok(self.slots[i].state.as_ref().expect("slot_of checked"))
+    }
+    fn get_mut(&mut self, h: u64) -> Result<&mut HandleState<F>, CsError> {
+        let i = self.slot_of(h).ok_or(CsError::BadHandle)?;
+        Ok(self.slots[i].state.as_mut().expect("slot_of checked"))
+    }
+    /// The handle, live and usable: BAD_HANDLE if unknown, LIBRARY if
+    /// evicted or the node is stopped.
+    fn live(&mut self, h: u64) -> Result<&mut HandleState<F>, CsError> {
+        let stopped = self.stopped;
+        let s = self.get_mut(h)?;
+        if s.evicted || stopped {
+            return Err(CsError::Library);
+        }
+        Ok(s)
+    }
+}
+
+impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
+    /// Route every pending engine event to the handles, evict slow
+    /// consumers, retry refused leaves.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut any = false;
+            while let Some(ev) = self.engine.poll_event() {
+                any = true;
+                self.route(ev);
+            }
+            if !self.pending_leaves.is_empty() {
+                let pending = std::mem::take(&mut self.pending_leaves);
+                for (pid, group) in pending {
+                    let r = self.engine.submit(
+                        now,
+                        Request::Leave {
+                            pid,
+                            group: &group,
+                            reason: Reason::ProcDown,
+                        },
+                    );
+                    if r == Err(CsError::TryAgain) {
+                        self.pending_leaves.push((pid, group));
+                    } else {
+                        any = true;
+                    }
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn route(&mut self, ev: Event<F>) {
+        let me = self.engine.node_id();
+        match ev {
+            Event::Deliver {
+                group,
+                sender,
+                guarantee,
+                payload,
+            } => {
+                for i in 0..self.slots.len() {
+                    let hit = matches!(&self.slots[i].state, Some(s) if !s.evicted && matches!(&s.group, Some((g, HState::Joined | HState::LeaveStarted)) if *g == group));
+                    if hit {
+                        let ev = HEvent::Deliver {
+                            group: group.clone(),
+                            sender,
+                            guarantee,
+                            payload: payload.clone(),
+                        };
+                        self.push(i, ev);
+                    }
+                }
+            }
+            Event::ConfChg {
+                group,
+                members,
+                left,
+                joined,
+            } => {
+                let data = Arc::new(ConfChgData {
+                    group,
+                    members,
+                    left,
+                    joined,
+                });
+                let totem = self.engine.groups().totem_conf();
+                let totem = Arc::new((totem.0, totem.1.to_vec()));
+                for i in 0..self.slots.len() {
+                    let Some(s) = self.slots[i].state.as_mut() else {
+                        continue;
+                    };
+                    if s.evicted {
+                        continue;
+                    }
+                    let Some((g, st)) = s.group.as_mut() else {
+                        continue;
+                    };
+                    if *g != data.group {
+                        continue;
+                    }
+                    let mine = MemberAddr {
+                        nodeid: me,
+                        pid: s.pid,
+                    };
+                    let mut initial_totem = false;
+                    match st {
+                        HState::JoinStarted => {
+                            if !data
+                                .joined
+                                .iter()
+                                .any(|(m, r)| *m == mine && *r == Reason::Join)
+                            {
+                                continue;
+                            }
+                            *st = HState::Joined;
+                            initial_totem =
+                                s.flags & crate::cpg::MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0;
+                        }
+                        HState::Joined => {}
+                        HState::LeaveStarted => {
+                            if data.left.iter().any(|(m, _)| *m == mine) {
+                                s.group = None;
+                            }
+                        }
+                    }
+                    self.push(i, HEvent::ConfChg(data.clone()));
+                    if initial_totem {
+                        self.push(i, HEvent::Totem(totem.clone()));
+                    }
+                }
+            }
+            Event::TotemConfChg { ring_id, members } => {
+                let data = Arc::new((ring_id, members.to_vec()));
+                for i in 0..self.slots.len() {
+                    if matches!(&self.slots[i].state, Some(s) if s.wants_totem && !s.evicted) {
+                        self.push(i, HEvent::Totem(data.clone()));
+                    }
+                }
+            }
+            Event::Config(_) | Event::FlowControl(_) | Event::Trace(_) => {}
+        }
+    }
+
+    /// Queue an event on slot `i`, or evict the handle if its queue is over
+    /// the cap (an empty queue always takes one event).
+    fn push(&mut self, i: usize, ev: HEvent<F>) {
+        let cap = self.queue_cap;
+        let Some(s) = self.slots[i].state.as_mut() else {
+            return;
+        };
+        if s.evicted {
+            return;
+        }
+        let cost = ev.cost();
+        if !s.queue.is_empty() && s.bytes + cost > cap {
+            s.evicted = true;
+            s.queue.clear();
+            s.bytes = 0;
+            if let Some((g, HState::JoinStarted | HState::Joined)) = s.group.take() {
+                self.pending_leaves.push((s.pid, g));
+            }
+            s.signal();
+            self.evictions += 1;
+            return;
+        }
+        s.bytes += cost;
+        s.queue.push_back(ev);
+        s.signal();
+    }
+
+    fn pop(&mut self, h: u64) -> Option<HEvent<F>> {
+        let s = self.get_mut(h).ok()?;
+        let ev = s.queue.pop_front()?;
+        s.bytes -= ev.cost();
+        if s.queue.is_empty() {
+            s.unsignal();
+        }
+        Some(ev)
+    }
+}
+
+impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
+    pub(crate) fn new(
+        engine_config: cpg_core::limits::Config,
+        store: Option<RingSeqStore>,
+        queue_cap: usize,
+        zc: Arc<dyn ZcAllocator<F>>,
+    ) -> Result<Arc<Shared<F>>, crate::node::StartError> {
+        let initial = match &store {
+            Some(s) => s.initial_ring_seq()?,
+            None => 1,
+        };
+        let node_id = engine_config.node_id;
+        let engine = Engine::new(
+            engine_config,
+            EngineOptions::default(),
+            initial,
+            Instant::ZERO,
+        )
+        .map_err(crate::node::StartError::Engine)?;
+        let hasher = std::collections::hash_map::RandomState::new();
+        Ok(Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                engine,
+                slots: Vec::new(),
+                free: Vec::new(),
+                pending_leaves: Vec::new(),
+                store,
+                stopped: false,
+                queue_cap,
+                evictions: 0,
+            }),
+            node_id,
+            waker: Mutex::new(None),
+            zc,
+            check_seed: AtomicU64::new(0),
+            record: Mutex::new(None),
+            hasher,
+        }))
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        monotonic_now()
+    }
+
+    fn wake(&self) {
+        let w = lock(&self.waker).clone();
+        if let Some(w) = w {
+            w();
+        }
+    }
+
+    fn random_check(&self) -> u32 {
+        loop {
+            let mut h = self.hasher.build_hasher();
+            h.write_u64(self.check_seed.fetch_add(1, Ordering::Relaxed));
+            h.write_u64(monotonic_now().0);
+            let v = h.finish() as u32;
+            if v != 0 && v != u32::MAX {
+                return v;
+            }
+        }
+    }
+
+    fn key(&self) -> usize {
+        self as *const Self as *const u8 as usize
+    }
+
+    /// Run `f` on the engine under the lock, then route events and wake the
+    /// transport (it sends whatever `f` queued).
+    fn submit_with<R>(&self, f: impl FnOnce(&mut Inner<F>, Instant) -> R) -> R {
+        let now = self.now();
+        let r = {
+            let mut g = lock(&self.inner);
+            let r = f(&mut g, now);
+            g.pump(now);
+            r
+        };
+        self.wake();
+        r
+    }
+
+    // ---- for transports (through NodeCore) ------------------------------
+
+    pub(crate) fn set_waker(&self, w: Arc<dyn Fn() + Send + Sync>) {
+        *lock(&self.waker) = Some(w);
+    }
+
+    pub(crate) fn handle_packet(&self, from: NodeId, frame: F) {
+        let now = self.now();
+        let mut g = lock(&self.inner);
+        g.engine.handle_packet(now, from, frame);
+        g.pump(now);
+    }
+
+    pub(crate) fn handle_timeout(&self) {
+        let now = self.now();
+        let mut g = lock(&self.inner);
+        if g.engine.poll_timeout().is_some_and(|t| t <= now) {
+            g.engine.handle_timeout(now);
+        }
+        g.pump(now);
+    }
+
+    pub(crate) fn poll_outputs(&self, send: &mut dyn FnMut(Transmit<F>)) -> Option<Instant> {
+        let mut g = lock(&self.inner);
+        while let Some(seq) = g.engine.poll_persist() {
+            if let Some(store) = &g.store {
+                if let Err(e) = store.store(seq) {
+                    eprintln!(
+                        "cpg node {}: cannot persist ring seq {seq}: {e}",
+                        self.node_id
+                    );
+                }
+            }
+        }
+        let mut record = lock(&self.record);
+        while let Some(t) = g.engine.poll_transmit() {
+            if let (Some(rec), Some(b)) = (record.as_mut(), t.frame.buf()) {
+                let (bp, bl) = (b.as_ref().as_ptr() as usize, b.as_ref().len());
+                for seg in t.frame.segments() {
+                    let (p, l) = (seg.as_ptr() as usize, seg.len());
+                    if l > 0 && p >= bp && p < bp + bl {
+                        rec.push(BufSend {
+                            buf_addr: bp,
+                            buf_len: bl,
+                            read_addr: p,
+                            read_len: l,
+                        });
+                    }
+                }
+            }
+            send(t);
+        }
+        drop(record);
+        while g.engine.poll_release().is_some() {}
+        g.engine.poll_timeout()
+    }
+
+    pub(crate) fn shutdown(&self, graceful: bool) {
+        let now = self.now();
+        let mut g = lock(&self.inner);
+        if graceful && !g.stopped {
+            g.engine.shutdown(now);
+        }
+        g.stopped = true;
+        for s in g.slots.iter_mut().filter_map(|s| s.state.as_mut()) {
+            s.signal();
+        }
+        drop(g);
+        self.wake();
+    }
+
+    pub(crate) fn with_engine<R>(&self, f: impl FnOnce(&Engine<F>) -> R) -> R {
+        f(&lock(&self.inner).engine)
+    }
+
+    pub(crate) fn record_buf_sends(&self, on: bool) {
+        *lock(&self.record) = on.then(Vec::new);
+    }
+
+    pub(crate) fn buf_sends(&self) -> Vec<BufSend> {
+        lock(&self.record).clone().unwrap_or_default()
+    }
+
+    pub(crate) fn stats(&self) -> NodeStats {
+        let g = lock(&self.inner);
+        NodeStats {
+            evictions: g.evictions,
+            handles: g.slots.iter().filter(|s| s.state.is_some()).count(),
+        }
+    }
+}
+
+/// The handle-facing operations, object safe so [`Cpg`] is not generic
+/// over the transport's buffer type.
+pub(crate) trait NodeOps: Send + Sync {
+    fn open(
+        &self,
+        pid: u32,
+        model: ModelV1,
+        context: Context,
+    ) -> Result<(u64, Arc<OwnedFd>), CsError>;
+    fn finalize(&self, h: u64) -> Result<(), CsError>;
+    fn check(&self, h: u64, local_only: bool) -> Result<(), CsError>;
+    fn dispatch(&self, cpg: &Cpg, h: u64, flags: DispatchFlags) -> Result<(), CsError>;
+    fn join(&self, h: u64, group: &GroupName) -> Result<(), CsError>;
+    fn leave(&self, h: u64, group: &GroupName) -> Result<(), CsError>;
+    fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError>;
+    fn membership(&self, h: u64, group: &GroupName) -> Result<Vec<MemberAddr>, CsError>;
+    fn local_get(&self, h: u64) -> Result<NodeId, CsError>;
+    fn flow_control(&self, h: u64) -> Result<bool, CsError>;
+    fn context_get(&self, h: u64) -> Result<Context, CsError>;
+    fn context_set(&self, h: u64, c: Context) -> Result<(), CsError>;
+    fn snapshot(
+        &self,
+        h: u64,
+        ty: IterationType,
+        group: Option<&GroupName>,
+    ) -> Result<Vec<IterationDescription>, CsError>;
+    fn zcb_alloc(&self, h: u64, size: usize) -> Result<ZcBuf, CsError>;
+    fn zcb_mcast(
+        &self,
+        h: u64,
+        guarantee: Guarantee,
+        buf: ZcBuf,
+        len: usize,
+    ) -> Result<(), ZcSendError>;
+}
+
+impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
+    fn open(
+        &self,
+        pid: u32,
+        model: ModelV1,
+        context: Context,
+    ) -> Result<(u64, Arc<OwnedFd>), CsError> {
+        let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|_| CsError::NoResources)?;
+        let fd = Arc::new(fd);
+        let check = self.random_check();
+        let mut g = lock(&self.inner);
+        if g.stopped {
+            return Err(CsError::Library);
+        }
+        let idx = match g.free.pop() {
+            Some(i) => i,
+            None => {
+                if g.slots.len() >= u32::MAX as usize {
+                    return Err(CsError::NoResources);
+                }
+                g.slots.push(Slot {
+                    check: 0,
+                    state: None,
+                });
+                (g.slots.len() - 1) as u32
+            }
+        };
+        let state = HandleState {
+            pid,
+            flags: model.flags,
+            wants_totem: model.totem_confchg.is_some(),
+            callbacks: Arc::new(Mutex::new(model)),
+            context,
+            group: None,
+            queue: VecDeque::new(),
+            bytes: 0,
+            evicted: false,
+            fd: fd.clone(),
+            signaled: false,
+            cond: Arc::new(Condvar::new()),
+        };
+        let slot = &mut g.slots[idx as usize];
+        slot.check = check;
+        slot.state = Some(state);
+        Ok(((u64::from(check) << 32) | u64::from(idx), fd))
+    }
+
+    fn finalize(&self, h: u64) -> Result<(), CsError> {
+        self.submit_with(|g, now| {
+            let i = g.slot_of(h).ok_or(CsError::BadHandle)?;
+            let slot = &mut g.slots[i];
+            slot.check = 0;
+            let mut s = slot.state.take().expect("slot_of checked");
+            g.free.push(i as u32);
+            if let Some((group, HState::JoinStarted | HState::Joined)) = s.group.take() {
+                if !s.evicted {
+                    let r = g.engine.submit(
+                        now,
+                        Request::Leave {
+                            pid: s.pid,
+                            group: &group,
+                            reason: Reason::ProcDown,
+                        },
+                    );
+                    if r == Err(CsError::TryAgain) {
+                        g.pending_leaves.push((s.pid, group));
+                    }
+                }
+            }
+            // wake pollers and blocked dispatchers: they find the handle gone
+            s.signaled = false;
+            s.signal();
+            Ok(())
+        })
+    }
+
+    fn check(&self, h: u64, local_only: bool) -> Result<(), CsError> {
+        let mut g = lock(&self.inner);
+        if local_only {
+            g.get(h).map(|_| ())
+        } else {
+            g.live(h).map(|_| ())
+        }
+    }
+
+    fn dispatch(&self, cpg: &Cpg, h: u64, flags: DispatchFlags) -> Result<(), CsError> {
+        let key = (self.key(), h);
+        let (callbacks, cond) = {
+            let mut g = lock(&self.inner);
+            let s = g.live(h)?;
+            (s.callbacks.clone(), s.cond.clone())
+        };
+        if DISPATCHING.with(|d| d.borrow().contains(&key)) {
+            return Err(CsError::Busy);
+        }
+        DISPATCHING.with(|d| d.borrow_mut().push(key));
+        struct Unmark((usize, u64));
+        impl Drop for Unmark {
+            fn drop(&mut self) {
+                DISPATCHING.with(|d| d.borrow_mut().retain(|k| *k != self.0));
+            }
+        }
+        let _unmark = Unmark(key);
+        let mut done = 0usize;
+        loop {
+            let ev = {
+                let mut g = lock(&self.inner);
+                loop {
+                    g.live(h)?;
+                    if let Some(ev) = g.pop(h) {
+                        break ev;
+                    }
+                    match flags {
+                        DispatchFlags::All => return Ok(()),
+                        DispatchFlags::OneNonblocking => {
+                            return if done == 0 {
+                                Err(CsError::TryAgain)
+                            } else {
+                                Ok(())
+                            };
+                        }
+                        DispatchFlags::One | DispatchFlags::Blocking => {
+                            g = cond.wait(g).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                }
+            };
+            // the callbacks' lock is held only while one runs: several
+            // threads may dispatch one handle (each event goes to one of them)
+            let mut cb = lock(&callbacks);
+            match &ev {
+                HEvent::Deliver {
+                    group,
+                    sender,
+                    guarantee,
+                    payload,
+                } => {
+                    if let Some(f) = cb.deliver.as_mut() {
+                        f(
+                            cpg,
+                            &Delivery {
+                                group,
+                                sender: *sender,
+                                guarantee: *guarantee,
+                                msg: payload.bytes(),
+                            },
+                        );
+                    }
+                }
+                HEvent::ConfChg(c) => {
+                    if let Some(f) = cb.confchg.as_mut() {
+                        f(
+                            cpg,
+                            &ConfChg {
+                                group: &c.group,
+                                members: &c.members,
+                                left: &c.left,
+                                joined: &c.joined,
+                            },
+                        );
+                    }
+                }
+                HEvent::Totem(t) => {
+                    if let Some(f) = cb.totem_confchg.as_mut() {
+                        f(cpg, t.0, &t.1);
+                    }
+                }
+            }
+            drop(cb);
+            drop(ev);
+            done += 1;
+            // finalized (or evicted) by the callback or another thread
+            lock(&self.inner).live(h)?;
+            if matches!(flags, DispatchFlags::One | DispatchFlags::OneNonblocking) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn join(&self, h: u64, group: &GroupName) -> Result<(), CsError> {
+        self.submit_with(|g, now| {
+            let s = g.live(h)?;
+            match s.group {
+                Some((_, HState::JoinStarted | HState::Joined)) => return Err(CsError::Exist),
+                Some((_, HState::LeaveStarted)) => return Err(CsError::TryAgain),
+                None => {}
+            }
+            let (pid, flags) = (s.pid, s.flags);
+            g.engine.submit(now, Request::Join { pid, group, flags })?;
+            g.live(h)?.group = Some((group.clone(), HState::JoinStarted));
+            Ok(())
+        })
+    }
+
+    fn leave(&self, h: u64, group: &GroupName) -> Result<(), CsError> {
+        self.submit_with(|g, now| {
+            let s = g.live(h)?;
+            match &s.group {
+                Some((joined, HState::JoinStarted | HState::Joined)) if joined == group => {}
+                _ => return Err(CsError::NotExist),
+            }
+            let pid = s.pid;
+            g.engine.submit(
+                now,
+                Request::Leave {
+                    pid,
+                    group,
+                    reason: Reason::Leave,
+                },
+            )?;
+            if let Some((_, st)) = g.live(h)?.group.as_mut() {
+                *st = HState::LeaveStarted;
+            }
+            Ok(())
+        })
+    }
+
+    fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
+        self.submit_with(|g, now| {
+            let max = g.engine.config().max_message_size;
+            let s = g.live(h)?;
+            let total: usize = iov.iter().map(|p| p.len()).sum();
+            if total > max {
+                return Err(CsError::TooBig);
+            }
+            let group = match &s.group {
+                Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
+                _ => return Err(CsError::NotExist),
+            };
+            let pid = s.pid;
+            g.engine.submit(
+                now,
+                Request::Mcast {
+                    pid,
+                    group: &group,
+                    guarantee,
+                    iov,
+                },
+            )
+        })
+    }
+
+    fn membership(&self, h: u64, group: &GroupName) -> Result<Vec<MemberAddr>, CsError> {
+        let mut g = lock(&self.inner);
+        g.live(h)?;
+        Ok(g.engine.groups().members(group))
+    }
+
+    fn local_get(&self, h: u64) -> Result<NodeId, CsError> {
+        self.check(h, false)?;
+        Ok(self.node_id)
+    }
+
+    fn flow_control(&self, h: u64) -> Result<bool, CsError> {
+        let mut g = lock(&self.inner);
+        g.live(h)?;
+        Ok(g.engine.flow_control_enabled())
+    }
+
+    fn context_get(&self, h: u64) -> Result<Context, CsError> {
+        Ok(lock(&self.inner).get(h)?.context.clone())
+    }
+
+    fn context_set(&self, h: u64, c: Context) -> Result<(), CsError> {
+        lock(&self.inner).get_mut(h)?.context = c;
+        Ok(())
+    }
+
+    fn snapshot(
+        &self,
+        h: u64,
+        ty: IterationType,
+        group: Option<&GroupName>,
+    ) -> Result<Vec<IterationDescription>, CsError> {
+        match (ty, group) {
+            (IterationType::OneGroup, Some(_))
+            | (IterationType::NameOnly | IterationType::All, None) => {}
+            _ => return Err(CsError::InvalidParam),
+        }
+        let mut g = lock(&self.inner);
+        g.live(h)?;
+        let groups = g.engine.groups();
+        let out = match ty {
+            IterationType::NameOnly => groups
+                .groups()
+                .map(|(name, _)| IterationDescription {
+                    group: name.clone(),
+                    nodeid: 0,
+                    pid: 0,
+                })
+                .collect(),
+            IterationType::OneGroup => {
+                let name = group.expect("checked above");
+                groups
+                    .members(name)
+                    .into_iter()
+                    .map(|m| IterationDescription {
+                        group: name.clone(),
+                        nodeid: m.nodeid,
+                        pid: m.pid,
+                    })
+                    .collect()
+            }
+            IterationType::All => groups
+                .groups()
+                .flat_map(|(name, ms)| {
+                    ms.iter().map(move |m| IterationDescription {
+                        group: name.clone(),
+                        nodeid: m.nodeid,
+                        pid: m.pid,
+                    })
+                })
+                .collect(),
+        };
+        Ok(out)
+    }
+
+    fn zcb_alloc(&self, h: u64, size: usize) -> Result<ZcBuf, CsError> {
+        self.check(h, false)?;
+        let (buf, start) = self.zc.alloc(size)?;
+        Ok(ZcBuf {
+            storage: Box::new(ZcFrame {
+                buf,
+                start,
+                len: size,
+            }),
+            node: self.key(),
+        })
+    }
+
+    fn zcb_mcast(
+        &self,
+        h: u64,
+        guarantee: Guarantee,
+        buf: ZcBuf,
+        len: usize,
+    ) -> Result<(), ZcSendError> {
+        let back = |error, buf| {
+            Err(ZcSendError {
+                error,
+                buf: Some(buf),
+            })
+        };
+        if buf.node != self.key() || len > buf.capacity() {
+            return back(CsError::InvalidParam, buf);
+        }
+        let now = self.now();
+        let r = {
+            let mut g = lock(&self.inner);
+            let max = g.engine.config().max_message_size;
+            let fc = g.engine.flow_control_enabled();
+            let s = match g.live(h) {
+                Ok(s) => s,
+                Err(e) => return back(e, buf),
+            };
+            if len > max {
+                return back(CsError::TooBig, buf);
+            }
+            let group = match &s.group {
+                Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
+                _ => return back(CsError::NotExist, buf),
+            };
+            let pid = s.pid;
+            if fc {
+                return back(CsError::TryAgain, buf);
+            }
+            debug_assert!(matches!(
+                g.engine.groups().local_state(pid, &group),
+                Some(LocalState::JoinStarted | LocalState::Joined)
+            ));
+            let frame = match buf.storage.into_any().downcast::<ZcFrame<F>>() {
+                Ok(f) => *f,
+                Err(_) => {
+                    return Err(ZcSendError {
+                        error: CsError::InvalidParam,
+                        buf: None,
+                    })
+                }
+            };
+            let r = g.engine.submit_zc(
+                now,
+                pid,
+                &group,
+                guarantee,
+                frame.buf,
+                frame.start..frame.start + len,
+            );
+            g.pump(now);
+            r
+        };
+        self.wake();
+        r.map_err(|error| ZcSendError { error, buf: None })
+    }
+}
+
+/// What a transport holds to drive its node: feed packets and timer
+/// expiries, take transmits, learn the next deadline.
+pub struct NodeCore<F> {
+    pub(crate) shared: Arc<Shared<F>>,
+}
+
+impl<F> Clone for NodeCore<F> {
+    fn clone(&self) -> Self {
+        NodeCore {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<F: FrameBuf + Send + Sync + 'static> NodeCore<F> {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+    /// The node's clock (the engine's `now`).
+    pub fn now(&self) -> Instant {
+        self.shared.now()
+    }
+    /// How application threads wake the transport's loop after queuing work.
+    pub fn set_waker(&self, w: Arc<dyn Fn() + Send + Sync>) {
+        self.shared.set_waker(w);
+    }
+    /// A frame arrived from node `from`.
+    pub fn handle_packet(&self, from: NodeId, frame: F) {
+        self.shared.handle_packet(from, frame);
+    }
+    /// The deadline from [`NodeCore::poll_outputs`] may have passed.
+    pub fn handle_timeout(&self) {
+        self.shared.handle_timeout();
+    }
+    /// Persist ring seqs, hand every transmit to `send`, recycle released
+    /// buffers; returns the next deadline. Call after every input and wake.
+    pub fn poll_outputs(&self, send: &mut dyn FnMut(Transmit<F>)) -> Option<Instant> {
+        self.shared.poll_outputs(send)
+    }
+    /// Look at the engine (state, ring id, stats).
+    pub fn with_engine<R>(&self, f: impl FnOnce(&Engine<F>) -> R) -> R {
+        self.shared.with_engine(f)
+    }
+}

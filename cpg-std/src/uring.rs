@@ -1,0 +1,162 @@
+//! The io_uring transport: `cpg-uring`'s [`Driver`] on its own thread,
+//! driving the node's engine through a [`Host`]. Received frames stay in
+//! the driver's receive buffers ([`RxBuf`]) until the engine and every
+//! handle that was given a delivery from them let go; zero-copy buffers
+//! are slots of the driver's registered pool, sent from where the
+//! application wrote them.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use cpg_core::{CsError, Instant};
+use cpg_uring::{
+    Driver, DriverError, EngineCounters, Host, Input, Outputs, RxBuf, SlotAlloc, TransportConfig,
+    Waker,
+};
+
+use crate::config::{NodeConfig, ZeroCopy};
+use crate::core::{NodeCore, ZcAllocator};
+use crate::node::{Running, Transport};
+
+/// A node's io_uring driver, set up (sockets bound, region registered)
+/// but not yet running.
+pub struct UringTransport {
+    driver: Driver,
+}
+
+impl std::fmt::Debug for UringTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringTransport")
+            .field("node_id", &self.driver.node_id())
+            .finish()
+    }
+}
+
+/// The driver settings for `config`.
+pub fn transport_config(config: &NodeConfig) -> TransportConfig {
+    let peers = config
+        .nodes
+        .iter()
+        .filter(|(n, _)| *n != config.node_id)
+        .copied()
+        .collect();
+    let mut tc = TransportConfig::new(config.node_id, config.addr(), peers);
+    tc.zerocopy = match config.zerocopy {
+        ZeroCopy::Auto => cpg_uring::ZeroCopy::Auto,
+        ZeroCopy::Always => cpg_uring::ZeroCopy::Always,
+        ZeroCopy::Never => cpg_uring::ZeroCopy::Never,
+    };
+    tc.rx_buffers = config.rx_buffers;
+    tc.rx_buffer_size = config.rx_buffer_size;
+    tc.pool = config.pool.clone();
+    tc
+}
+
+impl UringTransport {
+    /// Set up the ring, the registered region and the sockets.
+    ///
+    /// # Errors
+    /// [`DriverError`], which names the cause (kernel, limits, address).
+    pub fn new(config: &NodeConfig) -> Result<UringTransport, DriverError> {
+        Ok(UringTransport {
+            driver: Driver::new(transport_config(config))?,
+        })
+    }
+}
+
+struct SlotZc {
+    slots: SlotAlloc,
+}
+
+impl ZcAllocator<RxBuf> for SlotZc {
+    fn alloc(&self, len: usize) -> Result<(RxBuf, usize), CsError> {
+        let buf = self.slots.alloc(len).map_err(CsError::from)?;
+        Ok((buf, self.slots.headroom()))
+    }
+    fn max_len(&self) -> usize {
+        self.slots.payload_capacity_max()
+    }
+}
+
+struct UringHost {
+    core: NodeCore<RxBuf>,
+    stop: Arc<AtomicBool>,
+    drained: bool,
+}
+
+impl Host for UringHost {
+    fn step(&mut self, _now: Instant, input: Input, out: &mut Outputs) {
+        match input {
+            Input::Start | Input::Wake => {}
+            Input::Packet { from, frame } => self.core.handle_packet(from, frame),
+            Input::Timeout => self.core.handle_timeout(),
+        }
+        let stopping = self.stop.load(Ordering::Acquire);
+        out.next_timeout = self.core.poll_outputs(&mut |t| out.transmits.push(t));
+        out.engine = Some(self.core.with_engine(|e| EngineCounters::from(e.stats())));
+        if stopping {
+            self.drained = true;
+        }
+    }
+    fn should_stop(&self) -> bool {
+        self.drained
+    }
+}
+
+struct UringRunning {
+    stop: Arc<AtomicBool>,
+    waker: Waker,
+    counters: Arc<cpg_uring::Counters>,
+    thread: JoinHandle<()>,
+}
+
+impl Transport for UringTransport {
+    type Frame = RxBuf;
+
+    fn zc_allocator(&self) -> Arc<dyn ZcAllocator<RxBuf>> {
+        Arc::new(SlotZc {
+            slots: self.driver.slots(),
+        })
+    }
+
+    fn spawn(self, core: NodeCore<RxBuf>) -> io::Result<Box<dyn Running>> {
+        let waker = self.driver.waker();
+        let w = waker.clone();
+        core.set_waker(Arc::new(move || w.wake()));
+        let counters = self.driver.counters();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut host = UringHost {
+            core,
+            stop: stop.clone(),
+            drained: false,
+        };
+        let mut driver = self.driver;
+        let id = driver.node_id();
+        let thread = std::thread::Builder::new()
+            .name(format!("cpg-uring-{id}"))
+            .spawn(move || {
+                if let Err(e) = driver.run(&mut host) {
+                    eprintln!("cpg node {id}: io_uring loop failed: {e}");
+                }
+            })?;
+        Ok(Box::new(UringRunning {
+            stop,
+            waker,
+            counters,
+            thread,
+        }))
+    }
+}
+
+impl Running for UringRunning {
+    fn stop(self: Box<Self>) {
+        self.stop.store(true, Ordering::Release);
+        self.waker.wake();
+        let _ = self.thread.join();
+    }
+    fn counters(&self) -> Option<cpg_uring::Snapshot> {
+        Some(self.counters.snapshot())
+    }
+}
