@@ -139,10 +139,9 @@ pub trait World {
     fn current_ring(&self, node: NodeId) -> Option<RingId>;
     /// The node holds (or held and safely released) message `seq` of `ring`.
     fn holds(&self, node: NodeId, ring: RingId, seq: u32) -> bool;
-    /// The node is in RECOVERY (its old-ring messages may exist only as
-    /// encapsulated copies, which `Engine::holds` does not see).
-    fn in_recovery(&self, _node: NodeId) -> bool {
-        false
+    /// The node's Totem state, if known (`None`: treat as OPERATIONAL).
+    fn state(&self, _node: NodeId) -> Option<cpg_core::engine::State> {
+        None
     }
 }
 
@@ -843,10 +842,11 @@ impl Checker for FifoChecker {
 /// live member still in R; in a transitional configuration, by every live
 /// transitional member. Asked of the [`World`] at the moment of delivery.
 ///
-/// A member in RECOVERY holds old-ring messages only as encapsulated
-/// copies until it installs, and `Engine::holds` does not look at those;
-/// such members are skipped for transitional deliveries unless
-/// `strict_recovery` is set (`CPG_SIM_STRICT_HOLDS=1`).
+/// For a transitional delivery the other transitional members are in
+/// RECOVERY (old-ring messages held only as encapsulated copies, which
+/// `Engine::holds` does not look at) or fell back to GATHER/COMMIT (copies
+/// dropped with the aborted attempt); only OPERATIONAL members are asked
+/// unless `strict_recovery` is set (`CPG_SIM_STRICT_HOLDS=1`).
 #[derive(Debug)]
 pub struct SafeChecker {
     views: BTreeMap<NodeId, ConfView>,
@@ -854,7 +854,7 @@ pub struct SafeChecker {
     pub strict_recovery: bool,
     /// SAFE deliveries checked.
     pub checked: u64,
-    /// Member queries skipped because the member was in RECOVERY.
+    /// Transitional member queries skipped (member not OPERATIONAL).
     pub skipped_recovery: u64,
 }
 
@@ -903,7 +903,8 @@ impl Checker for SafeChecker {
                     // installed ring (and the one it recovers), and forgets
                     // an old ring once it installs the next.
                     let still_there = mv.regular_ring() == Some(ring);
-                    if still_there && t.transitional && !self.strict_recovery && world.in_recovery(m) {
+                    let settled = world.state(m).map_or(true, |st| st == cpg_core::engine::State::Operational);
+                    if still_there && t.transitional && !self.strict_recovery && !settled {
                         self.skipped_recovery += 1;
                         continue;
                     }
@@ -916,7 +917,7 @@ impl Checker for SafeChecker {
                                 t.ring_id,
                                 t.seq,
                                 t.sender,
-                                if world.in_recovery(m) { " (member is in RECOVERY)" } else { "" }
+                                world.state(m).map(|st| format!(" (member is {st:?})")).unwrap_or_default()
                             ),
                         ));
                     }

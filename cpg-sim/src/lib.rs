@@ -354,8 +354,8 @@ impl World for NodesWorld<'_> {
     fn holds(&self, node: NodeId, ring: RingId, seq: u32) -> bool {
         self.engine(node).is_some_and(|e| e.holds(ring, seq))
     }
-    fn in_recovery(&self, node: NodeId) -> bool {
-        self.engine(node).is_some_and(|e| e.state() == State::Recovery)
+    fn state(&self, node: NodeId) -> Option<State> {
+        self.engine(node).map(|e| e.state())
     }
 }
 
@@ -1493,7 +1493,7 @@ impl Sim {
             ("check.app_delivered", self.checkers.fifo.delivered),
             ("check.app_delivered_large", self.checkers.fifo.delivered_large),
             ("check.safe_checked", self.checkers.safe.checked),
-            ("check.safe_skipped_recovery", self.checkers.safe.skipped_recovery),
+            ("check.safe_skipped_unsettled", self.checkers.safe.skipped_recovery),
             ("check.confchgs", self.checkers.group.confchgs),
             ("check.group_points_compared", self.checkers.group.compared),
         ] {

@@ -304,8 +304,8 @@ pub struct Network {
     /// Blocked directions (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
     rules: Vec<DropRule>,
-    history: VecDeque<(NodeId, Frame)>,
-    capture: Option<Vec<(NodeId, Frame)>>,
+    history: VecDeque<(NodeId, Dest, Frame)>,
+    capture: Option<Vec<(NodeId, Dest, Frame)>>,
     /// Cluster id of the simulated cluster (for foreign-cluster garbage).
     pub cluster_id: u32,
     /// Counters.
@@ -433,8 +433,8 @@ impl Network {
         self.capture = Some(Vec::new());
     }
 
-    /// Stop capturing and return what was captured: (sender, frame).
-    pub fn take_capture(&mut self) -> Vec<(NodeId, Frame)> {
+    /// Stop capturing and return what was captured: (sender, destination, frame).
+    pub fn take_capture(&mut self) -> Vec<(NodeId, Dest, Frame)> {
         self.capture.take().unwrap_or_default()
     }
 
@@ -507,7 +507,7 @@ impl Network {
     /// Send `frame` from `from` to `dest` at `now`, applying the faults.
     pub fn send(&mut self, rng: &mut ChaCha8Rng, now: Instant, from: NodeId, dest: Dest, frame: Frame) {
         if let Some(c) = self.capture.as_mut() {
-            c.push((from, frame.clone()));
+            c.push((from, dest, frame.clone()));
         }
         let targets: Vec<NodeId> = match dest {
             Dest::Node(n) => vec![n],
@@ -529,7 +529,7 @@ impl Network {
         if self.history.len() == HISTORY_MAX {
             self.history.pop_front();
         }
-        self.history.push_back((from, frame));
+        self.history.push_back((from, dest, frame));
     }
 
     fn send_one(&mut self, rng: &mut ChaCha8Rng, now: Instant, from: NodeId, to: NodeId, frame: &Frame) {
@@ -542,9 +542,17 @@ impl Network {
             self.enqueue(at, InFlight { from: sender, to, frame: bytes, kind: PacketKind::Garbage(kind), sent_at: now });
         }
         if self.faults.replay > 0.0 && !self.history.is_empty() && rng.gen_bool(self.faults.replay) {
+            // A late copy of an old packet, to a destination it was sent to:
+            // a unicast (token, commit token) only to its own destination,
+            // since the frame does not name it and no network re-addresses.
             let i = rng.gen_range(0..self.history.len());
-            let (old_from, old) = self.history[i].clone();
-            if old_from != to {
+            let (old_from, old_dest, old) = self.history[i].clone();
+            let old_to = match old_dest {
+                Dest::Node(n) => n,
+                Dest::AllOthers => to,
+            };
+            if old_from != old_to {
+                let to = old_to;
                 let at = now + self.delay(rng);
                 self.stats.replayed += 1;
                 self.enqueue(at, InFlight { from: old_from, to, frame: old, kind: PacketKind::Replay, sent_at: now });

@@ -4,7 +4,7 @@
 //!
 //! `cargo test -p cpg-sim --release --test scenarios -- --nocapture`
 
-use cpg_core::engine::{ConfigChange, State};
+use cpg_core::engine::{ConfigChange, Dest, State};
 use cpg_core::limits::ConfigError;
 use cpg_core::{Duration, Guarantee, Instant, NodeId};
 use cpg_sim::network::{header, DropRule, FaultOptions};
@@ -153,8 +153,14 @@ fn duplicate_and_late_old_ring_frames_are_ignored() {
     let stale_before = s.total_stats().dropped_stale;
     let changes_before = s.config_log.len();
     println!("replaying {} old-ring and {} current-ring frames", old.len(), current.len());
-    for (k, (from, f)) in old.iter().chain(current.iter()).enumerate() {
-        for to in ids(3) {
+    for (k, (from, dest, f)) in old.iter().chain(current.iter()).enumerate() {
+        // Late and duplicate copies go where the originals went (a token
+        // only to the successor it was sent to).
+        let targets: Vec<NodeId> = match dest {
+            Dest::Node(n) => vec![*n],
+            Dest::AllOthers => ids(3),
+        };
+        for to in targets {
             if to != *from {
                 let d = Duration::from_micros(100 + (k as u64 % 500) * 7);
                 s.inject(*from, to, f.clone(), d);
