@@ -1,0 +1,233 @@
+//! Nodes on the real io_uring transport (`cpg-uring`), in one process on
+//! 127.0.0.1 ports picked free: delivery, the zero-copy proof, and the
+//! ring seq persisted across a restart.
+
+mod common;
+
+use std::io::IoSlice;
+use std::net::{SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+
+use common::*;
+use cpg_std::config::{ConfigFile, ZeroCopy};
+use cpg_std::state::RingSeqStore;
+use cpg_std::{CsError, Guarantee, Node};
+
+fn free_ports(n: usize) -> Vec<SocketAddrV4> {
+    // hold them all while picking so they differ
+    let socks: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    socks
+        .iter()
+        .map(|s| match s.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        })
+        .collect()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cpg-std-uring-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config(n: usize, zc: ZeroCopy, dir: &std::path::Path) -> ConfigFile {
+    let addrs = free_ports(n);
+    let nodes: Vec<(u32, SocketAddrV4)> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u32 + 1, *a))
+        .collect();
+    let mut f = ConfigFile::new("uring-test", &nodes);
+    f.state_dir = dir.to_path_buf();
+    f.zerocopy = zc;
+    f.totem.token_ms = Some(1000);
+    f
+}
+
+fn start_all(f: &ConfigFile) -> Vec<Node> {
+    let nodes: Vec<Node> = f
+        .nodelist
+        .iter()
+        .map(|n| Node::start(&f.validate(Some(n.nodeid)).unwrap()).expect("node starts"))
+        .collect();
+    assert!(
+        converged(&nodes.iter().collect::<Vec<_>>()),
+        "ring did not form"
+    );
+    nodes
+}
+
+fn deliver_and_prove_zero_copy(zc: ZeroCopy) {
+    let dir = tmp(&format!("zc-{zc:?}"));
+    let f = config(3, zc, &dir);
+    let nodes = start_all(&f);
+    let g = group("zc");
+    let hs: Vec<H> = nodes.iter().map(|n| H::open(n, 1)).collect();
+    for h in &hs {
+        h.cpg.join(&g).unwrap();
+    }
+    for h in &hs {
+        assert!(h.wait_members(&g, 3));
+    }
+    // copying sends, AGREED and SAFE, two iovecs
+    for k in 0..50u32 {
+        let m = format!("copy-{k}");
+        let guarantee = if k % 2 == 0 {
+            Guarantee::Safe
+        } else {
+            Guarantee::Agreed
+        };
+        let (a, b) = m.as_bytes().split_at(3);
+        hs[(k % 3) as usize]
+            .cpg
+            .mcast_joined(guarantee, &[IoSlice::new(a), IoSlice::new(b)])
+            .unwrap();
+    }
+    for h in &hs {
+        assert!(h.wait_msgs(50));
+    }
+    let d0 = hs[0].rec.msgs();
+    for h in &hs[1..] {
+        assert_eq!(h.rec.msgs(), d0, "same order on every node");
+    }
+    // zero copy: every send of a message at or above the threshold reads
+    // from inside that buffer's pool slot
+    let threshold = f.zc_copy_threshold;
+    for (k, size) in [200usize, threshold, 1400, 64 * 1024, 1024 * 1024]
+        .into_iter()
+        .enumerate()
+    {
+        let mut zb = loop {
+            match hs[0].cpg.zcb_alloc(size) {
+                Ok(b) => break b,
+                Err(CsError::TryAgain) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        for (i, b) in zb.iter_mut().enumerate() {
+            *b = (i * 7 + k) as u8;
+        }
+        let expect = zb.to_vec();
+        let start = zb.as_ptr() as usize;
+        let before = nodes[0].transport_counters().unwrap();
+        nodes[0].record_buf_sends(true);
+        hs[0]
+            .cpg
+            .zcb_mcast_joined(Guarantee::Agreed, zb, size)
+            .unwrap();
+        for h in &hs {
+            assert!(
+                h.wait(|e| e
+                    .iter()
+                    .any(|e| matches!(e, Ev::Msg { data, .. } if *data == expect))),
+                "size {size}"
+            );
+        }
+        let sends: Vec<_> = nodes[0]
+            .buf_sends()
+            .into_iter()
+            .filter(|s| s.buf_addr <= start && start < s.buf_addr + s.buf_len)
+            .collect();
+        nodes[0].record_buf_sends(false);
+        let after = nodes[0].transport_counters().unwrap();
+        if size >= threshold {
+            assert!(
+                !sends.is_empty(),
+                "size {size}: no send read from the zcb slot"
+            );
+            for s in &sends {
+                assert!(
+                    s.read_addr >= s.buf_addr && s.read_addr + s.read_len <= s.buf_addr + s.buf_len,
+                    "size {size}: a send read outside the slot"
+                );
+            }
+            // every payload byte was sent from the slot (packets count once per frame)
+            let mut covered: Vec<(usize, usize)> = sends
+                .iter()
+                .map(|s| (s.read_addr, s.read_addr + s.read_len))
+                .collect();
+            covered.sort();
+            covered.dedup();
+            let mut at = start;
+            for (a, b) in covered {
+                if a <= at {
+                    at = at.max(b);
+                }
+            }
+            assert!(
+                at >= start + size,
+                "size {size}: payload bytes not sent from the slot"
+            );
+            let fixed = (after.sends_write_fixed
+                + after.sends_zc_fixed
+                + after.sends_gather
+                + after.sends_gather_zc)
+                - (before.sends_write_fixed
+                    + before.sends_zc_fixed
+                    + before.sends_gather
+                    + before.sends_gather_zc);
+            assert!(
+                fixed >= 2,
+                "size {size}: the driver sent from registered/gather buffers"
+            );
+            if zc == ZeroCopy::Always {
+                assert!(
+                    after.sends_zc_fixed + after.sends_gather_zc
+                        > before.sends_zc_fixed + before.sends_gather_zc
+                );
+            }
+            assert!(
+                after.bytes_copied - before.bytes_copied < size as u64,
+                "size {size}: the transport copied it"
+            );
+        } else {
+            assert!(
+                sends.is_empty(),
+                "size {size}: below the threshold it is packed by copy"
+            );
+        }
+    }
+    for n in nodes {
+        n.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn uring_delivery_and_zero_copy_auto() {
+    deliver_and_prove_zero_copy(ZeroCopy::Auto);
+}
+
+#[test]
+fn uring_delivery_and_zero_copy_always() {
+    deliver_and_prove_zero_copy(ZeroCopy::Always);
+}
+
+#[test]
+fn ring_seq_is_persisted_and_a_restart_starts_above_it() {
+    let dir = tmp("seq");
+    let f = config(1, ZeroCopy::Auto, &dir);
+    let c = f.validate(Some(1)).unwrap();
+    let store = RingSeqStore::open(&dir, 1).unwrap();
+    assert_eq!(store.load().unwrap(), None);
+    let n = Node::start(&c).unwrap();
+    assert!(converged(&[&n]));
+    let first = n.status().ring_id.seq;
+    assert!(
+        until(|| store.load().unwrap().is_some_and(|s| s >= first)),
+        "ring seq persisted"
+    );
+    n.stop();
+    let stored = store.load().unwrap().unwrap();
+    let n = Node::start(&c).unwrap();
+    assert!(converged(&[&n]));
+    assert!(
+        n.status().ring_id.seq > stored,
+        "a restarted node never reuses a ring id"
+    );
+    n.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
