@@ -946,9 +946,12 @@ pub enum Pos {
     Reg(RingId),
 }
 
-/// How a node entered its current configuration: (previous regular ring,
-/// transitional members). Only nodes that moved together are compared.
-type Entry = (Option<RingId>, Vec<NodeId>);
+/// How a node came to its current group view: (ring of its last completed
+/// CPG sync, previous regular ring, transitional members). Only nodes that
+/// moved together from a common view are compared: a completed sync
+/// (`TotemConfChg`) gives every member the same view, so from there on all
+/// of them compare; after a change, those that moved together do.
+type Entry = (Option<RingId>, Option<RingId>, Vec<NodeId>);
 
 /// One group-level event, reduced to what must agree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -967,6 +970,7 @@ pub struct GroupChecker {
     views: BTreeMap<NodeId, ConfView>,
     pos: BTreeMap<NodeId, Pos>,
     entry: BTreeMap<NodeId, Entry>,
+    synced: BTreeMap<NodeId, RingId>,
     cur: BTreeMap<NodeId, BTreeMap<GroupName, Vec<GroupItem>>>,
     records: BTreeMap<(GroupName, Entry, Pos), (NodeId, Vec<GroupItem>)>,
     last_members: BTreeMap<(NodeId, GroupName), Vec<MemberAddr>>,
@@ -997,9 +1001,10 @@ impl GroupChecker {
                             ViolationKind::GroupChangeMismatch,
                             node,
                             format!(
-                                "group {group:?} at {pos:?} (entered via {:?} {:?}): {items:?} here, {fitems:?} at node {first}",
+                                "group {group:?} at {pos:?} (last sync {:?}, entered via {:?} {:?}): {items:?} here, {fitems:?} at node {first}",
                                 entry.0.map(|r| r.to_string()),
-                                entry.1
+                                entry.1.map(|r| r.to_string()),
+                                entry.2
                             ),
                         ));
                     }
@@ -1036,6 +1041,7 @@ impl Checker for GroupChecker {
         self.views.remove(&node);
         self.pos.remove(&node);
         self.entry.remove(&node);
+        self.synced.remove(&node);
         self.cur.remove(&node);
         let keys: Vec<_> = self.last_members.keys().filter(|k| k.0 == node).cloned().collect();
         for k in keys {
@@ -1051,12 +1057,20 @@ impl Checker for GroupChecker {
                 match c {
                     ConfigChange::Transitional { ring_id, members, .. } => {
                         let r = self.flush(node);
-                        self.entry.insert(node, (prev, members.to_vec()));
+                        let synced = self.synced.get(&node).copied();
+                        self.entry.insert(node, (synced, prev, members.to_vec()));
                         self.pos.insert(node, Pos::Trans(*ring_id));
                         r
                     }
                     ConfigChange::Regular { ring_id, .. } => self.move_to(node, Pos::Reg(*ring_id)),
                 }
+            }
+            Event::TotemConfChg { ring_id, .. } => {
+                // The sync of `ring_id` completed: one view everywhere.
+                let r = self.flush(node);
+                self.synced.insert(node, *ring_id);
+                self.entry.insert(node, (Some(*ring_id), None, Vec::new()));
+                r
             }
             Event::Deliver { group, sender, payload, .. } => {
                 let item = GroupItem::Deliver(*sender, payload::digest(payload.bytes()));
