@@ -663,9 +663,9 @@ impl cpg_core::engine::FrameBuf for RxBuf {
         match Arc::get_mut(&mut self.0)? {
             RxInner::Heap(b) => Arc::get_mut(b),
             RxInner::Ring(_) => None,
-            // SAFETY: see "Soundness" above; the range is the slot's, inside
-            // the live mapping.
             RxInner::Slot(s) => {
+                // SAFETY: see "Soundness" above; the range is the slot's,
+                // inside the live mapping.
                 Some(unsafe { std::slice::from_raw_parts_mut(s.ptr.as_ptr(), s.len) })
             }
         }

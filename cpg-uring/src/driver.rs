@@ -707,8 +707,9 @@ impl Driver {
                 FrameRef::Slot { buf, range } => TxSource::buf(buf, range),
                 FrameRef::Gather { head, buf, range } => TxSource::gather(head, buf, range),
             };
-            let Some(src) = src else {
-                // A range outside its buffer: an engine bug, not sent.
+            // A range outside its buffer (an engine bug), or a frame over
+            // the IPv4 UDP maximum: not sent, counted.
+            let Some(src) = src.filter(|s| s.len() <= cpg_core::limits::FRAME_MAX) else {
                 Counters::inc(&self.counters.send_errors);
                 continue;
             };

@@ -633,8 +633,9 @@ impl Ring {
     fn send_gather(&mut self, fd: RawFd, src: TxSource, zc: bool) -> SendKind {
         let [a, b] = src.segments();
         // SAFETY: an all-zero `msghdr` is a valid value.
+        let hdr: libc::msghdr = unsafe { std::mem::zeroed() };
         let mut msg = Box::new(MsgBox {
-            hdr: unsafe { std::mem::zeroed() },
+            hdr,
             iov: [iovec(a), iovec(b)],
         });
         msg.hdr.msg_iov = msg.iov.as_mut_ptr();
@@ -734,7 +735,7 @@ impl Ring {
                 UserData::Recv { sock } => {
                     let more = cqueue::more(flags);
                     if !more {
-                        self.inflight -= 1;
+                        self.inflight = self.inflight.saturating_sub(1);
                         if let Some(a) = self.recv_armed.get_mut(usize::from(sock)) {
                             *a = false;
                         }
@@ -753,23 +754,23 @@ impl Ring {
                     }
                 }
                 UserData::Wake => {
-                    self.inflight -= 1;
+                    self.inflight = self.inflight.saturating_sub(1);
                     self.wake_armed = false;
                     Completion::Wake { res }
                 }
                 UserData::Timeout { gen } => {
-                    self.inflight -= 1;
+                    self.inflight = self.inflight.saturating_sub(1);
                     self.timeouts.retain(|(g, _)| *g != gen);
                     Completion::Timeout { gen, res }
                 }
                 UserData::TimeoutRemove => {
-                    self.inflight -= 1;
+                    self.inflight = self.inflight.saturating_sub(1);
                     Completion::Internal
                 }
                 UserData::Send { idx, gen } => match self.sends.on_cqe(idx, gen, res, flags) {
                     Ok(s) => {
                         if s.released.is_some() {
-                            self.inflight -= 1;
+                            self.inflight = self.inflight.saturating_sub(1);
                         }
                         Completion::Send(s)
                     }
@@ -812,7 +813,19 @@ impl Ring {
 impl Drop for Ring {
     fn drop(&mut self) {
         let mut scratch = Vec::new();
-        if !self.shutdown(&mut scratch) {
+        let drained = self.shutdown(&mut scratch);
+        // Account the slots whose last send completed during the drain.
+        for c in &scratch {
+            if let Completion::Send(SendCqe {
+                released: Some(r), ..
+            }) = c
+            {
+                if let Some(b) = r.src.src.slot_buf() {
+                    let _ = b.slot_send_done(r.zc);
+                }
+            }
+        }
+        if !drained {
             // The kernel still holds operations that may read or write our
             // memory: never free it. Leak the region, the rx ring, the boxes
             // and every send source; closing the ring fd then tears down the

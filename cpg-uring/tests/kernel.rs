@@ -916,3 +916,207 @@ fn three_engines(zc: ZeroCopy) {
         total.sends_gather, total.sends_gather_zc, total.sends_write_fixed, total.sends_zc_fixed
     );
 }
+
+/// Sender of the throughput measurement: keeps `window` frames unacked.
+struct TputSender {
+    frames: Vec<FrameRef<RxBuf>>,
+    next: usize,
+    window: u64,
+    sent: u64,
+    acked: u64,
+    last_acked: u64,
+    end: Instant,
+    stalls: u64,
+    done: bool,
+}
+
+impl TputSender {
+    fn fill(&mut self, out: &mut Outputs) {
+        while self.sent < self.acked + self.window {
+            let f = self.frames[self.next % self.frames.len()].clone();
+            self.next += 1;
+            out.transmits.push(Transmit {
+                dest: Dest::Node(2),
+                frame: f,
+            });
+            self.sent += 1;
+        }
+    }
+}
+
+impl Host for TputSender {
+    fn step(&mut self, t: Instant, input: Input, out: &mut Outputs) {
+        match input {
+            Input::Packet { frame, .. } => {
+                let b = frame.as_ref();
+                if b.len() == 8 {
+                    self.acked = self.acked.max(u64::from_le_bytes(b.try_into().unwrap()));
+                }
+            }
+            Input::Timeout => {
+                if self.acked == self.last_acked && self.sent > self.acked {
+                    // Lost frames: write them off and go on.
+                    self.stalls += 1;
+                    self.acked = self.sent;
+                }
+                self.last_acked = self.acked;
+                out.next_timeout = Some(t + Duration::from_millis(20));
+            }
+            Input::Start => out.next_timeout = Some(t + Duration::from_millis(20)),
+            Input::Wake => {}
+        }
+        if t >= self.end {
+            self.done = true;
+            return;
+        }
+        self.fill(out);
+    }
+    fn should_stop(&self) -> bool {
+        self.done
+    }
+}
+
+/// Receiver: counts, acks the running count every 16 frames and on a tick.
+struct TputReceiver {
+    count: u64,
+    bytes: u64,
+    acked: u64,
+    first: Option<Instant>,
+    last: Instant,
+    end: Instant,
+    done: bool,
+}
+
+impl Host for TputReceiver {
+    fn step(&mut self, t: Instant, input: Input, out: &mut Outputs) {
+        match input {
+            Input::Packet { frame, .. } => {
+                self.first.get_or_insert(t);
+                self.last = t;
+                self.count += 1;
+                self.bytes += frame.len() as u64;
+            }
+            Input::Timeout | Input::Start => out.next_timeout = Some(t + Duration::from_millis(5)),
+            Input::Wake => {}
+        }
+        if self.count >= self.acked + 16
+            || (matches!(out.next_timeout, Some(d) if d > t) && self.count > self.acked)
+        {
+            self.acked = self.count;
+            out.transmits.push(Transmit {
+                dest: Dest::Node(1),
+                frame: FrameRef::Own(Arc::from(&self.count.to_le_bytes()[..])),
+            });
+        }
+        if t >= self.end {
+            self.done = true;
+        }
+    }
+    fn should_stop(&self) -> bool {
+        self.done
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Never,
+    Always,
+    Fallback,
+}
+
+fn measure(mode: Mode, len: usize, slots: bool, secs: u64) -> String {
+    let mk = |id| {
+        let mut c = config(
+            id,
+            if mode == Mode::Always {
+                ZeroCopy::Always
+            } else {
+                ZeroCopy::Never
+            },
+        );
+        c.fallback_syscalls = mode == Mode::Fallback;
+        c
+    };
+    let mut ds = cluster(vec![mk(1), mk(2)]);
+    let b = ds.pop().unwrap();
+    let a = ds.pop().unwrap();
+    let frames: Vec<FrameRef<RxBuf>> = if slots {
+        let n = if len > 4096 { 16 } else { 64 };
+        (0..n).map(|i| slot_frame(&a.slots(), i, len)).collect()
+    } else {
+        (0..64)
+            .map(|i| FrameRef::Own(Arc::from(pattern(i, len))))
+            .collect()
+    };
+    let window = std::env::var("CPG_TPUT_WINDOW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if len > 4096 { 24 } else { 256 });
+    let t0 = now();
+    let end = t0 + Duration::from_millis(secs * 1000);
+    let mut sender = TputSender {
+        frames,
+        next: 0,
+        window,
+        sent: 0,
+        acked: 0,
+        last_acked: 0,
+        end,
+        stalls: 0,
+        done: false,
+    };
+    let mut receiver = TputReceiver {
+        count: 0,
+        bytes: 0,
+        acked: 0,
+        first: None,
+        last: t0,
+        end,
+        done: false,
+    };
+    let (ca, mut b) = (a.counters(), b);
+    let rx = thread::spawn(move || {
+        b.run(&mut receiver).unwrap();
+        receiver
+    });
+    let mut a = a;
+    a.run(&mut sender).unwrap();
+    let r = rx.join().unwrap();
+    let span = (r.last - r.first.unwrap_or(t0)).as_nanos().max(1) as f64 / 1e9;
+    let s = ca.snapshot();
+    format!(
+        "{:>8} {:>6} B {:>5}: {:>9.0} frames/s {:>8.1} MB/s  (sent {} recv {} stalls {}; zc_fixed {} zc_heap {} write_fixed {} plain {} notif {} copied-by-kernel {})",
+        format!("{mode:?}"),
+        len,
+        if slots { "slot" } else { "heap" },
+        r.count as f64 / span,
+        r.bytes as f64 / span / 1e6,
+        sender.sent,
+        r.count,
+        sender.stalls,
+        s.sends_zc_fixed,
+        s.sends_zc_heap,
+        s.sends_write_fixed,
+        s.sends_plain,
+        s.zc_notifications,
+        s.zc_kernel_copied,
+    )
+}
+
+/// Frames/s between two drivers on loopback, one sender, one receiver,
+/// windowed by acks. `cargo test --release -p cpg-uring --test kernel
+/// throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput_loopback() {
+    require!();
+    let secs = std::env::var("CPG_TPUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for (len, slots) in [(64, true), (64, false), (65_000, true), (65_000, false)] {
+        for mode in [Mode::Never, Mode::Always, Mode::Fallback] {
+            println!("{}", measure(mode, len, slots, secs));
+        }
+    }
+}
