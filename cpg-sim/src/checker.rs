@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use cpg_core::engine::{ConfigChange, Event, TraceDeliver};
-use cpg_core::{Guarantee, GroupName, MemberAddr, NodeId, RingId};
+use cpg_core::{GroupName, Guarantee, MemberAddr, NodeId, RingId};
 
 use crate::network::Frame;
 use crate::payload::{self, MsgKey};
@@ -114,11 +114,19 @@ pub struct Violation {
 impl Violation {
     /// A violation seen by `node`.
     pub fn at(kind: ViolationKind, node: NodeId, detail: impl Into<String>) -> Violation {
-        Violation { kind, node: Some(node), detail: detail.into() }
+        Violation {
+            kind,
+            node: Some(node),
+            detail: detail.into(),
+        }
     }
     /// A violation not tied to one node.
     pub fn global(kind: ViolationKind, detail: impl Into<String>) -> Violation {
-        Violation { kind, node: None, detail: detail.into() }
+        Violation {
+            kind,
+            node: None,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -184,7 +192,8 @@ pub trait Checker {
     /// `submit(Mcast)` returned CS_OK for this message.
     fn on_accepted(&mut self, _key: MsgKey, _sent: &Sent) {}
     /// An event came out of `node`'s engine.
-    fn on_event(&mut self, node: NodeId, ev: &SimEvent, world: &dyn World) -> Result<(), Violation>;
+    fn on_event(&mut self, node: NodeId, ev: &SimEvent, world: &dyn World)
+        -> Result<(), Violation>;
 }
 
 /// What was accepted for a message.
@@ -213,10 +222,14 @@ impl ConfView {
     /// Apply a config event.
     pub fn apply(&mut self, c: &ConfigChange) {
         match c {
-            ConfigChange::Transitional { ring_id, members, .. } => {
+            ConfigChange::Transitional {
+                ring_id, members, ..
+            } => {
                 self.transitional = Some((*ring_id, members.to_vec()));
             }
-            ConfigChange::Regular { ring_id, members, .. } => {
+            ConfigChange::Regular {
+                ring_id, members, ..
+            } => {
                 self.regular = Some((*ring_id, members.to_vec()));
                 self.transitional = None;
             }
@@ -255,6 +268,12 @@ fn short_set<T: fmt::Debug>(it: impl Iterator<Item = T>) -> String {
 // Ring / configuration
 // ---------------------------------------------------------------------------
 
+/// (previous regular ring, transitional members, left) between a node's
+/// transitional and regular configuration events.
+type PendingTrans = (Option<RingId>, Vec<NodeId>, Vec<NodeId>);
+/// (first reporter, transitional members, left, joined) of one change.
+type RecordedChange = (NodeId, Vec<NodeId>, Vec<NodeId>, Vec<NodeId>);
+
 /// Ring ids and configuration changes (totem.md §9, global items 2–4).
 #[derive(Debug, Default)]
 pub struct RingChecker {
@@ -263,8 +282,8 @@ pub struct RingChecker {
     last_ring: BTreeMap<NodeId, RingId>,
     persisted: BTreeMap<NodeId, BTreeSet<u64>>,
     last_persist: BTreeMap<NodeId, u64>,
-    pending: BTreeMap<NodeId, (Option<RingId>, Vec<NodeId>, Vec<NodeId>)>,
-    changes: BTreeMap<(RingId, RingId), (NodeId, Vec<NodeId>, Vec<NodeId>, Vec<NodeId>)>,
+    pending: BTreeMap<NodeId, PendingTrans>,
+    changes: BTreeMap<(RingId, RingId), RecordedChange>,
     /// Regular configurations installed (all nodes).
     pub installs: u64,
 }
@@ -299,11 +318,20 @@ impl Checker for RingChecker {
         self.persisted.entry(node).or_default().insert(seq);
         Ok(())
     }
-    fn on_event(&mut self, node: NodeId, ev: &SimEvent, _world: &dyn World) -> Result<(), Violation> {
+    fn on_event(
+        &mut self,
+        node: NodeId,
+        ev: &SimEvent,
+        _world: &dyn World,
+    ) -> Result<(), Violation> {
         let Event::Config(c) = ev else { return Ok(()) };
         let view = self.views.entry(node).or_default().clone();
         match c {
-            ConfigChange::Transitional { ring_id, members, left } => {
+            ConfigChange::Transitional {
+                ring_id,
+                members,
+                left,
+            } => {
                 let t: Vec<NodeId> = members.to_vec();
                 let left: Vec<NodeId> = left.to_vec();
                 if view.transitional.is_some() {
@@ -335,7 +363,9 @@ impl Checker for RingChecker {
                             return Err(Violation::at(
                                 ViolationKind::TransitionalMissingSelf,
                                 node,
-                                format!("transitional {ring_id} members {t:?} (previous {prev} {pm:?})"),
+                                format!(
+                                    "transitional {ring_id} members {t:?} (previous {prev} {pm:?})"
+                                ),
                             ));
                         }
                         if !subset(&t, pm) {
@@ -357,7 +387,11 @@ impl Checker for RingChecker {
                 }
                 self.pending.insert(node, (view.regular_ring(), t, left));
             }
-            ConfigChange::Regular { ring_id, members, joined } => {
+            ConfigChange::Regular {
+                ring_id,
+                members,
+                joined,
+            } => {
                 let m: Vec<NodeId> = members.to_vec();
                 let joined: Vec<NodeId> = joined.to_vec();
                 let Some((trans_ring, _)) = &view.transitional else {
@@ -371,7 +405,9 @@ impl Checker for RingChecker {
                     return Err(Violation::at(
                         ViolationKind::ConfigOutOfOrder,
                         node,
-                        format!("regular config {ring_id} after transitional config for {trans_ring}"),
+                        format!(
+                            "regular config {ring_id} after transitional config for {trans_ring}"
+                        ),
                     ));
                 }
                 if !is_sorted_strict(&m) || !is_sorted_strict(&joined) {
@@ -420,11 +456,18 @@ impl Checker for RingChecker {
                         ));
                     }
                 }
-                if !self.persisted.get(&node).is_some_and(|s| s.contains(&ring_id.seq)) {
+                if !self
+                    .persisted
+                    .get(&node)
+                    .is_some_and(|s| s.contains(&ring_id.seq))
+                {
                     return Err(Violation::at(
                         ViolationKind::RingSeqNotPersisted,
                         node,
-                        format!("installed {ring_id} but never persisted seq {}", ring_id.seq),
+                        format!(
+                            "installed {ring_id} but never persisted seq {}",
+                            ring_id.seq
+                        ),
                     ));
                 }
                 match self.rings.get(ring_id) {
@@ -497,7 +540,12 @@ impl Checker for OrderChecker {
     fn on_crash(&mut self, node: NodeId) {
         self.views.remove(&node);
     }
-    fn on_event(&mut self, node: NodeId, ev: &SimEvent, _world: &dyn World) -> Result<(), Violation> {
+    fn on_event(
+        &mut self,
+        node: NodeId,
+        ev: &SimEvent,
+        _world: &dyn World,
+    ) -> Result<(), Violation> {
         match ev {
             Event::Config(c) => {
                 self.views.entry(node).or_default().apply(c);
@@ -513,12 +561,20 @@ impl Checker for OrderChecker {
                         node,
                         format!(
                             "{} ({}, {}) from {} while installed ring is {:?}{}",
-                            if t.transitional { "transitional delivery" } else { "regular delivery" },
+                            if t.transitional {
+                                "transitional delivery"
+                            } else {
+                                "regular delivery"
+                            },
                             t.ring_id,
                             t.seq,
                             t.sender,
                             installed.map(|r| r.to_string()),
-                            if view.transitional.is_some() { " (in its transitional config)" } else { "" }
+                            if view.transitional.is_some() {
+                                " (in its transitional config)"
+                            } else {
+                                ""
+                            }
                         ),
                     ));
                 }
@@ -536,7 +592,8 @@ impl Checker for OrderChecker {
                         }
                     }
                     None => {
-                        self.names.insert((t.ring_id, t.seq), (node, t.sender, t.digest, t.safe));
+                        self.names
+                            .insert((t.ring_id, t.seq), (node, t.sender, t.digest, t.safe));
                     }
                 }
                 let key = (t.ring_id.seq, t.ring_id.rep, t.seq);
@@ -634,7 +691,9 @@ impl VsChecker {
     pub fn regular_sets_agree(&self, nodes: &[NodeId]) -> Result<(), String> {
         let mut by_ring: BTreeMap<RingId, (NodeId, &MsgSet)> = BTreeMap::new();
         for &n in nodes {
-            let Some(v) = self.views.get(&n) else { continue };
+            let Some(v) = self.views.get(&n) else {
+                continue;
+            };
             if v.transitional.is_some() {
                 continue;
             }
@@ -674,7 +733,12 @@ impl Checker for VsChecker {
         self.open_regular.remove(&node);
         self.open_trans.remove(&node);
     }
-    fn on_event(&mut self, node: NodeId, ev: &SimEvent, _world: &dyn World) -> Result<(), Violation> {
+    fn on_event(
+        &mut self,
+        node: NodeId,
+        ev: &SimEvent,
+        _world: &dyn World,
+    ) -> Result<(), Violation> {
         match ev {
             Event::Trace(t) => {
                 let v = self.views.entry(node).or_default();
@@ -683,7 +747,10 @@ impl Checker for VsChecker {
                         s.insert((t.ring_id, t.seq));
                     }
                 } else {
-                    self.open_regular.entry(node).or_default().insert((t.ring_id, t.seq));
+                    self.open_regular
+                        .entry(node)
+                        .or_default()
+                        .insert((t.ring_id, t.seq));
                 }
                 Ok(())
             }
@@ -691,7 +758,9 @@ impl Checker for VsChecker {
                 let prev = self.views.entry(node).or_default().regular_ring();
                 self.views.entry(node).or_default().apply(c);
                 match c {
-                    ConfigChange::Transitional { ring_id, members, .. } => {
+                    ConfigChange::Transitional {
+                        ring_id, members, ..
+                    } => {
                         let set = self.open_regular.remove(&node).unwrap_or_default();
                         let Some(prev) = prev else {
                             self.open_trans.remove(&node);
@@ -699,15 +768,31 @@ impl Checker for VsChecker {
                         };
                         let key: VsKey = (prev, *ring_id, members.to_vec());
                         let rec = self.records.entry(key.clone()).or_default();
-                        let r = compare_sets(&mut rec.regular, node, set, &key, "regular", &mut self.compared);
+                        let r = compare_sets(
+                            &mut rec.regular,
+                            node,
+                            set,
+                            &key,
+                            "regular",
+                            &mut self.compared,
+                        );
                         self.open_trans.insert(node, (key, MsgSet::new()));
                         r
                     }
                     ConfigChange::Regular { .. } => {
                         self.open_regular.insert(node, MsgSet::new());
-                        let Some((key, set)) = self.open_trans.remove(&node) else { return Ok(()) };
+                        let Some((key, set)) = self.open_trans.remove(&node) else {
+                            return Ok(());
+                        };
                         let rec = self.records.entry(key.clone()).or_default();
-                        compare_sets(&mut rec.transitional, node, set, &key, "transitional", &mut self.compared)
+                        compare_sets(
+                            &mut rec.transitional,
+                            node,
+                            set,
+                            &key,
+                            "transitional",
+                            &mut self.compared,
+                        )
                     }
                 }
             }
@@ -739,11 +824,18 @@ impl FifoChecker {
     /// Messages `node` accepted in its current incarnation and has not yet
     /// delivered to itself.
     pub fn undelivered_own(&self, node: NodeId) -> Vec<MsgKey> {
-        self.own_pending.get(&node).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        self.own_pending
+            .get(&node)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
     /// Nodes (current incarnations) that delivered `key`.
     pub fn delivered_by(&self, key: &MsgKey) -> Vec<NodeId> {
-        self.seen.iter().filter(|(_, s)| s.contains(key)).map(|(n, _)| *n).collect()
+        self.seen
+            .iter()
+            .filter(|(_, s)| s.contains(key))
+            .map(|(n, _)| *n)
+            .collect()
     }
     /// What was accepted for `key`.
     pub fn sent(&self, key: &MsgKey) -> Option<&Sent> {
@@ -773,12 +865,31 @@ impl Checker for FifoChecker {
     }
     fn on_accepted(&mut self, key: MsgKey, sent: &Sent) {
         self.accepted.insert(key, sent.clone());
-        if self.incarnation.get(&key.node).copied().unwrap_or(key.incarnation) == key.incarnation {
+        if self
+            .incarnation
+            .get(&key.node)
+            .copied()
+            .unwrap_or(key.incarnation)
+            == key.incarnation
+        {
             self.own_pending.entry(key.node).or_default().insert(key);
         }
     }
-    fn on_event(&mut self, node: NodeId, ev: &SimEvent, _world: &dyn World) -> Result<(), Violation> {
-        let Event::Deliver { group, sender, guarantee, payload } = ev else { return Ok(()) };
+    fn on_event(
+        &mut self,
+        node: NodeId,
+        ev: &SimEvent,
+        _world: &dyn World,
+    ) -> Result<(), Violation> {
+        let Event::Deliver {
+            group,
+            sender,
+            guarantee,
+            payload,
+        } = ev
+        else {
+            return Ok(());
+        };
         self.delivered += 1;
         let bytes = payload.bytes();
         if bytes.len() > 1400 {
@@ -799,9 +910,16 @@ impl Checker for FifoChecker {
             ));
         };
         if sent.digest != payload::digest(bytes) || sent.len != bytes.len() {
-            return Err(Violation::at(ViolationKind::Corrupt, node, format!("message {key}: bytes differ from those sent")));
+            return Err(Violation::at(
+                ViolationKind::Corrupt,
+                node,
+                format!("message {key}: bytes differ from those sent"),
+            ));
         }
-        if (sender.nodeid, sender.pid) != (key.node, key.pid) || *group != sent.group || *guarantee != sent.guarantee {
+        if (sender.nodeid, sender.pid) != (key.node, key.pid)
+            || *group != sent.group
+            || *guarantee != sent.guarantee
+        {
             return Err(Violation::at(
                 ViolationKind::Invented,
                 node,
@@ -812,7 +930,11 @@ impl Checker for FifoChecker {
             ));
         }
         if !self.seen.entry(node).or_default().insert(key) {
-            return Err(Violation::at(ViolationKind::Duplicate, node, format!("message {key} in {group:?} delivered twice")));
+            return Err(Violation::at(
+                ViolationKind::Duplicate,
+                node,
+                format!("message {key} in {group:?} delivered twice"),
+            ));
         }
         let fifo_key = (node, key.node, key.pid, key.incarnation, group.clone());
         if let Some(&last) = self.last.get(&fifo_key) {
@@ -825,7 +947,14 @@ impl Checker for FifoChecker {
             }
         }
         self.last.insert(fifo_key, key.counter);
-        if node == key.node && self.incarnation.get(&node).copied().unwrap_or(key.incarnation) == key.incarnation {
+        if node == key.node
+            && self
+                .incarnation
+                .get(&node)
+                .copied()
+                .unwrap_or(key.incarnation)
+                == key.incarnation
+        {
             if let Some(p) = self.own_pending.get_mut(&node) {
                 p.remove(&key);
             }
@@ -879,7 +1008,12 @@ impl Checker for SafeChecker {
     fn on_crash(&mut self, node: NodeId) {
         self.views.remove(&node);
     }
-    fn on_event(&mut self, node: NodeId, ev: &SimEvent, world: &dyn World) -> Result<(), Violation> {
+    fn on_event(
+        &mut self,
+        node: NodeId,
+        ev: &SimEvent,
+        world: &dyn World,
+    ) -> Result<(), Violation> {
         match ev {
             Event::Config(c) => {
                 self.views.entry(node).or_default().apply(c);
@@ -887,8 +1021,12 @@ impl Checker for SafeChecker {
             }
             Event::Trace(t) if t.safe => {
                 self.checked += 1;
-                let Some(view) = self.views.get(&node) else { return Ok(()) };
-                let Some((ring, members)) = view.regular.clone() else { return Ok(()) };
+                let Some(view) = self.views.get(&node) else {
+                    return Ok(());
+                };
+                let Some((ring, members)) = view.regular.clone() else {
+                    return Ok(());
+                };
                 let (who, what): (Vec<NodeId>, &str) = match &view.transitional {
                     Some((_, tm)) => (tm.clone(), "transitional"),
                     None => (members, "regular"),
@@ -897,13 +1035,18 @@ impl Checker for SafeChecker {
                     if m == node || !world.is_live(m) {
                         continue;
                     }
-                    let Some(mv) = self.views.get(&m) else { continue };
+                    let Some(mv) = self.views.get(&m) else {
+                        continue;
+                    };
                     // Only members that have not installed anything after
                     // `ring` can be asked: an engine answers `holds` for its
                     // installed ring (and the one it recovers), and forgets
                     // an old ring once it installs the next.
                     let still_there = mv.regular_ring() == Some(ring);
-                    let settled = world.state(m).map_or(true, |st| st == cpg_core::engine::State::Operational);
+                    let settled = matches!(
+                        world.state(m),
+                        None | Some(cpg_core::engine::State::Operational)
+                    );
                     if still_there && t.transitional && !self.strict_recovery && !settled {
                         self.skipped_recovery += 1;
                         continue;
@@ -982,7 +1125,9 @@ pub struct GroupChecker {
 
 impl GroupChecker {
     fn flush(&mut self, node: NodeId) -> Result<(), Violation> {
-        let Some(cur) = self.cur.remove(&node) else { return Ok(()) };
+        let Some(cur) = self.cur.remove(&node) else {
+            return Ok(());
+        };
         let pos = self.pos.get(&node).cloned().unwrap_or(Pos::Start);
         let entry = self.entry.get(&node).cloned().unwrap_or_default();
         for (group, items) in cur {
@@ -1043,19 +1188,31 @@ impl Checker for GroupChecker {
         self.entry.remove(&node);
         self.synced.remove(&node);
         self.cur.remove(&node);
-        let keys: Vec<_> = self.last_members.keys().filter(|k| k.0 == node).cloned().collect();
+        let keys: Vec<_> = self
+            .last_members
+            .keys()
+            .filter(|k| k.0 == node)
+            .cloned()
+            .collect();
         for k in keys {
             self.last_members.remove(&k);
         }
     }
-    fn on_event(&mut self, node: NodeId, ev: &SimEvent, _world: &dyn World) -> Result<(), Violation> {
+    fn on_event(
+        &mut self,
+        node: NodeId,
+        ev: &SimEvent,
+        _world: &dyn World,
+    ) -> Result<(), Violation> {
         match ev {
             Event::Trace(t) => self.move_to(node, Pos::Msg(t.ring_id, t.seq)),
             Event::Config(c) => {
                 let prev = self.views.entry(node).or_default().regular_ring();
                 self.views.entry(node).or_default().apply(c);
                 match c {
-                    ConfigChange::Transitional { ring_id, members, .. } => {
+                    ConfigChange::Transitional {
+                        ring_id, members, ..
+                    } => {
                         let r = self.flush(node);
                         let synced = self.synced.get(&node).copied();
                         self.entry.insert(node, (synced, prev, members.to_vec()));
@@ -1072,12 +1229,27 @@ impl Checker for GroupChecker {
                 self.entry.insert(node, (Some(*ring_id), None, Vec::new()));
                 r
             }
-            Event::Deliver { group, sender, payload, .. } => {
+            Event::Deliver {
+                group,
+                sender,
+                payload,
+                ..
+            } => {
                 let item = GroupItem::Deliver(*sender, payload::digest(payload.bytes()));
-                self.cur.entry(node).or_default().entry(group.clone()).or_default().push(item);
+                self.cur
+                    .entry(node)
+                    .or_default()
+                    .entry(group.clone())
+                    .or_default()
+                    .push(item);
                 Ok(())
             }
-            Event::ConfChg { group, members, left, joined } => {
+            Event::ConfChg {
+                group,
+                members,
+                left,
+                joined,
+            } => {
                 self.confchgs += 1;
                 if !is_sorted_strict(members) {
                     return Err(Violation::at(
@@ -1112,7 +1284,12 @@ impl Checker for GroupChecker {
                     self.last_members.remove(&lk);
                 }
                 let item = GroupItem::ConfChg(members.clone());
-                self.cur.entry(node).or_default().entry(group.clone()).or_default().push(item);
+                self.cur
+                    .entry(node)
+                    .or_default()
+                    .entry(group.clone())
+                    .or_default()
+                    .push(item);
                 Ok(())
             }
             _ => Ok(()),
@@ -1143,7 +1320,14 @@ pub struct Checkers {
 
 impl Checkers {
     fn all(&mut self) -> [&mut dyn Checker; 6] {
-        [&mut self.ring, &mut self.order, &mut self.vs, &mut self.fifo, &mut self.safe, &mut self.group]
+        [
+            &mut self.ring,
+            &mut self.order,
+            &mut self.vs,
+            &mut self.fifo,
+            &mut self.safe,
+            &mut self.group,
+        ]
     }
     /// A node (re)started.
     pub fn on_start(&mut self, node: NodeId, incarnation: u32, persisted: bool) {
@@ -1177,7 +1361,12 @@ impl Checkers {
     ///
     /// # Errors
     /// The first violation found.
-    pub fn on_event(&mut self, node: NodeId, ev: &SimEvent, world: &dyn World) -> Result<(), Violation> {
+    pub fn on_event(
+        &mut self,
+        node: NodeId,
+        ev: &SimEvent,
+        world: &dyn World,
+    ) -> Result<(), Violation> {
         for c in self.all() {
             c.on_event(node, ev, world)?;
         }
@@ -1193,8 +1382,22 @@ impl Checkers {
 }
 
 /// Build a trace event (for synthetic traces).
-pub fn trace(ring: RingId, seq: u32, sender: NodeId, digest: u64, safe: bool, transitional: bool) -> SimEvent {
-    Event::Trace(TraceDeliver { ring_id: ring, seq, sender, safe, transitional, digest })
+pub fn trace(
+    ring: RingId,
+    seq: u32,
+    sender: NodeId,
+    digest: u64,
+    safe: bool,
+    transitional: bool,
+) -> SimEvent {
+    Event::Trace(TraceDeliver {
+        ring_id: ring,
+        seq,
+        sender,
+        safe,
+        transitional,
+        digest,
+    })
 }
 
 /// Build a transitional config event (for synthetic traces).
@@ -1216,12 +1419,20 @@ pub fn regular(ring: RingId, members: &[NodeId], joined: &[NodeId]) -> SimEvent 
 }
 
 /// Build an application delivery event (for synthetic traces).
-pub fn deliver(group: &GroupName, sender: MemberAddr, guarantee: Guarantee, bytes: &[u8]) -> SimEvent {
+pub fn deliver(
+    group: &GroupName,
+    sender: MemberAddr,
+    guarantee: Guarantee,
+    bytes: &[u8],
+) -> SimEvent {
     let frame: Frame = bytes.to_vec().into();
     Event::Deliver {
         group: group.clone(),
         sender,
         guarantee,
-        payload: cpg_core::engine::Payload { src: cpg_core::engine::FrameRef::Own(frame), range: 0..bytes.len() },
+        payload: cpg_core::engine::Payload {
+            src: cpg_core::engine::FrameRef::Own(frame),
+            range: 0..bytes.len(),
+        },
     }
 }

@@ -31,7 +31,7 @@ use std::fmt;
 
 use cpg_core::engine::{ConfigChange, Engine, Event, FrameRef, Request, State};
 use cpg_core::limits::Config;
-use cpg_core::{CsError, Duration, Guarantee, GroupName, Instant, MemberAddr, NodeId, RingId};
+use cpg_core::{CsError, Duration, GroupName, Guarantee, Instant, MemberAddr, NodeId, RingId};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -60,8 +60,14 @@ pub fn seeds_or(default_count: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("CPG_SIM_SEED") {
         return vec![s.trim().parse().expect("CPG_SIM_SEED must be a u64")];
     }
-    let n = std::env::var("CPG_SIM_SEEDS").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default_count);
-    let base = std::env::var("CPG_SIM_SEED_BASE").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0u64);
+    let n = std::env::var("CPG_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default_count);
+    let base = std::env::var("CPG_SIM_SEED_BASE")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0u64);
     (base..base + n).collect()
 }
 
@@ -105,7 +111,10 @@ impl Workload {
     }
     /// No messages at all (joins only).
     pub fn idle() -> Workload {
-        Workload { msg_interval: Duration::from_millis(1_000_000), ..Workload::light() }
+        Workload {
+            msg_interval: Duration::from_millis(1_000_000),
+            ..Workload::light()
+        }
     }
 }
 
@@ -194,17 +203,37 @@ impl SimOptions {
             procs_per_node: rng.gen_range(1..=2),
             groups: rng.gen_range(1..=2),
             msg_interval: Duration::from_millis(rng.gen_range(15..300)),
-            medium_prob: if rng.gen_bool(0.6) { rng.gen_range(0.0..0.2) } else { 0.0 },
-            large_prob: if large { rng.gen_range(0.005..0.04) } else { 0.0 },
-            large_max: if large { rng.gen_range(16..300) * 1024 } else { 0 },
+            medium_prob: if rng.gen_bool(0.6) {
+                rng.gen_range(0.0..0.2)
+            } else {
+                0.0
+            },
+            large_prob: if large {
+                rng.gen_range(0.005..0.04)
+            } else {
+                0.0
+            },
+            large_max: if large {
+                rng.gen_range(16..300) * 1024
+            } else {
+                0
+            },
             safe_prob: [0.0, 0.3, 0.7, 1.0][rng.gen_range(0..4)],
-            churn_prob: if rng.gen_bool(0.3) { rng.gen_range(0.0..0.05) } else { 0.0 },
+            churn_prob: if rng.gen_bool(0.3) {
+                rng.gen_range(0.0..0.05)
+            } else {
+                0.0
+            },
             probe_prob: 0.02,
         };
         SimOptions {
             nodes,
             initially_down: Vec::new(),
-            start_spread: Duration::from_millis(if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1..1_500) }),
+            start_spread: Duration::from_millis(if rng.gen_bool(0.5) {
+                0
+            } else {
+                rng.gen_range(1..1_500)
+            }),
             faults,
             workload,
             safety_duration: Duration::from_millis(30_000),
@@ -214,10 +243,22 @@ impl SimOptions {
             log_all: false,
             config_tweak: None,
             trace_packets: false,
-            seq_base: if rng.gen_bool(0.15) { u32::MAX - rng.gen_range(0..3_000) } else { 0 },
+            seq_base: if rng.gen_bool(0.15) {
+                u32::MAX - rng.gen_range(0..3_000)
+            } else {
+                0
+            },
             max_steps: 3_000_000,
-            send_queue_frames: if rng.gen_bool(0.3) { Some(rng.gen_range(8..200)) } else { None },
-            fail_recv_const: if rng.gen_bool(0.2) { Some(rng.gen_range(20..200)) } else { None },
+            send_queue_frames: if rng.gen_bool(0.3) {
+                Some(rng.gen_range(8..200))
+            } else {
+                None
+            },
+            fail_recv_const: if rng.gen_bool(0.2) {
+                Some(rng.gen_range(20..200))
+            } else {
+                None
+            },
         }
     }
 }
@@ -302,7 +343,13 @@ pub struct SimError {
 
 impl fmt::Display for SimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {} at t={:.3}s: {}", self.seed, self.at.0 as f64 / 1e9, self.violation)?;
+        writeln!(
+            f,
+            "seed {} at t={:.3}s: {}",
+            self.seed,
+            self.at.0 as f64 / 1e9,
+            self.violation
+        )?;
         writeln!(f, "faults: {}", self.faults)?;
         writeln!(f, "last events:")?;
         for l in &self.tail {
@@ -340,7 +387,9 @@ struct NodesWorld<'a> {
 
 impl NodesWorld<'_> {
     fn engine(&self, node: NodeId) -> Option<&Engine<Frame>> {
-        self.idx.get(&node).and_then(|&i| self.nodes[i].engine.as_ref())
+        self.idx
+            .get(&node)
+            .and_then(|&i| self.nodes[i].engine.as_ref())
     }
 }
 
@@ -405,7 +454,13 @@ fn is_illegal_transition(from: State, to: State) -> bool {
     use State::*;
     // One engine call may take several steps; these pairs need a step the
     // protocol does not have (totem.md §9).
-    matches!((from, to), (Gather, Operational) | (Gather, Recovery) | (Commit, Operational) | (Operational, Recovery))
+    matches!(
+        (from, to),
+        (Gather, Operational)
+            | (Gather, Recovery)
+            | (Commit, Operational)
+            | (Operational, Recovery)
+    )
 }
 
 impl Sim {
@@ -440,7 +495,10 @@ impl Sim {
             let procs = (0..opts.workload.procs_per_node.max(1))
                 .map(|k| Proc {
                     pid: 1000 + k as u32,
-                    groups: all_groups.iter().map(|g| (g.clone(), GroupStatus::Out)).collect(),
+                    groups: all_groups
+                        .iter()
+                        .map(|g| (g.clone(), GroupStatus::Out))
+                        .collect(),
                     counter: 0,
                     pending: None,
                 })
@@ -479,7 +537,11 @@ impl Sim {
             if sim.opts.initially_down.contains(&id) {
                 continue;
             }
-            let at = if sim.opts.start_spread.0 > 0 { rng.gen_range(0..sim.opts.start_spread.0) } else { 0 };
+            let at = if sim.opts.start_spread.0 > 0 {
+                rng.gen_range(0..sim.opts.start_spread.0)
+            } else {
+                0
+            };
             sim.schedule(Instant(at), Action::Start(id));
         }
         sim.rng = rng;
@@ -490,7 +552,7 @@ impl Sim {
     ///
     /// # Errors
     /// The first violation, with the seed and replay command.
-    pub fn run_seed(seed: u64) -> Result<Sim, SimError> {
+    pub fn run_seed(seed: u64) -> Result<Sim, Box<SimError>> {
         let opts = SimOptions::swarm(seed);
         let mut sim = Sim::new(seed, opts);
         sim.run_safety(sim.opts.safety_duration)?;
@@ -508,7 +570,10 @@ impl Sim {
     }
 
     fn i(&self, node: NodeId) -> usize {
-        *self.idx.get(&node).unwrap_or_else(|| panic!("node {node} is not configured"))
+        *self
+            .idx
+            .get(&node)
+            .unwrap_or_else(|| panic!("node {node} is not configured"))
     }
 
     /// A node by id.
@@ -523,7 +588,11 @@ impl Sim {
 
     /// Ids of running nodes.
     pub fn live_nodes(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|n| n.is_live()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.is_live())
+            .map(|n| n.id)
+            .collect()
     }
 
     /// All node ids.
@@ -533,31 +602,44 @@ impl Sim {
 
     /// Record a story line.
     pub fn note(&mut self, text: impl Into<String>) {
-        self.log.push_back(LogLine { at: self.now, text: text.into() });
+        self.log.push_back(LogLine {
+            at: self.now,
+            text: text.into(),
+        });
         if !self.opts.log_all && self.log.len() > TAIL_LINES {
             self.log.pop_front();
         }
     }
 
-    fn error(&self, v: Violation) -> SimError {
+    fn error(&self, v: Violation) -> Box<SimError> {
         let skip = self.log.len().saturating_sub(TAIL_LINES);
-        SimError {
+        Box::new(SimError {
             seed: self.seed,
             violation: v,
             at: self.now,
-            faults: format!("{} nodes {:?}; {}", self.nodes.len(), self.node_ids(), self.opts.faults.summary()),
-            tail: self.log.iter().skip(skip).map(|l| format!("{:>9.3}s {}", l.at.0 as f64 / 1e9, l.text)).collect(),
+            faults: format!(
+                "{} nodes {:?}; {}",
+                self.nodes.len(),
+                self.node_ids(),
+                self.opts.faults.summary()
+            ),
+            tail: self
+                .log
+                .iter()
+                .skip(skip)
+                .map(|l| format!("{:>9.3}s {}", l.at.0 as f64 / 1e9, l.text))
+                .collect(),
             replay: self.replay_hint.clone(),
-        }
+        })
     }
 
-    fn fail(&mut self, v: Violation) -> SimError {
+    fn fail(&mut self, v: Violation) -> Box<SimError> {
         self.note(format!("VIOLATION {v}"));
         self.failure = Some(v.clone());
         self.error(v)
     }
 
-    fn check_failed(&self) -> Result<(), SimError> {
+    fn check_failed(&self) -> Result<(), Box<SimError>> {
         match &self.failure {
             Some(v) => Err(self.error(v.clone())),
             None => Ok(()),
@@ -566,7 +648,7 @@ impl Sim {
 
     // -- processing engine outputs -----------------------------------------
 
-    fn process(&mut self, i: usize, out: Outputs) -> Result<(), SimError> {
+    fn process(&mut self, i: usize, out: Outputs) -> Result<(), Box<SimError>> {
         let node = self.nodes[i].id;
         for seq in out.persisted {
             if let Err(v) = self.checkers.on_persist(node, seq) {
@@ -590,7 +672,12 @@ impl Sim {
                 let v = Violation::at(
                     ViolationKind::RingSeqAheadOfDisk,
                     node,
-                    format!("in ring {ring} ({:?}) but persisted only {:?}, initial {}", e.state(), n.disk.ring_seq, n.initial_ring_seq),
+                    format!(
+                        "in ring {ring} ({:?}) but persisted only {:?}, initial {}",
+                        e.state(),
+                        n.disk.ring_seq,
+                        n.initial_ring_seq
+                    ),
                 );
                 return Err(self.fail(v));
             }
@@ -605,7 +692,10 @@ impl Sim {
         }
         for ev in out.events {
             self.observe(i, &ev);
-            let world = NodesWorld { nodes: &self.nodes, idx: &self.idx };
+            let world = NodesWorld {
+                nodes: &self.nodes,
+                idx: &self.idx,
+            };
             if let Err(v) = self.checkers.on_event(node, &ev, &world) {
                 return Err(self.fail(v));
             }
@@ -619,18 +709,45 @@ impl Sim {
             Event::Config(c) => {
                 self.config_log.push((self.now, node, c.clone()));
                 let text = match c {
-                    ConfigChange::Transitional { ring_id, members, left } => {
-                        format!("node {node}: transitional {ring_id} members {:?} left {:?}", &members[..], &left[..])
+                    ConfigChange::Transitional {
+                        ring_id,
+                        members,
+                        left,
+                    } => {
+                        format!(
+                            "node {node}: transitional {ring_id} members {:?} left {:?}",
+                            &members[..],
+                            &left[..]
+                        )
                     }
-                    ConfigChange::Regular { ring_id, members, joined } => {
-                        format!("node {node}: REGULAR {ring_id} members {:?} joined {:?}", &members[..], &joined[..])
+                    ConfigChange::Regular {
+                        ring_id,
+                        members,
+                        joined,
+                    } => {
+                        format!(
+                            "node {node}: REGULAR {ring_id} members {:?} joined {:?}",
+                            &members[..],
+                            &joined[..]
+                        )
                     }
                 };
                 self.note(text);
             }
-            Event::ConfChg { group, members, left, joined } => {
-                self.confchg_log.push((self.now, node, group.clone(), members.clone()));
-                let fmt_m = |v: &[MemberAddr]| v.iter().map(|m| format!("{}/{}", m.nodeid, m.pid)).collect::<Vec<_>>().join(",");
+            Event::ConfChg {
+                group,
+                members,
+                left,
+                joined,
+            } => {
+                self.confchg_log
+                    .push((self.now, node, group.clone(), members.clone()));
+                let fmt_m = |v: &[MemberAddr]| {
+                    v.iter()
+                        .map(|m| format!("{}/{}", m.nodeid, m.pid))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
                 let l: Vec<MemberAddr> = left.iter().map(|x| x.0).collect();
                 let j: Vec<MemberAddr> = joined.iter().map(|x| x.0).collect();
                 self.note(format!(
@@ -641,7 +758,10 @@ impl Sim {
                 ));
                 let n = &mut self.nodes[i];
                 for p in &mut n.procs {
-                    let me = MemberAddr { nodeid: node, pid: p.pid };
+                    let me = MemberAddr {
+                        nodeid: node,
+                        pid: p.pid,
+                    };
                     for (g, st) in &mut p.groups {
                         if g != group {
                             continue;
@@ -656,7 +776,10 @@ impl Sim {
                 }
             }
             Event::FlowControl(on) => {
-                self.note(format!("node {node}: flow control {}", if *on { "on" } else { "off" }));
+                self.note(format!(
+                    "node {node}: flow control {}",
+                    if *on { "on" } else { "off" }
+                ));
             }
             _ => {}
         }
@@ -668,7 +791,7 @@ impl Sim {
     ///
     /// # Errors
     /// A violation (the engine refused to start, or a checker fired).
-    pub fn start_node(&mut self, node: NodeId) -> Result<(), SimError> {
+    pub fn start_node(&mut self, node: NodeId) -> Result<(), Box<SimError>> {
         let mode = self.opts.restart_mode;
         self.start_node_with(node, mode)
     }
@@ -677,7 +800,11 @@ impl Sim {
     ///
     /// # Errors
     /// A violation.
-    pub fn start_node_with(&mut self, node: NodeId, mode: RestartMode) -> Result<(), SimError> {
+    pub fn start_node_with(
+        &mut self,
+        node: NodeId,
+        mode: RestartMode,
+    ) -> Result<(), Box<SimError>> {
         let i = self.i(node);
         if self.nodes[i].is_live() {
             return Ok(());
@@ -686,22 +813,34 @@ impl Sim {
         let out = match self.nodes[i].start(self.now, mode) {
             Ok(o) => o,
             Err(e) => {
-                let v = Violation::at(ViolationKind::EngineError, node, format!("Engine::new refused: {e}"));
+                let v = Violation::at(
+                    ViolationKind::EngineError,
+                    node,
+                    format!("Engine::new refused: {e}"),
+                );
                 return Err(self.fail(v));
             }
         };
         let inc = self.nodes[i].incarnation;
         let seq = self.nodes[i].initial_ring_seq;
-        self.checkers.on_start(node, inc, mode == RestartMode::Persisted);
+        self.checkers
+            .on_start(node, inc, mode == RestartMode::Persisted);
         if restart {
             self.counters.restarts += 1;
         }
-        self.note(format!("node {node}: {} (incarnation {inc}, initial ring seq {seq})", if restart { "restart" } else { "start" }));
+        self.note(format!(
+            "node {node}: {} (incarnation {inc}, initial ring seq {seq})",
+            if restart { "restart" } else { "start" }
+        ));
         // Each process picks the groups it uses this incarnation.
         let ng = self.groups.len();
         let mut uses = Vec::new();
         for _ in 0..self.nodes[i].procs.len() {
-            let mask: u32 = if ng == 1 { 1 } else { self.rng.gen_range(1..(1u32 << ng)) };
+            let mask: u32 = if ng == 1 {
+                1
+            } else {
+                self.rng.gen_range(1..(1u32 << ng))
+            };
             uses.push(mask);
         }
         for (p, mask) in self.nodes[i].procs.iter_mut().zip(uses) {
@@ -777,7 +916,7 @@ impl Sim {
 
     // -- faults ------------------------------------------------------------
 
-    fn fault_tick(&mut self) -> Result<(), SimError> {
+    fn fault_tick(&mut self) -> Result<(), Box<SimError>> {
         if !self.faults_active {
             return Ok(());
         }
@@ -798,14 +937,20 @@ impl Sim {
                     let live = self.live_nodes();
                     if let Some(&n) = live.choose(&mut self.rng) {
                         self.crash(n);
-                        let d = Duration(self.rng.gen_range(Duration::from_millis(30).0..Duration::from_millis(3_000).0));
+                        let d = Duration(self.rng.gen_range(
+                            Duration::from_millis(30).0..Duration::from_millis(3_000).0,
+                        ));
                         self.schedule(self.now + d, Action::Restart(n));
                     }
                 }
                 1 => {
                     let mut ids = self.node_ids();
                     ids.shuffle(&mut self.rng);
-                    let k = if ids.len() > 2 && self.rng.gen_bool(0.3) { 3 } else { 2 };
+                    let k = if ids.len() > 2 && self.rng.gen_bool(0.3) {
+                        3
+                    } else {
+                        2
+                    };
                     let mut groups = vec![Vec::new(); k];
                     for (j, n) in ids.into_iter().enumerate() {
                         let g = if j < k { j } else { self.rng.gen_range(0..k) };
@@ -815,7 +960,10 @@ impl Sim {
                         g.sort_unstable();
                     }
                     self.partition(&groups);
-                    let d = Duration(self.rng.gen_range(Duration::from_millis(100).0..Duration::from_millis(4_000).0));
+                    let d =
+                        Duration(self.rng.gen_range(
+                            Duration::from_millis(100).0..Duration::from_millis(4_000).0,
+                        ));
                     self.schedule(self.now + d, Action::EndPartition);
                 }
                 _ => {
@@ -824,7 +972,9 @@ impl Sim {
                     let b = *ids.choose(&mut self.rng).expect("nodes");
                     if a != b {
                         self.block(a, b);
-                        let d = Duration(self.rng.gen_range(Duration::from_millis(100).0..Duration::from_millis(3_000).0));
+                        let d = Duration(self.rng.gen_range(
+                            Duration::from_millis(100).0..Duration::from_millis(3_000).0,
+                        ));
                         self.schedule(self.now + d, Action::Unblock(a, b));
                     }
                 }
@@ -850,7 +1000,12 @@ impl Sim {
     }
 
     /// Submit one mcast; records it as accepted on CS_OK.
-    fn submit_msg(&mut self, i: usize, p: usize, m: &PendingMsg) -> Result<Result<(), CsError>, SimError> {
+    fn submit_msg(
+        &mut self,
+        i: usize,
+        p: usize,
+        m: &PendingMsg,
+    ) -> Result<Result<(), CsError>, Box<SimError>> {
         let node = self.nodes[i].id;
         let group = self.nodes[i].procs[p].groups[m.group].0.clone();
         let bytes = payload::encode(&m.key, m.len);
@@ -864,11 +1019,26 @@ impl Sim {
         };
         let pid = self.nodes[i].procs[p].pid;
         let now = self.now;
-        let Some(e) = self.nodes[i].engine.as_mut() else { return Ok(Err(CsError::Library)) };
+        let Some(e) = self.nodes[i].engine.as_mut() else {
+            return Ok(Err(CsError::Library));
+        };
         let before = e.state();
-        let r = e.submit(now, Request::Mcast { pid, group: &group, guarantee: m.guarantee, iov: &slices });
+        let r = e.submit(
+            now,
+            Request::Mcast {
+                pid,
+                group: &group,
+                guarantee: m.guarantee,
+                iov: &slices,
+            },
+        );
         if r.is_ok() {
-            let sent = Sent { group: group.clone(), guarantee: m.guarantee, digest: payload::digest(&bytes), len: bytes.len() };
+            let sent = Sent {
+                group: group.clone(),
+                guarantee: m.guarantee,
+                digest: payload::digest(&bytes),
+                len: bytes.len(),
+            };
             self.checkers.on_accepted(m.key, &sent);
             self.counters.accepted += 1;
         }
@@ -883,21 +1053,47 @@ impl Sim {
     ///
     /// # Errors
     /// A violation.
-    pub fn mcast(&mut self, node: NodeId, pid: u32, group: usize, guarantee: Guarantee, len: usize) -> Result<Result<(), CsError>, SimError> {
+    pub fn mcast(
+        &mut self,
+        node: NodeId,
+        pid: u32,
+        group: usize,
+        guarantee: Guarantee,
+        len: usize,
+    ) -> Result<Result<(), CsError>, Box<SimError>> {
         let i = self.i(node);
-        let p = self.nodes[i].procs.iter().position(|x| x.pid == pid).expect("no such pid");
+        let p = self.nodes[i]
+            .procs
+            .iter()
+            .position(|x| x.pid == pid)
+            .expect("no such pid");
         let inc = self.nodes[i].incarnation;
         let counter = self.nodes[i].procs[p].counter;
         self.nodes[i].procs[p].counter += 1;
-        let m = PendingMsg { key: MsgKey { node, pid, incarnation: inc, counter }, group, guarantee, len, parts: 1 };
+        let m = PendingMsg {
+            key: MsgKey {
+                node,
+                pid,
+                incarnation: inc,
+                counter,
+            },
+            group,
+            guarantee,
+            len,
+            parts: 1,
+        };
         self.submit_msg(i, p, &m)
     }
 
-    fn unexpected(&mut self, node: NodeId, what: &str, e: CsError) -> SimError {
-        self.fail(Violation::at(ViolationKind::EngineError, node, format!("{what} answered {e}")))
+    fn unexpected(&mut self, node: NodeId, what: &str, e: CsError) -> Box<SimError> {
+        self.fail(Violation::at(
+            ViolationKind::EngineError,
+            node,
+            format!("{what} answered {e}"),
+        ))
     }
 
-    fn work(&mut self, node: NodeId, inc: u32) -> Result<(), SimError> {
+    fn work(&mut self, node: NodeId, inc: u32) -> Result<(), Box<SimError>> {
         let i = self.i(node);
         if !self.nodes[i].is_live() || self.nodes[i].incarnation != inc {
             return Ok(());
@@ -925,7 +1121,11 @@ impl Sim {
                         }
                     }
                     GroupStatus::WantLeave => {
-                        if self.nodes[i].procs[p].pending.as_ref().is_some_and(|m| m.group == g) {
+                        if self.nodes[i].procs[p]
+                            .pending
+                            .as_ref()
+                            .is_some_and(|m| m.group == g)
+                        {
                             continue; // send the pending message first
                         }
                         let (r, out) = self.nodes[i].leave(now, pid, &name);
@@ -970,16 +1170,32 @@ impl Sim {
                     _ => {}
                 }
             } else if self.nodes[i].procs[p].pending.is_none() {
-                let sendable: Vec<usize> =
-                    (0..ng).filter(|&g| self.nodes[i].procs[p].groups[g].1.may_send()).collect();
+                let sendable: Vec<usize> = (0..ng)
+                    .filter(|&g| self.nodes[i].procs[p].groups[g].1.may_send())
+                    .collect();
                 if let Some(&g) = sendable.choose(&mut self.rng) {
                     let len = self.payload_len();
-                    let guarantee = if self.rng.gen_bool(w.safe_prob) { Guarantee::Safe } else { Guarantee::Agreed };
+                    let guarantee = if self.rng.gen_bool(w.safe_prob) {
+                        Guarantee::Safe
+                    } else {
+                        Guarantee::Agreed
+                    };
                     let parts = self.rng.gen_range(1..=3);
                     let pid = self.nodes[i].procs[p].pid;
                     let counter = self.nodes[i].procs[p].counter;
                     self.nodes[i].procs[p].counter += 1;
-                    let m = PendingMsg { key: MsgKey { node, pid, incarnation: inc, counter }, group: g, guarantee, len, parts };
+                    let m = PendingMsg {
+                        key: MsgKey {
+                            node,
+                            pid,
+                            incarnation: inc,
+                            counter,
+                        },
+                        group: g,
+                        guarantee,
+                        len,
+                        parts,
+                    };
                     match self.submit_msg(i, p, &m)? {
                         Ok(()) => {}
                         Err(CsError::TryAgain) => {
@@ -996,10 +1212,16 @@ impl Sim {
             return Ok(());
         }
         let waiting = self.nodes[i].procs.iter().any(|p| {
-            p.pending.is_some() || p.groups.iter().any(|g| matches!(g.1, GroupStatus::WantJoin | GroupStatus::WantLeave))
+            p.pending.is_some()
+                || p.groups
+                    .iter()
+                    .any(|g| matches!(g.1, GroupStatus::WantJoin | GroupStatus::WantLeave))
         });
         if waiting {
-            let d = Duration(self.rng.gen_range(Duration::from_millis(5).0..Duration::from_millis(50).0));
+            let d = Duration(
+                self.rng
+                    .gen_range(Duration::from_millis(5).0..Duration::from_millis(50).0),
+            );
             self.schedule(now + d, Action::Work(node, inc));
         } else if self.workload_active {
             let d = self.exp(self.opts.workload.msg_interval);
@@ -1009,9 +1231,15 @@ impl Sim {
     }
 
     /// Mcast to a group the process is not in: must answer NOT_EXIST.
-    fn probe(&mut self, i: usize, p: usize) -> Result<(), SimError> {
+    fn probe(&mut self, i: usize, p: usize) -> Result<(), Box<SimError>> {
         let node = self.nodes[i].id;
-        let Some(g) = self.nodes[i].procs[p].groups.iter().position(|g| g.1 == GroupStatus::Out) else { return Ok(()) };
+        let Some(g) = self.nodes[i].procs[p]
+            .groups
+            .iter()
+            .position(|g| g.1 == GroupStatus::Out)
+        else {
+            return Ok(());
+        };
         // Only groups never joined in this incarnation are certain: the
         // last group ("never-joined") is never joined.
         if g + 1 != self.nodes[i].procs[p].groups.len() {
@@ -1020,7 +1248,12 @@ impl Sim {
         let pid = self.nodes[i].procs[p].pid;
         let inc = self.nodes[i].incarnation;
         let m = PendingMsg {
-            key: MsgKey { node, pid, incarnation: inc, counter: u64::MAX },
+            key: MsgKey {
+                node,
+                pid,
+                incarnation: inc,
+                counter: u64::MAX,
+            },
             group: g,
             guarantee: Guarantee::Agreed,
             len: 40,
@@ -1055,7 +1288,7 @@ impl Sim {
     ///
     /// # Errors
     /// The first violation.
-    pub fn step(&mut self) -> Result<bool, SimError> {
+    pub fn step(&mut self) -> Result<bool, Box<SimError>> {
         self.check_failed()?;
         let net = self.net.next_ready().map(|(t, id)| (t, 0u8, id));
         let timer = self
@@ -1065,7 +1298,9 @@ impl Sim {
             .filter_map(|(i, n)| n.next_timeout.map(|t| (t, 1u8, i as u64)))
             .min();
         let act = self.actions.keys().next().map(|&(t, s)| (t, 2u8, s));
-        let Some((t, class, key)) = [net, timer, act].into_iter().flatten().min() else { return Ok(false) };
+        let Some((t, class, key)) = [net, timer, act].into_iter().flatten().min() else {
+            return Ok(false);
+        };
         let n = self.nodes.len();
         let in_flight_max = (8 * n * n * n).max(100_000);
         if self.counters.steps >= self.opts.max_steps || self.net.in_flight() > in_flight_max {
@@ -1105,10 +1340,14 @@ impl Sim {
         Ok(true)
     }
 
-    fn deliver_packet(&mut self) -> Result<(), SimError> {
-        let Some(p) = self.net.pop_ready(self.now) else { return Ok(()) };
+    fn deliver_packet(&mut self) -> Result<(), Box<SimError>> {
+        let Some(p) = self.net.pop_ready(self.now) else {
+            return Ok(());
+        };
         let Some(p) = p else { return Ok(()) };
-        let Some(&i) = self.idx.get(&p.to) else { return Ok(()) };
+        let Some(&i) = self.idx.get(&p.to) else {
+            return Ok(());
+        };
         if !self.nodes[i].is_live() {
             self.net.stats.to_dead_node += 1;
             return Ok(());
@@ -1124,9 +1363,28 @@ impl Sim {
         let out = self.nodes[i].handle_packet(now, p.from, p.frame.clone());
         if self.opts.trace_packets {
             let kind = network::frame_kind(&p.frame).unwrap_or(255);
-            let st = out.state.map(|(a, b)| format!("{a:?}->{b:?}")).unwrap_or_default();
-            let tx: Vec<String> = out.transmits.iter().map(|t| format!("{:?}:{}", t.dest, network::frame_kind(t.frame.segments()[0]).unwrap_or(255))).collect();
-            self.note(format!("pkt {}->{} kind {kind} {:?} len {} {st} tx {tx:?}", p.from, p.to, p.kind, p.frame.len()));
+            let st = out
+                .state
+                .map(|(a, b)| format!("{a:?}->{b:?}"))
+                .unwrap_or_default();
+            let tx: Vec<String> = out
+                .transmits
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{:?}:{}",
+                        t.dest,
+                        network::frame_kind(t.frame.segments()[0]).unwrap_or(255)
+                    )
+                })
+                .collect();
+            self.note(format!(
+                "pkt {}->{} kind {kind} {:?} len {} {st} tx {tx:?}",
+                p.from,
+                p.to,
+                p.kind,
+                p.frame.len()
+            ));
         }
         if let PacketKind::Garbage(kind) = p.kind {
             let after = counted(&self.nodes[i]);
@@ -1154,7 +1412,7 @@ impl Sim {
         self.process(i, out)
     }
 
-    fn fire_timeout(&mut self, i: usize) -> Result<(), SimError> {
+    fn fire_timeout(&mut self, i: usize) -> Result<(), Box<SimError>> {
         let node = self.nodes[i].id;
         let now = self.now;
         if self.last_timeout_at.get(&node) == Some(&now) {
@@ -1163,7 +1421,10 @@ impl Sim {
                 let v = Violation::at(
                     ViolationKind::TimerLivelock,
                     node,
-                    format!("poll_timeout keeps answering {:?} at now {:?}", self.nodes[i].next_timeout, now),
+                    format!(
+                        "poll_timeout keeps answering {:?} at now {:?}",
+                        self.nodes[i].next_timeout, now
+                    ),
                 );
                 return Err(self.fail(v));
             }
@@ -1173,14 +1434,27 @@ impl Sim {
         }
         let out = self.nodes[i].handle_timeout(now);
         if self.opts.trace_packets {
-            let st = out.state.map(|(a, b)| format!("{a:?}->{b:?}")).unwrap_or_default();
-            let tx: Vec<String> = out.transmits.iter().map(|t| format!("{:?}:{}", t.dest, network::frame_kind(t.frame.segments()[0]).unwrap_or(255))).collect();
+            let st = out
+                .state
+                .map(|(a, b)| format!("{a:?}->{b:?}"))
+                .unwrap_or_default();
+            let tx: Vec<String> = out
+                .transmits
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{:?}:{}",
+                        t.dest,
+                        network::frame_kind(t.frame.segments()[0]).unwrap_or(255)
+                    )
+                })
+                .collect();
             self.note(format!("timeout at {node} {st} tx {tx:?}"));
         }
         self.process(i, out)
     }
 
-    fn run_action(&mut self, a: Action) -> Result<(), SimError> {
+    fn run_action(&mut self, a: Action) -> Result<(), Box<SimError>> {
         match a {
             Action::FaultTick => self.fault_tick(),
             Action::Restart(n) => self.start_node(n),
@@ -1202,7 +1476,7 @@ impl Sim {
     ///
     /// # Errors
     /// The first violation.
-    pub fn run_until_time(&mut self, until: Instant) -> Result<(), SimError> {
+    pub fn run_until_time(&mut self, until: Instant) -> Result<(), Box<SimError>> {
         while let Some(t) = self.next_time() {
             if t > until {
                 break;
@@ -1219,7 +1493,7 @@ impl Sim {
     ///
     /// # Errors
     /// The first violation.
-    pub fn run_for(&mut self, d: Duration) -> Result<(), SimError> {
+    pub fn run_for(&mut self, d: Duration) -> Result<(), Box<SimError>> {
         let until = self.now + d;
         self.run_until_time(until)
     }
@@ -1229,7 +1503,11 @@ impl Sim {
     ///
     /// # Errors
     /// The first violation.
-    pub fn run_until(&mut self, bound: Duration, mut pred: impl FnMut(&Sim) -> bool) -> Result<bool, SimError> {
+    pub fn run_until(
+        &mut self,
+        bound: Duration,
+        mut pred: impl FnMut(&Sim) -> bool,
+    ) -> Result<bool, Box<SimError>> {
         let end = self.now + bound;
         let tick = Duration::from_millis(5);
         loop {
@@ -1249,7 +1527,11 @@ impl Sim {
     ///
     /// # Errors
     /// The first violation.
-    pub fn run_until_step(&mut self, bound: Duration, mut pred: impl FnMut(&Sim) -> bool) -> Result<bool, SimError> {
+    pub fn run_until_step(
+        &mut self,
+        bound: Duration,
+        mut pred: impl FnMut(&Sim) -> bool,
+    ) -> Result<bool, Box<SimError>> {
         let end = self.now + bound;
         loop {
             if pred(self) {
@@ -1272,7 +1554,7 @@ impl Sim {
     ///
     /// # Errors
     /// The first violation.
-    pub fn run_safety(&mut self, d: Duration) -> Result<(), SimError> {
+    pub fn run_safety(&mut self, d: Duration) -> Result<(), Box<SimError>> {
         self.start_faults();
         self.run_for(d)
     }
@@ -1282,12 +1564,13 @@ impl Sim {
     ///
     /// # Errors
     /// A violation while restarting nodes.
-    pub fn heal(&mut self) -> Result<(), SimError> {
+    pub fn heal(&mut self) -> Result<(), Box<SimError>> {
         self.faults_active = false;
         self.workload_active = false;
         self.net.faults = self.opts.faults.calm();
         self.net.heal();
-        self.actions.retain(|_, a| matches!(a, Action::Work(..) | Action::Start(..)));
+        self.actions
+            .retain(|_, a| matches!(a, Action::Work(..) | Action::Start(..)));
         self.note("HEAL: faults off, network whole, crashed nodes restart");
         self.healed_at = Some(self.now);
         for id in self.node_ids() {
@@ -1326,7 +1609,12 @@ impl Sim {
                 break;
             }
             if e.members() != &live[..] {
-                gaps.push(format!("node {n} ring {} members {:?}, live {:?}", e.ring_id(), e.members(), live));
+                gaps.push(format!(
+                    "node {n} ring {} members {:?}, live {:?}",
+                    e.ring_id(),
+                    e.members(),
+                    live
+                ));
                 break;
             }
             match ring {
@@ -1345,12 +1633,18 @@ impl Sim {
             let node = self.node(n);
             for p in &node.procs {
                 if p.pending.is_some() {
-                    gaps.push(format!("{n}/{} has a message waiting for TRY_AGAIN retry", p.pid));
+                    gaps.push(format!(
+                        "{n}/{} has a message waiting for TRY_AGAIN retry",
+                        p.pid
+                    ));
                     break 'procs;
                 }
                 for (g, st) in &p.groups {
                     if matches!(st, GroupStatus::WantJoin | GroupStatus::WantLeave) {
-                        gaps.push(format!("{n}/{} still has to submit {st:?} for {g:?}", p.pid));
+                        gaps.push(format!(
+                            "{n}/{} still has to submit {st:?} for {g:?}",
+                            p.pid
+                        ));
                         break 'procs;
                     }
                 }
@@ -1388,7 +1682,10 @@ impl Sim {
             for &n in &live {
                 for p in &self.node(n).procs {
                     if p.groups[gi].1.expected_member() {
-                        expect.push(MemberAddr { nodeid: n, pid: p.pid });
+                        expect.push(MemberAddr {
+                            nodeid: n,
+                            pid: p.pid,
+                        });
                     }
                 }
             }
@@ -1396,8 +1693,17 @@ impl Sim {
             for &n in &live {
                 let got = self.engine(n).expect("live").group_members(g);
                 if got != expect {
-                    let fmt_m = |v: &[MemberAddr]| v.iter().map(|m| format!("{}/{}", m.nodeid, m.pid)).collect::<Vec<_>>().join(",");
-                    gaps.push(format!("node {n}: group {g:?} members [{}], expected [{}]", fmt_m(&got), fmt_m(&expect)));
+                    let fmt_m = |v: &[MemberAddr]| {
+                        v.iter()
+                            .map(|m| format!("{}/{}", m.nodeid, m.pid))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    gaps.push(format!(
+                        "node {n}: group {g:?} members [{}], expected [{}]",
+                        fmt_m(&got),
+                        fmt_m(&expect)
+                    ));
                     break 'groups;
                 }
             }
@@ -1410,7 +1716,7 @@ impl Sim {
     ///
     /// # Errors
     /// A violation, or `NoConvergence` / `NotSelfDelivered` when the bound passes.
-    pub fn run_until_converged(&mut self, bound: Duration) -> Result<(), SimError> {
+    pub fn run_until_converged(&mut self, bound: Duration) -> Result<(), Box<SimError>> {
         self.stop_workload();
         let start = self.now;
         let ok = self.run_until(bound, |s| s.convergence_gap().is_none())?;
@@ -1434,16 +1740,28 @@ impl Sim {
             let dumps: Vec<String> = self
                 .nodes
                 .iter()
-                .filter_map(|n| n.engine.as_ref().map(|e| format!("  node {}: {}", n.id, e.debug_line())))
+                .filter_map(|n| {
+                    n.engine
+                        .as_ref()
+                        .map(|e| format!("  node {}: {}", n.id, e.debug_line()))
+                })
                 .collect();
             let v = Violation::global(
                 kind,
-                format!("not converged {} ms after heal: {gap}; nodes {}\n{}", (self.now - start).as_millis(), states.join(" "), dumps.join("\n")),
+                format!(
+                    "not converged {} ms after heal: {gap}; nodes {}\n{}",
+                    (self.now - start).as_millis(),
+                    states.join(" "),
+                    dumps.join("\n")
+                ),
             );
             return Err(self.fail(v));
         }
         self.converged_at = Some(self.now);
-        self.note(format!("CONVERGED in {} ms", (self.now - start).as_millis()));
+        self.note(format!(
+            "CONVERGED in {} ms",
+            (self.now - start).as_millis()
+        ));
         if let Err(v) = self.checkers.finish() {
             return Err(self.fail(v));
         }
@@ -1491,9 +1809,15 @@ impl Sim {
             ("check.totem_deliveries", self.checkers.order.deliveries),
             ("check.vs_compared", self.checkers.vs.compared),
             ("check.app_delivered", self.checkers.fifo.delivered),
-            ("check.app_delivered_large", self.checkers.fifo.delivered_large),
+            (
+                "check.app_delivered_large",
+                self.checkers.fifo.delivered_large,
+            ),
             ("check.safe_checked", self.checkers.safe.checked),
-            ("check.safe_skipped_unsettled", self.checkers.safe.skipped_recovery),
+            (
+                "check.safe_skipped_unsettled",
+                self.checkers.safe.skipped_recovery,
+            ),
             ("check.confchgs", self.checkers.group.confchgs),
             ("check.group_points_compared", self.checkers.group.compared),
         ] {
@@ -1509,7 +1833,9 @@ impl Sim {
         want.sort_unstable();
         let mut ring = None;
         for &n in &want {
-            let Some(e) = self.engine(n) else { return false };
+            let Some(e) = self.engine(n) else {
+                return false;
+            };
             if e.state() != State::Operational || e.members() != &want[..] {
                 return false;
             }
@@ -1526,7 +1852,11 @@ impl Sim {
     ///
     /// # Errors
     /// A violation, or `NoConvergence` when the bound passes.
-    pub fn run_until_ring(&mut self, nodes: &[NodeId], bound: Duration) -> Result<(), SimError> {
+    pub fn run_until_ring(
+        &mut self,
+        nodes: &[NodeId],
+        bound: Duration,
+    ) -> Result<(), Box<SimError>> {
         if self.run_until(bound, |s| s.one_ring(nodes))? {
             return Ok(());
         }
@@ -1540,7 +1870,11 @@ impl Sim {
             .collect();
         let v = Violation::global(
             ViolationKind::NoConvergence,
-            format!("no ring of {nodes:?} within {} ms; nodes {}", bound.as_millis(), states.join(" ")),
+            format!(
+                "no ring of {nodes:?} within {} ms; nodes {}",
+                bound.as_millis(),
+                states.join(" ")
+            ),
         );
         Err(self.fail(v))
     }

@@ -107,16 +107,32 @@ impl FaultOptions {
     /// one-way blocks / garbage / replay switched on or off.
     pub fn swarm(rng: &mut ChaCha8Rng) -> FaultOptions {
         let on = |rng: &mut ChaCha8Rng, p: f64| rng.gen_bool(p);
-        let loss = if on(rng, 0.8) { rng.gen_range(0.0..0.20) } else { 0.0 };
-        let dup = if on(rng, 0.5) { rng.gen_range(0.0..0.10) } else { 0.0 };
+        let loss = if on(rng, 0.8) {
+            rng.gen_range(0.0..0.20)
+        } else {
+            0.0
+        };
+        let dup = if on(rng, 0.5) {
+            rng.gen_range(0.0..0.10)
+        } else {
+            0.0
+        };
         let delay_base = Duration::from_micros(rng.gen_range(20..2_000));
         let jitter_mean = if on(rng, 0.7) {
             Duration::from_micros(rng.gen_range(10..5_000))
         } else {
             Duration::ZERO
         };
-        let garbage = if on(rng, 0.3) { rng.gen_range(0.0..0.05) } else { 0.0 };
-        let replay = if on(rng, 0.3) { rng.gen_range(0.0..0.02) } else { 0.0 };
+        let garbage = if on(rng, 0.3) {
+            rng.gen_range(0.0..0.05)
+        } else {
+            0.0
+        };
+        let replay = if on(rng, 0.3) {
+            rng.gen_range(0.0..0.02)
+        } else {
+            0.0
+        };
         FaultOptions {
             loss,
             dup,
@@ -339,7 +355,8 @@ impl Network {
     pub fn in_flight_histogram(&self) -> BTreeMap<(NodeId, u8), usize> {
         let mut h = BTreeMap::new();
         for p in self.queue.values() {
-            *h.entry((p.from, frame_kind(&p.frame).unwrap_or(255))).or_default() += 1;
+            *h.entry((p.from, frame_kind(&p.frame).unwrap_or(255)))
+                .or_default() += 1;
         }
         h
     }
@@ -483,8 +500,21 @@ impl Network {
     }
 
     /// Put a packet on the wire as-is (scenarios): no faults but partitions.
-    pub fn inject(&mut self, now: Instant, from: NodeId, to: NodeId, frame: Frame, delay: Duration) {
-        let p = InFlight { from, to, frame, kind: PacketKind::Injected, sent_at: now };
+    pub fn inject(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        to: NodeId,
+        frame: Frame,
+        delay: Duration,
+    ) {
+        let p = InFlight {
+            from,
+            to,
+            frame,
+            kind: PacketKind::Injected,
+            sent_at: now,
+        };
         self.enqueue(now + delay, p);
     }
 
@@ -492,9 +522,9 @@ impl Network {
         let kind = frame_kind(frame);
         for r in self.rules.iter_mut() {
             if r.count > 0
-                && r.kind.map_or(true, |k| Some(k) == kind)
-                && r.from.map_or(true, |f| f == from)
-                && r.to.map_or(true, |t| t == to)
+                && (r.kind.is_none() || r.kind == kind)
+                && (r.from.is_none() || r.from == Some(from))
+                && (r.to.is_none() || r.to == Some(to))
             {
                 r.count -= 1;
                 return true;
@@ -505,7 +535,14 @@ impl Network {
     }
 
     /// Send `frame` from `from` to `dest` at `now`, applying the faults.
-    pub fn send(&mut self, rng: &mut ChaCha8Rng, now: Instant, from: NodeId, dest: Dest, frame: Frame) {
+    pub fn send(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        now: Instant,
+        from: NodeId,
+        dest: Dest,
+        frame: Frame,
+    ) {
         if let Some(c) = self.capture.as_mut() {
             c.push((from, dest, frame.clone()));
         }
@@ -516,7 +553,13 @@ impl Network {
         for to in targets {
             if to == from {
                 // Loopback: never faulted, tiny delay.
-                let p = InFlight { from, to, frame: frame.clone(), kind: PacketKind::Loopback, sent_at: now };
+                let p = InFlight {
+                    from,
+                    to,
+                    frame: frame.clone(),
+                    kind: PacketKind::Loopback,
+                    sent_at: now,
+                };
                 self.enqueue(now + Duration(1_000), p);
                 continue;
             }
@@ -532,16 +575,37 @@ impl Network {
         self.history.push_back((from, dest, frame));
     }
 
-    fn send_one(&mut self, rng: &mut ChaCha8Rng, now: Instant, from: NodeId, to: NodeId, frame: &Frame) {
+    fn send_one(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        now: Instant,
+        from: NodeId,
+        to: NodeId,
+        frame: &Frame,
+    ) {
         if self.faults.garbage > 0.0 && rng.gen_bool(self.faults.garbage) {
             let kind = GarbageKind::ALL[rng.gen_range(0..GarbageKind::ALL.len())];
             let bytes = make_garbage(rng, kind, frame, self.cluster_id);
-            let sender = if kind == GarbageKind::UnknownSender { ALIEN_NODE } else { from };
+            let sender = if kind == GarbageKind::UnknownSender {
+                ALIEN_NODE
+            } else {
+                from
+            };
             let at = now + self.delay(rng);
             self.stats.garbage += 1;
-            self.enqueue(at, InFlight { from: sender, to, frame: bytes, kind: PacketKind::Garbage(kind), sent_at: now });
+            self.enqueue(
+                at,
+                InFlight {
+                    from: sender,
+                    to,
+                    frame: bytes,
+                    kind: PacketKind::Garbage(kind),
+                    sent_at: now,
+                },
+            );
         }
-        if self.faults.replay > 0.0 && !self.history.is_empty() && rng.gen_bool(self.faults.replay) {
+        if self.faults.replay > 0.0 && !self.history.is_empty() && rng.gen_bool(self.faults.replay)
+        {
             // A late copy of an old packet, to a destination it was sent to:
             // a unicast (token, commit token) only to its own destination,
             // since the frame does not name it and no network re-addresses.
@@ -555,7 +619,16 @@ impl Network {
                 let to = old_to;
                 let at = now + self.delay(rng);
                 self.stats.replayed += 1;
-                self.enqueue(at, InFlight { from: old_from, to, frame: old, kind: PacketKind::Replay, sent_at: now });
+                self.enqueue(
+                    at,
+                    InFlight {
+                        from: old_from,
+                        to,
+                        frame: old,
+                        kind: PacketKind::Replay,
+                        sent_at: now,
+                    },
+                );
             }
         }
         if !self.connected(from, to) {
@@ -571,17 +644,40 @@ impl Network {
             return;
         }
         let at = now + self.delay(rng);
-        self.enqueue(at, InFlight { from, to, frame: frame.clone(), kind: PacketKind::Normal, sent_at: now });
+        self.enqueue(
+            at,
+            InFlight {
+                from,
+                to,
+                frame: frame.clone(),
+                kind: PacketKind::Normal,
+                sent_at: now,
+            },
+        );
         if self.faults.dup > 0.0 && rng.gen_bool(self.faults.dup) {
             let at = now + self.delay(rng);
             self.stats.duplicated += 1;
-            self.enqueue(at, InFlight { from, to, frame: frame.clone(), kind: PacketKind::Duplicate, sent_at: now });
+            self.enqueue(
+                at,
+                InFlight {
+                    from,
+                    to,
+                    frame: frame.clone(),
+                    kind: PacketKind::Duplicate,
+                    sent_at: now,
+                },
+            );
         }
     }
 }
 
 /// Build a frame the engine must reject, derived from a real one.
-pub fn make_garbage(rng: &mut ChaCha8Rng, kind: GarbageKind, frame: &[u8], cluster_id: u32) -> Frame {
+pub fn make_garbage(
+    rng: &mut ChaCha8Rng,
+    kind: GarbageKind,
+    frame: &[u8],
+    cluster_id: u32,
+) -> Frame {
     let mut b = frame.to_vec();
     if b.len() < header::LEN && kind != GarbageKind::Random && kind != GarbageKind::Truncated {
         b.resize(header::LEN, 0);
@@ -596,7 +692,11 @@ pub fn make_garbage(rng: &mut ChaCha8Rng, kind: GarbageKind, frame: &[u8], clust
             }
         }
         GarbageKind::Truncated => {
-            let n = if b.is_empty() { 0 } else { rng.gen_range(0..b.len()) };
+            let n = if b.is_empty() {
+                0
+            } else {
+                rng.gen_range(0..b.len())
+            };
             b.truncate(n);
         }
         GarbageKind::BadMagic => {
@@ -656,7 +756,10 @@ mod tests {
         net.send(&mut rng, Instant(0), 1, Dest::Node(1), frame(2));
         let got = drain(&mut net);
         assert_eq!(got.len(), 1, "only the loopback survives 100% loss");
-        assert_eq!((got[0].from, got[0].to, got[0].kind), (1, 1, PacketKind::Loopback));
+        assert_eq!(
+            (got[0].from, got[0].to, got[0].kind),
+            (1, 1, PacketKind::Loopback)
+        );
         assert_eq!(net.stats.lost, 2);
 
         let mut net = Network::new(&[1, 2, 3], FaultOptions::none(), 7);
@@ -673,9 +776,18 @@ mod tests {
             let f = FaultOptions::swarm(&mut rng);
             let mut net = Network::new(&[1, 2, 3, 4], f, 7);
             for i in 0..200u64 {
-                net.send(&mut rng, Instant(i * 1000), (i % 4 + 1) as u32, Dest::AllOthers, frame(i as u8));
+                net.send(
+                    &mut rng,
+                    Instant(i * 1000),
+                    (i % 4 + 1) as u32,
+                    Dest::AllOthers,
+                    frame(i as u8),
+                );
             }
-            drain(&mut net).iter().map(|p| (p.from, p.to, p.frame.get(39).copied(), p.kind)).collect::<Vec<_>>()
+            drain(&mut net)
+                .iter()
+                .map(|p| (p.from, p.to, p.frame.get(39).copied(), p.kind))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(5), run(5));
         assert_ne!(run(5), run(6));
@@ -688,7 +800,13 @@ mod tests {
         f.jitter_mean = Duration::from_millis(5);
         let mut net = Network::new(&[1, 2], f.clone(), 7);
         for i in 0..100u8 {
-            net.send(&mut rng, Instant(u64::from(i) * 10_000), 1, Dest::Node(2), frame(i));
+            net.send(
+                &mut rng,
+                Instant(u64::from(i) * 10_000),
+                1,
+                Dest::Node(2),
+                frame(i),
+            );
         }
         let order: Vec<u8> = drain(&mut net).iter().map(|p| p.frame[39]).collect();
         assert_eq!(order.len(), 100);
@@ -697,7 +815,13 @@ mod tests {
         f.jitter_mean = Duration::ZERO;
         let mut net = Network::new(&[1, 2], f, 7);
         for i in 0..100u8 {
-            net.send(&mut rng, Instant(u64::from(i) * 10_000), 1, Dest::Node(2), frame(i));
+            net.send(
+                &mut rng,
+                Instant(u64::from(i) * 10_000),
+                1,
+                Dest::Node(2),
+                frame(i),
+            );
         }
         let order: Vec<u8> = drain(&mut net).iter().map(|p| p.frame[39]).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]));
@@ -714,8 +838,16 @@ mod tests {
             net.send(&mut rng, Instant(i), 1, Dest::Node(2), frame(0));
         }
         let n = drain(&mut net).len();
-        assert!((1_700..2_300).contains(&(net.stats.lost as usize)), "lost {}", net.stats.lost);
-        assert!((600..1_000).contains(&(net.stats.duplicated as usize)), "dup {}", net.stats.duplicated);
+        assert!(
+            (1_700..2_300).contains(&(net.stats.lost as usize)),
+            "lost {}",
+            net.stats.lost
+        );
+        assert!(
+            (600..1_000).contains(&(net.stats.duplicated as usize)),
+            "dup {}",
+            net.stats.duplicated
+        );
         assert_eq!(n as u64, 10_000 - net.stats.lost + net.stats.duplicated);
     }
 
@@ -724,7 +856,12 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mut net = Network::new(&[1, 2, 3, 4], FaultOptions::none(), 7);
         net.partition(&[vec![1, 2], vec![3]]);
-        assert!(net.connected(1, 2) && !net.connected(1, 3) && !net.connected(3, 4) && !net.connected(4, 1));
+        assert!(
+            net.connected(1, 2)
+                && !net.connected(1, 3)
+                && !net.connected(3, 4)
+                && !net.connected(4, 1)
+        );
         assert_eq!(net.partition_groups(), vec![vec![1, 2], vec![3], vec![4]]);
         net.send(&mut rng, Instant(0), 1, Dest::AllOthers, frame(0));
         let got: Vec<_> = drain(&mut net).iter().map(|p| p.to).collect();
@@ -750,7 +887,12 @@ mod tests {
     fn drop_rules_hit_the_named_kind_only() {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mut net = Network::new(&[1, 2], FaultOptions::none(), 7);
-        net.add_drop_rule(DropRule { kind: Some(header::KIND_TOKEN), from: None, to: Some(2), count: 1 });
+        net.add_drop_rule(DropRule {
+            kind: Some(header::KIND_TOKEN),
+            from: None,
+            to: Some(2),
+            count: 1,
+        });
         let mut tok = frame(0).to_vec();
         tok[3] = header::KIND_TOKEN;
         let tok: Frame = tok.into();

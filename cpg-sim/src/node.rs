@@ -8,7 +8,7 @@
 
 use cpg_core::engine::{Engine, EngineOptions, Event, Request, State, Stats, Transmit};
 use cpg_core::limits::{Config, ConfigError};
-use cpg_core::{CsError, Guarantee, GroupName, Instant, NodeId, Reason, RingId};
+use cpg_core::{CsError, GroupName, Guarantee, Instant, NodeId, Reason, RingId};
 
 use crate::network::Frame;
 use crate::payload::MsgKey;
@@ -51,11 +51,20 @@ pub enum GroupStatus {
 impl GroupStatus {
     /// Counts as a member for `mcast` (join requested or done).
     pub fn may_send(self) -> bool {
-        matches!(self, GroupStatus::Joining | GroupStatus::Joined | GroupStatus::WantLeave)
+        matches!(
+            self,
+            GroupStatus::Joining | GroupStatus::Joined | GroupStatus::WantLeave
+        )
     }
     /// Expected to be a member once the cluster settles.
     pub fn expected_member(self) -> bool {
-        matches!(self, GroupStatus::WantJoin | GroupStatus::Joining | GroupStatus::Joined | GroupStatus::WantLeave)
+        matches!(
+            self,
+            GroupStatus::WantJoin
+                | GroupStatus::Joining
+                | GroupStatus::Joined
+                | GroupStatus::WantLeave
+        )
     }
 }
 
@@ -241,8 +250,20 @@ impl SimNode {
     ///
     /// # Errors
     /// The engine's [`ConfigError`].
-    pub fn start_with_seq(&mut self, now: Instant, initial_ring_seq: u64) -> Result<Outputs, ConfigError> {
-        let engine = Engine::new(self.config.clone(), EngineOptions { trace: true, seq_base: self.seq_base }, initial_ring_seq, now)?;
+    pub fn start_with_seq(
+        &mut self,
+        now: Instant,
+        initial_ring_seq: u64,
+    ) -> Result<Outputs, ConfigError> {
+        let engine = Engine::new(
+            self.config.clone(),
+            EngineOptions {
+                trace: true,
+                seq_base: self.seq_base,
+            },
+            initial_ring_seq,
+            now,
+        )?;
         self.engine = Some(engine);
         self.disk.boots += 1;
         self.incarnation += 1;
@@ -293,7 +314,9 @@ impl SimNode {
     /// Drain every output after a call, in the documented order.
     pub fn drain(&mut self, before: Option<State>) -> Outputs {
         let mut out = Outputs::default();
-        let Some(e) = self.engine.as_mut() else { return out };
+        let Some(e) = self.engine.as_mut() else {
+            return out;
+        };
         while let Some(seq) = e.poll_persist() {
             self.disk.ring_seq = Some(seq);
             out.persisted.push(seq);
@@ -315,7 +338,9 @@ impl SimNode {
 
     /// Hand a received frame to the engine.
     pub fn handle_packet(&mut self, now: Instant, from: NodeId, frame: Frame) -> Outputs {
-        let Some(e) = self.engine.as_mut() else { return Outputs::default() };
+        let Some(e) = self.engine.as_mut() else {
+            return Outputs::default();
+        };
         let before = e.state();
         e.handle_packet(now, from, frame);
         self.drain(Some(before))
@@ -323,7 +348,9 @@ impl SimNode {
 
     /// A deadline passed.
     pub fn handle_timeout(&mut self, now: Instant) -> Outputs {
-        let Some(e) = self.engine.as_mut() else { return Outputs::default() };
+        let Some(e) = self.engine.as_mut() else {
+            return Outputs::default();
+        };
         let before = e.state();
         e.handle_timeout(now);
         self.drain(Some(before))
@@ -331,7 +358,9 @@ impl SimNode {
 
     /// Submit a request.
     pub fn submit(&mut self, now: Instant, req: Request<'_>) -> (Result<(), CsError>, Outputs) {
-        let Some(e) = self.engine.as_mut() else { return (Err(CsError::Library), Outputs::default()) };
+        let Some(e) = self.engine.as_mut() else {
+            return (Err(CsError::Library), Outputs::default());
+        };
         let before = e.state();
         let r = e.submit(now, req);
         (r, self.drain(Some(before)))
@@ -339,7 +368,9 @@ impl SimNode {
 
     /// Clean shutdown (LEAVE), then the engine is dropped like a crash.
     pub fn shutdown(&mut self, now: Instant) -> Outputs {
-        let Some(e) = self.engine.as_mut() else { return Outputs::default() };
+        let Some(e) = self.engine.as_mut() else {
+            return Outputs::default();
+        };
         let before = e.state();
         e.shutdown(now);
         let out = self.drain(Some(before));
@@ -348,12 +379,36 @@ impl SimNode {
     }
 
     /// Submit `cpg_join` for a process.
-    pub fn join(&mut self, now: Instant, pid: u32, group: &GroupName) -> (Result<(), CsError>, Outputs) {
-        self.submit(now, Request::Join { pid, group, flags: 0 })
+    pub fn join(
+        &mut self,
+        now: Instant,
+        pid: u32,
+        group: &GroupName,
+    ) -> (Result<(), CsError>, Outputs) {
+        self.submit(
+            now,
+            Request::Join {
+                pid,
+                group,
+                flags: 0,
+            },
+        )
     }
 
     /// Submit `cpg_leave` for a process.
-    pub fn leave(&mut self, now: Instant, pid: u32, group: &GroupName) -> (Result<(), CsError>, Outputs) {
-        self.submit(now, Request::Leave { pid, group, reason: Reason::Leave })
+    pub fn leave(
+        &mut self,
+        now: Instant,
+        pid: u32,
+        group: &GroupName,
+    ) -> (Result<(), CsError>, Outputs) {
+        self.submit(
+            now,
+            Request::Leave {
+                pid,
+                group,
+                reason: Reason::Leave,
+            },
+        )
     }
 }

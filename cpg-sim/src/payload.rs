@@ -31,7 +31,11 @@ pub struct MsgKey {
 
 impl core::fmt::Display for MsgKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}/{}#{}:{}", self.node, self.pid, self.incarnation, self.counter)
+        write!(
+            f,
+            "{}/{}#{}:{}",
+            self.node, self.pid, self.incarnation, self.counter
+        )
     }
 }
 
@@ -66,7 +70,10 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 }
 
 fn fill(key: &MsgKey, out: &mut [u8]) {
-    let mut x = (u64::from(key.node) << 40) ^ (u64::from(key.pid) << 20) ^ key.counter ^ (u64::from(key.incarnation) << 56);
+    let mut x = (u64::from(key.node) << 40)
+        ^ (u64::from(key.pid) << 20)
+        ^ key.counter
+        ^ (u64::from(key.incarnation) << 56);
     x ^= 0x9E37_79B9_7F4A_7C15;
     for chunk in out.chunks_mut(8) {
         x ^= x << 13;
@@ -110,7 +117,10 @@ pub fn decode(b: &[u8]) -> Result<MsgKey, PayloadError> {
     }
     let expected = u32_at(b, 24) as usize;
     if expected != b.len() {
-        return Err(PayloadError::Length { expected, got: b.len() });
+        return Err(PayloadError::Length {
+            expected,
+            got: b.len(),
+        });
     }
     let mut sum = [0u8; 8];
     sum.copy_from_slice(&b[28..36]);
@@ -119,7 +129,12 @@ pub fn decode(b: &[u8]) -> Result<MsgKey, PayloadError> {
     }
     let mut counter = [0u8; 8];
     counter.copy_from_slice(&b[16..24]);
-    Ok(MsgKey { node: u32_at(b, 4), pid: u32_at(b, 8), incarnation: u32_at(b, 12), counter: u64::from_le_bytes(counter) })
+    Ok(MsgKey {
+        node: u32_at(b, 4),
+        pid: u32_at(b, 8),
+        incarnation: u32_at(b, 12),
+        counter: u64::from_le_bytes(counter),
+    })
 }
 
 /// Digest identifying a payload's bytes.
@@ -133,14 +148,25 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let k = MsgKey { node: 3, pid: 1001, incarnation: 2, counter: 77 };
+        let k = MsgKey {
+            node: 3,
+            pid: 1001,
+            incarnation: 2,
+            counter: 77,
+        };
         for len in [0, 36, 37, 100, 5000, 300_000] {
             let b = encode(&k, len);
             assert_eq!(b.len(), len.max(HEADER_LEN));
             assert_eq!(decode(&b), Ok(k));
         }
         let b = encode(&k, 1000);
-        assert_eq!(decode(&b[..999]), Err(PayloadError::Length { expected: 1000, got: 999 }));
+        assert_eq!(
+            decode(&b[..999]),
+            Err(PayloadError::Length {
+                expected: 1000,
+                got: 999
+            })
+        );
         let mut c = b.clone();
         c[500] ^= 1;
         assert_eq!(decode(&c), Err(PayloadError::Checksum));

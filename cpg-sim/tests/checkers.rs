@@ -1,10 +1,10 @@
 //! Each checker catches a planted bug: synthetic event traces (no engine)
 //! with one deliberate mistake, and the matching clean trace that passes.
 
-use cpg_core::{Guarantee, GroupName, MemberAddr, NodeId, RingId};
+use cpg_core::{GroupName, Guarantee, MemberAddr, NodeId, RingId};
 use cpg_sim::checker::{
-    deliver, regular, trace, transitional, Checker, Checkers, FakeWorld, FifoChecker, GroupChecker, OrderChecker, RingChecker, SafeChecker,
-    Sent, SimEvent, ViolationKind, VsChecker,
+    deliver, regular, trace, transitional, Checker, Checkers, FakeWorld, FifoChecker, GroupChecker,
+    OrderChecker, RingChecker, SafeChecker, Sent, SimEvent, ViolationKind, VsChecker,
 };
 use cpg_sim::payload::{self, MsgKey};
 
@@ -13,7 +13,10 @@ fn ring(rep: NodeId, seq: u64) -> RingId {
 }
 
 fn world(live: &[NodeId]) -> FakeWorld {
-    FakeWorld { live: live.iter().copied().collect(), ..FakeWorld::default() }
+    FakeWorld {
+        live: live.iter().copied().collect(),
+        ..FakeWorld::default()
+    }
 }
 
 /// Feed `(node, event)` pairs; return the first violation kind.
@@ -60,7 +63,10 @@ fn ring_checker_catches_different_member_lists_for_one_ring() {
     let mut c = RingChecker::default();
     let mut evs = form_ring(&mut c);
     evs[7] = (2, regular(ring(1, 9), &[1, 2, 3], &[1, 3]));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::RingMembersDiffer));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::RingMembersDiffer)
+    );
 }
 
 #[test]
@@ -69,13 +75,19 @@ fn ring_checker_catches_rep_not_lowest_and_installer_outside() {
     let mut evs = form_ring(&mut c);
     evs[5] = (1, regular(ring(2, 9), &[1, 2], &[2]));
     evs[4] = (1, transitional(ring(2, 9), &[1], &[]));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::RepNotLowest));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::RepNotLowest)
+    );
 
     let mut c = RingChecker::default();
     let mut evs = form_ring(&mut c);
     evs[1] = (1, regular(ring(2, 5), &[2], &[2]));
     evs[0] = (1, transitional(ring(2, 5), &[], &[]));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::InstallerNotMember));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::InstallerNotMember)
+    );
 }
 
 #[test]
@@ -84,28 +96,44 @@ fn ring_checker_catches_bad_transitional_left_and_joined() {
     let mut c = RingChecker::default();
     let mut evs = form_ring(&mut c);
     evs[4] = (1, transitional(ring(1, 9), &[1, 2], &[]));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::TransitionalNotSubset));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::TransitionalNotSubset)
+    );
     // Transitional set without self.
     let mut c = RingChecker::default();
     let mut evs = form_ring(&mut c);
     evs[4] = (1, transitional(ring(1, 9), &[], &[1]));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::TransitionalMissingSelf));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::TransitionalMissingSelf)
+    );
     // Wrong joined list.
     let mut c = RingChecker::default();
     let mut evs = form_ring(&mut c);
     evs[5] = (1, regular(ring(1, 9), &[1, 2], &[]));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::JoinedWrong));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::JoinedWrong)
+    );
     // Wrong left list on the next change.
     let mut c = RingChecker::default();
     let mut evs = form_ring(&mut c);
     let _ = c.on_persist(1, 13);
     evs.push((1, transitional(ring(1, 13), &[1], &[])));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::LeftWrong));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::LeftWrong)
+    );
     // A non-empty first transitional configuration.
     let mut c = RingChecker::default();
     c.on_start(3, 1, true);
     assert_eq!(
-        feed(&mut c, &world(&[3]), &[(3, transitional(ring(3, 5), &[3], &[]))]),
+        feed(
+            &mut c,
+            &world(&[3]),
+            &[(3, transitional(ring(3, 5), &[3], &[]))]
+        ),
         Some(ViolationKind::TransitionalNotSubset)
     );
 }
@@ -116,7 +144,10 @@ fn ring_checker_catches_rhythm_and_seq_problems() {
     let mut c = RingChecker::default();
     let mut evs = form_ring(&mut c);
     evs.remove(4);
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::ConfigOutOfOrder));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::ConfigOutOfOrder)
+    );
     // Ring seq going backwards across a restart with a disk.
     let mut c = RingChecker::default();
     let evs = form_ring(&mut c);
@@ -124,17 +155,32 @@ fn ring_checker_catches_rhythm_and_seq_problems() {
     c.on_crash(2);
     c.on_start(2, 2, true);
     let _ = c.on_persist(2, 10);
-    let again = [(2, transitional(ring(2, 5), &[], &[])), (2, regular(ring(2, 5), &[2], &[2]))];
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &again), Some(ViolationKind::RingSeqNotIncreasing));
+    let again = [
+        (2, transitional(ring(2, 5), &[], &[])),
+        (2, regular(ring(2, 5), &[2], &[2])),
+    ];
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &again),
+        Some(ViolationKind::RingSeqNotIncreasing)
+    );
     // Installing a seq never persisted.
     let mut c = RingChecker::default();
     c.on_start(4, 1, true);
-    let evs = [(4, transitional(ring(4, 5), &[], &[])), (4, regular(ring(4, 5), &[4], &[4]))];
-    assert_eq!(feed(&mut c, &world(&[4]), &evs), Some(ViolationKind::RingSeqNotPersisted));
+    let evs = [
+        (4, transitional(ring(4, 5), &[], &[])),
+        (4, regular(ring(4, 5), &[4], &[4])),
+    ];
+    assert_eq!(
+        feed(&mut c, &world(&[4]), &evs),
+        Some(ViolationKind::RingSeqNotPersisted)
+    );
     // Persisting a lower seq.
     let mut c = RingChecker::default();
     c.on_persist(4, 9).unwrap();
-    assert_eq!(c.on_persist(4, 9).map_err(|v| v.kind), Err(ViolationKind::PersistNotIncreasing));
+    assert_eq!(
+        c.on_persist(4, 9).map_err(|v| v.kind),
+        Err(ViolationKind::PersistNotIncreasing)
+    );
 }
 
 #[test]
@@ -149,7 +195,10 @@ fn ring_checker_catches_disagreeing_changes() {
     evs.push((1, regular(ring(1, 13), &[1, 2], &[])));
     evs.push((2, transitional(ring(1, 13), &[2], &[1])));
     evs.push((2, regular(ring(1, 13), &[1, 2], &[1])));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::ConfigChangeDiffers));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::ConfigChangeDiffers)
+    );
 }
 
 // ---- total order -----------------------------------------------------------------
@@ -160,7 +209,10 @@ fn order_checker_catches_two_digests_for_one_seq() {
     let mut evs = form_ring(&mut c);
     evs.push((1, trace(ring(1, 9), 1, 1, 0xAAAA, false, false)));
     evs.push((2, trace(ring(1, 9), 1, 1, 0xBBBB, false, false)));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::SeqConflict));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::SeqConflict)
+    );
 }
 
 #[test]
@@ -169,20 +221,29 @@ fn order_checker_catches_out_of_order_and_wrong_config() {
     let mut evs = form_ring(&mut c);
     evs.push((1, trace(ring(1, 9), 5, 1, 5, false, false)));
     evs.push((1, trace(ring(1, 9), 3, 1, 3, false, false)));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::DeliveryOutOfOrder));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::DeliveryOutOfOrder)
+    );
 
     // A duplicate Totem delivery is out of order too.
     let mut c = OrderChecker::default();
     let mut evs = form_ring(&mut c);
     evs.push((1, trace(ring(1, 9), 3, 1, 3, false, false)));
     evs.push((1, trace(ring(1, 9), 3, 1, 3, false, false)));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::DeliveryOutOfOrder));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::DeliveryOutOfOrder)
+    );
 
     // Delivering a message of a ring the node has not installed.
     let mut c = OrderChecker::default();
     let mut evs = form_ring(&mut c);
     evs.push((1, trace(ring(2, 5), 1, 2, 1, false, false)));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::DeliveryOutsideConfig));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::DeliveryOutsideConfig)
+    );
 
     // Seqs wrap: u32::MAX then 0 within one ring is in order.
     let mut c = OrderChecker::default();
@@ -223,7 +284,10 @@ fn vs_checker_catches_different_transitional_deliveries() {
     evs.push((1, regular(ring(1, 13), &[1, 2], &[])));
     evs.push((2, transitional(ring(1, 13), &[1, 2], &[])));
     evs.push((2, regular(ring(1, 13), &[1, 2], &[])));
-    assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), Some(ViolationKind::VirtualSynchrony));
+    assert_eq!(
+        feed(&mut c, &world(&[1, 2]), &evs),
+        Some(ViolationKind::VirtualSynchrony)
+    );
 }
 
 #[test]
@@ -233,7 +297,11 @@ fn vs_checker_reports_unequal_regular_sets_at_quiescence() {
     evs.push((1, trace(ring(1, 9), 1, 1, 1, false, false)));
     assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), None);
     assert!(c.regular_sets_agree(&[1, 2]).is_err());
-    let _ = c.on_event(2, &trace(ring(1, 9), 1, 1, 1, false, false), &world(&[1, 2]));
+    let _ = c.on_event(
+        2,
+        &trace(ring(1, 9), 1, 1, 1, false, false),
+        &world(&[1, 2]),
+    );
     assert!(c.regular_sets_agree(&[1, 2]).is_ok());
 }
 
@@ -244,15 +312,28 @@ fn g0() -> GroupName {
 }
 
 fn accepted(c: &mut FifoChecker, node: NodeId, counter: u64, len: usize) -> Vec<u8> {
-    let key = MsgKey { node, pid: 7, incarnation: 1, counter };
+    let key = MsgKey {
+        node,
+        pid: 7,
+        incarnation: 1,
+        counter,
+    };
     let bytes = payload::encode(&key, len);
-    let sent = Sent { group: g0(), guarantee: Guarantee::Agreed, digest: payload::digest(&bytes), len: bytes.len() };
+    let sent = Sent {
+        group: g0(),
+        guarantee: Guarantee::Agreed,
+        digest: payload::digest(&bytes),
+        len: bytes.len(),
+    };
     c.on_accepted(key, &sent);
     bytes
 }
 
 fn from(node: NodeId) -> MemberAddr {
-    MemberAddr { nodeid: node, pid: 7 }
+    MemberAddr {
+        nodeid: node,
+        pid: 7,
+    }
 }
 
 #[test]
@@ -269,7 +350,11 @@ fn fifo_checker_accepts_clean_and_tracks_self_delivery() {
         (1, deliver(&g0(), from(1), Guarantee::Agreed, &a)),
     ];
     assert_eq!(feed(&mut c, &world(&[1, 2]), &evs), None);
-    assert_eq!(c.undelivered_own(1).len(), 1, "one own message still undelivered");
+    assert_eq!(
+        c.undelivered_own(1).len(),
+        1,
+        "one own message still undelivered"
+    );
 }
 
 #[test]
@@ -278,35 +363,71 @@ fn fifo_checker_catches_duplicates_reordering_invention_and_damage() {
     // Duplicate.
     let mut c = FifoChecker::default();
     let a = accepted(&mut c, 1, 0, 100);
-    let evs = vec![(2, deliver(&g0(), from(1), Guarantee::Agreed, &a)), (2, deliver(&g0(), from(1), Guarantee::Agreed, &a))];
+    let evs = vec![
+        (2, deliver(&g0(), from(1), Guarantee::Agreed, &a)),
+        (2, deliver(&g0(), from(1), Guarantee::Agreed, &a)),
+    ];
     assert_eq!(feed(&mut c, &w, &evs), Some(ViolationKind::Duplicate));
     // Out of FIFO order.
     let mut c = FifoChecker::default();
     let a = accepted(&mut c, 1, 0, 100);
     let b = accepted(&mut c, 1, 1, 100);
-    let evs = vec![(2, deliver(&g0(), from(1), Guarantee::Agreed, &b)), (2, deliver(&g0(), from(1), Guarantee::Agreed, &a))];
+    let evs = vec![
+        (2, deliver(&g0(), from(1), Guarantee::Agreed, &b)),
+        (2, deliver(&g0(), from(1), Guarantee::Agreed, &a)),
+    ];
     assert_eq!(feed(&mut c, &w, &evs), Some(ViolationKind::FifoBroken));
     // Never accepted.
     let mut c = FifoChecker::default();
-    let ghost = payload::encode(&MsgKey { node: 1, pid: 7, incarnation: 1, counter: 9 }, 80);
+    let ghost = payload::encode(
+        &MsgKey {
+            node: 1,
+            pid: 7,
+            incarnation: 1,
+            counter: 9,
+        },
+        80,
+    );
     assert_eq!(
-        feed(&mut c, &w, &[(2, deliver(&g0(), from(1), Guarantee::Agreed, &ghost))]),
+        feed(
+            &mut c,
+            &w,
+            &[(2, deliver(&g0(), from(1), Guarantee::Agreed, &ghost))]
+        ),
         Some(ViolationKind::Invented)
     );
     // Wrong sender attributed.
     let mut c = FifoChecker::default();
     let a = accepted(&mut c, 1, 0, 100);
-    assert_eq!(feed(&mut c, &w, &[(2, deliver(&g0(), from(2), Guarantee::Agreed, &a))]), Some(ViolationKind::Invented));
+    assert_eq!(
+        feed(
+            &mut c,
+            &w,
+            &[(2, deliver(&g0(), from(2), Guarantee::Agreed, &a))]
+        ),
+        Some(ViolationKind::Invented)
+    );
     // Truncated (a fragment surfaced) and bit-flipped.
     let mut c = FifoChecker::default();
     let a = accepted(&mut c, 1, 0, 5000);
     assert_eq!(
-        feed(&mut c, &w, &[(2, deliver(&g0(), from(1), Guarantee::Agreed, &a[..1400]))]),
+        feed(
+            &mut c,
+            &w,
+            &[(2, deliver(&g0(), from(1), Guarantee::Agreed, &a[..1400]))]
+        ),
         Some(ViolationKind::Corrupt)
     );
     let mut flipped = a.clone();
     flipped[3000] ^= 4;
-    assert_eq!(feed(&mut c, &w, &[(2, deliver(&g0(), from(1), Guarantee::Agreed, &flipped))]), Some(ViolationKind::Corrupt));
+    assert_eq!(
+        feed(
+            &mut c,
+            &w,
+            &[(2, deliver(&g0(), from(1), Guarantee::Agreed, &flipped))]
+        ),
+        Some(ViolationKind::Corrupt)
+    );
 }
 
 // ---- SAFE ------------------------------------------------------------------------
@@ -342,19 +463,31 @@ fn safe_checker_in_transitional_asks_only_transitional_members() {
         evs.push((1, trace(ring(1, 9), 4, 1, 44, true, true)));
         feed(&mut c, &w, &evs)
     };
-    assert_eq!(run(false, &[1]), None, "node 2 left: it need not hold the message");
+    assert_eq!(
+        run(false, &[1]),
+        None,
+        "node 2 left: it need not hold the message"
+    );
     assert_eq!(run(false, &[1, 2]), Some(ViolationKind::SafeNotHeld));
     assert_eq!(run(true, &[1, 2]), None);
 }
 
 // ---- CPG membership -------------------------------------------------------------------
 
-fn confchg(group: &GroupName, members: &[MemberAddr], left: &[MemberAddr], joined: &[MemberAddr]) -> SimEvent {
+fn confchg(
+    group: &GroupName,
+    members: &[MemberAddr],
+    left: &[MemberAddr],
+    joined: &[MemberAddr],
+) -> SimEvent {
     cpg_core::engine::Event::ConfChg {
         group: group.clone(),
         members: members.to_vec(),
         left: left.iter().map(|m| (*m, cpg_core::Reason::Leave)).collect(),
-        joined: joined.iter().map(|m| (*m, cpg_core::Reason::Join)).collect(),
+        joined: joined
+            .iter()
+            .map(|m| (*m, cpg_core::Reason::Join))
+            .collect(),
     }
 }
 
@@ -395,12 +528,22 @@ fn group_checker_catches_unsorted_and_inconsistent_confchg() {
     let b = MemberAddr { nodeid: 2, pid: 7 };
     let mut c = GroupChecker::default();
     assert_eq!(
-        feed(&mut c, &world(&[1]), &[(1, confchg(&g0(), &[b, a], &[], &[b]))]),
+        feed(
+            &mut c,
+            &world(&[1]),
+            &[(1, confchg(&g0(), &[b, a], &[], &[b]))]
+        ),
         Some(ViolationKind::GroupMembersUnsorted)
     );
     let mut c = GroupChecker::default();
-    let evs = vec![(1, confchg(&g0(), &[a], &[], &[a])), (1, confchg(&g0(), &[a, b], &[], &[]))];
-    assert_eq!(feed(&mut c, &world(&[1]), &evs), Some(ViolationKind::GroupChangeInconsistent));
+    let evs = vec![
+        (1, confchg(&g0(), &[a], &[], &[a])),
+        (1, confchg(&g0(), &[a, b], &[], &[])),
+    ];
+    assert_eq!(
+        feed(&mut c, &world(&[1]), &evs),
+        Some(ViolationKind::GroupChangeInconsistent)
+    );
 }
 
 // ---- all together --------------------------------------------------------------------
@@ -419,8 +562,11 @@ fn checkers_together_report_the_first_violation() {
     for (n, e) in &evs {
         all.on_event(*n, e, &w).unwrap();
     }
-    all.on_event(1, &trace(ring(1, 9), 1, 1, 10, false, false), &w).unwrap();
-    let v = all.on_event(2, &trace(ring(1, 9), 1, 1, 11, false, false), &w).unwrap_err();
+    all.on_event(1, &trace(ring(1, 9), 1, 1, 10, false, false), &w)
+        .unwrap();
+    let v = all
+        .on_event(2, &trace(ring(1, 9), 1, 1, 11, false, false), &w)
+        .unwrap_err();
     assert_eq!(v.kind, ViolationKind::SeqConflict);
     assert!(v.to_string().contains("SeqConflict at node 2"), "{v}");
 }

@@ -15,11 +15,12 @@ const SEED: u64 = 1;
 
 fn sim(name: &str, opts: SimOptions) -> Sim {
     let mut s = Sim::new(SEED, opts);
-    s.replay_hint = format!("cargo test -p cpg-sim --release --test scenarios {name} -- --nocapture");
+    s.replay_hint =
+        format!("cargo test -p cpg-sim --release --test scenarios {name} -- --nocapture");
     s
 }
 
-fn ok<T>(r: Result<T, SimError>) -> T {
+fn ok<T>(r: Result<T, Box<SimError>>) -> T {
     r.unwrap_or_else(|e| panic!("\n{e}\n"))
 }
 
@@ -38,8 +39,12 @@ fn changes(s: &Sim, node: NodeId) -> Vec<Change> {
             continue;
         }
         match c {
-            ConfigChange::Transitional { members, left, .. } => pending = Some((members.to_vec(), left.to_vec())),
-            ConfigChange::Regular { members, joined, .. } => {
+            ConfigChange::Transitional { members, left, .. } => {
+                pending = Some((members.to_vec(), left.to_vec()))
+            }
+            ConfigChange::Regular {
+                members, joined, ..
+            } => {
                 let (tm, l) = pending.take().unwrap_or_default();
                 out.push((tm, l, members.to_vec(), joined.to_vec(), *t));
             }
@@ -50,7 +55,10 @@ fn changes(s: &Sim, node: NodeId) -> Vec<Change> {
 
 fn print_changes(s: &Sim, node: NodeId) {
     for (tm, l, m, j, t) in changes(s, node) {
-        println!("  {:>8.3}s node {node}: trans {tm:?} left {l:?} -> regular {m:?} joined {j:?}", t.0 as f64 / 1e9);
+        println!(
+            "  {:>8.3}s node {node}: trans {tm:?} left {l:?} -> regular {m:?} joined {j:?}",
+            t.0 as f64 / 1e9
+        );
     }
 }
 
@@ -65,10 +73,17 @@ fn token_loss_during_recovery() {
     ok(s.run_for(Duration::from_millis(500)));
     s.crash(4);
     // Wait for the survivors to reach RECOVERY of the ring without 4 ...
-    let reached = ok(s.run_until_step(bound(), |s| (1..=3).any(|n| s.engine(n).is_some_and(|e| e.state() == State::Recovery))));
+    let reached = ok(s.run_until_step(bound(), |s| {
+        (1..=3).any(|n| s.engine(n).is_some_and(|e| e.state() == State::Recovery))
+    }));
     assert!(reached, "no node reached RECOVERY");
     // ... then lose every ORF token until a node notices the loss in RECOVERY.
-    s.net.add_drop_rule(DropRule { kind: Some(header::KIND_TOKEN), from: None, to: None, count: u32::MAX });
+    s.net.add_drop_rule(DropRule {
+        kind: Some(header::KIND_TOKEN),
+        from: None,
+        to: None,
+        count: u32::MAX,
+    });
     let lost = ok(s.run_until_step(bound(), |s| s.total_stats().token_losses_recovery > 0));
     s.net.clear_drop_rules();
     assert!(lost, "no token loss detected in RECOVERY");
@@ -77,7 +92,11 @@ fn token_loss_during_recovery() {
     for n in 1..=3 {
         print_changes(&s, n);
         let last = changes(&s, n).pop().expect("a change");
-        assert_eq!(last.0, vec![1, 2, 3], "node {n}: transitional set after the retried recovery");
+        assert_eq!(
+            last.0,
+            vec![1, 2, 3],
+            "node {n}: transitional set after the retried recovery"
+        );
         assert_eq!(last.1, vec![4], "node {n}: left");
     }
     ok(s.start_node(4));
@@ -92,31 +111,53 @@ fn node_joining_during_commit() {
     ok(s.run_until_ring(&[1, 2, 3], bound()));
     ok(s.run_for(Duration::from_millis(300)));
     s.crash(3);
-    let reached = ok(s.run_until_step(bound(), |s| (1..=2).any(|n| s.engine(n).is_some_and(|e| e.state() == State::Commit))));
+    let reached = ok(s.run_until_step(bound(), |s| {
+        (1..=2).any(|n| s.engine(n).is_some_and(|e| e.state() == State::Commit))
+    }));
     assert!(reached, "no node reached COMMIT");
     ok(s.start_node(4));
     ok(s.run_until_ring(&[1, 2, 4], bound()));
     print_changes(&s, 1);
     let ch = changes(&s, 1);
     let with4 = ch.iter().position(|c| c.2.contains(&4)).expect("4 joined");
-    assert!(ch[with4].3.contains(&4), "4 is in joined when it first appears");
+    assert!(
+        ch[with4].3.contains(&4),
+        "4 is in joined when it first appears"
+    );
     ok(s.start_node(3));
     ok(s.run_until_converged(bound()));
 }
 
 #[test]
 fn partition_both_sides_survive_then_merge() {
-    let mut s = sim("partition_both_sides_survive_then_merge", SimOptions::calm(4));
+    let mut s = sim(
+        "partition_both_sides_survive_then_merge",
+        SimOptions::calm(4),
+    );
     ok(s.run_until_ring(&ids(4), bound()));
     ok(s.run_for(Duration::from_millis(500)));
     s.partition(&[vec![1, 2], vec![3, 4]]);
     ok(s.run_until(bound(), |s| s.one_ring(&[1, 2]) && s.one_ring(&[3, 4])));
-    assert!(s.one_ring(&[1, 2]) && s.one_ring(&[3, 4]), "both sides form their own ring");
-    assert_ne!(s.engine(1).unwrap().ring_id(), s.engine(3).unwrap().ring_id());
+    assert!(
+        s.one_ring(&[1, 2]) && s.one_ring(&[3, 4]),
+        "both sides form their own ring"
+    );
+    assert_ne!(
+        s.engine(1).unwrap().ring_id(),
+        s.engine(3).unwrap().ring_id()
+    );
     let a = changes(&s, 1).pop().unwrap();
     let b = changes(&s, 3).pop().unwrap();
-    assert_eq!((a.0.clone(), a.1.clone()), (vec![1, 2], vec![3, 4]), "side A transitional/left");
-    assert_eq!((b.0.clone(), b.1.clone()), (vec![3, 4], vec![1, 2]), "side B transitional/left");
+    assert_eq!(
+        (a.0.clone(), a.1.clone()),
+        (vec![1, 2], vec![3, 4]),
+        "side A transitional/left"
+    );
+    assert_eq!(
+        (b.0.clone(), b.1.clone()),
+        (vec![3, 4], vec![1, 2]),
+        "side B transitional/left"
+    );
     // Both sides keep working.
     let before = s.counters.accepted;
     ok(s.run_for(Duration::from_millis(1_000)));
@@ -127,7 +168,11 @@ fn partition_both_sides_survive_then_merge() {
     let b = changes(&s, 3).pop().unwrap();
     print_changes(&s, 1);
     print_changes(&s, 3);
-    assert_eq!((a.0, a.3), (vec![1, 2], vec![3, 4]), "side A after merge: transitional itself, joined the other");
+    assert_eq!(
+        (a.0, a.3),
+        (vec![1, 2], vec![3, 4]),
+        "side A after merge: transitional itself, joined the other"
+    );
     assert_eq!((b.0, b.3), (vec![3, 4], vec![1, 2]), "side B after merge");
     assert!(s.total_stats().merges > 0);
     ok(s.run_until_converged(bound()));
@@ -135,7 +180,10 @@ fn partition_both_sides_survive_then_merge() {
 
 #[test]
 fn duplicate_and_late_old_ring_frames_are_ignored() {
-    let mut s = sim("duplicate_and_late_old_ring_frames_are_ignored", SimOptions::calm(3));
+    let mut s = sim(
+        "duplicate_and_late_old_ring_frames_are_ignored",
+        SimOptions::calm(3),
+    );
     ok(s.run_until_ring(&ids(3), bound()));
     s.net.start_capture();
     ok(s.run_for(Duration::from_millis(1_000)));
@@ -152,7 +200,11 @@ fn duplicate_and_late_old_ring_frames_are_ignored() {
     let ring = s.engine(1).unwrap().ring_id();
     let stale_before = s.total_stats().dropped_stale;
     let changes_before = s.config_log.len();
-    println!("replaying {} old-ring and {} current-ring frames", old.len(), current.len());
+    println!(
+        "replaying {} old-ring and {} current-ring frames",
+        old.len(),
+        current.len()
+    );
     for (k, (from, dest, f)) in old.iter().chain(current.iter()).enumerate() {
         // Late and duplicate copies go where the originals went (a token
         // only to the successor it was sent to).
@@ -170,16 +222,30 @@ fn duplicate_and_late_old_ring_frames_are_ignored() {
     }
     ok(s.run_for(Duration::from_millis(2_000)));
     for n in ids(3) {
-        assert_eq!(s.engine(n).unwrap().ring_id(), ring, "node {n}: replayed frames must not start a membership round");
+        assert_eq!(
+            s.engine(n).unwrap().ring_id(),
+            ring,
+            "node {n}: replayed frames must not start a membership round"
+        );
     }
-    assert_eq!(s.config_log.len(), changes_before, "no configuration change from replays");
-    assert!(s.total_stats().dropped_stale > stale_before, "stale frames are counted");
+    assert_eq!(
+        s.config_log.len(),
+        changes_before,
+        "no configuration change from replays"
+    );
+    assert!(
+        s.total_stats().dropped_stale > stale_before,
+        "stale frames are counted"
+    );
     ok(s.run_until_converged(bound()));
 }
 
 #[test]
 fn single_node_ring_delivers_own_messages() {
-    let mut s = sim("single_node_ring_delivers_own_messages", SimOptions::calm(1));
+    let mut s = sim(
+        "single_node_ring_delivers_own_messages",
+        SimOptions::calm(1),
+    );
     ok(s.run_for(Duration::from_millis(2_000)));
     ok(s.run_until_converged(bound()));
     assert!(s.counters.accepted > 5, "accepted {}", s.counters.accepted);
@@ -189,7 +255,10 @@ fn single_node_ring_delivers_own_messages() {
 
 #[test]
 fn restart_with_same_nodeid_appears_in_left_and_joined() {
-    let mut s = sim("restart_with_same_nodeid_appears_in_left_and_joined", SimOptions::calm(3));
+    let mut s = sim(
+        "restart_with_same_nodeid_appears_in_left_and_joined",
+        SimOptions::calm(3),
+    );
     ok(s.run_until_ring(&ids(3), bound()));
     ok(s.run_for(Duration::from_millis(500)));
     s.crash(2);
@@ -200,7 +269,10 @@ fn restart_with_same_nodeid_appears_in_left_and_joined() {
     print_changes(&s, 1);
     let ch = changes(&s, 1);
     let last = ch.last().unwrap();
-    assert!(last.1.contains(&2) && last.3.contains(&2), "node 2 must be in left and joined of one change: {last:?}");
+    assert!(
+        last.1.contains(&2) && last.3.contains(&2),
+        "node 2 must be in left and joined of one change: {last:?}"
+    );
     ok(s.run_until_converged(bound()));
 }
 
@@ -241,10 +313,17 @@ fn one_way_link_loss() {
 #[test]
 fn bad_input_is_dropped_and_counted() {
     let mut opts = SimOptions::calm(3);
-    opts.faults = FaultOptions { garbage: 0.3, ..FaultOptions::none() };
+    opts.faults = FaultOptions {
+        garbage: 0.3,
+        ..FaultOptions::none()
+    };
     let mut s = sim("bad_input_is_dropped_and_counted", opts);
     ok(s.run_safety(Duration::from_millis(3_000)));
-    assert!(s.counters.garbage_checked > 50, "garbage checked {}", s.counters.garbage_checked);
+    assert!(
+        s.counters.garbage_checked > 50,
+        "garbage checked {}",
+        s.counters.garbage_checked
+    );
     assert!(s.total_stats().dropped_malformed > 0);
     ok(s.heal());
     ok(s.run_until_converged(bound()));
@@ -264,13 +343,22 @@ fn seqs_near_u32_wrap() {
     ok(s.run_for(Duration::from_millis(1_000)));
     ok(s.heal());
     ok(s.run_until_converged(bound()));
-    assert!(s.checkers.order.deliveries > 200, "deliveries {}", s.checkers.order.deliveries);
+    assert!(
+        s.checkers.order.deliveries > 200,
+        "deliveries {}",
+        s.checkers.order.deliveries
+    );
 }
 
 #[test]
 fn large_messages_straddle_a_partition() {
     let mut opts = SimOptions::calm(4);
-    opts.workload = Workload { large_prob: 0.3, large_max: 200 * 1024, msg_interval: Duration::from_millis(40), ..Workload::light() };
+    opts.workload = Workload {
+        large_prob: 0.3,
+        large_max: 200 * 1024,
+        msg_interval: Duration::from_millis(40),
+        ..Workload::light()
+    };
     let mut s = sim("large_messages_straddle_a_partition", opts);
     ok(s.run_until_ring(&ids(4), bound()));
     for k in 0..4u64 {
@@ -287,7 +375,12 @@ fn large_messages_straddle_a_partition() {
 #[test]
 fn many_nodes_start_at_once_with_guarantees_mixed() {
     let mut opts = SimOptions::calm(9);
-    opts.faults = FaultOptions { loss: 0.05, dup: 0.05, jitter_mean: Duration::from_millis(2), ..FaultOptions::none() };
+    opts.faults = FaultOptions {
+        loss: 0.05,
+        dup: 0.05,
+        jitter_mean: Duration::from_millis(2),
+        ..FaultOptions::none()
+    };
     opts.workload.safe_prob = 0.5;
     let mut s = sim("many_nodes_start_at_once_with_guarantees_mixed", opts);
     ok(s.run_safety(Duration::from_millis(4_000)));
@@ -301,7 +394,10 @@ fn many_nodes_start_at_once_with_guarantees_mixed() {
 fn max_nodes_64() {
     let started = std::time::Instant::now();
     let mut opts = SimOptions::calm(64);
-    opts.workload = Workload { msg_interval: Duration::from_millis(3_000), ..Workload::light() };
+    opts.workload = Workload {
+        msg_interval: Duration::from_millis(3_000),
+        ..Workload::light()
+    };
     let mut s = sim("max_nodes_64", opts);
     ok(s.run_until_ring(&ids(64), Duration::from_millis(60_000)));
     ok(s.run_for(Duration::from_millis(2_000)));
@@ -309,5 +405,9 @@ fn max_nodes_64() {
     ok(s.run_until_ring(&ids(63), Duration::from_millis(60_000)));
     ok(s.heal());
     ok(s.run_until_converged(Duration::from_millis(60_000)));
-    println!("max_nodes_64: {:.1}s wall, {} steps", started.elapsed().as_secs_f64(), s.counters.steps);
+    println!(
+        "max_nodes_64: {:.1}s wall, {} steps",
+        started.elapsed().as_secs_f64(),
+        s.counters.steps
+    );
 }

@@ -35,18 +35,28 @@ fn run_one(seed: u64) -> Outcome {
             cpg_sim::replay_command(seed)
         )),
     };
-    Outcome { seed, mix, nodes, result }
+    Outcome {
+        seed,
+        mix,
+        nodes,
+        result,
+    }
 }
 
 fn sweep(seeds: Vec<u64>) {
     let started = WallClock::now();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8);
     let queue = Mutex::new(seeds.clone().into_iter());
     let results = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
-                let Some(seed) = queue.lock().unwrap().next() else { break };
+                let Some(seed) = queue.lock().unwrap().next() else {
+                    break;
+                };
                 let o = run_one(seed);
                 results.lock().unwrap().push(o);
             });

@@ -24,12 +24,21 @@ struct Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cpg-sim [--nodes N] [--seed S] [--duration-ms MS] [--swarm] [--quiet] [--trace]");
+    eprintln!(
+        "usage: cpg-sim [--nodes N] [--seed S] [--duration-ms MS] [--swarm] [--quiet] [--trace]"
+    );
     std::process::exit(2);
 }
 
 fn parse() -> Args {
-    let mut a = Args { nodes: None, seed: 7, duration_ms: None, swarm: false, quiet: false, trace: false };
+    let mut a = Args {
+        nodes: None,
+        seed: 7,
+        duration_ms: None,
+        swarm: false,
+        quiet: false,
+        trace: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut num = |name: &str| -> u64 {
@@ -63,7 +72,10 @@ fn main() -> ExitCode {
     let args = parse();
     let mut opts = SimOptions::swarm(args.seed);
     if !args.swarm {
-        let n = args.nodes.unwrap_or(5).clamp(1, cpg_core::limits::NODES_MAX);
+        let n = args
+            .nodes
+            .unwrap_or(5)
+            .clamp(1, cpg_core::limits::NODES_MAX);
         opts.nodes = (1..=n as u32).collect();
     }
     if let Some(ms) = args.duration_ms {
@@ -84,10 +96,16 @@ fn main() -> ExitCode {
         println!("message seqs start at {:#x} (serial wrap)", opts.seq_base);
     }
     let mut sim = Sim::new(args.seed, opts);
-    sim.replay_hint = format!("cargo run --release -p cpg-sim -- {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    sim.replay_hint = format!(
+        "cargo run --release -p cpg-sim -- {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
     let d = sim.opts.safety_duration;
     let bound = sim.opts.converge_bound;
-    let result = sim.run_safety(d).and_then(|_| sim.heal()).and_then(|_| sim.run_until_converged(bound));
+    let result = sim
+        .run_safety(d)
+        .and_then(|_| sim.heal())
+        .and_then(|_| sim.run_until_converged(bound));
 
     if !args.quiet {
         println!("\n== story");
@@ -97,8 +115,18 @@ fn main() -> ExitCode {
     }
     println!("\n== ring changes (regular configurations)");
     for (t, n, c) in &sim.config_log {
-        if let ConfigChange::Regular { ring_id, members, joined } = c {
-            println!("{:>9.3}s node {n:>3} ring {ring_id} members {:?} joined {:?}", secs(*t), &members[..], &joined[..]);
+        if let ConfigChange::Regular {
+            ring_id,
+            members,
+            joined,
+        } = c
+        {
+            println!(
+                "{:>9.3}s node {n:>3} ring {ring_id} members {:?} joined {:?}",
+                secs(*t),
+                &members[..],
+                &joined[..]
+            );
         }
     }
     println!("\n== group confchgs: {}", sim.confchg_log.len());
