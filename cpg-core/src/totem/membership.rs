@@ -174,6 +174,16 @@ impl<F: FrameBuf> Totem<F> {
         }
         self.new_memb = token.addr.clone();
         let Some(pos) = token.addr.iter().position(|&n| n == self.me) else { return };
+        // [we] The agreed membership replaces the sets now, not only at
+        // install. Corosync keeps `fail` until install; a node whose
+        // installation is aborted (a member fell back to GATHER) then
+        // carries a fail set from an old round into every later round, its
+        // ring mates adopt it (failure reports from the old ring are
+        // trusted), the other side answers symmetrically, and two healed
+        // partitions keep failing each other forever (simulator seed 1091).
+        // Consensus still decides every ring; this only forgets stale votes.
+        self.proc_set = token.addr.clone();
+        self.fail_set.clear();
         self.my_received_flg = self.old_ring.aru == self.old_ring.high_seq_received;
         token.entries[pos] = CommitEntry {
             old_ring_id: self.my_old_ring_id,
