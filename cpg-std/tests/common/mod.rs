@@ -3,6 +3,8 @@
 //! polls the handle's fd and re-checks a condition until a deadline).
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
