@@ -3,7 +3,6 @@
 //! copying sends (once with `zerocopy = always`); a node SIGKILLed
 //! mid-stream and restarted; a node SIGSTOPped past the token timeout.
 
-#[allow(dead_code)]
 mod common;
 
 use common::procs::*;

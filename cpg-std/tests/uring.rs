@@ -231,3 +231,44 @@ fn ring_seq_is_persisted_and_a_restart_starts_above_it() {
     n.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The explicit plain-UDP transport (`transport = "udp"`) carries the same
+/// protocol: join, ordered delivery, NODEDOWN when a node is killed.
+#[test]
+fn udp_transport_delivers_and_detects_a_killed_node() {
+    let dir = tmp("udp");
+    let mut f = config(3, ZeroCopy::Auto, &dir);
+    f.transport = cpg_std::config::TransportKind::Udp;
+    let mut nodes = start_all(&f);
+    let g = group("udp");
+    let hs: Vec<H> = nodes.iter().map(|n| H::open(n, 9)).collect();
+    for h in &hs {
+        h.cpg.join(&g).unwrap();
+    }
+    for h in &hs {
+        assert!(h.wait_members(&g, 3));
+    }
+    for k in 0..30u32 {
+        let m = format!("udp-{k}");
+        hs[(k % 3) as usize]
+            .cpg
+            .mcast_joined(Guarantee::Agreed, &[IoSlice::new(m.as_bytes())])
+            .unwrap();
+    }
+    for h in &hs {
+        assert!(h.wait_msgs(30));
+    }
+    assert_eq!(hs[1].rec.msgs(), hs[0].rec.msgs());
+    assert_eq!(hs[2].rec.msgs(), hs[0].rec.msgs());
+    nodes.remove(2).kill();
+    for h in &hs[..2] {
+        assert!(
+            h.wait(|e| e.iter().any(|e| matches!(e, Ev::Conf { left, .. }
+            if left.iter().any(|(m, r)| m.nodeid == 3 && *r == cpg_std::Reason::NodeDown))))
+        );
+    }
+    for n in nodes {
+        n.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
