@@ -49,7 +49,7 @@ pub trait Transport: Send + 'static {
 }
 
 /// A started transport.
-pub trait Running: Send {
+pub trait Running: Send + Sync {
     /// Stop: send what is queued (a graceful shutdown's LEAVE), then end
     /// the threads and close the sockets.
     fn stop(self: Box<Self>);

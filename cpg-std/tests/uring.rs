@@ -272,3 +272,44 @@ fn udp_transport_delivers_and_detects_a_killed_node() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Pool slots are the zero-copy buffers: TRY_AGAIN when the class is
+/// exhausted, TOO_BIG above the largest slot, a freed buffer is reusable.
+#[test]
+fn zcb_pool_exhaustion_is_try_again_and_free_gives_the_slot_back() {
+    let dir = tmp("pool");
+    let f = config(1, ZeroCopy::Auto, &dir);
+    let nodes = start_all(&f);
+    let h = H::open(&nodes[0], 1);
+    let largest = f.pool.classes.last().unwrap();
+    let cap = largest.slot_size - f.pool.headroom;
+    assert_eq!(h.cpg.zcb_alloc(cap + 1).err(), Some(CsError::TooBig));
+    let mut held = Vec::new();
+    let err = loop {
+        match h.cpg.zcb_alloc(cap) {
+            Ok(b) => held.push(b),
+            Err(e) => break e,
+        }
+        assert!(held.len() <= largest.count, "more buffers than slots");
+    };
+    assert_eq!(err, CsError::TryAgain);
+    assert_eq!(held.len(), largest.count);
+    h.cpg.zcb_free(held.pop().unwrap()).unwrap();
+    let again = h.cpg.zcb_alloc(cap).unwrap();
+    assert_eq!(again.capacity(), cap);
+    drop(held);
+    drop(again);
+    for n in nodes {
+        n.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn handles_and_buffers_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<cpg_std::Cpg>();
+    send_sync::<cpg_std::Node>();
+    fn send<T: Send>() {}
+    send::<cpg_std::ZcBuf>();
+}
