@@ -85,7 +85,20 @@ impl<F: FrameBuf> Totem<F> {
                     self.gather_enter(now);
                 }
             }
-            State::Gather => self.memb_join_process(now, sender, &j),
+            State::Gather => {
+                // [we] A verdict that I failed, made before my current ring
+                // existed, is stale: acting on it (failing the sender in
+                // return and forming a ring without it) while its fresher
+                // JOINs say the opposite makes two nodes that hear each other
+                // alternate between singleton rings forever (simulator seed
+                // 960). A sender that really cannot hear me is still dropped
+                // by the consensus timeout.
+                if sets::contains(&j.fail_list, self.me) && j.ring_seq < self.my_ring_id.seq {
+                    self.stats.dropped_stale += 1;
+                    return;
+                }
+                self.memb_join_process(now, sender, &j)
+            }
             State::Commit | State::Recovery => {
                 if sets::contains(&self.new_memb, sender) && j.ring_seq >= self.my_ring_id.seq {
                     let ring = self.my_ring_id;
