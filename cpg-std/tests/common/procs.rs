@@ -45,7 +45,9 @@ fn free_ports(n: usize) -> Vec<SocketAddrV4> {
 }
 
 impl Procs {
-    /// Write a config for `n` nodes (token 1 s, no coefficient) and start them.
+    /// Write a config for `n` nodes (token 2 s, no coefficient: robust on a
+    /// loaded 2-core machine, detection in token + consensus = 4.4 s) and
+    /// start them.
     pub fn start(name: &str, n: usize, tweak: impl FnOnce(&mut ConfigFile)) -> Procs {
         let dir = std::env::temp_dir().join(format!("cpg-procs-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -58,7 +60,7 @@ impl Procs {
             .collect();
         let mut file = ConfigFile::new(name, &nodes);
         file.state_dir = dir.join("state");
-        file.totem.token_ms = Some(1000);
+        file.totem.token_ms = Some(2000);
         file.totem.token_coefficient_ms = Some(0);
         tweak(&mut file);
         let config = dir.join("cluster.toml");
