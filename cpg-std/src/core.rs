@@ -144,7 +144,11 @@ impl<F> HEvent<F> {
 enum HState {
     JoinStarted,
     Joined,
-    LeaveStarted,
+    /// Leave requested; `joined` once the own join was delivered (a leave
+    /// may be requested before: it is ordered after the join).
+    LeaveStarted {
+        joined: bool,
+    },
 }
 
 struct HandleState<F> {
@@ -298,7 +302,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                 payload,
             } => {
                 for i in 0..self.slots.len() {
-                    let hit = matches!(&self.slots[i].state, Some(s) if !s.evicted && matches!(&s.group, Some((g, HState::Joined | HState::LeaveStarted)) if *g == group));
+                    let hit = matches!(&self.slots[i].state, Some(s) if !s.evicted && matches!(&s.group, Some((g, HState::Joined | HState::LeaveStarted { joined: true })) if *g == group));
                     if hit {
                         let ev = HEvent::Deliver {
                             group: group.clone(),
@@ -342,21 +346,25 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                         pid: s.pid,
                     };
                     let mut initial_totem = false;
+                    let own_join = data
+                        .joined
+                        .iter()
+                        .any(|(m, r)| *m == mine && *r == Reason::Join);
                     match st {
-                        HState::JoinStarted => {
-                            if !data
-                                .joined
-                                .iter()
-                                .any(|(m, r)| *m == mine && *r == Reason::Join)
-                            {
+                        HState::JoinStarted | HState::LeaveStarted { joined: false } => {
+                            // nothing of the group before the own join
+                            if !own_join {
                                 continue;
                             }
-                            *st = HState::Joined;
+                            *st = match st {
+                                HState::JoinStarted => HState::Joined,
+                                _ => HState::LeaveStarted { joined: true },
+                            };
                             initial_totem =
                                 s.flags & crate::cpg::MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0;
                         }
                         HState::Joined => {}
-                        HState::LeaveStarted => {
+                        HState::LeaveStarted { joined: true } => {
                             if data.left.iter().any(|(m, _)| *m == mine) {
                                 s.group = None;
                             }
@@ -812,7 +820,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             let s = g.live(h)?;
             match s.group {
                 Some((_, HState::JoinStarted | HState::Joined)) => return Err(CsError::Exist),
-                Some((_, HState::LeaveStarted)) => return Err(CsError::TryAgain),
+                Some((_, HState::LeaveStarted { .. })) => return Err(CsError::TryAgain),
                 None => {}
             }
             let (pid, flags) = (s.pid, s.flags);
@@ -839,7 +847,9 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 },
             )?;
             if let Some((_, st)) = g.live(h)?.group.as_mut() {
-                *st = HState::LeaveStarted;
+                *st = HState::LeaveStarted {
+                    joined: *st == HState::Joined,
+                };
             }
             Ok(())
         })

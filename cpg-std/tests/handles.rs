@@ -962,3 +962,36 @@ fn zero_copy_sends_read_from_inside_the_buffer() {
         }
     }
 }
+
+#[test]
+fn leave_before_the_own_join_is_delivered_is_ordered_after_it() {
+    let (net, nodes) = cluster(1);
+    let g = group("early-leave");
+    let a = H::open(&nodes[0], 1);
+    a.cpg.join(&g).unwrap();
+    assert!(a.wait_joined(&g));
+    net.set_frozen(1, true);
+    let c = H::open(&nodes[0], 3);
+    let b = H::open(&nodes[0], 2);
+    c.cpg.join(&g).unwrap(); // ordered before b's join: b must not see it
+    b.cpg.join(&g).unwrap();
+    b.cpg.leave(&g).unwrap(); // returns at once, ordered after the join
+    assert_eq!(b.cpg.leave(&g), Err(CsError::NotExist));
+    net.set_frozen(1, false);
+    let bm = b.me();
+    assert!(b.wait(|e| e
+        .iter()
+        .any(|e| matches!(e, Ev::Conf { left, .. } if left.contains(&(bm, Reason::Leave))))));
+    let confs = b.rec.confs();
+    assert_eq!(
+        confs.len(),
+        2,
+        "own JOIN then own LEAVE, nothing else: {confs:?}"
+    );
+    assert!(
+        matches!(&confs[0], Ev::Conf { joined, members, .. } if joined == &vec![(bm, Reason::Join)] && members.len() == 3)
+    );
+    // and it may join again
+    b.cpg.join(&g).unwrap();
+    assert!(a.wait_members(&g, 3));
+}
