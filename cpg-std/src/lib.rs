@@ -14,6 +14,31 @@
 //! membership and confchgs; this crate keeps each handle's view (one group
 //! per handle, its join state, its event queue) and moves frames.
 //!
+//! ```
+//! use std::io::IoSlice;
+//! use std::sync::{Arc, Mutex};
+//! use cpg_std::loopback::LoopbackNet;
+//! use cpg_std::{Cpg, DispatchFlags, GroupName, Guarantee, ModelV1, NodeConfig};
+//!
+//! // one node in this process (`Node::start(&config)` runs it on io_uring)
+//! let net = LoopbackNet::new();
+//! let node = net.start(&NodeConfig::in_memory(1, &[1])).unwrap();
+//! let got = Arc::new(Mutex::new(Vec::new()));
+//! let sink = got.clone();
+//! let model = ModelV1 {
+//!     deliver: Some(Box::new(move |_, d| sink.lock().unwrap().push(d.msg.to_vec()))),
+//!     ..Default::default()
+//! };
+//! let cpg = Cpg::model_initialize(&node, model, None).unwrap();
+//! let group = GroupName::new(b"demo").unwrap();
+//! cpg.join(&group).unwrap();
+//! cpg.mcast_joined(Guarantee::Agreed, &[IoSlice::new(b"hel"), IoSlice::new(b"lo")]).unwrap();
+//! while got.lock().unwrap().is_empty() {
+//!     cpg.dispatch(DispatchFlags::One).unwrap(); // the own JOIN confchg, then the message
+//! }
+//! assert_eq!(got.lock().unwrap()[0], b"hello");
+//! ```
+//!
 //! Policies (ARCHITECTURE.md): a handle whose undispatched events exceed
 //! its byte cap is evicted (its calls answer `LIBRARY`, the others see
 //! PROCDOWN); mcast when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
