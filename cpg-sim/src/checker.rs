@@ -1089,12 +1089,12 @@ pub enum Pos {
     Reg(RingId),
 }
 
-/// How a node came to its current group view: (ring of its last completed
-/// CPG sync, previous regular ring, transitional members). Only nodes that
-/// moved together from a common view are compared: a completed sync
-/// (`TotemConfChg`) gives every member the same view, so from there on all
-/// of them compare; after a change, those that moved together do.
-type Entry = (Option<RingId>, Option<RingId>, Vec<NodeId>);
+/// How a node came to its current group view: the ring of its last
+/// completed CPG sync, then every change since (previous regular ring, new
+/// ring, transitional members). Only nodes with the same path are compared:
+/// a completed sync (`TotemConfChg`) gives every member the same view, and
+/// nodes that then moved together through the same changes must agree.
+type Entry = (Option<RingId>, Vec<(Option<RingId>, RingId, Vec<NodeId>)>);
 
 /// One group-level event, reduced to what must agree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1146,10 +1146,9 @@ impl GroupChecker {
                             ViolationKind::GroupChangeMismatch,
                             node,
                             format!(
-                                "group {group:?} at {pos:?} (last sync {:?}, entered via {:?} {:?}): {items:?} here, {fitems:?} at node {first}",
+                                "group {group:?} at {pos:?} (last sync {:?}, changes since {:?}): {items:?} here, {fitems:?} at node {first}",
                                 entry.0.map(|r| r.to_string()),
-                                entry.1.map(|r| r.to_string()),
-                                entry.2
+                                entry.1.iter().map(|(p, r, t)| format!("{:?}->{r} {t:?}", p.map(|x| x.to_string()))).collect::<Vec<_>>()
                             ),
                         ));
                     }
@@ -1215,7 +1214,11 @@ impl Checker for GroupChecker {
                     } => {
                         let r = self.flush(node);
                         let synced = self.synced.get(&node).copied();
-                        self.entry.insert(node, (synced, prev, members.to_vec()));
+                        let e = self
+                            .entry
+                            .entry(node)
+                            .or_insert_with(|| (synced, Vec::new()));
+                        e.1.push((prev, *ring_id, members.to_vec()));
                         self.pos.insert(node, Pos::Trans(*ring_id));
                         r
                     }
@@ -1226,7 +1229,7 @@ impl Checker for GroupChecker {
                 // The sync of `ring_id` completed: one view everywhere.
                 let r = self.flush(node);
                 self.synced.insert(node, *ring_id);
-                self.entry.insert(node, (Some(*ring_id), None, Vec::new()));
+                self.entry.insert(node, (Some(*ring_id), Vec::new()));
                 r
             }
             Event::Deliver {

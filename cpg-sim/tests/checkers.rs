@@ -498,8 +498,17 @@ fn group_checker_catches_mismatched_confchg_at_one_point() {
         let mut evs = form_ring(&mut c);
         let a = MemberAddr { nodeid: 1, pid: 7 };
         let b = MemberAddr { nodeid: 2, pid: 7 };
-        // Only nodes that moved together are compared: both go from 1.9 to
-        // 1.d with transitional set {1, 2}.
+        // Only nodes with a common view are compared: both complete the
+        // CPG sync of 1.9, then go from 1.9 to 1.d with transitional set {1, 2}.
+        for n in [1, 2] {
+            evs.push((
+                n,
+                cpg_core::engine::Event::TotemConfChg {
+                    ring_id: ring(1, 9),
+                    members: [1, 2].into_iter().collect(),
+                },
+            ));
+        }
         for n in [1, 2] {
             evs.push((n, transitional(ring(1, 13), &[1, 2], &[])));
             evs.push((n, regular(ring(1, 13), &[1, 2], &[])));
