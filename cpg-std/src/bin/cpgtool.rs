@@ -1215,20 +1215,20 @@ fn demo(n: u32, messages: u64, size: usize, token_ms: u64, transport: &str) -> R
         }
     }
     let ok = order_ok && same_point && survivors_agree && corrupt == 0 && fifo == 0;
-    println!("\n┌──────────────────────────── summary ───────────────────────────────────┐");
+    println!("\n┌──────────────────────────── summary ─────────────────────────────────────┐");
     println!(
-        "│ nodes                    {:<46}│",
+        "│ nodes                    {:<48}│",
         format!("{n} processes, {transport:?} transport")
     );
     println!(
-        "│ ordered stream           {:<46}│",
+        "│ ordered stream           {:<48}│",
         format!(
             "{total} messages x {size} B, {:.0} msg/s",
             total as f64 / stream_secs
         )
     );
     println!(
-        "│ total order              {:<46}│",
+        "│ total order              {:<48}│",
         if order_ok {
             "identical on every node"
         } else {
@@ -1236,11 +1236,11 @@ fn demo(n: u32, messages: u64, size: usize, token_ms: u64, transport: &str) -> R
         }
     );
     println!(
-        "│ integrity / FIFO         {:<46}│",
+        "│ integrity / FIFO         {:<48}│",
         format!("{corrupt} corrupt, {fifo} out of order")
     );
     println!(
-        "│ failure detection        {:<46}│",
+        "│ failure detection        {:<48}│",
         format!(
             "{:.0} ms after SIGKILL (token+consensus {} ms)",
             detect.as_secs_f64() * 1000.0,
@@ -1248,7 +1248,7 @@ fn demo(n: u32, messages: u64, size: usize, token_ms: u64, transport: &str) -> R
         )
     );
     println!(
-        "│ NODEDOWN point           {:<46}│",
+        "│ NODEDOWN point           {:<48}│",
         if same_point {
             "same on every survivor"
         } else {
@@ -1256,7 +1256,7 @@ fn demo(n: u32, messages: u64, size: usize, token_ms: u64, transport: &str) -> R
         }
     );
     println!(
-        "│ survivors after failure  {:<46}│",
+        "│ survivors after failure  {:<48}│",
         if survivors_agree {
             "kept delivering, same sequence"
         } else {
@@ -1264,10 +1264,10 @@ fn demo(n: u32, messages: u64, size: usize, token_ms: u64, transport: &str) -> R
         }
     );
     println!(
-        "│ result                   {:<46}│",
+        "│ result                   {:<48}│",
         if ok { "OK" } else { "FAILED" }
     );
-    println!("└────────────────────────────────────────────────────────────────────────┘");
+    println!("└──────────────────────────────────────────────────────────────────────────┘");
     let _ = std::fs::remove_dir_all(&dir);
     if ok {
         Ok(())
