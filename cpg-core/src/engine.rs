@@ -368,6 +368,27 @@ pub enum State {
     Recovery,
 }
 
+/// A refused zero-copy send: the error, and the buffer handed back.
+pub struct ZcError<F> {
+    /// Why it was refused.
+    pub error: crate::CsError,
+    /// The buffer, untouched beyond its headroom (None only if the engine
+    /// could not give it back).
+    pub buf: Option<F>,
+}
+
+impl<F> core::fmt::Debug for ZcError<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ZcError").field("error", &self.error).field("buf", &self.buf.is_some()).finish()
+    }
+}
+
+impl<F> From<ZcError<F>> for crate::CsError {
+    fn from(e: ZcError<F>) -> crate::CsError {
+        e.error
+    }
+}
+
 /// Options that are not protocol settings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineOptions {
@@ -448,7 +469,8 @@ impl<F: FrameBuf> Engine<F> {
     ///
     /// # Errors
     /// As [`Engine::submit`] for a `Request::Mcast`; `InvalidParam` for a
-    /// range outside the buffer.
+    /// range outside the buffer. The buffer comes back inside the error, so
+    /// a caller can retry after TRY_AGAIN without losing its contents.
     pub fn submit_zc(
         &mut self,
         now: crate::Instant,
@@ -457,9 +479,9 @@ impl<F: FrameBuf> Engine<F> {
         guarantee: Guarantee,
         buf: F,
         payload: core::ops::Range<usize>,
-    ) -> Result<(), crate::CsError> {
+    ) -> Result<(), ZcError<F>> {
         if self.totem.is_shut_down() {
-            return Err(crate::CsError::Library);
+            return Err(ZcError { error: crate::CsError::Library, buf: Some(buf) });
         }
         let r = self.groups.submit_zc(now, pid, group, guarantee, buf, payload, &mut self.totem);
         self.pump(now);

@@ -19,7 +19,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::engine::{ConfigChange, Event, FrameBuf, Payload, Request};
+use crate::engine::{ConfigChange, Event, FrameBuf, Payload, Request, ZcError};
 use crate::limits::JOINLIST_MAX;
 use crate::time::Instant;
 use crate::totem::{sets, Totem, TotemEvent};
@@ -162,27 +162,32 @@ impl Groups {
         mut buf: F,
         payload: core::ops::Range<usize>,
         totem: &mut Totem<F>,
-    ) -> Result<(), CsError> {
+    ) -> Result<(), ZcError<F>> {
+        let refuse = |error, buf| Err(ZcError { error, buf: Some(buf) });
         if payload.start > payload.end || payload.end > buf.as_ref().len() {
-            return Err(CsError::InvalidParam);
+            return refuse(CsError::InvalidParam, buf);
         }
         if payload.len() > self.max_message_size {
-            return Err(CsError::TooBig);
+            return refuse(CsError::TooBig, buf);
         }
         match self.local.get(&(pid, group.clone())) {
             Some(LocalState::JoinStarted | LocalState::Joined) => {}
-            _ => return Err(CsError::NotExist),
+            _ => return refuse(CsError::NotExist, buf),
         }
         let hdr = mcast_header_len(group.len());
         if payload.start >= hdr {
             if let Some(bytes) = buf.unique_mut() {
-                emit_mcast_header(pid, group, guarantee, &mut bytes[payload.start - hdr..payload.start])
-                    .map_err(|_| CsError::Library)?;
+                if emit_mcast_header(pid, group, guarantee, &mut bytes[payload.start - hdr..payload.start]).is_err() {
+                    return refuse(CsError::Library, buf);
+                }
                 return totem.submit_zc(now, buf, payload.start - hdr..payload.end, guarantee);
             }
         }
         let data = buf.as_ref()[payload].to_vec();
-        self.submit(now, Request::Mcast { pid, group, guarantee, iov: &[&data] }, totem)
+        match self.submit(now, Request::Mcast { pid, group, guarantee, iov: &[&data] }, totem) {
+            Ok(()) => Ok(()),
+            Err(error) => refuse(error, buf),
+        }
     }
 
     /// Turn one Totem event into CPG events.

@@ -1017,6 +1017,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                     })
                 }
             };
+            let (start, cap) = (frame.start, frame.len);
             let r = g.engine.submit_zc(
                 now,
                 pid,
@@ -1026,10 +1027,17 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 frame.start..frame.start + len,
             );
             g.pump(now);
-            r
+            // A refused buffer comes back whole, so the caller may retry.
+            r.map_err(|e| ZcSendError {
+                error: e.error,
+                buf: e.buf.map(|buf| ZcBuf {
+                    storage: Box::new(ZcFrame { buf, start, len: cap }),
+                    node: self.key(),
+                }),
+            })
         };
         self.wake();
-        r.map_err(|error| ZcSendError { error, buf: None })
+        r
     }
 }
 

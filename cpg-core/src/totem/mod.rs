@@ -385,17 +385,24 @@ impl<F: FrameBuf> Totem<F> {
     /// Queue a zero-copy message: `buf[msg]` is the CPG-encoded message; the
     /// bytes in front of `msg.start` are headroom the engine may write
     /// frame headers into while it holds the only handle.
-    pub(crate) fn submit_zc(&mut self, now: Instant, buf: F, msg: core::ops::Range<usize>, guarantee: Guarantee) -> Result<(), CsError> {
+    pub(crate) fn submit_zc(
+        &mut self,
+        now: Instant,
+        buf: F,
+        msg: core::ops::Range<usize>,
+        guarantee: Guarantee,
+    ) -> Result<(), crate::engine::ZcError<F>> {
+        use crate::engine::ZcError;
         if self.shut_down {
-            return Err(CsError::Library);
+            return Err(ZcError { error: CsError::Library, buf: Some(buf) });
         }
         if msg.len() > self.cfg.max_message_size + 1024 || msg.end > buf.as_ref().len() {
-            return Err(CsError::TooBig);
+            return Err(ZcError { error: CsError::TooBig, buf: Some(buf) });
         }
         if self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames {
             self.stats.try_again += 1;
             self.update_flow_control();
-            return Err(CsError::TryAgain);
+            return Err(ZcError { error: CsError::TryAgain, buf: Some(buf) });
         }
         self.send_queue.push_zc(buf, msg, guarantee);
         self.update_flow_control();
