@@ -1721,10 +1721,12 @@ impl Sim {
         let start = self.now;
         let ok = self.run_until(bound, |s| s.convergence_gap().is_none())?;
         if !ok {
-            let gap = self.convergence_gaps(false).join("; also: ");
-            let kind = if gap.contains("not yet delivered to their sender") {
+            let gaps = self.convergence_gaps(false);
+            let first = gaps.first().cloned().unwrap_or_default();
+            let gap = gaps.join("; also: ");
+            let kind = if first.contains("not yet delivered to their sender") {
                 ViolationKind::NotSelfDelivered
-            } else if gap.contains(" delivered ") && gap.contains("ring ") {
+            } else if first.contains(" delivered ") && first.contains("ring ") {
                 ViolationKind::NotDeliveredToMember
             } else {
                 ViolationKind::NoConvergence
