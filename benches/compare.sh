@@ -117,28 +117,46 @@ build_c() {
 	fi
 }
 
-install_corosync() {
-	if command -v corosync >/dev/null 2>&1 && [ -f /usr/include/corosync/cpg.h ]; then
-		return 0
+install_packages() { # what this script needs: a C compiler, and Corosync unless --no-corosync
+	local pkgs=()
+	command -v "${CC:-cc}" >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)
+	if [ "$do_corosync" = 1 ]; then
+		command -v corosync >/dev/null 2>&1 || pkgs+=(corosync)
+		[ -f /usr/include/corosync/cpg.h ] || pkgs+=(libcpg-dev)
 	fi
+	[ ${#pkgs[@]} -eq 0 ] && return 0
 	if [ "$(id -u)" != 0 ]; then
-		echo "compare.sh: corosync and libcpg-dev are missing and we are not root" >&2
+		echo "compare.sh: missing ${pkgs[*]} and not root to apt-get install them" >&2
 		return 1
 	fi
-	log "installing corosync and libcpg-dev"
+	log "installing ${pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y corosync libcpg-dev >"$out/logs/apt.log" 2>&1; then
-		apt-get update >>"$out/logs/apt.log" 2>&1
-		apt-get install -y corosync libcpg-dev >>"$out/logs/apt.log" 2>&1
+	# Keep the package from starting its own corosync service (on hosts with an
+	# init system): we run our own with our own config, and one per host only.
+	local prc=""
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		prc=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\nexit 101\n' >"$prc" && chmod 755 "$prc"
+	fi
+	local rc=0
+	if ! apt-get install -y "${pkgs[@]}" >"$out/logs/apt.log" 2>&1; then
+		apt-get update >>"$out/logs/apt.log" 2>&1 || true
+		apt-get install -y "${pkgs[@]}" >>"$out/logs/apt.log" 2>&1 || rc=$?
+	fi
+	[ -n "$prc" ] && rm -f "$prc"
+	if [ "$rc" != 0 ]; then
+		echo "compare.sh: apt-get install ${pkgs[*]} failed (logs/apt.log)" >&2
+		return 1
 	fi
 	# The package may start its own service (it does not in a container without
 	# systemd, but make sure we never get in its way: we refuse to run alongside).
 }
 
+install_packages
 if [ "$do_corosync" = 1 ]; then
-	install_corosync
-	if pgrep -x corosync >/dev/null 2>&1; then
-		echo "compare.sh: a corosync is already running (pids: $(pgrep -x corosync | tr '\n' ' '));" \
+	running="$(ps -C corosync -o pid=,stat= 2>/dev/null | awk '$2 !~ /^Z/ { printf "%s ", $1 }')"
+	if [ -n "$running" ]; then
+		echo "compare.sh: a corosync is already running (pids: $running);" \
 			"stop it first or use --no-corosync (this script only stops what it started)" >&2
 		exit 1
 	fi
@@ -241,6 +259,15 @@ error_row() { # SYSTEM M SIZE G SEND LAT  (records a row that could not run)
 		"$1" "$2" "$3" "$4" "$5" "$seconds" "$([ "$6" = 1 ] && echo true || echo false)" "$row_error" >>"$results"
 }
 
+meta_line() { # WHEN: one {"meta":...} line (machine, load, versions) for the report
+	local cs_ver="none"
+	command -v corosync >/dev/null 2>&1 && cs_ver="$(corosync -v 2>/dev/null | sed -n "s/.*version '\([^']*\)'.*/\1/p" | head -n 1)"
+	printf '{"meta":{"when":"%s","date":"%s","kernel":"%s","cpus":%s,"loadavg":"%s","corosync":"%s","seconds":%s,"sched_rr":"%s","git":"%s"}}\n' \
+		"$1" "$(date -Is)" "$(uname -r)" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "${cs_ver:-unknown}" \
+		"$seconds" "$sched_rr" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$results"
+}
+meta_line start
+
 # ---------------------------------------------------------------- loopback
 if [ "$do_loopback" = 1 ]; then
 	log "loopback ceiling (${seconds}s per size)"
@@ -286,7 +313,7 @@ run_ours_row() { # SYSTEM M SIZE G SEND LAT
 	fi
 }
 if [ "$do_ours" = 1 ]; then
-	if [ ! -x "$cpgtool" ] && [ "$do_build" = 1 ] && command -v cargo >/dev/null 2>&1; then
+	if [ "$do_build" = 1 ] && command -v cargo >/dev/null 2>&1; then
 		log "building cpgtool (cargo build --release -p cpg-std --bin cpgtool)"
 		(cd "$repo" && timeout 1800 cargo build --release -p cpg-std --bin cpgtool) \
 			>"$out/logs/cargo.log" 2>&1 || log "cargo build failed (logs/cargo.log)"
@@ -302,5 +329,6 @@ if [ "$do_ours" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------- report
+meta_line end
 python3 "$here/report.py" "$results" --svg "$out/chart.svg" --json-out "$out/report.json" | tee "$out/report.txt"
 log "results in $out"

@@ -237,7 +237,9 @@ def build_table(records):
         s = ceiling["small"]
         loop["small"] = {"size": s["size"], "datagrams_per_sec": s.get("datagrams_per_sec"),
                          "mb_per_sec": s.get("mb_per_sec")}
-    return {"throughput": rows, "latency": lat_rows, "corosync_by_transport": cs_rows, "loopback": loop}
+    meta = [r["meta"] for r in records if isinstance(r.get("meta"), dict)]
+    return {"meta": meta, "throughput": rows, "latency": lat_rows, "corosync_by_transport": cs_rows,
+            "loopback": loop}
 
 
 def render_text(t):
@@ -336,6 +338,15 @@ def render_text(t):
             body.append(line)
         table(header, body)
 
+    for m in t.get("meta", []):
+        if m.get("when") == "start":
+            out.insert(0, f"Run {m.get('date')} git {m.get('git')}, kernel {m.get('kernel')}, {m.get('cpus')} CPUs,"
+                          f" Corosync {m.get('corosync')} (sched_rr {m.get('sched_rr')}), {m.get('seconds')} s per row")
+    loads = [f"{m.get('when')} {m.get('loadavg')}" for m in t.get("meta", []) if m.get("loadavg")]
+    if loads:
+        out.insert(1, "Load average (1/5/15 min): " + ", ".join(loads)
+                   + " -- figures taken on a loaded machine are indicative only")
+        out.insert(2, "")
     lp = t["loopback"]
     if lp:
         out.append("")
