@@ -148,3 +148,55 @@ fn chat_behaves_like_testcpg() {
     two.expect("Finalize result is 1 (should be 1)");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cpgtool bench --json`: one JSON line per run with the fields
+/// benches/compare.sh reads, nothing lost, for 1 and 3 members, copying and
+/// zero-copy, and a latency run with percentiles.
+#[test]
+fn bench_prints_one_json_line_per_run() {
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(EXE)
+            .args(["bench", "--seconds", "0.3", "--json"])
+            .args(args)
+            .output()
+            .expect("run cpgtool bench");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "bench {args:?} failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+        assert_eq!(lines.len(), 1, "one JSON line per run: {text}");
+        serde_json::from_str(lines[0]).expect("valid JSON")
+    };
+    for (m, send, g) in [("1", "copy", "agreed"), ("3", "zcb", "safe")] {
+        let v = run(&["--members", m, "--size", "1024", "--send", send, "--guarantee", g]);
+        assert_eq!(v["system"], "cpg-rs");
+        assert_eq!(v["members"].as_u64().unwrap().to_string(), m);
+        assert_eq!(v["size"], 1024);
+        assert_eq!(v["send"], send);
+        assert_eq!(v["guarantee"], g);
+        assert_eq!(v["lost"], 0, "{v}");
+        assert!(v["delivered"].as_u64().unwrap() > 0, "{v}");
+        assert!(v["msgs_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["mb_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["latency_us"].is_null());
+        assert_eq!(v["settings"]["netmtu"], 1500);
+        assert!(v["settings"]["window_size"].as_u64().is_some());
+        assert!(v["settings"]["max_messages"].as_u64().is_some());
+        assert!(v.get("error").is_none(), "{v}");
+    }
+    let v = run(&["--members", "1", "--latency", "--netmtu", "9000"]);
+    assert_eq!(v["size"], 64);
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["settings"]["netmtu"], 9000);
+    let l = &v["latency_us"];
+    let (p50, p99, p999) = (
+        l["p50"].as_f64().unwrap(),
+        l["p99"].as_f64().unwrap(),
+        l["p999"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{v}");
+    assert!(l["samples"].as_u64().unwrap() > 0, "{v}");
+}

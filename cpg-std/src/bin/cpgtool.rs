@@ -28,6 +28,9 @@ use cpg_std::{
 };
 use serde_json::{json, Value};
 
+#[path = "cpgtool-parts/bench.rs"]
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "cpgtool",
@@ -89,6 +92,12 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// Throughput and latency of M member processes in one group
+    /// (`--matrix` runs every row); see `cpgtool bench --help`.
+    Bench(bench::BenchArgs),
+    /// One member process of `cpgtool bench` (started by it).
+    #[command(hide = true)]
+    BenchMember(bench::MemberArgs),
     /// Write a configuration for N nodes on free 127.0.0.1 ports.
     Config {
         /// Nodes.
@@ -124,6 +133,8 @@ fn main() {
             join,
             verbose,
         } => node_main(&config, nodeid, join, verbose),
+        Cmd::Bench(a) => bench::bench_main(&a),
+        Cmd::BenchMember(a) => bench::member_main(&a),
         Cmd::Config {
             nodes,
             out,
@@ -740,13 +751,26 @@ struct Cluster {
 
 impl Cluster {
     fn start(exe: &Path, config: &Path, n: u32) -> Res<Cluster> {
+        let config = config.to_path_buf();
+        Self::start_with(exe, n, move |id| {
+            vec![
+                "node".into(),
+                "--config".into(),
+                config.display().to_string(),
+                "--nodeid".into(),
+                id.to_string(),
+            ]
+        })
+    }
+
+    /// Start `n` processes of `exe` with the arguments `args(id)`; each
+    /// stdout line that is JSON becomes an event of its id.
+    fn start_with(exe: &Path, n: u32, args: impl Fn(u32) -> Vec<String>) -> Res<Cluster> {
         let (tx, rx) = channel();
         let mut procs = Vec::new();
         for id in 1..=n {
             let mut child = Command::new(exe)
-                .args(["node", "--config"])
-                .arg(config)
-                .args(["--nodeid", &id.to_string()])
+                .args(args(id))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -778,6 +802,13 @@ impl Cluster {
             backlog: Vec::new(),
             log: Vec::new(),
         })
+    }
+
+    fn send_line(&mut self, id: u32, line: &str) {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.id == id && p.alive) {
+            let _ = writeln!(p.stdin, "{line}");
+            let _ = p.stdin.flush();
+        }
     }
 
     fn send(&mut self, id: u32, v: Value) {
