@@ -971,15 +971,17 @@ impl Checker for FifoChecker {
 /// live member still in R; in a transitional configuration, by every live
 /// transitional member. Asked of the [`World`] at the moment of delivery.
 ///
-/// For a transitional delivery the other transitional members are in
-/// RECOVERY (old-ring messages held only as encapsulated copies, which
-/// `Engine::holds` does not look at) or fell back to GATHER/COMMIT (copies
-/// dropped with the aborted attempt); only OPERATIONAL members are asked
-/// unless `strict_recovery` is set (`CPG_SIM_STRICT_HOLDS=1`).
+/// For a transitional delivery the other transitional members are
+/// OPERATIONAL (installed), in RECOVERY (the message may still be an
+/// encapsulated copy, which `Engine::holds` looks into), or fell back to
+/// GATHER/COMMIT: they did hold it (the installer waited until the token's
+/// aru covered every copy) but dropped the copies with the aborted attempt,
+/// so "held" is no longer observable there. Those are skipped unless
+/// `strict_recovery` is set (`CPG_SIM_STRICT_HOLDS=1`).
 #[derive(Debug)]
 pub struct SafeChecker {
     views: BTreeMap<NodeId, ConfView>,
-    /// Also ask members in RECOVERY about transitional deliveries.
+    /// Also ask members that fell back to GATHER/COMMIT about transitional deliveries.
     pub strict_recovery: bool,
     /// SAFE deliveries checked.
     pub checked: u64,
@@ -1045,7 +1047,7 @@ impl Checker for SafeChecker {
                     let still_there = mv.regular_ring() == Some(ring);
                     let settled = matches!(
                         world.state(m),
-                        None | Some(cpg_core::engine::State::Operational)
+                        None | Some(cpg_core::engine::State::Operational | cpg_core::engine::State::Recovery)
                     );
                     if still_there && t.transitional && !self.strict_recovery && !settled {
                         self.skipped_recovery += 1;

@@ -220,11 +220,28 @@ impl<F: FrameBuf> Totem<F> {
     pub(crate) fn frame_payload_cap(&self) -> usize {
         self.cfg.frame_max() - 2 * MCAST_HEADER_LEN
     }
+    /// Whether this node holds (or held and safely freed) message `seq` of
+    /// `ring`, including as a recovery copy not yet unwrapped. Linear in the
+    /// recovery window: for checkers, not the hot path.
     pub(crate) fn holds(&self, ring: RingId, seq: u32) -> bool {
         if self.regular.ring_id == ring && self.regular.holds(seq) {
             return true;
         }
-        self.state == State::Recovery && self.recovery.ring_id == ring && self.recovery.holds(seq)
+        if self.state != State::Recovery {
+            return false;
+        }
+        if self.recovery.ring_id == ring && self.recovery.holds(seq) {
+            return true;
+        }
+        self.recovery.held_above(self.seq_base).any(|(_, st)| {
+            st.encapsulated
+                && st
+                    .frame
+                    .contiguous()
+                    .and_then(|b| b.get(st.payload.clone()))
+                    .and_then(|inner| wire::parse_frame(inner, self.cfg.cluster_id).ok())
+                    .is_some_and(|f| matches!(f.packet, Packet::Mcast(m) if m.ring_id == ring && m.seq == seq))
+        })
     }
     pub(crate) fn flow_control_enabled(&self) -> bool {
         self.flow_control
