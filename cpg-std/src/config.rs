@@ -144,8 +144,9 @@ fn default_classes() -> Vec<ClassEntry> {
             slot_size: 4096,
             count: 256,
         },
+        // a 64 KiB message and its headroom fit one slot
         ClassEntry {
-            slot_size: 64 * 1024,
+            slot_size: 64 * 1024 + 4096,
             count: 64,
         },
         ClassEntry {

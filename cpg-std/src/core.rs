@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use cpg_core::engine::{Engine, EngineOptions, Event, FrameBuf, Payload, Request, Transmit};
@@ -51,6 +51,9 @@ pub struct BufSend {
     /// How many.
     pub read_len: usize,
 }
+
+/// Most events one dispatch moves out of a handle's queue under one lock.
+const DISPATCH_BATCH: usize = 256;
 
 /// Fixed cost charged per queued event on top of its payload bytes.
 const EVENT_OVERHEAD: usize = 128;
@@ -113,7 +116,7 @@ impl<F: FrameBuf + Send + Sync + 'static> ZcStorage for ZcFrame<F> {
 /// What a handle's queue holds.
 enum HEvent<F> {
     Deliver {
-        group: GroupName,
+        group: Arc<GroupName>,
         sender: MemberAddr,
         guarantee: Guarantee,
         payload: Payload<F>,
@@ -164,6 +167,17 @@ struct HandleState<F> {
     fd: Arc<OwnedFd>,
     signaled: bool,
     cond: Arc<Condvar>,
+    /// Threads blocked in `dispatch` on `cond` (notify only when some are:
+    /// a condvar notify is a futex syscall even without waiters).
+    waiters: usize,
+    /// Bytes (event cost) of this handle's accepted multicasts not yet
+    /// delivered back to it: with `bytes`, what back-pressure looks at.
+    inflight: usize,
+    /// The group name shared by this handle's queued deliveries.
+    group_arc: Option<Arc<GroupName>>,
+    /// Set once the handle is finalized, evicted or its node stopped: a
+    /// dispatcher checks it between callbacks without taking the lock.
+    gone: Arc<AtomicBool>,
 }
 
 impl<F> HandleState<F> {
@@ -172,7 +186,9 @@ impl<F> HandleState<F> {
             self.signaled = true;
             let _ = rustix::io::write(&*self.fd, &1u64.to_ne_bytes());
         }
-        self.cond.notify_all();
+        if self.waiters > 0 {
+            self.cond.notify_all();
+        }
     }
     fn unsignal(&mut self) {
         if self.signaled {
@@ -302,10 +318,34 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                 payload,
             } => {
                 for i in 0..self.slots.len() {
-                    let hit = matches!(&self.slots[i].state, Some(s) if !s.evicted && matches!(&s.group, Some((g, HState::Joined | HState::LeaveStarted { joined: true })) if *g == group));
-                    if hit {
+                    let hit = match &mut self.slots[i].state {
+                        Some(s)
+                            if !s.evicted
+                                && matches!(&s.group, Some((g, HState::Joined | HState::LeaveStarted { joined: true })) if *g == group) =>
+                        {
+                            match &s.group_arc {
+                                Some(a) if **a == group => Some(a.clone()),
+                                _ => {
+                                    let a = Arc::new(group.clone());
+                                    s.group_arc = Some(a.clone());
+                                    Some(a)
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    if let Some(group) = hit {
+                        if sender.nodeid == me {
+                            if let Some(s) = self.slots[i].state.as_mut() {
+                                if s.pid == sender.pid {
+                                    s.inflight = s
+                                        .inflight
+                                        .saturating_sub(EVENT_OVERHEAD + payload.range.len());
+                                }
+                            }
+                        }
                         let ev = HEvent::Deliver {
-                            group: group.clone(),
+                            group,
                             sender,
                             guarantee,
                             payload: payload.clone(),
@@ -401,6 +441,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
         let cost = ev.cost();
         if !s.queue.is_empty() && s.bytes + cost > cap {
             s.evicted = true;
+            s.gone.store(true, Ordering::Release);
             s.queue.clear();
             s.bytes = 0;
             if let Some((g, HState::JoinStarted | HState::Joined)) = s.group.take() {
@@ -415,14 +456,20 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
         s.signal();
     }
 
-    fn pop(&mut self, h: u64) -> Option<HEvent<F>> {
-        let s = self.get_mut(h).ok()?;
-        let ev = s.queue.pop_front()?;
-        s.bytes -= ev.cost();
+    /// Move up to `max` queued events of `h` into `out` (one lock for a
+    /// batch); how many.
+    fn pop_batch(&mut self, h: u64, max: usize, out: &mut VecDeque<HEvent<F>>) -> usize {
+        let Ok(s) = self.get_mut(h) else { return 0 };
+        let n = s.queue.len().min(max);
+        for _ in 0..n {
+            let ev = s.queue.pop_front().expect("counted");
+            s.bytes -= ev.cost();
+            out.push_back(ev);
+        }
         if s.queue.is_empty() {
             s.unsignal();
         }
-        Some(ev)
+        n
     }
 }
 
@@ -572,6 +619,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         }
         g.stopped = true;
         for s in g.slots.iter_mut().filter_map(|s| s.state.as_mut()) {
+            s.gone.store(true, Ordering::Release);
             s.signal();
         }
         drop(g);
@@ -676,6 +724,10 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             fd: fd.clone(),
             signaled: false,
             cond: Arc::new(Condvar::new()),
+            waiters: 0,
+            inflight: 0,
+            group_arc: None,
+            gone: Arc::new(AtomicBool::new(false)),
         };
         let slot = &mut g.slots[idx as usize];
         slot.check = check;
@@ -706,7 +758,9 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 }
             }
             // wake pollers and blocked dispatchers: they find the handle gone
+            s.gone.store(true, Ordering::Release);
             s.signaled = false;
+            s.cond.notify_all();
             s.signal();
             Ok(())
         })
@@ -723,10 +777,10 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
 
     fn dispatch(&self, cpg: &Cpg, h: u64, flags: DispatchFlags) -> Result<(), CsError> {
         let key = (self.key(), h);
-        let (callbacks, cond) = {
+        let (callbacks, cond, gone) = {
             let mut g = lock(&self.inner);
             let s = g.live(h)?;
-            (s.callbacks.clone(), s.cond.clone())
+            (s.callbacks.clone(), s.cond.clone(), s.gone.clone())
         };
         if DISPATCHING.with(|d| d.borrow().contains(&key)) {
             return Err(CsError::Busy);
@@ -739,14 +793,20 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             }
         }
         let _unmark = Unmark(key);
+        // One lock moves a batch of events out of the handle's queue; the
+        // callbacks then run without it. Between callbacks only the `gone`
+        // flag is read (the lock is taken once it is set, for the error).
+        let one = matches!(flags, DispatchFlags::One | DispatchFlags::OneNonblocking);
+        let max = if one { 1 } else { DISPATCH_BATCH };
+        let mut batch: VecDeque<HEvent<F>> = VecDeque::new();
         let mut done = 0usize;
         loop {
-            let ev = {
+            {
                 let mut g = lock(&self.inner);
                 loop {
                     g.live(h)?;
-                    if let Some(ev) = g.pop(h) {
-                        break ev;
+                    if g.pop_batch(h, max, &mut batch) > 0 {
+                        break;
                     }
                     match flags {
                         DispatchFlags::All => return Ok(()),
@@ -758,58 +818,71 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                             };
                         }
                         DispatchFlags::One | DispatchFlags::Blocking => {
+                            g.live(h)?.waiters += 1;
                             g = cond.wait(g).unwrap_or_else(|e| e.into_inner());
+                            if let Ok(s) = g.get_mut(h) {
+                                s.waiters -= 1;
+                            }
                         }
                     }
                 }
-            };
-            // the callbacks' lock is held only while one runs: several
+            }
+            // the callbacks' lock is held only while one batch runs: several
             // threads may dispatch one handle (each event goes to one of them)
             let mut cb = lock(&callbacks);
-            match &ev {
-                HEvent::Deliver {
-                    group,
-                    sender,
-                    guarantee,
-                    payload,
-                } => {
-                    if let Some(f) = cb.deliver.as_mut() {
-                        f(
-                            cpg,
-                            &Delivery {
-                                group,
-                                sender: *sender,
-                                guarantee: *guarantee,
-                                msg: payload.bytes(),
-                            },
-                        );
+            while let Some(ev) = batch.pop_front() {
+                match &ev {
+                    HEvent::Deliver {
+                        group,
+                        sender,
+                        guarantee,
+                        payload,
+                    } => {
+                        if let Some(f) = cb.deliver.as_mut() {
+                            f(
+                                cpg,
+                                &Delivery {
+                                    group,
+                                    sender: *sender,
+                                    guarantee: *guarantee,
+                                    msg: payload.bytes(),
+                                },
+                            );
+                        }
+                    }
+                    HEvent::ConfChg(c) => {
+                        if let Some(f) = cb.confchg.as_mut() {
+                            f(
+                                cpg,
+                                &ConfChg {
+                                    group: &c.group,
+                                    members: &c.members,
+                                    left: &c.left,
+                                    joined: &c.joined,
+                                },
+                            );
+                        }
+                    }
+                    HEvent::Totem(t) => {
+                        if let Some(f) = cb.totem_confchg.as_mut() {
+                            f(cpg, t.0, &t.1);
+                        }
                     }
                 }
-                HEvent::ConfChg(c) => {
-                    if let Some(f) = cb.confchg.as_mut() {
-                        f(
-                            cpg,
-                            &ConfChg {
-                                group: &c.group,
-                                members: &c.members,
-                                left: &c.left,
-                                joined: &c.joined,
-                            },
-                        );
-                    }
-                }
-                HEvent::Totem(t) => {
-                    if let Some(f) = cb.totem_confchg.as_mut() {
-                        f(cpg, t.0, &t.1);
-                    }
+                drop(ev);
+                done += 1;
+                // finalized (or evicted) by the callback or another thread
+                if gone.load(Ordering::Acquire) {
+                    drop(cb);
+                    batch.clear();
+                    lock(&self.inner).live(h)?;
+                    // the node stopped but the handle is still there:
+                    // live() reported it above; unreachable otherwise
+                    return Err(CsError::Library);
                 }
             }
             drop(cb);
-            drop(ev);
-            done += 1;
-            // finalized (or evicted) by the callback or another thread
-            lock(&self.inner).live(h)?;
-            if matches!(flags, DispatchFlags::One | DispatchFlags::OneNonblocking) {
+            if one {
                 return Ok(());
             }
         }
@@ -825,7 +898,9 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             }
             let (pid, flags) = (s.pid, s.flags);
             g.engine.submit(now, Request::Join { pid, group, flags })?;
-            g.live(h)?.group = Some((group.clone(), HState::JoinStarted));
+            let s = g.live(h)?;
+            s.group = Some((group.clone(), HState::JoinStarted));
+            s.inflight = 0;
             Ok(())
         })
     }
@@ -858,6 +933,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
     fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
         self.submit_with(|g, now| {
             let max = g.engine.config().max_message_size;
+            let cap = g.queue_cap;
             let s = g.live(h)?;
             let total: usize = iov.iter().map(|p| p.len()).sum();
             if total > max {
@@ -867,6 +943,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
                 _ => return Err(CsError::NotExist),
             };
+            if s.bytes + s.inflight > cap / 2 {
+                // the sender outruns its own dispatch: back-pressure
+                // (TRY_AGAIN) instead of an eviction that would lose messages
+                return Err(CsError::TryAgain);
+            }
             let pid = s.pid;
             g.engine.submit(
                 now,
@@ -876,7 +957,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                     guarantee,
                     iov,
                 },
-            )
+            )?;
+            if let Ok(s) = g.get_mut(h) {
+                s.inflight += EVENT_OVERHEAD + total;
+            }
+            Ok(())
         })
     }
 
@@ -989,6 +1074,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             let mut g = lock(&self.inner);
             let max = g.engine.config().max_message_size;
             let fc = g.engine.flow_control_enabled();
+            let cap = g.queue_cap;
             let s = match g.live(h) {
                 Ok(s) => s,
                 Err(e) => return back(e, buf),
@@ -1001,13 +1087,41 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 _ => return back(CsError::NotExist, buf),
             };
             let pid = s.pid;
-            if fc {
+            if fc || s.bytes + s.inflight > cap / 2 {
                 return back(CsError::TryAgain, buf);
             }
             debug_assert!(matches!(
                 g.engine.groups().local_state(pid, &group),
                 Some(LocalState::JoinStarted | LocalState::Joined)
             ));
+            if len < g.engine.config().zc_copy_threshold {
+                // Below the threshold the engine packs the message by copy
+                // anyway: copy it now and give the slot back at once, rather
+                // than hold a pool slot until the message is delivered back.
+                let r = {
+                    let iov = [&buf.storage.bytes()[..len]];
+                    g.engine.submit(
+                        now,
+                        Request::Mcast {
+                            pid,
+                            group: &group,
+                            guarantee,
+                            iov: &iov,
+                        },
+                    )
+                };
+                if let Err(e) = r {
+                    return back(e, buf);
+                }
+                if let Ok(s) = g.get_mut(h) {
+                    s.inflight += EVENT_OVERHEAD + len;
+                }
+                g.pump(now);
+                drop(g);
+                drop(buf);
+                self.wake();
+                return Ok(());
+            }
             let frame = match buf.storage.into_any().downcast::<ZcFrame<F>>() {
                 Ok(f) => *f,
                 Err(_) => {
@@ -1026,6 +1140,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 frame.buf,
                 frame.start..frame.start + len,
             );
+            if r.is_ok() {
+                if let Ok(s) = g.get_mut(h) {
+                    s.inflight += EVENT_OVERHEAD + len;
+                }
+            }
             g.pump(now);
             // A refused buffer comes back whole, so the caller may retry.
             r.map_err(|e| ZcSendError {

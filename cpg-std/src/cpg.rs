@@ -264,7 +264,8 @@ impl Cpg {
     ///
     /// # Errors
     /// `TOO_BIG` above `max_message_size`; `NOT_EXIST` when not joined
-    /// (or leaving); `TRY_AGAIN` while flow control is on; `LIBRARY`,
+    /// (or leaving); `TRY_AGAIN` while flow control is on or while this handle holds
+    /// more than half its queue cap of undispatched events; `LIBRARY`,
     /// `BAD_HANDLE`.
     pub fn mcast_joined(&self, guarantee: Guarantee, iov: &[IoSlice<'_>]) -> Result<(), CsError> {
         let parts: Vec<&[u8]> = iov.iter().map(|s| &**s).collect();

@@ -41,7 +41,11 @@
 //!
 //! Policies (ARCHITECTURE.md): a handle whose undispatched events exceed
 //! its byte cap is evicted (its calls answer `LIBRARY`, the others see
-//! PROCDOWN); mcast when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
+//! PROCDOWN); a handle whose own undispatched events exceed half its cap
+//! gets `TRY_AGAIN` from `mcast`/`zcb_mcast` (back-pressure, as Corosync
+//! stops reading a client's requests while its event queue is full), so a
+//! sender that outruns its own dispatch is slowed down, not evicted; mcast
+//! when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
 
 pub mod config;
 mod core;

@@ -995,3 +995,39 @@ fn leave_before_the_own_join_is_delivered_is_ordered_after_it() {
     b.cpg.join(&g).unwrap();
     assert!(a.wait_members(&g, 3));
 }
+
+#[test]
+fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
+    // a 64 KiB queue cap; the handle multicasts without dispatching
+    let net = LoopbackNet::new();
+    let mut c = NodeConfig::in_memory(1, &[1]);
+    tweak(&mut c);
+    c.handle_queue_bytes = 64 * 1024;
+    let node = net.start(&c).unwrap();
+    assert!(converged(&[&node]));
+    let g = group("backpressure");
+    let h = H::open(&node, 1);
+    h.cpg.join(&g).unwrap();
+    assert!(h.wait_members(&g, 1));
+    let body = vec![7u8; 1000];
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while refused < 100 && std::time::Instant::now() < end {
+        match send(&h, Guarantee::Agreed, &body) {
+            Ok(()) => accepted += 1,
+            Err(CsError::TryAgain) => {
+                refused += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => panic!("{e} after {accepted} accepted"),
+        }
+    }
+    assert!(refused > 0, "back-pressure never answered TRY_AGAIN");
+    assert!(accepted * 1000 < 64 * 1024, "{accepted} accepted past the cap");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(node.stats().evictions, 0, "the sender was evicted");
+    assert!(h.wait_msgs(accepted), "an accepted message was lost");
+    // dispatching frees the queue: sends are accepted again
+    assert_eq!(send(&h, Guarantee::Agreed, &body), Ok(()));
+    assert!(h.wait_msgs(accepted + 1));
+}
