@@ -154,7 +154,7 @@ install_packages() { # what this script needs: a C compiler, and Corosync unless
 
 install_packages
 if [ "$do_corosync" = 1 ]; then
-	running="$(ps -C corosync -o pid=,stat= 2>/dev/null | awk '$2 !~ /^Z/ { printf "%s ", $1 }')"
+	running="$(ps -C corosync -o pid=,stat= 2>/dev/null | awk '$2 !~ /^Z/ { printf "%s ", $1 }' || true)"
 	if [ -n "$running" ]; then
 		echo "compare.sh: a corosync is already running (pids: $running);" \
 			"stop it first or use --no-corosync (this script only stops what it started)" >&2
