@@ -215,6 +215,11 @@ struct Inner<F> {
     stopped: bool,
     queue_cap: usize,
     evictions: u64,
+    /// Transport threads waiting in [`Shared::handle_packet`] for a
+    /// backlogged handle to dispatch.
+    room_waiters: usize,
+    /// Longest such wait per packet.
+    stall_max: std::time::Duration,
 }
 
 /// Counters of the handle layer.
@@ -234,6 +239,8 @@ pub(crate) struct Shared<F> {
     zc: Arc<dyn ZcAllocator<F>>,
     check_seed: AtomicU64,
     record: Mutex<Option<Vec<BufSend>>>,
+    /// Notified when a backlogged handle's queue drained (see `room_waiters`).
+    room: Condvar,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -248,6 +255,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<F> Inner<F> {
+    /// A live handle holds more than half its queue cap.
+    fn backlogged(&self) -> bool {
+        let half = self.queue_cap / 2;
+        self.slots
+            .iter()
+            .filter_map(|s| s.state.as_ref())
+            .any(|s| !s.evicted && s.bytes > half)
+    }
+
     fn slot_of(&self, h: u64) -> Option<usize> {
         let idx = (h & 0xFFFF_FFFF) as usize;
         let check = (h >> 32) as u32;
@@ -485,6 +501,10 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
             None => 1,
         };
         let node_id = engine_config.node_id;
+        // a receive back-pressure wait stays far below the token timeout
+        let stall_max = std::time::Duration::from_nanos(
+            (engine_config.token_effective().0 / 8).min(100_000_000),
+        );
         let engine = Engine::new(
             engine_config,
             EngineOptions::default(),
@@ -503,14 +523,48 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
                 stopped: false,
                 queue_cap,
                 evictions: 0,
+                room_waiters: 0,
+                stall_max,
             }),
             node_id,
             waker: Mutex::new(None),
             zc,
             check_seed: AtomicU64::new(0),
             record: Mutex::new(None),
+            room: Condvar::new(),
             hasher,
         }))
+    }
+
+    fn finalize_inner(&self, h: u64) -> Result<(), CsError> {
+        self.submit_with(|g, now| {
+            let i = g.slot_of(h).ok_or(CsError::BadHandle)?;
+            let slot = &mut g.slots[i];
+            slot.check = 0;
+            let mut s = slot.state.take().expect("slot_of checked");
+            g.free.push(i as u32);
+            if let Some((group, HState::JoinStarted | HState::Joined)) = s.group.take() {
+                if !s.evicted {
+                    let r = g.engine.submit(
+                        now,
+                        Request::Leave {
+                            pid: s.pid,
+                            group: &group,
+                            reason: Reason::ProcDown,
+                        },
+                    );
+                    if r == Err(CsError::TryAgain) {
+                        g.pending_leaves.push((s.pid, group));
+                    }
+                }
+            }
+            // wake pollers and blocked dispatchers: they find the handle gone
+            s.gone.store(true, Ordering::Release);
+            s.signaled = false;
+            s.cond.notify_all();
+            s.signal();
+            Ok(())
+        })
     }
 
     pub(crate) fn now(&self) -> Instant {
@@ -561,10 +615,37 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
     }
 
     pub(crate) fn handle_packet(&self, from: NodeId, frame: F) {
-        let now = self.now();
         let mut g = lock(&self.inner);
+        if g.backlogged() {
+            g = self.wait_room(g);
+        }
+        let now = self.now();
         g.engine.handle_packet(now, from, frame);
         g.pump(now);
+    }
+
+    /// Receive back-pressure: while a handle that dispatches holds more than
+    /// half its queue cap, the transport waits (at most `stall_max` per
+    /// packet) before handing the engine more frames. Frames then wait in
+    /// the socket and the token waits here, so the ring slows down to what
+    /// the slowest dispatching handle takes, instead of evicting it and
+    /// losing what it was sent. A handle that stops dispatching still
+    /// reaches its cap and is evicted (the ring is delayed, never stalled).
+    fn wait_room<'a>(&self, mut g: MutexGuard<'a, Inner<F>>) -> MutexGuard<'a, Inner<F>> {
+        let end = std::time::Instant::now() + g.stall_max;
+        g.room_waiters += 1;
+        while g.backlogged() && !g.stopped {
+            let Some(left) = end.checked_duration_since(std::time::Instant::now()) else {
+                break;
+            };
+            g = self
+                .room
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        g.room_waiters -= 1;
+        g
     }
 
     pub(crate) fn handle_timeout(&self) {
@@ -623,6 +704,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
             s.signal();
         }
         drop(g);
+        self.room.notify_all();
         self.wake();
     }
 
@@ -736,34 +818,10 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
     }
 
     fn finalize(&self, h: u64) -> Result<(), CsError> {
-        self.submit_with(|g, now| {
-            let i = g.slot_of(h).ok_or(CsError::BadHandle)?;
-            let slot = &mut g.slots[i];
-            slot.check = 0;
-            let mut s = slot.state.take().expect("slot_of checked");
-            g.free.push(i as u32);
-            if let Some((group, HState::JoinStarted | HState::Joined)) = s.group.take() {
-                if !s.evicted {
-                    let r = g.engine.submit(
-                        now,
-                        Request::Leave {
-                            pid: s.pid,
-                            group: &group,
-                            reason: Reason::ProcDown,
-                        },
-                    );
-                    if r == Err(CsError::TryAgain) {
-                        g.pending_leaves.push((s.pid, group));
-                    }
-                }
-            }
-            // wake pollers and blocked dispatchers: they find the handle gone
-            s.gone.store(true, Ordering::Release);
-            s.signaled = false;
-            s.cond.notify_all();
-            s.signal();
-            Ok(())
-        })
+        let r = self.finalize_inner(h);
+        // a transport waiting for this handle to drain need not wait
+        self.room.notify_all();
+        r
     }
 
     fn check(&self, h: u64, local_only: bool) -> Result<(), CsError> {
@@ -806,6 +864,9 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 loop {
                     g.live(h)?;
                     if g.pop_batch(h, max, &mut batch) > 0 {
+                        if g.room_waiters > 0 && !g.backlogged() {
+                            self.room.notify_all();
+                        }
                         break;
                     }
                     match flags {
