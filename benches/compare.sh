@@ -12,8 +12,10 @@
 #          [--guarantees "agreed safe"] [--sends "copy zcb"]
 #          [--latency-guarantees "agreed safe"] [--no-latency]
 #          [--no-corosync] [--no-ours] [--no-loopback] [--no-build]
-#          [--sched-rr] [--out DIR]
+#          [--sched-rr] [--repeat N] [--out DIR]
 #
+# --repeat N runs the whole set of rows N times (spread over time, which
+# helps on a shared machine); the report keeps each row's best repeat.
 # Corosync is installed with apt-get if missing (needs root), started as
 # `corosync -f -c <run dir>/corosync.conf` once per transport, and stopped by
 # the pid this script started (never by name). It refuses to start if another
@@ -38,6 +40,7 @@ do_ours=1
 do_loopback=1
 do_build=1
 sched_rr=no
+repeat=1
 out=""
 
 while [ $# -gt 0 ]; do
@@ -56,8 +59,9 @@ while [ $# -gt 0 ]; do
 	--no-loopback) do_loopback=0; shift ;;
 	--no-build) do_build=0; shift ;;
 	--sched-rr) sched_rr=yes; shift ;;
+	--repeat) repeat="$2"; shift 2 ;;
 	--out) out="$2"; shift 2 ;;
-	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,27p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -172,7 +176,7 @@ row_timeout() { # bound for one member process of a row
 run_corosync_row() {
 	local system="$1" m="$2" size="$3" g="$4" send="$5" lat="$6"
 	local group="cpgbench-$system-$m-$size-$g-$send-$lat-$$"
-	local tag="$system-m$m-$size-$g-$send$([ "$lat" = 1 ] && echo -lat)"
+	local tag="$system-m$m-$size-$g-$send$([ "$lat" = 1 ] && echo -lat)-r$rep"
 	local pids=() i f extra=()
 	[ "$lat" = 1 ] && extra=(--latency)
 	for i in $(seq 1 "$m"); do
@@ -189,16 +193,25 @@ run_corosync_row() {
 	for i in $(seq 1 "$m"); do
 		f="$out/logs/$tag.$i.out"
 		if grep -q '^{' "$f" 2>/dev/null; then
-			grep '^{' "$f" | tail -n 1 >>"$results"
+			grep '^{' "$f" | tail -n 1 | tag_rep >>"$results"
 		else
 			printf '{"system":"%s","members":%s,"size":%s,"guarantee":"%s","send":"%s","seconds":%s,"latency":%s,"error":"cpgload printed no result (see logs/%s.%s.err)"}\n' \
-				"$system" "$m" "$size" "$g" "$send" "$seconds" "$([ "$lat" = 1 ] && echo true || echo false)" "$tag" "$i" >>"$results"
+				"$system" "$m" "$size" "$g" "$send" "$seconds" "$([ "$lat" = 1 ] && echo true || echo false)" "$tag" "$i" | tag_rep >>"$results"
 		fi
 	done
 	tail -n "$m" "$results" | python3 "$here/report.py" --summary-lines >&2 || true
 }
 
-for_each_row() { # calls "$1" SYSTEM M SIZE G SEND LAT for every row
+tag_rep() { sed "s/^{/{\"rep\":$rep,/"; }
+
+for_each_row() { # calls "$1" SYSTEM M SIZE G SEND LAT for every row, --repeat times
+	local fn="$1" system="$2" m size g send
+	for rep in $(seq 1 "$repeat"); do
+		for_each_row_once "$@"
+	done
+}
+rep=1
+for_each_row_once() {
 	local fn="$1" system="$2" m size g send
 	for m in $members_list; do
 		for size in $sizes; do
@@ -256,15 +269,16 @@ start_corosync() { # TRANSPORT -> sets cs_pid, returns 1 if it does not come up
 
 error_row() { # SYSTEM M SIZE G SEND LAT  (records a row that could not run)
 	printf '{"system":"%s","members":%s,"size":%s,"guarantee":"%s","send":"%s","seconds":%s,"latency":%s,"error":"%s"}\n' \
-		"$1" "$2" "$3" "$4" "$5" "$seconds" "$([ "$6" = 1 ] && echo true || echo false)" "$row_error" >>"$results"
+		"$1" "$2" "$3" "$4" "$5" "$seconds" "$([ "$6" = 1 ] && echo true || echo false)" "$row_error" | tag_rep >>"$results"
 }
 
 meta_line() { # WHEN: one {"meta":...} line (machine, load, versions) for the report
 	local cs_ver="none"
 	command -v corosync >/dev/null 2>&1 && cs_ver="$(corosync -v 2>/dev/null | sed -n "s/.*version '\([^']*\)'.*/\1/p" | head -n 1)"
-	printf '{"meta":{"when":"%s","date":"%s","kernel":"%s","cpus":%s,"loadavg":"%s","corosync":"%s","seconds":%s,"sched_rr":"%s","git":"%s"}}\n' \
+	printf '{"meta":{"when":"%s","date":"%s","kernel":"%s","cpus":%s,"loadavg":"%s","corosync":"%s","seconds":%s,"repeat":%s,"sched_rr":"%s","git":"%s"}}\n' \
 		"$1" "$(date -Is)" "$(uname -r)" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "${cs_ver:-unknown}" \
-		"$seconds" "$sched_rr" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$results"
+		"$seconds" "$repeat" "$sched_rr" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)" >>"$results"
+
 }
 meta_line start
 
@@ -296,7 +310,7 @@ fi
 cpgtool="$repo/target/release/cpgtool"
 run_ours_row() { # SYSTEM M SIZE G SEND LAT
 	local m="$2" size="$3" g="$4" send="$5" lat="$6"
-	local tag="cpg-rs-m$m-$size-$g-$send$([ "$lat" = 1 ] && echo -lat)"
+	local tag="cpg-rs-m$m-$size-$g-$send$([ "$lat" = 1 ] && echo -lat)-r$rep"
 	local extra=()
 	[ "$lat" = 1 ] && extra=(--latency)
 	local bound
@@ -305,7 +319,7 @@ run_ours_row() { # SYSTEM M SIZE G SEND LAT
 		--send "$send" --seconds "$seconds" "${extra[@]+"${extra[@]}"}" --json \
 		>"$out/logs/$tag.out" 2>"$out/logs/$tag.err" || true
 	if grep -q '^{' "$out/logs/$tag.out"; then
-		grep '^{' "$out/logs/$tag.out" >>"$results"
+		grep '^{' "$out/logs/$tag.out" | tag_rep >>"$results"
 		grep '^{' "$out/logs/$tag.out" | python3 "$here/report.py" --summary-lines >&2 || true
 	else
 		row_error="cpgtool bench printed no result (see logs/$tag.err)"

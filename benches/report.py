@@ -13,7 +13,8 @@ scale, both systems, AGREED copy rows).
 
 Rules:
 * A row is (members, size, guarantee, send); latency rows are separate.
-* Figures are per member: the mean over that row's member processes.
+* Figures are per member: the mean over that row's member processes; if a
+  row was repeated (compare.sh --repeat), its best repeat.
 * Corosync's figure for a row is the faster of its transports (corosync-knet,
   corosync-udpu); ours likewise if several cpg-rs systems are present.
 * Our zcb rows are compared with Corosync's *copying* path (same members,
@@ -64,14 +65,42 @@ def row_key(r):
 
 
 def aggregate(records):
-    """(system, key) -> aggregated figures over member processes."""
+    """(system, key) -> aggregated figures over member processes; with several
+    repeats of a row (compare.sh --repeat), the best repeat."""
+    per_rep = aggregate_reps(records)
+    agg = {}
+    for (system, key, rep), a in per_rep.items():
+        a["rep"] = rep
+        cur = agg.get((system, key))
+        if cur is None:
+            agg[(system, key)] = a
+            a["reps"] = 1
+            continue
+        reps = cur["reps"] + 1
+        if rep_score(a, key[4]) > rep_score(cur, key[4]):
+            agg[(system, key)] = a
+        agg[(system, key)]["reps"] = reps
+    return agg
+
+
+def rep_score(a, latency):
+    if not usable(a):
+        return (0, 0, 0.0)
+    clean = 1 if a.get("lost", 0) == 0 else 0
+    if latency:
+        p50 = a.get("latency_us", {}).get("p50")
+        return (1, clean, -p50 if p50 is not None else -math.inf)
+    return (1, clean, a["msgs_per_sec"])
+
+
+def aggregate_reps(records):
     groups = {}
     for r in records:
         if kind(r.get("system")) == "loopback" or "members" not in r:
             continue
-        groups.setdefault((r["system"], row_key(r)), []).append(r)
+        groups.setdefault((r["system"], row_key(r), int(r.get("rep", 1))), []).append(r)
     agg = {}
-    for (system, key), rs in groups.items():
+    for (system, key, rep), rs in groups.items():
         ok = [r for r in rs if "error" not in r]
         errors = sorted({r["error"] for r in rs if "error" in r})
         a = {"system": system, "procs": len(rs), "ok": len(ok), "errors": errors}
@@ -86,7 +115,7 @@ def aggregate(records):
                     p: sum(float(l.get(p, 0)) for l in lats) / len(lats) for p in ("p50", "p99", "p999")
                 }
                 a["latency_us"]["samples"] = sum(int(l.get("samples", 0)) for l in lats)
-        agg[(system, key)] = a
+        agg[(system, key, rep)] = a
     return agg
 
 
@@ -101,16 +130,7 @@ def best(agg, which, key, latency=False):
     if not cands:
         return None
 
-    def score(a):
-        if not usable(a):
-            return (0, 0, 0.0)
-        clean = 1 if a.get("lost", 0) == 0 else 0
-        if latency:
-            p50 = a.get("latency_us", {}).get("p50")
-            return (1, clean, -p50 if p50 is not None else -math.inf)
-        return (1, clean, a["msgs_per_sec"])
-
-    return max(cands, key=score)
+    return max(cands, key=lambda a: rep_score(a, latency))
 
 
 def loopback_ceiling(records):
@@ -341,7 +361,8 @@ def render_text(t):
     for m in t.get("meta", []):
         if m.get("when") == "start":
             out.insert(0, f"Run {m.get('date')} git {m.get('git')}, kernel {m.get('kernel')}, {m.get('cpus')} CPUs,"
-                          f" Corosync {m.get('corosync')} (sched_rr {m.get('sched_rr')}), {m.get('seconds')} s per row")
+                          f" Corosync {m.get('corosync')} (sched_rr {m.get('sched_rr')}), {m.get('seconds')} s per row,"
+                          f" {m.get('repeat', 1)} repeat(s) (best kept)")
     loads = [f"{m.get('when')} {m.get('loadavg')}" for m in t.get("meta", []) if m.get("loadavg")]
     if loads:
         out.insert(1, "Load average (1/5/15 min): " + ", ".join(loads)

@@ -622,9 +622,15 @@ int main(int argc, char **argv)
 		cpg_zcb_free(handle, zcb_buf);
 	cpg_finalize(handle);
 	if (!opt_latency) {
+		/* cpg_finalize does not always wake a thread blocked in
+		 * CS_DISPATCH_BLOCKING: give it a moment, then leave anyway */
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 2;
+		ts.tv_nsec += 200000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
 		if (pthread_timedjoin_np(th, NULL, &ts) != 0)
 			_exit(0);
 	}
