@@ -170,6 +170,8 @@ struct HandleState<F> {
     /// Threads blocked in `dispatch` on `cond` (notify only when some are:
     /// a condvar notify is a futex syscall even without waiters).
     waiters: usize,
+    /// The waiters were notified and none has run since.
+    woken: bool,
     /// Bytes (event cost) of this handle's accepted multicasts not yet
     /// delivered back to it: with `bytes`, what back-pressure looks at.
     inflight: usize,
@@ -186,7 +188,10 @@ impl<F> HandleState<F> {
             self.signaled = true;
             let _ = rustix::io::write(&*self.fd, &1u64.to_ne_bytes());
         }
-        if self.waiters > 0 {
+        if self.waiters > 0 && !self.woken {
+            // once per wake-up: the woken dispatchers need the lock this
+            // thread holds, so later pushes would only repeat the syscall
+            self.woken = true;
             self.cond.notify_all();
         }
     }
@@ -659,6 +664,45 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
 
     pub(crate) fn poll_outputs(&self, send: &mut dyn FnMut(Transmit<F>)) -> Option<Instant> {
         let mut g = lock(&self.inner);
+        self.outputs_locked(&mut g, send)
+    }
+
+    /// One transport step under one lock: the input, then every output,
+    /// then `look` at the engine (counters). Returns the next deadline.
+    pub(crate) fn step<R>(
+        &self,
+        input: StepInput<F>,
+        send: &mut dyn FnMut(Transmit<F>),
+        look: impl FnOnce(&Engine<F>) -> R,
+    ) -> (Option<Instant>, R) {
+        let mut g = lock(&self.inner);
+        match input {
+            StepInput::Wake => {}
+            StepInput::Packet(from, frame) => {
+                if g.backlogged() {
+                    g = self.wait_room(g);
+                }
+                let now = self.now();
+                g.engine.handle_packet(now, from, frame);
+                g.pump(now);
+            }
+            StepInput::Timeout => {
+                let now = self.now();
+                if g.engine.poll_timeout().is_some_and(|t| t <= now) {
+                    g.engine.handle_timeout(now);
+                }
+                g.pump(now);
+            }
+        }
+        let d = self.outputs_locked(&mut g, send);
+        (d, look(&g.engine))
+    }
+
+    fn outputs_locked(
+        &self,
+        g: &mut MutexGuard<'_, Inner<F>>,
+        send: &mut dyn FnMut(Transmit<F>),
+    ) -> Option<Instant> {
         while let Some(seq) = g.engine.poll_persist() {
             if let Some(store) = &g.store {
                 if let Err(e) = store.store(seq) {
@@ -807,6 +851,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             signaled: false,
             cond: Arc::new(Condvar::new()),
             waiters: 0,
+            woken: false,
             inflight: 0,
             group_arc: None,
             gone: Arc::new(AtomicBool::new(false)),
@@ -883,6 +928,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                             g = cond.wait(g).unwrap_or_else(|e| e.into_inner());
                             if let Ok(s) = g.get_mut(h) {
                                 s.waiters -= 1;
+                                s.woken = false;
                             }
                         }
                     }
@@ -1221,6 +1267,17 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
     }
 }
 
+/// One input of [`NodeCore::step`].
+#[derive(Debug)]
+pub enum StepInput<F> {
+    /// Nothing new (local requests may have queued work).
+    Wake,
+    /// A frame arrived from a node.
+    Packet(NodeId, F),
+    /// The deadline from the last step may have passed.
+    Timeout,
+}
+
 /// What a transport holds to drive its node: feed packets and timer
 /// expiries, take transmits, learn the next deadline.
 pub struct NodeCore<F> {
@@ -1260,6 +1317,17 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeCore<F> {
     /// buffers; returns the next deadline. Call after every input and wake.
     pub fn poll_outputs(&self, send: &mut dyn FnMut(Transmit<F>)) -> Option<Instant> {
         self.shared.poll_outputs(send)
+    }
+    /// `input`, then every output to `send`, then `look` at the engine,
+    /// all under one lock (the cheap path for a transport loop); returns
+    /// the next deadline and what `look` returned.
+    pub fn step<R>(
+        &self,
+        input: StepInput<F>,
+        send: &mut dyn FnMut(Transmit<F>),
+        look: impl FnOnce(&Engine<F>) -> R,
+    ) -> (Option<Instant>, R) {
+        self.shared.step(input, send, look)
     }
     /// Look at the engine (state, ring id, stats).
     pub fn with_engine<R>(&self, f: impl FnOnce(&Engine<F>) -> R) -> R {

@@ -57,7 +57,9 @@ pub mod udp;
 pub mod uring;
 
 pub use crate::config::{ConfigError, ConfigFile, NodeConfig};
-pub use crate::core::{monotonic_now, BufSend, HeapZc, NodeCore, NodeStats, ZcAllocator};
+pub use crate::core::{
+    monotonic_now, BufSend, HeapZc, NodeCore, NodeStats, StepInput, ZcAllocator,
+};
 pub use crate::cpg::{
     Callbacks, ConfChg, Context, Cpg, Delivery, DispatchFlags, FlowControlState, Iteration,
     IterationDescription, IterationType, ModelV1, ZcBuf, ZcSendError, MAX_ATOMIC_MSGSIZE,

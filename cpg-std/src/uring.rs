@@ -17,7 +17,7 @@ use cpg_uring::{
 };
 
 use crate::config::{NodeConfig, ZeroCopy};
-use crate::core::{NodeCore, ZcAllocator};
+use crate::core::{NodeCore, StepInput, ZcAllocator};
 use crate::node::{Running, Transport};
 
 /// A node's io_uring driver, set up (sockets bound, region registered)
@@ -88,14 +88,20 @@ struct UringHost {
 
 impl Host for UringHost {
     fn step(&mut self, _now: Instant, input: Input, out: &mut Outputs) {
-        match input {
-            Input::Start | Input::Wake => {}
-            Input::Packet { from, frame } => self.core.handle_packet(from, frame),
-            Input::Timeout => self.core.handle_timeout(),
-        }
+        let input = match input {
+            Input::Start | Input::Wake => StepInput::Wake,
+            Input::Packet { from, frame } => StepInput::Packet(from, frame),
+            Input::Timeout => StepInput::Timeout,
+        };
         let stopping = self.stop.load(Ordering::Acquire);
-        out.next_timeout = self.core.poll_outputs(&mut |t| out.transmits.push(t));
-        out.engine = Some(self.core.with_engine(|e| EngineCounters::from(e.stats())));
+        let transmits = &mut out.transmits;
+        let (next, counters) = self.core.step(
+            input,
+            &mut |t| transmits.push(t),
+            |e| EngineCounters::from(e.stats()),
+        );
+        out.next_timeout = next;
+        out.engine = Some(counters);
         if stopping {
             self.drained = true;
         }
