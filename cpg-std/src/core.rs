@@ -113,6 +113,44 @@ impl<F: FrameBuf + Send + Sync + 'static> ZcStorage for ZcFrame<F> {
     }
 }
 
+/// Largest message that takes the staged send path (bigger ones go to the
+/// engine directly: one copy, and few of them per second anyway).
+const STAGE_MSG_MAX: usize = 16 * 1024;
+/// Bytes a handle may have staged before `mcast` answers TRY_AGAIN.
+const STAGE_BYTES: usize = 256 * 1024;
+
+/// The part of a handle a multicast touches without the node lock.
+///
+/// `mcast_joined` of a small message appends it to the handle's staging
+/// buffer under this handle's own short lock and wakes the transport; the
+/// transport's next step (and every operation under the node lock) moves
+/// staged messages into the engine in order ("drain") before anything
+/// else, so a staged message is ordered exactly as if it had been
+/// submitted directly. `open` and `blocked` mirror the handle's state and
+/// the engine's flow control; the node lock refreshes them after every
+/// operation, and closes `open` (after a drain) before a handle is evicted,
+/// finalized or stopped, so a message accepted here is never dropped.
+#[derive(Default)]
+pub(crate) struct HandleFast {
+    st: Mutex<FastState>,
+}
+
+#[derive(Default)]
+struct FastState {
+    /// Staging allowed: joined (or joining), not evicted, node running.
+    open: bool,
+    /// TRY_AGAIN: engine flow control or handle back-pressure.
+    blocked: bool,
+    /// The engine's `max_message_size`.
+    max_len: usize,
+    /// The handle's pid and group while `open`.
+    pid: u32,
+    group: Option<Arc<GroupName>>,
+    /// Staged messages: guarantee and end offset in `data`.
+    msgs: Vec<(Guarantee, usize)>,
+    data: Vec<u8>,
+}
+
 /// What a handle's queue holds.
 enum HEvent<F> {
     Deliver {
@@ -180,9 +218,28 @@ struct HandleState<F> {
     /// Set once the handle is finalized, evicted or its node stopped: a
     /// dispatcher checks it between callbacks without taking the lock.
     gone: Arc<AtomicBool>,
+    /// The staged send path (see [`HandleFast`]).
+    fast: Arc<HandleFast>,
 }
 
 impl<F> HandleState<F> {
+    fn refresh_fast(&mut self, fc: bool, half: usize, max: usize, stopped: bool) {
+        let mut f = lock(&self.fast.st);
+        let group = match &self.group {
+            Some((g, HState::JoinStarted | HState::Joined)) if !stopped && !self.evicted => Some(g),
+            _ => None,
+        };
+        f.open = group.is_some();
+        f.blocked = fc || self.bytes + self.inflight > half;
+        f.max_len = max;
+        if let Some(g) = group {
+            f.pid = self.pid;
+            if f.group.as_deref() != Some(g) {
+                f.group = Some(self.group_arc.clone().filter(|a| **a == *g).unwrap_or_else(|| Arc::new(g.clone())));
+            }
+        }
+    }
+
     fn signal(&mut self) {
         if !self.signaled {
             self.signaled = true;
@@ -215,7 +272,7 @@ struct Inner<F> {
     free: Vec<u32>,
     /// Leaves (PROCDOWN) of finalized or evicted handles the engine refused
     /// with TRY_AGAIN; retried at every step until accepted.
-    pending_leaves: Vec<(u32, GroupName)>,
+    pending_leaves: Vec<(u32, GroupName, Arc<HandleFast>)>,
     store: Option<RingSeqStore>,
     stopped: bool,
     queue_cap: usize,
@@ -295,7 +352,88 @@ impl<F> Inner<F> {
     }
 }
 
+/// Move `fast`'s staged messages into the engine, in order; `inflight` (the
+/// handle's back-pressure count) grows by what went. False if the engine
+/// refused one (TRY_AGAIN): it and those after it stay staged.
+fn drain_fast<F: FrameBuf>(
+    engine: &mut Engine<F>,
+    fast: &HandleFast,
+    inflight: Option<&mut usize>,
+    now: Instant,
+) -> bool {
+    let mut f = lock(&fast.st);
+    if f.msgs.is_empty() {
+        return true;
+    }
+    let FastState {
+        pid,
+        group,
+        msgs,
+        data,
+        ..
+    } = &mut *f;
+    let Some(group) = group.as_deref() else {
+        // staging requires a group: nothing can be here
+        msgs.clear();
+        data.clear();
+        return true;
+    };
+    let (mut start, mut n, mut added, mut all) = (0usize, 0usize, 0usize, true);
+    for &(guarantee, end) in msgs.iter() {
+        let r = engine.submit(
+            now,
+            Request::Mcast {
+                pid: *pid,
+                group,
+                guarantee,
+                iov: &[&data[start..end]],
+            },
+        );
+        if r == Err(CsError::TryAgain) {
+            all = false;
+            break;
+        }
+        // any other refusal cannot happen: the handle was joined when it
+        // staged, and every change of that drains first
+        debug_assert!(r.is_ok(), "staged message refused: {r:?}");
+        added += EVENT_OVERHEAD + (end - start);
+        start = end;
+        n += 1;
+    }
+    msgs.drain(..n);
+    for m in msgs.iter_mut() {
+        m.1 -= start;
+    }
+    data.drain(..start);
+    if let Some(i) = inflight {
+        *i += added;
+    }
+    all
+}
+
 impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
+    /// Drain every handle's staged messages into the engine (in order);
+    /// false if some stay staged (engine queue full).
+    fn drain(&mut self, now: Instant) -> bool {
+        let Inner { engine, slots, .. } = self;
+        let mut all = true;
+        for s in slots.iter_mut().filter_map(|s| s.state.as_mut()) {
+            all &= drain_fast(engine, &s.fast, Some(&mut s.inflight), now);
+        }
+        all
+    }
+
+    /// Refresh every handle's staging mirror (open, blocked, group).
+    fn refresh_fast(&mut self) {
+        let fc = self.engine.flow_control_enabled();
+        let half = self.queue_cap / 2;
+        let max = self.engine.config().max_message_size;
+        let stopped = self.stopped;
+        for s in self.slots.iter_mut().filter_map(|s| s.state.as_mut()) {
+            s.refresh_fast(fc, half, max, stopped);
+        }
+    }
+
     /// Route every pending engine event to the handles, evict slow
     /// consumers, retry refused leaves.
     fn pump(&mut self, now: Instant) {
@@ -307,7 +445,12 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
             }
             if !self.pending_leaves.is_empty() {
                 let pending = std::mem::take(&mut self.pending_leaves);
-                for (pid, group) in pending {
+                for (pid, group, fast) in pending {
+                    // the handle's staged messages go before its leave
+                    if !drain_fast(&mut self.engine, &fast, None, now) {
+                        self.pending_leaves.push((pid, group, fast));
+                        continue;
+                    }
                     let r = self.engine.submit(
                         now,
                         Request::Leave {
@@ -317,7 +460,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                         },
                     );
                     if r == Err(CsError::TryAgain) {
-                        self.pending_leaves.push((pid, group));
+                        self.pending_leaves.push((pid, group, fast));
                     } else {
                         any = true;
                     }
@@ -463,10 +606,11 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
         if !s.queue.is_empty() && s.bytes + cost > cap {
             s.evicted = true;
             s.gone.store(true, Ordering::Release);
+            lock(&s.fast.st).open = false;
             s.queue.clear();
             s.bytes = 0;
             if let Some((g, HState::JoinStarted | HState::Joined)) = s.group.take() {
-                self.pending_leaves.push((s.pid, g));
+                self.pending_leaves.push((s.pid, g, s.fast.clone()));
             }
             s.signal();
             self.evictions += 1;
@@ -548,8 +692,17 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
             slot.check = 0;
             let mut s = slot.state.take().expect("slot_of checked");
             g.free.push(i as u32);
+            lock(&s.fast.st).open = false;
             if let Some((group, HState::JoinStarted | HState::Joined)) = s.group.take() {
                 if !s.evicted {
+                    if !drain_fast(&mut g.engine, &s.fast, None, now) {
+                        g.pending_leaves.push((s.pid, group, s.fast.clone()));
+                        s.gone.store(true, Ordering::Release);
+                        s.signaled = false;
+                        s.cond.notify_all();
+                        s.signal();
+                        return Ok(());
+                    }
                     let r = g.engine.submit(
                         now,
                         Request::Leave {
@@ -559,7 +712,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
                         },
                     );
                     if r == Err(CsError::TryAgain) {
-                        g.pending_leaves.push((s.pid, group));
+                        g.pending_leaves.push((s.pid, group, s.fast.clone()));
                     }
                 }
             }
@@ -605,8 +758,10 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         let now = self.now();
         let r = {
             let mut g = lock(&self.inner);
+            g.drain(now);
             let r = f(&mut g, now);
             g.pump(now);
+            g.refresh_fast();
             r
         };
         self.wake();
@@ -625,8 +780,10 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
             g = self.wait_room(g);
         }
         let now = self.now();
+        g.drain(now);
         g.engine.handle_packet(now, from, frame);
         g.pump(now);
+        g.refresh_fast();
     }
 
     /// Receive back-pressure: while a handle that dispatches holds more than
@@ -656,14 +813,20 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
     pub(crate) fn handle_timeout(&self) {
         let now = self.now();
         let mut g = lock(&self.inner);
+        g.drain(now);
         if g.engine.poll_timeout().is_some_and(|t| t <= now) {
             g.engine.handle_timeout(now);
         }
         g.pump(now);
+        g.refresh_fast();
     }
 
     pub(crate) fn poll_outputs(&self, send: &mut dyn FnMut(Transmit<F>)) -> Option<Instant> {
         let mut g = lock(&self.inner);
+        let now = self.now();
+        g.drain(now);
+        g.pump(now);
+        g.refresh_fast();
         self.outputs_locked(&mut g, send)
     }
 
@@ -676,6 +839,9 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         look: impl FnOnce(&Engine<F>) -> R,
     ) -> (Option<Instant>, R) {
         let mut g = lock(&self.inner);
+        let now = self.now();
+        g.drain(now);
+        g.pump(now);
         match input {
             StepInput::Wake => {}
             StepInput::Packet(from, frame) => {
@@ -694,6 +860,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
                 g.pump(now);
             }
         }
+        g.refresh_fast();
         let d = self.outputs_locked(&mut g, send);
         (d, look(&g.engine))
     }
@@ -739,10 +906,13 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
     pub(crate) fn shutdown(&self, graceful: bool) {
         let now = self.now();
         let mut g = lock(&self.inner);
+        g.drain(now);
+        g.pump(now);
         if graceful && !g.stopped {
             g.engine.shutdown(now);
         }
         g.stopped = true;
+        g.refresh_fast();
         for s in g.slots.iter_mut().filter_map(|s| s.state.as_mut()) {
             s.gone.store(true, Ordering::Release);
             s.signal();
@@ -781,13 +951,20 @@ pub(crate) trait NodeOps: Send + Sync {
         pid: u32,
         model: ModelV1,
         context: Context,
-    ) -> Result<(u64, Arc<OwnedFd>), CsError>;
+    ) -> Result<(u64, Arc<OwnedFd>, Arc<HandleFast>), CsError>;
     fn finalize(&self, h: u64) -> Result<(), CsError>;
     fn check(&self, h: u64, local_only: bool) -> Result<(), CsError>;
     fn dispatch(&self, cpg: &Cpg, h: u64, flags: DispatchFlags) -> Result<(), CsError>;
     fn join(&self, h: u64, group: &GroupName) -> Result<(), CsError>;
     fn leave(&self, h: u64, group: &GroupName) -> Result<(), CsError>;
     fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError>;
+    fn mcast_fast(
+        &self,
+        fast: &HandleFast,
+        h: u64,
+        guarantee: Guarantee,
+        iov: &[std::io::IoSlice<'_>],
+    ) -> Result<(), CsError>;
     fn membership(&self, h: u64, group: &GroupName) -> Result<Vec<MemberAddr>, CsError>;
     fn local_get(&self, h: u64) -> Result<NodeId, CsError>;
     fn flow_control(&self, h: u64) -> Result<bool, CsError>;
@@ -815,10 +992,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
         pid: u32,
         model: ModelV1,
         context: Context,
-    ) -> Result<(u64, Arc<OwnedFd>), CsError> {
+    ) -> Result<(u64, Arc<OwnedFd>, Arc<HandleFast>), CsError> {
         let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|_| CsError::NoResources)?;
         let fd = Arc::new(fd);
+        let fast = Arc::new(HandleFast::default());
         let check = self.random_check();
         let mut g = lock(&self.inner);
         if g.stopped {
@@ -850,6 +1028,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             fd: fd.clone(),
             signaled: false,
             cond: Arc::new(Condvar::new()),
+            fast: fast.clone(),
             waiters: 0,
             woken: false,
             inflight: 0,
@@ -859,7 +1038,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
         let slot = &mut g.slots[idx as usize];
         slot.check = check;
         slot.state = Some(state);
-        Ok(((u64::from(check) << 32) | u64::from(idx), fd))
+        Ok(((u64::from(check) << 32) | u64::from(idx), fd, fast))
     }
 
     fn finalize(&self, h: u64) -> Result<(), CsError> {
@@ -911,6 +1090,12 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                     if g.pop_batch(h, max, &mut batch) > 0 {
                         if g.room_waiters > 0 && !g.backlogged() {
                             self.room.notify_all();
+                        }
+                        let fc = g.engine.flow_control_enabled();
+                        let (half, max_len, stopped) =
+                            (g.queue_cap / 2, g.engine.config().max_message_size, g.stopped);
+                        if let Ok(s) = g.get_mut(h) {
+                            s.refresh_fast(fc, half, max_len, stopped);
                         }
                         break;
                     }
@@ -1019,6 +1204,10 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 Some((joined, HState::JoinStarted | HState::Joined)) if joined == group => {}
                 _ => return Err(CsError::NotExist),
             }
+            if !lock(&s.fast.st).msgs.is_empty() {
+                // staged multicasts the engine refused go before the leave
+                return Err(CsError::TryAgain);
+            }
             let pid = s.pid;
             g.engine.submit(
                 now,
@@ -1037,6 +1226,49 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
         })
     }
 
+    fn mcast_fast(
+        &self,
+        fast: &HandleFast,
+        h: u64,
+        guarantee: Guarantee,
+        iov: &[std::io::IoSlice<'_>],
+    ) -> Result<(), CsError> {
+        let total: usize = iov.iter().map(|p| p.len()).sum();
+        if total <= STAGE_MSG_MAX {
+            let mut f = lock(&fast.st);
+            if f.open && total <= f.max_len {
+                if f.blocked {
+                    return Err(CsError::TryAgain);
+                }
+                if f.data.len() + total > STAGE_BYTES {
+                    drop(f);
+                    self.wake();
+                    return Err(CsError::TryAgain);
+                }
+                for p in iov {
+                    f.data.extend_from_slice(p);
+                }
+                let end = f.data.len();
+                f.msgs.push((guarantee, end));
+                drop(f);
+                // Whoever holds the node lock drains: if it is free, this
+                // thread moves its staged messages into the engine now
+                // (keeping that work off the transport thread, which
+                // forwards the token); if not, the holder's next step does.
+                if let Ok(mut g) = self.inner.try_lock() {
+                    let now = self.now();
+                    g.drain(now);
+                    g.pump(now);
+                    g.refresh_fast();
+                }
+                self.wake();
+                return Ok(());
+            }
+        }
+        let parts: Vec<&[u8]> = iov.iter().map(|s| &**s).collect();
+        self.mcast(h, guarantee, &parts)
+    }
+
     fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
         self.submit_with(|g, now| {
             let max = g.engine.config().max_message_size;
@@ -1050,9 +1282,10 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
                 _ => return Err(CsError::NotExist),
             };
-            if s.bytes + s.inflight > cap / 2 {
+            if s.bytes + s.inflight > cap / 2 || !lock(&s.fast.st).msgs.is_empty() {
                 // the sender outruns its own dispatch: back-pressure
-                // (TRY_AGAIN) instead of an eviction that would lose messages
+                // (TRY_AGAIN) instead of an eviction that would lose messages;
+                // or staged messages the engine refused go first (FIFO)
                 return Err(CsError::TryAgain);
             }
             let pid = s.pid;
@@ -1179,6 +1412,13 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
         let now = self.now();
         let r = {
             let mut g = lock(&self.inner);
+            if !g.drain(now) {
+                // staged multicasts the engine refused go first (FIFO)
+                g.pump(now);
+                drop(g);
+                self.wake();
+                return back(CsError::TryAgain, buf);
+            }
             let max = g.engine.config().max_message_size;
             let fc = g.engine.flow_control_enabled();
             let cap = g.queue_cap;

@@ -159,6 +159,7 @@ pub struct Cpg {
     pub(crate) ops: Arc<dyn NodeOps>,
     pub(crate) handle: u64,
     pub(crate) fd: Arc<OwnedFd>,
+    pub(crate) fast: Arc<crate::core::HandleFast>,
 }
 
 impl std::fmt::Debug for Cpg {
@@ -200,8 +201,13 @@ impl Cpg {
             return Err(CsError::InvalidParam);
         }
         let ops = node.ops();
-        let (handle, fd) = ops.open(pid, model, context)?;
-        Ok(Cpg { ops, handle, fd })
+        let (handle, fd, fast) = ops.open(pid, model, context)?;
+        Ok(Cpg {
+            ops,
+            handle,
+            fd,
+            fast,
+        })
     }
 
     /// The raw `cpg_handle_t` (random check value in the high 32 bits, slot
@@ -268,8 +274,8 @@ impl Cpg {
     /// more than half its queue cap of undispatched events; `LIBRARY`,
     /// `BAD_HANDLE`.
     pub fn mcast_joined(&self, guarantee: Guarantee, iov: &[IoSlice<'_>]) -> Result<(), CsError> {
-        let parts: Vec<&[u8]> = iov.iter().map(|s| &**s).collect();
-        self.ops.mcast(self.handle, guarantee, &parts)
+        self.ops
+            .mcast_fast(&self.fast, self.handle, guarantee, iov)
     }
 
     /// `cpg_membership_get` into a caller array: `Ok(n)` with the first `n`
