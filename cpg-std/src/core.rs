@@ -90,6 +90,25 @@ impl ZcAllocator<Arc<[u8]>> for HeapZc {
     }
 }
 
+/// A zero-copy buffer below `zc_copy_threshold`: on the heap, since its
+/// message is copied into a packed frame anyway.
+struct SmallZc(Box<[u8]>);
+
+impl ZcStorage for SmallZc {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+    fn is_small(&self) -> bool {
+        true
+    }
+}
+
 struct ZcFrame<F> {
     buf: F,
     start: usize,
@@ -301,6 +320,8 @@ pub(crate) struct Shared<F> {
     zc: Arc<dyn ZcAllocator<F>>,
     check_seed: AtomicU64,
     record: Mutex<Option<Vec<BufSend>>>,
+    /// `zc_copy_threshold`: smaller zero-copy buffers live on the heap.
+    zc_small: usize,
     /// Notified when a backlogged handle's queue drained (see `room_waiters`).
     room: Condvar,
     hasher: std::collections::hash_map::RandomState,
@@ -650,6 +671,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
             None => 1,
         };
         let node_id = engine_config.node_id;
+        let zc_small = engine_config.zc_copy_threshold;
         // a receive back-pressure wait stays far below the token timeout
         let stall_max = std::time::Duration::from_nanos(
             (engine_config.token_effective().0 / 8).min(100_000_000),
@@ -680,6 +702,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
             zc,
             check_seed: AtomicU64::new(0),
             record: Mutex::new(None),
+            zc_small,
             room: Condvar::new(),
             hasher,
         }))
@@ -976,9 +999,10 @@ pub(crate) trait NodeOps: Send + Sync {
         ty: IterationType,
         group: Option<&GroupName>,
     ) -> Result<Vec<IterationDescription>, CsError>;
-    fn zcb_alloc(&self, h: u64, size: usize) -> Result<ZcBuf, CsError>;
+    fn zcb_alloc(&self, fast: &HandleFast, h: u64, size: usize) -> Result<ZcBuf, CsError>;
     fn zcb_mcast(
         &self,
+        fast: &HandleFast,
         h: u64,
         guarantee: Guarantee,
         buf: ZcBuf,
@@ -1380,7 +1404,19 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
         Ok(out)
     }
 
-    fn zcb_alloc(&self, h: u64, size: usize) -> Result<ZcBuf, CsError> {
+    fn zcb_alloc(&self, fast: &HandleFast, h: u64, size: usize) -> Result<ZcBuf, CsError> {
+        if size < self.zc_small {
+            // Below zc_copy_threshold the message is copied into a frame
+            // anyway: a heap buffer, no pool slot held, and no node lock
+            // while the handle is known open.
+            if !lock(&fast.st).open {
+                self.check(h, false)?;
+            }
+            return Ok(ZcBuf {
+                storage: Box::new(SmallZc(vec![0u8; size].into_boxed_slice())),
+                node: self.key(),
+            });
+        }
         self.check(h, false)?;
         let (buf, start) = self.zc.alloc(size)?;
         Ok(ZcBuf {
@@ -1395,6 +1431,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
 
     fn zcb_mcast(
         &self,
+        fast: &HandleFast,
         h: u64,
         guarantee: Guarantee,
         buf: ZcBuf,
@@ -1408,6 +1445,19 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
         };
         if buf.node != self.key() || len > buf.capacity() {
             return back(CsError::InvalidParam, buf);
+        }
+        if buf.storage.is_small() {
+            // a small buffer: the staged (copying) send path
+            let r = self.mcast_fast(
+                fast,
+                h,
+                guarantee,
+                &[std::io::IoSlice::new(&buf.storage.bytes()[..len])],
+            );
+            return match r {
+                Ok(()) => Ok(()),
+                Err(e) => back(e, buf),
+            };
         }
         let now = self.now();
         let r = {

@@ -380,7 +380,7 @@ impl Cpg {
     /// `TOO_BIG` above the largest slot class; `TRY_AGAIN` when the pool is
     /// exhausted; `BAD_HANDLE`, `LIBRARY`.
     pub fn zcb_alloc(&self, size: usize) -> Result<ZcBuf, CsError> {
-        self.ops.zcb_alloc(self.handle, size)
+        self.ops.zcb_alloc(&self.fast, self.handle, size)
     }
 
     /// `cpg_zcb_free`: gives the buffer back.
@@ -409,7 +409,8 @@ impl Cpg {
         buf: ZcBuf,
         len: usize,
     ) -> Result<(), ZcSendError> {
-        self.ops.zcb_mcast(self.handle, guarantee, buf, len)
+        self.ops
+            .zcb_mcast(&self.fast, self.handle, guarantee, buf, len)
     }
 }
 
@@ -472,6 +473,10 @@ pub(crate) trait ZcStorage: Send + Sync + 'static {
     fn bytes(&self) -> &[u8];
     fn bytes_mut(&mut self) -> &mut [u8];
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    /// A heap buffer below `zc_copy_threshold` (sent by copy).
+    fn is_small(&self) -> bool {
+        false
+    }
 }
 
 /// A zero-copy buffer (`cpg_zcb_alloc`): write the message into it, then

@@ -362,7 +362,10 @@ pub fn member_main(a: &MemberArgs) -> Res<()> {
     };
     let dispatch_some = |wait_ms: i32| {
         if a.busy_poll {
+            // poll without sleeping; yield so that a node thread sharing
+            // this core runs at once
             let _ = cpg.dispatch(DispatchFlags::All);
+            std::thread::yield_now();
         } else {
             let fd = match cpg.fd_get() {
                 Ok(f) => f,
@@ -630,7 +633,7 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
         row.members,
         &config,
         &dir.join("state"),
-        3000,
+        1000,
         row.transport,
         |f| {
             if let Some(v) = netmtu {
