@@ -133,6 +133,8 @@ fn deliver_and_prove_zero_copy(zc: ZeroCopy) {
             .collect();
         nodes[0].record_buf_sends(false);
         let after = nodes[0].transport_counters().unwrap();
+        // The counters of a zcb run, for the record (`-- --nocapture`).
+        eprintln!("zcb {size} B, zerocopy {zc:?}: counters after {after:?}");
         if size >= threshold {
             assert!(
                 !sends.is_empty(),
