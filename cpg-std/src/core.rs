@@ -254,7 +254,12 @@ impl<F> HandleState<F> {
         if let Some(g) = group {
             f.pid = self.pid;
             if f.group.as_deref() != Some(g) {
-                f.group = Some(self.group_arc.clone().filter(|a| **a == *g).unwrap_or_else(|| Arc::new(g.clone())));
+                f.group = Some(
+                    self.group_arc
+                        .clone()
+                        .filter(|a| **a == *g)
+                        .unwrap_or_else(|| Arc::new(g.clone())),
+                );
             }
         }
     }
@@ -1116,8 +1121,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                             self.room.notify_all();
                         }
                         let fc = g.engine.flow_control_enabled();
-                        let (half, max_len, stopped) =
-                            (g.queue_cap / 2, g.engine.config().max_message_size, g.stopped);
+                        let (half, max_len, stopped) = (
+                            g.queue_cap / 2,
+                            g.engine.config().max_message_size,
+                            g.stopped,
+                        );
                         if let Ok(s) = g.get_mut(h) {
                             s.refresh_fast(fc, half, max_len, stopped);
                         }
@@ -1547,7 +1555,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             r.map_err(|e| ZcSendError {
                 error: e.error,
                 buf: e.buf.map(|buf| ZcBuf {
-                    storage: Box::new(ZcFrame { buf, start, len: cap }),
+                    storage: Box::new(ZcFrame {
+                        buf,
+                        start,
+                        len: cap,
+                    }),
                     node: self.key(),
                 }),
             })

@@ -274,8 +274,7 @@ impl Cpg {
     /// more than half its queue cap of undispatched events; `LIBRARY`,
     /// `BAD_HANDLE`.
     pub fn mcast_joined(&self, guarantee: Guarantee, iov: &[IoSlice<'_>]) -> Result<(), CsError> {
-        self.ops
-            .mcast_fast(&self.fast, self.handle, guarantee, iov)
+        self.ops.mcast_fast(&self.fast, self.handle, guarantee, iov)
     }
 
     /// `cpg_membership_get` into a caller array: `Ok(n)` with the first `n`

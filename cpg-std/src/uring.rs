@@ -95,11 +95,9 @@ impl Host for UringHost {
         };
         let stopping = self.stop.load(Ordering::Acquire);
         let transmits = &mut out.transmits;
-        let (next, counters) = self.core.step(
-            input,
-            &mut |t| transmits.push(t),
-            |e| EngineCounters::from(e.stats()),
-        );
+        let (next, counters) = self.core.step(input, &mut |t| transmits.push(t), |e| {
+            EngineCounters::from(e.stats())
+        });
         out.next_timeout = next;
         out.engine = Some(counters);
         if stopping {

@@ -171,7 +171,16 @@ fn bench_prints_one_json_line_per_run() {
         serde_json::from_str(lines[0]).expect("valid JSON")
     };
     for (m, send, g) in [("1", "copy", "agreed"), ("3", "zcb", "safe")] {
-        let v = run(&["--members", m, "--size", "1024", "--send", send, "--guarantee", g]);
+        let v = run(&[
+            "--members",
+            m,
+            "--size",
+            "1024",
+            "--send",
+            send,
+            "--guarantee",
+            g,
+        ]);
         assert_eq!(v["system"], "cpg-rs");
         assert_eq!(v["members"].as_u64().unwrap().to_string(), m);
         assert_eq!(v["size"], 1024);

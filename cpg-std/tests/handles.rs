@@ -1023,7 +1023,10 @@ fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
         }
     }
     assert!(refused > 0, "back-pressure never answered TRY_AGAIN");
-    assert!(accepted * 1000 < 64 * 1024, "{accepted} accepted past the cap");
+    assert!(
+        accepted * 1000 < 64 * 1024,
+        "{accepted} accepted past the cap"
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(node.stats().evictions, 0, "the sender was evicted");
     assert!(h.wait_msgs(accepted), "an accepted message was lost");
