@@ -137,14 +137,18 @@ impl Groups {
                     _ => return Err(CsError::NotExist),
                 }
                 let hdr = mcast_header_len(group.len());
-                let mut buf = alloc::vec![0u8; hdr + total];
-                emit_mcast_header(pid, group, guarantee, &mut buf).map_err(|_| CsError::Library)?;
+                // Built in its final allocation (zeroed through a TrustedLen
+                // iterator, then written): `Arc::from(Vec)` would copy the
+                // whole message a second time.
+                let mut data: Arc<[u8]> = core::iter::repeat(0u8).take(hdr + total).collect();
+                let buf = Arc::get_mut(&mut data).ok_or(CsError::Library)?;
+                emit_mcast_header(pid, group, guarantee, buf).map_err(|_| CsError::Library)?;
                 let mut at = hdr;
                 for part in iov {
                     buf[at..at + part.len()].copy_from_slice(part);
                     at += part.len();
                 }
-                totem.submit(now, Arc::from(buf), guarantee, false)
+                totem.submit(now, data, guarantee, false)
             }
         }
     }
