@@ -216,13 +216,56 @@ impl<F: FrameBuf> SendQueue<F> {
     }
 }
 
+/// `n` zero bytes in their final allocation (a TrustedLen iterator: one
+/// allocation, no second copy as `Arc::from(Vec)` would make).
+fn zeroed(n: usize) -> Arc<[u8]> {
+    core::iter::repeat(0u8).take(n).collect()
+}
+
+/// A reassembly buffer sized by this sender's last reassembled message, at
+/// most this many times the first piece.
+const HINT_MAX_PIECES: usize = 32;
+
 #[derive(Debug)]
 struct Assembly {
-    buf: Vec<u8>,
+    /// The message so far: `buf[..len]`. Written in place while this is
+    /// the only handle, delivered as `Own(buf)[0..len]`: one copy per byte.
+    buf: Arc<[u8]>,
+    len: usize,
     last_frag: u8,
     /// False: throwing away the rest of an orphaned message.
     valid: bool,
     safe: bool,
+}
+
+impl Assembly {
+    fn invalid(last_frag: u8) -> Assembly {
+        Assembly { buf: zeroed(0), len: 0, last_frag, valid: false, safe: false }
+    }
+
+    fn start(first: &[u8], hint: usize, max_len: usize, last_frag: u8, safe: bool) -> Assembly {
+        let cap = hint.min(first.len().saturating_mul(HINT_MAX_PIECES)).max(first.len().saturating_mul(2)).min(max_len).max(first.len());
+        let mut a = Assembly { buf: zeroed(cap), len: 0, last_frag, valid: true, safe };
+        a.push(first, max_len);
+        a
+    }
+
+    /// Append `item` (the caller keeps `len + item.len() <= max_len`).
+    fn push(&mut self, item: &[u8], max_len: usize) {
+        let need = self.len + item.len();
+        if need > self.buf.len() || Arc::get_mut(&mut self.buf).is_none() {
+            let cap = need.max(self.buf.len().saturating_mul(2)).min(max_len.max(need));
+            let mut grown = zeroed(cap);
+            if let Some(g) = Arc::get_mut(&mut grown) {
+                g[..self.len].copy_from_slice(&self.buf[..self.len]);
+            }
+            self.buf = grown;
+        }
+        if let Some(b) = Arc::get_mut(&mut self.buf) {
+            b[self.len..need].copy_from_slice(item);
+        }
+        self.len = need;
+    }
 }
 
 /// What the assemblies report while delivering a frame.
@@ -238,11 +281,13 @@ pub(crate) enum Assembled<F> {
 pub(crate) struct Assemblies {
     by_sender: BTreeMap<NodeId, Assembly>,
     max_len: usize,
+    /// Length of each sender's last reassembled message (sizing hint).
+    last_len: BTreeMap<NodeId, usize>,
 }
 
 impl Assemblies {
     pub(crate) fn new(max_len: usize) -> Self {
-        Assemblies { by_sender: BTreeMap::new(), max_len }
+        Assemblies { by_sender: BTreeMap::new(), max_len, last_len: BTreeMap::new() }
     }
 
     /// Drop every partial message; returns how many.
@@ -283,23 +328,24 @@ impl Assemblies {
                 let asm = self.by_sender.remove(&sender);
                 match asm {
                     Some(mut a) if a.last_frag == continuation && a.valid => {
-                        if a.buf.len() + item.len() > self.max_len {
+                        if a.len + item.len() > self.max_len {
                             out(Assembled::Orphan);
                             if continues {
-                                self.by_sender.insert(sender, Assembly { buf: Vec::new(), last_frag: fragmented, valid: false, safe: false });
+                                self.by_sender.insert(sender, Assembly::invalid(fragmented));
                             }
                             continue;
                         }
-                        a.buf.extend_from_slice(item);
+                        a.push(item, self.max_len);
                         a.safe |= guarantee.is_safe();
                         if continues {
                             a.last_frag = fragmented;
                             self.by_sender.insert(sender, a);
                         } else {
-                            let len = a.buf.len();
+                            let len = a.len;
+                            self.last_len.insert(sender, len);
                             let g = if a.safe { Guarantee::Safe } else { Guarantee::Agreed };
                             out(Assembled::Message {
-                                payload: Payload { src: FrameRef::Own(Arc::from(a.buf)), range: 0..len },
+                                payload: Payload { src: FrameRef::Own(a.buf), range: 0..len },
                                 guarantee: g,
                                 reassembled: true,
                             });
@@ -307,13 +353,13 @@ impl Assemblies {
                     }
                     Some(a) if !a.valid && a.last_frag == continuation => {
                         if continues {
-                            self.by_sender.insert(sender, Assembly { buf: Vec::new(), last_frag: fragmented, valid: false, safe: false });
+                            self.by_sender.insert(sender, Assembly::invalid(fragmented));
                         }
                     }
                     _ => {
                         out(Assembled::Orphan);
                         if continues {
-                            self.by_sender.insert(sender, Assembly { buf: Vec::new(), last_frag: fragmented, valid: false, safe: false });
+                            self.by_sender.insert(sender, Assembly::invalid(fragmented));
                         }
                     }
                 }
@@ -325,10 +371,9 @@ impl Assemblies {
                         out(Assembled::Orphan);
                     }
                 }
-                let mut buf = Vec::new();
-                buf.extend_from_slice(item);
+                let hint = self.last_len.get(&sender).copied().unwrap_or(0);
                 self.by_sender
-                    .insert(sender, Assembly { buf, last_frag: fragmented, valid: true, safe: guarantee.is_safe() });
+                    .insert(sender, Assembly::start(item, hint, self.max_len, fragmented, guarantee.is_safe()));
                 continue;
             }
             let start = payload.start + off;
