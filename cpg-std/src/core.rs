@@ -160,6 +160,10 @@ struct FastState {
     open: bool,
     /// TRY_AGAIN: engine flow control or handle back-pressure.
     blocked: bool,
+    /// Back-pressure budget left (half the queue cap minus the handle's
+    /// queued events and undelivered multicasts) for staged messages, each
+    /// counted as `EVENT_OVERHEAD` + its length.
+    room: usize,
     /// The engine's `max_message_size`.
     max_len: usize,
     /// The handle's pid and group while `open`.
@@ -250,6 +254,7 @@ impl<F> HandleState<F> {
         };
         f.open = group.is_some();
         f.blocked = fc || self.bytes + self.inflight > half;
+        f.room = half.saturating_sub(self.bytes + self.inflight);
         f.max_len = max;
         if let Some(g) = group {
             f.pid = self.pid;
@@ -434,6 +439,8 @@ fn drain_fast<F: FrameBuf>(
     if let Some(i) = inflight {
         *i += added;
     }
+    // what went now counts in the handle's inflight, not in the staging
+    f.room = f.room.saturating_sub(added);
     all
 }
 
@@ -1272,7 +1279,10 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 if f.blocked {
                     return Err(CsError::TryAgain);
                 }
-                if f.data.len() + total > STAGE_BYTES {
+                let staged_cost = EVENT_OVERHEAD * f.msgs.len() + f.data.len();
+                if f.data.len() + total > STAGE_BYTES
+                    || staged_cost + EVENT_OVERHEAD + total > f.room
+                {
                     drop(f);
                     self.wake();
                     return Err(CsError::TryAgain);

@@ -726,6 +726,9 @@ fn blocked_dispatch_while_another_thread_mcasts_then_finalize_wakes_it() {
     let peer = H::open(&nodes[1], 6);
     cpg.join(&g).unwrap();
     peer.cpg.join(&g).unwrap();
+    // messages ordered before the peer's own JOIN are not the peer's to
+    // deliver: send once it is in
+    assert!(peer.wait_members(&g, 2));
     let d = cpg.clone();
     let dispatcher = std::thread::spawn(move || d.dispatch(DispatchFlags::Blocking));
     let s = cpg.clone();
