@@ -140,6 +140,7 @@ impl Groups {
                 // Built in its final allocation (zeroed through a TrustedLen
                 // iterator, then written): `Arc::from(Vec)` would copy the
                 // whole message a second time.
+                #[allow(clippy::manual_repeat_n)] // repeat_n is 1.82, the MSRV is 1.80
                 let mut data: Arc<[u8]> = core::iter::repeat(0u8).take(hdr + total).collect();
                 let buf = Arc::get_mut(&mut data).ok_or(CsError::Library)?;
                 emit_mcast_header(pid, group, guarantee, buf).map_err(|_| CsError::Library)?;
