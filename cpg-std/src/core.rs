@@ -92,7 +92,7 @@ impl ZcAllocator<Arc<[u8]>> for HeapZc {
 
 /// A zero-copy buffer below `zc_copy_threshold`: on the heap, since its
 /// message is copied into a packed frame anyway.
-struct SmallZc(Box<[u8]>);
+struct SmallZc(Vec<u8>);
 
 impl ZcStorage for SmallZc {
     fn bytes(&self) -> &[u8] {
@@ -172,7 +172,12 @@ struct FastState {
     /// Staged messages: guarantee and end offset in `data`.
     msgs: Vec<(Guarantee, usize)>,
     data: Vec<u8>,
+    /// Small zero-copy buffers whose messages went: reused by `zcb_alloc`.
+    spare: Vec<Box<SmallZc>>,
 }
+
+/// Most small zero-copy buffers a handle keeps for reuse.
+const SPARE_SMALL_ZC: usize = 64;
 
 /// What a handle's queue holds.
 enum HEvent<F> {
@@ -1427,11 +1432,27 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             // Below zc_copy_threshold the message is copied into a frame
             // anyway: a heap buffer, no pool slot held, and no node lock
             // while the handle is known open.
-            if !lock(&fast.st).open {
-                self.check(h, false)?;
-            }
+            let spare = {
+                let mut f = lock(&fast.st);
+                let open = f.open;
+                let spare = f.spare.pop();
+                drop(f);
+                if !open {
+                    self.check(h, false)?;
+                }
+                spare
+            };
+            // a buffer of an earlier small send, reused: no allocation
+            let storage = match spare {
+                Some(mut b) => {
+                    b.0.clear();
+                    b.0.resize(size, 0);
+                    b
+                }
+                None => Box::new(SmallZc(vec![0u8; size])),
+            };
             return Ok(ZcBuf {
-                storage: Box::new(SmallZc(vec![0u8; size].into_boxed_slice())),
+                storage,
                 node: self.key(),
             });
         }
@@ -1473,7 +1494,15 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 &[std::io::IoSlice::new(&buf.storage.bytes()[..len])],
             );
             return match r {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    if let Ok(b) = buf.storage.into_any().downcast::<SmallZc>() {
+                        let mut f = lock(&fast.st);
+                        if f.spare.len() < SPARE_SMALL_ZC {
+                            f.spare.push(b);
+                        }
+                    }
+                    Ok(())
+                }
                 Err(e) => back(e, buf),
             };
         }

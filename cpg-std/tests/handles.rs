@@ -911,7 +911,8 @@ fn zero_copy_sends_read_from_inside_the_buffer() {
     for h in &hs {
         assert!(h.wait_members(&g, 3));
     }
-    for (k, size) in [100usize, 1024, 1400, 300_000, 1_000_000]
+    let threshold = cpg_std::config::ZC_COPY_THRESHOLD_DEFAULT;
+    for (k, size) in [100usize, 1024, 1400, threshold, 300_000, 1_000_000]
         .into_iter()
         .enumerate()
     {
@@ -939,7 +940,7 @@ fn zero_copy_sends_read_from_inside_the_buffer() {
             .into_iter()
             .filter(|s| s.read_addr >= start - 256 && s.read_addr < start + size)
             .collect();
-        if size >= 1024 {
+        if size >= threshold {
             assert!(
                 !sends.is_empty(),
                 "size {size}: no send read from the zcb buffer"
@@ -960,7 +961,7 @@ fn zero_copy_sends_read_from_inside_the_buffer() {
                 "the buffer is the zcb slot"
             );
         }
-        if size < 1024 {
+        if size < threshold {
             assert!(sends.is_empty(), "small zcb messages are packed by copy");
         }
     }
