@@ -173,6 +173,9 @@ struct FastState {
     msgs: Vec<(Guarantee, usize)>,
     data: Vec<u8>,
     /// Small zero-copy buffers whose messages went: reused by `zcb_alloc`.
+    /// (Boxed: a `ZcBuf` holds it as `Box<dyn ZcStorage>` without a new
+    /// allocation.)
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<SmallZc>>,
 }
 
@@ -447,6 +450,32 @@ fn drain_fast<F: FrameBuf>(
     // what went now counts in the handle's inflight, not in the staging
     f.room = f.room.saturating_sub(added);
     all
+}
+
+/// Stage a message on a handle's fast path (its lock held): `None` if the
+/// handle is not open for staging (the caller takes the node lock path).
+fn try_stage(
+    f: &mut FastState,
+    guarantee: Guarantee,
+    iov: &[std::io::IoSlice<'_>],
+    total: usize,
+) -> Option<Result<(), CsError>> {
+    if !f.open || total > f.max_len {
+        return None;
+    }
+    if f.blocked {
+        return Some(Err(CsError::TryAgain));
+    }
+    let staged_cost = EVENT_OVERHEAD * f.msgs.len() + f.data.len();
+    if f.data.len() + total > STAGE_BYTES || staged_cost + EVENT_OVERHEAD + total > f.room {
+        return Some(Err(CsError::TryAgain));
+    }
+    for p in iov {
+        f.data.extend_from_slice(p);
+    }
+    let end = f.data.len();
+    f.msgs.push((guarantee, end));
+    Some(Ok(()))
 }
 
 impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
@@ -774,6 +803,20 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         if let Some(w) = w {
             w();
         }
+    }
+
+    /// After staging (or refusing) on a fast path: whoever holds the node
+    /// lock drains. If it is free, this thread moves staged messages into
+    /// the engine now (keeping that work off the transport thread, which
+    /// forwards the token); if not, the holder's next step does.
+    fn after_stage(&self) {
+        if let Ok(mut g) = self.inner.try_lock() {
+            let now = self.now();
+            g.drain(now);
+            g.pump(now);
+            g.refresh_fast();
+        }
+        self.wake();
     }
 
     fn random_check(&self) -> u32 {
@@ -1280,36 +1323,10 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
         let total: usize = iov.iter().map(|p| p.len()).sum();
         if total <= STAGE_MSG_MAX {
             let mut f = lock(&fast.st);
-            if f.open && total <= f.max_len {
-                if f.blocked {
-                    return Err(CsError::TryAgain);
-                }
-                let staged_cost = EVENT_OVERHEAD * f.msgs.len() + f.data.len();
-                if f.data.len() + total > STAGE_BYTES
-                    || staged_cost + EVENT_OVERHEAD + total > f.room
-                {
-                    drop(f);
-                    self.wake();
-                    return Err(CsError::TryAgain);
-                }
-                for p in iov {
-                    f.data.extend_from_slice(p);
-                }
-                let end = f.data.len();
-                f.msgs.push((guarantee, end));
+            if let Some(r) = try_stage(&mut f, guarantee, iov, total) {
                 drop(f);
-                // Whoever holds the node lock drains: if it is free, this
-                // thread moves its staged messages into the engine now
-                // (keeping that work off the transport thread, which
-                // forwards the token); if not, the holder's next step does.
-                if let Ok(mut g) = self.inner.try_lock() {
-                    let now = self.now();
-                    g.drain(now);
-                    g.pump(now);
-                    g.refresh_fast();
-                }
-                self.wake();
-                return Ok(());
+                self.after_stage();
+                return r;
             }
         }
         let parts: Vec<&[u8]> = iov.iter().map(|s| &**s).collect();
@@ -1486,25 +1503,45 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             return back(CsError::InvalidParam, buf);
         }
         if buf.storage.is_small() {
-            // a small buffer: the staged (copying) send path
-            let r = self.mcast_fast(
-                fast,
-                h,
+            // a small buffer: the staged (copying) send path; the buffer is
+            // kept for reuse under the same lock
+            let mut f = lock(&fast.st);
+            let staged = try_stage(
+                &mut f,
                 guarantee,
                 &[std::io::IoSlice::new(&buf.storage.bytes()[..len])],
+                len,
             );
-            return match r {
-                Ok(()) => {
-                    if let Ok(b) = buf.storage.into_any().downcast::<SmallZc>() {
-                        let mut f = lock(&fast.st);
-                        if f.spare.len() < SPARE_SMALL_ZC {
+            match staged {
+                Some(Ok(())) => {
+                    if f.spare.len() < SPARE_SMALL_ZC {
+                        if let Ok(b) = buf.storage.into_any().downcast::<SmallZc>() {
                             f.spare.push(b);
                         }
                     }
-                    Ok(())
+                    drop(f);
+                    self.after_stage();
+                    return Ok(());
                 }
-                Err(e) => back(e, buf),
-            };
+                Some(Err(e)) => {
+                    drop(f);
+                    self.after_stage();
+                    return back(e, buf);
+                }
+                None => {
+                    drop(f);
+                    let r = self.mcast_fast(
+                        fast,
+                        h,
+                        guarantee,
+                        &[std::io::IoSlice::new(&buf.storage.bytes()[..len])],
+                    );
+                    return match r {
+                        Ok(()) => Ok(()),
+                        Err(e) => back(e, buf),
+                    };
+                }
+            }
         }
         let now = self.now();
         let r = {
