@@ -364,3 +364,66 @@ fn zero_copy_sends_read_from_the_buffer() {
         }
     }
 }
+
+/// `submit_batch`: the run is taken in order up to the first refusal, the
+/// count says how many, every taken message is delivered once, in order,
+/// between single submits; a full send queue refuses the rest with
+/// TRY_AGAIN and takes them later.
+#[test]
+fn batch_submit_takes_a_prefix_in_order() {
+    let mut net = Net::with(3, |c| c.send_queue_frames = 4);
+    assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
+    let g = group();
+    let now = net.now;
+    // not joined: nothing taken
+    assert_eq!(net.e(0).submit_batch(now, 9, &g, &[(Guarantee::Agreed, 1)], b"x"), (0, Err(CsError::NotExist)));
+    net.submit(0, Request::Join { pid: 9, group: &g, flags: 0 }).unwrap();
+    let g1 = g.clone();
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.nodes[0].as_ref().unwrap().group_members(&g1).len() == 1));
+    // ends out of order: the prefix before it is taken, the rest refused
+    let now = net.now;
+    let r = net.e(0).submit_batch(now, 9, &g, &[(Guarantee::Agreed, 2), (Guarantee::Agreed, 1)], b"b0");
+    assert_eq!(r, (1, Err(CsError::InvalidParam)));
+    assert_eq!(net.e(0).submit_batch(now, 9, &g, &[(Guarantee::Agreed, 3)], b"b0"), (0, Err(CsError::InvalidParam)));
+    net.drain(0);
+    // a single submit between two batches keeps its place
+    net.submit(0, Request::Mcast { pid: 9, group: &g, guarantee: Guarantee::Agreed, iov: &[b"single"] }).unwrap();
+    // 400 messages of 100 B: a 4-frame queue takes a prefix only
+    let mut data = Vec::new();
+    let mut msgs = Vec::new();
+    for k in 0..400u32 {
+        let m = format!("m{k:04}-{}", "x".repeat(94));
+        data.extend_from_slice(m.as_bytes());
+        let guarantee = if k % 3 == 0 { Guarantee::Safe } else { Guarantee::Agreed };
+        msgs.push((guarantee, data.len()));
+    }
+    let mut sent = 0usize;
+    let mut refusals = 0;
+    while sent < msgs.len() {
+        let base = if sent == 0 { 0 } else { msgs[sent - 1].1 };
+        let rest: Vec<_> = msgs[sent..].iter().map(|&(gu, end)| (gu, end - base)).collect();
+        let now = net.now;
+        let (n, r) = net.e(0).submit_batch(now, 9, &g, &rest, &data[base..]);
+        net.drain(0);
+        sent += n;
+        if sent < msgs.len() {
+            assert_eq!(r, Err(CsError::TryAgain));
+            refusals += 1;
+            net.run_for(Duration::from_millis(5));
+        } else {
+            assert_eq!(r, Ok(()));
+        }
+        assert!(refusals < 10_000, "the queue never drains");
+    }
+    assert!(refusals > 0, "a 4-frame queue took 40 KB at once");
+    assert!(net.run_until(Duration::from_millis(5000), |n| n.delivered(0, &g).len() == 402));
+    let d0 = net.delivered(0, &g);
+    assert_eq!(d0[0], b"b0".to_vec());
+    assert_eq!(d0[1], b"single".to_vec());
+    for (k, m) in d0[2..].iter().enumerate() {
+        assert!(m.starts_with(format!("m{k:04}-").as_bytes()) && m.len() == 100, "message {k}: {:?}", String::from_utf8_lossy(m));
+    }
+    for i in 1..3 {
+        assert_eq!(net.delivered(i, &g).len(), 0, "node {i} is not in the group");
+    }
+}

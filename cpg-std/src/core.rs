@@ -417,28 +417,14 @@ fn drain_fast<F: FrameBuf>(
         data.clear();
         return true;
     };
-    let (mut start, mut n, mut added, mut all) = (0usize, 0usize, 0usize, true);
-    for &(guarantee, end) in msgs.iter() {
-        let r = engine.submit(
-            now,
-            Request::Mcast {
-                pid: *pid,
-                group,
-                guarantee,
-                iov: &[&data[start..end]],
-            },
-        );
-        if r == Err(CsError::TryAgain) {
-            all = false;
-            break;
-        }
-        // any other refusal cannot happen: the handle was joined when it
-        // staged, and every change of that drains first
-        debug_assert!(r.is_ok(), "staged message refused: {r:?}");
-        added += EVENT_OVERHEAD + (end - start);
-        start = end;
-        n += 1;
-    }
+    // one engine call and one allocation for the whole run
+    let (n, r) = engine.submit_batch(now, *pid, group, msgs, data);
+    let all = n == msgs.len();
+    // any refusal but TRY_AGAIN cannot happen: the handle was joined when
+    // it staged, and every change of that drains first
+    debug_assert!(all || r == Err(CsError::TryAgain), "staged message refused: {r:?}");
+    let start = if n == 0 { 0 } else { msgs[n - 1].1 };
+    let added = EVENT_OVERHEAD * n + start;
     msgs.drain(..n);
     for m in msgs.iter_mut() {
         m.1 -= start;

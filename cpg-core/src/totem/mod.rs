@@ -450,6 +450,47 @@ impl<F: FrameBuf> Totem<F> {
         Ok(())
     }
 
+    /// How many application messages of these (CPG-encoded) lengths the
+    /// send queue takes now, in order: what `submit` one by one would
+    /// accept before its first TRY_AGAIN.
+    pub(crate) fn accepts(&self, lens: impl Iterator<Item = usize>) -> usize {
+        if self.shut_down {
+            return 0;
+        }
+        self.send_queue.accepts(self.frame_payload_cap(), self.cfg.send_queue_frames, lens)
+    }
+
+    /// Queue application messages that share one allocation: `data[r]` for
+    /// each `(guarantee, r)`, already CPG-encoded and admitted by
+    /// [`Totem::accepts`]. `refused`: some after them were not (counted as
+    /// one TRY_AGAIN).
+    pub(crate) fn submit_shared(
+        &mut self,
+        now: Instant,
+        data: &Arc<[u8]>,
+        items: impl Iterator<Item = (Guarantee, core::ops::Range<usize>)>,
+        refused: bool,
+    ) {
+        let mut any = false;
+        for (guarantee, r) in items {
+            self.send_queue.push_shared(data, r, guarantee);
+            any = true;
+        }
+        if refused {
+            self.stats.try_again += 1;
+        }
+        self.update_flow_control();
+        if any {
+            self.event_signal(now);
+        }
+    }
+
+    /// A message was refused with TRY_AGAIN without reaching `submit`.
+    pub(crate) fn note_refused(&mut self) {
+        self.stats.try_again += 1;
+        self.update_flow_control();
+    }
+
     /// A new regular configuration: sync messages queued for an earlier
     /// one are stale.
     pub(crate) fn clear_sync_queue(&mut self) {

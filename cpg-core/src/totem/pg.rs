@@ -87,6 +87,31 @@ impl<F: FrameBuf> SendQueue<F> {
         self.msgs.push_back(OutMsg { src: FrameRef::Own(data), msg: 0..len, guarantee, offset: 0, frag: 0, zero_copy: false });
     }
 
+    /// Queue `data[msg]`, a message inside an allocation shared with other
+    /// queued messages (a batch copied at submit).
+    pub(crate) fn push_shared(&mut self, data: &Arc<[u8]>, msg: Range<usize>, guarantee: Guarantee) {
+        self.bytes += msg.len();
+        self.msgs.push_back(OutMsg { src: FrameRef::Own(data.clone()), msg, guarantee, offset: 0, frag: 0, zero_copy: false });
+    }
+
+    /// How many messages of these lengths, pushed one by one, the queue
+    /// takes before `frames_estimate(cap)` reaches `limit` (the check
+    /// `submit` makes before every push).
+    pub(crate) fn accepts(&self, cap: usize, limit: usize, lens: impl Iterator<Item = usize>) -> usize {
+        let cap = cap.max(1);
+        let (mut bytes, mut n, mut k) = (self.bytes, self.msgs.len(), 0);
+        for len in lens {
+            let estimate = if n == 0 { 0 } else { (bytes + n * PACK_ITEM_OVERHEAD).div_ceil(cap).max(1) };
+            if estimate >= limit {
+                break;
+            }
+            bytes += len;
+            n += 1;
+            k += 1;
+        }
+        k
+    }
+
     /// Queue a zero-copy message: `buf[msg]` (CPG header included).
     pub(crate) fn push_zc(&mut self, buf: F, msg: Range<usize>, guarantee: Guarantee) {
         self.bytes += msg.len();
