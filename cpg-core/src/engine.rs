@@ -18,6 +18,7 @@
 //! through `poll_release`. Deliveries borrow from their frame through a
 //! clone of the handle, never a copy of the bytes.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -235,10 +236,12 @@ pub enum Event<F> {
         /// Ring id.
         ring_id: RingId,
         /// Nodes, ascending.
-        members: NodeList,
+        members: Box<NodeList>,
     },
     /// Totem-level configuration change (transitional, then regular).
-    Config(ConfigChange),
+    /// Boxed, as `TotemConfChg`'s list: a rare event must not make every
+    /// event (one per delivered message) hundreds of bytes to move.
+    Config(Box<ConfigChange>),
     /// The local send queue crossed its high-water mark (true = ENABLED,
     /// `mcast` answers TRY_AGAIN) or fell back below it.
     FlowControl(bool),

@@ -16,6 +16,7 @@
 //! process to not-joined once its own LEAVE confchg is delivered.
 
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -285,7 +286,7 @@ impl Groups {
             TotemEvent::Trace(t) => out.push_back(Event::Trace(t)),
             TotemEvent::Deliver { sender, guarantee, payload } => self.on_deliver(sender, guarantee, payload, totem, out),
             TotemEvent::Config(change) => {
-                match &change {
+                match &*change {
                     ConfigChange::Transitional { left, .. } => {
                         self.sync = None;
                         let left = left.clone();
@@ -310,8 +311,7 @@ impl Groups {
         totem: &mut Totem<F>,
         out: &mut VecDeque<Event<F>>,
     ) {
-        let bytes = payload.bytes();
-        let msg = match CpgMsg::parse(bytes) {
+        let msg = match CpgMsg::parse(payload.bytes()) {
             Ok(m) => m,
             Err(_) => {
                 self.malformed += 1;
@@ -352,9 +352,12 @@ impl Groups {
                 let addr = MemberAddr { nodeid: sender, pid };
                 let known = self.table.get(&group).is_some_and(|m| m.binary_search(&addr).is_ok());
                 if known && self.listeners(&group) {
-                    let start = payload.range.end - data.len();
-                    let p = Payload { src: payload.src.clone(), range: start..payload.range.end };
+                    let range = payload.range.end - data.len()..payload.range.end;
                     totem.stats.app_delivered += 1;
+                    // moved, not cloned: a clone and a drop are two atomic
+                    // operations on a frame's count shared with the threads
+                    // that consume deliveries
+                    let p = Payload { src: payload.src, range };
                     out.push_back(Event::Deliver { group, sender: addr, guarantee, payload: p });
                 }
             }
@@ -454,7 +457,7 @@ impl Groups {
         self.table.retain(|_, m| !m.is_empty());
         self.ring_id = sync.ring_id;
         self.ring_members = sync.members.clone();
-        out.push_back(Event::TotemConfChg { ring_id: sync.ring_id, members: sync.members });
+        out.push_back(Event::TotemConfChg { ring_id: sync.ring_id, members: Box::new(sync.members) });
         totem.trans_ack(sync.ring_id);
     }
 

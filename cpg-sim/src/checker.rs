@@ -325,6 +325,7 @@ impl Checker for RingChecker {
         _world: &dyn World,
     ) -> Result<(), Violation> {
         let Event::Config(c) = ev else { return Ok(()) };
+        let c: &ConfigChange = c;
         let view = self.views.entry(node).or_default().clone();
         match c {
             ConfigChange::Transitional {
@@ -548,6 +549,7 @@ impl Checker for OrderChecker {
     ) -> Result<(), Violation> {
         match ev {
             Event::Config(c) => {
+                let c: &ConfigChange = c;
                 self.views.entry(node).or_default().apply(c);
                 Ok(())
             }
@@ -755,6 +757,7 @@ impl Checker for VsChecker {
                 Ok(())
             }
             Event::Config(c) => {
+                let c: &ConfigChange = c;
                 let prev = self.views.entry(node).or_default().regular_ring();
                 self.views.entry(node).or_default().apply(c);
                 match c {
@@ -1018,6 +1021,7 @@ impl Checker for SafeChecker {
     ) -> Result<(), Violation> {
         match ev {
             Event::Config(c) => {
+                let c: &ConfigChange = c;
                 self.views.entry(node).or_default().apply(c);
                 Ok(())
             }
@@ -1208,6 +1212,7 @@ impl Checker for GroupChecker {
         match ev {
             Event::Trace(t) => self.move_to(node, Pos::Msg(t.ring_id, t.seq)),
             Event::Config(c) => {
+                let c: &ConfigChange = c;
                 let prev = self.views.entry(node).or_default().regular_ring();
                 self.views.entry(node).or_default().apply(c);
                 match c {
@@ -1407,20 +1412,20 @@ pub fn trace(
 
 /// Build a transitional config event (for synthetic traces).
 pub fn transitional(ring: RingId, members: &[NodeId], left: &[NodeId]) -> SimEvent {
-    Event::Config(ConfigChange::Transitional {
+    Event::Config(Box::new(ConfigChange::Transitional {
         ring_id: ring,
         members: members.iter().copied().collect(),
         left: left.iter().copied().collect(),
-    })
+    }))
 }
 
 /// Build a regular config event (for synthetic traces).
 pub fn regular(ring: RingId, members: &[NodeId], joined: &[NodeId]) -> SimEvent {
-    Event::Config(ConfigChange::Regular {
+    Event::Config(Box::new(ConfigChange::Regular {
         ring_id: ring,
         members: members.iter().copied().collect(),
         joined: joined.iter().copied().collect(),
-    })
+    }))
 }
 
 /// Build an application delivery event (for synthetic traces).

@@ -707,6 +707,7 @@ impl Sim {
         let node = self.nodes[i].id;
         match ev {
             Event::Config(c) => {
+                let c: &ConfigChange = c;
                 self.config_log.push((self.now, node, c.clone()));
                 let text = match c {
                     ConfigChange::Transitional {

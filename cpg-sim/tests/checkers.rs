@@ -505,7 +505,7 @@ fn group_checker_catches_mismatched_confchg_at_one_point() {
                 n,
                 cpg_core::engine::Event::TotemConfChg {
                     ring_id: ring(1, 9),
-                    members: [1, 2].into_iter().collect(),
+                    members: Box::new([1, 2].into_iter().collect()),
                 },
             ));
         }

@@ -391,6 +391,13 @@ impl<F> Inner<F> {
     }
 }
 
+/// A handle that receives the group's messages: joined (or leaving after
+/// its join was delivered) and not evicted.
+fn listens<F>(s: &HandleState<F>, group: &GroupName) -> bool {
+    !s.evicted
+        && matches!(&s.group, Some((g, HState::Joined | HState::LeaveStarted { joined: true })) if g == group)
+}
+
 /// Move `fast`'s staged messages into the engine, in order; `inflight` (the
 /// handle's back-pressure count) grows by what went. False if the engine
 /// refused one (TRY_AGAIN): it and those after it stay staged.
@@ -534,30 +541,37 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                 guarantee,
                 payload,
             } => {
-                for i in 0..self.slots.len() {
+                // the payload is moved into the last listener's queue and
+                // cloned only for the others (a clone and a drop are atomic
+                // operations on a count the dispatching threads share)
+                let mut payload = Some(payload);
+                let last = self.slots.iter().rposition(|s| {
+                    matches!(&s.state, Some(s) if listens(s, &group))
+                });
+                let Some(last) = last else { return };
+                for i in 0..=last {
                     let hit = match &mut self.slots[i].state {
-                        Some(s)
-                            if !s.evicted
-                                && matches!(&s.group, Some((g, HState::Joined | HState::LeaveStarted { joined: true })) if *g == group) =>
-                        {
-                            match &s.group_arc {
-                                Some(a) if **a == group => Some(a.clone()),
-                                _ => {
-                                    let a = Arc::new(group.clone());
-                                    s.group_arc = Some(a.clone());
-                                    Some(a)
-                                }
+                        Some(s) if listens(s, &group) => match &s.group_arc {
+                            Some(a) if **a == group => Some(a.clone()),
+                            _ => {
+                                let a = Arc::new(group.clone());
+                                s.group_arc = Some(a.clone());
+                                Some(a)
                             }
-                        }
+                        },
                         _ => None,
                     };
                     if let Some(group) = hit {
+                        let p = if i == last {
+                            payload.take().expect("moved once, at the last listener")
+                        } else {
+                            payload.clone().expect("moved only at the last listener")
+                        };
                         if sender.nodeid == me {
                             if let Some(s) = self.slots[i].state.as_mut() {
                                 if s.pid == sender.pid {
-                                    s.inflight = s
-                                        .inflight
-                                        .saturating_sub(EVENT_OVERHEAD + payload.range.len());
+                                    s.inflight =
+                                        s.inflight.saturating_sub(EVENT_OVERHEAD + p.range.len());
                                 }
                             }
                         }
@@ -565,7 +579,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                             group,
                             sender,
                             guarantee,
-                            payload: payload.clone(),
+                            payload: p,
                         };
                         self.push(i, ev);
                     }

@@ -30,6 +30,7 @@ mod token;
 pub(crate) mod window;
 
 use alloc::collections::VecDeque;
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -49,7 +50,7 @@ pub(crate) enum TotemEvent<F> {
     /// A whole application-level message, in total order.
     Deliver { sender: NodeId, guarantee: Guarantee, payload: Payload<F> },
     /// A configuration change.
-    Config(ConfigChange),
+    Config(Box<ConfigChange>),
     /// Checker trace of a frame delivery.
     Trace(TraceDeliver),
 }
@@ -606,6 +607,6 @@ impl<F: FrameBuf> Totem<F> {
     }
 
     fn push_config(&mut self, change: ConfigChange) {
-        self.events.push_back(TotemEvent::Config(change));
+        self.events.push_back(TotemEvent::Config(Box::new(change)));
     }
 }
