@@ -334,7 +334,8 @@ pub struct NodeStats {
 pub(crate) struct Shared<F> {
     inner: Mutex<Inner<F>>,
     node_id: NodeId,
-    waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Set once by the transport; read on every staged send (no lock).
+    waker: std::sync::OnceLock<Arc<dyn Fn() + Send + Sync>>,
     zc: Arc<dyn ZcAllocator<F>>,
     check_seed: AtomicU64,
     record: Mutex<Option<Vec<BufSend>>>,
@@ -744,7 +745,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
                 stall_max,
             }),
             node_id,
-            waker: Mutex::new(None),
+            waker: std::sync::OnceLock::new(),
             zc,
             check_seed: AtomicU64::new(0),
             record: Mutex::new(None),
@@ -799,8 +800,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
     }
 
     fn wake(&self) {
-        let w = lock(&self.waker).clone();
-        if let Some(w) = w {
+        if let Some(w) = self.waker.get() {
             w();
         }
     }
@@ -853,8 +853,10 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
 
     // ---- for transports (through NodeCore) ------------------------------
 
+    /// The transport's wake-up; a node has one transport, so only the first
+    /// call counts.
     pub(crate) fn set_waker(&self, w: Arc<dyn Fn() + Send + Sync>) {
-        *lock(&self.waker) = Some(w);
+        let _ = self.waker.set(w);
     }
 
     pub(crate) fn handle_packet(&self, from: NodeId, frame: F) {

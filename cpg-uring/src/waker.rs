@@ -32,6 +32,15 @@ impl Waker {
 
     /// Wake the loop (cheap when a wake is already pending).
     pub fn wake(&self) {
+        // Under load a wake is almost always pending: look before the
+        // read-modify-write, which would take the cache line from the loop
+        // on every call. The fence orders the caller's earlier stores (the
+        // work it queued) before this load, as the swap would: if the loop
+        // cleared the flag after that load, it reads the queued work next.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.0.pending.load(Ordering::Acquire) {
+            return;
+        }
         if !self.0.pending.swap(true, Ordering::AcqRel) {
             // An eventfd write of 1 only fails when the counter would
             // overflow, which a pending, unread wake cannot reach.
@@ -41,7 +50,10 @@ impl Waker {
 
     /// The loop took the wake: later `wake` calls write again.
     pub(crate) fn clear(&self) {
-        self.0.pending.store(false, Ordering::Release);
+        self.0.pending.store(false, Ordering::SeqCst);
+        // pairs with the fence in `wake`: the loop's next reads of queued
+        // work come after the cleared flag is visible
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
