@@ -138,6 +138,25 @@ const STAGE_MSG_MAX: usize = 16 * 1024;
 /// Bytes a handle may have staged before `mcast` answers TRY_AGAIN.
 const STAGE_BYTES: usize = 256 * 1024;
 
+/// Most zero-copy buffers one handle may have staged.
+const STAGE_ZC_MAX: usize = 64;
+
+/// A zero-copy message staged on a handle (see [`FastState::zc`]).
+struct StagedZc {
+    before: usize,
+    guarantee: Guarantee,
+    /// A `ZcFrame` of the node's frame type.
+    storage: Box<dyn ZcStorage>,
+    len: usize,
+}
+
+impl FastState {
+    /// Nothing staged.
+    fn is_empty(&self) -> bool {
+        self.msgs.is_empty() && self.zc.is_empty()
+    }
+}
+
 /// The part of a handle a multicast touches without the node lock.
 ///
 /// `mcast_joined` of a small message appends it to the handle's staging
@@ -172,6 +191,11 @@ struct FastState {
     /// Staged messages: guarantee and end offset in `data`.
     msgs: Vec<(Guarantee, usize)>,
     data: Vec<u8>,
+    /// Staged zero-copy buffers, each after the first `before` entries of
+    /// `msgs` (FIFO with them): the buffer travels, its bytes are not copied.
+    zc: VecDeque<StagedZc>,
+    /// Sum of the staged zero-copy messages' lengths.
+    zc_bytes: usize,
     /// Small zero-copy buffers whose messages went: reused by `zcb_alloc`.
     /// (Boxed: a `ZcBuf` holds it as `Box<dyn ZcStorage>` without a new
     /// allocation.)
@@ -503,14 +527,14 @@ fn listens<F>(s: &HandleState<F>, group: &GroupName) -> bool {
 /// Move `fast`'s staged messages into the engine, in order; `inflight` (the
 /// handle's back-pressure count) grows by what went. False if the engine
 /// refused one (TRY_AGAIN): it and those after it stay staged.
-fn drain_fast<F: FrameBuf>(
+fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
     engine: &mut Engine<F>,
     fast: &HandleFast,
     inflight: Option<&mut usize>,
     now: Instant,
 ) -> bool {
     let mut f = lock(&fast.st);
-    if f.msgs.is_empty() {
+    if f.is_empty() {
         return true;
     }
     let FastState {
@@ -518,32 +542,85 @@ fn drain_fast<F: FrameBuf>(
         group,
         msgs,
         data,
+        zc,
+        zc_bytes,
+        room,
         ..
     } = &mut *f;
     let Some(group) = group.as_deref() else {
         // staging requires a group: nothing can be here
         msgs.clear();
         data.clear();
+        zc.clear();
+        *zc_bytes = 0;
         return true;
     };
-    // one engine call and one allocation for the whole run
-    let (n, r) = engine.submit_batch(now, *pid, group, msgs, data);
-    let all = n == msgs.len();
-    // any refusal but TRY_AGAIN cannot happen: the handle was joined when
-    // it staged, and every change of that drains first
-    debug_assert!(all || r == Err(CsError::TryAgain), "staged message refused: {r:?}");
-    let start = if n == 0 { 0 } else { msgs[n - 1].1 };
-    let added = EVENT_OVERHEAD * n + start;
-    msgs.drain(..n);
-    for m in msgs.iter_mut() {
-        m.1 -= start;
-    }
-    data.drain(..start);
+    let mut added = 0usize;
+    let all = loop {
+        // the copied messages up to the next zero-copy one: one engine call
+        // and one allocation for the run
+        let run = zc.front().map_or(msgs.len(), |z| z.before);
+        let (n, r) = engine.submit_batch(now, *pid, group, &msgs[..run], data);
+        // any refusal but TRY_AGAIN cannot happen: the handle was joined
+        // when it staged, and every change of that drains first
+        debug_assert!(n == run || r == Err(CsError::TryAgain), "staged message refused: {r:?}");
+        let start = if n == 0 { 0 } else { msgs[n - 1].1 };
+        added += EVENT_OVERHEAD * n + start;
+        msgs.drain(..n);
+        for m in msgs.iter_mut() {
+            m.1 -= start;
+        }
+        data.drain(..start);
+        for z in zc.iter_mut() {
+            z.before -= n;
+        }
+        if n < run {
+            break false;
+        }
+        let Some(z) = zc.pop_front() else {
+            break true;
+        };
+        let StagedZc {
+            guarantee,
+            storage,
+            len,
+            ..
+        } = z;
+        let frame = match storage.into_any().downcast::<ZcFrame<F>>() {
+            Ok(b) => *b,
+            Err(_) => {
+                // only this node's zcb_mcast stages, with its own frames
+                debug_assert!(false, "a staged zero-copy buffer of another type");
+                *zc_bytes -= len;
+                continue;
+            }
+        };
+        let (start, cap) = (frame.start, frame.len);
+        match engine.submit_zc(now, *pid, group, guarantee, frame.buf, start..start + len) {
+            Ok(()) => {
+                *zc_bytes -= len;
+                added += EVENT_OVERHEAD + len;
+            }
+            Err(e) => {
+                debug_assert!(e.error == CsError::TryAgain, "staged message refused: {:?}", e.error);
+                match e.buf {
+                    Some(buf) => zc.push_front(StagedZc {
+                        before: 0,
+                        guarantee,
+                        storage: Box::new(ZcFrame { buf, start, len: cap }),
+                        len,
+                    }),
+                    None => *zc_bytes -= len,
+                }
+                break false;
+            }
+        }
+    };
     if let Some(i) = inflight {
         *i += added;
     }
     // what went now counts in the handle's inflight, not in the staging
-    f.room = f.room.saturating_sub(added);
+    *room = room.saturating_sub(added);
     all
 }
 
@@ -561,7 +638,7 @@ fn try_stage(
     if f.blocked {
         return Some(Err(CsError::TryAgain));
     }
-    let staged_cost = EVENT_OVERHEAD * f.msgs.len() + f.data.len();
+    let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + f.data.len() + f.zc_bytes;
     if f.data.len() + total > STAGE_BYTES || staged_cost + EVENT_OVERHEAD + total > f.room {
         return Some(Err(CsError::TryAgain));
     }
@@ -571,6 +648,31 @@ fn try_stage(
     let end = f.data.len();
     f.msgs.push((guarantee, end));
     Some(Ok(()))
+}
+
+/// Stage a zero-copy buffer (its lock held), as [`try_stage`].
+fn try_stage_zc(
+    f: &mut FastState,
+    guarantee: Guarantee,
+    storage: Box<dyn ZcStorage>,
+    len: usize,
+) -> Result<(), (Option<CsError>, Box<dyn ZcStorage>)> {
+    if !f.open || len > f.max_len {
+        return Err((None, storage));
+    }
+    let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + f.data.len() + f.zc_bytes;
+    if f.blocked || f.zc.len() >= STAGE_ZC_MAX || staged_cost + EVENT_OVERHEAD + len > f.room {
+        return Err((Some(CsError::TryAgain), storage));
+    }
+    let before = f.msgs.len();
+    f.zc.push_back(StagedZc {
+        before,
+        guarantee,
+        storage,
+        len,
+    });
+    f.zc_bytes += len;
+    Ok(())
 }
 
 impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
@@ -1368,7 +1470,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 Some((joined, HState::JoinStarted | HState::Joined)) if joined == group => {}
                 _ => return Err(CsError::NotExist),
             }
-            if !lock(&s.fast.st).msgs.is_empty() {
+            if !lock(&s.fast.st).is_empty() {
                 // staged multicasts the engine refused go before the leave
                 return Err(CsError::TryAgain);
             }
@@ -1423,7 +1525,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
                 _ => return Err(CsError::NotExist),
             };
-            if s.mail.bytes() + s.inflight > cap / 2 || !lock(&s.fast.st).msgs.is_empty() {
+            if s.mail.bytes() + s.inflight > cap / 2 || !lock(&s.fast.st).is_empty() {
                 // the sender outruns its own dispatch: back-pressure
                 // (TRY_AGAIN) instead of an eviction that would lose messages;
                 // or staged messages the engine refused go first (FIFO)
@@ -1550,7 +1652,9 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 node: self.key(),
             });
         }
-        self.check(h, false)?;
+        if !lock(&fast.st).open {
+            self.check(h, false)?;
+        }
         let (buf, start) = self.zc.alloc(size)?;
         Ok(ZcBuf {
             storage: Box::new(ZcFrame {
@@ -1567,7 +1671,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
         fast: &HandleFast,
         h: u64,
         guarantee: Guarantee,
-        buf: ZcBuf,
+        mut buf: ZcBuf,
         len: usize,
     ) -> Result<(), ZcSendError> {
         let back = |error, buf| {
@@ -1617,6 +1721,28 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                         Ok(()) => Ok(()),
                         Err(e) => back(e, buf),
                     };
+                }
+            }
+        }
+        if len >= self.zc_small {
+            // the staged path: the buffer joins the handle's FIFO under the
+            // handle's own lock, the node lock is not waited for
+            let ZcBuf { storage, node } = buf;
+            let mut f = lock(&fast.st);
+            match try_stage_zc(&mut f, guarantee, storage, len) {
+                Ok(()) => {
+                    drop(f);
+                    self.after_stage();
+                    return Ok(());
+                }
+                Err((Some(e), storage)) => {
+                    drop(f);
+                    self.after_stage();
+                    return back(e, ZcBuf { storage, node });
+                }
+                Err((None, storage)) => {
+                    drop(f);
+                    buf = ZcBuf { storage, node };
                 }
             }
         }
