@@ -327,7 +327,7 @@ impl<F> Mailbox<F> {
 
     /// Queue `ev` unless that takes the queue over `cap` (an empty queue
     /// always takes one event): false, and nothing queued.
-    fn push(&self, ev: HEvent<F>, cap: usize) -> bool {
+    fn push(self: &Arc<Self>, ev: HEvent<F>, cap: usize, dirty: &DirtyList<F>) -> bool {
         let cost = ev.cost();
         let mut m = lock(&self.st);
         if m.closed {
@@ -339,7 +339,9 @@ impl<F> Mailbox<F> {
         m.bytes += cost;
         self.bytes.store(m.bytes, Ordering::Relaxed);
         m.queue.push_back(ev);
-        self.dirty.store(true, Ordering::Relaxed);
+        if !self.dirty.swap(true, Ordering::Relaxed) {
+            dirty.add(self);
+        }
         true
     }
 
@@ -444,6 +446,35 @@ struct Inner<F> {
     room_waiters: usize,
     /// Longest such wait per packet.
     stall_max: std::time::Duration,
+    /// Set by a transport that calls [`Shared::batch_done`] after each batch
+    /// of steps: mailboxes are signalled then, not at every step.
+    defer_kicks: bool,
+    /// Mailboxes pushed to since their last kick (shared with [`Shared`],
+    /// whose `batch_done` kicks them without the node lock).
+    dirty: Arc<DirtyList<F>>,
+}
+
+/// The mailboxes waiting for a kick.
+struct DirtyList<F> {
+    any: AtomicBool,
+    list: Mutex<Vec<Arc<Mailbox<F>>>>,
+}
+
+impl<F> DirtyList<F> {
+    fn add(&self, m: &Arc<Mailbox<F>>) {
+        lock(&self.list).push(m.clone());
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Signal every listed mailbox (each once).
+    fn kick(&self) {
+        if self.any.swap(false, Ordering::AcqRel) {
+            let list = std::mem::take(&mut *lock(&self.list));
+            for m in list {
+                m.kick();
+            }
+        }
+    }
 }
 
 /// Counters of the handle layer.
@@ -466,6 +497,8 @@ pub(crate) struct Shared<F> {
     record: Mutex<Option<Vec<BufSend>>>,
     /// `zc_copy_threshold`: smaller zero-copy buffers live on the heap.
     zc_small: usize,
+    /// The mailboxes to signal at the end of a transport batch.
+    dirty: Arc<DirtyList<F>>,
     /// Notified when a backlogged handle's queue drained (see `room_waiters`).
     room: Condvar,
     hasher: std::collections::hash_map::RandomState,
@@ -734,8 +767,8 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                 break;
             }
         }
-        for s in self.slots.iter().filter_map(|s| s.state.as_ref()) {
-            s.mail.kick();
+        if !self.defer_kicks {
+            self.dirty.kick();
         }
     }
 
@@ -873,7 +906,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
         let Some(s) = self.slots[i].state.as_mut() else {
             return;
         };
-        if s.evicted || s.mail.push(ev, cap) {
+        if s.evicted || s.mail.push(ev, cap, &self.dirty) {
             return;
         }
         s.evicted = true;
@@ -912,6 +945,10 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         )
         .map_err(crate::node::StartError::Engine)?;
         let hasher = std::collections::hash_map::RandomState::new();
+        let dirty = Arc::new(DirtyList {
+            any: AtomicBool::new(false),
+            list: Mutex::new(Vec::new()),
+        });
         Ok(Arc::new(Shared {
             inner: Mutex::new(Inner {
                 engine,
@@ -924,6 +961,8 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
                 evictions: 0,
                 room_waiters: 0,
                 stall_max,
+                defer_kicks: false,
+                dirty: dirty.clone(),
             }),
             node_id,
             waker: std::sync::OnceLock::new(),
@@ -931,6 +970,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
             check_seed: AtomicU64::new(0),
             record: Mutex::new(None),
             zc_small,
+            dirty,
             room: Condvar::new(),
             hasher,
         }))
@@ -1072,6 +1112,11 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         g
     }
 
+    /// End of a transport batch: signal the handles that got events.
+    pub(crate) fn batch_done(&self) {
+        self.dirty.kick();
+    }
+
     pub(crate) fn handle_timeout(&self) {
         let now = self.now();
         let mut g = lock(&self.inner);
@@ -1101,6 +1146,8 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         look: impl FnOnce(&Engine<F>) -> R,
     ) -> (Option<Instant>, R) {
         let mut g = lock(&self.inner);
+        // a transport that steps calls batch_done after each batch
+        g.defer_kicks = true;
         let now = self.now();
         g.drain(now);
         g.pump(now);
@@ -1909,6 +1956,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeCore<F> {
         look: impl FnOnce(&Engine<F>) -> R,
     ) -> (Option<Instant>, R) {
         self.shared.step(input, send, look)
+    }
+    /// After a batch of [`NodeCore::step`] calls (before the transport
+    /// waits): wakes the handles' dispatchers once for the whole batch.
+    pub fn batch_done(&self) {
+        self.shared.batch_done();
     }
     /// Look at the engine (state, ring id, stats).
     pub fn with_engine<R>(&self, f: impl FnOnce(&Engine<F>) -> R) -> R {

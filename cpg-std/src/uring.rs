@@ -107,6 +107,9 @@ impl Host for UringHost {
     fn should_stop(&self) -> bool {
         self.drained
     }
+    fn batch_done(&mut self) {
+        self.core.batch_done();
+    }
 }
 
 struct UringRunning {

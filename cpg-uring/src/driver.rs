@@ -359,6 +359,10 @@ pub trait Host {
     /// Checked between batches; wake the loop ([`Waker::wake`]) after making
     /// it true from another thread.
     fn should_stop(&self) -> bool;
+    /// The loop handled a batch of inputs and is about to submit (and maybe
+    /// wait): a host that defers work per batch (waking its consumers once
+    /// rather than per input) does it here.
+    fn batch_done(&mut self) {}
 }
 
 #[derive(Debug)]
@@ -650,11 +654,16 @@ impl Driver {
                     break;
                 };
                 self.deliver_loopback(host, frame);
+                // a looped-back frame is a whole token visit of a one-node
+                // ring (the next is already queued): end the batch here, or
+                // deliveries would wait for LOOPBACK_BATCH rotations
+                host.batch_done();
                 n += 1;
             }
             if n > 0 {
                 self.flush();
             }
+            host.batch_done();
             let wait = self.loopback.is_empty();
             let mut completions = std::mem::take(&mut self.completions);
             if let Backend::Uring(ring) = &mut self.backend {
@@ -983,6 +992,7 @@ impl Driver {
                     break;
                 };
                 self.deliver_loopback(host, frame);
+                host.batch_done();
                 n += 1;
             }
             let t = now();
@@ -995,6 +1005,7 @@ impl Driver {
                     continue;
                 }
             }
+            host.batch_done();
             let timeout = if !self.loopback.is_empty() {
                 Some(rustix::event::Timespec {
                     tv_sec: 0,
