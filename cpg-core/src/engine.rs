@@ -461,28 +461,26 @@ impl<F: FrameBuf> Engine<F> {
         r
     }
 
-    /// `cpg_mcast_joined` for a run of one process's messages to one group:
-    /// message `i` is `data[ends[i-1]..ends[i]]` (`ends` are `msgs[i].1`,
-    /// the first starts at 0) with guarantee `msgs[i].0`. The engine takes
-    /// them in order until its send queue is full, copying the ones it
-    /// takes into one shared allocation instead of one per message (the
-    /// staged small-message path of a handle layer). Returns how many it
-    /// took, and `Ok` if it took them all, otherwise the error of the first
-    /// one it did not take: `TryAgain` (queue full), `NotExist` (not
-    /// joined: none taken), `TooBig`, `InvalidParam` (ends out of order or
-    /// past `data`), `Library` (after shutdown).
-    pub fn submit_batch(
+    /// `cpg_mcast_joined` for a run of one process's messages to one group,
+    /// each with its guarantee. The engine takes them in order until its
+    /// send queue is full, copying the ones it takes into one shared
+    /// allocation instead of one per message (the staged small-message path
+    /// of a handle layer). The iterator is walked at most twice (sizes,
+    /// then bytes). Returns how many it took, and `Ok` if it took them all,
+    /// otherwise the error of the first one it did not take: `TryAgain`
+    /// (queue full), `NotExist` (not joined: none taken), `TooBig`,
+    /// `Library` (after shutdown).
+    pub fn submit_batch<'a>(
         &mut self,
         now: crate::Instant,
         pid: u32,
         group: &GroupName,
-        msgs: &[(Guarantee, usize)],
-        data: &[u8],
+        msgs: impl Iterator<Item = (Guarantee, &'a [u8])> + Clone,
     ) -> (usize, Result<(), crate::CsError>) {
         if self.totem.is_shut_down() {
             return (0, Err(crate::CsError::Library));
         }
-        let r = self.groups.submit_batch(now, pid, group, msgs, data, &mut self.totem);
+        let r = self.groups.submit_batch(now, pid, group, msgs, &mut self.totem);
         self.pump(now);
         r
     }

@@ -155,81 +155,58 @@ impl Groups {
         }
     }
 
-    /// A run of one handle's messages (`data[ends[i-1]..ends[i]]`), copied
-    /// into one allocation; see [`crate::engine::Engine::submit_batch`].
-    pub(crate) fn submit_batch<F: FrameBuf>(
+    /// A run of one handle's messages, copied into one allocation; see
+    /// [`crate::engine::Engine::submit_batch`].
+    pub(crate) fn submit_batch<'a, F: FrameBuf>(
         &mut self,
         now: Instant,
         pid: u32,
         group: &GroupName,
-        msgs: &[(Guarantee, usize)],
-        data: &[u8],
+        msgs: impl Iterator<Item = (Guarantee, &'a [u8])> + Clone,
         totem: &mut Totem<F>,
     ) -> (usize, Result<(), CsError>) {
-        if msgs.is_empty() {
-            return (0, Ok(()));
-        }
         match self.local.get(&(pid, group.clone())) {
             Some(LocalState::JoinStarted | LocalState::Joined) => {}
             _ => return (0, Err(CsError::NotExist)),
         }
         let hdr = mcast_header_len(group.len());
-        // the valid prefix, then what the send queue takes of it
-        let (mut start, mut valid, mut first_error) = (0usize, 0usize, Ok(()));
-        for &(_, end) in msgs {
-            if end < start || end > data.len() {
-                first_error = Err(CsError::InvalidParam);
-                break;
-            }
-            if end - start > self.max_message_size {
-                first_error = Err(CsError::TooBig);
-                break;
-            }
-            start = end;
-            valid += 1;
-        }
-        let lens = |k: usize| {
-            let mut prev = 0usize;
-            msgs[..k].iter().map(move |&(_, end)| {
-                let len = hdr + end - prev;
-                prev = end;
-                len
-            })
+        // what the send queue takes, up to the first message too big; the
+        // walk stops there (a long staged run is not scanned to its end)
+        let max = self.max_message_size;
+        let n = totem.accepts(msgs.clone().take_while(|(_, m)| m.len() <= max).map(|(_, m)| hdr + m.len()));
+        let (first_error, refused) = match msgs.clone().nth(n) {
+            None => (Ok(()), false),
+            Some((_, m)) if m.len() > max => (Err(CsError::TooBig), false),
+            Some(_) => (Err(if totem.is_shut_down() { CsError::Library } else { CsError::TryAgain }), true),
         };
-        let n = totem.accepts(lens(valid));
-        let refused = n < valid;
-        if refused {
-            first_error = Err(if totem.is_shut_down() { CsError::Library } else { CsError::TryAgain });
-        }
-        if n > 0 {
-            let total: usize = lens(n).sum();
-            // built in its final allocation, as a single mcast is
-            #[allow(clippy::manual_repeat_n)] // repeat_n is 1.82, the MSRV is 1.80
-            let mut shared: Arc<[u8]> = core::iter::repeat(0u8).take(total).collect();
-            let Some(buf) = Arc::get_mut(&mut shared) else {
-                return (0, Err(CsError::Library));
-            };
-            let (mut at, mut prev) = (0usize, 0usize);
-            for &(guarantee, end) in &msgs[..n] {
-                if emit_mcast_header(pid, group, guarantee, &mut buf[at..at + hdr]).is_err() {
-                    return (0, Err(CsError::Library));
-                }
-                buf[at + hdr..at + hdr + end - prev].copy_from_slice(&data[prev..end]);
-                at += hdr + end - prev;
-                prev = end;
+        if n == 0 {
+            if refused {
+                totem.note_refused();
             }
-            let mut at = 0usize;
-            let mut prev = 0usize;
-            let items = msgs[..n].iter().map(|&(guarantee, end)| {
-                let r = at..at + hdr + end - prev;
-                at = r.end;
-                prev = end;
-                (guarantee, r)
-            });
-            totem.submit_shared(now, &shared, items, refused);
-        } else if refused {
-            totem.note_refused();
+            return (0, first_error);
         }
+        let total: usize = msgs.clone().take(n).map(|(_, m)| hdr + m.len()).sum();
+        // built in its final allocation, as a single mcast is
+        #[allow(clippy::manual_repeat_n)] // repeat_n is 1.82, the MSRV is 1.80
+        let mut shared: Arc<[u8]> = core::iter::repeat(0u8).take(total).collect();
+        let Some(buf) = Arc::get_mut(&mut shared) else {
+            return (0, Err(CsError::Library));
+        };
+        let mut at = 0usize;
+        for (guarantee, m) in msgs.clone().take(n) {
+            if emit_mcast_header(pid, group, guarantee, &mut buf[at..at + hdr]).is_err() {
+                return (0, Err(CsError::Library));
+            }
+            buf[at + hdr..at + hdr + m.len()].copy_from_slice(m);
+            at += hdr + m.len();
+        }
+        let mut at = 0usize;
+        let items = msgs.take(n).map(|(guarantee, m)| {
+            let r = at..at + hdr + m.len();
+            at = r.end;
+            (guarantee, r)
+        });
+        totem.submit_shared(now, &shared, items, refused);
         (n, first_error)
     }
 

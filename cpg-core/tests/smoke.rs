@@ -371,39 +371,40 @@ fn zero_copy_sends_read_from_the_buffer() {
 /// TRY_AGAIN and takes them later.
 #[test]
 fn batch_submit_takes_a_prefix_in_order() {
-    let mut net = Net::with(3, |c| c.send_queue_frames = 4);
+    let mut net = Net::with(3, |c| {
+        c.send_queue_frames = 4;
+        c.max_message_size = 1000;
+    });
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
     let now = net.now;
+    let one = |m: &'static [u8]| core::iter::once((Guarantee::Agreed, m));
     // not joined: nothing taken
-    assert_eq!(net.e(0).submit_batch(now, 9, &g, &[(Guarantee::Agreed, 1)], b"x"), (0, Err(CsError::NotExist)));
+    assert_eq!(net.e(0).submit_batch(now, 9, &g, one(b"x")), (0, Err(CsError::NotExist)));
     net.submit(0, Request::Join { pid: 9, group: &g, flags: 0 }).unwrap();
     let g1 = g.clone();
     assert!(net.run_until(Duration::from_millis(2000), |n| n.nodes[0].as_ref().unwrap().group_members(&g1).len() == 1));
-    // ends out of order: the prefix before it is taken, the rest refused
+    // a message over max_message_size: the prefix before it is taken
     let now = net.now;
-    let r = net.e(0).submit_batch(now, 9, &g, &[(Guarantee::Agreed, 2), (Guarantee::Agreed, 1)], b"b0");
-    assert_eq!(r, (1, Err(CsError::InvalidParam)));
-    assert_eq!(net.e(0).submit_batch(now, 9, &g, &[(Guarantee::Agreed, 3)], b"b0"), (0, Err(CsError::InvalidParam)));
+    let big = vec![7u8; 1001];
+    let run = [(Guarantee::Agreed, &b"b0"[..]), (Guarantee::Agreed, &big[..]), (Guarantee::Agreed, &b"b2"[..])];
+    assert_eq!(net.e(0).submit_batch(now, 9, &g, run.iter().copied()), (1, Err(CsError::TooBig)));
+    assert_eq!(net.e(0).submit_batch(now, 9, &g, core::iter::empty()), (0, Ok(())));
     net.drain(0);
     // a single submit between two batches keeps its place
     net.submit(0, Request::Mcast { pid: 9, group: &g, guarantee: Guarantee::Agreed, iov: &[b"single"] }).unwrap();
     // 400 messages of 100 B: a 4-frame queue takes a prefix only
-    let mut data = Vec::new();
-    let mut msgs = Vec::new();
-    for k in 0..400u32 {
-        let m = format!("m{k:04}-{}", "x".repeat(94));
-        data.extend_from_slice(m.as_bytes());
-        let guarantee = if k % 3 == 0 { Guarantee::Safe } else { Guarantee::Agreed };
-        msgs.push((guarantee, data.len()));
-    }
+    let msgs: Vec<(Guarantee, Vec<u8>)> = (0..400u32)
+        .map(|k| {
+            let guarantee = if k % 3 == 0 { Guarantee::Safe } else { Guarantee::Agreed };
+            (guarantee, format!("m{k:04}-{}", "x".repeat(94)).into_bytes())
+        })
+        .collect();
     let mut sent = 0usize;
     let mut refusals = 0;
     while sent < msgs.len() {
-        let base = if sent == 0 { 0 } else { msgs[sent - 1].1 };
-        let rest: Vec<_> = msgs[sent..].iter().map(|&(gu, end)| (gu, end - base)).collect();
         let now = net.now;
-        let (n, r) = net.e(0).submit_batch(now, 9, &g, &rest, &data[base..]);
+        let (n, r) = net.e(0).submit_batch(now, 9, &g, msgs[sent..].iter().map(|(gu, m)| (*gu, &m[..])));
         net.drain(0);
         sent += n;
         if sent < msgs.len() {

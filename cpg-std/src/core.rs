@@ -188,9 +188,11 @@ struct FastState {
     /// The handle's pid and group while `open`.
     pid: u32,
     group: Option<Arc<GroupName>>,
-    /// Staged messages: guarantee and end offset in `data`.
-    msgs: Vec<(Guarantee, usize)>,
+    /// Staged messages: guarantee and end offset in `data`; the first
+    /// starts at `head` (drained bytes are not shifted out at every drain).
+    msgs: VecDeque<(Guarantee, usize)>,
     data: Vec<u8>,
+    head: usize,
     /// Staged zero-copy buffers, each after the first `before` entries of
     /// `msgs` (FIFO with them): the buffer travels, its bytes are not copied.
     zc: VecDeque<StagedZc>,
@@ -575,6 +577,7 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
         group,
         msgs,
         data,
+        head,
         zc,
         zc_bytes,
         room,
@@ -584,6 +587,7 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
         // staging requires a group: nothing can be here
         msgs.clear();
         data.clear();
+        *head = 0;
         zc.clear();
         *zc_bytes = 0;
         return true;
@@ -593,17 +597,28 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
         // the copied messages up to the next zero-copy one: one engine call
         // and one allocation for the run
         let run = zc.front().map_or(msgs.len(), |z| z.before);
-        let (n, r) = engine.submit_batch(now, *pid, group, &msgs[..run], data);
+        let bytes: &[u8] = data;
+        let mut at = *head;
+        // `move`: the iterator owns its position, so the engine's clones
+        // each walk from the first message
+        let items = msgs.iter().take(run).map(move |&(guarantee, end)| {
+            let m = &bytes[at..end];
+            at = end;
+            (guarantee, m)
+        });
+        let (n, r) = engine.submit_batch(now, *pid, group, items);
         // any refusal but TRY_AGAIN cannot happen: the handle was joined
         // when it staged, and every change of that drains first
         debug_assert!(n == run || r == Err(CsError::TryAgain), "staged message refused: {r:?}");
-        let start = if n == 0 { 0 } else { msgs[n - 1].1 };
-        added += EVENT_OVERHEAD * n + start;
+        let end = if n == 0 { *head } else { msgs[n - 1].1 };
+        added += EVENT_OVERHEAD * n + (end - *head);
         msgs.drain(..n);
-        for m in msgs.iter_mut() {
-            m.1 -= start;
+        if msgs.is_empty() {
+            data.clear();
+            *head = 0;
+        } else {
+            *head = end;
         }
-        data.drain(..start);
         for z in zc.iter_mut() {
             z.before -= n;
         }
@@ -671,15 +686,26 @@ fn try_stage(
     if f.blocked {
         return Some(Err(CsError::TryAgain));
     }
-    let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + f.data.len() + f.zc_bytes;
-    if f.data.len() + total > STAGE_BYTES || staged_cost + EVENT_OVERHEAD + total > f.room {
+    let staged = f.data.len() - f.head;
+    let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + staged + f.zc_bytes;
+    if staged + total > STAGE_BYTES || staged_cost + EVENT_OVERHEAD + total > f.room {
         return Some(Err(CsError::TryAgain));
+    }
+    if f.data.len() + total > STAGE_BYTES {
+        // shift the staged bytes to the front (amortized: at most once per
+        // STAGE_BYTES drained)
+        let head = f.head;
+        f.data.drain(..head);
+        for m in f.msgs.iter_mut() {
+            m.1 -= head;
+        }
+        f.head = 0;
     }
     for p in iov {
         f.data.extend_from_slice(p);
     }
     let end = f.data.len();
-    f.msgs.push((guarantee, end));
+    f.msgs.push_back((guarantee, end));
     Some(Ok(()))
 }
 
@@ -693,7 +719,7 @@ fn try_stage_zc(
     if !f.open || len > f.max_len {
         return Err((None, storage));
     }
-    let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + f.data.len() + f.zc_bytes;
+    let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + (f.data.len() - f.head) + f.zc_bytes;
     if f.blocked || f.zc.len() >= STAGE_ZC_MAX || staged_cost + EVENT_OVERHEAD + len > f.room {
         return Err((Some(CsError::TryAgain), storage));
     }
