@@ -4,14 +4,22 @@
 //! per-connection view (one group per handle, its join state) and the
 //! per-handle event queues.
 //!
-//! Locking: one mutex over the engine and the handle table. Callbacks run
-//! without it (a callback may multicast, query or finalize). Each handle
-//! has a condvar (for blocking dispatch) and an eventfd (readable while
-//! events are pending, or once the handle is gone).
+//! Locking: one mutex (the node lock) over the engine and the handle
+//! table. Each handle also has two small locks of its own, so the hot paths
+//! do not wait for the node lock:
+//! - its staging area ([`HandleFast`]): multicasts (copied small messages,
+//!   zcb buffers) queue there in order; the node lock's holder drains them
+//!   into the engine before anything else;
+//! - its mailbox ([`Mailbox`]): the delivery queue, a condvar for blocking
+//!   dispatch and an eventfd (readable while events are pending, or once
+//!   the handle is gone); the transport pushes, dispatchers pop.
+//! Lock order: node lock, then a handle's staging or mailbox lock; never
+//! the other way. Callbacks run with no lock held (a callback may
+//! multicast, query or finalize).
 //!
 //! A transport drives the engine through [`NodeCore`]: packets and timer
 //! expiries in, transmits out. Application calls submit to the engine
-//! under the same lock and wake the transport so it sends what they queued.
+//! under the node lock and wake the transport so it sends what they queued.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -159,8 +167,9 @@ impl FastState {
 
 /// The part of a handle a multicast touches without the node lock.
 ///
-/// `mcast_joined` of a small message appends it to the handle's staging
-/// buffer under this handle's own short lock and wakes the transport; the
+/// `mcast_joined` of a small message (or `zcb_mcast_joined` of a buffer,
+/// which moves, not its bytes) appends it to the handle's staging area
+/// under this handle's own short lock and wakes the transport; the
 /// transport's next step (and every operation under the node lock) moves
 /// staged messages into the engine in order ("drain") before anything
 /// else, so a staged message is ordered exactly as if it had been
