@@ -606,6 +606,9 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
         // the copied messages up to the next zero-copy one: one engine call
         // and one allocation for the run
         let run = zc.front().map_or(msgs.len(), |z| z.before);
+        if run == 0 && zc.is_empty() {
+            break true;
+        }
         let bytes: &[u8] = data;
         let mut at = *head;
         // `move`: the iterator owns its position, so the engine's clones
@@ -615,10 +618,23 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
             at = end;
             (guarantee, m)
         });
-        let (n, r) = engine.submit_batch(now, *pid, group, items);
-        // any refusal but TRY_AGAIN cannot happen: the handle was joined
-        // when it staged, and every change of that drains first
-        debug_assert!(n == run || r == Err(CsError::TryAgain), "staged message refused: {r:?}");
+        let (n, r) = if run == 0 { (0, Ok(())) } else { engine.submit_batch(now, *pid, group, items) };
+        // the handle was joined when it staged and every change of that
+        // (leave, finalize, eviction, stop) closes staging and drains
+        // first: only TRY_AGAIN, or LIBRARY once the engine shut down
+        debug_assert!(
+            n == run || matches!(r, Err(CsError::TryAgain | CsError::Library)),
+            "staged message refused: {r:?}"
+        );
+        if n < run && r != Err(CsError::TryAgain) {
+            // the engine takes nothing more (shut down): nothing to keep
+            msgs.clear();
+            data.clear();
+            *head = 0;
+            zc.clear();
+            *zc_bytes = 0;
+            break true;
+        }
         let end = if n == 0 { *head } else { msgs[n - 1].1 };
         added += EVENT_OVERHEAD * n + (end - *head);
         msgs.drain(..n);
@@ -658,8 +674,12 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
                 *zc_bytes -= len;
                 added += EVENT_OVERHEAD + len;
             }
+            Err(e) if e.error != CsError::TryAgain => {
+                debug_assert!(e.error == CsError::Library, "staged message refused: {:?}", e.error);
+                *zc_bytes -= len;
+                continue;
+            }
             Err(e) => {
-                debug_assert!(e.error == CsError::TryAgain, "staged message refused: {:?}", e.error);
                 match e.buf {
                     Some(buf) => zc.push_front(StagedZc {
                         before: 0,
@@ -697,7 +717,10 @@ fn try_stage(
     }
     let staged = f.data.len() - f.head;
     let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + staged + f.zc_bytes;
-    if staged + total > STAGE_BYTES || staged_cost + EVENT_OVERHEAD + total > f.room {
+    // with nothing staged a message of any size is taken while the handle
+    // is not blocked, as the locked path takes one (else one larger than
+    // the room would be refused forever)
+    if staged_cost > 0 && (staged + total > STAGE_BYTES || staged_cost + EVENT_OVERHEAD + total > f.room) {
         return Some(Err(CsError::TryAgain));
     }
     if f.data.len() + total > STAGE_BYTES {
@@ -729,7 +752,8 @@ fn try_stage_zc(
         return Err((None, storage));
     }
     let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + (f.data.len() - f.head) + f.zc_bytes;
-    if f.blocked || f.zc.len() >= STAGE_ZC_MAX || staged_cost + EVENT_OVERHEAD + len > f.room {
+    // with nothing staged any size is taken (as in try_stage)
+    if f.blocked || (staged_cost > 0 && (f.zc.len() >= STAGE_ZC_MAX || staged_cost + EVENT_OVERHEAD + len > f.room)) {
         return Err((Some(CsError::TryAgain), storage));
     }
     let before = f.msgs.len();
@@ -1134,6 +1158,10 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         let end = std::time::Instant::now() + g.stall_max;
         g.room_waiters += 1;
         while g.backlogged() && !g.stopped {
+            // the dispatchers must hear of what this batch queued, or they
+            // would not drain what is waited for (kicks are deferred to the
+            // end of the transport's batch)
+            g.dirty.kick();
             let Some(left) = end.checked_duration_since(std::time::Instant::now()) else {
                 break;
             };
@@ -1250,13 +1278,16 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
     pub(crate) fn shutdown(&self, graceful: bool) {
         let now = self.now();
         let mut g = lock(&self.inner);
-        g.drain(now);
-        g.pump(now);
-        if graceful && !g.stopped {
-            g.engine.shutdown(now);
-        }
+        // close staging first, then move what was staged into the engine
+        // before it shuts down
+        let was_stopped = g.stopped;
         g.stopped = true;
         g.refresh_fast();
+        g.drain(now);
+        g.pump(now);
+        if graceful && !was_stopped {
+            g.engine.shutdown(now);
+        }
         for s in g.slots.iter_mut().filter_map(|s| s.state.as_mut()) {
             s.gone.store(true, Ordering::Release);
             s.mail.close();
@@ -1447,6 +1478,8 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                         }
                         DispatchFlags::One | DispatchFlags::Blocking => {
                             m.waiters += 1;
+                            // an earlier notify did not cover this waiter
+                            m.woken = false;
                             m = mail.cond.wait(m).unwrap_or_else(|e| e.into_inner());
                             m.waiters -= 1;
                             m.woken = false;
@@ -1552,9 +1585,17 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                 Some((joined, HState::JoinStarted | HState::Joined)) if joined == group => {}
                 _ => return Err(CsError::NotExist),
             }
-            if !lock(&s.fast.st).is_empty() {
-                // staged multicasts the engine refused go before the leave
-                return Err(CsError::TryAgain);
+            {
+                let mut f = lock(&s.fast.st);
+                if !f.is_empty() {
+                    // staged multicasts the engine refused go before the leave
+                    return Err(CsError::TryAgain);
+                }
+                // no staging from here on: a message staged between this
+                // check and the leave would be NOT_EXIST for the engine
+                // after CS_OK (refresh_fast reopens it if the leave is
+                // refused)
+                f.open = false;
             }
             let pid = s.pid;
             g.engine.submit(
@@ -2009,7 +2050,9 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeCore<F> {
     }
     /// `input`, then every output to `send`, then `look` at the engine,
     /// all under one lock (the cheap path for a transport loop); returns
-    /// the next deadline and what `look` returned.
+    /// the next deadline and what `look` returned. A transport that steps
+    /// must call [`NodeCore::batch_done`] after each batch of steps, before
+    /// it waits: handles are signalled there, not at every step.
     pub fn step<R>(
         &self,
         input: StepInput<F>,

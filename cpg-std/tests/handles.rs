@@ -1038,3 +1038,50 @@ fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
     assert_eq!(send(&h, Guarantee::Agreed, &body), Ok(()));
     assert!(h.wait_msgs(accepted + 1));
 }
+
+/// A message larger than half the handle's queue cap is still taken when
+/// nothing of the handle is pending (copied, through a pool buffer, and
+/// zcb): the staged paths must not refuse it forever.
+#[test]
+fn a_message_larger_than_half_the_queue_cap_is_accepted() {
+    let net = LoopbackNet::new();
+    let mut c = NodeConfig::in_memory(1, &[1]);
+    tweak(&mut c);
+    c.handle_queue_bytes = 64 * 1024;
+    let node = net.start(&c).unwrap();
+    assert!(converged(&[&node]));
+    let g = group("big");
+    let h = H::open(&node, 1);
+    h.cpg.join(&g).unwrap();
+    assert!(h.wait_members(&g, 1));
+    let retry = |f: &dyn Fn() -> Result<(), CsError>| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match f() {
+                Err(CsError::TryAgain) if std::time::Instant::now() < end => {
+                    std::thread::sleep(std::time::Duration::from_millis(2))
+                }
+                r => return r,
+            }
+        }
+    };
+    // 12 KiB (staged copy path), 40 KiB (pool-buffer copy path)
+    for (k, size) in [12 * 1024usize, 40 * 1024].into_iter().enumerate() {
+        let body = vec![k as u8 + 1; size];
+        assert_eq!(retry(&|| send(&h, Guarantee::Agreed, &body)), Ok(()), "copy {size}");
+        assert!(h.wait_msgs(k + 1), "copy {size} not delivered");
+        assert_eq!(h.rec.msgs()[k], body);
+    }
+    // 40 KiB zcb (staged zero-copy path)
+    let r = retry(&|| {
+        let mut b = h.cpg.zcb_alloc(40 * 1024)?;
+        b.fill(9);
+        h.cpg
+            .zcb_mcast_joined(Guarantee::Agreed, b, 40 * 1024)
+            .map_err(|e| e.error)
+    });
+    assert_eq!(r, Ok(()), "zcb 40 KiB");
+    assert!(h.wait_msgs(3), "zcb 40 KiB not delivered");
+    assert_eq!(h.rec.msgs()[2], vec![9u8; 40 * 1024]);
+    assert_eq!(node.stats().evictions, 0);
+}
