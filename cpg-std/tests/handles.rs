@@ -1085,3 +1085,75 @@ fn a_message_larger_than_half_the_queue_cap_is_accepted() {
     assert_eq!(h.rec.msgs()[2], vec![9u8; 40 * 1024]);
     assert_eq!(node.stats().evictions, 0);
 }
+
+/// One thread multicasts (copied and zcb, small and large) as fast as it
+/// can while another leaves the group: every multicast answered CS_OK is
+/// delivered to the sender before its own leave, none after; the others
+/// answer TRY_AGAIN or NOT_EXIST. (A message staged while the leave was
+/// being submitted used to be CS_OK and then refused by the engine.)
+#[test]
+fn multicasts_racing_a_leave_are_delivered_before_it_or_refused() {
+    for round in 0..3u8 {
+        let (_net, nodes) = cluster(1);
+        let g = group("race");
+        let h = std::sync::Arc::new(H::open(&nodes[0], 1));
+        h.cpg.join(&g).unwrap();
+        assert!(h.wait_members(&g, 1));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let (h, stop) = (h.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut accepted = 0u32;
+                let mut k = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    k += 1;
+                    let size = [16usize, 3000, 20_000][(k % 3) as usize];
+                    let mut body = vec![round; size];
+                    body[..4].copy_from_slice(&k.to_le_bytes());
+                    let r = if k % 2 == 0 {
+                        send(&h, Guarantee::Agreed, &body)
+                    } else {
+                        h.cpg.zcb_alloc(size).and_then(|mut b| {
+                            b.copy_from_slice(&body);
+                            h.cpg
+                                .zcb_mcast_joined(Guarantee::Agreed, b, size)
+                                .map_err(|e| e.error)
+                        })
+                    };
+                    match r {
+                        Ok(()) => accepted += 1,
+                        Err(CsError::TryAgain) => std::thread::yield_now(),
+                        Err(CsError::NotExist) => break,
+                        Err(e) => panic!("mcast: {e}"),
+                    }
+                }
+                accepted
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match h.cpg.leave(&g) {
+                Ok(()) => break,
+                Err(CsError::TryAgain) if std::time::Instant::now() < end => std::thread::yield_now(),
+                Err(e) => panic!("leave: {e}"),
+            }
+        }
+        // wait for the own leave, then stop the sender
+        let me = h.me();
+        let gb = g.as_bytes().to_vec();
+        assert!(h.wait(|e| e.iter().any(|e| matches!(e, Ev::Conf { group, left, .. } if *group == gb && left.iter().any(|(m, _)| *m == me)))));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let accepted = sender.join().unwrap() as usize;
+        let evs = h.rec.events();
+        let leave_at = evs
+            .iter()
+            .position(|e| matches!(e, Ev::Conf { left, .. } if left.iter().any(|(m, _)| *m == me)))
+            .unwrap();
+        let before = evs[..leave_at].iter().filter(|e| matches!(e, Ev::Msg { .. })).count();
+        let after = evs[leave_at..].iter().filter(|e| matches!(e, Ev::Msg { .. })).count();
+        assert_eq!(before, accepted, "round {round}: CS_OK multicasts delivered before the leave");
+        assert_eq!(after, 0, "round {round}: a multicast delivered after the own leave");
+        assert!(accepted > 0, "round {round}: nothing was sent before the leave");
+    }
+}
