@@ -91,6 +91,8 @@ pub(crate) struct Totem<F> {
     trans_memb: NodeList,
     deliver_memb: NodeList,
     consensus: NodeList,
+    /// GATHER entries so far: an input of the consensus-round jitter.
+    gather_entries: u64,
 
     regular: Window<F>,
     recovery: Window<F>,
@@ -161,6 +163,7 @@ impl<F: FrameBuf> Totem<F> {
             trans_memb: NodeList::new(),
             deliver_memb: NodeList::new(),
             consensus: NodeList::new(),
+            gather_entries: 0,
             regular: Window::new(ring, 0),
             recovery: Window::new(ring, 0),
             old_ring: OldRingState::default(),
