@@ -1790,8 +1790,13 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             // a buffer of an earlier small send, reused: no allocation
             let storage = match spare {
                 Some(mut b) => {
-                    b.0.clear();
-                    b.0.resize(size, 0);
+                    // contents are unspecified (as Corosync's shared
+                    // memory): not zeroed again, only sized
+                    if b.0.len() >= size {
+                        b.0.truncate(size);
+                    } else {
+                        b.0.resize(size, 0);
+                    }
                     b
                 }
                 None => Box::new(SmallZc(vec![0u8; size])),

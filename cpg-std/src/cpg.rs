@@ -373,7 +373,9 @@ impl Cpg {
     }
 
     /// `cpg_zcb_alloc`: a zero-copy buffer of `size` payload bytes (a slot
-    /// of the registered pool; zeroed only on first use).
+    /// of the registered pool, or below `zc_copy_threshold` a reused heap
+    /// buffer). Its contents are unspecified, as Corosync's: a reused
+    /// buffer may hold this handle's earlier bytes.
     ///
     /// # Errors
     /// `TOO_BIG` above the largest slot class; `TRY_AGAIN` when the pool is
