@@ -267,6 +267,9 @@ struct HandleState<F> {
     group: Option<(GroupName, HState)>,
     /// The delivery queue, under its own lock (see [`Mailbox`]).
     mail: Arc<Mailbox<F>>,
+    /// Events routed during the current pump, moved into `mail` under one
+    /// lock at its end (not one lock per delivered message).
+    outbox: Vec<HEvent<F>>,
     evicted: bool,
     /// Bytes (event cost) of this handle's accepted multicasts not yet
     /// delivered back to it: with `bytes`, what back-pressure looks at.
@@ -338,22 +341,27 @@ impl<F> Mailbox<F> {
 
     /// Queue `ev` unless that takes the queue over `cap` (an empty queue
     /// always takes one event): false, and nothing queued.
-    fn push(self: &Arc<Self>, ev: HEvent<F>, cap: usize, dirty: &DirtyList<F>) -> bool {
-        let cost = ev.cost();
+    fn push_many(self: &Arc<Self>, evs: &mut Vec<HEvent<F>>, cap: usize, dirty: &DirtyList<F>) -> bool {
         let mut m = lock(&self.st);
         if m.closed {
+            evs.clear();
             return true;
         }
-        if !m.queue.is_empty() && m.bytes + cost > cap {
-            return false;
+        let mut fits = true;
+        for ev in evs.drain(..) {
+            let cost = ev.cost();
+            if !m.queue.is_empty() && m.bytes + cost > cap {
+                fits = false;
+                break;
+            }
+            m.bytes += cost;
+            m.queue.push_back(ev);
         }
-        m.bytes += cost;
         self.bytes.store(m.bytes, Ordering::Relaxed);
-        m.queue.push_back(ev);
         if !self.dirty.swap(true, Ordering::Relaxed) {
             dirty.add(self);
         }
-        true
+        fits
     }
 
     /// Move up to `max` events into `out`: how many, and the queued bytes
@@ -799,6 +807,9 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                 any = true;
                 self.route(ev);
             }
+            if any {
+                self.flush();
+            }
             if !self.pending_leaves.is_empty() {
                 let pending = std::mem::take(&mut self.pending_leaves);
                 for (pid, group, fast) in pending {
@@ -958,24 +969,36 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
         }
     }
 
-    /// Queue an event on slot `i`, or evict the handle if its queue is over
-    /// the cap (an empty queue always takes one event).
+    /// Queue an event on slot `i` (in its outbox until [`Inner::flush`]).
     fn push(&mut self, i: usize, ev: HEvent<F>) {
+        if let Some(s) = self.slots[i].state.as_mut() {
+            if !s.evicted {
+                s.outbox.push(ev);
+            }
+        }
+    }
+
+    /// Move every outbox into its mailbox; evict a handle whose queue goes
+    /// over the cap (an empty queue always takes one event).
+    fn flush(&mut self) {
         let cap = self.queue_cap;
-        let Some(s) = self.slots[i].state.as_mut() else {
-            return;
-        };
-        if s.evicted || s.mail.push(ev, cap, &self.dirty) {
-            return;
+        for slot in self.slots.iter_mut() {
+            let Some(s) = slot.state.as_mut() else {
+                continue;
+            };
+            if s.outbox.is_empty() || s.mail.push_many(&mut s.outbox, cap, &self.dirty) {
+                continue;
+            }
+            s.outbox.clear();
+            s.evicted = true;
+            s.gone.store(true, Ordering::Release);
+            lock(&s.fast.st).open = false;
+            s.mail.close();
+            if let Some((g, HState::JoinStarted | HState::Joined)) = s.group.take() {
+                self.pending_leaves.push((s.pid, g, s.fast.clone()));
+            }
+            self.evictions += 1;
         }
-        s.evicted = true;
-        s.gone.store(true, Ordering::Release);
-        lock(&s.fast.st).open = false;
-        s.mail.close();
-        if let Some((g, HState::JoinStarted | HState::Joined)) = s.group.take() {
-            self.pending_leaves.push((s.pid, g, s.fast.clone()));
-        }
-        self.evictions += 1;
     }
 }
 
@@ -1399,6 +1422,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             context,
             group: None,
             mail: Arc::new(Mailbox::new(fd.clone())),
+            outbox: Vec::new(),
             evicted: false,
             fast: fast.clone(),
             inflight: 0,
