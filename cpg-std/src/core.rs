@@ -339,9 +339,15 @@ impl<F> Mailbox<F> {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Queue `ev` unless that takes the queue over `cap` (an empty queue
-    /// always takes one event): false, and nothing queued.
-    fn push_many(self: &Arc<Self>, evs: &mut Vec<HEvent<F>>, cap: usize, dirty: &DirtyList<F>) -> bool {
+    /// Queue `evs` in order (emptying it) while the queue stays within
+    /// `cap` (an empty queue always takes one event); false if one did not
+    /// fit (it and those after it are dropped: the caller evicts).
+    fn push_many(
+        self: &Arc<Self>,
+        evs: &mut Vec<HEvent<F>>,
+        cap: usize,
+        dirty: &DirtyList<F>,
+    ) -> bool {
         let mut m = lock(&self.st);
         if m.closed {
             evs.clear();
@@ -366,7 +372,13 @@ impl<F> Mailbox<F> {
 
     /// Move up to `max` events into `out`: how many, and the queued bytes
     /// before.
-    fn pop_batch(m: &mut MailState<F>, bytes: &AtomicUsize, fd: &OwnedFd, max: usize, out: &mut VecDeque<HEvent<F>>) -> (usize, usize) {
+    fn pop_batch(
+        m: &mut MailState<F>,
+        bytes: &AtomicUsize,
+        fd: &OwnedFd,
+        max: usize,
+        out: &mut VecDeque<HEvent<F>>,
+    ) -> (usize, usize) {
         let before = m.bytes;
         let n = m.queue.len().min(max);
         for _ in 0..n {
@@ -626,7 +638,11 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
             at = end;
             (guarantee, m)
         });
-        let (n, r) = if run == 0 { (0, Ok(())) } else { engine.submit_batch(now, *pid, group, items) };
+        let (n, r) = if run == 0 {
+            (0, Ok(()))
+        } else {
+            engine.submit_batch(now, *pid, group, items)
+        };
         // the handle was joined when it staged and every change of that
         // (leave, finalize, eviction, stop) closes staging and drains
         // first: only TRY_AGAIN, or LIBRARY once the engine shut down
@@ -683,7 +699,11 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
                 added += EVENT_OVERHEAD + len;
             }
             Err(e) if e.error != CsError::TryAgain => {
-                debug_assert!(e.error == CsError::Library, "staged message refused: {:?}", e.error);
+                debug_assert!(
+                    e.error == CsError::Library,
+                    "staged message refused: {:?}",
+                    e.error
+                );
                 *zc_bytes -= len;
                 continue;
             }
@@ -692,7 +712,11 @@ fn drain_fast<F: FrameBuf + Send + Sync + 'static>(
                     Some(buf) => zc.push_front(StagedZc {
                         before: 0,
                         guarantee,
-                        storage: Box::new(ZcFrame { buf, start, len: cap }),
+                        storage: Box::new(ZcFrame {
+                            buf,
+                            start,
+                            len: cap,
+                        }),
                         len,
                     }),
                     None => *zc_bytes -= len,
@@ -728,7 +752,9 @@ fn try_stage(
     // with nothing staged a message of any size is taken while the handle
     // is not blocked, as the locked path takes one (else one larger than
     // the room would be refused forever)
-    if staged_cost > 0 && (staged + total > STAGE_BYTES || staged_cost + EVENT_OVERHEAD + total > f.room) {
+    if staged_cost > 0
+        && (staged + total > STAGE_BYTES || staged_cost + EVENT_OVERHEAD + total > f.room)
+    {
         return Some(Err(CsError::TryAgain));
     }
     if f.data.len() + total > STAGE_BYTES {
@@ -759,9 +785,13 @@ fn try_stage_zc(
     if !f.open || len > f.max_len {
         return Err((None, storage));
     }
-    let staged_cost = EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + (f.data.len() - f.head) + f.zc_bytes;
+    let staged_cost =
+        EVENT_OVERHEAD * (f.msgs.len() + f.zc.len()) + (f.data.len() - f.head) + f.zc_bytes;
     // with nothing staged any size is taken (as in try_stage)
-    if f.blocked || (staged_cost > 0 && (f.zc.len() >= STAGE_ZC_MAX || staged_cost + EVENT_OVERHEAD + len > f.room)) {
+    if f.blocked
+        || (staged_cost > 0
+            && (f.zc.len() >= STAGE_ZC_MAX || staged_cost + EVENT_OVERHEAD + len > f.room))
+    {
         return Err((Some(CsError::TryAgain), storage));
     }
     let before = f.msgs.len();
@@ -855,9 +885,10 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                 // cloned only for the others (a clone and a drop are atomic
                 // operations on a count the dispatching threads share)
                 let mut payload = Some(payload);
-                let last = self.slots.iter().rposition(|s| {
-                    matches!(&s.state, Some(s) if listens(s, &group))
-                });
+                let last = self
+                    .slots
+                    .iter()
+                    .rposition(|s| matches!(&s.state, Some(s) if listens(s, &group)));
                 let Some(last) = last else { return };
                 for i in 0..=last {
                     let hit = match &mut self.slots[i].state {
@@ -1487,7 +1518,8 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
                         lock(&self.inner).live(h)?;
                         return Err(CsError::Library);
                     }
-                    let (n, before) = Mailbox::pop_batch(&mut m, &mail.bytes, &mail.fd, max, &mut batch);
+                    let (n, before) =
+                        Mailbox::pop_batch(&mut m, &mail.bytes, &mail.fd, max, &mut batch);
                     if n > 0 {
                         break before;
                     }

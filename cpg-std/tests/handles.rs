@@ -1068,7 +1068,11 @@ fn a_message_larger_than_half_the_queue_cap_is_accepted() {
     // 12 KiB (staged copy path), 40 KiB (pool-buffer copy path)
     for (k, size) in [12 * 1024usize, 40 * 1024].into_iter().enumerate() {
         let body = vec![k as u8 + 1; size];
-        assert_eq!(retry(&|| send(&h, Guarantee::Agreed, &body)), Ok(()), "copy {size}");
+        assert_eq!(
+            retry(&|| send(&h, Guarantee::Agreed, &body)),
+            Ok(()),
+            "copy {size}"
+        );
         assert!(h.wait_msgs(k + 1), "copy {size} not delivered");
         assert_eq!(h.rec.msgs()[k], body);
     }
@@ -1135,7 +1139,9 @@ fn multicasts_racing_a_leave_are_delivered_before_it_or_refused() {
         loop {
             match h.cpg.leave(&g) {
                 Ok(()) => break,
-                Err(CsError::TryAgain) if std::time::Instant::now() < end => std::thread::yield_now(),
+                Err(CsError::TryAgain) if std::time::Instant::now() < end => {
+                    std::thread::yield_now()
+                }
                 Err(e) => panic!("leave: {e}"),
             }
         }
@@ -1150,10 +1156,25 @@ fn multicasts_racing_a_leave_are_delivered_before_it_or_refused() {
             .iter()
             .position(|e| matches!(e, Ev::Conf { left, .. } if left.iter().any(|(m, _)| *m == me)))
             .unwrap();
-        let before = evs[..leave_at].iter().filter(|e| matches!(e, Ev::Msg { .. })).count();
-        let after = evs[leave_at..].iter().filter(|e| matches!(e, Ev::Msg { .. })).count();
-        assert_eq!(before, accepted, "round {round}: CS_OK multicasts delivered before the leave");
-        assert_eq!(after, 0, "round {round}: a multicast delivered after the own leave");
-        assert!(accepted > 0, "round {round}: nothing was sent before the leave");
+        let before = evs[..leave_at]
+            .iter()
+            .filter(|e| matches!(e, Ev::Msg { .. }))
+            .count();
+        let after = evs[leave_at..]
+            .iter()
+            .filter(|e| matches!(e, Ev::Msg { .. }))
+            .count();
+        assert_eq!(
+            before, accepted,
+            "round {round}: CS_OK multicasts delivered before the leave"
+        );
+        assert_eq!(
+            after, 0,
+            "round {round}: a multicast delivered after the own leave"
+        );
+        assert!(
+            accepted > 0,
+            "round {round}: nothing was sent before the leave"
+        );
     }
 }

@@ -304,7 +304,10 @@ fn zcb_pool_exhaustion_is_try_again_and_free_gives_the_slot_back() {
     assert!(h.wait_members(&g, 1));
     let big: Vec<u8> = (0..cap).map(|i| (i % 251) as u8).collect();
     h.cpg
-        .mcast_joined(Guarantee::Agreed, &[IoSlice::new(&big[..10]), IoSlice::new(&big[10..])])
+        .mcast_joined(
+            Guarantee::Agreed,
+            &[IoSlice::new(&big[..10]), IoSlice::new(&big[10..])],
+        )
         .unwrap();
     assert!(h.wait_msgs(1));
     assert_eq!(h.rec.msgs()[0], big, "the large message arrived intact");
