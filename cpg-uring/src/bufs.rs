@@ -628,20 +628,25 @@ impl RxBuf {
     }
 }
 
+/// Reading a frame's bytes is sound because:
+/// - a `Ring` frame's `ptr..ptr+len` lies in buffer `bid` of the mapping
+///   (checked by `RxRing::take`), the mapping is alive (`_map`) and the
+///   kernel does not write the buffer while the frame exists (see the
+///   `Send`/`Sync` argument on `RingFrame`);
+/// - a `Slot` frame's `ptr..ptr+len` is its slot (checked in
+///   `SlotAlloc::alloc` to lie inside the pool span of the mapping, which
+///   `pool.map` keeps alive); the slot stays allocated while the handle
+///   exists, and writes need the only handle and `&mut` (`unique_mut`), so
+///   none happens during a shared borrow.
 impl AsRef<[u8]> for RxBuf {
     fn as_ref(&self) -> &[u8] {
         match &*self.0 {
             RxInner::Heap(b) => b,
-            // SAFETY: `ptr..ptr+len` lies in buffer `bid` of the mapping
-            // (checked by `RxRing::take`), the mapping is alive (`_map`) and
-            // the kernel does not write the buffer while this frame exists
-            // (see the `Send`/`Sync` argument on `RingFrame`).
+            // SAFETY: a held provided buffer, not written by the kernel
+            // while the frame exists (see this impl's doc).
             RxInner::Ring(f) => unsafe { std::slice::from_raw_parts(f.ptr.as_ptr(), f.len) },
-            // SAFETY: `ptr..ptr+len` is the slot (checked in
-            // `SlotAlloc::alloc` to lie inside the pool span of the mapping,
-            // which `pool.map` keeps alive); the slot stays allocated while
-            // this handle exists; writes need the only handle and `&mut`
-            // (`unique_mut`), so none happens during this shared borrow.
+            // SAFETY: an allocated pool slot, written only through the only
+            // handle and `&mut` (see this impl's doc).
             RxInner::Slot(s) => unsafe { std::slice::from_raw_parts(s.ptr.as_ptr(), s.len) },
         }
     }
@@ -783,6 +788,13 @@ impl RxRing {
     }
 
     /// Put buffer `bid` (held by user space, no `RxBuf` left) at the tail.
+    ///
+    /// The entry write is sound: `idx < entries`, so the entry is inside the
+    /// ring mapping (`entries × 16` B, 8-aligned); at most `entries` ids are
+    /// ever in the ring (each id once, checked by `state`), so the kernel
+    /// has consumed the entry at this position and does not read it until
+    /// the tail is published past it. Fields are written through raw
+    /// pointers, leaving entry 0's `resv` (the shared tail) untouched.
     fn provide(&mut self, bid: u16) {
         let Some(st) = self.state.get_mut(usize::from(bid)) else {
             return;
@@ -796,12 +808,8 @@ impl RxRing {
         let addr =
             self.map.base() as u64 + (self.rx_offset + usize::from(bid) * self.buf_size) as u64;
         let entry = self.ring.base().cast::<RawBuf>().wrapping_add(idx);
-        // SAFETY: `idx < entries`, so `entry` is inside the ring mapping
-        // (`entries × 16` B, 8-aligned). At most `entries` ids are ever in
-        // the ring (each id once, checked by `state`), so the kernel has
-        // consumed the entry at this position and does not read it until the
-        // tail is published past it. Fields are written through raw pointers,
-        // leaving entry 0's `resv` (the shared tail) untouched.
+        // SAFETY: an entry inside the ring mapping that the kernel consumed
+        // and does not read before the next publish (see the doc above).
         unsafe {
             std::ptr::addr_of_mut!((*entry).addr).write(addr);
             std::ptr::addr_of_mut!((*entry).len).write(self.buf_size as u32);
@@ -822,10 +830,11 @@ impl RxRing {
             .base()
             .wrapping_add(std::mem::offset_of!(RawBuf, resv))
             .cast::<u16>();
-        // SAFETY: entry 0's `resv` is the ring's tail (`io_uring_buf_ring`),
-        // a naturally aligned u16 inside the ring mapping that the kernel
-        // only reads (with acquire); AtomicU16 has u16's size and alignment.
-        // Release orders the entry writes in `provide` before it.
+        // Entry 0's `resv` is the ring's tail (`io_uring_buf_ring`), which
+        // the kernel only reads (with acquire); Release orders the entry
+        // writes in `provide` before it.
+        // SAFETY: a naturally aligned u16 inside the live ring mapping;
+        // AtomicU16 has u16's size and alignment.
         unsafe { AtomicU16::from_ptr(tail) }.store(self.tail, Ordering::Release);
     }
 
@@ -848,10 +857,10 @@ impl RxRing {
         let off = self.rx_offset + usize::from(bid) * self.buf_size;
         let len = res.min(self.buf_size);
         let start = self.map.base().wrapping_add(off);
-        // SAFETY: buffer `bid` (`off..off+buf_size`, inside the mapping) was
-        // just handed back by the kernel with `res` bytes written; it is now
-        // User and is re-provided only after every `RxBuf` over it is gone,
-        // so nothing writes it during this borrow.
+        // Buffer `bid` is User from here and is re-provided only after every
+        // `RxBuf` over it is gone, so nothing writes it during this borrow.
+        // SAFETY: `off..off+len` is inside the mapping, just filled by the
+        // kernel (`res` bytes) and no longer the kernel's.
         let bytes = unsafe { std::slice::from_raw_parts(start, len) };
         let parsed = io_uring::types::RecvMsgOut::parse(bytes, msghdr);
         let Ok(out) = parsed else {

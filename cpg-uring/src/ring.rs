@@ -264,6 +264,16 @@ pub enum SendKind {
 }
 
 /// What a send keeps alive: its source and, for a gather, the `msghdr`.
+///
+/// A record lives in `Ring::sends` until the send's final CQE (the
+/// notification for a zero-copy send), so everything the kernel reads stays
+/// valid and unwritten until then: a heap source is an `Arc<[u8]>`
+/// (immutable); a buffer source holds an `RxBuf` clone, so a receive buffer
+/// is not re-provided and a pool slot is neither freed nor writable
+/// (`unique_mut` needs the only handle); a gather's boxed `msghdr` and its
+/// iovecs (pointing at the source's bytes) never move. A fixed buffer index
+/// is used only when the bytes lie inside that registered buffer, and the
+/// buffers stay registered for the ring's life (`Ring::region`).
 #[derive(Debug)]
 pub(crate) struct Tx {
     pub(crate) src: TxSource,
@@ -618,14 +628,8 @@ impl Ring {
             _ => opcode::Send::new(Fd(fd), ptr, len).build(),
         }
         .user_data(ud);
-        // SAFETY: `ptr..ptr+len` is the memory of `src`, now stored in
-        // `self.sends` until the send's final CQE (the notification for a
-        // SendZc): a heap source is an `Arc<[u8]>` (immutable, alive); a
-        // buffer source holds an `RxBuf` clone, so a receive buffer is not
-        // re-provided and a pool slot is neither freed nor writable
-        // (`unique_mut` needs the only handle) until then. A fixed index is
-        // used only when the bytes lie inside that registered buffer, and
-        // the buffers stay registered for the ring's life (`self.region`).
+        // SAFETY: `ptr..ptr+len` is `src`'s memory, kept alive and unwritten
+        // in `self.sends` until the final CQE (see `Tx`).
         unsafe { self.push(e) };
         Ok(kind)
     }
@@ -660,10 +664,8 @@ impl Ring {
                 SendKind::GatherPlain,
             )
         };
-        // SAFETY: the msghdr and its two iovecs are boxed in the send's
-        // record (`self.sends`, the box never moves) until its final CQE;
-        // the iovecs point at the source's bytes, kept alive and unwritten
-        // by the same record (see `send`).
+        // SAFETY: the boxed msghdr, its iovecs and the source's bytes live
+        // unwritten in `self.sends` until the final CQE (see `Tx`).
         unsafe { self.push(e.user_data(ud)) };
         kind
     }
