@@ -41,6 +41,22 @@ fn cluster_with(n: u32, f: impl Fn(&mut NodeConfig)) -> (LoopbackNet, Vec<Node>)
     (net, nodes)
 }
 
+/// One node whose handles have a `cap`-byte queue, and one handle joined
+/// to group `name` (the network must outlive the node).
+fn one_node_joined(cap: usize, name: &str) -> (LoopbackNet, Node, H, GroupName) {
+    let net = LoopbackNet::new();
+    let mut c = NodeConfig::in_memory(1, &[1]);
+    tweak(&mut c);
+    c.handle_queue_bytes = cap;
+    let node = net.start(&c).unwrap();
+    assert!(converged(&[&node]));
+    let g = group(name);
+    let h = H::open(&node, 1);
+    h.cpg.join(&g).unwrap();
+    assert!(h.wait_members(&g, 1));
+    (net, node, h, g)
+}
+
 fn send(h: &H, g: Guarantee, data: &[u8]) -> Result<(), CsError> {
     h.cpg.mcast_joined(g, &[IoSlice::new(data)])
 }
@@ -1003,16 +1019,7 @@ fn leave_before_the_own_join_is_delivered_is_ordered_after_it() {
 #[test]
 fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
     // a 64 KiB queue cap; the handle multicasts without dispatching
-    let net = LoopbackNet::new();
-    let mut c = NodeConfig::in_memory(1, &[1]);
-    tweak(&mut c);
-    c.handle_queue_bytes = 64 * 1024;
-    let node = net.start(&c).unwrap();
-    assert!(converged(&[&node]));
-    let g = group("backpressure");
-    let h = H::open(&node, 1);
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_members(&g, 1));
+    let (_net, node, h, _g) = one_node_joined(64 * 1024, "backpressure");
     let body = vec![7u8; 1000];
     let (mut accepted, mut refused) = (0usize, 0usize);
     let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -1044,16 +1051,7 @@ fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
 /// zcb): the staged paths must not refuse it forever.
 #[test]
 fn a_message_larger_than_half_the_queue_cap_is_accepted() {
-    let net = LoopbackNet::new();
-    let mut c = NodeConfig::in_memory(1, &[1]);
-    tweak(&mut c);
-    c.handle_queue_bytes = 64 * 1024;
-    let node = net.start(&c).unwrap();
-    assert!(converged(&[&node]));
-    let g = group("big");
-    let h = H::open(&node, 1);
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_members(&g, 1));
+    let (_net, node, h, _g) = one_node_joined(64 * 1024, "big");
     let retry = |f: &dyn Fn() -> Result<(), CsError>| {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
