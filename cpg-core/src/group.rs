@@ -173,7 +173,7 @@ impl Groups {
         // what the send queue takes, up to the first message too big; the
         // walk stops there (a long staged run is not scanned to its end)
         let max = self.max_message_size;
-        let n = totem.accepts(msgs.clone().take_while(|(_, m)| m.len() <= max).map(|(_, m)| hdr + m.len()));
+        let (n, total) = totem.accepts(msgs.clone().take_while(|(_, m)| m.len() <= max).map(|(_, m)| hdr + m.len()));
         let (first_error, refused) = match msgs.clone().nth(n) {
             None => (Ok(()), false),
             Some((_, m)) if m.len() > max => (Err(CsError::TooBig), false),
@@ -185,7 +185,6 @@ impl Groups {
             }
             return (0, first_error);
         }
-        let total: usize = msgs.clone().take(n).map(|(_, m)| hdr + m.len()).sum();
         // built in its final allocation, as a single mcast is
         #[allow(clippy::manual_repeat_n)] // repeat_n is 1.82, the MSRV is 1.80
         let mut shared: Arc<[u8]> = core::iter::repeat(0u8).take(total).collect();

@@ -274,7 +274,8 @@ struct HandleState<F> {
     /// Bytes (event cost) of this handle's accepted multicasts not yet
     /// delivered back to it: with `bytes`, what back-pressure looks at.
     inflight: usize,
-    /// The group name shared by this handle's queued deliveries.
+    /// The name of the group last joined (set with `group` at join), shared
+    /// by this handle's queued deliveries and its staging area.
     group_arc: Option<Arc<GroupName>>,
     /// Set once the handle is finalized, evicted or its node stopped: a
     /// dispatcher checks it between callbacks without taking the lock.
@@ -881,49 +882,29 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
                 guarantee,
                 payload,
             } => {
-                // the payload is moved into the last listener's queue and
-                // cloned only for the others (a clone and a drop are atomic
-                // operations on a count the dispatching threads share)
-                let mut payload = Some(payload);
-                let last = self
-                    .slots
-                    .iter()
-                    .rposition(|s| matches!(&s.state, Some(s) if listens(s, &group)));
-                let Some(last) = last else { return };
-                for i in 0..=last {
-                    let hit = match &mut self.slots[i].state {
-                        Some(s) if listens(s, &group) => match &s.group_arc {
-                            Some(a) if **a == group => Some(a.clone()),
-                            _ => {
-                                let a = Arc::new(group.clone());
-                                s.group_arc = Some(a.clone());
-                                Some(a)
-                            }
-                        },
-                        _ => None,
+                // One pass over the handles; the payload is moved into the
+                // last listener's queue and cloned only for the others (a
+                // clone and a drop are atomic operations on a count the
+                // dispatching threads share).
+                let mut prev: Option<(usize, Arc<GroupName>)> = None;
+                for i in 0..self.slots.len() {
+                    let Some(s) = self.slots[i].state.as_ref() else {
+                        continue;
                     };
-                    if let Some(group) = hit {
-                        let p = if i == last {
-                            payload.take().expect("moved once, at the last listener")
-                        } else {
-                            payload.clone().expect("moved only at the last listener")
-                        };
-                        if sender.nodeid == me {
-                            if let Some(s) = self.slots[i].state.as_mut() {
-                                if s.pid == sender.pid {
-                                    s.inflight =
-                                        s.inflight.saturating_sub(EVENT_OVERHEAD + p.range.len());
-                                }
-                            }
-                        }
-                        let ev = HEvent::Deliver {
-                            group,
-                            sender,
-                            guarantee,
-                            payload: p,
-                        };
-                        self.push(i, ev);
+                    if !listens(s, &group) {
+                        continue;
                     }
+                    // set with the group at join: the same name
+                    let name = s
+                        .group_arc
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(group.clone()));
+                    if let Some((j, name)) = prev.replace((i, name)) {
+                        self.deliver_to(j, name, sender, guarantee, payload.clone());
+                    }
+                }
+                if let Some((j, name)) = prev {
+                    self.deliver_to(j, name, sender, guarantee, payload);
                 }
             }
             Event::ConfChg {
@@ -998,6 +979,35 @@ impl<F: FrameBuf + Send + Sync + 'static> Inner<F> {
             }
             Event::Config(_) | Event::FlowControl(_) | Event::Trace(_) => {}
         }
+    }
+
+    /// Queue a delivery on slot `i`; a handle's own message leaves its
+    /// back-pressure count.
+    fn deliver_to(
+        &mut self,
+        i: usize,
+        group: Arc<GroupName>,
+        sender: MemberAddr,
+        guarantee: Guarantee,
+        payload: Payload<F>,
+    ) {
+        let me = self.engine.node_id();
+        if let Some(s) = self.slots[i].state.as_mut() {
+            if sender.nodeid == me && s.pid == sender.pid {
+                s.inflight = s
+                    .inflight
+                    .saturating_sub(EVENT_OVERHEAD + payload.range.len());
+            }
+        }
+        self.push(
+            i,
+            HEvent::Deliver {
+                group,
+                sender,
+                guarantee,
+                payload,
+            },
+        );
     }
 
     /// Queue an event on slot `i` (in its outbox until [`Inner::flush`]).
@@ -1629,6 +1639,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeOps for Shared<F> {
             g.engine.submit(now, Request::Join { pid, group, flags })?;
             let s = g.live(h)?;
             s.group = Some((group.clone(), HState::JoinStarted));
+            s.group_arc = Some(Arc::new(group.clone()));
             s.inflight = 0;
             Ok(())
         })

@@ -456,10 +456,10 @@ impl<F: FrameBuf> Totem<F> {
 
     /// How many application messages of these (CPG-encoded) lengths the
     /// send queue takes now, in order: what `submit` one by one would
-    /// accept before its first TRY_AGAIN.
-    pub(crate) fn accepts(&self, lens: impl Iterator<Item = usize>) -> usize {
+    /// accept before its first TRY_AGAIN; and their total length.
+    pub(crate) fn accepts(&self, lens: impl Iterator<Item = usize>) -> (usize, usize) {
         if self.shut_down {
-            return 0;
+            return (0, 0);
         }
         self.send_queue.accepts(self.frame_payload_cap(), self.cfg.send_queue_frames, lens)
     }

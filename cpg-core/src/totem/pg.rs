@@ -96,10 +96,10 @@ impl<F: FrameBuf> SendQueue<F> {
 
     /// How many messages of these lengths, pushed one by one, the queue
     /// takes before `frames_estimate(cap)` reaches `limit` (the check
-    /// `submit` makes before every push).
-    pub(crate) fn accepts(&self, cap: usize, limit: usize, lens: impl Iterator<Item = usize>) -> usize {
+    /// `submit` makes before every push), and their total length.
+    pub(crate) fn accepts(&self, cap: usize, limit: usize, lens: impl Iterator<Item = usize>) -> (usize, usize) {
         let cap = cap.max(1);
-        let (mut bytes, mut n, mut k) = (self.bytes, self.msgs.len(), 0);
+        let (mut bytes, mut n, mut k, mut taken) = (self.bytes, self.msgs.len(), 0, 0);
         for len in lens {
             let estimate = if n == 0 { 0 } else { (bytes + n * PACK_ITEM_OVERHEAD).div_ceil(cap).max(1) };
             if estimate >= limit {
@@ -108,8 +108,9 @@ impl<F: FrameBuf> SendQueue<F> {
             bytes += len;
             n += 1;
             k += 1;
+            taken += len;
         }
-        k
+        (k, taken)
     }
 
     /// Queue a zero-copy message: `buf[msg]` (CPG header included).
