@@ -5,27 +5,14 @@
 mod common;
 
 use std::io::IoSlice;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
+use common::procs::free_ports;
 use common::*;
 use cpg_std::config::{ConfigFile, ZeroCopy};
 use cpg_std::state::RingSeqStore;
 use cpg_std::{CsError, Guarantee, Node};
-
-fn free_ports(n: usize) -> Vec<SocketAddrV4> {
-    // hold them all while picking so they differ
-    let socks: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    socks
-        .iter()
-        .map(|s| match s.local_addr().unwrap() {
-            std::net::SocketAddr::V4(a) => a,
-            _ => unreachable!(),
-        })
-        .collect()
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cpg-std-uring-{name}-{}", std::process::id()));

@@ -31,7 +31,8 @@ pub struct Procs {
     cursor: usize,
 }
 
-fn free_ports(n: usize) -> Vec<SocketAddrV4> {
+/// `n` distinct free UDP ports on 127.0.0.1 (all held while picking).
+pub fn free_ports(n: usize) -> Vec<SocketAddrV4> {
     let socks: Vec<UdpSocket> = (0..n)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
