@@ -13,10 +13,17 @@ pub const CPG_MEMBERS_MAX: usize = 128;
 pub const GROUP_NAME_MAX: usize = 128;
 /// Largest UDP payload over IPv4: no frame is ever larger.
 pub const FRAME_MAX: usize = 65_507;
-/// Default frame size, as Corosync's `netmtu`.
+/// Default `netmtu`: as in Corosync, the size of the whole IP packet on the path.
 pub const NETMTU_DEFAULT: usize = 1500;
-/// Smallest `netmtu` we accept (room for headers and a useful payload).
+/// Smallest `netmtu` we accept (IPv4's minimum reassembly size: room for
+/// headers, the largest token and a useful payload).
 pub const NETMTU_MIN: usize = 576;
+/// Largest `netmtu`: the largest IPv4 packet.
+pub const NETMTU_MAX: usize = 65_535;
+/// Bytes an IPv4 path adds around a frame (20 IP + 8 UDP).
+pub const IPV4_UDP_OVERHEAD: usize = 28;
+/// Bytes an IPv6 path adds around a frame (40 IP + 8 UDP).
+pub const IPV6_UDP_OVERHEAD: usize = 48;
 /// What `cpg_max_atomic_msgsize_get` reports (Corosync's figure).
 pub const MAX_ATOMIC_MSG_SIZE: u32 = 1_047_552;
 /// Default largest message `mcast` accepts; above it `TOO_BIG`.
@@ -44,8 +51,14 @@ pub struct Config {
     pub nodes: heapless::Vec<NodeId, NODES_MAX>,
     /// Cluster id carried in every frame; traffic of another cluster is dropped.
     pub cluster_id: u32,
-    /// Frame size limit in bytes (`netmtu`); frames never exceed min(netmtu, 65,507).
+    /// The path's IP MTU (Corosync's `netmtu`): a frame is at most
+    /// `netmtu − frame_overhead` bytes (and 65,507), so it is never
+    /// IP-fragmented on a path of that MTU.
     pub netmtu: usize,
+    /// Bytes outside the frame that count against `netmtu`: IP and UDP
+    /// headers ([`IPV4_UDP_OVERHEAD`], [`IPV6_UDP_OVERHEAD`]) plus whatever
+    /// the transport adds to each datagram (authentication, encryption).
+    pub frame_overhead: usize,
     /// Token loss timeout before the node-count coefficient.
     pub token: Duration,
     /// Added to `token` per node beyond 2 in the node list.
@@ -93,6 +106,7 @@ impl Config {
             nodes: list,
             cluster_id: 0,
             netmtu: NETMTU_DEFAULT,
+            frame_overhead: IPV4_UDP_OVERHEAD,
             token: Duration::from_millis(3000),
             token_coefficient: Duration::from_millis(650),
             token_retransmits_before_loss_const: 4,
@@ -139,7 +153,10 @@ impl Config {
             return self.hold;
         }
         let h = self.token_retransmit().0 * 8 / 10;
-        Duration(h.saturating_sub(Duration::from_millis(10).0).max(Duration::from_millis(14).0))
+        Duration(
+            h.saturating_sub(Duration::from_millis(10).0)
+                .max(Duration::from_millis(14).0),
+        )
     }
     /// `1.2 × token` unless set.
     pub fn consensus_effective(&self) -> Duration {
@@ -148,9 +165,12 @@ impl Config {
         }
         Duration(self.token_effective().0 * 12 / 10)
     }
-    /// Frame size in force: min(netmtu, 65,507).
+    /// Largest frame (UDP payload) in force: `netmtu − frame_overhead`,
+    /// at most 65,507. Every datagram the engine emits fits in it.
     pub fn frame_max(&self) -> usize {
-        self.netmtu.min(FRAME_MAX)
+        self.netmtu
+            .saturating_sub(self.frame_overhead)
+            .min(FRAME_MAX)
     }
 
     /// Check every setting; the first problem found is returned.
@@ -161,7 +181,7 @@ impl Config {
         if self.node_id == 0 {
             return Err(ConfigError::ZeroNodeId);
         }
-        if self.nodes.iter().any(|&n| n == 0) {
+        if self.nodes.contains(&0) {
             return Err(ConfigError::ZeroNodeId);
         }
         if !self.nodes.contains(&self.node_id) {
@@ -172,8 +192,13 @@ impl Config {
                 return Err(ConfigError::DuplicateNode(*a));
             }
         }
-        if self.netmtu < NETMTU_MIN || self.netmtu > FRAME_MAX {
+        if self.netmtu < NETMTU_MIN || self.netmtu > NETMTU_MAX {
             return Err(ConfigError::NetMtu(self.netmtu));
+        }
+        if self.frame_overhead < IPV4_UDP_OVERHEAD
+            || self.netmtu - self.frame_overhead < NETMTU_MIN - IPV6_UDP_OVERHEAD
+        {
+            return Err(ConfigError::FrameOverhead(self.frame_overhead));
         }
         let min = Duration::from_millis(30);
         for (name, d) in [
@@ -205,8 +230,13 @@ impl Config {
         if self.send_queue_frames == 0 {
             return Err(ConfigError::Zero("send_queue_frames"));
         }
-        if self.fail_recv_const == 0 || self.seqno_unchanged_const == 0 || self.miss_count_const == 0 {
-            return Err(ConfigError::Zero("fail_recv_const/seqno_unchanged_const/miss_count_const"));
+        if self.fail_recv_const == 0
+            || self.seqno_unchanged_const == 0
+            || self.miss_count_const == 0
+        {
+            return Err(ConfigError::Zero(
+                "fail_recv_const/seqno_unchanged_const/miss_count_const",
+            ));
         }
         if self.max_message_size == 0 || self.max_message_size > u32::MAX as usize / 2 {
             return Err(ConfigError::MaxMessageSize);
@@ -224,8 +254,18 @@ pub enum ConfigError {
     SelfNotInNodeList,
     /// A node id appears twice in `nodes`.
     DuplicateNode(NodeId),
-    /// `netmtu` outside 576..=65,507.
+    /// `netmtu` outside 576..=65,535.
     NetMtu(usize),
+    /// `frame_overhead` below the IPv4 headers, or leaving too small a frame.
+    FrameOverhead(usize),
+    /// The largest control frame for this node list (commit token, JOIN)
+    /// does not fit `netmtu − frame_overhead`.
+    FrameTooSmall {
+        /// Bytes the largest control frame needs.
+        need: usize,
+        /// Bytes a frame may have.
+        have: usize,
+    },
     /// A timeout below 30 ms (or `hold` below 14 ms).
     TimerTooShort(&'static str),
     /// `consensus` must be at least `join`.
@@ -246,7 +286,14 @@ impl core::fmt::Display for ConfigError {
             ConfigError::ZeroNodeId => write!(f, "node ids must be non-zero"),
             ConfigError::SelfNotInNodeList => write!(f, "node_id is not in the node list"),
             ConfigError::DuplicateNode(n) => write!(f, "node {n} appears twice in the node list"),
-            ConfigError::NetMtu(m) => write!(f, "netmtu {m} outside {NETMTU_MIN}..={FRAME_MAX}"),
+            ConfigError::NetMtu(m) => write!(f, "netmtu {m} outside {NETMTU_MIN}..={NETMTU_MAX}"),
+            ConfigError::FrameOverhead(o) => {
+                write!(f, "frame_overhead {o} below {IPV4_UDP_OVERHEAD} or leaves a frame under {} B", NETMTU_MIN - IPV6_UDP_OVERHEAD)
+            }
+            ConfigError::FrameTooSmall { need, have } => write!(
+                f,
+                "the node list's largest control frame needs {need} B but netmtu leaves {have} B: raise netmtu or shorten the node list"
+            ),
             ConfigError::TimerTooShort(t) => write!(f, "timer {t} too short (min 30 ms, hold 14 ms)"),
             ConfigError::ConsensusBelowJoin => write!(f, "consensus must be >= join"),
             ConfigError::Window => write!(f, "need 0 < max_messages <= window_size <= 4096"),
@@ -279,13 +326,34 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        assert_eq!(Config::new(3, &[1, 2]).validate(), Err(ConfigError::SelfNotInNodeList));
-        assert_eq!(Config::new(1, &[1, 1]).validate(), Err(ConfigError::DuplicateNode(1)));
+        assert_eq!(
+            Config::new(3, &[1, 2]).validate(),
+            Err(ConfigError::SelfNotInNodeList)
+        );
+        assert_eq!(
+            Config::new(1, &[1, 1]).validate(),
+            Err(ConfigError::DuplicateNode(1))
+        );
         let mut c = Config::new(1, &[1]);
         c.netmtu = 70_000;
         assert_eq!(c.validate(), Err(ConfigError::NetMtu(70_000)));
         let mut c = Config::new(1, &[1]);
+        c.frame_overhead = 10;
+        assert_eq!(c.validate(), Err(ConfigError::FrameOverhead(10)));
+        let mut c = Config::new(1, &[1]);
         c.join = Duration::from_millis(5);
         assert_eq!(c.validate(), Err(ConfigError::TimerTooShort("join")));
+    }
+
+    #[test]
+    fn netmtu_is_the_ip_packet() {
+        let mut c = Config::new(1, &[1]);
+        assert_eq!(c.frame_max(), 1500 - 28);
+        c.frame_overhead = IPV6_UDP_OVERHEAD + 16;
+        assert_eq!(c.frame_max(), 1500 - 64);
+        c.frame_overhead = IPV4_UDP_OVERHEAD;
+        c.netmtu = NETMTU_MAX;
+        c.validate().unwrap();
+        assert_eq!(c.frame_max(), FRAME_MAX);
     }
 }

@@ -96,6 +96,9 @@ pub enum ViolationKind {
     PolicyViolation,
     /// A timeout that never moves forward.
     TimerLivelock,
+    /// A datagram larger than the path allows (netmtu − IPv4/UDP headers):
+    /// the kernel would fragment it.
+    DatagramTooBig,
     /// The run exceeded its step or packet budget (a message storm or livelock).
     Runaway,
 }
@@ -1051,7 +1054,10 @@ impl Checker for SafeChecker {
                     let still_there = mv.regular_ring() == Some(ring);
                     let settled = matches!(
                         world.state(m),
-                        None | Some(cpg_core::engine::State::Operational | cpg_core::engine::State::Recovery)
+                        None | Some(
+                            cpg_core::engine::State::Operational
+                                | cpg_core::engine::State::Recovery
+                        )
                     );
                     if still_there && t.transitional && !self.strict_recovery && !settled {
                         self.skipped_recovery += 1;

@@ -288,6 +288,12 @@ pub struct SimCounters {
     pub probes: u64,
     /// Engine calls.
     pub steps: u64,
+    /// Datagrams engines emitted (each checked against the path's size).
+    pub datagrams_sent: u64,
+    /// Of those, emitted by a node in RECOVERY.
+    pub recovery_datagrams: u64,
+    /// The largest datagram emitted.
+    pub largest_datagram: usize,
 }
 
 /// Coverage counters, summed over nodes (and seeds).
@@ -682,7 +688,32 @@ impl Sim {
                 return Err(self.fail(v));
             }
         }
+        let (path_max, recovering) =
+            self.nodes[i]
+                .engine
+                .as_ref()
+                .map_or((usize::MAX, false), |e| {
+                    (
+                        e.config().netmtu - cpg_core::limits::IPV4_UDP_OVERHEAD,
+                        e.state() == State::Recovery,
+                    )
+                });
         for t in out.transmits {
+            if t.frame.len() > path_max {
+                let v = Violation::at(
+                    ViolationKind::DatagramTooBig,
+                    node,
+                    format!(
+                        "a {} B datagram to {:?}: the path takes {path_max} B (netmtu − 28)",
+                        t.frame.len(),
+                        t.dest
+                    ),
+                );
+                return Err(self.fail(v));
+            }
+            self.counters.datagrams_sent += 1;
+            self.counters.recovery_datagrams += u64::from(recovering);
+            self.counters.largest_datagram = self.counters.largest_datagram.max(t.frame.len());
             let frame: Frame = match t.frame {
                 FrameRef::Own(b) => b,
                 FrameRef::Rx(f) => f,

@@ -295,6 +295,49 @@ fn restart_without_persisted_seq() {
     ok(s.run_until_converged(bound()));
 }
 
+/// Issue 8 bug 1: at netmtu 1500 a full frame was a 1,500 B UDP payload
+/// (a 1,528 B IP packet, fragmented), and recovery copies of full frames
+/// more. The simulator checks every datagram against netmtu − 28; this
+/// makes sure recovery under loss re-sends many full frames.
+#[test]
+fn recovery_under_loss_fits_the_path() {
+    let mut opts = SimOptions::calm(4);
+    opts.faults = FaultOptions {
+        loss: 0.08,
+        ..FaultOptions::none()
+    };
+    opts.workload = Workload {
+        medium_prob: 0.5,
+        large_prob: 0.2,
+        large_max: 64 * 1024,
+        msg_interval: Duration::from_millis(5),
+        ..Workload::light()
+    };
+    let mut s = sim("recovery_under_loss_fits_the_path", opts);
+    ok(s.run_until_ring(&ids(4), bound()));
+    for k in 0..3u64 {
+        ok(s.run_for(Duration::from_millis(600 + 170 * k)));
+        s.partition(&[vec![1, 2], vec![3, 4]]);
+        ok(s.run_for(Duration::from_millis(1_500)));
+        s.heal_partition();
+    }
+    ok(s.heal());
+    ok(s.run_until_converged(bound()));
+    println!(
+        "datagrams {} (in RECOVERY {}), largest {} B, path 1472 B",
+        s.counters.datagrams_sent, s.counters.recovery_datagrams, s.counters.largest_datagram
+    );
+    assert!(
+        s.counters.recovery_datagrams > 100,
+        "recovery re-sent little"
+    );
+    assert_eq!(
+        s.counters.largest_datagram,
+        1500 - 28,
+        "full frames were sent"
+    );
+}
+
 #[test]
 fn one_way_link_loss() {
     let mut s = sim("one_way_link_loss", SimOptions::calm(3));
@@ -389,11 +432,23 @@ fn many_nodes_start_at_once_with_guarantees_mixed() {
     let _ = Guarantee::Safe;
 }
 
-/// 64 nodes (the maximum), few messages.
+/// 64 nodes (the maximum), few messages. The commit token of 64 nodes
+/// (1,836 B) does not fit a 1500 B path: such a ring needs jumbo frames,
+/// and a 1500 B config is refused at start (51 nodes fit).
 #[test]
 fn max_nodes_64() {
     let started = std::time::Instant::now();
+    let c = cpg_core::limits::Config::fast(1, &ids(64));
+    let refused = cpg_core::engine::Engine::<Vec<u8>>::new(c, Default::default(), 1, Instant(0));
+    assert!(matches!(
+        refused.err(),
+        Some(ConfigError::FrameTooSmall {
+            need: 1836,
+            have: 1472
+        })
+    ));
     let mut opts = SimOptions::calm(64);
+    opts.config_tweak = Some(|c| c.netmtu = 9000);
     opts.workload = Workload {
         msg_interval: Duration::from_millis(3_000),
         ..Workload::light()

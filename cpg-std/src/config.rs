@@ -209,7 +209,7 @@ pub struct ConfigFile {
     /// `ringseq-<nodeid>`); several nodes may share it.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// Frame size limit (Corosync's `netmtu`).
+    /// The path MTU (Corosync's `netmtu`): the whole IP packet; frames are 28 B smaller.
     #[serde(default = "default_netmtu")]
     pub netmtu: usize,
     /// Largest message `mcast` accepts (above it TOO_BIG).
@@ -460,7 +460,7 @@ impl ConfigFile {
         if let Some(v) = t.send_queue_frames {
             engine.send_queue_frames = v;
         }
-        engine.validate().map_err(ConfigError::Engine)?;
+        cpg_core::engine::validate_config(&engine).map_err(ConfigError::Engine)?;
 
         let p = &self.pool;
         if p.headroom < ZC_HEADROOM {
