@@ -359,6 +359,15 @@ pub struct Stats {
     pub failed_to_recv: u64,
     /// Tokens held on an idle ring.
     pub token_holds: u64,
+    /// Tokens whose flow-control count could not be true (above
+    /// `window_size`, or full after a rotation without new frames): reset.
+    pub token_fcc_clamped: u64,
+    /// Merges not attempted because a node of one side is known not to
+    /// hear the other (a one-way link failure).
+    pub merges_suppressed: u64,
+    /// Rings left because the token kept rotating with frames waiting and
+    /// the ring's aru did not move for a token timeout.
+    pub flow_stalls: u64,
     /// Submits refused with TRY_AGAIN.
     pub try_again: u64,
     /// Application messages delivered to local members.

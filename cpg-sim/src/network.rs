@@ -281,6 +281,21 @@ pub struct DropRule {
     pub count: u32,
 }
 
+/// A scripted corruption the frame checksum missed: the next `count`
+/// packets of `kind` (any if `None`) from `from` (any if `None`) arrive
+/// edited by `edit`.
+#[derive(Debug, Clone, Copy)]
+pub struct TamperRule {
+    /// Frame kind byte (`header::KIND_*`), any if `None`.
+    pub kind: Option<u8>,
+    /// Sender, any if `None`.
+    pub from: Option<NodeId>,
+    /// Packets still to edit.
+    pub count: u32,
+    /// The edit, in place.
+    pub edit: fn(&mut [u8]),
+}
+
 /// Counters of what the network did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -300,6 +315,8 @@ pub struct NetStats {
     pub garbage: u64,
     /// Old frames replayed.
     pub replayed: u64,
+    /// Frames edited by tamper rules.
+    pub tampered: u64,
     /// Packets whose receiver was down when they arrived.
     pub to_dead_node: u64,
 }
@@ -320,6 +337,7 @@ pub struct Network {
     /// Blocked directions (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
     rules: Vec<DropRule>,
+    tampers: Vec<TamperRule>,
     history: VecDeque<(NodeId, Dest, Frame)>,
     capture: Option<Vec<(NodeId, Dest, Frame)>>,
     /// Cluster id of the simulated cluster (for foreign-cluster garbage).
@@ -339,6 +357,7 @@ impl Network {
             partition: BTreeMap::new(),
             blocked: BTreeSet::new(),
             rules: Vec::new(),
+            tampers: Vec::new(),
             history: VecDeque::new(),
             capture: None,
             cluster_id,
@@ -433,6 +452,7 @@ impl Network {
         self.partition.clear();
         self.blocked.clear();
         self.rules.clear();
+        self.tampers.clear();
     }
 
     /// Add a scripted drop rule.
@@ -443,6 +463,29 @@ impl Network {
     /// Remove every scripted drop rule.
     pub fn clear_drop_rules(&mut self) {
         self.rules.clear();
+    }
+
+    /// Add a scripted corruption.
+    pub fn add_tamper_rule(&mut self, rule: TamperRule) {
+        self.tampers.push(rule);
+    }
+
+    /// `frame`, edited by the first tamper rule it matches.
+    fn tampered(&mut self, from: NodeId, frame: &Frame) -> Frame {
+        let kind = frame_kind(frame);
+        let Some(r) = self.tampers.iter_mut().find(|r| {
+            r.count > 0
+                && (r.kind.is_none() || r.kind == kind)
+                && (r.from.is_none() || r.from == Some(from))
+        }) else {
+            return frame.clone();
+        };
+        r.count -= 1;
+        let mut bytes = frame.to_vec();
+        (r.edit)(&mut bytes);
+        self.tampers.retain(|r| r.count > 0);
+        self.stats.tampered += 1;
+        bytes.into()
     }
 
     /// Start (or restart) capturing every normal frame sent.
@@ -644,6 +687,7 @@ impl Network {
             return;
         }
         let at = now + self.delay(rng);
+        let frame = &self.tampered(from, frame);
         self.enqueue(
             at,
             InFlight {

@@ -166,6 +166,9 @@ pub fn add_stats(a: &mut Stats, b: &Stats) {
         fragmented_resent,
         failed_to_recv,
         token_holds,
+        token_fcc_clamped,
+        flow_stalls,
+        merges_suppressed,
         try_again,
         app_delivered
     );
@@ -200,6 +203,9 @@ pub fn stats_fields(s: &Stats) -> Vec<(&'static str, u64)> {
         fragmented_resent,
         failed_to_recv,
         token_holds,
+        token_fcc_clamped,
+        flow_stalls,
+        merges_suppressed,
         try_again,
         app_delivered
     )

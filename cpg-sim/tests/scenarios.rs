@@ -7,7 +7,7 @@
 use cpg_core::engine::{ConfigChange, Dest, State};
 use cpg_core::limits::ConfigError;
 use cpg_core::{Duration, Guarantee, Instant, NodeId};
-use cpg_sim::network::{header, DropRule, FaultOptions};
+use cpg_sim::network::{header, DropRule, FaultOptions, TamperRule};
 use cpg_sim::node::RestartMode;
 use cpg_sim::{Sim, SimError, SimOptions, Workload};
 
@@ -336,6 +336,160 @@ fn recovery_under_loss_fits_the_path() {
         1500 - 28,
         "full frames were sent"
     );
+}
+
+/// Offset of the ORF token's `fcc` in a frame (header, ring id, token_seq,
+/// seq, aru, aru_addr).
+const TOKEN_FCC: core::ops::Range<usize> = 52..56;
+
+/// Issue 8 bug 2: one token whose `fcc` was corrupted to at least
+/// `window_size` (the UDP checksum missed it) made every node's send budget
+/// zero for good: the token kept rotating, nothing was sent or detected.
+#[test]
+fn corrupted_token_fcc_does_not_wedge_the_ring() {
+    for fcc in [1_000u32, u32::MAX] {
+        let mut opts = SimOptions::calm(3);
+        opts.workload.msg_interval = Duration::from_millis(20);
+        let mut s = sim("corrupted_token_fcc_does_not_wedge_the_ring", opts);
+        ok(s.run_until_ring(&ids(3), bound()));
+        ok(s.run_for(Duration::from_millis(500)));
+        let edit: fn(&mut [u8]) = match fcc {
+            1_000 => |f| f[TOKEN_FCC].copy_from_slice(&1_000u32.to_le_bytes()),
+            _ => |f| f[TOKEN_FCC].copy_from_slice(&u32::MAX.to_le_bytes()),
+        };
+        s.net.add_tamper_rule(TamperRule {
+            kind: Some(header::KIND_TOKEN),
+            from: Some(2),
+            count: 1,
+            edit,
+        });
+        let before = s.checkers.order.deliveries;
+        // Longer than a token timeout: a wedged ring has stopped delivering.
+        ok(s.run_for(Duration::from_millis(2_000)));
+        assert_eq!(s.net.stats.tampered, 1);
+        let during = s.checkers.order.deliveries - before;
+        ok(s.heal());
+        ok(s.run_until_converged(bound()));
+        let st = s.total_stats();
+        println!(
+            "fcc {fcc}: {during} deliveries in the 2 s after the corrupt token, fcc reset {} times, flow stalls {}",
+            st.token_fcc_clamped, st.flow_stalls
+        );
+        assert!(during > 100, "fcc {fcc}: the ring stopped delivering");
+        assert!(st.token_fcc_clamped > 0, "fcc {fcc}: not noticed");
+    }
+}
+
+/// The backstop of issue 8 bug 2: a token that rotates while nothing can be
+/// ordered is a detected failure within a token timeout, not a silent
+/// wedge. Here node 3 receives tokens but no multicast, and failed-to-receive
+/// (Totem's own detector, after `fail_recv_const` visits) is out of reach:
+/// the receive window fills and every node's budget falls to zero.
+#[test]
+fn stalled_rotation_with_backlog_is_a_failure() {
+    let mut opts = SimOptions::calm(3);
+    opts.workload.msg_interval = Duration::from_millis(5);
+    opts.fail_recv_const = Some(u32::MAX / 2);
+    let mut s = sim("stalled_rotation_with_backlog_is_a_failure", opts);
+    ok(s.run_until_ring(&ids(3), bound()));
+    ok(s.run_for(Duration::from_millis(500)));
+    s.net.add_drop_rule(DropRule {
+        kind: Some(header::KIND_MCAST),
+        from: None,
+        to: Some(3),
+        count: u32::MAX,
+    });
+    let stalled = ok(s.run_until_step(bound(), |s| s.total_stats().flow_stalls > 0));
+    assert!(stalled, "the stalled rotation was never detected");
+    s.net.clear_drop_rules();
+    ok(s.heal());
+    ok(s.run_until_converged(bound()));
+}
+
+/// Issue 8 bug 3: with node 1's packets to node 2 dropped (2 → 1 still
+/// arriving), node 1 looped COMMIT → token loss → GATHER for as long as
+/// the fault lasted, without a configuration, while 2 and 3 formed a ring
+/// without it and re-formed whenever 1's JOINs reached 3. Every node must
+/// be OPERATIONAL, and stay so, within token + consensus (+ its jitter) +
+/// token (the ring 1 commits before anyone has failed it); the reverse cut
+/// (1 deaf to 2) must settle too.
+#[test]
+fn one_way_failure_every_node_gets_a_configuration() {
+    // [known limit] 1 -> 3 and 3 -> 2 (the cut pair adjacent in token order
+    // the other way) still flap between a ring of three, which forms because
+    // every JOIN agrees on paper, and one without the deaf node, which its
+    // failed-to-receive rule causes; each ring lives ~0.5 s. Not yet fixed.
+    for (from, to) in [(1, 2), (2, 1)] {
+        if std::env::var("ONEWAY_CASE").is_ok_and(|c| c != format!("{from}{to}")) {
+            continue;
+        }
+        let mut s = sim(
+            "one_way_failure_every_node_gets_a_configuration",
+            SimOptions::calm(3),
+        );
+        ok(s.run_until_ring(&ids(3), bound()));
+        ok(s.run_for(Duration::from_millis(300)));
+        let cfg = s.engine(1).unwrap().config().clone();
+        let limit = Duration(
+            cfg.token_effective().0 + cfg.consensus_effective().0 * 3 / 2 + cfg.token_effective().0,
+        );
+        s.block(from, to);
+        let start = s.now;
+        if std::env::var("ONEWAY_TRACE").is_ok() {
+            for _ in 0..60 {
+                ok(s.run_for(Duration::from_millis(50)));
+                println!(
+                    "{:>6} 1: {}",
+                    s.now.0 / 1_000_000,
+                    s.engine(1).unwrap().debug_line()
+                );
+                println!(
+                    "{:>6} 3: {}",
+                    s.now.0 / 1_000_000,
+                    s.engine(3).unwrap().debug_line()
+                );
+            }
+        }
+        let mut settled: Option<Instant> = None;
+        // Settled: every node OPERATIONAL, staying so for two token
+        // timeouts (a ring may keep a one-way cut pair when a third node
+        // relays by retransmission, as with 1 -> 3 cut and token order 1, 2, 3).
+        let done = ok(s.run_until_step(Duration::from_millis(20_000), |s| {
+            let ok_now =
+                (1..=3).all(|n| s.engine(n).is_some_and(|e| e.state() == State::Operational));
+            match (ok_now, settled) {
+                (false, _) => settled = None,
+                (true, None) => settled = Some(s.now),
+                (true, Some(t)) if s.now.0 - t.0 > 2 * cfg.token_effective().0 => return true,
+                _ => {}
+            }
+            false
+        }));
+        for n in 1..=3 {
+            print_changes(&s, n);
+        }
+        assert!(
+            done,
+            "{from}->{to} cut: not every node settled in a configuration in 20 s"
+        );
+        let took = Duration(settled.unwrap().0 - start.0);
+        println!(
+            "{from}->{to} cut: every node in a configuration after {} ms (bound {} ms)",
+            took.as_millis(),
+            limit.as_millis()
+        );
+        if (from, to) == (1, 2) {
+            assert!(
+                took <= limit,
+                "{from}->{to} cut: {} ms > {} ms",
+                took.as_millis(),
+                limit.as_millis()
+            );
+        }
+        s.net.unblock(from, to);
+        ok(s.run_until_ring(&ids(3), bound()));
+        ok(s.run_until_converged(bound()));
+    }
 }
 
 #[test]

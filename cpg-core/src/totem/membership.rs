@@ -28,6 +28,14 @@ impl<F: FrameBuf> Totem<F> {
         self.check_consensus(now);
     }
 
+    /// How long a report of a node not hearing another stands without
+    /// being renewed: long enough that a lasting one-way failure costs the
+    /// healthy side one re-formation per period, short enough to bound how
+    /// long a heal whose evidence was missed waits for its merge.
+    pub(super) fn deaf_hold(&self) -> crate::time::Duration {
+        crate::time::Duration(8 * (self.cfg.token_effective().0 + self.cfg.consensus_effective().0))
+    }
+
     /// How long this GATHER round may last: `consensus` plus a jitter in
     /// `[0, consensus / 2)`.
     ///
@@ -110,6 +118,19 @@ impl<F: FrameBuf> Totem<F> {
         if sender == self.me {
             return;
         }
+        // A verdict made before my last installed ring is stale (see Gather below).
+        if !j.leave && j.ring_seq >= self.my_old_ring_id.seq {
+            let settle = self.cfg.consensus_effective();
+            self.deaf.expire(now, self.deaf_hold());
+            self.deaf.observe_join(
+                now,
+                sender,
+                &j.proc_list,
+                &j.fail_list,
+                &self.fail_set,
+                settle,
+            );
+        }
         match self.state {
             State::Operational => {
                 if sets::contains(&j.fail_list, self.me) {
@@ -118,6 +139,10 @@ impl<F: FrameBuf> Totem<F> {
                 if sets::contains(&self.memb, sender) && j.ring_seq < self.my_ring_id.seq {
                     self.stats.dropped_stale += 1;
                     return; // O2
+                }
+                if self.deaf.ring_deaf_to(&self.memb, sender) {
+                    self.stats.merges_suppressed += 1;
+                    return; // a member of my ring cannot hear the sender (deaf.rs)
                 }
                 self.memb_join_process(now, sender, &j);
                 if self.state == State::Operational {
@@ -139,7 +164,14 @@ impl<F: FrameBuf> Totem<F> {
                 self.memb_join_process(now, sender, &j)
             }
             State::Commit | State::Recovery => {
-                if sets::contains(&self.new_memb, sender) && j.ring_seq >= self.my_ring_id.seq {
+                // A member of the ring being built that failed me since my
+                // last ring will never pass its token on: leave at once
+                // instead of waiting for the token loss (a one-way failure).
+                let failed_me =
+                    sets::contains(&j.fail_list, self.me) && j.ring_seq >= self.my_old_ring_id.seq;
+                if sets::contains(&self.new_memb, sender)
+                    && (j.ring_seq >= self.my_ring_id.seq || failed_me)
+                {
                     let ring = self.my_ring_id;
                     if self.state == State::Recovery {
                         self.abort_recovery();
@@ -159,7 +191,9 @@ impl<F: FrameBuf> Totem<F> {
         let jproc = sets::from_slice(&j.proc_list);
         let jfail = sets::from_slice(&j.fail_list);
         if jproc == self.proc_set && jfail == self.fail_set {
-            if !j.leave {
+            // A node known not to hear me agrees on paper only: a ring with
+            // it would die with its first token; the round's timeout fails it.
+            if !j.leave && !self.deaf.cannot_hear(sender, self.me) {
                 sets::insert(&mut self.consensus, sender);
             }
             if self.state == State::Gather {

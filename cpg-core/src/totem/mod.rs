@@ -14,13 +14,15 @@
 //! windows by `RECV_WINDOW`, sets by `NODES_MAX`).
 //!
 //! Submodules: [`token`] (the ORF token visit, sending, delivery),
-//! [`membership`] (JOIN, consensus, commit token), [`recovery`]
+//! [`membership`] (JOIN, consensus, commit token), [`deaf`] (one-way
+//! failures remembered), [`recovery`]
 //! (recovery and installation), [`window`] (receive windows), [`pg`]
 //! (packing), [`timer`], [`sets`].
 //!
 //! # References
 //! `spec/totem.md`; corosync `exec/totemsrp.c`, `exec/totempg.c`.
 
+mod deaf;
 mod membership;
 pub(crate) mod pg;
 mod recovery;
@@ -111,6 +113,8 @@ pub(crate) struct Totem<F> {
     trans_memb: NodeList,
     deliver_memb: NodeList,
     consensus: NodeList,
+    /// Reports of nodes that cannot hear others (one-way failures).
+    deaf: deaf::Deaf,
     /// GATHER entries so far: an input of the consensus-round jitter.
     gather_entries: u64,
 
@@ -144,6 +148,8 @@ pub(crate) struct Totem<F> {
     my_set_retrans_flg: bool,
     my_rotation_counter: u32,
     failed_to_recv: bool,
+    /// The token's aru while frames wait, and when it was first seen (see `flow_stalled`).
+    stall: Option<(u32, Instant)>,
     token_discard: bool,
     originated_orf_token: bool,
     token_held: bool,
@@ -191,6 +197,7 @@ impl<F: FrameBuf> Totem<F> {
             trans_memb: NodeList::new(),
             deliver_memb: NodeList::new(),
             consensus: NodeList::new(),
+            deaf: deaf::Deaf::default(),
             gather_entries: 0,
             regular: Window::new(ring, 0),
             recovery: Window::new(ring, 0),
@@ -219,6 +226,7 @@ impl<F: FrameBuf> Totem<F> {
             my_set_retrans_flg: false,
             my_rotation_counter: 0,
             failed_to_recv: false,
+            stall: None,
             token_discard: true,
             originated_orf_token: false,
             token_held: false,

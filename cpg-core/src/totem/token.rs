@@ -60,6 +60,14 @@ impl<F: FrameBuf> Totem<F> {
                 if ring.seq < self.my_ring_id.seq && sets::contains(&self.memb, sender) {
                     return; // a late frame of an older ring of a current member
                 }
+                self.deaf.expire(now, self.deaf_hold());
+                let futile = self.deaf.ring_deaf_to(&self.memb, sender)
+                    || self.deaf.cannot_hear(sender, self.me)
+                    || self.deaf.cannot_hear(ring.rep, self.me);
+                if futile {
+                    self.stats.merges_suppressed += 1;
+                    return; // no ring can hold both sides (deaf.rs)
+                }
                 sets::insert(&mut self.proc_set, sender);
                 self.gather_enter(now);
             }
@@ -89,7 +97,12 @@ impl<F: FrameBuf> Totem<F> {
         }
         self.stats.token_visits += 1;
         let operational = self.state == State::Operational;
+        let quiet_rotation = operational && t.seq == self.my_last_seq;
+        self.distrust_fcc(&mut t, quiet_rotation);
         if operational {
+            if self.flow_stalled(now, &t) {
+                return;
+            }
             self.idle_bookkeeping(now, &t);
             let upto = seq_min(
                 seq_min(t.aru, self.my_last_aru),
@@ -166,6 +179,69 @@ impl<F: FrameBuf> Totem<F> {
         self.timers
             .arm(Timer::TokenLoss, now + self.cfg.token_effective());
         self.update_flow_control();
+    }
+
+    /// Bound what a received token can make this node believe about flow
+    /// control. `fcc` is the ring's frames of the last rotation, a running
+    /// sum each node corrects by its own share; a corrupted value would
+    /// never drain and, at `window_size` or more, silence every node for
+    /// good. Honest tokens never carry more than `window_size` (each visit
+    /// sends at most `window_size − fcc`); and after a rotation in which
+    /// nobody sent a new frame, a token still at `window_size` can only be
+    /// wrong (retransmissions alone are not worth a wedged ring), so it
+    /// starts again from zero.
+    fn distrust_fcc(&mut self, t: &mut TokenRepr, quiet_rotation: bool) {
+        let w = self.cfg.window_size;
+        if t.fcc > w {
+            self.stats.token_fcc_clamped += 1;
+            t.fcc = w;
+        }
+        if quiet_rotation && t.fcc == w {
+            self.stats.token_fcc_clamped += 1;
+            t.fcc = 0;
+        }
+        // The backlog only shapes shares; keep the sum it feeds finite.
+        let backlog_max = self
+            .cfg
+            .send_queue_frames
+            .saturating_mul(self.cfg.nodes.len())
+            .min(u32::MAX as usize) as u32;
+        t.backlog = t.backlog.min(backlog_max);
+    }
+
+    /// The last line against a wedged ring (issue 8): the token keeps
+    /// rotating, frames wait (queued here, or ordered but not yet held by
+    /// every member), and the ring's aru has not moved for a token timeout.
+    /// That is a failure like a lost token. If the aru is held back by this
+    /// node, it failed to receive (Totem's `fail_recv_const` rule, bounded
+    /// in time instead of visits): it leaves the ring so the others go on.
+    /// If nothing is missing and still nothing is sent, flow control is
+    /// wedged: GATHER, and the new ring starts from a fresh token. Returns
+    /// whether it fired.
+    fn flow_stalled(&mut self, now: Instant, t: &TokenRepr) -> bool {
+        let waiting = t.seq != t.aru || t.backlog > 0 || !self.send_queue.is_empty();
+        let since = match self.stall {
+            Some((aru, since)) if waiting && aru == t.aru => since,
+            _ => {
+                self.stall = waiting.then_some((t.aru, now));
+                return false;
+            }
+        };
+        if now.0.saturating_sub(since.0) < self.cfg.token_effective().0 {
+            return false;
+        }
+        if t.seq != t.aru && t.aru_addr != self.me {
+            return false; // the node holding the aru back acts, not me
+        }
+        self.stall = None;
+        self.stats.flow_stalls += 1;
+        if t.seq != t.aru {
+            self.stats.failed_to_recv += 1;
+            self.failed_to_recv = true;
+            sets::insert(&mut self.fail_set, self.me);
+        }
+        self.gather_enter(now);
+        true
     }
 
     /// The ring the token travels: the installed ring in OPERATIONAL, the
