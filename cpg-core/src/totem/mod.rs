@@ -62,6 +62,9 @@ pub(crate) fn validate_config(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Re-sent frames remembered by `serve_rtr` (a few visits' worth).
+const RTR_SERVED_MAX: usize = 4 * crate::limits::RTR_MAX;
+
 /// What Totem hands to the layer above.
 #[derive(Debug, Clone)]
 pub(crate) enum TotemEvent<F> {
@@ -147,6 +150,10 @@ pub(crate) struct Totem<F> {
     my_retrans_flg_count: u32,
     my_set_retrans_flg: bool,
     my_rotation_counter: u32,
+    /// Frames I re-sent on request lately, with the visit (see `serve_rtr`).
+    rtr_served: heapless::Vec<(u32, u32), RTR_SERVED_MAX>,
+    /// Token visits counted for `rtr_served`.
+    rtr_visit: u32,
     failed_to_recv: bool,
     /// The token's aru while frames wait, and when it was first seen (see `flow_stalled`).
     stall: Option<(u32, Instant)>,
@@ -225,6 +232,8 @@ impl<F: FrameBuf> Totem<F> {
             my_retrans_flg_count: 0,
             my_set_retrans_flg: false,
             my_rotation_counter: 0,
+            rtr_served: heapless::Vec::new(),
+            rtr_visit: 0,
             failed_to_recv: false,
             stall: None,
             token_discard: true,

@@ -265,6 +265,7 @@ impl<F: FrameBuf> Totem<F> {
         self.proc_set = self.new_memb.clone();
         self.fail_set.clear();
         self.deaf.installed(&self.new_memb);
+        self.rtr_served.clear();
         self.old_ring.saved = false;
         self.my_received_flg = true;
         self.my_old_ring_id = ring_id;

@@ -301,12 +301,31 @@ impl<F: FrameBuf> Totem<F> {
     }
 
     /// §3.4 (1): re-multicast requested frames I hold.
+    ///
+    /// [we] A frame I re-sent within the last few visits and that is asked
+    /// for again is left in the list for the next holder: my copies are
+    /// evidently not reaching the requester (a one-way failure from me to
+    /// it), while another member's may. Totem lets the first holder on the
+    /// token's path serve every request, so with node 1's packets to node 3
+    /// lost and 3 passing the token to 1, node 1 served and dropped every
+    /// request of 3 and the ring lived only until 3 failed to receive,
+    /// forever re-forming. A lone holder still serves every other request.
     fn serve_rtr(&mut self, t: &mut TokenRepr, budget: &mut u32) -> u32 {
         let mut sent = 0;
         let mut keep = heapless::Vec::<RtrEntry, RTR_MAX>::new();
         let entries = core::mem::take(&mut t.rtr);
+        self.rtr_visit = self.rtr_visit.wrapping_add(1);
+        let recent = self.cfg.miss_count_const.saturating_add(2);
+        let visit = self.rtr_visit;
+        self.rtr_served
+            .retain(|&(_, v)| visit.wrapping_sub(v) <= recent);
         for e in entries {
             if e.ring_id != self.my_ring_id {
+                continue;
+            }
+            if let Some(i) = self.rtr_served.iter().position(|&(seq, _)| seq == e.seq) {
+                self.rtr_served.swap_remove(i);
+                let _ = keep.push(e);
                 continue;
             }
             let window = if self.state == State::Recovery {
@@ -316,6 +335,10 @@ impl<F: FrameBuf> Totem<F> {
             };
             if *budget > 0 {
                 if let Some(st) = window.get(e.seq) {
+                    if self.rtr_served.is_full() {
+                        self.rtr_served.swap_remove(0);
+                    }
+                    let _ = self.rtr_served.push((e.seq, visit));
                     let frame = st.frame.clone();
                     self.multicast(frame);
                     self.stats.retransmissions += 1;
