@@ -5,7 +5,15 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use cpg_core::pool::{ClassSpec, Pool, PoolConfig};
 
 fn pool_benches(c: &mut Criterion) {
-    let cfg = PoolConfig::new(256, &[ClassSpec::new(2048, 1024), ClassSpec::new(65_536 + 256, 64), ClassSpec::new((1 << 20) + 256, 8)]).unwrap();
+    let cfg = PoolConfig::new(
+        256,
+        &[
+            ClassSpec::new(2048, 1024),
+            ClassSpec::new(65_536 + 256, 64),
+            ClassSpec::new((1 << 20) + 256, 8),
+        ],
+    )
+    .unwrap();
     let mut pool = Pool::new_vec(&cfg).unwrap();
     let mut g = c.benchmark_group("pool");
     g.bench_function("alloc_release", |b| {

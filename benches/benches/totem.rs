@@ -10,7 +10,11 @@ use cpg_core::Guarantee;
 fn deliver_3_nodes(c: &mut Criterion) {
     let mut group = c.benchmark_group("totem/deliver_3_nodes");
     group.sample_size(10);
-    for &(size, per_node, mtu) in &[(64usize, 2_000usize, 1500usize), (65_536, 20, 1500), (65_536, 20, 65_507)] {
+    for &(size, per_node, mtu) in &[
+        (64usize, 2_000usize, 1500usize),
+        (65_536, 20, 1500),
+        (65_536, 20, 65_507),
+    ] {
         for guarantee in [Guarantee::Agreed, Guarantee::Safe] {
             let mut cluster = MemCluster::new(3, mtu);
             let payload = vec![0x5Au8; size];

@@ -57,7 +57,16 @@ impl MemCluster {
         for i in 0..n {
             let g = c.group.clone();
             let now = c.now;
-            c.nodes[i].submit(now, Request::Join { pid: 1, group: &g, flags: 0 }).expect("join");
+            c.nodes[i]
+                .submit(
+                    now,
+                    Request::Join {
+                        pid: 1,
+                        group: &g,
+                        flags: 0,
+                    },
+                )
+                .expect("join");
             c.drain(i);
         }
         while c.nodes.iter().any(|e| e.group_members(&c.group).len() < n) {
@@ -69,7 +78,9 @@ impl MemCluster {
     fn formed(&self) -> bool {
         let r = self.nodes[0].ring_id();
         self.nodes.iter().all(|e| {
-            e.state() == cpg_core::engine::State::Operational && e.ring_id() == r && e.members().len() == self.nodes.len()
+            e.state() == cpg_core::engine::State::Operational
+                && e.ring_id() == r
+                && e.members().len() == self.nodes.len()
         })
     }
 
@@ -111,7 +122,9 @@ impl MemCluster {
             self.drain(to);
             return true;
         }
-        let Some(t) = self.nodes.iter().filter_map(|e| e.poll_timeout()).min() else { return false };
+        let Some(t) = self.nodes.iter().filter_map(|e| e.poll_timeout()).min() else {
+            return false;
+        };
         self.now = self.now.max(t);
         for i in 0..self.nodes.len() {
             if self.nodes[i].poll_timeout().is_some_and(|d| d <= self.now) {
@@ -135,7 +148,15 @@ impl MemCluster {
             for i in 0..n {
                 while sent[i] < per_node {
                     let now = self.now;
-                    let r = self.nodes[i].submit(now, Request::Mcast { pid: 1, group: &g, guarantee, iov: &[payload] });
+                    let r = self.nodes[i].submit(
+                        now,
+                        Request::Mcast {
+                            pid: 1,
+                            group: &g,
+                            guarantee,
+                            iov: &[payload],
+                        },
+                    );
                     if r.is_err() {
                         break;
                     }

@@ -22,7 +22,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::types::{Guarantee, GroupName, MemberAddr, NodeId, Reason, RingId};
+use crate::types::{GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
 use crate::wire::NodeList;
 
 /// A buffer handle the driver passes in by ownership: a received frame, or
@@ -98,7 +98,9 @@ impl<F: AsRef<[u8]>> FrameRef<F> {
             FrameRef::Own(b) => [b, &[]],
             FrameRef::Rx(f) => [f.as_ref(), &[]],
             FrameRef::Slot { buf, range } => [buf.as_ref().get(range.clone()).unwrap_or(&[]), &[]],
-            FrameRef::Gather { head, buf, range } => [head, buf.as_ref().get(range.clone()).unwrap_or(&[])],
+            FrameRef::Gather { head, buf, range } => {
+                [head, buf.as_ref().get(range.clone()).unwrap_or(&[])]
+            }
         }
     }
     /// The frame's bytes if they are contiguous (every variant but `Gather`).
@@ -129,7 +131,9 @@ impl<F: AsRef<[u8]>> FrameRef<F> {
     pub fn buf(&self) -> Option<&F> {
         match self {
             FrameRef::Own(_) => None,
-            FrameRef::Rx(f) | FrameRef::Slot { buf: f, .. } | FrameRef::Gather { buf: f, .. } => Some(f),
+            FrameRef::Rx(f) | FrameRef::Slot { buf: f, .. } | FrameRef::Gather { buf: f, .. } => {
+                Some(f)
+            }
         }
     }
     /// FNV-1a over `range` of the concatenated segments.
@@ -171,7 +175,10 @@ pub struct Payload<F> {
 impl<F: AsRef<[u8]>> Payload<F> {
     /// The message bytes (a payload always lies in one contiguous segment).
     pub fn bytes(&self) -> &[u8] {
-        self.src.contiguous().and_then(|b| b.get(self.range.clone())).unwrap_or(&[])
+        self.src
+            .contiguous()
+            .and_then(|b| b.get(self.range.clone()))
+            .unwrap_or(&[])
     }
     /// Length in bytes.
     pub fn len(&self) -> usize {
@@ -382,7 +389,10 @@ pub struct ZcError<F> {
 
 impl<F> core::fmt::Debug for ZcError<F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ZcError").field("error", &self.error).field("buf", &self.buf.is_some()).finish()
+        f.debug_struct("ZcError")
+            .field("error", &self.error)
+            .field("buf", &self.buf.is_some())
+            .finish()
     }
 }
 
@@ -427,7 +437,12 @@ impl<F: FrameBuf> Engine<F> {
     ) -> Result<Self, crate::limits::ConfigError> {
         let groups = crate::group::Groups::new(config.node_id, config.max_message_size);
         let totem = crate::totem::Totem::new(config, options, initial_ring_seq, now)?;
-        let mut e = Engine { totem, groups, events: alloc::collections::VecDeque::new(), flow_control: false };
+        let mut e = Engine {
+            totem,
+            groups,
+            events: alloc::collections::VecDeque::new(),
+            flow_control: false,
+        };
         e.pump(now);
         Ok(e)
     }
@@ -480,7 +495,9 @@ impl<F: FrameBuf> Engine<F> {
         if self.totem.is_shut_down() {
             return (0, Err(crate::CsError::Library));
         }
-        let r = self.groups.submit_batch(now, pid, group, msgs, &mut self.totem);
+        let r = self
+            .groups
+            .submit_batch(now, pid, group, msgs, &mut self.totem);
         self.pump(now);
         r
     }
@@ -508,9 +525,14 @@ impl<F: FrameBuf> Engine<F> {
         payload: core::ops::Range<usize>,
     ) -> Result<(), ZcError<F>> {
         if self.totem.is_shut_down() {
-            return Err(ZcError { error: crate::CsError::Library, buf: Some(buf) });
+            return Err(ZcError {
+                error: crate::CsError::Library,
+                buf: Some(buf),
+            });
         }
-        let r = self.groups.submit_zc(now, pid, group, guarantee, buf, payload, &mut self.totem);
+        let r = self
+            .groups
+            .submit_zc(now, pid, group, guarantee, buf, payload, &mut self.totem);
         self.pump(now);
         r
     }
@@ -595,13 +617,18 @@ impl<F: FrameBuf> Engine<F> {
 
     fn pump(&mut self, now: crate::Instant) {
         while let Some(ev) = self.totem.events.pop_front() {
-            self.groups.on_totem_event(now, ev, &mut self.totem, &mut self.events);
+            self.groups
+                .on_totem_event(now, ev, &mut self.totem, &mut self.events);
         }
         let fc = self.totem.flow_control_enabled();
         if fc != self.flow_control {
             self.flow_control = fc;
             self.events.push_back(Event::FlowControl(fc));
         }
-        self.totem.stats.dropped_malformed = self.totem.stats.dropped_malformed.max(self.groups.malformed);
+        self.totem.stats.dropped_malformed = self
+            .totem
+            .stats
+            .dropped_malformed
+            .max(self.groups.malformed);
     }
 }

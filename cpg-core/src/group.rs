@@ -15,8 +15,8 @@
 //! or leaving is NOT_EXIST (never accepted then dropped), a leave resets the
 //! process to not-joined once its own LEAVE confchg is delivered.
 
-use alloc::collections::{BTreeMap, VecDeque};
 use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -24,7 +24,7 @@ use crate::engine::{ConfigChange, Event, FrameBuf, Payload, Request, ZcError};
 use crate::limits::JOINLIST_MAX;
 use crate::time::Instant;
 use crate::totem::{sets, Totem, TotemEvent};
-use crate::types::{CsError, Guarantee, GroupName, MemberAddr, NodeId, Reason, RingId};
+use crate::types::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
 use crate::wire::cpg::{emit_joinlist, emit_mcast_header, joinlist_len, mcast_header_len};
 use crate::wire::{CpgMsg, NodeList};
 
@@ -97,22 +97,34 @@ impl Groups {
     }
 
     fn listeners(&self, group: &GroupName) -> bool {
-        self.local
-            .iter()
-            .any(|((_, g), s)| g == group && matches!(s, LocalState::Joined | LocalState::LeaveStarted))
+        self.local.iter().any(|((_, g), s)| {
+            g == group && matches!(s, LocalState::Joined | LocalState::LeaveStarted)
+        })
     }
 
-    pub(crate) fn submit<F: FrameBuf>(&mut self, now: Instant, req: Request<'_>, totem: &mut Totem<F>) -> Result<(), CsError> {
+    pub(crate) fn submit<F: FrameBuf>(
+        &mut self,
+        now: Instant,
+        req: Request<'_>,
+        totem: &mut Totem<F>,
+    ) -> Result<(), CsError> {
         match req {
             Request::Join { pid, group, flags } => {
                 match self.local.get(&(pid, group.clone())) {
-                    Some(LocalState::JoinStarted | LocalState::Joined) => return Err(CsError::Exist),
+                    Some(LocalState::JoinStarted | LocalState::Joined) => {
+                        return Err(CsError::Exist)
+                    }
                     Some(LocalState::LeaveStarted) => return Err(CsError::TryAgain),
                     None => {}
                 }
-                let msg = CpgMsg::Join { pid, group: group.clone(), flags };
+                let msg = CpgMsg::Join {
+                    pid,
+                    group: group.clone(),
+                    flags,
+                };
                 totem.submit(now, encode(&msg)?, Guarantee::Agreed, false)?;
-                self.local.insert((pid, group.clone()), LocalState::JoinStarted);
+                self.local
+                    .insert((pid, group.clone()), LocalState::JoinStarted);
                 Ok(())
             }
             Request::Leave { pid, group, reason } => {
@@ -123,12 +135,22 @@ impl Groups {
                     Some(LocalState::JoinStarted | LocalState::Joined) => {}
                     _ => return Err(CsError::NotExist),
                 }
-                let msg = CpgMsg::Leave { pid, group: group.clone(), reason };
+                let msg = CpgMsg::Leave {
+                    pid,
+                    group: group.clone(),
+                    reason,
+                };
                 totem.submit(now, encode(&msg)?, Guarantee::Agreed, false)?;
-                self.local.insert((pid, group.clone()), LocalState::LeaveStarted);
+                self.local
+                    .insert((pid, group.clone()), LocalState::LeaveStarted);
                 Ok(())
             }
-            Request::Mcast { pid, group, guarantee, iov } => {
+            Request::Mcast {
+                pid,
+                group,
+                guarantee,
+                iov,
+            } => {
                 let total: usize = iov.iter().map(|p| p.len()).sum();
                 if total > self.max_message_size {
                     return Err(CsError::TooBig);
@@ -173,11 +195,22 @@ impl Groups {
         // what the send queue takes, up to the first message too big; the
         // walk stops there (a long staged run is not scanned to its end)
         let max = self.max_message_size;
-        let (n, total) = totem.accepts(msgs.clone().take_while(|(_, m)| m.len() <= max).map(|(_, m)| hdr + m.len()));
+        let (n, total) = totem.accepts(
+            msgs.clone()
+                .take_while(|(_, m)| m.len() <= max)
+                .map(|(_, m)| hdr + m.len()),
+        );
         let (first_error, refused) = match msgs.clone().nth(n) {
             None => (Ok(()), false),
             Some((_, m)) if m.len() > max => (Err(CsError::TooBig), false),
-            Some(_) => (Err(if totem.is_shut_down() { CsError::Library } else { CsError::TryAgain }), true),
+            Some(_) => (
+                Err(if totem.is_shut_down() {
+                    CsError::Library
+                } else {
+                    CsError::TryAgain
+                }),
+                true,
+            ),
         };
         if n == 0 {
             if refused {
@@ -223,7 +256,12 @@ impl Groups {
         payload: core::ops::Range<usize>,
         totem: &mut Totem<F>,
     ) -> Result<(), ZcError<F>> {
-        let refuse = |error, buf| Err(ZcError { error, buf: Some(buf) });
+        let refuse = |error, buf| {
+            Err(ZcError {
+                error,
+                buf: Some(buf),
+            })
+        };
         if payload.start > payload.end || payload.end > buf.as_ref().len() {
             return refuse(CsError::InvalidParam, buf);
         }
@@ -237,14 +275,30 @@ impl Groups {
         let hdr = mcast_header_len(group.len());
         if payload.start >= hdr {
             if let Some(bytes) = buf.unique_mut() {
-                if emit_mcast_header(pid, group, guarantee, &mut bytes[payload.start - hdr..payload.start]).is_err() {
+                if emit_mcast_header(
+                    pid,
+                    group,
+                    guarantee,
+                    &mut bytes[payload.start - hdr..payload.start],
+                )
+                .is_err()
+                {
                     return refuse(CsError::Library, buf);
                 }
                 return totem.submit_zc(now, buf, payload.start - hdr..payload.end, guarantee);
             }
         }
         let data = buf.as_ref()[payload].to_vec();
-        match self.submit(now, Request::Mcast { pid, group, guarantee, iov: &[&data] }, totem) {
+        match self.submit(
+            now,
+            Request::Mcast {
+                pid,
+                group,
+                guarantee,
+                iov: &[&data],
+            },
+            totem,
+        ) {
             Ok(()) => Ok(()),
             Err(error) => refuse(error, buf),
         }
@@ -260,22 +314,26 @@ impl Groups {
     ) {
         match ev {
             TotemEvent::Trace(t) => out.push_back(Event::Trace(t)),
-            TotemEvent::Deliver { sender, guarantee, payload } => self.on_deliver(sender, guarantee, payload, totem, out),
-            TotemEvent::Config(change) => {
-                match &*change {
-                    ConfigChange::Transitional { left, .. } => {
-                        self.sync = None;
-                        let left = left.clone();
-                        out.push_back(Event::Config(change));
-                        self.node_down(&left, out);
-                    }
-                    ConfigChange::Regular { ring_id, members, .. } => {
-                        let (ring_id, members) = (*ring_id, members.clone());
-                        out.push_back(Event::Config(change));
-                        self.start_sync(now, ring_id, members, totem);
-                    }
+            TotemEvent::Deliver {
+                sender,
+                guarantee,
+                payload,
+            } => self.on_deliver(sender, guarantee, payload, totem, out),
+            TotemEvent::Config(change) => match &*change {
+                ConfigChange::Transitional { left, .. } => {
+                    self.sync = None;
+                    let left = left.clone();
+                    out.push_back(Event::Config(change));
+                    self.node_down(&left, out);
                 }
-            }
+                ConfigChange::Regular {
+                    ring_id, members, ..
+                } => {
+                    let (ring_id, members) = (*ring_id, members.clone());
+                    out.push_back(Event::Config(change));
+                    self.start_sync(now, ring_id, members, totem);
+                }
+            },
         }
     }
 
@@ -296,7 +354,10 @@ impl Groups {
         };
         match msg {
             CpgMsg::Join { pid, group, .. } => {
-                let addr = MemberAddr { nodeid: sender, pid };
+                let addr = MemberAddr {
+                    nodeid: sender,
+                    pid,
+                };
                 let members = self.table.entry(group.clone()).or_default();
                 if let Err(pos) = members.binary_search(&addr) {
                     members.insert(pos, addr);
@@ -311,8 +372,13 @@ impl Groups {
                 }
             }
             CpgMsg::Leave { pid, group, reason } => {
-                let addr = MemberAddr { nodeid: sender, pid };
-                let Some(members) = self.table.get_mut(&group) else { return };
+                let addr = MemberAddr {
+                    nodeid: sender,
+                    pid,
+                };
+                let Some(members) = self.table.get_mut(&group) else {
+                    return;
+                };
                 if let Ok(pos) = members.binary_search(&addr) {
                     members.remove(pos);
                     self.confchg(&group, alloc::vec![(addr, reason)], Vec::new(), out);
@@ -320,26 +386,50 @@ impl Groups {
                         self.table.remove(&group);
                     }
                 }
-                if sender == self.me && self.local.get(&(pid, group.clone())) == Some(&LocalState::LeaveStarted) {
+                if sender == self.me
+                    && self.local.get(&(pid, group.clone())) == Some(&LocalState::LeaveStarted)
+                {
                     self.local.remove(&(pid, group));
                 }
             }
-            CpgMsg::Mcast { pid, group, guarantee, payload: data } => {
-                let addr = MemberAddr { nodeid: sender, pid };
-                let known = self.table.get(&group).is_some_and(|m| m.binary_search(&addr).is_ok());
+            CpgMsg::Mcast {
+                pid,
+                group,
+                guarantee,
+                payload: data,
+            } => {
+                let addr = MemberAddr {
+                    nodeid: sender,
+                    pid,
+                };
+                let known = self
+                    .table
+                    .get(&group)
+                    .is_some_and(|m| m.binary_search(&addr).is_ok());
                 if known && self.listeners(&group) {
                     let range = payload.range.end - data.len()..payload.range.end;
                     totem.stats.app_delivered += 1;
                     // moved, not cloned: a clone and a drop are two atomic
                     // operations on a frame's count shared with the threads
                     // that consume deliveries
-                    let p = Payload { src: payload.src, range };
-                    out.push_back(Event::Deliver { group, sender: addr, guarantee, payload: p });
+                    let p = Payload {
+                        src: payload.src,
+                        range,
+                    };
+                    out.push_back(Event::Deliver {
+                        group,
+                        sender: addr,
+                        guarantee,
+                        payload: p,
+                    });
                 }
             }
             CpgMsg::JoinList(entries) => {
-                let Some(sync) = self.sync.as_mut() else { return };
-                if !sets::contains(&sync.members, sender) || sets::contains(&sync.received, sender) {
+                let Some(sync) = self.sync.as_mut() else {
+                    return;
+                };
+                if !sets::contains(&sync.members, sender) || sets::contains(&sync.received, sender)
+                {
                     return;
                 }
                 sets::insert(&mut sync.received, sender);
@@ -374,12 +464,22 @@ impl Groups {
         }
     }
 
-    fn start_sync<F: FrameBuf>(&mut self, now: Instant, ring_id: RingId, members: NodeList, totem: &mut Totem<F>) {
+    fn start_sync<F: FrameBuf>(
+        &mut self,
+        now: Instant,
+        ring_id: RingId,
+        members: NodeList,
+        totem: &mut Totem<F>,
+    ) {
         totem.clear_sync_queue();
         let mine: Vec<(u32, GroupName)> = self
             .table
             .iter()
-            .flat_map(|(g, ms)| ms.iter().filter(|m| m.nodeid == self.me).map(move |m| (m.pid, g.clone())))
+            .flat_map(|(g, ms)| {
+                ms.iter()
+                    .filter(|m| m.nodeid == self.me)
+                    .map(move |m| (m.pid, g.clone()))
+            })
             .take(JOINLIST_MAX)
             .collect();
         let len = joinlist_len(mine.iter().map(|(_, g)| g));
@@ -388,7 +488,12 @@ impl Groups {
             // The sync queue is not bounded by flow control: it cannot refuse.
             let _ = totem.submit(now, Arc::from(buf), Guarantee::Agreed, true);
         }
-        self.sync = Some(SyncState { ring_id, members, received: NodeList::new(), lists: Vec::new() });
+        self.sync = Some(SyncState {
+            ring_id,
+            members,
+            received: NodeList::new(),
+            lists: Vec::new(),
+        });
     }
 
     /// Every joinlist of the new ring is in: reconcile and report.
@@ -400,11 +505,17 @@ impl Groups {
                 continue;
             }
             for (pid, g) in list {
-                let addr = MemberAddr { nodeid: *node, pid: *pid };
+                let addr = MemberAddr {
+                    nodeid: *node,
+                    pid: *pid,
+                };
                 let members = self.table.entry(g.clone()).or_default();
                 if let Err(pos) = members.binary_search(&addr) {
                     members.insert(pos, addr);
-                    joined.entry(g.clone()).or_default().push((addr, Reason::NodeUp));
+                    joined
+                        .entry(g.clone())
+                        .or_default()
+                        .push((addr, Reason::NodeUp));
                 }
             }
         }
@@ -419,7 +530,9 @@ impl Groups {
                     .iter()
                     .any(|(n, l)| *n == m.nodeid && l.iter().any(|(p, lg)| *p == m.pid && lg == g));
                 if !listed {
-                    left.entry(g.clone()).or_default().push((*m, Reason::ProcDown));
+                    left.entry(g.clone())
+                        .or_default()
+                        .push((*m, Reason::ProcDown));
                 }
                 listed
             });
@@ -433,7 +546,10 @@ impl Groups {
         self.table.retain(|_, m| !m.is_empty());
         self.ring_id = sync.ring_id;
         self.ring_members = sync.members.clone();
-        out.push_back(Event::TotemConfChg { ring_id: sync.ring_id, members: Box::new(sync.members) });
+        out.push_back(Event::TotemConfChg {
+            ring_id: sync.ring_id,
+            members: Box::new(sync.members),
+        });
         totem.trans_ack(sync.ring_id);
     }
 
@@ -448,7 +564,12 @@ impl Groups {
             return;
         }
         let members = self.members(group);
-        out.push_back(Event::ConfChg { group: group.clone(), members, left, joined });
+        out.push_back(Event::ConfChg {
+            group: group.clone(),
+            members,
+            left,
+            joined,
+        });
     }
 }
 

@@ -39,4 +39,4 @@ pub mod group;
 pub mod totem;
 
 pub use time::{Duration, Instant};
-pub use types::{CsError, Guarantee, GroupName, MemberAddr, NodeId, Reason, RingId};
+pub use types::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};

@@ -139,7 +139,10 @@ impl Config {
             return self.hold;
         }
         let h = self.token_retransmit().0 * 8 / 10;
-        Duration(h.saturating_sub(Duration::from_millis(10).0).max(Duration::from_millis(14).0))
+        Duration(
+            h.saturating_sub(Duration::from_millis(10).0)
+                .max(Duration::from_millis(14).0),
+        )
     }
     /// `1.2 × token` unless set.
     pub fn consensus_effective(&self) -> Duration {
@@ -205,8 +208,13 @@ impl Config {
         if self.send_queue_frames == 0 {
             return Err(ConfigError::Zero("send_queue_frames"));
         }
-        if self.fail_recv_const == 0 || self.seqno_unchanged_const == 0 || self.miss_count_const == 0 {
-            return Err(ConfigError::Zero("fail_recv_const/seqno_unchanged_const/miss_count_const"));
+        if self.fail_recv_const == 0
+            || self.seqno_unchanged_const == 0
+            || self.miss_count_const == 0
+        {
+            return Err(ConfigError::Zero(
+                "fail_recv_const/seqno_unchanged_const/miss_count_const",
+            ));
         }
         if self.max_message_size == 0 || self.max_message_size > u32::MAX as usize / 2 {
             return Err(ConfigError::MaxMessageSize);
@@ -247,13 +255,18 @@ impl core::fmt::Display for ConfigError {
             ConfigError::SelfNotInNodeList => write!(f, "node_id is not in the node list"),
             ConfigError::DuplicateNode(n) => write!(f, "node {n} appears twice in the node list"),
             ConfigError::NetMtu(m) => write!(f, "netmtu {m} outside {NETMTU_MIN}..={FRAME_MAX}"),
-            ConfigError::TimerTooShort(t) => write!(f, "timer {t} too short (min 30 ms, hold 14 ms)"),
+            ConfigError::TimerTooShort(t) => {
+                write!(f, "timer {t} too short (min 30 ms, hold 14 ms)")
+            }
             ConfigError::ConsensusBelowJoin => write!(f, "consensus must be >= join"),
             ConfigError::Window => write!(f, "need 0 < max_messages <= window_size <= 4096"),
             ConfigError::Zero(n) => write!(f, "{n} must be positive"),
             ConfigError::MaxMessageSize => write!(f, "max_message_size must be in 1..=2 GiB"),
             ConfigError::NoInitialRingSeq => {
-                write!(f, "initial ring seq must be the persisted seq + 1 (never 0)")
+                write!(
+                    f,
+                    "initial ring seq must be the persisted seq + 1 (never 0)"
+                )
             }
         }
     }
@@ -279,8 +292,14 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        assert_eq!(Config::new(3, &[1, 2]).validate(), Err(ConfigError::SelfNotInNodeList));
-        assert_eq!(Config::new(1, &[1, 1]).validate(), Err(ConfigError::DuplicateNode(1)));
+        assert_eq!(
+            Config::new(3, &[1, 2]).validate(),
+            Err(ConfigError::SelfNotInNodeList)
+        );
+        assert_eq!(
+            Config::new(1, &[1, 1]).validate(),
+            Err(ConfigError::DuplicateNode(1))
+        );
         let mut c = Config::new(1, &[1]);
         c.netmtu = 70_000;
         assert_eq!(c.validate(), Err(ConfigError::NetMtu(70_000)));

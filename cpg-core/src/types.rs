@@ -213,7 +213,8 @@ impl GroupName {
     /// [`CsError::NameTooLong`] above 128 bytes.
     pub fn new(bytes: &[u8]) -> Result<GroupName, CsError> {
         let mut v = heapless::Vec::new();
-        v.extend_from_slice(bytes).map_err(|_| CsError::NameTooLong)?;
+        v.extend_from_slice(bytes)
+            .map_err(|_| CsError::NameTooLong)?;
         Ok(GroupName { bytes: v })
     }
     /// The name's bytes (exactly `len()` of them).

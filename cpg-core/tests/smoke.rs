@@ -38,23 +38,45 @@ impl Net {
             .map(|&id| {
                 let mut c = Config::fast(id, &ids);
                 tweak(&mut c);
-                Some(Engine::new(c, EngineOptions { trace: true, seq_base }, 1, Instant::ZERO).unwrap())
+                Some(
+                    Engine::new(
+                        c,
+                        EngineOptions {
+                            trace: true,
+                            seq_base,
+                        },
+                        1,
+                        Instant::ZERO,
+                    )
+                    .unwrap(),
+                )
             })
             .collect();
-        let mut net = Net { nodes, ids, now: Instant::ZERO, queue: VecDeque::new(), events: vec![Vec::new(); n], cut: vec![false; n], buf_sends: Vec::new() };
+        let mut net = Net {
+            nodes,
+            ids,
+            now: Instant::ZERO,
+            queue: VecDeque::new(),
+            events: vec![Vec::new(); n],
+            cut: vec![false; n],
+            buf_sends: Vec::new(),
+        };
         for i in 0..n {
             net.drain(i);
         }
         net
     }
     fn drain(&mut self, i: usize) {
-        let Some(e) = self.nodes[i].as_mut() else { return };
+        let Some(e) = self.nodes[i].as_mut() else {
+            return;
+        };
         while e.poll_persist().is_some() {}
         while let Some(t) = e.poll_transmit() {
             if let Some(b) = t.frame.buf() {
                 let [a, body] = t.frame.segments();
                 let seg = if body.is_empty() { a } else { body };
-                self.buf_sends.push((b.as_ptr() as usize, seg.as_ptr() as usize, seg.len()));
+                self.buf_sends
+                    .push((b.as_ptr() as usize, seg.as_ptr() as usize, seg.len()));
             }
             let from = self.ids[i];
             let bytes: Frame = Arc::from(t.frame.to_vec());
@@ -87,7 +109,12 @@ impl Net {
             }
             return true;
         }
-        let next = self.nodes.iter().flatten().filter_map(|e| e.poll_timeout()).min();
+        let next = self
+            .nodes
+            .iter()
+            .flatten()
+            .filter_map(|e| e.poll_timeout())
+            .min();
         match next {
             Some(t) => {
                 self.now = self.now.max(t);
@@ -130,7 +157,11 @@ impl Net {
     fn converged(&self) -> bool {
         let live: Vec<&Engine<Frame>> = self.nodes.iter().flatten().collect();
         let ring = live[0].ring_id();
-        live.iter().all(|e| e.state() == State::Operational && e.ring_id() == ring && e.members().len() == live.len())
+        live.iter().all(|e| {
+            e.state() == State::Operational
+                && e.ring_id() == ring
+                && e.members().len() == live.len()
+        })
     }
     fn e(&mut self, i: usize) -> &mut Engine<Frame> {
         self.nodes[i].as_mut().unwrap()
@@ -145,7 +176,9 @@ impl Net {
         self.events[i]
             .iter()
             .filter_map(|e| match e {
-                Event::Deliver { group, payload, .. } if group == g => Some(payload.bytes().to_vec()),
+                Event::Deliver { group, payload, .. } if group == g => {
+                    Some(payload.bytes().to_vec())
+                }
                 _ => None,
             })
             .collect()
@@ -159,7 +192,10 @@ fn group() -> GroupName {
 #[test]
 fn three_nodes_form_one_ring() {
     let mut net = Net::new(3);
-    assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()), "no single ring");
+    assert!(
+        net.run_until(Duration::from_millis(5000), |n| n.converged()),
+        "no single ring"
+    );
     let ring = net.e(0).ring_id();
     assert_eq!(ring.rep, 1);
     assert_eq!(net.e(0).members(), &[1, 2, 3]);
@@ -171,19 +207,59 @@ fn join_and_totally_ordered_delivery() {
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
     for i in 0..3 {
-        net.submit(i, Request::Join { pid: 100 + i as u32, group: &g, flags: 0 }).unwrap();
+        net.submit(
+            i,
+            Request::Join {
+                pid: 100 + i as u32,
+                group: &g,
+                flags: 0,
+            },
+        )
+        .unwrap();
     }
-    assert_eq!(net.submit(0, Request::Join { pid: 100, group: &g, flags: 0 }), Err(CsError::Exist));
+    assert_eq!(
+        net.submit(
+            0,
+            Request::Join {
+                pid: 100,
+                group: &g,
+                flags: 0
+            }
+        ),
+        Err(CsError::Exist)
+    );
     let g1 = g.clone();
-    assert!(net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i].as_ref().unwrap().group_members(&g1).len() == 3)));
+    assert!(
+        net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i]
+            .as_ref()
+            .unwrap()
+            .group_members(&g1)
+            .len()
+            == 3))
+    );
     for k in 0..50u32 {
         for i in 0..3 {
             let msg = format!("n{i}-{k}");
-            let g2 = if k % 5 == 0 { Guarantee::Safe } else { Guarantee::Agreed };
-            net.submit(i, Request::Mcast { pid: 100 + i as u32, group: &g, guarantee: g2, iov: &[msg.as_bytes()] }).unwrap();
+            let g2 = if k % 5 == 0 {
+                Guarantee::Safe
+            } else {
+                Guarantee::Agreed
+            };
+            net.submit(
+                i,
+                Request::Mcast {
+                    pid: 100 + i as u32,
+                    group: &g,
+                    guarantee: g2,
+                    iov: &[msg.as_bytes()],
+                },
+            )
+            .unwrap();
         }
     }
-    net.run_until(Duration::from_millis(3000), |n| (0..3).all(|i| n.delivered(i, &g).len() == 150));
+    net.run_until(Duration::from_millis(3000), |n| {
+        (0..3).all(|i| n.delivered(i, &g).len() == 150)
+    });
     let d0 = net.delivered(0, &g);
     assert_eq!(d0.len(), 150);
     for i in 1..3 {
@@ -191,7 +267,10 @@ fn join_and_totally_ordered_delivery() {
     }
     // FIFO per sender
     for i in 0..3 {
-        let mine: Vec<_> = d0.iter().filter(|m| m.starts_with(format!("n{i}-").as_bytes())).collect();
+        let mine: Vec<_> = d0
+            .iter()
+            .filter(|m| m.starts_with(format!("n{i}-").as_bytes()))
+            .collect();
         let expect: Vec<Vec<u8>> = (0..50).map(|k| format!("n{i}-{k}").into_bytes()).collect();
         assert_eq!(mine.len(), 50);
         for (a, b) in mine.iter().zip(expect.iter()) {
@@ -199,7 +278,10 @@ fn join_and_totally_ordered_delivery() {
         }
     }
     // every node saw the three joins
-    let confchgs = net.events[2].iter().filter(|e| matches!(e, Event::ConfChg { .. })).count();
+    let confchgs = net.events[2]
+        .iter()
+        .filter(|e| matches!(e, Event::ConfChg { .. }))
+        .count();
     assert!(confchgs >= 1);
 }
 
@@ -208,10 +290,28 @@ fn mcast_when_not_joined_is_not_exist() {
     let mut net = Net::new(1);
     let g = group();
     assert_eq!(
-        net.submit(0, Request::Mcast { pid: 1, group: &g, guarantee: Guarantee::Agreed, iov: &[b"x"] }),
+        net.submit(
+            0,
+            Request::Mcast {
+                pid: 1,
+                group: &g,
+                guarantee: Guarantee::Agreed,
+                iov: &[b"x"]
+            }
+        ),
         Err(CsError::NotExist)
     );
-    assert_eq!(net.submit(0, Request::Leave { pid: 1, group: &g, reason: Reason::Leave }), Err(CsError::NotExist));
+    assert_eq!(
+        net.submit(
+            0,
+            Request::Leave {
+                pid: 1,
+                group: &g,
+                reason: Reason::Leave
+            }
+        ),
+        Err(CsError::NotExist)
+    );
 }
 
 #[test]
@@ -219,9 +319,29 @@ fn single_node_delivers_own_messages() {
     let mut net = Net::new(1);
     assert!(net.run_until(Duration::from_millis(2000), |n| n.converged()));
     let g = group();
-    net.submit(0, Request::Join { pid: 7, group: &g, flags: 0 }).unwrap();
-    net.submit(0, Request::Mcast { pid: 7, group: &g, guarantee: Guarantee::Safe, iov: &[b"hello"] }).unwrap();
-    assert!(net.run_until(Duration::from_millis(3000), |n| n.delivered(0, &g).len() == 1));
+    net.submit(
+        0,
+        Request::Join {
+            pid: 7,
+            group: &g,
+            flags: 0,
+        },
+    )
+    .unwrap();
+    net.submit(
+        0,
+        Request::Mcast {
+            pid: 7,
+            group: &g,
+            guarantee: Guarantee::Safe,
+            iov: &[b"hello"],
+        },
+    )
+    .unwrap();
+    assert!(
+        net.run_until(Duration::from_millis(3000), |n| n.delivered(0, &g).len()
+            == 1)
+    );
     assert_eq!(net.delivered(0, &g), vec![b"hello".to_vec()]);
 }
 
@@ -231,14 +351,48 @@ fn large_message_is_fragmented_and_reassembled() {
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
     for i in 0..3 {
-        net.submit(i, Request::Join { pid: 1, group: &g, flags: 0 }).unwrap();
+        net.submit(
+            i,
+            Request::Join {
+                pid: 1,
+                group: &g,
+                flags: 0,
+            },
+        )
+        .unwrap();
     }
     let g1 = g.clone();
-    assert!(net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i].as_ref().unwrap().group_members(&g1).len() == 3)));
+    assert!(
+        net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i]
+            .as_ref()
+            .unwrap()
+            .group_members(&g1)
+            .len()
+            == 3))
+    );
     let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    net.submit(1, Request::Mcast { pid: 1, group: &g, guarantee: Guarantee::Agreed, iov: &[&big[..1000], &big[1000..]] }).unwrap();
-    net.submit(2, Request::Mcast { pid: 1, group: &g, guarantee: Guarantee::Agreed, iov: &[b"small"] }).unwrap();
-    assert!(net.run_until(Duration::from_millis(20000), |n| (0..3).all(|i| n.delivered(i, &g).len() == 2)));
+    net.submit(
+        1,
+        Request::Mcast {
+            pid: 1,
+            group: &g,
+            guarantee: Guarantee::Agreed,
+            iov: &[&big[..1000], &big[1000..]],
+        },
+    )
+    .unwrap();
+    net.submit(
+        2,
+        Request::Mcast {
+            pid: 1,
+            group: &g,
+            guarantee: Guarantee::Agreed,
+            iov: &[b"small"],
+        },
+    )
+    .unwrap();
+    assert!(net.run_until(Duration::from_millis(20000), |n| (0..3)
+        .all(|i| n.delivered(i, &g).len() == 2)));
     for i in 0..3 {
         let d = net.delivered(i, &g);
         assert!(d.contains(&big));
@@ -253,20 +407,46 @@ fn killed_node_gives_nodedown_and_the_rest_go_on() {
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
     for i in 0..3 {
-        net.submit(i, Request::Join { pid: 10, group: &g, flags: 0 }).unwrap();
+        net.submit(
+            i,
+            Request::Join {
+                pid: 10,
+                group: &g,
+                flags: 0,
+            },
+        )
+        .unwrap();
     }
     net.run_for(Duration::from_millis(500));
     net.nodes[2] = None;
     net.cut[2] = true;
-    assert!(net.run_until(Duration::from_millis(10_000), |n| n.converged()), "survivors did not re-form");
+    assert!(
+        net.run_until(Duration::from_millis(10_000), |n| n.converged()),
+        "survivors did not re-form"
+    );
     assert_eq!(net.e(0).members(), &[1, 2]);
     let nodedown = net.events[0].iter().any(|e| match e {
-        Event::ConfChg { left, .. } => left.iter().any(|(m, r)| m.nodeid == 3 && *r == Reason::NodeDown),
+        Event::ConfChg { left, .. } => left
+            .iter()
+            .any(|(m, r)| m.nodeid == 3 && *r == Reason::NodeDown),
         _ => false,
     });
     assert!(nodedown, "no NODEDOWN for node 3");
-    net.submit(0, Request::Mcast { pid: 10, group: &g, guarantee: Guarantee::Safe, iov: &[b"after"] }).unwrap();
-    assert!(net.run_until(Duration::from_millis(3000), |n| n.delivered(1, &g).last().map(|m| m.as_slice()) == Some(b"after")));
+    net.submit(
+        0,
+        Request::Mcast {
+            pid: 10,
+            group: &g,
+            guarantee: Guarantee::Safe,
+            iov: &[b"after"],
+        },
+    )
+    .unwrap();
+    assert!(net.run_until(Duration::from_millis(3000), |n| n
+        .delivered(1, &g)
+        .last()
+        .map(|m| m.as_slice())
+        == Some(b"after")));
     let trans = net.events[0].iter().any(|e| matches!(e, Event::Config(c) if matches!(&**c, ConfigChange::Transitional { left, .. } if left.as_slice() == [3])));
     assert!(trans);
 }
@@ -283,10 +463,25 @@ fn sequence_numbers_wrap_around_u32() {
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
     for i in 0..3 {
-        net.submit(i, Request::Join { pid: 5, group: &g, flags: 0 }).unwrap();
+        net.submit(
+            i,
+            Request::Join {
+                pid: 5,
+                group: &g,
+                flags: 0,
+            },
+        )
+        .unwrap();
     }
     let g1 = g.clone();
-    assert!(net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i].as_ref().unwrap().group_members(&g1).len() == 3)));
+    assert!(
+        net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i]
+            .as_ref()
+            .unwrap()
+            .group_members(&g1)
+            .len()
+            == 3))
+    );
     // 1,200 frames cross 2^32 (each message is big enough for its own frame).
     let body = vec![0xAB; 1200];
     let mut sent = 0;
@@ -294,19 +489,34 @@ fn sequence_numbers_wrap_around_u32() {
         let i = sent % 3;
         let mut m = body.clone();
         m[..4].copy_from_slice(&(sent as u32).to_le_bytes());
-        match net.submit(i, Request::Mcast { pid: 5, group: &g, guarantee: if sent % 7 == 0 { Guarantee::Safe } else { Guarantee::Agreed }, iov: &[&m] }) {
+        match net.submit(
+            i,
+            Request::Mcast {
+                pid: 5,
+                group: &g,
+                guarantee: if sent % 7 == 0 {
+                    Guarantee::Safe
+                } else {
+                    Guarantee::Agreed
+                },
+                iov: &[&m],
+            },
+        ) {
             Ok(()) => sent += 1,
             Err(CsError::TryAgain) => net.run_for(Duration::from_millis(1)),
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(net.run_until(Duration::from_millis(20_000), |n| (0..3).all(|i| n.delivered(i, &g).len() == 1200)));
+    assert!(net.run_until(Duration::from_millis(20_000), |n| (0..3)
+        .all(|i| n.delivered(i, &g).len() == 1200)));
     let d0 = net.delivered(0, &g);
     for i in 1..3 {
         assert_eq!(net.delivered(i, &g), d0);
     }
     // the ring really crossed the wrap point
-    assert!(net.events[0].iter().any(|e| matches!(e, Event::Trace(t) if t.seq < 0x1000)));
+    assert!(net.events[0]
+        .iter()
+        .any(|e| matches!(e, Event::Trace(t) if t.seq < 0x1000)));
 }
 
 /// A zero-copy buffer: `ZC_HEADROOM` free bytes, then the payload.
@@ -326,10 +536,25 @@ fn zero_copy_sends_read_from_the_buffer() {
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
     for i in 0..3 {
-        net.submit(i, Request::Join { pid: 3, group: &g, flags: 0 }).unwrap();
+        net.submit(
+            i,
+            Request::Join {
+                pid: 3,
+                group: &g,
+                flags: 0,
+            },
+        )
+        .unwrap();
     }
     let g1 = g.clone();
-    assert!(net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i].as_ref().unwrap().group_members(&g1).len() == 3)));
+    assert!(
+        net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i]
+            .as_ref()
+            .unwrap()
+            .group_members(&g1)
+            .len()
+            == 3))
+    );
     for (k, size) in [100usize, 1200, 300_000].into_iter().enumerate() {
         let payload: Vec<u8> = (0..size).map(|b| (b * 13 + k) as u8).collect();
         let (buf, range) = zc_buf(&payload);
@@ -337,13 +562,18 @@ fn zero_copy_sends_read_from_the_buffer() {
         let end = ptr + buf.len();
         let now = net.now;
         let e = net.e(0);
-        e.submit_zc(now, 3, &g, Guarantee::Agreed, buf, range.clone()).unwrap();
+        e.submit_zc(now, 3, &g, Guarantee::Agreed, buf, range.clone())
+            .unwrap();
         net.buf_sends.clear();
-        assert!(net.run_until(Duration::from_millis(20_000), |n| (0..3).all(|i| n.delivered(i, &g).iter().any(|m| m == &payload))));
+        assert!(net.run_until(Duration::from_millis(20_000), |n| (0..3)
+            .all(|i| n.delivered(i, &g).iter().any(|m| m == &payload))));
         let mine: Vec<_> = net.buf_sends.iter().filter(|(b, _, _)| *b == ptr).collect();
         let saw = mine.len();
         for (_, sp, len) in &mine {
-            assert!(*sp >= ptr && sp + len <= end, "a send read outside the zcb buffer");
+            assert!(
+                *sp >= ptr && sp + len <= end,
+                "a send read outside the zcb buffer"
+            );
         }
         if size >= 1024 {
             assert!(saw >= 1, "size {size}: no frame read from the zcb buffer");
@@ -351,12 +581,17 @@ fn zero_copy_sends_read_from_the_buffer() {
             assert_eq!(saw, 0, "size {size}: small zcb messages are packed by copy");
         }
         for i in 0..3 {
-            assert!(net.delivered(i, &g).iter().any(|m| m == &payload), "size {size}: node {i} did not deliver it");
+            assert!(
+                net.delivered(i, &g).iter().any(|m| m == &payload),
+                "size {size}: node {i} did not deliver it"
+            );
         }
         // the sender's own delivery comes from the buffer itself
         if size >= 1024 {
             let own = net.events[0].iter().rev().find_map(|e| match e {
-                Event::Deliver { payload: p, .. } if p.bytes() == payload.as_slice() => Some(p.bytes().as_ptr() as usize),
+                Event::Deliver { payload: p, .. } if p.bytes() == payload.as_slice() => {
+                    Some(p.bytes().as_ptr() as usize)
+                }
                 _ => None,
             });
             let p = own.expect("self delivery");
@@ -380,31 +615,75 @@ fn batch_submit_takes_a_prefix_in_order() {
     let now = net.now;
     let one = |m: &'static [u8]| core::iter::once((Guarantee::Agreed, m));
     // not joined: nothing taken
-    assert_eq!(net.e(0).submit_batch(now, 9, &g, one(b"x")), (0, Err(CsError::NotExist)));
-    net.submit(0, Request::Join { pid: 9, group: &g, flags: 0 }).unwrap();
+    assert_eq!(
+        net.e(0).submit_batch(now, 9, &g, one(b"x")),
+        (0, Err(CsError::NotExist))
+    );
+    net.submit(
+        0,
+        Request::Join {
+            pid: 9,
+            group: &g,
+            flags: 0,
+        },
+    )
+    .unwrap();
     let g1 = g.clone();
-    assert!(net.run_until(Duration::from_millis(2000), |n| n.nodes[0].as_ref().unwrap().group_members(&g1).len() == 1));
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.nodes[0]
+        .as_ref()
+        .unwrap()
+        .group_members(&g1)
+        .len()
+        == 1));
     // a message over max_message_size: the prefix before it is taken
     let now = net.now;
     let big = vec![7u8; 1001];
-    let run = [(Guarantee::Agreed, &b"b0"[..]), (Guarantee::Agreed, &big[..]), (Guarantee::Agreed, &b"b2"[..])];
-    assert_eq!(net.e(0).submit_batch(now, 9, &g, run.iter().copied()), (1, Err(CsError::TooBig)));
-    assert_eq!(net.e(0).submit_batch(now, 9, &g, core::iter::empty()), (0, Ok(())));
+    let run = [
+        (Guarantee::Agreed, &b"b0"[..]),
+        (Guarantee::Agreed, &big[..]),
+        (Guarantee::Agreed, &b"b2"[..]),
+    ];
+    assert_eq!(
+        net.e(0).submit_batch(now, 9, &g, run.iter().copied()),
+        (1, Err(CsError::TooBig))
+    );
+    assert_eq!(
+        net.e(0).submit_batch(now, 9, &g, core::iter::empty()),
+        (0, Ok(()))
+    );
     net.drain(0);
     // a single submit between two batches keeps its place
-    net.submit(0, Request::Mcast { pid: 9, group: &g, guarantee: Guarantee::Agreed, iov: &[b"single"] }).unwrap();
+    net.submit(
+        0,
+        Request::Mcast {
+            pid: 9,
+            group: &g,
+            guarantee: Guarantee::Agreed,
+            iov: &[b"single"],
+        },
+    )
+    .unwrap();
     // 400 messages of 100 B: a 4-frame queue takes a prefix only
     let msgs: Vec<(Guarantee, Vec<u8>)> = (0..400u32)
         .map(|k| {
-            let guarantee = if k % 3 == 0 { Guarantee::Safe } else { Guarantee::Agreed };
-            (guarantee, format!("m{k:04}-{}", "x".repeat(94)).into_bytes())
+            let guarantee = if k % 3 == 0 {
+                Guarantee::Safe
+            } else {
+                Guarantee::Agreed
+            };
+            (
+                guarantee,
+                format!("m{k:04}-{}", "x".repeat(94)).into_bytes(),
+            )
         })
         .collect();
     let mut sent = 0usize;
     let mut refusals = 0;
     while sent < msgs.len() {
         let now = net.now;
-        let (n, r) = net.e(0).submit_batch(now, 9, &g, msgs[sent..].iter().map(|(gu, m)| (*gu, &m[..])));
+        let (n, r) =
+            net.e(0)
+                .submit_batch(now, 9, &g, msgs[sent..].iter().map(|(gu, m)| (*gu, &m[..])));
         net.drain(0);
         sent += n;
         if sent < msgs.len() {
@@ -417,14 +696,25 @@ fn batch_submit_takes_a_prefix_in_order() {
         assert!(refusals < 10_000, "the queue never drains");
     }
     assert!(refusals > 0, "a 4-frame queue took 40 KB at once");
-    assert!(net.run_until(Duration::from_millis(5000), |n| n.delivered(0, &g).len() == 402));
+    assert!(
+        net.run_until(Duration::from_millis(5000), |n| n.delivered(0, &g).len()
+            == 402)
+    );
     let d0 = net.delivered(0, &g);
     assert_eq!(d0[0], b"b0".to_vec());
     assert_eq!(d0[1], b"single".to_vec());
     for (k, m) in d0[2..].iter().enumerate() {
-        assert!(m.starts_with(format!("m{k:04}-").as_bytes()) && m.len() == 100, "message {k}: {:?}", String::from_utf8_lossy(m));
+        assert!(
+            m.starts_with(format!("m{k:04}-").as_bytes()) && m.len() == 100,
+            "message {k}: {:?}",
+            String::from_utf8_lossy(m)
+        );
     }
     for i in 1..3 {
-        assert_eq!(net.delivered(i, &g).len(), 0, "node {i} is not in the group");
+        assert_eq!(
+            net.delivered(i, &g).len(),
+            0,
+            "node {i} is not in the group"
+        );
     }
 }

@@ -1051,7 +1051,10 @@ impl Checker for SafeChecker {
                     let still_there = mv.regular_ring() == Some(ring);
                     let settled = matches!(
                         world.state(m),
-                        None | Some(cpg_core::engine::State::Operational | cpg_core::engine::State::Recovery)
+                        None | Some(
+                            cpg_core::engine::State::Operational
+                                | cpg_core::engine::State::Recovery
+                        )
                     );
                     if still_there && t.transitional && !self.strict_recovery && !settled {
                         self.skipped_recovery += 1;

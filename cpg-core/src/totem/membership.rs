@@ -49,7 +49,8 @@ impl<F: FrameBuf> Totem<F> {
         let base = self.cfg.consensus_effective();
         self.gather_entries = self.gather_entries.wrapping_add(1);
         // splitmix64 finaliser over the three inputs.
-        let mut z = (u64::from(self.me) << 32) ^ self.my_ring_id.seq ^ self.gather_entries.rotate_left(48);
+        let mut z =
+            (u64::from(self.me) << 32) ^ self.my_ring_id.seq ^ self.gather_entries.rotate_left(48);
         z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -67,12 +68,19 @@ impl<F: FrameBuf> Totem<F> {
         } else {
             (self.proc_set.clone(), self.fail_set.clone())
         };
-        let join = JoinRepr { ring_seq: self.my_ring_id.seq, leave, proc_list, fail_list };
+        let join = JoinRepr {
+            ring_seq: self.my_ring_id.seq,
+            leave,
+            proc_list,
+            fail_list,
+        };
         self.send_control(crate::engine::Dest::AllOthers, &Packet::Join(join));
     }
 
     fn agreed(&self) -> bool {
-        sets::minus(&self.proc_set, &self.fail_set).iter().all(|&n| sets::contains(&self.consensus, n))
+        sets::minus(&self.proc_set, &self.fail_set)
+            .iter()
+            .all(|&n| sets::contains(&self.consensus, n))
     }
 
     fn check_consensus(&mut self, now: Instant) -> bool {
@@ -137,7 +145,9 @@ impl<F: FrameBuf> Totem<F> {
                         self.abort_recovery();
                     }
                     self.memb_join_process(now, sender, &j);
-                    if matches!(self.state, State::Commit | State::Recovery) && self.my_ring_id == ring {
+                    if matches!(self.state, State::Commit | State::Recovery)
+                        && self.my_ring_id == ring
+                    {
                         self.gather_enter(now);
                     }
                 }
@@ -185,7 +195,8 @@ impl<F: FrameBuf> Totem<F> {
         if self.agreed() {
             self.consensus.clear();
             sets::insert(&mut self.consensus, self.me);
-            self.timers.arm(Timer::TokenLoss, now + self.cfg.token_effective());
+            self.timers
+                .arm(Timer::TokenLoss, now + self.cfg.token_effective());
             return;
         }
         let silent = sets::minus(&self.proc_set, &self.consensus);
@@ -201,7 +212,10 @@ impl<F: FrameBuf> Totem<F> {
             let _ = entries.push(CommitEntry::default());
         }
         let token = CommitRepr {
-            ring_id: RingId { rep: self.me, seq: self.token_ring_id_seq + 4 },
+            ring_id: RingId {
+                rep: self.me,
+                seq: self.token_ring_id_seq + 4,
+            },
             token_seq: 0,
             memb_index: 0,
             addr,
@@ -217,7 +231,9 @@ impl<F: FrameBuf> Totem<F> {
             self.old_ring.high_seq_received = self.regular.high_seq;
         }
         self.new_memb = token.addr.clone();
-        let Some(pos) = token.addr.iter().position(|&n| n == self.me) else { return };
+        let Some(pos) = token.addr.iter().position(|&n| n == self.me) else {
+            return;
+        };
         // [we] The agreed membership replaces the sets now, not only at
         // install. Corosync keeps `fail` until install; a node whose
         // installation is aborted (a member fell back to GATHER) then
@@ -258,7 +274,8 @@ impl<F: FrameBuf> Totem<F> {
         self.my_cbl = 0;
         token.token_seq = token.token_seq.wrapping_add(1);
         self.send_token(now, successor, &Packet::Commit(token), false);
-        self.timers.arm(Timer::TokenLoss, now + self.cfg.token_effective());
+        self.timers
+            .arm(Timer::TokenLoss, now + self.cfg.token_effective());
     }
 
     /// §5.4–§5.5: commit token receipt by state.

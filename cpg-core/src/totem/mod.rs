@@ -29,12 +29,14 @@ pub(crate) mod timer;
 mod token;
 pub(crate) mod window;
 
-use alloc::collections::VecDeque;
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::engine::{ConfigChange, Dest, FrameBuf, FrameRef, Payload, State, Stats, TraceDeliver, Transmit};
+use crate::engine::{
+    ConfigChange, Dest, FrameBuf, FrameRef, Payload, State, Stats, TraceDeliver, Transmit,
+};
 use crate::limits::{Config, ConfigError};
 use crate::time::Instant;
 use crate::types::{CsError, Guarantee, NodeId, RingId};
@@ -48,7 +50,11 @@ use window::{Stored, Window};
 #[derive(Debug, Clone)]
 pub(crate) enum TotemEvent<F> {
     /// A whole application-level message, in total order.
-    Deliver { sender: NodeId, guarantee: Guarantee, payload: Payload<F> },
+    Deliver {
+        sender: NodeId,
+        guarantee: Guarantee,
+        payload: Payload<F>,
+    },
     /// A configuration change.
     Config(Box<ConfigChange>),
     /// Checker trace of a frame delivery.
@@ -139,13 +145,21 @@ pub(crate) struct Totem<F> {
 }
 
 impl<F: FrameBuf> Totem<F> {
-    pub(crate) fn new(cfg: Config, options: crate::engine::EngineOptions, initial_ring_seq: u64, now: Instant) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        cfg: Config,
+        options: crate::engine::EngineOptions,
+        initial_ring_seq: u64,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         cfg.validate()?;
         if initial_ring_seq == 0 {
             return Err(ConfigError::NoInitialRingSeq);
         }
         let me = cfg.node_id;
-        let ring = RingId { rep: me, seq: initial_ring_seq };
+        let ring = RingId {
+            rep: me,
+            seq: initial_ring_seq,
+        };
         let max_len = cfg.max_message_size + 1024;
         let mut t = Totem {
             me,
@@ -328,8 +342,16 @@ impl<F: FrameBuf> Totem<F> {
             Packet::Mcast(m) => {
                 let len = frame.as_ref().len();
                 let payload = len - m.payload.len()..len;
-                let (ring_id, seq, guarantee, encapsulated) = (m.ring_id, m.seq, m.guarantee, m.encapsulated);
-                let stored = Stored { frame: FrameRef::Rx(frame), sender, guarantee, encapsulated, payload, own: None };
+                let (ring_id, seq, guarantee, encapsulated) =
+                    (m.ring_id, m.seq, m.guarantee, m.encapsulated);
+                let stored = Stored {
+                    frame: FrameRef::Rx(frame),
+                    sender,
+                    guarantee,
+                    encapsulated,
+                    payload,
+                    own: None,
+                };
                 self.on_mcast(now, ring_id, seq, stored);
             }
             Packet::Token(t) => {
@@ -374,7 +396,8 @@ impl<F: FrameBuf> Totem<F> {
                         self.token_held = false;
                         self.timers.cancel(Timer::Hold);
                         self.send_to(s.dest, FrameRef::Own(s.frame));
-                        self.timers.arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
+                        self.timers
+                            .arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
                     }
                 }
                 Timer::Hold => {
@@ -415,15 +438,24 @@ impl<F: FrameBuf> Totem<F> {
     ) -> Result<(), crate::engine::ZcError<F>> {
         use crate::engine::ZcError;
         if self.shut_down {
-            return Err(ZcError { error: CsError::Library, buf: Some(buf) });
+            return Err(ZcError {
+                error: CsError::Library,
+                buf: Some(buf),
+            });
         }
         if msg.len() > self.cfg.max_message_size + 1024 || msg.end > buf.as_ref().len() {
-            return Err(ZcError { error: CsError::TooBig, buf: Some(buf) });
+            return Err(ZcError {
+                error: CsError::TooBig,
+                buf: Some(buf),
+            });
         }
         if self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames {
             self.stats.try_again += 1;
             self.update_flow_control();
-            return Err(ZcError { error: CsError::TryAgain, buf: Some(buf) });
+            return Err(ZcError {
+                error: CsError::TryAgain,
+                buf: Some(buf),
+            });
         }
         self.send_queue.push_zc(buf, msg, guarantee);
         self.update_flow_control();
@@ -432,7 +464,13 @@ impl<F: FrameBuf> Totem<F> {
     }
 
     /// Queue an application-level message (already CPG-encoded).
-    pub(crate) fn submit(&mut self, now: Instant, data: Arc<[u8]>, guarantee: Guarantee, sync: bool) -> Result<(), CsError> {
+    pub(crate) fn submit(
+        &mut self,
+        now: Instant,
+        data: Arc<[u8]>,
+        guarantee: Guarantee,
+        sync: bool,
+    ) -> Result<(), CsError> {
         if self.shut_down {
             return Err(CsError::Library);
         }
@@ -442,7 +480,9 @@ impl<F: FrameBuf> Totem<F> {
         if sync {
             self.sync_queue.push(data, guarantee);
         } else {
-            if self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames {
+            if self.send_queue.frames_estimate(self.frame_payload_cap())
+                >= self.cfg.send_queue_frames
+            {
                 self.stats.try_again += 1;
                 self.update_flow_control();
                 return Err(CsError::TryAgain);
@@ -461,7 +501,8 @@ impl<F: FrameBuf> Totem<F> {
         if self.shut_down {
             return (0, 0);
         }
-        self.send_queue.accepts(self.frame_payload_cap(), self.cfg.send_queue_frames, lens)
+        self.send_queue
+            .accepts(self.frame_payload_cap(), self.cfg.send_queue_frames, lens)
     }
 
     /// Queue application messages that share one allocation: `data[r]` for
@@ -529,13 +570,19 @@ impl<F: FrameBuf> Totem<F> {
     fn send_to(&mut self, dest: NodeId, frame: FrameRef<F>) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
-        self.transmits.push_back(Transmit { dest: Dest::Node(dest), frame });
+        self.transmits.push_back(Transmit {
+            dest: Dest::Node(dest),
+            frame,
+        });
     }
 
     fn multicast(&mut self, frame: FrameRef<F>) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
-        self.transmits.push_back(Transmit { dest: Dest::AllOthers, frame });
+        self.transmits.push_back(Transmit {
+            dest: Dest::AllOthers,
+            frame,
+        });
     }
 
     /// Emit a small control packet into a fresh buffer.
@@ -560,12 +607,15 @@ impl<F: FrameBuf> Totem<F> {
     fn release_stored(releases: &mut VecDeque<F>, st: Stored<F>) {
         match st.frame {
             FrameRef::Own(_) => {}
-            FrameRef::Rx(f) | FrameRef::Slot { buf: f, .. } | FrameRef::Gather { buf: f, .. } => releases.push_back(f),
+            FrameRef::Rx(f) | FrameRef::Slot { buf: f, .. } | FrameRef::Gather { buf: f, .. } => {
+                releases.push_back(f)
+            }
         }
     }
 
     fn update_flow_control(&mut self) {
-        let on = self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames;
+        let on =
+            self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames;
         if on != self.flow_control {
             self.flow_control = on;
         }
@@ -588,18 +638,23 @@ impl<F: FrameBuf> Totem<F> {
         self.timers.cancel(Timer::Hold);
         if let Some(s) = self.saved_token.clone() {
             self.send_to(s.dest, FrameRef::Own(s.frame));
-            self.timers.arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
+            self.timers
+                .arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
         }
     }
 
     /// Save and send a token (ORF or commit) to `dest`, arming its retransmit.
     fn send_token(&mut self, now: Instant, dest: NodeId, packet: &Packet<'_>, hold: bool) {
         let frame = self.emit(packet);
-        self.saved_token = Some(SavedToken { frame: frame.clone(), dest });
+        self.saved_token = Some(SavedToken {
+            frame: frame.clone(),
+            dest,
+        });
         if !hold {
             self.send_to(dest, FrameRef::Own(frame));
         }
-        self.timers.arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
+        self.timers
+            .arm(Timer::TokenRetransmit, now + self.cfg.token_retransmit());
     }
 
     fn successor(&self, list: &[NodeId]) -> NodeId {

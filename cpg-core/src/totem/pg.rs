@@ -58,11 +58,25 @@ pub(crate) struct OwnItem<F> {
 #[derive(Debug)]
 pub(crate) enum FramePlan<F> {
     /// Messages or pieces copied into a packed frame.
-    Packed { header: PackHeader, guarantee: Guarantee, pieces: Vec<(FrameRef<F>, Range<usize>)>, own: Vec<OwnItem<F>> },
+    Packed {
+        header: PackHeader,
+        guarantee: Guarantee,
+        pieces: Vec<(FrameRef<F>, Range<usize>)>,
+        own: Vec<OwnItem<F>>,
+    },
     /// A zero-copy message alone in a frame, headers written into its headroom.
-    InPlace { buf: F, msg: Range<usize>, guarantee: Guarantee },
+    InPlace {
+        buf: F,
+        msg: Range<usize>,
+        guarantee: Guarantee,
+    },
     /// One piece of a zero-copy message, sent after engine-built headers.
-    Piece { header: PackHeader, buf: F, piece: Range<usize>, own: OwnItem<F> },
+    Piece {
+        header: PackHeader,
+        buf: F,
+        piece: Range<usize>,
+        own: OwnItem<F>,
+    },
 }
 
 /// A FIFO of application messages waiting for the token.
@@ -75,7 +89,10 @@ pub(crate) struct SendQueue<F> {
 
 impl<F> Default for SendQueue<F> {
     fn default() -> Self {
-        SendQueue { msgs: VecDeque::new(), bytes: 0 }
+        SendQueue {
+            msgs: VecDeque::new(),
+            bytes: 0,
+        }
     }
 }
 
@@ -84,24 +101,52 @@ impl<F: FrameBuf> SendQueue<F> {
     pub(crate) fn push(&mut self, data: Arc<[u8]>, guarantee: Guarantee) {
         let len = data.len();
         self.bytes += len;
-        self.msgs.push_back(OutMsg { src: FrameRef::Own(data), msg: 0..len, guarantee, offset: 0, frag: 0, zero_copy: false });
+        self.msgs.push_back(OutMsg {
+            src: FrameRef::Own(data),
+            msg: 0..len,
+            guarantee,
+            offset: 0,
+            frag: 0,
+            zero_copy: false,
+        });
     }
 
     /// Queue `data[msg]`, a message inside an allocation shared with other
     /// queued messages (a batch copied at submit).
-    pub(crate) fn push_shared(&mut self, data: &Arc<[u8]>, msg: Range<usize>, guarantee: Guarantee) {
+    pub(crate) fn push_shared(
+        &mut self,
+        data: &Arc<[u8]>,
+        msg: Range<usize>,
+        guarantee: Guarantee,
+    ) {
         self.bytes += msg.len();
-        self.msgs.push_back(OutMsg { src: FrameRef::Own(data.clone()), msg, guarantee, offset: 0, frag: 0, zero_copy: false });
+        self.msgs.push_back(OutMsg {
+            src: FrameRef::Own(data.clone()),
+            msg,
+            guarantee,
+            offset: 0,
+            frag: 0,
+            zero_copy: false,
+        });
     }
 
     /// How many messages of these lengths, pushed one by one, the queue
     /// takes before `frames_estimate(cap)` reaches `limit` (the check
     /// `submit` makes before every push), and their total length.
-    pub(crate) fn accepts(&self, cap: usize, limit: usize, lens: impl Iterator<Item = usize>) -> (usize, usize) {
+    pub(crate) fn accepts(
+        &self,
+        cap: usize,
+        limit: usize,
+        lens: impl Iterator<Item = usize>,
+    ) -> (usize, usize) {
         let cap = cap.max(1);
         let (mut bytes, mut n, mut k, mut taken) = (self.bytes, self.msgs.len(), 0, 0);
         for len in lens {
-            let estimate = if n == 0 { 0 } else { (bytes + n * PACK_ITEM_OVERHEAD).div_ceil(cap).max(1) };
+            let estimate = if n == 0 {
+                0
+            } else {
+                (bytes + n * PACK_ITEM_OVERHEAD).div_ceil(cap).max(1)
+            };
             if estimate >= limit {
                 break;
             }
@@ -116,7 +161,14 @@ impl<F: FrameBuf> SendQueue<F> {
     /// Queue a zero-copy message: `buf[msg]` (CPG header included).
     pub(crate) fn push_zc(&mut self, buf: F, msg: Range<usize>, guarantee: Guarantee) {
         self.bytes += msg.len();
-        self.msgs.push_back(OutMsg { src: FrameRef::Rx(buf), msg, guarantee, offset: 0, frag: 0, zero_copy: true });
+        self.msgs.push_back(OutMsg {
+            src: FrameRef::Rx(buf),
+            msg,
+            guarantee,
+            offset: 0,
+            frag: 0,
+            zero_copy: true,
+        });
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -129,7 +181,9 @@ impl<F: FrameBuf> SendQueue<F> {
         if self.msgs.is_empty() {
             0
         } else {
-            (self.bytes + self.msgs.len() * PACK_ITEM_OVERHEAD).div_ceil(cap.max(1)).max(1)
+            (self.bytes + self.msgs.len() * PACK_ITEM_OVERHEAD)
+                .div_ceil(cap.max(1))
+                .max(1)
         }
     }
 
@@ -156,11 +210,17 @@ impl<F: FrameBuf> SendQueue<F> {
     /// Plan one frame of `cap` payload bytes (packing header included).
     /// Zero-copy messages of at least `zc_threshold` bytes get frames of
     /// their own and are never copied; smaller ones are packed by copy.
-    pub(crate) fn take_frame(&mut self, cap: usize, frag_counter: &mut u8, zc_threshold: usize) -> Option<FramePlan<F>> {
+    pub(crate) fn take_frame(
+        &mut self,
+        cap: usize,
+        frag_counter: &mut u8,
+        zc_threshold: usize,
+    ) -> Option<FramePlan<F>> {
         let head = self.msgs.front_mut()?;
         if head.zero_copy && head.msg.len() >= zc_threshold {
             let remaining = head.msg.len() - head.offset;
-            let single = head.offset == 0 && remaining + PACK_HEADER_LEN + PACK_ITEM_OVERHEAD <= cap;
+            let single =
+                head.offset == 0 && remaining + PACK_HEADER_LEN + PACK_ITEM_OVERHEAD <= cap;
             let unique = match &mut head.src {
                 FrameRef::Rx(buf) => buf.unique_mut().is_some(),
                 _ => false,
@@ -168,10 +228,18 @@ impl<F: FrameBuf> SendQueue<F> {
             if single && head.msg.start >= ZC_HEADROOM && unique {
                 let m = self.msgs.pop_front()?;
                 self.bytes -= remaining;
-                let FrameRef::Rx(buf) = m.src else { return None };
-                return Some(FramePlan::InPlace { buf, msg: m.msg, guarantee: m.guarantee });
+                let FrameRef::Rx(buf) = m.src else {
+                    return None;
+                };
+                return Some(FramePlan::InPlace {
+                    buf,
+                    msg: m.msg,
+                    guarantee: m.guarantee,
+                });
             }
-            let piece_len = remaining.min(cap - PACK_HEADER_LEN - PACK_ITEM_OVERHEAD).min(u16::MAX as usize);
+            let piece_len = remaining
+                .min(cap - PACK_HEADER_LEN - PACK_ITEM_OVERHEAD)
+                .min(u16::MAX as usize);
             let mut header = PackHeader::default();
             if head.offset > 0 {
                 header.continuation = head.frag;
@@ -179,8 +247,15 @@ impl<F: FrameBuf> SendQueue<F> {
             let start = head.msg.start + head.offset;
             let piece = start..start + piece_len;
             let complete = piece_len == remaining;
-            let own = OwnItem { src: head.src.clone(), msg: head.msg.clone(), complete, guarantee: head.guarantee };
-            let FrameRef::Rx(buf) = &head.src else { return None };
+            let own = OwnItem {
+                src: head.src.clone(),
+                msg: head.msg.clone(),
+                complete,
+                guarantee: head.guarantee,
+            };
+            let FrameRef::Rx(buf) = &head.src else {
+                return None;
+            };
             let buf = buf.clone();
             self.bytes -= piece_len;
             if complete {
@@ -190,7 +265,12 @@ impl<F: FrameBuf> SendQueue<F> {
                 head.frag = header.fragmented;
                 head.offset += piece_len;
             }
-            return Some(FramePlan::Piece { header, buf, piece, own });
+            return Some(FramePlan::Piece {
+                header,
+                buf,
+                piece,
+                own,
+            });
         }
 
         let mut header = PackHeader::default();
@@ -217,7 +297,12 @@ impl<F: FrameBuf> SendQueue<F> {
             let start = head.msg.start + head.offset;
             if remaining <= avail {
                 pieces.push((head.src.clone(), start..head.msg.end));
-                own.push(OwnItem { src: head.src.clone(), msg: head.msg.clone(), complete: true, guarantee: head.guarantee });
+                own.push(OwnItem {
+                    src: head.src.clone(),
+                    msg: head.msg.clone(),
+                    complete: true,
+                    guarantee: head.guarantee,
+                });
                 used += PACK_ITEM_OVERHEAD + remaining;
                 self.bytes -= remaining;
                 self.msgs.pop_front();
@@ -228,7 +313,12 @@ impl<F: FrameBuf> SendQueue<F> {
             }
             header.fragmented = Self::next_frag(frag_counter);
             pieces.push((head.src.clone(), start..start + avail));
-            own.push(OwnItem { src: head.src.clone(), msg: head.msg.clone(), complete: false, guarantee: head.guarantee });
+            own.push(OwnItem {
+                src: head.src.clone(),
+                msg: head.msg.clone(),
+                complete: false,
+                guarantee: head.guarantee,
+            });
             head.offset += avail;
             head.frag = header.fragmented;
             self.bytes -= avail;
@@ -237,7 +327,12 @@ impl<F: FrameBuf> SendQueue<F> {
         if pieces.is_empty() {
             None
         } else {
-            Some(FramePlan::Packed { header, guarantee: guarantee.unwrap_or(Guarantee::Agreed), pieces, own })
+            Some(FramePlan::Packed {
+                header,
+                guarantee: guarantee.unwrap_or(Guarantee::Agreed),
+                pieces,
+                own,
+            })
         }
     }
 }
@@ -267,12 +362,28 @@ struct Assembly {
 
 impl Assembly {
     fn invalid(last_frag: u8) -> Assembly {
-        Assembly { buf: zeroed(0), len: 0, last_frag, valid: false, safe: false }
+        Assembly {
+            buf: zeroed(0),
+            len: 0,
+            last_frag,
+            valid: false,
+            safe: false,
+        }
     }
 
     fn start(first: &[u8], hint: usize, max_len: usize, last_frag: u8, safe: bool) -> Assembly {
-        let cap = hint.min(first.len().saturating_mul(HINT_MAX_PIECES)).max(first.len().saturating_mul(2)).min(max_len).max(first.len());
-        let mut a = Assembly { buf: zeroed(cap), len: 0, last_frag, valid: true, safe };
+        let cap = hint
+            .min(first.len().saturating_mul(HINT_MAX_PIECES))
+            .max(first.len().saturating_mul(2))
+            .min(max_len)
+            .max(first.len());
+        let mut a = Assembly {
+            buf: zeroed(cap),
+            len: 0,
+            last_frag,
+            valid: true,
+            safe,
+        };
         a.push(first, max_len);
         a
     }
@@ -281,7 +392,9 @@ impl Assembly {
     fn push(&mut self, item: &[u8], max_len: usize) {
         let need = self.len + item.len();
         if need > self.buf.len() || Arc::get_mut(&mut self.buf).is_none() {
-            let cap = need.max(self.buf.len().saturating_mul(2)).min(max_len.max(need));
+            let cap = need
+                .max(self.buf.len().saturating_mul(2))
+                .min(max_len.max(need));
             let mut grown = zeroed(cap);
             if let Some(g) = Arc::get_mut(&mut grown) {
                 g[..self.len].copy_from_slice(&self.buf[..self.len]);
@@ -298,7 +411,11 @@ impl Assembly {
 /// What the assemblies report while delivering a frame.
 pub(crate) enum Assembled<F> {
     /// A whole message.
-    Message { payload: Payload<F>, guarantee: Guarantee, reassembled: bool },
+    Message {
+        payload: Payload<F>,
+        guarantee: Guarantee,
+        reassembled: bool,
+    },
     /// A piece that cannot be completed (its start was never delivered here).
     Orphan,
 }
@@ -314,7 +431,11 @@ pub(crate) struct Assemblies {
 
 impl Assemblies {
     pub(crate) fn new(max_len: usize) -> Self {
-        Assemblies { by_sender: BTreeMap::new(), max_len, last_len: BTreeMap::new() }
+        Assemblies {
+            by_sender: BTreeMap::new(),
+            max_len,
+            last_len: BTreeMap::new(),
+        }
     }
 
     /// Drop every partial message; returns how many.
@@ -340,7 +461,10 @@ impl Assemblies {
             .ok_or(crate::wire::WireError::LengthMismatch)?;
         let packed = Packed::parse(bytes)?;
         let count = packed.count();
-        let PackHeader { fragmented, continuation } = packed.header;
+        let PackHeader {
+            fragmented,
+            continuation,
+        } = packed.header;
         if continuation == 0 {
             if let Some(old) = self.by_sender.remove(&sender) {
                 if old.valid {
@@ -370,9 +494,16 @@ impl Assemblies {
                         } else {
                             let len = a.len;
                             self.last_len.insert(sender, len);
-                            let g = if a.safe { Guarantee::Safe } else { Guarantee::Agreed };
+                            let g = if a.safe {
+                                Guarantee::Safe
+                            } else {
+                                Guarantee::Agreed
+                            };
                             out(Assembled::Message {
-                                payload: Payload { src: FrameRef::Own(a.buf), range: 0..len },
+                                payload: Payload {
+                                    src: FrameRef::Own(a.buf),
+                                    range: 0..len,
+                                },
                                 guarantee: g,
                                 reassembled: true,
                             });
@@ -399,13 +530,18 @@ impl Assemblies {
                     }
                 }
                 let hint = self.last_len.get(&sender).copied().unwrap_or(0);
-                self.by_sender
-                    .insert(sender, Assembly::start(item, hint, self.max_len, fragmented, guarantee.is_safe()));
+                self.by_sender.insert(
+                    sender,
+                    Assembly::start(item, hint, self.max_len, fragmented, guarantee.is_safe()),
+                );
                 continue;
             }
             let start = payload.start + off;
             out(Assembled::Message {
-                payload: Payload { src: frame.clone(), range: start..start + item.len() },
+                payload: Payload {
+                    src: frame.clone(),
+                    range: start..start + item.len(),
+                },
                 guarantee,
                 reassembled: false,
             });

@@ -63,7 +63,8 @@ impl<F: FrameBuf> Totem<F> {
         self.my_last_aru = self.seq_base;
         self.my_safe_seq = self.seq_base;
         self.state = State::Recovery;
-        self.timers.arm(Timer::TokenLoss, now + self.cfg.token_effective());
+        self.timers
+            .arm(Timer::TokenLoss, now + self.cfg.token_effective());
     }
 
     /// Token loss or a member falling back to GATHER during RECOVERY: the
@@ -111,11 +112,18 @@ impl<F: FrameBuf> Totem<F> {
             t.retrans_flg = false;
             self.my_set_retrans_flg = false;
         }
-        self.my_retrans_flg_count = if t.retrans_flg { 0 } else { self.my_retrans_flg_count + 1 };
+        self.my_retrans_flg_count = if t.retrans_flg {
+            0
+        } else {
+            self.my_retrans_flg_count + 1
+        };
         if self.my_retrans_flg_count == 2 {
             self.my_install_seq = t.seq;
         }
-        if self.my_retrans_flg_count >= 2 && !self.my_received_flg && seq_le(self.my_install_seq, self.recovery.aru) {
+        if self.my_retrans_flg_count >= 2
+            && !self.my_received_flg
+            && seq_le(self.my_install_seq, self.recovery.aru)
+        {
             self.my_received_flg = true;
             self.deliver_memb = self.trans_memb.clone();
         }
@@ -142,9 +150,17 @@ impl<F: FrameBuf> Totem<F> {
             if !seq_le(seq, install_seq) || !st.encapsulated {
                 continue;
             }
-            let Some(inner_bytes) = st.frame.contiguous().and_then(|b| b.get(st.payload.clone())) else { continue };
-            if let Ok(wire::Frame { header, packet: Packet::Mcast(m) }) =
-                wire::parse_frame(inner_bytes, self.cfg.cluster_id)
+            let Some(inner_bytes) = st
+                .frame
+                .contiguous()
+                .and_then(|b| b.get(st.payload.clone()))
+            else {
+                continue;
+            };
+            if let Ok(wire::Frame {
+                header,
+                packet: Packet::Mcast(m),
+            }) = wire::parse_frame(inner_bytes, self.cfg.cluster_id)
             {
                 if m.ring_id != old_ring || m.encapsulated {
                     continue;
@@ -178,7 +194,9 @@ impl<F: FrameBuf> Totem<F> {
             if !seq_le(next, self.regular.high_seq) {
                 break;
             }
-            let Some(st) = self.regular.get(next) else { break };
+            let Some(st) = self.regular.get(next) else {
+                break;
+            };
             if st.guarantee.is_safe() && seq_lt(h, next) {
                 break;
             }
@@ -191,7 +209,11 @@ impl<F: FrameBuf> Totem<F> {
         let merge = !self.trans_memb.is_empty() && !joined.is_empty();
         self.memb = self.new_memb.clone();
         let ring_id = self.my_ring_id;
-        self.push_config(ConfigChange::Transitional { ring_id, members: self.trans_memb.clone(), left });
+        self.push_config(ConfigChange::Transitional {
+            ring_id,
+            members: self.trans_memb.clone(),
+            left,
+        });
 
         // 5. Normal sends wait for the upper layer's sync.
         self.waiting_trans_ack = true;
@@ -218,16 +240,22 @@ impl<F: FrameBuf> Totem<F> {
         }
 
         // 8. Regular configuration.
-        self.push_config(ConfigChange::Regular { ring_id, members: self.new_memb.clone(), joined });
+        self.push_config(ConfigChange::Regular {
+            ring_id,
+            members: self.new_memb.clone(),
+            joined,
+        });
 
         // 9. The recovery window becomes the regular window.
-        let new_window = core::mem::replace(&mut self.recovery, Window::new(ring_id, self.seq_base));
+        let new_window =
+            core::mem::replace(&mut self.recovery, Window::new(ring_id, self.seq_base));
         let old_window = core::mem::replace(&mut self.regular, new_window);
         self.drop_window(old_window);
         self.regular.high_delivered = install_seq;
         {
             let releases = &mut self.releases;
-            self.regular.release_upto(install_seq, |st| Self::release_stored(releases, st));
+            self.regular
+                .release_upto(install_seq, |st| Self::release_stored(releases, st));
         }
         self.my_last_aru = install_seq;
         self.my_safe_seq = install_seq;

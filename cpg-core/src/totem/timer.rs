@@ -20,8 +20,14 @@ pub(crate) enum Timer {
     Merge = 5,
 }
 
-pub(crate) const TIMERS: [Timer; 6] =
-    [Timer::TokenLoss, Timer::TokenRetransmit, Timer::Hold, Timer::Join, Timer::Consensus, Timer::Merge];
+pub(crate) const TIMERS: [Timer; 6] = [
+    Timer::TokenLoss,
+    Timer::TokenRetransmit,
+    Timer::Hold,
+    Timer::Join,
+    Timer::Consensus,
+    Timer::Merge,
+];
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {

@@ -33,7 +33,9 @@ impl<F: FrameBuf> Totem<F> {
         }
         let window = match self.state {
             State::Recovery => &mut self.recovery,
-            State::Operational | State::Gather if self.regular.ring_id == ring_id => &mut self.regular,
+            State::Operational | State::Gather if self.regular.ring_id == ring_id => {
+                &mut self.regular
+            }
             _ => {
                 Self::release_stored(&mut self.releases, stored);
                 self.stats.dropped_stale += 1;
@@ -78,7 +80,10 @@ impl<F: FrameBuf> Totem<F> {
             self.stats.dropped_stale += 1;
             return;
         }
-        if t.ring_id != self.my_ring_id || t.target != self.me || !seq_lt(self.my_token_seq, t.token_seq) {
+        if t.ring_id != self.my_ring_id
+            || t.target != self.me
+            || !seq_lt(self.my_token_seq, t.token_seq)
+        {
             self.stats.dropped_stale += 1;
             return;
         }
@@ -86,9 +91,13 @@ impl<F: FrameBuf> Totem<F> {
         let operational = self.state == State::Operational;
         if operational {
             self.idle_bookkeeping(now, &t);
-            let upto = seq_min(seq_min(t.aru, self.my_last_aru), self.regular.high_delivered);
+            let upto = seq_min(
+                seq_min(t.aru, self.my_last_aru),
+                self.regular.high_delivered,
+            );
             let releases = &mut self.releases;
-            self.regular.release_upto(upto, |st| Self::release_stored(releases, st));
+            self.regular
+                .release_upto(upto, |st| Self::release_stored(releases, st));
         }
         self.my_safe_seq = seq_min(t.aru, self.my_last_aru);
         let last_aru = self.my_last_aru;
@@ -97,8 +106,15 @@ impl<F: FrameBuf> Totem<F> {
         let mut budget = self.fcc_calculate(&t);
         let sent_rtr = self.serve_rtr(&mut t, &mut budget);
         self.add_my_rtr(&mut t);
-        let released = if operational { self.regular.released() } else { self.recovery.released() };
-        let limit = released.wrapping_add(RECV_WINDOW).wrapping_sub(budget).wrapping_sub(self.cfg.window_size);
+        let released = if operational {
+            self.regular.released()
+        } else {
+            self.recovery.released()
+        };
+        let limit = released
+            .wrapping_add(RECV_WINDOW)
+            .wrapping_sub(budget)
+            .wrapping_sub(self.cfg.window_size);
         if seq_lt(limit, t.seq) {
             budget = 0;
         }
@@ -109,7 +125,11 @@ impl<F: FrameBuf> Totem<F> {
         t.backlog = add_sat(t.backlog, self.my_cbl, self.my_pbl);
         self.my_pbl = self.my_cbl;
 
-        let my_aru = if operational { self.regular.aru } else { self.recovery.aru };
+        let my_aru = if operational {
+            self.regular.aru
+        } else {
+            self.recovery.aru
+        };
         if seq_lt(my_aru, t.aru) || t.aru_addr == self.me || t.aru_addr == 0 {
             t.aru = my_aru;
             t.aru_addr = if t.aru == t.seq { 0 } else { self.me };
@@ -137,12 +157,14 @@ impl<F: FrameBuf> Totem<F> {
         self.send_token(now, successor, &Packet::Token(t), hold);
         if hold {
             self.stats.token_holds += 1;
-            self.timers.arm(Timer::Hold, now + self.cfg.hold_effective());
+            self.timers
+                .arm(Timer::Hold, now + self.cfg.hold_effective());
         }
         if self.state == State::Operational {
             self.deliver_ready();
         }
-        self.timers.arm(Timer::TokenLoss, now + self.cfg.token_effective());
+        self.timers
+            .arm(Timer::TokenLoss, now + self.cfg.token_effective());
         self.update_flow_control();
     }
 
@@ -172,7 +194,8 @@ impl<F: FrameBuf> Totem<F> {
         self.my_last_seq = t.seq;
         let idle = self.send_queue.is_empty() && self.sync_queue.is_empty();
         if self.is_rep() {
-            self.token_held = idle && self.my_seq_unchanged > self.cfg.seqno_unchanged_const && t.rtr.is_empty();
+            self.token_held =
+                idle && self.my_seq_unchanged > self.cfg.seqno_unchanged_const && t.rtr.is_empty();
         } else if self.my_seq_unchanged >= self.cfg.seqno_unchanged_const {
             self.token_held = true;
         }
@@ -180,7 +203,10 @@ impl<F: FrameBuf> Totem<F> {
 
     /// §3.3: frames this visit may send.
     fn fcc_calculate(&mut self, t: &TokenRepr) -> u32 {
-        let mut allowed = self.cfg.max_messages.min(self.cfg.window_size.saturating_sub(t.fcc));
+        let mut allowed = self
+            .cfg
+            .max_messages
+            .min(self.cfg.window_size.saturating_sub(t.fcc));
         let cap = self.frame_payload_cap();
         self.my_cbl = match self.state {
             State::Recovery => self.retrans_queue.len() as u32,
@@ -189,7 +215,8 @@ impl<F: FrameBuf> Totem<F> {
         };
         let total = add_sat(t.backlog, self.my_cbl, self.my_pbl);
         if total > 0 {
-            let share = (u64::from(self.cfg.window_size) * u64::from(self.my_pbl) / u64::from(total)) as u32;
+            let share = (u64::from(self.cfg.window_size) * u64::from(self.my_pbl)
+                / u64::from(total)) as u32;
             if share > 0 {
                 allowed = allowed.min(share);
             }
@@ -206,7 +233,11 @@ impl<F: FrameBuf> Totem<F> {
             if e.ring_id != self.my_ring_id {
                 continue;
             }
-            let window = if self.state == State::Recovery { &self.recovery } else { &self.regular };
+            let window = if self.state == State::Recovery {
+                &self.recovery
+            } else {
+                &self.regular
+            };
             if *budget > 0 {
                 if let Some(st) = window.get(e.seq) {
                     let frame = st.frame.clone();
@@ -227,7 +258,11 @@ impl<F: FrameBuf> Totem<F> {
     fn add_my_rtr(&mut self, t: &mut TokenRepr) {
         let ring = self.my_ring_id;
         let threshold = self.cfg.miss_count_const;
-        let window = if self.state == State::Recovery { &mut self.recovery } else { &mut self.regular };
+        let window = if self.state == State::Recovery {
+            &mut self.recovery
+        } else {
+            &mut self.regular
+        };
         let upto = t.seq;
         let rtr = &mut t.rtr;
         window.missing(upto, threshold, RTR_MAX, &mut |seq| {
@@ -243,13 +278,26 @@ impl<F: FrameBuf> Totem<F> {
         let mut sent = 0;
         let cap = self.frame_payload_cap();
         while sent < budget {
-            let Some((frame, payload, guarantee, encapsulated, own)) = self.next_frame(t.seq.wrapping_add(1), cap) else {
+            let Some((frame, payload, guarantee, encapsulated, own)) =
+                self.next_frame(t.seq.wrapping_add(1), cap)
+            else {
                 break;
             };
             t.seq = t.seq.wrapping_add(1);
             let seq = t.seq;
-            let stored = Stored { frame: frame.clone(), sender: self.me, guarantee, encapsulated, payload, own };
-            let window = if self.state == State::Recovery { &mut self.recovery } else { &mut self.regular };
+            let stored = Stored {
+                frame: frame.clone(),
+                sender: self.me,
+                guarantee,
+                encapsulated,
+                payload,
+                own,
+            };
+            let window = if self.state == State::Recovery {
+                &mut self.recovery
+            } else {
+                &mut self.regular
+            };
             window.insert(seq, stored);
             self.multicast(frame);
             sent += 1;
@@ -264,64 +312,173 @@ impl<F: FrameBuf> Totem<F> {
         &mut self,
         seq: u32,
         cap: usize,
-    ) -> Option<(FrameRef<F>, core::ops::Range<usize>, Guarantee, bool, Option<Arc<[OwnItem<F>]>>)> {
+    ) -> Option<(
+        FrameRef<F>,
+        core::ops::Range<usize>,
+        Guarantee,
+        bool,
+        Option<Arc<[OwnItem<F>]>>,
+    )> {
         let ring_id = self.my_ring_id;
         if self.state == State::Recovery {
             let inner = self.retrans_queue.pop_front()?;
             self.scratch.clear();
             self.scratch.extend_from_slice(&inner.to_vec());
             let g = match wire::parse_frame(&self.scratch, self.cfg.cluster_id) {
-                Ok(wire::Frame { packet: Packet::Mcast(m), .. }) => m.guarantee,
+                Ok(wire::Frame {
+                    packet: Packet::Mcast(m),
+                    ..
+                }) => m.guarantee,
                 _ => Guarantee::Agreed,
             };
-            let repr = McastRepr { ring_id, seq, guarantee: g, encapsulated: true, payload: &self.scratch };
+            let repr = McastRepr {
+                ring_id,
+                seq,
+                guarantee: g,
+                encapsulated: true,
+                payload: &self.scratch,
+            };
             let frame = self.emit(&Packet::Mcast(repr));
             let len = frame.len();
             return Some((FrameRef::Own(frame), MCAST_HEADER_LEN..len, g, true, None));
         }
         let threshold = self.cfg.zc_copy_threshold;
-        let queue = if self.waiting_trans_ack { &mut self.sync_queue } else { &mut self.send_queue };
+        let queue = if self.waiting_trans_ack {
+            &mut self.sync_queue
+        } else {
+            &mut self.send_queue
+        };
         let plan = queue.take_frame(cap, &mut self.frag_counter, threshold)?;
         let (me, cluster) = (self.me, self.cfg.cluster_id);
         match plan {
-            FramePlan::Packed { header, guarantee, pieces, own } => {
-                let items: alloc::vec::Vec<&[u8]> =
-                    pieces.iter().map(|(src, r)| src.contiguous().and_then(|b| b.get(r.clone())).unwrap_or(&[])).collect();
+            FramePlan::Packed {
+                header,
+                guarantee,
+                pieces,
+                own,
+            } => {
+                let items: alloc::vec::Vec<&[u8]> = pieces
+                    .iter()
+                    .map(|(src, r)| {
+                        src.contiguous()
+                            .and_then(|b| b.get(r.clone()))
+                            .unwrap_or(&[])
+                    })
+                    .collect();
                 let len = wire::pack::packed_len(items.iter().map(|i| i.len()));
                 self.scratch.clear();
                 self.scratch.resize(len, 0);
                 wire::pack::emit_packed(header, &items, &mut self.scratch).ok()?;
-                let repr = McastRepr { ring_id, seq, guarantee, encapsulated: false, payload: &self.scratch };
+                let repr = McastRepr {
+                    ring_id,
+                    seq,
+                    guarantee,
+                    encapsulated: false,
+                    payload: &self.scratch,
+                };
                 let frame = self.emit(&Packet::Mcast(repr));
                 let flen = frame.len();
-                Some((FrameRef::Own(frame), MCAST_HEADER_LEN..flen, guarantee, false, Some(Arc::from(own))))
+                Some((
+                    FrameRef::Own(frame),
+                    MCAST_HEADER_LEN..flen,
+                    guarantee,
+                    false,
+                    Some(Arc::from(own)),
+                ))
             }
-            FramePlan::InPlace { mut buf, msg, guarantee } => {
-                let own = OwnItem { src: FrameRef::Rx(buf.clone()), msg: msg.clone(), complete: true, guarantee };
+            FramePlan::InPlace {
+                mut buf,
+                msg,
+                guarantee,
+            } => {
+                let own = OwnItem {
+                    src: FrameRef::Rx(buf.clone()),
+                    msg: msg.clone(),
+                    complete: true,
+                    guarantee,
+                };
                 let start = msg.start - ZC_HEADROOM;
                 let pack_at = msg.start - (ZC_HEADROOM - MCAST_HEADER_LEN);
-                let repr = McastRepr { ring_id, seq, guarantee, encapsulated: false, payload: &[] };
+                let repr = McastRepr {
+                    ring_id,
+                    seq,
+                    guarantee,
+                    encapsulated: false,
+                    payload: &[],
+                };
                 // `own` holds a clone only after the write below; take_frame
                 // checked that we hold the only handle.
                 drop(own);
                 let bytes = buf.unique_mut()?;
-                wire::pack::emit_single_item_head(PackHeader::default(), msg.len(), &mut bytes[pack_at..msg.start]).ok()?;
-                wire::emit_mcast_head(me, cluster, &repr, msg.end - pack_at, &mut bytes[start..pack_at]).ok()?;
-                let own = OwnItem { src: FrameRef::Rx(buf.clone()), msg: msg.clone(), complete: true, guarantee };
-                let frame = FrameRef::Slot { buf, range: start..msg.end };
+                wire::pack::emit_single_item_head(
+                    PackHeader::default(),
+                    msg.len(),
+                    &mut bytes[pack_at..msg.start],
+                )
+                .ok()?;
+                wire::emit_mcast_head(
+                    me,
+                    cluster,
+                    &repr,
+                    msg.end - pack_at,
+                    &mut bytes[start..pack_at],
+                )
+                .ok()?;
+                let own = OwnItem {
+                    src: FrameRef::Rx(buf.clone()),
+                    msg: msg.clone(),
+                    complete: true,
+                    guarantee,
+                };
+                let frame = FrameRef::Slot {
+                    buf,
+                    range: start..msg.end,
+                };
                 let flen = msg.end - start;
-                Some((frame, MCAST_HEADER_LEN..flen, guarantee, false, Some(Arc::from([own]))))
+                Some((
+                    frame,
+                    MCAST_HEADER_LEN..flen,
+                    guarantee,
+                    false,
+                    Some(Arc::from([own])),
+                ))
             }
-            FramePlan::Piece { header, buf, piece, own } => {
+            FramePlan::Piece {
+                header,
+                buf,
+                piece,
+                own,
+            } => {
                 let guarantee = own.guarantee;
                 let mut head = alloc::vec![0u8; ZC_HEADROOM];
-                let repr = McastRepr { ring_id, seq, guarantee, encapsulated: false, payload: &[] };
+                let repr = McastRepr {
+                    ring_id,
+                    seq,
+                    guarantee,
+                    encapsulated: false,
+                    payload: &[],
+                };
                 let payload_len = ZC_HEADROOM - MCAST_HEADER_LEN + piece.len();
                 wire::emit_mcast_head(me, cluster, &repr, payload_len, &mut head).ok()?;
-                wire::pack::emit_single_item_head(header, piece.len(), &mut head[MCAST_HEADER_LEN..]).ok()?;
+                wire::pack::emit_single_item_head(
+                    header,
+                    piece.len(),
+                    &mut head[MCAST_HEADER_LEN..],
+                )
+                .ok()?;
                 let flen = ZC_HEADROOM + piece.len();
-                let frame = FrameRef::Gather { head: Arc::from(head), buf, range: piece };
-                Some((frame, MCAST_HEADER_LEN..flen, guarantee, false, Some(Arc::from([own]))))
+                let frame = FrameRef::Gather {
+                    head: Arc::from(head),
+                    buf,
+                    range: piece,
+                };
+                Some((
+                    frame,
+                    MCAST_HEADER_LEN..flen,
+                    guarantee,
+                    false,
+                    Some(Arc::from([own])),
+                ))
             }
         }
     }
@@ -335,7 +492,9 @@ impl<F: FrameBuf> Totem<F> {
             if !seq_le(next, self.regular.high_seq) {
                 break;
             }
-            let Some(st) = self.regular.get(next) else { break };
+            let Some(st) = self.regular.get(next) else {
+                break;
+            };
             if st.guarantee.is_safe() && !seq_le(next, self.my_safe_seq) {
                 break;
             }
@@ -345,7 +504,9 @@ impl<F: FrameBuf> Totem<F> {
 
     /// Deliver the frame at `seq` of the regular window (it is held).
     pub(super) fn deliver_seq(&mut self, seq: u32, transitional: bool) {
-        let Some(st) = self.regular.get(seq).cloned() else { return };
+        let Some(st) = self.regular.get(seq).cloned() else {
+            return;
+        };
         self.regular.high_delivered = seq;
         Self::deliver_stored(
             &mut self.regular,
@@ -396,20 +557,41 @@ impl<F: FrameBuf> Totem<F> {
             // Our own frame: deliver whole messages straight from where they
             // were queued (zero copy for zcb buffers, no reassembly).
             for item in own.iter().filter(|i| i.complete) {
-                let payload = Payload { src: item.src.clone(), range: item.msg.clone() };
-                events.push_back(TotemEvent::Deliver { sender, guarantee: item.guarantee, payload });
+                let payload = Payload {
+                    src: item.src.clone(),
+                    range: item.msg.clone(),
+                };
+                events.push_back(TotemEvent::Deliver {
+                    sender,
+                    guarantee: item.guarantee,
+                    payload,
+                });
             }
             return;
         }
-        let res = assemblies.on_frame(sender, &st.frame, st.payload.clone(), st.guarantee, &mut |a| match a {
-            Assembled::Message { payload, guarantee, reassembled } => {
-                if reassembled {
-                    stats.fragmented_reassembled += 1;
+        let res = assemblies.on_frame(
+            sender,
+            &st.frame,
+            st.payload.clone(),
+            st.guarantee,
+            &mut |a| match a {
+                Assembled::Message {
+                    payload,
+                    guarantee,
+                    reassembled,
+                } => {
+                    if reassembled {
+                        stats.fragmented_reassembled += 1;
+                    }
+                    events.push_back(TotemEvent::Deliver {
+                        sender,
+                        guarantee,
+                        payload,
+                    });
                 }
-                events.push_back(TotemEvent::Deliver { sender, guarantee, payload });
-            }
-            Assembled::Orphan => stats.fragments_discarded += 1,
-        });
+                Assembled::Orphan => stats.fragments_discarded += 1,
+            },
+        );
         if res.is_err() {
             stats.dropped_malformed += 1;
         }

@@ -76,7 +76,14 @@ pub(crate) struct Window<F> {
 impl<F: Clone> Window<F> {
     /// An empty window whose first seq will be `start + 1`.
     pub(crate) fn new(ring_id: RingId, start: u32) -> Self {
-        Window { ring_id, released: start, slots: VecDeque::new(), aru: start, high_seq: start, high_delivered: start }
+        Window {
+            ring_id,
+            released: start,
+            slots: VecDeque::new(),
+            aru: start,
+            high_seq: start,
+            high_delivered: start,
+        }
     }
 
     pub(crate) fn released(&self) -> u32 {
@@ -94,7 +101,9 @@ impl<F: Clone> Window<F> {
 
     /// Store a frame; false if outside the window or already held.
     pub(crate) fn insert(&mut self, seq: u32, stored: Stored<F>) -> bool {
-        let Some(i) = self.index(seq) else { return false };
+        let Some(i) = self.index(seq) else {
+            return false;
+        };
         while self.slots.len() <= i {
             self.slots.push_back(Slot::Missing(0));
         }
@@ -163,7 +172,13 @@ impl<F: Clone> Window<F> {
 
     /// Bump the miss counter of each empty slot in `(aru, upto]`; return the
     /// seqs whose counter reached `threshold` (in order, at most `max`).
-    pub(crate) fn missing(&mut self, upto: u32, threshold: u32, max: usize, out: &mut impl FnMut(u32) -> bool) {
+    pub(crate) fn missing(
+        &mut self,
+        upto: u32,
+        threshold: u32,
+        max: usize,
+        out: &mut impl FnMut(u32) -> bool,
+    ) {
         let mut seq = self.aru.wrapping_add(1);
         let mut found = 0usize;
         let mut scanned = 0u32;

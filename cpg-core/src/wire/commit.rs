@@ -95,7 +95,8 @@ impl CommitRepr {
         let (addrs, entry_bytes) = rest.split_at(count * ADDR_LEN);
         let mut addr = NodeList::new();
         for a in addrs.chunks_exact(ADDR_LEN) {
-            addr.push(get_node_id(a, 0..ADDR_LEN)?).map_err(|_| WireError::TooManyEntries)?;
+            addr.push(get_node_id(a, 0..ADDR_LEN)?)
+                .map_err(|_| WireError::TooManyEntries)?;
         }
         let mut entries = heapless::Vec::new();
         for e in entry_bytes.chunks_exact(COMMIT_ENTRY_LEN) {
@@ -107,7 +108,13 @@ impl CommitRepr {
             };
             entries.push(entry).map_err(|_| WireError::TooManyEntries)?;
         }
-        Ok(CommitRepr { ring_id, token_seq: get_u32(body, field::TOKEN_SEQ), memb_index, addr, entries })
+        Ok(CommitRepr {
+            ring_id,
+            token_seq: get_u32(body, field::TOKEN_SEQ),
+            memb_index,
+            addr,
+            entries,
+        })
     }
 
     /// Bytes of the body `emit` writes (`addr.len()` members).
@@ -142,7 +149,10 @@ impl CommitRepr {
         for (out, &a) in addrs.chunks_exact_mut(ADDR_LEN).zip(self.addr.iter()) {
             put_u32(out, 0..ADDR_LEN, a);
         }
-        for (out, e) in entry_bytes.chunks_exact_mut(COMMIT_ENTRY_LEN).zip(self.entries.iter()) {
+        for (out, e) in entry_bytes
+            .chunks_exact_mut(COMMIT_ENTRY_LEN)
+            .zip(self.entries.iter())
+        {
             put_ring_id(out, entry_field::OLD_RING_ID, e.old_ring_id);
             put_u32(out, entry_field::ARU, e.aru);
             put_u32(out, entry_field::HIGH_DELIVERED, e.high_delivered);
@@ -167,15 +177,19 @@ mod tests {
     /// [1, 2]; node 1 came from ring 1.4 (aru 0x10, delivered 0x0f, received),
     /// node 2's entry is not filled yet (zeroed).
     static COMMIT_BYTES: [u8; 100] = [
-        0xC7, 0xC9, 0x01, 0x04, 0x04, 0x03, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x4C, 0x00, 0x00, 0x00, //
+        0xC7, 0xC9, 0x01, 0x04, 0x04, 0x03, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x4C, 0x00, 0x00,
+        0x00, //
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
         0x01, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // ring id
         0x02, 0x00, 0x00, 0x00, // token_seq
         0x01, 0x00, 0x02, 0x00, // memb_index, count
         0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, // addr
-        0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // entry 0: old ring
-        0x10, 0x00, 0x00, 0x00, 0x0F, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, // aru, high_delivered, flg
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // entry 1: zeroed
+        0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, // entry 0: old ring
+        0x10, 0x00, 0x00, 0x00, 0x0F, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+        0x00, // aru, high_delivered, flg
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, // entry 1: zeroed
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
@@ -184,8 +198,12 @@ mod tests {
 
     fn repr() -> CommitRepr {
         let mut entries = heapless::Vec::new();
-        let filled =
-            CommitEntry { old_ring_id: RingId { rep: 1, seq: 4 }, aru: 0x10, high_delivered: 0x0F, received_flg: true };
+        let filled = CommitEntry {
+            old_ring_id: RingId { rep: 1, seq: 4 },
+            aru: 0x10,
+            high_delivered: 0x0F,
+            received_flg: true,
+        };
         entries.push(filled).unwrap();
         entries.push(CommitEntry::default()).unwrap();
         CommitRepr {
@@ -200,14 +218,23 @@ mod tests {
     #[test]
     fn deconstruct() {
         let f = parse_frame(&COMMIT_BYTES, CLUSTER).unwrap();
-        assert_eq!(f.header, FrameHeader { kind: Kind::Commit, sender: 1 });
+        assert_eq!(
+            f.header,
+            FrameHeader {
+                kind: Kind::Commit,
+                sender: 1
+            }
+        );
         assert_eq!(f.packet, Packet::Commit(repr()));
     }
 
     #[test]
     fn construct() {
         let mut buf = [0xFF; 100];
-        assert_eq!(emit_frame(1, CLUSTER, &Packet::Commit(repr()), &mut buf), Ok(100));
+        assert_eq!(
+            emit_frame(1, CLUSTER, &Packet::Commit(repr()), &mut buf),
+            Ok(100)
+        );
         assert_eq!(buf, COMMIT_BYTES);
         assert_eq!(repr().emit(&mut buf[..75]), Err(WireError::BufferTooSmall));
     }
@@ -221,7 +248,10 @@ mod tests {
     fn truncated() {
         assert_eq!(
             CommitRepr::parse(&COMMIT_BYTES[BODY..BODY + 19]),
-            Err(WireError::Truncated { needed: 20, got: 19 })
+            Err(WireError::Truncated {
+                needed: 20,
+                got: 19
+            })
         );
     }
 
@@ -258,7 +288,10 @@ mod tests {
         assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::Malformed));
         let mut f = COMMIT_BYTES.to_vec();
         f[ENTRIES + 21] = 0x77; // reserved: ignored
-        assert_eq!(parse_frame(&f, CLUSTER).unwrap().packet, Packet::Commit(repr()));
+        assert_eq!(
+            parse_frame(&f, CLUSTER).unwrap().packet,
+            Packet::Commit(repr())
+        );
     }
 
     #[test]

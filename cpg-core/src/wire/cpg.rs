@@ -1,6 +1,9 @@
 //! CPG messages: what the group layer multicasts through Totem.
 
-use super::{check_len, get_node_id, get_u16, get_u32, get_u8, out_buf, put_bytes, put_u16, put_u32, put_u8, put_zero};
+use super::{
+    check_len, get_node_id, get_u16, get_u32, get_u8, out_buf, put_bytes, put_u16, put_u32, put_u8,
+    put_zero,
+};
 use super::{NodeList, WireError};
 use crate::limits::{GROUP_NAME_MAX, JOINLIST_MAX, NODES_MAX};
 use crate::types::{GroupName, Guarantee, Reason};
@@ -99,7 +102,10 @@ fn get_name(data: &[u8], len_at: usize, name_at: usize) -> Result<(GroupName, &[
         return Err(WireError::LengthMismatch);
     }
     let (name, rest) = rest.split_at(len);
-    Ok((GroupName::new(name).map_err(|_| WireError::NameTooLong)?, rest))
+    Ok((
+        GroupName::new(name).map_err(|_| WireError::NameTooLong)?,
+        rest,
+    ))
 }
 
 /// Write `name`'s length at `len_at` and its bytes from `name_at`.
@@ -210,7 +216,11 @@ impl<'a> CpgMsg<'a> {
                 if !rest.is_empty() {
                     return Err(WireError::LengthMismatch);
                 }
-                Ok(CpgMsg::Join { pid: get_u32(data, join_field::PID), group, flags: get_u32(data, join_field::FLAGS) })
+                Ok(CpgMsg::Join {
+                    pid: get_u32(data, join_field::PID),
+                    group,
+                    flags: get_u32(data, join_field::FLAGS),
+                })
             }
             kind::LEAVE => {
                 check_len(data, LEAVE_HEADER_LEN)?;
@@ -222,13 +232,24 @@ impl<'a> CpgMsg<'a> {
                 if !rest.is_empty() {
                     return Err(WireError::LengthMismatch);
                 }
-                Ok(CpgMsg::Leave { pid: get_u32(data, leave_field::PID), group, reason })
+                Ok(CpgMsg::Leave {
+                    pid: get_u32(data, leave_field::PID),
+                    group,
+                    reason,
+                })
             }
             kind::MCAST => {
                 check_len(data, mcast_field::NAME.start)?;
-                let guarantee = Guarantee::from_u8(get_u8(data, mcast_field::GUARANTEE)).ok_or(WireError::Malformed)?;
-                let (group, payload) = get_name(data, mcast_field::NAME_LEN, mcast_field::NAME.start)?;
-                Ok(CpgMsg::Mcast { pid: get_u32(data, mcast_field::PID), group, guarantee, payload })
+                let guarantee = Guarantee::from_u8(get_u8(data, mcast_field::GUARANTEE))
+                    .ok_or(WireError::Malformed)?;
+                let (group, payload) =
+                    get_name(data, mcast_field::NAME_LEN, mcast_field::NAME.start)?;
+                Ok(CpgMsg::Mcast {
+                    pid: get_u32(data, mcast_field::PID),
+                    group,
+                    guarantee,
+                    payload,
+                })
             }
             kind::JOINLIST => {
                 check_len(data, LIST_HEADER_LEN)?;
@@ -245,7 +266,10 @@ impl<'a> CpgMsg<'a> {
                 if !rest.is_empty() {
                     return Err(WireError::LengthMismatch);
                 }
-                Ok(CpgMsg::JoinList(JoinListIter { data: entries, remaining: count }))
+                Ok(CpgMsg::JoinList(JoinListIter {
+                    data: entries,
+                    remaining: count,
+                }))
             }
             kind::DOWNLIST => {
                 check_len(data, LIST_HEADER_LEN)?;
@@ -260,7 +284,8 @@ impl<'a> CpgMsg<'a> {
                 }
                 let mut list = NodeList::new();
                 for id in ids.chunks_exact(NODE_ID_LEN) {
-                    list.push(get_node_id(id, 0..NODE_ID_LEN)?).map_err(|_| WireError::TooManyEntries)?;
+                    list.push(get_node_id(id, 0..NODE_ID_LEN)?)
+                        .map_err(|_| WireError::TooManyEntries)?;
                 }
                 Ok(CpgMsg::DownList(list))
             }
@@ -272,7 +297,9 @@ impl<'a> CpgMsg<'a> {
         match self {
             CpgMsg::Join { group, .. } => JOIN_HEADER_LEN + group.len(),
             CpgMsg::Leave { group, .. } => LEAVE_HEADER_LEN + group.len(),
-            CpgMsg::Mcast { group, payload, .. } => mcast_header_len(group.len()).saturating_add(payload.len()),
+            CpgMsg::Mcast { group, payload, .. } => {
+                mcast_header_len(group.len()).saturating_add(payload.len())
+            }
             CpgMsg::JoinList(it) => LIST_HEADER_LEN.saturating_add(it.data.len()),
             CpgMsg::DownList(list) => LIST_HEADER_LEN + list.len() * NODE_ID_LEN,
         }
@@ -300,7 +327,12 @@ impl<'a> CpgMsg<'a> {
                 put_u32(out, leave_field::PID, *pid);
                 put_name(out, leave_field::NAME_LEN, leave_field::NAME.start, group);
             }
-            CpgMsg::Mcast { pid, group, guarantee, payload } => {
+            CpgMsg::Mcast {
+                pid,
+                group,
+                guarantee,
+                payload,
+            } => {
                 let at = emit_mcast_header(*pid, group, *guarantee, out)?;
                 put_bytes(out, at..len, payload);
             }
@@ -308,7 +340,11 @@ impl<'a> CpgMsg<'a> {
                 put_u8(out, KIND, kind::JOINLIST);
                 put_u8(out, list_field::RESERVED, 0);
                 // Only `parse` makes a JoinListIter: at most JOINLIST_MAX entries.
-                put_u16(out, list_field::COUNT, u16::try_from(it.remaining).unwrap_or(u16::MAX));
+                put_u16(
+                    out,
+                    list_field::COUNT,
+                    u16::try_from(it.remaining).unwrap_or(u16::MAX),
+                );
                 put_bytes(out, list_field::ENTRIES.start..len, it.data);
             }
             CpgMsg::DownList(list) => {
@@ -390,7 +426,9 @@ pub fn emit_joinlist<'e>(
 
 /// Bytes a joinlist with these entries takes.
 pub fn joinlist_len<'e>(entries: impl Iterator<Item = &'e GroupName>) -> usize {
-    entries.fold(LIST_HEADER_LEN, |acc, g| acc.saturating_add(JOINLIST_ENTRY_HEADER_LEN + g.len()))
+    entries.fold(LIST_HEADER_LEN, |acc, g| {
+        acc.saturating_add(JOINLIST_ENTRY_HEADER_LEN + g.len())
+    })
 }
 
 #[cfg(test)]
@@ -402,11 +440,15 @@ mod tests {
     use crate::wire::strategies::{group_name, guarantee, leak, node_list};
 
     /// JOIN: pid 12345, flags 1, group "GROUP".
-    static JOIN_BYTES: [u8; 18] = [1, 0, 0, 0, 0x39, 0x30, 0, 0, 0x01, 0, 0, 0, 5, b'G', b'R', b'O', b'U', b'P'];
+    static JOIN_BYTES: [u8; 18] = [
+        1, 0, 0, 0, 0x39, 0x30, 0, 0, 0x01, 0, 0, 0, 5, b'G', b'R', b'O', b'U', b'P',
+    ];
     /// LEAVE: PROCDOWN, pid 42, group "abc".
     static LEAVE_BYTES: [u8; 12] = [2, 5, 0, 0, 0x2A, 0, 0, 0, 3, b'a', b'b', b'c'];
     /// MCAST: AGREED, pid 7, group "gx", payload "data".
-    static MCAST_BYTES: [u8; 15] = [3, 2, 0, 0, 0x07, 0, 0, 0, 2, b'g', b'x', b'd', b'a', b't', b'a'];
+    static MCAST_BYTES: [u8; 15] = [
+        3, 2, 0, 0, 0x07, 0, 0, 0, 2, b'g', b'x', b'd', b'a', b't', b'a',
+    ];
     /// JOINLIST: (1, "a"), (2, "").
     static JOINLIST_BYTES: [u8; 15] = [4, 0, 2, 0, 1, 0, 0, 0, 1, b'a', 2, 0, 0, 0, 0];
     /// DOWNLIST: nodes 3 and 4.
@@ -418,13 +460,35 @@ mod tests {
 
     fn fixtures() -> Vec<(&'static [u8], CpgMsg<'static>)> {
         vec![
-            (&JOIN_BYTES[..], CpgMsg::Join { pid: 12345, group: name(b"GROUP"), flags: 1 }),
-            (&LEAVE_BYTES[..], CpgMsg::Leave { pid: 42, group: name(b"abc"), reason: Reason::ProcDown }),
+            (
+                &JOIN_BYTES[..],
+                CpgMsg::Join {
+                    pid: 12345,
+                    group: name(b"GROUP"),
+                    flags: 1,
+                },
+            ),
+            (
+                &LEAVE_BYTES[..],
+                CpgMsg::Leave {
+                    pid: 42,
+                    group: name(b"abc"),
+                    reason: Reason::ProcDown,
+                },
+            ),
             (
                 &MCAST_BYTES[..],
-                CpgMsg::Mcast { pid: 7, group: name(b"gx"), guarantee: Guarantee::Agreed, payload: b"data" },
+                CpgMsg::Mcast {
+                    pid: 7,
+                    group: name(b"gx"),
+                    guarantee: Guarantee::Agreed,
+                    payload: b"data",
+                },
             ),
-            (&DOWNLIST_BYTES[..], CpgMsg::DownList([3, 4].into_iter().collect())),
+            (
+                &DOWNLIST_BYTES[..],
+                CpgMsg::DownList([3, 4].into_iter().collect()),
+            ),
         ]
     }
 
@@ -439,7 +503,9 @@ mod tests {
         for (bytes, msg) in fixtures() {
             assert_eq!(CpgMsg::parse(bytes), Ok(msg));
         }
-        let Ok(CpgMsg::JoinList(it)) = CpgMsg::parse(&JOINLIST_BYTES) else { panic!() };
+        let Ok(CpgMsg::JoinList(it)) = CpgMsg::parse(&JOINLIST_BYTES) else {
+            panic!()
+        };
         assert_eq!(it.len(), 2);
         assert_eq!(it.collect::<Vec<_>>(), [(1, name(b"a")), (2, name(b""))]);
     }
@@ -454,12 +520,21 @@ mod tests {
         }
         let (a, empty) = (name(b"a"), name(b""));
         let entries = [(1, &a), (2, &empty)];
-        assert_eq!(joinlist_len(entries.iter().map(|e| e.1)), JOINLIST_BYTES.len());
+        assert_eq!(
+            joinlist_len(entries.iter().map(|e| e.1)),
+            JOINLIST_BYTES.len()
+        );
         let mut buf = [0xEE; 15];
         assert_eq!(emit_joinlist(entries.iter().copied(), &mut buf), Ok(15));
         assert_eq!(buf, JOINLIST_BYTES);
-        assert_eq!(emit_joinlist(entries.iter().copied(), &mut buf[..14]), Err(WireError::BufferTooSmall));
-        assert_eq!(emit_joinlist(entries.iter().copied(), &mut buf[..3]), Err(WireError::BufferTooSmall));
+        assert_eq!(
+            emit_joinlist(entries.iter().copied(), &mut buf[..14]),
+            Err(WireError::BufferTooSmall)
+        );
+        assert_eq!(
+            emit_joinlist(entries.iter().copied(), &mut buf[..3]),
+            Err(WireError::BufferTooSmall)
+        );
     }
 
     #[test]
@@ -476,10 +551,14 @@ mod tests {
         let jl = CpgMsg::parse(&JOINLIST_BYTES).unwrap();
         assert_eq!(emit_vec(&jl), JOINLIST_BYTES);
         // A partly consumed joinlist emits what is left.
-        let CpgMsg::JoinList(mut it) = jl else { panic!() };
+        let CpgMsg::JoinList(mut it) = jl else {
+            panic!()
+        };
         it.next();
         let rest = emit_vec(&CpgMsg::JoinList(it));
-        let Ok(CpgMsg::JoinList(it)) = CpgMsg::parse(&rest) else { panic!() };
+        let Ok(CpgMsg::JoinList(it)) = CpgMsg::parse(&rest) else {
+            panic!()
+        };
         assert_eq!(it.collect::<Vec<_>>(), [(2, name(b""))]);
     }
 
@@ -489,7 +568,10 @@ mod tests {
         const LEN: usize = mcast_header_len(2);
         assert_eq!(LEN, 11);
         let mut buf = [0; 15];
-        assert_eq!(emit_mcast_header(7, &name(b"gx"), Guarantee::Agreed, &mut buf), Ok(11));
+        assert_eq!(
+            emit_mcast_header(7, &name(b"gx"), Guarantee::Agreed, &mut buf),
+            Ok(11)
+        );
         buf[11..].copy_from_slice(b"data");
         assert_eq!(buf, MCAST_BYTES);
         assert_eq!(
@@ -497,37 +579,78 @@ mod tests {
             Err(WireError::BufferTooSmall)
         );
         // An empty payload is a legal message.
-        let Ok(CpgMsg::Mcast { payload, .. }) = CpgMsg::parse(&MCAST_BYTES[..11]) else { panic!() };
+        let Ok(CpgMsg::Mcast { payload, .. }) = CpgMsg::parse(&MCAST_BYTES[..11]) else {
+            panic!()
+        };
         assert!(payload.is_empty());
     }
 
     #[test]
     fn truncated() {
-        assert_eq!(CpgMsg::parse(&[]), Err(WireError::Truncated { needed: 1, got: 0 }));
-        assert_eq!(CpgMsg::parse(&JOIN_BYTES[..12]), Err(WireError::Truncated { needed: 13, got: 12 }));
-        assert_eq!(CpgMsg::parse(&LEAVE_BYTES[..8]), Err(WireError::Truncated { needed: 9, got: 8 }));
-        assert_eq!(CpgMsg::parse(&MCAST_BYTES[..2]), Err(WireError::Truncated { needed: 9, got: 2 }));
-        assert_eq!(CpgMsg::parse(&JOINLIST_BYTES[..3]), Err(WireError::Truncated { needed: 4, got: 3 }));
-        assert_eq!(CpgMsg::parse(&DOWNLIST_BYTES[..1]), Err(WireError::Truncated { needed: 4, got: 1 }));
+        assert_eq!(
+            CpgMsg::parse(&[]),
+            Err(WireError::Truncated { needed: 1, got: 0 })
+        );
+        assert_eq!(
+            CpgMsg::parse(&JOIN_BYTES[..12]),
+            Err(WireError::Truncated {
+                needed: 13,
+                got: 12
+            })
+        );
+        assert_eq!(
+            CpgMsg::parse(&LEAVE_BYTES[..8]),
+            Err(WireError::Truncated { needed: 9, got: 8 })
+        );
+        assert_eq!(
+            CpgMsg::parse(&MCAST_BYTES[..2]),
+            Err(WireError::Truncated { needed: 9, got: 2 })
+        );
+        assert_eq!(
+            CpgMsg::parse(&JOINLIST_BYTES[..3]),
+            Err(WireError::Truncated { needed: 4, got: 3 })
+        );
+        assert_eq!(
+            CpgMsg::parse(&DOWNLIST_BYTES[..1]),
+            Err(WireError::Truncated { needed: 4, got: 1 })
+        );
     }
 
     #[test]
     fn unknown_kind() {
         for k in [0u8, 6, 0xFF] {
-            assert_eq!(CpgMsg::parse(&[k, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err(WireError::UnknownKind(k)));
+            assert_eq!(
+                CpgMsg::parse(&[k, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                Err(WireError::UnknownKind(k))
+            );
         }
     }
 
     #[test]
     fn length_mismatch() {
-        for bytes in [&JOIN_BYTES[..], &LEAVE_BYTES[..], &JOINLIST_BYTES[..], &DOWNLIST_BYTES[..]] {
+        for bytes in [
+            &JOIN_BYTES[..],
+            &LEAVE_BYTES[..],
+            &JOINLIST_BYTES[..],
+            &DOWNLIST_BYTES[..],
+        ] {
             let mut long = bytes.to_vec();
             long.push(0);
-            assert_eq!(CpgMsg::parse(&long), Err(WireError::LengthMismatch), "{bytes:?}");
+            assert_eq!(
+                CpgMsg::parse(&long),
+                Err(WireError::LengthMismatch),
+                "{bytes:?}"
+            );
         }
         // Name running past the end.
-        assert_eq!(CpgMsg::parse(&JOIN_BYTES[..17]), Err(WireError::LengthMismatch));
-        assert_eq!(CpgMsg::parse(&MCAST_BYTES[..10]), Err(WireError::LengthMismatch));
+        assert_eq!(
+            CpgMsg::parse(&JOIN_BYTES[..17]),
+            Err(WireError::LengthMismatch)
+        );
+        assert_eq!(
+            CpgMsg::parse(&MCAST_BYTES[..10]),
+            Err(WireError::LengthMismatch)
+        );
         // Joinlist: count says more (or fewer) than present.
         let mut jl = JOINLIST_BYTES.to_vec();
         jl[2] = 3;
@@ -557,9 +680,14 @@ mod tests {
         let g = name(b"g");
         let many: Vec<(u32, &GroupName)> = (0..=JOINLIST_MAX as u32).map(|p| (p, &g)).collect();
         let mut buf = vec![0; 4096];
-        assert_eq!(emit_joinlist(many.iter().copied(), &mut buf), Err(WireError::TooManyEntries));
+        assert_eq!(
+            emit_joinlist(many.iter().copied(), &mut buf),
+            Err(WireError::TooManyEntries)
+        );
         let n = emit_joinlist(many[1..].iter().copied(), &mut buf).unwrap();
-        let Ok(CpgMsg::JoinList(it)) = CpgMsg::parse(&buf[..n]) else { panic!() };
+        let Ok(CpgMsg::JoinList(it)) = CpgMsg::parse(&buf[..n]) else {
+            panic!()
+        };
         assert_eq!(it.count(), JOINLIST_MAX);
     }
 
@@ -588,7 +716,13 @@ mod tests {
         }
         let mut l = LEAVE_BYTES.to_vec();
         l[1] = 2;
-        assert!(matches!(CpgMsg::parse(&l), Ok(CpgMsg::Leave { reason: Reason::Leave, .. })));
+        assert!(matches!(
+            CpgMsg::parse(&l),
+            Ok(CpgMsg::Leave {
+                reason: Reason::Leave,
+                ..
+            })
+        ));
         let mut m = MCAST_BYTES.to_vec();
         m[1] = 4;
         assert_eq!(CpgMsg::parse(&m), Err(WireError::Malformed));
@@ -603,19 +737,31 @@ mod tests {
 
     fn msg() -> impl Strategy<Value = CpgMsg<'static>> {
         prop_oneof![
-            (any::<u32>(), group_name(), any::<u32>()).prop_map(|(pid, group, flags)| CpgMsg::Join {
-                pid,
-                group,
-                flags
+            (any::<u32>(), group_name(), any::<u32>())
+                .prop_map(|(pid, group, flags)| CpgMsg::Join { pid, group, flags }),
+            (any::<u32>(), group_name(), any::<bool>()).prop_map(|(pid, group, leave)| {
+                CpgMsg::Leave {
+                    pid,
+                    group,
+                    reason: if leave {
+                        Reason::Leave
+                    } else {
+                        Reason::ProcDown
+                    },
+                }
             }),
-            (any::<u32>(), group_name(), any::<bool>()).prop_map(|(pid, group, leave)| CpgMsg::Leave {
-                pid,
-                group,
-                reason: if leave { Reason::Leave } else { Reason::ProcDown },
-            }),
-            (any::<u32>(), group_name(), guarantee(), vec(any::<u8>(), 0..200)).prop_map(
-                |(pid, group, guarantee, payload)| CpgMsg::Mcast { pid, group, guarantee, payload: leak(payload) }
-            ),
+            (
+                any::<u32>(),
+                group_name(),
+                guarantee(),
+                vec(any::<u8>(), 0..200)
+            )
+                .prop_map(|(pid, group, guarantee, payload)| CpgMsg::Mcast {
+                    pid,
+                    group,
+                    guarantee,
+                    payload: leak(payload)
+                }),
             node_list(NODES_MAX).prop_map(CpgMsg::DownList),
         ]
     }

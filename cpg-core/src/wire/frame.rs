@@ -202,7 +202,10 @@ pub fn parse_frame(data: &[u8], cluster_id: u32) -> Result<Frame<'_>, WireError>
         },
         e => e,
     })?;
-    Ok(Frame { header: FrameHeader { kind, sender }, packet })
+    Ok(Frame {
+        header: FrameHeader { kind, sender },
+        packet,
+    })
 }
 
 /// Emit a whole frame into `buf`, returning its length.
@@ -211,7 +214,12 @@ pub fn parse_frame(data: &[u8], cluster_id: u32) -> Result<Frame<'_>, WireError>
 /// [`WireError::BufferTooSmall`] if `buf` is shorter than the frame;
 /// [`WireError::Malformed`] for a commit token whose `addr` and `entries`
 /// differ in length, or a body over 4 GiB.
-pub fn emit_frame(sender: NodeId, cluster_id: u32, packet: &Packet<'_>, buf: &mut [u8]) -> Result<usize, WireError> {
+pub fn emit_frame(
+    sender: NodeId,
+    cluster_id: u32,
+    packet: &Packet<'_>,
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
     if let Packet::Commit(c) = packet {
         c.check_emit()?;
     }
@@ -247,8 +255,13 @@ pub fn emit_mcast_head(
     payload_len: usize,
     buf: &mut [u8],
 ) -> Result<usize, WireError> {
-    let head = McastRepr { payload: &[], ..repr.clone() };
-    let out = buf.get_mut(..MCAST_HEADER_LEN).ok_or(WireError::BufferTooSmall)?;
+    let head = McastRepr {
+        payload: &[],
+        ..repr.clone()
+    };
+    let out = buf
+        .get_mut(..MCAST_HEADER_LEN)
+        .ok_or(WireError::BufferTooSmall)?;
     emit_frame(sender, cluster_id, &Packet::Mcast(head), out)?;
     let body_len = u32::try_from(payload_len.saturating_add(MCAST_HEADER_LEN - FRAME_HEADER_LEN))
         .map_err(|_| WireError::Malformed)?;
@@ -273,19 +286,24 @@ mod tests {
 
     /// MERGE_DETECT from node 2 of cluster 0x01020304, ring 1.0x0102030405060708.
     static MERGE_DETECT_BYTES: [u8; 36] = [
-        0xC7, 0xC9, 0x01, 0x02, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x0C, 0x00, 0x00, 0x00, //
+        0xC7, 0xC9, 0x01, 0x02, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x0C, 0x00, 0x00,
+        0x00, //
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
         0x01, 0x00, 0x00, 0x00, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
     ];
 
     /// TOKEN_HOLD_CANCEL from node 7 of cluster 0x01020304, ring 3.8.
     static THC_BYTES: [u8; 36] = [
-        0xC7, 0xC9, 0x01, 0x05, 0x04, 0x03, 0x02, 0x01, 0x07, 0x00, 0x00, 0x00, 0x0C, 0x00, 0x00, 0x00, //
+        0xC7, 0xC9, 0x01, 0x05, 0x04, 0x03, 0x02, 0x01, 0x07, 0x00, 0x00, 0x00, 0x0C, 0x00, 0x00,
+        0x00, //
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
         0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
-    const RING: RingId = RingId { rep: 1, seq: 0x0102_0304_0506_0708 };
+    const RING: RingId = RingId {
+        rep: 1,
+        seq: 0x0102_0304_0506_0708,
+    };
 
     fn md() -> Vec<u8> {
         MERGE_DETECT_BYTES.to_vec()
@@ -294,7 +312,13 @@ mod tests {
     #[test]
     fn merge_detect_deconstruct() {
         let f = parse_frame(&MERGE_DETECT_BYTES, CLUSTER).unwrap();
-        assert_eq!(f.header, FrameHeader { kind: Kind::MergeDetect, sender: 2 });
+        assert_eq!(
+            f.header,
+            FrameHeader {
+                kind: Kind::MergeDetect,
+                sender: 2
+            }
+        );
         assert_eq!(f.packet, Packet::MergeDetect(RING));
     }
 
@@ -308,7 +332,11 @@ mod tests {
     #[test]
     fn ring_id_bodies_round_trip() {
         check_fixture(&MERGE_DETECT_BYTES, 2, &Packet::MergeDetect(RING));
-        check_fixture(&THC_BYTES, 7, &Packet::TokenHoldCancel(RingId { rep: 3, seq: 8 }));
+        check_fixture(
+            &THC_BYTES,
+            7,
+            &Packet::TokenHoldCancel(RingId { rep: 3, seq: 8 }),
+        );
     }
 
     #[test]
@@ -323,9 +351,21 @@ mod tests {
 
     #[test]
     fn truncated_header() {
-        assert_eq!(parse_frame(&MERGE_DETECT_BYTES[..5], CLUSTER), Err(WireError::Truncated { needed: 24, got: 5 }));
-        assert_eq!(parse_frame(&[], CLUSTER), Err(WireError::Truncated { needed: 24, got: 0 }));
-        assert_eq!(parse_frame(&MERGE_DETECT_BYTES[..23], CLUSTER), Err(WireError::Truncated { needed: 24, got: 23 }));
+        assert_eq!(
+            parse_frame(&MERGE_DETECT_BYTES[..5], CLUSTER),
+            Err(WireError::Truncated { needed: 24, got: 5 })
+        );
+        assert_eq!(
+            parse_frame(&[], CLUSTER),
+            Err(WireError::Truncated { needed: 24, got: 0 })
+        );
+        assert_eq!(
+            parse_frame(&MERGE_DETECT_BYTES[..23], CLUSTER),
+            Err(WireError::Truncated {
+                needed: 24,
+                got: 23
+            })
+        );
     }
 
     #[test]
@@ -333,7 +373,13 @@ mod tests {
         let mut f = md();
         f.pop();
         fix_body_len(&mut f);
-        assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::Truncated { needed: 36, got: 35 }));
+        assert_eq!(
+            parse_frame(&f, CLUSTER),
+            Err(WireError::Truncated {
+                needed: 36,
+                got: 35
+            })
+        );
     }
 
     #[test]
@@ -348,9 +394,15 @@ mod tests {
     fn wrong_version() {
         let mut f = md();
         f[2] = 2;
-        assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::UnsupportedVersion(2)));
+        assert_eq!(
+            parse_frame(&f, CLUSTER),
+            Err(WireError::UnsupportedVersion(2))
+        );
         f[2] = 0;
-        assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::UnsupportedVersion(0)));
+        assert_eq!(
+            parse_frame(&f, CLUSTER),
+            Err(WireError::UnsupportedVersion(0))
+        );
     }
 
     #[test]
@@ -364,8 +416,14 @@ mod tests {
 
     #[test]
     fn foreign_cluster() {
-        assert_eq!(parse_frame(&MERGE_DETECT_BYTES, CLUSTER + 1), Err(WireError::ForeignCluster));
-        assert_eq!(parse_frame(&MERGE_DETECT_BYTES, 0), Err(WireError::ForeignCluster));
+        assert_eq!(
+            parse_frame(&MERGE_DETECT_BYTES, CLUSTER + 1),
+            Err(WireError::ForeignCluster)
+        );
+        assert_eq!(
+            parse_frame(&MERGE_DETECT_BYTES, 0),
+            Err(WireError::ForeignCluster)
+        );
     }
 
     #[test]
@@ -381,7 +439,11 @@ mod tests {
         for i in 16..24 {
             let mut f = md();
             f[i] = 1;
-            assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::BadAuth), "byte {i}");
+            assert_eq!(
+                parse_frame(&f, CLUSTER),
+                Err(WireError::BadAuth),
+                "byte {i}"
+            );
         }
     }
 
@@ -427,10 +489,16 @@ mod tests {
         f[3] = 9; // kind
         assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::UnknownKind(9)));
         f[2] = 9; // version
-        assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::UnsupportedVersion(9)));
+        assert_eq!(
+            parse_frame(&f, CLUSTER),
+            Err(WireError::UnsupportedVersion(9))
+        );
         f[0] = 0; // magic
         assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::BadMagic));
-        assert_eq!(parse_frame(&f[..3], CLUSTER), Err(WireError::Truncated { needed: 24, got: 3 }));
+        assert_eq!(
+            parse_frame(&f[..3], CLUSTER),
+            Err(WireError::Truncated { needed: 24, got: 3 })
+        );
     }
 
     #[test]
@@ -438,7 +506,10 @@ mod tests {
         let p = Packet::MergeDetect(RING);
         assert_eq!(frame_len(&p), 36);
         let mut buf = [0; 35];
-        assert_eq!(emit_frame(2, CLUSTER, &p, &mut buf), Err(WireError::BufferTooSmall));
+        assert_eq!(
+            emit_frame(2, CLUSTER, &p, &mut buf),
+            Err(WireError::BufferTooSmall)
+        );
         let mut buf = [0; 36];
         assert_eq!(emit_frame(2, CLUSTER, &p, &mut buf), Ok(36));
     }
@@ -452,10 +523,17 @@ mod tests {
 
     #[test]
     fn commit_with_unequal_lists_is_not_emitted() {
-        let mut c = CommitRepr { ring_id: RING, memb_index: 0, ..Default::default() };
+        let mut c = CommitRepr {
+            ring_id: RING,
+            memb_index: 0,
+            ..Default::default()
+        };
         c.addr.push(1).unwrap();
         let mut buf = [0; 256];
-        assert_eq!(emit_frame(1, CLUSTER, &Packet::Commit(c), &mut buf), Err(WireError::Malformed));
+        assert_eq!(
+            emit_frame(1, CLUSTER, &Packet::Commit(c), &mut buf),
+            Err(WireError::Malformed)
+        );
     }
 
     /// A valid header of `kind` from node 1 of cluster 0 in front of `body`.
@@ -522,7 +600,10 @@ mod zc_head_tests {
     #[test]
     fn mcast_head_then_payload_equals_whole_frame() {
         let item = [9u8; 300];
-        let ph = PackHeader { fragmented: 3, continuation: 2 };
+        let ph = PackHeader {
+            fragmented: 3,
+            continuation: 2,
+        };
         let mut packed = alloc::vec![0u8; 306];
         emit_packed(ph, &[&item], &mut packed).unwrap();
         let repr = McastRepr {
@@ -541,6 +622,9 @@ mod zc_head_tests {
         emit_single_item_head(ph, 300, &mut inplace[MCAST_HEADER_LEN..]).unwrap();
         assert_eq!(inplace, whole);
         assert!(parse_frame(&inplace, 5).is_ok());
-        assert_eq!(emit_mcast_head(2, 5, &repr, 1, &mut [0u8; 10]), Err(WireError::BufferTooSmall));
+        assert_eq!(
+            emit_mcast_head(2, 5, &repr, 1, &mut [0u8; 10]),
+            Err(WireError::BufferTooSmall)
+        );
     }
 }

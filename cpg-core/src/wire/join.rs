@@ -41,7 +41,8 @@ pub struct JoinRepr {
 fn get_node_list(data: &[u8]) -> Result<NodeList, WireError> {
     let mut list = NodeList::new();
     for id in data.chunks_exact(NODE_ID_LEN) {
-        list.push(get_node_id(id, 0..NODE_ID_LEN)?).map_err(|_| WireError::TooManyEntries)?;
+        list.push(get_node_id(id, 0..NODE_ID_LEN)?)
+            .map_err(|_| WireError::TooManyEntries)?;
     }
     Ok(list)
 }
@@ -125,10 +126,12 @@ mod tests {
     /// LEAVE (a JOIN with the leave flag) from node 1: ring seq 8,
     /// procs [1, 2], fails [3].
     static JOIN_BYTES: [u8; 52] = [
-        0xC7, 0xC9, 0x01, 0x03, 0x04, 0x03, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x1C, 0x00, 0x00, 0x00, //
+        0xC7, 0xC9, 0x01, 0x03, 0x04, 0x03, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x1C, 0x00, 0x00,
+        0x00, //
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
         0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // ring_seq
-        0x01, 0x00, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, // flags, reserved, proc_count, fail_count, reserved
+        0x01, 0x00, 0x02, 0x00, 0x01, 0x00, 0x00,
+        0x00, // flags, reserved, proc_count, fail_count, reserved
         0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, // procs
         0x03, 0x00, 0x00, 0x00, // fails
     ];
@@ -145,14 +148,23 @@ mod tests {
     #[test]
     fn deconstruct() {
         let f = parse_frame(&JOIN_BYTES, CLUSTER).unwrap();
-        assert_eq!(f.header, FrameHeader { kind: Kind::Join, sender: 1 });
+        assert_eq!(
+            f.header,
+            FrameHeader {
+                kind: Kind::Join,
+                sender: 1
+            }
+        );
         assert_eq!(f.packet, Packet::Join(repr()));
     }
 
     #[test]
     fn construct() {
         let mut buf = [0xFF; 52];
-        assert_eq!(emit_frame(1, CLUSTER, &Packet::Join(repr()), &mut buf), Ok(52));
+        assert_eq!(
+            emit_frame(1, CLUSTER, &Packet::Join(repr()), &mut buf),
+            Ok(52)
+        );
         assert_eq!(buf, JOIN_BYTES);
         assert_eq!(repr().emit(&mut buf[..27]), Err(WireError::BufferTooSmall));
     }
@@ -163,12 +175,21 @@ mod tests {
         let empty = JoinRepr::default();
         let bytes = frame_bytes(5, CLUSTER, &Packet::Join(empty.clone()));
         assert_eq!(bytes.len(), FRAME_HEADER_LEN + JOIN_FIXED_LEN);
-        assert_eq!(parse_frame(&bytes, CLUSTER).unwrap().packet, Packet::Join(empty));
+        assert_eq!(
+            parse_frame(&bytes, CLUSTER).unwrap().packet,
+            Packet::Join(empty)
+        );
     }
 
     #[test]
     fn truncated() {
-        assert_eq!(JoinRepr::parse(&JOIN_BYTES[BODY..BODY + 15]), Err(WireError::Truncated { needed: 16, got: 15 }));
+        assert_eq!(
+            JoinRepr::parse(&JOIN_BYTES[BODY..BODY + 15]),
+            Err(WireError::Truncated {
+                needed: 16,
+                got: 15
+            })
+        );
     }
 
     #[test]
@@ -190,7 +211,11 @@ mod tests {
         body[13] = 0xFF;
         assert_eq!(JoinRepr::parse(&body), Err(WireError::TooManyEntries));
         // 64 + 64 is the most.
-        let full = JoinRepr { proc_list: (1..=64).collect(), fail_list: (65..=128).collect(), ..JoinRepr::default() };
+        let full = JoinRepr {
+            proc_list: (1..=64).collect(),
+            fail_list: (65..=128).collect(),
+            ..JoinRepr::default()
+        };
         let mut buf = vec![0; full.buffer_len()];
         full.emit(&mut buf).unwrap();
         assert_eq!(JoinRepr::parse(&buf), Ok(full));
@@ -201,7 +226,11 @@ mod tests {
         for flags in [2u8, 0x80, 0x03] {
             let mut f = JOIN_BYTES.to_vec();
             f[BODY + 8] = flags;
-            assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::Malformed), "flags {flags:#x}");
+            assert_eq!(
+                parse_frame(&f, CLUSTER),
+                Err(WireError::Malformed),
+                "flags {flags:#x}"
+            );
         }
         let mut f = JOIN_BYTES.to_vec();
         f[BODY + 8] = 0;
@@ -210,7 +239,11 @@ mod tests {
         for at in [16, 20, 24] {
             let mut f = JOIN_BYTES.to_vec();
             f[BODY + at] = 0;
-            assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::Malformed), "id at {at}");
+            assert_eq!(
+                parse_frame(&f, CLUSTER),
+                Err(WireError::Malformed),
+                "id at {at}"
+            );
         }
     }
 

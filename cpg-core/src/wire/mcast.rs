@@ -45,13 +45,20 @@ impl<'a> McastRepr<'a> {
     pub fn parse(body: &'a [u8]) -> Result<McastRepr<'a>, WireError> {
         check_len(body, MCAST_BODY_HEADER_LEN)?;
         let ring_id = get_ring_id(body, field::RING_ID)?;
-        let guarantee = Guarantee::from_u8(get_u8(body, field::GUARANTEE)).ok_or(WireError::Malformed)?;
+        let guarantee =
+            Guarantee::from_u8(get_u8(body, field::GUARANTEE)).ok_or(WireError::Malformed)?;
         let encapsulated = get_flag(body, field::ENCAPSULATED)?;
         let payload = body.get(field::PAYLOAD).unwrap_or(&[]);
         if payload.is_empty() {
             return Err(WireError::Malformed);
         }
-        Ok(McastRepr { ring_id, seq: get_u32(body, field::SEQ), guarantee, encapsulated, payload })
+        Ok(McastRepr {
+            ring_id,
+            seq: get_u32(body, field::SEQ),
+            guarantee,
+            encapsulated,
+            payload,
+        })
     }
 
     /// Bytes of the body `emit` writes.
@@ -89,7 +96,8 @@ mod tests {
     /// MCAST from node 3: ring 1.4, seq 0x11, SAFE, not encapsulated,
     /// payload = a packed payload with one item "hi".
     static MCAST_BYTES: [u8; 52] = [
-        0xC7, 0xC9, 0x01, 0x01, 0x04, 0x03, 0x02, 0x01, 0x03, 0x00, 0x00, 0x00, 0x1C, 0x00, 0x00, 0x00, //
+        0xC7, 0xC9, 0x01, 0x01, 0x04, 0x03, 0x02, 0x01, 0x03, 0x00, 0x00, 0x00, 0x1C, 0x00, 0x00,
+        0x00, //
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
         0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // ring id
         0x11, 0x00, 0x00, 0x00, // seq
@@ -110,7 +118,13 @@ mod tests {
     #[test]
     fn deconstruct() {
         let f = parse_frame(&MCAST_BYTES, CLUSTER).unwrap();
-        assert_eq!(f.header, FrameHeader { kind: Kind::Mcast, sender: 3 });
+        assert_eq!(
+            f.header,
+            FrameHeader {
+                kind: Kind::Mcast,
+                sender: 3
+            }
+        );
         assert_eq!(f.packet, Packet::Mcast(repr()));
         let items: Vec<_> = Packed::parse(repr().payload).unwrap().items().collect();
         assert_eq!(items, [(6, &b"hi"[..])]);
@@ -119,9 +133,15 @@ mod tests {
     #[test]
     fn construct() {
         let mut buf = [0xFF; 52];
-        assert_eq!(emit_frame(3, CLUSTER, &Packet::Mcast(repr()), &mut buf), Ok(52));
+        assert_eq!(
+            emit_frame(3, CLUSTER, &Packet::Mcast(repr()), &mut buf),
+            Ok(52)
+        );
         assert_eq!(buf, MCAST_BYTES);
-        assert_eq!(emit_frame(3, CLUSTER, &Packet::Mcast(repr()), &mut buf[..51]), Err(WireError::BufferTooSmall));
+        assert_eq!(
+            emit_frame(3, CLUSTER, &Packet::Mcast(repr()), &mut buf[..51]),
+            Err(WireError::BufferTooSmall)
+        );
     }
 
     #[test]
@@ -136,23 +156,43 @@ mod tests {
             ..repr()
         };
         let bytes = frame_bytes(1, CLUSTER, &Packet::Mcast(outer.clone()));
-        let Packet::Mcast(m) = parse_frame(&bytes, CLUSTER).unwrap().packet else { panic!() };
+        let Packet::Mcast(m) = parse_frame(&bytes, CLUSTER).unwrap().packet else {
+            panic!()
+        };
         assert_eq!(m, outer);
-        assert_eq!(parse_frame(m.payload, CLUSTER).unwrap().packet, Packet::Mcast(repr()));
+        assert_eq!(
+            parse_frame(m.payload, CLUSTER).unwrap().packet,
+            Packet::Mcast(repr())
+        );
     }
 
     #[test]
     fn header_len_is_where_the_payload_starts() {
         assert_eq!(MCAST_HEADER_LEN, 44);
-        assert_eq!(frame_len(&Packet::Mcast(repr())), MCAST_HEADER_LEN + repr().payload.len());
+        assert_eq!(
+            frame_len(&Packet::Mcast(repr())),
+            MCAST_HEADER_LEN + repr().payload.len()
+        );
     }
 
     #[test]
     fn truncated() {
-        assert_eq!(McastRepr::parse(&MCAST_BYTES[BODY..BODY + 19]), Err(WireError::Truncated { needed: 20, got: 19 }));
+        assert_eq!(
+            McastRepr::parse(&MCAST_BYTES[BODY..BODY + 19]),
+            Err(WireError::Truncated {
+                needed: 20,
+                got: 19
+            })
+        );
         let mut f = MCAST_BYTES[..BODY + 10].to_vec();
         fix_body_len(&mut f);
-        assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::Truncated { needed: 44, got: 34 }));
+        assert_eq!(
+            parse_frame(&f, CLUSTER),
+            Err(WireError::Truncated {
+                needed: 44,
+                got: 34
+            })
+        );
     }
 
     #[test]
@@ -175,7 +215,10 @@ mod tests {
         assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::Malformed));
         let mut f = MCAST_BYTES.to_vec();
         f[BODY + 18] = 0xEE; // reserved: ignored
-        assert_eq!(parse_frame(&f, CLUSTER).unwrap().packet, Packet::Mcast(repr()));
+        assert_eq!(
+            parse_frame(&f, CLUSTER).unwrap().packet,
+            Packet::Mcast(repr())
+        );
     }
 
     #[test]

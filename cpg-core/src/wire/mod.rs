@@ -41,7 +41,9 @@ pub mod token;
 
 pub use commit::{CommitEntry, CommitRepr};
 pub use cpg::{CpgMsg, JoinListIter};
-pub use frame::{emit_frame, emit_mcast_head, frame_len, parse_frame, Frame, FrameHeader, Kind, Packet};
+pub use frame::{
+    emit_frame, emit_mcast_head, frame_len, parse_frame, Frame, FrameHeader, Kind, Packet,
+};
 pub use join::JoinRepr;
 pub use mcast::McastRepr;
 pub use pack::{PackHeader, Packed};
@@ -101,7 +103,9 @@ pub enum WireError {
 impl core::fmt::Display for WireError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            WireError::Truncated { needed, got } => write!(f, "truncated: need {needed} bytes, got {got}"),
+            WireError::Truncated { needed, got } => {
+                write!(f, "truncated: need {needed} bytes, got {got}")
+            }
             WireError::LengthMismatch => write!(f, "length field disagrees with the data"),
             WireError::BadMagic => write!(f, "bad magic"),
             WireError::UnsupportedVersion(v) => write!(f, "unsupported version {v}"),
@@ -209,7 +213,10 @@ fn ring_id_fields(f: &Field) -> (Field, Field) {
 /// A ring id as it is, rep 0 included (old ring ids in commit entries).
 fn get_ring_id_raw(data: &[u8], f: Field) -> crate::types::RingId {
     let (rep, seq) = ring_id_fields(&f);
-    crate::types::RingId { rep: get_u32(data, rep), seq: get_u64(data, seq) }
+    crate::types::RingId {
+        rep: get_u32(data, rep),
+        seq: get_u64(data, seq),
+    }
 }
 
 /// A ring id; rep 0 is [`WireError::Malformed`].
@@ -247,7 +254,10 @@ fn get_flag(data: &[u8], at: usize) -> Result<bool, WireError> {
 /// [`WireError::Truncated`] unless `data` holds at least `needed` bytes.
 fn check_len(data: &[u8], needed: usize) -> Result<(), WireError> {
     if data.len() < needed {
-        return Err(WireError::Truncated { needed, got: data.len() });
+        return Err(WireError::Truncated {
+            needed,
+            got: data.len(),
+        });
     }
     Ok(())
 }
@@ -292,7 +302,8 @@ mod strategies {
     }
 
     pub(super) fn group_name() -> impl Strategy<Value = GroupName> {
-        vec(any::<u8>(), 0..=crate::limits::GROUP_NAME_MAX).prop_map(|v| GroupName::new(&v).unwrap())
+        vec(any::<u8>(), 0..=crate::limits::GROUP_NAME_MAX)
+            .prop_map(|v| GroupName::new(&v).unwrap())
     }
 
     /// Bytes that live for the rest of the test run (borrowed payloads).
@@ -359,15 +370,22 @@ mod strategies {
 
     pub(super) fn commit() -> impl Strategy<Value = CommitRepr> {
         (1..=crate::limits::NODES_MAX).prop_flat_map(|n| {
-            (ring_id(), any::<u32>(), 0..=n as u16, vec(node_id(), n), vec(commit_entry(), n)).prop_map(
-                |(ring_id, token_seq, memb_index, addr, entries)| CommitRepr {
-                    ring_id,
-                    token_seq,
-                    memb_index,
-                    addr: addr.into_iter().collect(),
-                    entries: entries.into_iter().collect(),
-                },
+            (
+                ring_id(),
+                any::<u32>(),
+                0..=n as u16,
+                vec(node_id(), n),
+                vec(commit_entry(), n),
             )
+                .prop_map(|(ring_id, token_seq, memb_index, addr, entries)| {
+                    CommitRepr {
+                        ring_id,
+                        token_seq,
+                        memb_index,
+                        addr: addr.into_iter().collect(),
+                        entries: entries.into_iter().collect(),
+                    }
+                })
         })
     }
 
@@ -385,7 +403,10 @@ mod strategies {
     /// A whole frame of `packet`.
     pub(super) fn frame_bytes(sender: NodeId, cluster_id: u32, packet: &Packet<'_>) -> Vec<u8> {
         let mut buf = vec![0xAA; frame_len(packet)];
-        assert_eq!(emit_frame(sender, cluster_id, packet, &mut buf), Ok(buf.len()));
+        assert_eq!(
+            emit_frame(sender, cluster_id, packet, &mut buf),
+            Ok(buf.len())
+        );
         buf
     }
 
@@ -411,7 +432,10 @@ mod strategies {
             let mut long = data.to_vec();
             long.push(0);
             fix_body_len(&mut long);
-            assert_eq!(parse_frame(&long, 0x0102_0304).err(), Some(WireError::LengthMismatch));
+            assert_eq!(
+                parse_frame(&long, 0x0102_0304).err(),
+                Some(WireError::LengthMismatch)
+            );
         }
     }
 }

@@ -62,14 +62,22 @@ impl<'a> Packed<'a> {
         let table = table.get(field::LENGTHS).unwrap_or(&[]);
         let mut total: usize = 0;
         for len in table.chunks_exact(PACK_ITEM_OVERHEAD) {
-            total = total.checked_add(usize::from(get_u16(len, 0..2))).ok_or(WireError::LengthMismatch)?;
+            total = total
+                .checked_add(usize::from(get_u16(len, 0..2)))
+                .ok_or(WireError::LengthMismatch)?;
         }
         if total != items.len() {
             return Err(WireError::LengthMismatch);
         }
-        let header =
-            PackHeader { fragmented: get_u8(data, field::FRAGMENTED), continuation: get_u8(data, field::CONTINUATION) };
-        Ok(Packed { header, data, count })
+        let header = PackHeader {
+            fragmented: get_u8(data, field::FRAGMENTED),
+            continuation: get_u8(data, field::CONTINUATION),
+        };
+        Ok(Packed {
+            header,
+            data,
+            count,
+        })
     }
     /// Number of items.
     pub fn count(&self) -> usize {
@@ -77,12 +85,20 @@ impl<'a> Packed<'a> {
     }
     /// The items in order, with their byte offsets inside the payload.
     pub fn items(&self) -> impl Iterator<Item = (usize, &'a [u8])> + 'a {
-        let table_end = PACK_HEADER_LEN.saturating_add(self.count.saturating_mul(PACK_ITEM_OVERHEAD));
-        let (table, items) = match (self.data.get(field::LENGTHS.start..table_end), self.data.get(table_end..)) {
+        let table_end =
+            PACK_HEADER_LEN.saturating_add(self.count.saturating_mul(PACK_ITEM_OVERHEAD));
+        let (table, items) = match (
+            self.data.get(field::LENGTHS.start..table_end),
+            self.data.get(table_end..),
+        ) {
             (Some(t), Some(i)) => (t, i),
             _ => (&[][..], &[][..]),
         };
-        Items { table, items, offset: table_end }
+        Items {
+            table,
+            items,
+            offset: table_end,
+        }
     }
     /// The whole checked payload.
     pub fn as_bytes(&self) -> &'a [u8] {
@@ -103,7 +119,10 @@ struct Items<'a> {
 impl<'a> Iterator for Items<'a> {
     type Item = (usize, &'a [u8]);
     fn next(&mut self) -> Option<(usize, &'a [u8])> {
-        let (len, table) = (self.table.get(..PACK_ITEM_OVERHEAD)?, self.table.get(PACK_ITEM_OVERHEAD..)?);
+        let (len, table) = (
+            self.table.get(..PACK_ITEM_OVERHEAD)?,
+            self.table.get(PACK_ITEM_OVERHEAD..)?,
+        );
         let len = usize::from(get_u16(len, 0..PACK_ITEM_OVERHEAD));
         let (item, items) = (self.items.get(..len)?, self.items.get(len..)?);
         let offset = self.offset;
@@ -119,7 +138,9 @@ impl<'a> Iterator for Items<'a> {
 
 /// Bytes a packed payload with these item lengths takes.
 pub fn packed_len(item_lens: impl Iterator<Item = usize>) -> usize {
-    item_lens.fold(PACK_HEADER_LEN, |acc, len| acc.saturating_add(PACK_ITEM_OVERHEAD).saturating_add(len))
+    item_lens.fold(PACK_HEADER_LEN, |acc, len| {
+        acc.saturating_add(PACK_ITEM_OVERHEAD).saturating_add(len)
+    })
 }
 
 /// Emit the packing header of a frame carrying exactly one item of
@@ -128,7 +149,11 @@ pub fn packed_len(item_lens: impl Iterator<Item = usize>) -> usize {
 ///
 /// # Errors
 /// [`WireError::BufferTooSmall`], [`WireError::Malformed`] (an item over 65,535 bytes).
-pub fn emit_single_item_head(header: PackHeader, item_len: usize, buf: &mut [u8]) -> Result<usize, WireError> {
+pub fn emit_single_item_head(
+    header: PackHeader,
+    item_len: usize,
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
     let len16 = u16::try_from(item_len).map_err(|_| WireError::Malformed)?;
     let n = PACK_HEADER_LEN + PACK_ITEM_OVERHEAD;
     let out = out_buf(buf, n)?;
@@ -144,7 +169,11 @@ pub fn emit_single_item_head(header: PackHeader, item_len: usize, buf: &mut [u8]
 /// # Errors
 /// [`WireError::BufferTooSmall`], [`WireError::TooManyEntries`] (0 or more
 /// than 65,535 items), [`WireError::Malformed`] (an item over 65,535 bytes).
-pub fn emit_packed(header: PackHeader, items: &[&[u8]], buf: &mut [u8]) -> Result<usize, WireError> {
+pub fn emit_packed(
+    header: PackHeader,
+    items: &[&[u8]],
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
     let count = u16::try_from(items.len()).map_err(|_| WireError::TooManyEntries)?;
     if count == 0 {
         return Err(WireError::TooManyEntries);
@@ -178,10 +207,14 @@ mod tests {
     use super::*;
 
     /// Fragmented (continued as 1), three items: "hi", "", "abc".
-    static PACKED_BYTES: [u8; 15] =
-        [0x01, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x00, b'h', b'i', b'a', b'b', b'c'];
+    static PACKED_BYTES: [u8; 15] = [
+        0x01, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x00, b'h', b'i', b'a', b'b', b'c',
+    ];
 
-    const HEADER: PackHeader = PackHeader { fragmented: 1, continuation: 0 };
+    const HEADER: PackHeader = PackHeader {
+        fragmented: 1,
+        continuation: 0,
+    };
     const ITEMS: [&[u8]; 3] = [b"hi", b"", b"abc"];
 
     #[test]
@@ -208,37 +241,76 @@ mod tests {
     #[test]
     fn emit_errors() {
         let mut buf = [0; 64];
-        assert_eq!(emit_packed(HEADER, &ITEMS, &mut buf[..14]), Err(WireError::BufferTooSmall));
-        assert_eq!(emit_packed(HEADER, &[], &mut buf), Err(WireError::TooManyEntries));
+        assert_eq!(
+            emit_packed(HEADER, &ITEMS, &mut buf[..14]),
+            Err(WireError::BufferTooSmall)
+        );
+        assert_eq!(
+            emit_packed(HEADER, &[], &mut buf),
+            Err(WireError::TooManyEntries)
+        );
         let big = vec![0u8; 65_536];
-        assert_eq!(emit_packed(HEADER, &[&big], &mut buf), Err(WireError::Malformed));
+        assert_eq!(
+            emit_packed(HEADER, &[&big], &mut buf),
+            Err(WireError::Malformed)
+        );
         let empties: Vec<&[u8]> = vec![&[]; 65_536];
-        assert_eq!(emit_packed(HEADER, &empties, &mut buf), Err(WireError::TooManyEntries));
+        assert_eq!(
+            emit_packed(HEADER, &empties, &mut buf),
+            Err(WireError::TooManyEntries)
+        );
         let mut big_buf = vec![0; packed_len(empties[1..].iter().map(|i| i.len()))];
-        assert_eq!(emit_packed(HEADER, &empties[1..], &mut big_buf), Ok(4 + 2 * 65_535));
+        assert_eq!(
+            emit_packed(HEADER, &empties[1..], &mut big_buf),
+            Ok(4 + 2 * 65_535)
+        );
         assert_eq!(Packed::parse(&big_buf).unwrap().items().count(), 65_535);
         let max = vec![7u8; 65_535];
         let mut max_buf = vec![0; 4 + 2 + 65_535];
-        assert_eq!(emit_packed(HEADER, &[&max], &mut max_buf), Ok(max_buf.len()));
-        assert_eq!(Packed::parse(&max_buf).unwrap().items().next(), Some((6, &max[..])));
+        assert_eq!(
+            emit_packed(HEADER, &[&max], &mut max_buf),
+            Ok(max_buf.len())
+        );
+        assert_eq!(
+            Packed::parse(&max_buf).unwrap().items().next(),
+            Some((6, &max[..]))
+        );
     }
 
     #[test]
     fn truncated() {
-        assert_eq!(Packed::parse(&PACKED_BYTES[..3]), Err(WireError::Truncated { needed: 4, got: 3 }));
-        assert_eq!(Packed::parse(&PACKED_BYTES[..7]), Err(WireError::Truncated { needed: 10, got: 7 }));
-        assert_eq!(Packed::parse(&[0, 0, 0xFF, 0xFF]), Err(WireError::Truncated { needed: 4 + 2 * 65_535, got: 4 }));
+        assert_eq!(
+            Packed::parse(&PACKED_BYTES[..3]),
+            Err(WireError::Truncated { needed: 4, got: 3 })
+        );
+        assert_eq!(
+            Packed::parse(&PACKED_BYTES[..7]),
+            Err(WireError::Truncated { needed: 10, got: 7 })
+        );
+        assert_eq!(
+            Packed::parse(&[0, 0, 0xFF, 0xFF]),
+            Err(WireError::Truncated {
+                needed: 4 + 2 * 65_535,
+                got: 4
+            })
+        );
     }
 
     #[test]
     fn count_zero_is_malformed() {
         assert_eq!(Packed::parse(&[0, 0, 0, 0]), Err(WireError::Malformed));
-        assert_eq!(Packed::parse(&[0, 0, 0, 0, 1, 2]), Err(WireError::Malformed));
+        assert_eq!(
+            Packed::parse(&[0, 0, 0, 0, 1, 2]),
+            Err(WireError::Malformed)
+        );
     }
 
     #[test]
     fn lengths_must_add_up() {
-        assert_eq!(Packed::parse(&PACKED_BYTES[..14]), Err(WireError::LengthMismatch));
+        assert_eq!(
+            Packed::parse(&PACKED_BYTES[..14]),
+            Err(WireError::LengthMismatch)
+        );
         let mut long = PACKED_BYTES.to_vec();
         long.push(b'!');
         assert_eq!(Packed::parse(&long), Err(WireError::LengthMismatch));
@@ -255,7 +327,13 @@ mod tests {
         let mut f = PACKED_BYTES.to_vec();
         f[0] = 0;
         f[1] = 0xFE;
-        assert_eq!(Packed::parse(&f).unwrap().header, PackHeader { fragmented: 0, continuation: 0xFE });
+        assert_eq!(
+            Packed::parse(&f).unwrap().header,
+            PackHeader {
+                fragmented: 0,
+                continuation: 0xFE
+            }
+        );
     }
 
     proptest! {

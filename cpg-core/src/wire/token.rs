@@ -98,7 +98,10 @@ impl TokenRepr {
         }
         let mut rtr = heapless::Vec::new();
         for e in list.chunks_exact(RTR_ENTRY_LEN) {
-            let entry = RtrEntry { ring_id: get_ring_id(e, rtr_field::RING_ID)?, seq: get_u32(e, rtr_field::SEQ) };
+            let entry = RtrEntry {
+                ring_id: get_ring_id(e, rtr_field::RING_ID)?,
+                seq: get_u32(e, rtr_field::SEQ),
+            };
             rtr.push(entry).map_err(|_| WireError::TooManyEntries)?;
         }
         Ok(TokenRepr {
@@ -160,7 +163,8 @@ mod tests {
     /// TOKEN from node 2: ring 1.4, token_seq 7, seq 0x10, aru 0x0e by node 3,
     /// fcc 5, backlog 6, retrans_flg set, one request (ring 1.4, seq 0x0f).
     static TOKEN_BYTES: [u8; 84] = [
-        0xC7, 0xC9, 0x01, 0x00, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x3C, 0x00, 0x00, 0x00, //
+        0xC7, 0xC9, 0x01, 0x00, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x3C, 0x00, 0x00,
+        0x00, //
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
         0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // ring id
         0x07, 0x00, 0x00, 0x00, // token_seq
@@ -171,7 +175,8 @@ mod tests {
         0x06, 0x00, 0x00, 0x00, // backlog
         0x01, 0x01, 0x00, 0x00, // retrans_flg, rtr_count, reserved
         0x03, 0x00, 0x00, 0x00, // target
-        0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0F, 0x00, 0x00, 0x00,
+        0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0F, 0x00, 0x00,
+        0x00,
     ];
 
     const BODY: usize = FRAME_HEADER_LEN;
@@ -201,7 +206,13 @@ mod tests {
     #[test]
     fn deconstruct() {
         let f = parse(&TOKEN_BYTES).unwrap();
-        assert_eq!(f.header, FrameHeader { kind: Kind::Token, sender: 2 });
+        assert_eq!(
+            f.header,
+            FrameHeader {
+                kind: Kind::Token,
+                sender: 2
+            }
+        );
         assert_eq!(f.packet, Packet::Token(repr()));
         assert_eq!(TokenRepr::parse(&TOKEN_BYTES[BODY..]), Ok(repr()));
     }
@@ -209,7 +220,10 @@ mod tests {
     #[test]
     fn construct() {
         let mut buf = [0xFF; 84];
-        assert_eq!(emit_frame(2, CLUSTER, &Packet::Token(repr()), &mut buf), Ok(84));
+        assert_eq!(
+            emit_frame(2, CLUSTER, &Packet::Token(repr()), &mut buf),
+            Ok(84)
+        );
         assert_eq!(buf, TOKEN_BYTES);
         let mut body = [0xFF; 60];
         assert_eq!(repr().buffer_len(), 60);
@@ -221,7 +235,10 @@ mod tests {
     #[test]
     fn round_trip() {
         check_fixture(&TOKEN_BYTES, 2, &Packet::Token(repr()));
-        let empty = TokenRepr { ring_id: RingId { rep: 9, seq: 0 }, ..Default::default() };
+        let empty = TokenRepr {
+            ring_id: RingId { rep: 9, seq: 0 },
+            ..Default::default()
+        };
         let bytes = frame_bytes(9, CLUSTER, &Packet::Token(empty.clone()));
         assert_eq!(bytes.len(), FRAME_HEADER_LEN + TOKEN_FIXED_LEN);
         assert_eq!(parse(&bytes).unwrap().packet, Packet::Token(empty));
@@ -230,10 +247,22 @@ mod tests {
     #[test]
     fn truncated() {
         let short = &TOKEN_BYTES[BODY..BODY + 43];
-        assert_eq!(TokenRepr::parse(short), Err(WireError::Truncated { needed: 44, got: 43 }));
+        assert_eq!(
+            TokenRepr::parse(short),
+            Err(WireError::Truncated {
+                needed: 44,
+                got: 43
+            })
+        );
         let mut f = TOKEN_BYTES[..BODY + 43].to_vec();
         fix_body_len(&mut f);
-        assert_eq!(parse(&f), Err(WireError::Truncated { needed: 68, got: 67 }));
+        assert_eq!(
+            parse(&f),
+            Err(WireError::Truncated {
+                needed: 68,
+                got: 67
+            })
+        );
     }
 
     #[test]
