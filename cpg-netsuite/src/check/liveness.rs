@@ -81,3 +81,18 @@ pub fn settle_time(records: &[Record], who: &[Member], after: Duration) -> Durat
         .max()
         .unwrap_or(Duration::ZERO)
 }
+
+/// Whether every one of `who` installed a ring after `after`, and no
+/// process's latest ring holds both `a` and `b` (the two ends of a link
+/// that works one way only: they cannot be in one ring).
+pub fn apart(records: &[Record], after: Duration, who: &[Member], a: u32, b: u32) -> bool {
+    let mut latest: BTreeMap<Member, Option<&Vec<u32>>> = who.iter().map(|m| (*m, None)).collect();
+    for r in records.iter().filter(|r| r.at >= after) {
+        if let (Some(slot), Event::Totem { members, .. }) = (latest.get_mut(&r.who), &r.ev) {
+            *slot = Some(members);
+        }
+    }
+    latest
+        .values()
+        .all(|ring| ring.is_some_and(|m| !(m.contains(&a) && m.contains(&b))))
+}

@@ -291,3 +291,20 @@ fn liveness_views() {
         Duration::ZERO
     );
 }
+
+#[test]
+fn apart_needs_a_new_ring_without_both_ends_everywhere() {
+    let recs = Record::parse_lines(&clean_lines().join("\n"));
+    let two = [(1, 100), (2, 200)];
+    // after the start: the latest rings are {1,2}, neither holds 1 and 3
+    assert!(liveness::apart(&recs, Duration::ZERO, &two, 1, 3));
+    // but 1 and 2 are together
+    assert!(!liveness::apart(&recs, Duration::ZERO, &two, 1, 2));
+    // node 3 installed nothing new after its first ring
+    let at = recs
+        .iter()
+        .position(|r| r.who == (3, 300) && r.ev.is_config())
+        .unwrap();
+    let after = Duration::from_millis(at as u64 + 1);
+    assert!(!liveness::apart(&recs, after, &[(1, 100), (3, 300)], 1, 3));
+}

@@ -38,6 +38,30 @@ pub fn run_in(ns: &str, program: &str, args: &[&str]) -> Result<(), String> {
     run("ip", &all)
 }
 
+/// Run `program args...` inside `ns` and return what it printed on stdout.
+///
+/// # Errors
+/// As [`run`].
+pub fn output_in(ns: &str, program: &str, args: &[&str]) -> Result<String, String> {
+    let mut all = vec!["netns", "exec", ns, program];
+    all.extend_from_slice(args);
+    let out = Command::new("ip")
+        .args(&all)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`ip {}` failed ({}): {}",
+            all.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Whether `program` can be found on `PATH` (or as an absolute path).
 pub fn exists(program: &str) -> bool {
     if program.contains('/') {

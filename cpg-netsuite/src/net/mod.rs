@@ -8,7 +8,7 @@ mod stage;
 mod topology;
 mod udp;
 
-pub use cmd::{exists, run, run_in};
+pub use cmd::{exists, output_in, run, run_in};
 pub use rules::Fault;
 pub use stage::{Stage, StageParams, StageStats};
 pub use topology::{cleanup_all, install_signal_cleanup, sweep_stale, Topology};

@@ -2,9 +2,11 @@
 //! no `sch_netem`, so no `tc netem`): random loss (`statistic`),
 //! duplication (`TEE` to the datagram's own destination), cut links (a
 //! one-way cut is a DROP on the sender's OUTPUT for one destination; a
-//! partition is cuts both ways), a path that drops IP fragments (`-f` on
-//! INPUT: the kernel fragments on output, after OUTPUT, so only the
-//! receiver sees fragments), and the hand-off to the user-space stage
+//! partition is cuts both ways), a path that drops IP fragments (`-f` in
+//! the receiver's mangle PREROUTING: the kernel fragments after OUTPUT and
+//! reassembles before INPUT, so only PREROUTING sees fragments; nothing of
+//! the suite loads conntrack, whose defragmentation would come first),
+//! and the hand-off to the user-space stage
 //! (`NFQUEUE` with `--queue-bypass`, so a stage that is not running lets
 //! packets pass rather than black-holing the node).
 //!
@@ -12,7 +14,7 @@
 //! [`clear`] flushes the tables it uses, and deleting a namespace deletes
 //! its rules.
 
-use super::cmd::run_in;
+use super::cmd::{output_in, run_in};
 use super::topology::Topology;
 
 /// The NFQUEUE number the stage binds in every node namespace.
@@ -77,7 +79,7 @@ pub fn rules(topo: &Topology, fault: Fault) -> Vec<(u32, Vec<String>)> {
             vec![(from, words(&r))]
         }
         Fault::DropFragments => all
-            .map(|i| (i, words("-w -A INPUT -f -j DROP")))
+            .map(|i| (i, words("-w -t mangle -A PREROUTING -f -j DROP")))
             .collect(),
         Fault::Stage => all
             .map(|i| {
@@ -116,6 +118,30 @@ pub fn clear(topo: &Topology) -> Result<(), String> {
     Ok(())
 }
 
+/// Datagrams the suite's rules matched so far, all nodes together: shows
+/// a fault really happened (a loss phase that dropped nothing proves nothing).
+///
+/// # Errors
+/// The first iptables command that failed.
+pub fn matched(topo: &Topology) -> Result<u64, String> {
+    let mut sum = 0;
+    for i in 1..=topo.nodes() {
+        for table in ["filter", "mangle"] {
+            let out = output_in(
+                &topo.ns(i),
+                "iptables",
+                &["-w", "-t", table, "-L", "-v", "-x", "-n"],
+            )?;
+            // rule lines start with their packet count; chain and header lines do not
+            sum += out
+                .lines()
+                .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    Ok(sum)
+}
+
 /// Cuts that isolate `nodes` from every other node, both ways.
 pub fn partition(topo: &Topology, nodes: &[u32]) -> Vec<Fault> {
     let mut v = Vec::new();
@@ -129,7 +155,7 @@ pub fn partition(topo: &Topology, nodes: &[u32]) -> Vec<Fault> {
 }
 
 /// Cuts that drop everything `node` sends to the others, while it still
-/// hears them.
+/// hears them (a node whose sending side is broken).
 pub fn mute(topo: &Topology, node: u32) -> Vec<Fault> {
     (1..=topo.nodes())
         .filter(|&b| b != node)

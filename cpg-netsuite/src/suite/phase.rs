@@ -21,11 +21,16 @@ pub enum Phase {
     Corrupt,
     /// The last node cut off both ways (5 nodes: the last two).
     Partition,
-    /// The last node's outgoing datagrams dropped; it still hears the others.
+    /// One link works one way only: the last node's datagrams to node 1
+    /// are dropped, node 1's to it arrive (issue 8, bug 3).
     OneWay,
+    /// The last node's outgoing datagrams all dropped; it still hears the
+    /// others.
+    Mute,
     /// Every node drops received IP fragments; a membership change (the
-    /// last node partitioned for a while) happens while messages are
-    /// missing, and the ring must re-form with fragments still dropped.
+    /// last node partitioned for a while, under loss, so the survivors'
+    /// recovery has messages to re-send) happens, and the ring must re-form
+    /// and deliver with fragments still dropped (issue 8, bug 1).
     Fragments,
     /// SIGSTOP the last node past the failure timeout, then SIGCONT.
     Pause,
@@ -37,7 +42,7 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in the order a profile runs them.
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Loss,
         Phase::Delay,
         Phase::Reorder,
@@ -45,6 +50,7 @@ impl Phase {
         Phase::Corrupt,
         Phase::Partition,
         Phase::OneWay,
+        Phase::Mute,
         Phase::Fragments,
         Phase::Pause,
         Phase::Kill,
@@ -61,6 +67,7 @@ impl Phase {
             Phase::Corrupt => "corrupt",
             Phase::Partition => "partition",
             Phase::OneWay => "one-way",
+            Phase::Mute => "mute",
             Phase::Fragments => "fragments",
             Phase::Pause => "sigstop",
             Phase::Kill => "sigkill",

@@ -25,6 +25,8 @@ pub struct PhaseReport {
     pub delivered: u64,
     /// What the stage did, in phases that use it.
     pub stage: Option<StageStats>,
+    /// Datagrams the iptables rules matched, in phases that use them.
+    pub matched: Option<u64>,
     /// Liveness failures and errors.
     pub failures: Vec<String>,
     /// Safety violations the checker found.
@@ -44,6 +46,7 @@ impl PhaseReport {
             bound,
             delivered: 0,
             stage: None,
+            matched: None,
             failures: Vec::new(),
             violations: Vec::new(),
             logs: None,
@@ -83,6 +86,9 @@ impl PhaseReport {
                 "  (stage: {} datagrams, {} reordered, {} corrupted)",
                 st.packets, st.reordered, st.corrupted
             );
+        }
+        if let Some(m) = self.matched {
+            let _ = write!(s, "  (iptables: {m} datagrams matched)");
         }
         for f in &self.failures {
             let _ = write!(s, "\n    liveness: {f}");

@@ -112,11 +112,14 @@ fn run_inner(
             };
             rules::apply(&topo, &[fault])?;
             std::thread::sleep(p.fault);
+            if stage.is_none() {
+                rep.matched = Some(rules::matched(&topo)?);
+            }
             rules::clear(&topo)?;
             rep.stage = stage.map(Stage::stop);
             c.log().now()
         }
-        Phase::Partition | Phase::OneWay => {
+        Phase::Partition | Phase::Mute => {
             let faults = if phase == Phase::Partition {
                 rules::partition(&topo, &minor)
             } else {
@@ -124,33 +127,46 @@ fn run_inner(
             };
             let t = c.log().now();
             rules::apply(&topo, &faults)?;
-            // each side forms its own configuration (one-way: the muted
-            // node alone, as it reaches nobody)
-            let mut parts = vec![c.members_of(&major)];
-            parts.extend(minor.iter().map(|&m| c.members_of(&[m])));
-            if phase == Phase::Partition {
-                parts.truncate(1);
-                parts.push(c.members_of(&minor));
-            }
-            expect_split(&c, rep, t, &parts, bound);
+            // each side forms its own configuration (a muted node alone, as
+            // it reaches nobody)
+            let parts = if phase == Phase::Partition {
+                vec![c.members_of(&major), c.members_of(&minor)]
+            } else {
+                let mut v = vec![c.members_of(&major)];
+                v.extend(minor.iter().map(|&m| c.members_of(&[m])));
+                v
+            };
+            expect_split(&c, rep, t, bound, |r| liveness::split(r, &parts));
             sleep_until(&c, t + p.fault);
+            rep.matched = Some(rules::matched(&topo)?);
+            rules::clear(&topo)?;
+            c.log().now()
+        }
+        Phase::OneWay => {
+            // node n's datagrams to node 1 are lost, node 1's to n arrive:
+            // every node must settle in a ring that does not hold both
+            let t = c.log().now();
+            rules::apply(&topo, &[Fault::Cut { from: n, to: 1 }])?;
+            let who = c.running();
+            expect_split(&c, rep, t, bound, |r| liveness::apart(r, t, &who, 1, n));
+            sleep_until(&c, t + p.fault);
+            rep.matched = Some(rules::matched(&topo)?);
             rules::clear(&topo)?;
             c.log().now()
         }
         Phase::Fragments => {
-            rules::apply(&topo, &[Fault::DropFragments])?;
+            let loss = Fault::Loss {
+                percent: p.loss_percent,
+            };
+            rules::apply(&topo, &[Fault::DropFragments, loss])?;
             std::thread::sleep(p.fault / 2);
             let t = c.log().now();
             rules::apply(&topo, &rules::partition(&topo, &minor))?;
-            expect_split(
-                &c,
-                rep,
-                t,
-                &[c.members_of(&major), c.members_of(&minor)],
-                bound,
-            );
+            let parts = [c.members_of(&major), c.members_of(&minor)];
+            expect_split(&c, rep, t, bound, |r| liveness::split(r, &parts));
             sleep_until(&c, t + p.fault / 2);
-            // heal the partition only: the path still drops fragments
+            // heal the partition and the loss only: the path still drops fragments
+            rep.matched = Some(rules::matched(&topo)?);
             rules::clear(&topo)?;
             rules::apply(&topo, &[Fault::DropFragments])?;
             c.log().now()
@@ -160,7 +176,8 @@ fn run_inner(
             for &m in &minor {
                 c.pause(m);
             }
-            expect_split(&c, rep, t, &[c.members_of(&major)], bound);
+            let parts = [c.members_of(&major)];
+            expect_split(&c, rep, t, bound, |r| liveness::split(r, &parts));
             sleep_until(&c, t + p.fault);
             for &m in &minor {
                 c.resume(m);
@@ -172,7 +189,8 @@ fn run_inner(
             for &m in &minor {
                 c.kill(m);
             }
-            expect_split(&c, rep, t, &[c.members_of(&major)], bound);
+            let parts = [c.members_of(&major)];
+            expect_split(&c, rep, t, bound, |r| liveness::split(r, &parts));
             sleep_until(&c, t + p.fault);
             let heal = c.log().now();
             for &m in &minor {
@@ -188,7 +206,8 @@ fn run_inner(
                 let t = c.log().now();
                 c.quit(id)?;
                 let rest: Vec<u32> = all.iter().copied().filter(|&x| x != id).collect();
-                expect_split(&c, rep, t, &[c.members_of(&rest)], bound);
+                let parts = [c.members_of(&rest)];
+                expect_split(&c, rep, t, bound, |r| liveness::split(r, &parts));
                 heal = c.log().now();
                 c.restart(&topo, id)?;
                 c.join(&[id])?;
@@ -250,21 +269,22 @@ fn settle(c: &Cluster, rep: &mut PhaseReport, heal: Duration, bound: Duration) {
     ));
 }
 
-/// Wait until the processes of each part are in a ring of exactly their
-/// part; record the time (detection) or the failure.
+/// Wait until the fault has the effect `done` describes (each side of a
+/// partition in its own ring, ...); record the time (failure detection)
+/// or the failure.
 fn expect_split(
     c: &Cluster,
     rep: &mut PhaseReport,
     fault: Duration,
-    parts: &[Vec<Member>],
     bound: Duration,
+    done: impl FnMut(&[crate::cluster::Record]) -> bool,
 ) {
-    if c.log().wait_until(bound, |r| liveness::split(r, parts)) {
+    if c.log().wait_until(bound, done) {
         let t = c.log().now() - fault;
         rep.split = Some(rep.split.map_or(t, |s| s.max(t)));
     } else {
         rep.failures.push(format!(
-            "the fault did not give {parts:?} their own configurations within {:.1} s; views: {:?}",
+            "{:.1} s after the fault the nodes were not in the configurations it must cause; views: {:?}",
             bound.as_secs_f64(),
             views(c)
         ));
