@@ -44,7 +44,7 @@
 //! | `delay` | 20 ms + 0..30 ms jitter on every datagram (long: 40 + 0..60) |
 //! | `reorder` | 25 % of datagrams held 15 ms longer (long: 40 %, 30 ms) |
 //! | `duplicate` | 20 % sent twice (long: 30 %) |
-//! | `corrupt` | one byte of 5 % of control frames changed, checksum fixed (long: 10 %) |
+//! | `corrupt` | one byte of 10 % of control frames changed, checksum fixed (long: 20 %) |
 //! | `partition` | the last node (at 5 nodes: the last two) cut off both ways |
 //! | `one-way` | the last node's datagrams to node 1 dropped, node 1's to it arrive: no ring may hold both, every node must be in one |
 //! | `mute` | all the last node's datagrams dropped; it still hears the others and must form a ring alone |

@@ -140,6 +140,9 @@ impl fmt::Display for Violation {
     }
 }
 
+/// A receiver's ring-to-ring segments: (ring left, ring entered) -> items.
+type Segments<'a> = BTreeMap<(String, String), &'a [Item]>;
+
 /// One item of a receiver's stream, as compared between receivers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Item {
@@ -331,7 +334,7 @@ fn check_total_order(streams: &BTreeMap<Member, Stream>, v: &mut Vec<Violation>)
 /// ((from ring, to ring) -> items), from after the last join confchg in the
 /// segment (earlier items belong to processes that were not all members
 /// yet), only where the receiver was a member of the group by then.
-fn segments(s: &Stream, drained: bool) -> BTreeMap<(String, String), &[Item]> {
+fn segments(s: &Stream, drained: bool) -> Segments<'_> {
     let mut out = BTreeMap::new();
     let mut bounds: Vec<(usize, usize, String, String)> = s
         .rings
@@ -367,7 +370,7 @@ fn check_virtual_synchrony(
     facts: &Facts,
     v: &mut Vec<Violation>,
 ) {
-    let segs: Vec<(Member, BTreeMap<(String, String), &[Item]>)> = streams
+    let segs: Vec<(Member, Segments<'_>)> = streams
         .iter()
         .map(|(m, s)| {
             (

@@ -58,9 +58,9 @@ fn clean_lines() -> Vec<String> {
 
 fn facts() -> Facts {
     let mut accepted = BTreeMap::new();
-    accepted.insert((1, 100), vec![0..3]);
-    accepted.insert((2, 200), vec![0..3]);
-    accepted.insert((3, 300), vec![0..2]);
+    accepted.insert((1, 100), std::iter::once(0..3).collect());
+    accepted.insert((2, 200), std::iter::once(0..3).collect());
+    accepted.insert((3, 300), std::iter::once(0..2).collect());
     Facts {
         group: "g".into(),
         accepted,
@@ -247,7 +247,7 @@ fn different_end_of_a_drained_run_breaks_virtual_synchrony() {
 #[test]
 fn accepted_but_never_delivered_by_its_surviving_sender_is_lost() {
     let mut f = facts();
-    f.accepted.insert((1, 100), vec![0..4]);
+    f.accepted.insert((1, 100), std::iter::once(0..4).collect());
     let v = check(&Record::parse_lines(&clean_lines().join("\n")), &f);
     assert_eq!(
         v,
@@ -258,7 +258,7 @@ fn accepted_but_never_delivered_by_its_surviving_sender_is_lost() {
     );
     // node 3 did not survive: its accepted messages may be gone
     let mut f = facts();
-    f.accepted.insert((3, 300), vec![0..5]);
+    f.accepted.insert((3, 300), std::iter::once(0..5).collect());
     assert_eq!(
         check(&Record::parse_lines(&clean_lines().join("\n")), &f),
         vec![]
@@ -275,7 +275,7 @@ fn liveness_views() {
         "g",
         &[(1, 100), (2, 200), (3, 300)]
     ));
-    assert!(liveness::split(&recs, &[two.to_vec(), vec![(3, 300)]]) == false);
+    assert!(!liveness::split(&recs, &[two.to_vec(), vec![(3, 300)]]));
     assert!(liveness::split(&recs, &[two.to_vec()]));
     // the last configuration event of 1 and 2 is node 2's totem 1.8
     let at = recs

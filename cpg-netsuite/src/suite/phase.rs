@@ -152,7 +152,7 @@ impl Profile {
             jitter_ms: 0,
             reorder_percent: 0,
             reorder_ms: 0,
-            corrupt_percent: 5,
+            corrupt_percent: 10,
         },
     };
 
@@ -187,7 +187,7 @@ impl Profile {
             jitter_ms: 0,
             reorder_percent: 0,
             reorder_ms: 0,
-            corrupt_percent: 10,
+            corrupt_percent: 20,
         },
     };
 

@@ -297,7 +297,10 @@ fn sleep_until(c: &Cluster, at: Duration) {
     }
 }
 
-fn views(c: &Cluster) -> Vec<(Member, Option<(String, Vec<u32>)>, usize)> {
+/// A process, its latest ring (id, nodes) and how many members its group has.
+type ViewLine = (Member, Option<(String, Vec<u32>)>, usize);
+
+fn views(c: &Cluster) -> Vec<ViewLine> {
     let v = liveness::views(&c.log().snapshot(), GROUP, &c.running());
     v.into_iter()
         .map(|(m, x)| {
