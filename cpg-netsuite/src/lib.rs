@@ -48,7 +48,7 @@
 //! | `partition` | the last node (at 5 nodes: the last two) cut off both ways |
 //! | `one-way` | the last node's datagrams to node 1 dropped, node 1's to it arrive: no ring may hold both, every node must be in one |
 //! | `mute` | all the last node's datagrams dropped; it still hears the others and must form a ring alone |
-//! | `fragments` | received IP fragments dropped; under loss a partition comes and goes, and the ring must re-form and deliver with fragments still dropped |
+//! | `fragments` | received IP fragments dropped; under half the loss phase's loss a partition comes and goes, and the ring must re-form and deliver with fragments still dropped |
 //! | `sigstop` | SIGSTOP the last node for the fault time, then SIGCONT |
 //! | `sigkill` | SIGKILL the last node, restart it with the same nodeid |
 //! | `rolling` | each node in turn quits and restarts |

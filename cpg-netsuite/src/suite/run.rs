@@ -155,8 +155,11 @@ fn run_inner(
             c.log().now()
         }
         Phase::Fragments => {
+            // enough loss that the survivors miss messages at the ring
+            // change (so recovery re-sends copies), little enough that
+            // failure detection stays near token + consensus
             let loss = Fault::Loss {
-                percent: p.loss_percent,
+                percent: p.loss_percent / 2,
             };
             rules::apply(&topo, &[Fault::DropFragments, loss])?;
             std::thread::sleep(p.fault / 2);
