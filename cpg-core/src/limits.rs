@@ -300,7 +300,10 @@ impl core::fmt::Display for ConfigError {
             ConfigError::Zero(n) => write!(f, "{n} must be positive"),
             ConfigError::MaxMessageSize => write!(f, "max_message_size must be in 1..=2 GiB"),
             ConfigError::NoInitialRingSeq => {
-                write!(f, "initial ring seq must be the persisted seq + 1 (never 0)")
+                write!(
+                    f,
+                    "initial ring seq must be the persisted seq + 1 (never 0)"
+                )
             }
         }
     }

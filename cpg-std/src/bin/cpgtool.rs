@@ -236,6 +236,13 @@ fn write_config_with(
 const MAGIC: &[u8; 4] = b"CPGT";
 const HEADER: usize = 20;
 
+/// The size of message `seq` of a stream of sizes `size..=size_max`: spread
+/// over the range by a hash of `seq`, so every run sends the same sizes.
+fn sized(size: usize, size_max: usize, seq: u64) -> usize {
+    let span = (size_max - size) as u64 + 1;
+    size + (fnv(FNV0, &seq.to_le_bytes()) % span) as usize
+}
+
 /// A numbered test message: magic | nodeid u32 | seq u64 | len u32 | pattern.
 fn fill_message(buf: &mut [u8], nodeid: u32, seq: u64) {
     let len = buf.len();
@@ -386,7 +393,7 @@ fn send_numbered(
 /// |---|---|
 /// | `{"cmd":"join","group":"g"}` / `leave` | `ok` or `err` (cs_error code) |
 /// | `{"cmd":"mcast","data":"text","guarantee":"agreed"}` | `ok` / `err` |
-/// | `{"cmd":"stream","count":N,"size":S,"zc":false,"rate":0,"guarantee":"agreed"}` | `sent` when done (runs on its own thread) |
+/// | `{"cmd":"stream","count":N,"size":S,"size_max":M,"zc":false,"rate":0,"guarantee":"agreed"}` | `sent` and `first` (its first seq) when done (runs on its own thread); sizes spread over `S..=M` when `size_max` is given |
 /// | `{"cmd":"stop_stream"}` | `ok` (the stream's own reply follows) |
 /// | `{"cmd":"big","size":S,"zc":false}` | `ok` / `err` |
 /// | `{"cmd":"members","group":"g"}` | `members` |
@@ -395,7 +402,8 @@ fn send_numbered(
 ///
 /// Events on stdout: `{"ev":"ready"}`, `{"ev":"confchg",...,"delivered","digest"}`
 /// (the count and digest of deliveries before it), `{"ev":"totem"}`,
-/// `{"ev":"deliver"}` (messages ≥ 64 KiB, or all with `--verbose`).
+/// `{"ev":"deliver"}` (messages ≥ 64 KiB, or all with `--verbose`; `origin`,
+/// `seq` and `intact` are what the numbered message says of itself).
 fn node_main(config: &Path, nodeid: Option<u32>, join: Option<String>, verbose: bool) -> Res<()> {
     let node = start_node(config, nodeid)?;
     let me = node.node_id();
@@ -436,11 +444,12 @@ fn node_main(config: &Path, nodeid: Option<u32>, join: Option<String>, verbose: 
                 t.last.insert(key, seq);
             }
             if verbose || d.msg.len() >= 65_536 {
-                let (seq, ok) = checked.map_or((Value::Null, Value::Null), |(_, s, ok)| {
-                    (json!(s), json!(ok))
-                });
+                let (origin, seq, ok) = checked
+                    .map_or((Value::Null, Value::Null, Value::Null), |(n, s, ok)| {
+                        (json!(n), json!(s), json!(ok))
+                    });
                 o1.emit(json!({"ev":"deliver","from":addr(&d.sender),"len":d.msg.len(),"seq":seq,"intact":ok,
-                    "digest":format!("{body:016x}"),"delivered":t.delivered}));
+                    "origin":origin,"digest":format!("{body:016x}"),"delivered":t.delivered}));
             }
         })),
         confchg: Some(Box::new(move |_, c| {
@@ -522,6 +531,10 @@ fn node_main(config: &Path, nodeid: Option<u32>, join: Option<String>, verbose: 
             "stream" => {
                 let count = v.get("count").and_then(Value::as_u64).unwrap_or(1000);
                 let size = v.get("size").and_then(Value::as_u64).unwrap_or(64) as usize;
+                let size_max = v
+                    .get("size_max")
+                    .and_then(Value::as_u64)
+                    .map_or(size, |m| (m as usize).max(size));
                 let zc = v.get("zc").and_then(Value::as_bool).unwrap_or(false);
                 let rate = v.get("rate").and_then(Value::as_u64).unwrap_or(0);
                 let g = guarantee_of(&v);
@@ -532,6 +545,9 @@ fn node_main(config: &Path, nodeid: Option<u32>, join: Option<String>, verbose: 
                     let t0 = Instant::now();
                     let mut sent = 0u64;
                     let mut err = None;
+                    // the accepted messages of this stream are first..first + sent:
+                    // a failed send ends the stream, so no accepted seq follows it
+                    let first = seq.load(Ordering::SeqCst);
                     while sent < count && !stop.load(Ordering::SeqCst) {
                         if rate > 0 {
                             let due = t0 + Duration::from_secs_f64(sent as f64 / rate as f64);
@@ -540,7 +556,7 @@ fn node_main(config: &Path, nodeid: Option<u32>, join: Option<String>, verbose: 
                             }
                         }
                         let s = seq.fetch_add(1, Ordering::SeqCst);
-                        match send_numbered(&c, me, s, size, zc, g, &stop) {
+                        match send_numbered(&c, me, s, sized(size, size_max, s), zc, g, &stop) {
                             Ok(()) => sent += 1,
                             Err(e) => {
                                 err = Some(e.code());
@@ -548,7 +564,7 @@ fn node_main(config: &Path, nodeid: Option<u32>, join: Option<String>, verbose: 
                             }
                         }
                     }
-                    o.emit(json!({"re":"stream","sent":sent,"err":err}));
+                    o.emit(json!({"re":"stream","sent":sent,"first":first,"err":err}));
                 });
             }
             "stop_stream" => {
