@@ -327,6 +327,10 @@ pub struct Stats {
     pub dropped_stale: u64,
     /// Frames from nodes outside the node list.
     pub dropped_unknown_node: u64,
+    /// Control frames that parse but no honest node could have sent (a
+    /// token whose aru is above its seq, a JOIN naming nodes outside the
+    /// node list, ...): corruption the checksum missed.
+    pub dropped_implausible: u64,
     /// Messages re-multicast to serve retransmit requests.
     pub retransmissions: u64,
     /// Tokens accepted.

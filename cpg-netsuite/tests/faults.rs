@@ -5,10 +5,6 @@
 //! Needs root, `ip` and `iptables` (`.ci/run` installs them); without them
 //! each test says why and passes, except under `CI=true`, where a missing
 //! prerequisite fails the test rather than hiding the suite.
-//!
-//! Phases marked `#[ignore]` fail on this branch because of the engine bug
-//! their reason names (issue 8); `cargo test -p cpg-netsuite --release --
-//! --ignored` runs them.
 
 use std::sync::Mutex;
 
@@ -65,17 +61,11 @@ fn duplicate() {
     run(Phase::Duplicate);
 }
 
-// Observed on this branch (3 runs of 3, seeds 1-3, 32..76 control frames
-// corrupted): twice the ring wedged (issue 8 bug 2: a corrupted token's fcc;
-// no end marker delivered 20 s after the heal, accepted messages never
-// delivered, no failure detected), once every node skipped the same 23
-// accepted messages of each sender inside one ring with no confchg (FIFO
-// gap, lost: a corrupted token field is believed). At 5 nodes (long
-// profile, 1,589 frames corrupted) corrupted ring sequence numbers left two
-// rings ({1,2,4} and {3,5}, ring ids 1.eadb7300007f3f89 and
-// 3.eadb0000007f002d) that had not merged 25 s after the heal.
+// Control frames corrupted past the UDP checksum (issue 8 bug 2). Before
+// the engine distrusted tokens this phase failed every run: the ring wedged
+// (a corrupted fcc), or every node skipped the same accepted messages (a
+// corrupted seq was believed).
 #[test]
-#[ignore = "issue 8 bug 2: a corrupted token wedges the ring (and can skip accepted messages)"]
 fn corrupt() {
     run(Phase::Corrupt);
 }
@@ -95,13 +85,10 @@ fn mute_node() {
     run(Phase::Mute);
 }
 
-// Observed on this branch: full frames are 1,528 B IP datagrams, so the
-// survivors' recovery after the partition never completes while fragments
-// are dropped (nodes 1 and 2 still in the old 3-node ring 5.2 s after the
-// cut); they recover only when the partition heals. With main's fix
-// (2de9a98, frames ≤ netmtu − 28) the phase passes at 3 and 5 nodes.
+// A path that drops IP fragments under a partition (issue 8 bug 1): with
+// frames above netmtu − 28, recovery never completed while fragments were
+// dropped.
 #[test]
-#[ignore = "issue 8 bug 1: frames larger than netmtu - 28 are IP-fragmented"]
 fn path_drops_fragments() {
     run(Phase::Fragments);
 }

@@ -73,6 +73,14 @@ pub struct FaultOptions {
     pub jitter_mean: Duration,
     /// Probability, per sent packet, of also injecting a garbage frame.
     pub garbage: f64,
+    /// Probability that a control frame arrives with 1-4 random body
+    /// bytes overwritten, headers intact: corruption the UDP checksum
+    /// missed. Tokens, JOINs, merge detects and hold cancels only: a
+    /// changed multicast payload or commit-token entry (another member's
+    /// old ring, aru) is undetectable until frames carry an integrity
+    /// check (frame authentication), see the scenario
+    /// `corrupted_commit_entry_needs_frame_integrity`.
+    pub corrupt: f64,
     /// Probability, per sent packet, of also replaying an old captured frame.
     pub replay: f64,
     /// Scripted symmetric partitions during the safety phase.
@@ -94,6 +102,7 @@ impl FaultOptions {
             delay_base: Duration::from_micros(100),
             jitter_mean: Duration::from_micros(50),
             garbage: 0.0,
+            corrupt: 0.0,
             replay: 0.0,
             partitions: false,
             crashes: false,
@@ -139,6 +148,7 @@ impl FaultOptions {
             delay_base,
             jitter_mean,
             garbage,
+            corrupt: 0.0,
             replay,
             partitions: on(rng, 0.5),
             crashes: on(rng, 0.5),
@@ -153,6 +163,7 @@ impl FaultOptions {
             loss: 0.0,
             dup: 0.0,
             garbage: 0.0,
+            corrupt: 0.0,
             replay: 0.0,
             partitions: false,
             crashes: false,
@@ -173,6 +184,7 @@ impl FaultOptions {
         );
         for (on, name) in [
             (self.garbage > 0.0, "garbage"),
+            (self.corrupt > 0.0, "corrupt"),
             (self.replay > 0.0, "replay"),
             (self.partitions, "partitions"),
             (self.crashes, "crashes"),
@@ -194,6 +206,7 @@ impl FaultOptions {
             (self.dup > 0.0, 'D'),
             (self.jitter_mean.0 > 0, 'J'),
             (self.garbage > 0.0, 'G'),
+            (self.corrupt > 0.0, 'X'),
             (self.replay > 0.0, 'R'),
             (self.partitions, 'P'),
             (self.crashes, 'C'),
@@ -317,6 +330,8 @@ pub struct NetStats {
     pub replayed: u64,
     /// Frames edited by tamper rules.
     pub tampered: u64,
+    /// Control frames corrupted by the `corrupt` fault.
+    pub corrupted: u64,
     /// Packets whose receiver was down when they arrived.
     pub to_dead_node: u64,
 }
@@ -687,7 +702,24 @@ impl Network {
             return;
         }
         let at = now + self.delay(rng);
-        let frame = &self.tampered(from, frame);
+        let mut frame = self.tampered(from, frame);
+        if self.faults.corrupt > 0.0
+            && !matches!(
+                frame_kind(&frame),
+                Some(header::KIND_MCAST | header::KIND_COMMIT)
+            )
+            && frame.len() > header::LEN
+            && rng.gen_bool(self.faults.corrupt)
+        {
+            let mut bytes = frame.to_vec();
+            for _ in 0..rng.gen_range(1..=4) {
+                let i = rng.gen_range(header::LEN..bytes.len());
+                bytes[i] = rng.gen();
+            }
+            frame = bytes.into();
+            self.stats.corrupted += 1;
+        }
+        let frame = &frame;
         self.enqueue(
             at,
             InFlight {

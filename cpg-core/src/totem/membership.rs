@@ -112,6 +112,14 @@ impl<F: FrameBuf> Totem<F> {
 
     /// §5.2: state pre-filters, then `memb_join_process`.
     pub(super) fn on_join(&mut self, now: Instant, sender: NodeId, j: JoinRepr) {
+        let known = |l: &[NodeId]| l.iter().all(|n| self.cfg.nodes.contains(n));
+        if !known(&j.proc_list)
+            || !known(&j.fail_list)
+            || !j.proc_list.contains(&sender) && !j.leave
+        {
+            self.stats.dropped_implausible += 1;
+            return; // corrupted: an honest JOIN names only nodes of the node list, its sender among them
+        }
         if j.ring_seq > self.token_ring_id_seq {
             self.token_ring_id_seq = j.ring_seq;
         }

@@ -95,6 +95,12 @@ impl<F: FrameBuf> Totem<F> {
             self.stats.dropped_stale += 1;
             return;
         }
+        if !self.token_plausible(&t) {
+            // The sender still holds the true token and re-sends it when
+            // its retransmit timer fires.
+            self.stats.dropped_implausible += 1;
+            return;
+        }
         self.stats.token_visits += 1;
         let operational = self.state == State::Operational;
         let quiet_rotation = operational && t.seq == self.my_last_seq;
@@ -179,6 +185,46 @@ impl<F: FrameBuf> Totem<F> {
         self.timers
             .arm(Timer::TokenLoss, now + self.cfg.token_effective());
         self.update_flow_control();
+    }
+
+    /// Whether a token's fields could have come from an honest ring, so a
+    /// frame corrupted in a way the UDP checksum missed is dropped instead
+    /// of believed: an `aru` above `seq` or an `aru_addr` outside the ring
+    /// (nobody would ever correct that aru: SAFE delivery and garbage
+    /// collection stop for good), a `seq` below a frame I hold (its next
+    /// frames would reuse taken seqs), or one that went backwards or jumped
+    /// further than the whole ring may send in one rotation since my last
+    /// visit (every node would wait for frames nobody sent).
+    fn token_plausible(&self, t: &TokenRepr) -> bool {
+        let ring = if self.state == State::Recovery {
+            &self.new_memb
+        } else {
+            &self.memb
+        };
+        if !seq_le(t.aru, t.seq) || (t.aru_addr != 0 && !sets::contains(ring, t.aru_addr)) {
+            return false;
+        }
+        // Every frame I hold was sent under a token at least at its seq.
+        let window = if self.state == State::Recovery {
+            &self.recovery
+        } else {
+            &self.regular
+        };
+        if !seq_le(window.high_seq, t.seq) {
+            return false;
+        }
+        if self.state == State::Operational && self.my_token_seq != u32::MAX {
+            let rotation = self
+                .cfg
+                .window_size
+                .saturating_add(self.cfg.max_messages.saturating_mul(ring.len() as u32));
+            if !seq_le(self.my_last_seq, t.seq)
+                || !seq_le(t.seq, self.my_last_seq.wrapping_add(rotation))
+            {
+                return false;
+            }
+        }
+        true
     }
 
     /// Bound what a received token can make this node believe about flow
