@@ -75,12 +75,15 @@ pub struct FaultOptions {
     pub garbage: f64,
     /// Probability that a control frame arrives with 1-4 random body
     /// bytes overwritten, headers intact: corruption the UDP checksum
-    /// missed. Tokens, JOINs, merge detects and hold cancels only: a
-    /// changed multicast payload or commit-token entry (another member's
-    /// old ring, aru) is undetectable until frames carry an integrity
-    /// check (frame authentication), see the scenario
-    /// `corrupted_commit_entry_needs_frame_integrity`.
+    /// missed. The frame's own integrity check drops it (a loss), unless
+    /// `corrupt_resealed`.
     pub corrupt: f64,
+    /// Re-seal corrupted frames, as if the corruption happened before the
+    /// check was computed: what the engine's plausibility checks must
+    /// survive. Tokens, JOINs, merge detects and hold cancels only: a
+    /// commit-token entry changed that way is a virtual-synchrony violation
+    /// no plausibility check can see (`corrupted_commit_entry_needs_frame_integrity`).
+    pub corrupt_resealed: bool,
     /// Probability, per sent packet, of also replaying an old captured frame.
     pub replay: f64,
     /// Scripted symmetric partitions during the safety phase.
@@ -103,6 +106,7 @@ impl FaultOptions {
             jitter_mean: Duration::from_micros(50),
             garbage: 0.0,
             corrupt: 0.0,
+            corrupt_resealed: false,
             replay: 0.0,
             partitions: false,
             crashes: false,
@@ -149,6 +153,7 @@ impl FaultOptions {
             jitter_mean,
             garbage,
             corrupt: 0.0,
+            corrupt_resealed: false,
             replay,
             partitions: on(rng, 0.5),
             crashes: on(rng, 0.5),
@@ -164,6 +169,7 @@ impl FaultOptions {
             dup: 0.0,
             garbage: 0.0,
             corrupt: 0.0,
+            corrupt_resealed: false,
             replay: 0.0,
             partitions: false,
             crashes: false,
@@ -498,6 +504,9 @@ impl Network {
         r.count -= 1;
         let mut bytes = frame.to_vec();
         (r.edit)(&mut bytes);
+        // Corruption the integrity check missed (before it existed, or a
+        // bug behind it): what the engine's own distrust must survive.
+        cpg_core::wire::seal(&mut bytes);
         self.tampers.retain(|r| r.count > 0);
         self.stats.tampered += 1;
         bytes.into()
@@ -704,10 +713,8 @@ impl Network {
         let at = now + self.delay(rng);
         let mut frame = self.tampered(from, frame);
         if self.faults.corrupt > 0.0
-            && !matches!(
-                frame_kind(&frame),
-                Some(header::KIND_MCAST | header::KIND_COMMIT)
-            )
+            && frame_kind(&frame) != Some(header::KIND_MCAST)
+            && !(self.faults.corrupt_resealed && frame_kind(&frame) == Some(header::KIND_COMMIT))
             && frame.len() > header::LEN
             && rng.gen_bool(self.faults.corrupt)
         {
@@ -715,6 +722,9 @@ impl Network {
             for _ in 0..rng.gen_range(1..=4) {
                 let i = rng.gen_range(header::LEN..bytes.len());
                 bytes[i] = rng.gen();
+            }
+            if self.faults.corrupt_resealed {
+                cpg_core::wire::seal(&mut bytes);
             }
             frame = bytes.into();
             self.stats.corrupted += 1;

@@ -158,11 +158,46 @@ fn parse_ring_id_body(body: &[u8]) -> Result<RingId, WireError> {
     get_ring_id(body, 0..RING_ID_LEN)
 }
 
+/// The integrity check a control frame (every kind but MCAST) carries in
+/// its authenticator slot: FNV-1a 64 over the frame with the slot zeroed.
+///
+/// Control frames steer the protocol (a commit token's entries decide the
+/// transitional configuration; a token's seq and aru decide what is
+/// ordered and freed), and a corruption the UDP checksum misses must not be
+/// believed (issue 8): no plausibility check can tell a changed old-ring id
+/// in a commit entry. They are small, so the check costs little. MCAST
+/// frames carry zero until frame authentication covers every frame.
+pub fn control_check(frame: &[u8]) -> [u8; 8] {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let step = |h: u64, b: &u8| (h ^ u64::from(*b)).wrapping_mul(PRIME);
+    let head = frame.get(..field::AUTH.start).unwrap_or(frame);
+    let body = frame.get(field::BODY).unwrap_or(&[]);
+    let h = head.iter().fold(OFFSET, step);
+    let h = [0u8; 8].iter().fold(h, step);
+    body.iter().fold(h, step).to_le_bytes()
+}
+
+/// Write the integrity check of a control frame into its authenticator
+/// slot (see [`control_check`]); an MCAST frame, or bytes too short to be
+/// a frame, are left alone. [`emit_frame`] seals what it emits; this is
+/// for tools that build or edit frames (the simulator's tamper rules).
+pub fn seal(frame: &mut [u8]) {
+    let is_control = frame
+        .get(field::KIND)
+        .is_some_and(|&k| k != Kind::Mcast as u8);
+    if is_control && frame.len() >= FRAME_HEADER_LEN {
+        let check = control_check(frame);
+        frame[field::AUTH].copy_from_slice(&check);
+    }
+}
+
 /// Parse and validate a whole frame of `cluster_id`.
 ///
 /// Checks, in order: length of the header, magic, version, kind, cluster
-/// id, sender (non-zero), authenticator, body length, body. Truncation
-/// inside the body is reported relative to the whole frame.
+/// id, sender (non-zero), body length, body, authenticator (zero on an
+/// MCAST, [`control_check`] on the others). Truncation inside the body is
+/// reported relative to the whole frame.
 ///
 /// # Errors
 /// Any [`WireError`]; never panics.
@@ -184,13 +219,6 @@ pub fn parse_frame(data: &[u8], cluster_id: u32) -> Result<Frame<'_>, WireError>
         return Err(WireError::ForeignCluster);
     }
     let sender = get_node_id(data, field::SENDER)?;
-    #[cfg(not(feature = "_fuzzing"))]
-    {
-        let auth: [u8; 8] = get_bytes(data, field::AUTH);
-        if auth != [0; 8] {
-            return Err(WireError::BadAuth);
-        }
-    }
     let body = data.get(field::BODY).unwrap_or(&[]);
     if usize::try_from(get_u32(data, field::BODY_LEN)).ok() != Some(body.len()) {
         return Err(WireError::LengthMismatch);
@@ -202,6 +230,18 @@ pub fn parse_frame(data: &[u8], cluster_id: u32) -> Result<Frame<'_>, WireError>
         },
         e => e,
     })?;
+    #[cfg(not(feature = "_fuzzing"))]
+    {
+        let auth: [u8; 8] = get_bytes(data, field::AUTH);
+        let expect = if kind == Kind::Mcast {
+            [0; 8]
+        } else {
+            control_check(data)
+        };
+        if auth != expect {
+            return Err(WireError::BadAuth);
+        }
+    }
     Ok(Frame {
         header: FrameHeader { kind, sender },
         packet,
@@ -236,6 +276,7 @@ pub fn emit_frame(
     put_zero(out, field::AUTH);
     let body = out.get_mut(field::BODY).ok_or(WireError::BufferTooSmall)?;
     packet.emit(body)?;
+    seal(out);
     Ok(len)
 }
 
@@ -344,7 +385,7 @@ mod tests {
     static MERGE_DETECT_BYTES: [u8; 36] = [
         0xC7, 0xC9, 0x01, 0x02, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x0C, 0x00, 0x00,
         0x00, //
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+        0xA9, 0xB3, 0x14, 0x57, 0xC2, 0xE8, 0x17, 0x11, //
         0x01, 0x00, 0x00, 0x00, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
     ];
 
@@ -352,7 +393,7 @@ mod tests {
     static THC_BYTES: [u8; 36] = [
         0xC7, 0xC9, 0x01, 0x05, 0x04, 0x03, 0x02, 0x01, 0x07, 0x00, 0x00, 0x00, 0x0C, 0x00, 0x00,
         0x00, //
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+        0x53, 0x0F, 0x78, 0xEF, 0x3B, 0xC7, 0x4F, 0x18, //
         0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
@@ -527,17 +568,47 @@ mod tests {
         assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::Malformed));
     }
 
+    #[cfg(not(feature = "_fuzzing"))]
+    #[test]
+    fn control_frames_carry_an_integrity_check() {
+        use crate::wire::strategies::*;
+        let _ = ring_id();
+        for (name, fixture) in [
+            ("merge detect", &MERGE_DETECT_BYTES[..]),
+            ("hold cancel", &THC_BYTES[..]),
+        ] {
+            assert!(parse_frame(fixture, CLUSTER).is_ok(), "{name}");
+            for i in (0..fixture.len()).filter(|i| !(12..16).contains(i)) {
+                for bit in [0x01u8, 0x80] {
+                    let mut f = fixture.to_vec();
+                    f[i] ^= bit;
+                    assert!(
+                        parse_frame(&f, CLUSTER).is_err(),
+                        "{name}: byte {i} bit {bit:#x} changed, still parsed"
+                    );
+                }
+            }
+            let mut f = fixture.to_vec();
+            f[16..24].fill(0);
+            assert_eq!(
+                parse_frame(&f, CLUSTER),
+                Err(WireError::BadAuth),
+                "{name}: an unsealed control frame"
+            );
+        }
+    }
+
     #[test]
     fn checks_run_in_order() {
         // Every header field wrong: the first check in order reports.
         let mut f = md();
-        f[12] = 0; // body length
-        assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::LengthMismatch));
         #[cfg(not(feature = "_fuzzing"))]
         {
-            f[16] = 1; // auth
+            f[16] ^= 1; // the integrity check comes last
             assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::BadAuth));
         }
+        f[12] = 0; // body length
+        assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::LengthMismatch));
         f[8] = 0; // sender
         assert_eq!(parse_frame(&f, CLUSTER), Err(WireError::Malformed));
         f[4] = 9; // cluster

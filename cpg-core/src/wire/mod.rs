@@ -42,7 +42,8 @@ pub mod token;
 pub use commit::{CommitEntry, CommitRepr};
 pub use cpg::{CpgMsg, JoinListIter};
 pub use frame::{
-    emit_frame, emit_mcast_head, frame_len, parse_frame, Frame, FrameHeader, Kind, Packet,
+    control_check, emit_frame, emit_mcast_head, frame_len, parse_frame, seal, Frame, FrameHeader,
+    Kind, Packet,
 };
 pub use join::JoinRepr;
 pub use mcast::McastRepr;

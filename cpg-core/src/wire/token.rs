@@ -165,7 +165,7 @@ mod tests {
     static TOKEN_BYTES: [u8; 84] = [
         0xC7, 0xC9, 0x01, 0x00, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00, 0x00, 0x00, 0x3C, 0x00, 0x00,
         0x00, //
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+        0x09, 0xF7, 0x91, 0xC1, 0x92, 0x6B, 0x84, 0x4E, //
         0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // ring id
         0x07, 0x00, 0x00, 0x00, // token_seq
         0x10, 0x00, 0x00, 0x00, // seq
@@ -274,6 +274,7 @@ mod tests {
         assert_eq!(parse(&f), Err(WireError::LengthMismatch));
         f.truncate(BODY + 44);
         fix_body_len(&mut f);
+        crate::wire::seal(&mut f);
         assert!(matches!(parse(&f).unwrap().packet, Packet::Token(t) if t.rtr.is_empty()));
     }
 
@@ -298,6 +299,7 @@ mod tests {
         f[BODY + 36] = 2;
         assert_eq!(parse(&f), Err(WireError::Malformed));
         f[BODY + 36] = 0;
+        crate::wire::seal(&mut f);
         assert!(matches!(parse(&f).unwrap().packet, Packet::Token(t) if !t.retrans_flg));
     }
 
@@ -316,6 +318,7 @@ mod tests {
         let mut f = TOKEN_BYTES.to_vec();
         f[BODY + 24] = 0;
         f[BODY + 38] = 0xAB;
+        crate::wire::seal(&mut f);
         let t = match parse(&f).unwrap().packet {
             Packet::Token(t) => t,
             p => panic!("{p:?}"),
