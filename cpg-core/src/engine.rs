@@ -1,6 +1,6 @@
 //! The engine a driver runs: Totem ordering and membership ([`crate::totem`])
 //! with the CPG group layer ([`crate::group`]) on top, behind the sans-IO
-//! contract of ARCHITECTURE.md.
+//! contract of `docs/ARCHITECTURE.md`.
 //!
 //! # Calling order
 //! After every `handle_packet`, `handle_timeout` or `submit`:

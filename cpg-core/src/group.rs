@@ -1,4 +1,4 @@
-//! CPG groups on top of the ordered stream (cpg-api.md §6).
+//! CPG groups on top of the ordered stream (`docs/spec/cpg-api.md` §6).
 //!
 //! Join, leave and data are Totem messages, so every node applies them in
 //! one total order and every member sees the same confchg at the same point

@@ -8,7 +8,7 @@
 //! | [`pool`] | zero-copy buffer bookkeeping (slots, size classes, states, generations) | O(1), allocation-free; a stale id is an error, not a use-after-free |
 //! | [`totem`] | the Totem single-ring protocol as a sans-IO state machine | total order (AGREED), real SAFE delivery, extended virtual synchrony |
 //! | [`group`] | CPG groups on the ordered stream | join/leave/mcast/confchg identical at every member at the same point of the stream |
-//! | [`engine`] | the two above wired together: the API a driver (the simulator, `cpg-uring`) calls | the engine contract of `ARCHITECTURE.md` |
+//! | [`engine`] | the two above wired together: the API a driver (the simulator, `cpg-uring`) calls | the engine contract of `docs/ARCHITECTURE.md` |
 //!
 //! The engine never reads a clock, touches a socket or spawns: time is an
 //! [`Instant`] passed in, packets come in as owned frames, and everything it

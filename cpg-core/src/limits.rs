@@ -1,5 +1,5 @@
-//! Every limit, default and timer in one place (ARCHITECTURE.md "Limits",
-//! totem.md §7). Hard limits are constants; everything a deployment may tune
+//! Every limit, default and timer in one place (`docs/ARCHITECTURE.md` "Limits",
+//! `docs/spec/totem.md` §7). Hard limits are constants; everything a deployment may tune
 //! lives in [`Config`], validated by [`Config::validate`].
 
 use crate::time::Duration;

@@ -68,8 +68,8 @@
 //!
 //! # References
 //!
-//! `ARCHITECTURE.md` (cpg-core `pool.rs`, Policies "Send operations"),
-//! `STYLE.md` §4; corosync `exec/cpg.c` `message_handler_req_lib_cpg_zc_alloc`
+//! `docs/ARCHITECTURE.md` (cpg-core `pool.rs`, Policies "Send operations"),
+//! `docs/STYLE.md` §4; corosync `exec/cpg.c` `message_handler_req_lib_cpg_zc_alloc`
 //! (the zero-copy buffers this replaces).
 
 use core::fmt;

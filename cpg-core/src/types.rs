@@ -4,7 +4,7 @@
 //! C ABI (`cpg-capi`, later) can pass them through unchanged.
 //!
 //! # References
-//! `spec/cpg-api.md` §2 (status codes) and §3 (types).
+//! `docs/spec/cpg-api.md` §2 (status codes) and §3 (types).
 
 use core::fmt;
 

@@ -1,5 +1,5 @@
-//! Invariant checkers (ARCHITECTURE.md "Invariants the tests hold us to",
-//! totem.md §9).
+//! Invariant checkers (`docs/ARCHITECTURE.md` "Invariants the tests hold us to",
+//! `docs/spec/totem.md` §9).
 //!
 //! Each checker is a struct fed every event of every node
 //! ([`Checker::on_event`]) plus a few harness facts (start, crash, persisted
@@ -277,7 +277,7 @@ type PendingTrans = (Option<RingId>, Vec<NodeId>, Vec<NodeId>);
 /// (first reporter, transitional members, left, joined) of one change.
 type RecordedChange = (NodeId, Vec<NodeId>, Vec<NodeId>, Vec<NodeId>);
 
-/// Ring ids and configuration changes (totem.md §9, global items 2–4).
+/// Ring ids and configuration changes (`docs/spec/totem.md` §9, global items 2–4).
 #[derive(Debug, Default)]
 pub struct RingChecker {
     views: BTreeMap<NodeId, ConfView>,

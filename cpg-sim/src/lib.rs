@@ -470,7 +470,7 @@ pub struct Sim {
 fn is_illegal_transition(from: State, to: State) -> bool {
     use State::*;
     // One engine call may take several steps; these pairs need a step the
-    // protocol does not have (totem.md §9).
+    // protocol does not have (`docs/spec/totem.md` §9).
     matches!(
         (from, to),
         (Gather, Operational)

@@ -1,4 +1,4 @@
-//! Named scenarios with scripted faults (totem.md §8). Every checker runs
+//! Named scenarios with scripted faults (`docs/spec/totem.md` §8). Every checker runs
 //! after every step, as in the sweep; each scenario also asserts the
 //! specific outcome it is about.
 //!

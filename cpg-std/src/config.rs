@@ -50,7 +50,7 @@ pub const ZCB_MAX_MIN: usize = 1024 * 1024;
 /// Bytes in front of a datagram in a receive buffer (cpg-uring's RX_HEADROOM).
 pub const RX_HEADROOM: usize = 64;
 
-/// Which send operations the transport uses (ARCHITECTURE "Send operations").
+/// Which send operations the transport uses (`docs/ARCHITECTURE.md` "Send operations").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ZeroCopy {

@@ -1,6 +1,6 @@
 //! The `Cpg` handle: Corosync's CPG functions with Rust types.
 //!
-//! Every function of `spec/cpg-api.md` §4 is here, with the decisions of
+//! Every function of `docs/spec/cpg-api.md` §4 is here, with the decisions of
 //! §0: `Result<_, CsError>` (Corosync's numeric codes), `&[IoSlice]` for
 //! `mcast_joined`, a [`ZcBuf`] moved into [`Cpg::zcb_mcast_joined`], the
 //! handle's eventfd through [`AsFd`], and [`Cpg::dispatch`] in the four
@@ -8,7 +8,7 @@
 //!
 //! A `Cpg` is `Send + Sync`: one thread may block in `dispatch` while
 //! another multicasts, and `finalize` from another thread makes the blocked
-//! `dispatch` return `BAD_HANDLE` (ARCHITECTURE "Threads").
+//! `dispatch` return `BAD_HANDLE` (`docs/ARCHITECTURE.md` "Threads").
 
 use std::any::Any;
 use std::io::IoSlice;

@@ -5,7 +5,7 @@
 //! | [`config`] | the TOML node configuration and its validation |
 //! | [`state`] | the persisted ring sequence number |
 //! | [`node`] | [`Node`]: one engine on its transport's threads; the [`node::Transport`] trait |
-//! | [`cpg`] | [`Cpg`]: every function of the CPG API (spec §4), dispatch (§5) |
+//! | [`cpg`] | [`Cpg`]: every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5) |
 //! | [`loopback`] | an in-process transport for tests (N nodes in one process) |
 //! | [`uring`] | the io_uring transport (`cpg-uring`'s driver), the default |
 //! | [`udp`] | a plain std UDP transport (explicit fallback) |
@@ -39,7 +39,7 @@
 //! assert_eq!(got.lock().unwrap()[0], b"hello");
 //! ```
 //!
-//! Policies (ARCHITECTURE.md): a handle whose undispatched events exceed
+//! Policies (`docs/ARCHITECTURE.md`): a handle whose undispatched events exceed
 //! its byte cap is evicted (its calls answer `LIBRARY`, the others see
 //! PROCDOWN); a handle whose own undispatched events exceed half its cap
 //! gets `TRY_AGAIN` from `mcast`/`zcb_mcast` (back-pressure, as Corosync

@@ -1,6 +1,6 @@
 //! Persistent node state: the ring sequence number.
 //!
-//! A restarted node must never reuse a ring id (ARCHITECTURE "Restart
+//! A restarted node must never reuse a ring id (`docs/ARCHITECTURE.md` "Restart
 //! identity"), so the engine reports every ring seq it enters
 //! (`Engine::poll_persist`) and we make it durable before any later frame
 //! is sent: write a temporary file, `fsync` it, rename it over the old one,

@@ -1,5 +1,5 @@
 //! The handle layer over the in-process loopback transport: every function
-//! of the API, every error code of spec §0, dispatch modes, threads, slow
+//! of the API, every error code of `docs/spec/cpg-api.md` §0, dispatch modes, threads, slow
 //! consumers. Nodes run on their own threads exactly as with a socket
 //! transport; only the wire is a channel.
 

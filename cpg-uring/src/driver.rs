@@ -32,7 +32,7 @@
 //! kernel copies anyway and `SendZc` only adds a second completion.
 //!
 //! # References
-//! ARCHITECTURE.md "cpg-uring" and Policies "Send operations"; corosync
+//! `docs/ARCHITECTURE.md` "cpg-uring" and Policies "Send operations"; corosync
 //! `exec/totemudpu.c` (unicast to every member of the node list).
 
 use std::collections::{HashMap, VecDeque};

@@ -1,5 +1,5 @@
 //! Membership: GATHER (JOIN exchange until consensus), the commit token and
-//! COMMIT (totem.md §4–§5.4).
+//! COMMIT (`docs/spec/totem.md` §4–§5.4).
 
 use super::sets;
 use super::timer::Timer;

@@ -1,5 +1,5 @@
 //! The Totem single-ring ordering and membership protocol as a sans-IO
-//! state machine (totem.md, TOCS95, EVS94).
+//! state machine (`docs/spec/totem.md`, TOCS95, EVS94).
 //!
 //! What it owns: token passing with seq / aru / retransmit list, AGREED
 //! delivery in seq order, SAFE delivery once every member holds a message
@@ -20,7 +20,7 @@
 //! (packing), [`timer`], [`sets`].
 //!
 //! # References
-//! `spec/totem.md`; corosync `exec/totemsrp.c`, `exec/totempg.c`.
+//! `docs/spec/totem.md`; corosync `exec/totemsrp.c`, `exec/totempg.c`.
 
 mod deaf;
 mod membership;

@@ -7,7 +7,7 @@
 //! whose last item continues, `continuation = k` on the next). A message is
 //! delivered whole or not at all: partial assemblies are dropped at every
 //! regular configuration, and a sender re-sends from the start a message it
-//! had only partly sent when its ring changed (totem.md §6.4 **[we]**).
+//! had only partly sent when its ring changed (`docs/spec/totem.md` §6.4 **[we]**).
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;

@@ -1,4 +1,4 @@
-//! RECOVERY and installation (totem.md §5.5–§5.7): old-ring messages are
+//! RECOVERY and installation (`docs/spec/totem.md` §5.5–§5.7): old-ring messages are
 //! re-sent inside the new ring until every transitional member holds the
 //! same set, then each node delivers them (old regular configuration, then
 //! transitional), and installs the new regular configuration.

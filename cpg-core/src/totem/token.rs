@@ -1,4 +1,4 @@
-//! The ORF token visit (totem.md §3.2–§3.9): flow control, retransmission
+//! The ORF token visit (`docs/spec/totem.md` §3.2–§3.9): flow control, retransmission
 //! requests, sending, aru, failed-to-receive, token hold; multicast receipt
 //! and in-order (AGREED / SAFE) delivery; garbage collection.
 

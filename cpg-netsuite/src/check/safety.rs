@@ -1,4 +1,4 @@
-//! The safety invariants of `ARCHITECTURE.md`, checked on the logs of real
+//! The safety invariants of `docs/ARCHITECTURE.md`, checked on the logs of real
 //! processes after the fact: integrity, no duplicates, per-sender FIFO
 //! (no gap inside one configuration), one total order, virtual synchrony
 //! with consistent member lists, and nothing accepted lost by a sender
