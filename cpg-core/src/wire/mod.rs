@@ -10,7 +10,8 @@
 //!
 //! ```text
 //! header  0..2 magic 0xC9C7 | 2 version (1) | 3 kind | 4..8 cluster id
-//!         8..12 sender node id | 12..16 body length | 16..24 authenticator (zero until auth lands)
+//!         8..12 sender node id | 12..16 body length | 16..24 authenticator (control frames: `control_check`;
+//!         MCAST: zero until frame authentication lands)
 //! TOKEN   ring id (rep u32, seq u64) | token_seq u32 | seq u32 | aru u32 | aru_addr u32
 //!         fcc u32 | backlog u32 | retrans_flg u8 | rtr_count u8 | 2 reserved | rtr × (ring id, seq u32)
 //! MCAST   ring id | seq u32 | guarantee u8 | encapsulated u8 | 2 reserved | payload
