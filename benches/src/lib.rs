@@ -145,8 +145,8 @@ impl MemCluster {
         let mut sent = vec![0usize; n];
         let g = self.group.clone();
         while self.delivered.iter().any(|&d| d < target) {
-            for i in 0..n {
-                while sent[i] < per_node {
+            for (i, sent) in sent.iter_mut().enumerate() {
+                while *sent < per_node {
                     let now = self.now;
                     let r = self.nodes[i].submit(
                         now,
@@ -160,7 +160,7 @@ impl MemCluster {
                     if r.is_err() {
                         break;
                     }
-                    sent[i] += 1;
+                    *sent += 1;
                     self.drain(i);
                 }
             }

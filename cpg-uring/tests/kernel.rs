@@ -155,7 +155,7 @@ impl Host for TestHost {
                 let seq = check_pattern(frame.as_ref()).unwrap_or(0);
                 drop(log);
                 if self.echo_every > 0
-                    && seq.is_multiple_of(self.echo_every)
+                    && seq % self.echo_every == 0
                     && self.echo_range.contains(&seq)
                 {
                     // Re-send the received buffer itself (FrameRef::Rx).
