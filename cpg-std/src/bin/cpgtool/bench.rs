@@ -36,7 +36,9 @@ use cpg_std::{Cpg, CsError, DispatchFlags, Guarantee, ModelV1};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::{group_name, start_node, write_config_with, Cluster, Res};
+use crate::cluster::Cluster;
+use crate::config::{group_name, start_node, write_config_with};
+use crate::Res;
 
 /// `cpgtool bench` options (benches/compare.sh calls exactly these).
 #[derive(Args, Clone, Debug)]
