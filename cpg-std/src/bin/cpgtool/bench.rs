@@ -24,37 +24,81 @@
 //! scheme), and its recorded buckets travel between processes as
 //! (value, count) pairs.
 
-use std::io::{BufRead, IoSlice, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use cpg_std::config::{ConfigFile, TransportKind};
-use cpg_std::{Cpg, CsError, DispatchFlags, Guarantee, ModelV1};
-use hdrhistogram::Histogram;
+use cpg_std::Guarantee;
 use serde_json::{json, Value};
 
 use crate::cluster::Cluster;
-use crate::config::{group_name, start_node, write_config_with};
-use crate::Res;
+use crate::config::{write_config_with, Transport};
+use crate::error::{Error, Res};
+use crate::member::{new_histogram, HDR};
+use crate::proto::{Event, MemberResult, Report};
+
+/// `--guarantee` of a bench run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchGuarantee {
+    Agreed,
+    Safe,
+}
+
+impl BenchGuarantee {
+    /// The name on the command line and in the JSON rows.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            BenchGuarantee::Agreed => "agreed",
+            BenchGuarantee::Safe => "safe",
+        }
+    }
+}
+
+impl From<BenchGuarantee> for Guarantee {
+    fn from(g: BenchGuarantee) -> Guarantee {
+        match g {
+            BenchGuarantee::Agreed => Guarantee::Agreed,
+            BenchGuarantee::Safe => Guarantee::Safe,
+        }
+    }
+}
+
+/// `--send`: how a bench member multicasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SendMode {
+    /// `mcast_joined`: the bytes are copied.
+    Copy,
+    /// `zcb_alloc` + `zcb_mcast_joined`: zero-copy buffers.
+    Zcb,
+}
+
+impl SendMode {
+    /// The name on the command line and in the JSON rows.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SendMode::Copy => "copy",
+            SendMode::Zcb => "zcb",
+        }
+    }
+}
 
 /// `cpgtool bench` options (benches/compare.sh calls exactly these).
 #[derive(Args, Clone, Debug)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Member processes (one node each).
     #[arg(long, default_value_t = 1)]
     pub members: u32,
     /// Message size in bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// agreed or safe.
-    #[arg(long, default_value = "agreed")]
-    pub guarantee: String,
+    /// The delivery guarantee.
+    #[arg(long, value_enum, default_value_t = BenchGuarantee::Agreed)]
+    pub guarantee: BenchGuarantee,
     /// copy (`mcast_joined`) or zcb (`zcb_mcast_joined`).
-    #[arg(long, default_value = "copy")]
-    pub send: String,
+    #[arg(long, value_enum, default_value_t = SendMode::Copy)]
+    pub send: SendMode,
     /// Sending window in seconds.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
@@ -81,510 +125,12 @@ pub struct BenchArgs {
     /// latency rows, tuned-setting rows) and print the table.
     #[arg(long, alias = "all")]
     pub matrix: bool,
-    /// Transport: uring (default) or udp.
-    #[arg(long, default_value = "uring")]
-    pub transport: String,
+    /// Transport.
+    #[arg(long, value_enum, default_value_t = Transport::Uring)]
+    pub transport: Transport,
     /// Keep the run's directory (config, member stderr) for inspection.
     #[arg(long)]
     pub keep: bool,
-}
-
-/// `cpgtool bench-member` (started by `cpgtool bench`).
-#[derive(Args, Clone, Debug)]
-pub struct MemberArgs {
-    /// Cluster configuration (TOML).
-    #[arg(long)]
-    pub config: PathBuf,
-    /// This node.
-    #[arg(long)]
-    pub nodeid: u32,
-    /// Members to wait for.
-    #[arg(long)]
-    pub members: u32,
-    /// Message size.
-    #[arg(long)]
-    pub size: usize,
-    /// agreed or safe.
-    #[arg(long)]
-    pub guarantee: String,
-    /// copy or zcb.
-    #[arg(long)]
-    pub send: String,
-    /// Sending window.
-    #[arg(long)]
-    pub seconds: f64,
-    /// Latency run.
-    #[arg(long)]
-    pub latency: bool,
-    /// Busy-poll in the latency run.
-    #[arg(long)]
-    pub busy_poll: bool,
-    /// Group name.
-    #[arg(long, default_value = "cpgbench")]
-    pub group: String,
-}
-
-// ---- message format -------------------------------------------------------
-
-const MAGIC: u32 = 0x4843_4e42; // "BNCH"
-const KIND_DATA: u32 = 0;
-const KIND_END: u32 = 1;
-/// magic u32 | kind u32 | counter u64 | total u64 | pad u64
-const HDR: usize = 32;
-
-fn put_header(buf: &mut [u8], kind: u32, counter: u64, total: u64) {
-    buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    buf[4..8].copy_from_slice(&kind.to_le_bytes());
-    buf[8..16].copy_from_slice(&counter.to_le_bytes());
-    buf[16..24].copy_from_slice(&total.to_le_bytes());
-}
-
-fn get_header(m: &[u8]) -> Option<(u32, u64, u64)> {
-    if m.len() < HDR || m[0..4] != MAGIC.to_le_bytes() {
-        return None;
-    }
-    let kind = u32::from_le_bytes(m[4..8].try_into().ok()?);
-    let counter = u64::from_le_bytes(m[8..16].try_into().ok()?);
-    let total = u64::from_le_bytes(m[16..24].try_into().ok()?);
-    Some((kind, counter, total))
-}
-
-// ---- member process -------------------------------------------------------
-
-#[derive(Default, Clone, Copy)]
-struct Sender {
-    nodeid: u32,
-    pid: u32,
-    next: u64,
-    unique: u64,
-    gaps: u64,
-    dups: u64,
-    end: Option<u64>,
-}
-
-#[derive(Default)]
-struct Counts {
-    senders: Vec<Sender>,
-    foreign: u64,
-    members: usize,
-    member_pids: Vec<(u32, u32)>,
-    /// Latency: the own counter awaited, and when it arrived.
-    await_counter: Option<u64>,
-    await_at: Option<Instant>,
-}
-
-struct MemberState {
-    msgs: AtomicU64,
-    bytes: AtomicU64,
-    counts: Mutex<Counts>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn emit(v: Value) {
-    let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "{v}");
-    let _ = o.flush();
-}
-
-fn parse_guarantee(s: &str) -> Res<Guarantee> {
-    match s {
-        "agreed" => Ok(Guarantee::Agreed),
-        "safe" => Ok(Guarantee::Safe),
-        g => Err(format!("--guarantee {g:?}: agreed or safe")),
-    }
-}
-
-fn parse_zc(s: &str) -> Res<bool> {
-    match s {
-        "copy" => Ok(false),
-        "zcb" => Ok(true),
-        s => Err(format!("--send {s:?}: copy or zcb")),
-    }
-}
-
-/// Wait a little after TRY_AGAIN: yield first, then sleep briefly.
-fn backoff(spins: &mut u32) {
-    // Measured (3 members, 64 B / 64 KiB / 1 MiB): 2 yields then 50 µs
-    // sleeps beat 16 yields then 20 µs (cpgload's shape) by 5..20%: a
-    // yielding sender context-switches against its own node's threads on
-    // a 2-core machine (perf: 7% of samples in sched_yield).
-    *spins += 1;
-    if *spins < 2 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(Duration::from_micros(50));
-    }
-}
-
-/// Send one message; retries TRY_AGAIN until `deadline`. `Ok(false)`: the
-/// deadline passed first.
-#[allow(clippy::too_many_arguments)]
-fn send_one(
-    cpg: &Cpg,
-    g: Guarantee,
-    zc: bool,
-    copy_buf: &mut [u8],
-    kind: u32,
-    counter: u64,
-    total: u64,
-    deadline: Instant,
-) -> Result<bool, CsError> {
-    let len = copy_buf.len();
-    let mut spins = 0;
-    if zc {
-        let mut buf = loop {
-            match cpg.zcb_alloc(len) {
-                Ok(b) => break b,
-                Err(CsError::TryAgain) => {
-                    if Instant::now() >= deadline {
-                        return Ok(false);
-                    }
-                    backoff(&mut spins);
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        put_header(&mut buf, kind, counter, total);
-        loop {
-            match cpg.zcb_mcast_joined(g, buf, len) {
-                Ok(()) => return Ok(true),
-                Err(e) if e.error == CsError::TryAgain => {
-                    let Some(b) = e.buf else {
-                        return Err(CsError::TryAgain);
-                    };
-                    buf = b;
-                    if Instant::now() >= deadline {
-                        let _ = cpg.zcb_free(buf);
-                        return Ok(false);
-                    }
-                    backoff(&mut spins);
-                }
-                Err(e) => return Err(e.error),
-            }
-        }
-    } else {
-        put_header(copy_buf, kind, counter, total);
-        loop {
-            match cpg.mcast_joined(g, &[IoSlice::new(copy_buf)]) {
-                Ok(()) => return Ok(true),
-                Err(CsError::TryAgain) => {
-                    if Instant::now() >= deadline {
-                        return Ok(false);
-                    }
-                    backoff(&mut spins);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// One member process: a node, a handle, the group; `go` on stdin starts
-/// the run; one `{"ev":"result",...}` line at the end; `quit` ends it.
-pub fn member_main(a: &MemberArgs) -> Res<()> {
-    let g = parse_guarantee(&a.guarantee)?;
-    let zc = parse_zc(&a.send)?;
-    let size = if a.latency { 64 } else { a.size }.max(HDR);
-    let node = start_node(&a.config, Some(a.nodeid))?;
-    let me = node.node_id();
-    let pid = std::process::id();
-    let st = Arc::new(MemberState {
-        msgs: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        counts: Mutex::new(Counts::default()),
-    });
-    let (s1, s2) = (st.clone(), st.clone());
-    let model = ModelV1 {
-        deliver: Some(Box::new(move |_, d| {
-            let mut c = lock(&s1.counts);
-            let Some((kind, counter, total)) = get_header(d.msg) else {
-                c.foreign += 1;
-                return;
-            };
-            let (n, p) = (d.sender.nodeid, d.sender.pid);
-            let i = match c.senders.iter().position(|s| s.nodeid == n && s.pid == p) {
-                Some(i) => i,
-                None => {
-                    c.senders.push(Sender {
-                        nodeid: n,
-                        pid: p,
-                        ..Sender::default()
-                    });
-                    c.senders.len() - 1
-                }
-            };
-            let s = &mut c.senders[i];
-            if kind == KIND_END {
-                s.end = Some(total);
-                return;
-            }
-            if counter < s.next {
-                s.dups += 1;
-                return;
-            }
-            s.gaps += counter - s.next;
-            s.next = counter + 1;
-            s.unique += 1;
-            s1.msgs.fetch_add(1, Ordering::Relaxed);
-            s1.bytes.fetch_add(d.msg.len() as u64, Ordering::Relaxed);
-            if n == me && p == pid && c.await_counter == Some(counter) {
-                c.await_at = Some(Instant::now());
-            }
-        })),
-        confchg: Some(Box::new(move |_, c| {
-            let mut k = lock(&s2.counts);
-            k.members = c.members.len();
-            k.member_pids = c.members.iter().map(|m| (m.nodeid, m.pid)).collect();
-        })),
-        totem_confchg: None,
-        flags: 0,
-    };
-    let cpg = Arc::new(Cpg::model_initialize(&node, model, None).map_err(|e| e.to_string())?);
-    let group = group_name(&a.group)?;
-    let t_join = Instant::now();
-    loop {
-        match cpg.join(&group) {
-            Ok(()) => break,
-            Err(CsError::TryAgain) if t_join.elapsed() < Duration::from_secs(30) => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => return Err(format!("join: {e}")),
-        }
-    }
-    // our own sender entry exists from the start: a message of ours that
-    // never comes back is counted lost even if none does
-    lock(&st.counts).senders.push(Sender {
-        nodeid: me,
-        pid,
-        ..Sender::default()
-    });
-    let dispatcher = if a.latency {
-        None
-    } else {
-        let d = cpg.clone();
-        Some(std::thread::spawn(move || {
-            d.dispatch(DispatchFlags::Blocking)
-        }))
-    };
-    let dispatch_some = |wait_ms: i32| {
-        if a.busy_poll {
-            // poll without sleeping; yield so that a node thread sharing
-            // this core runs at once
-            let _ = cpg.dispatch(DispatchFlags::All);
-            std::thread::yield_now();
-        } else {
-            let fd = match cpg.fd_get() {
-                Ok(f) => f,
-                Err(_) => return,
-            };
-            let mut p = [rustix::event::PollFd::new(
-                &fd,
-                rustix::event::PollFlags::IN,
-            )];
-            let ts = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: i64::from(wait_ms) * 1_000_000,
-            };
-            if rustix::event::poll(&mut p, Some(&ts)).unwrap_or(0) > 0 {
-                let _ = cpg.dispatch(DispatchFlags::All);
-            }
-        }
-    };
-    // wait (bounded) for every member
-    let t_wait = Instant::now();
-    while lock(&st.counts).members < a.members as usize {
-        if t_wait.elapsed() > Duration::from_secs(60) {
-            return Err(format!(
-                "node {me}: the group did not reach {} members in 60 s",
-                a.members
-            ));
-        }
-        if a.latency {
-            dispatch_some(10);
-        } else {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    let start_members: Vec<(u32, u32)> = lock(&st.counts).member_pids.clone();
-    emit(json!({"ev":"ready","nodeid":me,"pid":pid}));
-    // wait for "go"
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.trim() == "go" => break,
-            Some(Ok(_)) => continue,
-            _ => return Err("stdin closed before go".into()),
-        }
-    }
-    let rot0 = node.status().engine.token_visits;
-    let m0 = st.msgs.load(Ordering::Relaxed);
-    let b0 = st.bytes.load(Ordering::Relaxed);
-    let t0 = Instant::now();
-    let t_end = t0 + Duration::from_secs_f64(a.seconds);
-    let mut copy_buf = vec![0u8; size];
-    let mut counter = 0u64;
-    let mut accepted = 0u64;
-    let mut send_error = None;
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
-    let mut latency_lost = 0u64;
-    let progress = Arc::new(AtomicBool::new(true));
-    let prog = {
-        let (st, p) = (st.clone(), progress.clone());
-        std::thread::spawn(move || {
-            while p.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(250));
-                emit(
-                    json!({"ev":"progress","delivered":st.msgs.load(Ordering::Relaxed) - m0,
-                    "secs":t0.elapsed().as_secs_f64()}),
-                );
-            }
-        })
-    };
-    if a.latency {
-        const WARMUP: u64 = 100;
-        let mut n = 0u64;
-        while Instant::now() < t_end {
-            {
-                let mut c = lock(&st.counts);
-                c.await_counter = Some(counter);
-                c.await_at = None;
-            }
-            let ts = Instant::now();
-            match send_one(&cpg, g, zc, &mut copy_buf, KIND_DATA, counter, 0, t_end) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    send_error = Some(e.code());
-                    break;
-                }
-            }
-            counter += 1;
-            accepted += 1;
-            let bound = Instant::now() + Duration::from_secs(5);
-            let got = loop {
-                if let Some(at) = lock(&st.counts).await_at {
-                    break Some(at);
-                }
-                if Instant::now() > bound {
-                    break None;
-                }
-                dispatch_some(100);
-            };
-            match got {
-                Some(at) => {
-                    if n >= WARMUP {
-                        let ns = at.saturating_duration_since(ts).as_nanos() as u64;
-                        let _ = hist.record(ns.max(1));
-                    }
-                    n += 1;
-                }
-                None => latency_lost += 1,
-            }
-        }
-    } else {
-        while Instant::now() < t_end {
-            match send_one(&cpg, g, zc, &mut copy_buf, KIND_DATA, counter, 0, t_end) {
-                Ok(true) => {
-                    counter += 1;
-                    accepted += 1;
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    send_error = Some(e.code());
-                    break;
-                }
-            }
-        }
-    }
-    let t1 = Instant::now();
-    let m1 = st.msgs.load(Ordering::Relaxed);
-    let b1 = st.bytes.load(Ordering::Relaxed);
-    let rot1 = node.status().engine.token_visits;
-    progress.store(false, Ordering::Relaxed);
-    let _ = prog.join();
-    // END marker (copying path, small), then wait (bounded) for every END
-    let drain_bound = Instant::now() + Duration::from_secs(20);
-    let mut end_buf = vec![0u8; HDR];
-    let end_ok = matches!(
-        send_one(
-            &cpg,
-            g,
-            false,
-            &mut end_buf,
-            KIND_END,
-            counter,
-            accepted,
-            drain_bound
-        ),
-        Ok(true)
-    );
-    let all_ends = |c: &Counts| {
-        start_members.iter().all(|(n, p)| {
-            c.senders
-                .iter()
-                .any(|s| s.nodeid == *n && s.pid == *p && s.end.is_some())
-        })
-    };
-    let drained = loop {
-        if all_ends(&lock(&st.counts)) {
-            break true;
-        }
-        if Instant::now() > drain_bound {
-            break false;
-        }
-        if a.latency {
-            dispatch_some(5);
-        } else {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    };
-    let (lost, gaps, dups, foreign, own_delivered) = {
-        let c = lock(&st.counts);
-        let mut lost = 0u64;
-        let (mut gaps, mut dups, mut own) = (0, 0, 0);
-        for s in &c.senders {
-            gaps += s.gaps;
-            dups += s.dups;
-            let expect = if s.nodeid == me && s.pid == pid {
-                own = s.unique;
-                accepted
-            } else {
-                s.end.unwrap_or(s.next)
-            };
-            lost += expect.saturating_sub(s.unique);
-        }
-        (lost, gaps, dups, c.foreign, own)
-    };
-    let secs = (t1 - t0).as_secs_f64();
-    let hist_pairs: Vec<(u64, u64)> = hist
-        .iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .collect();
-    let rotations = rot1.saturating_sub(rot0);
-    emit(json!({"ev":"result","nodeid":me,"pid":pid,"secs":secs,
-        "delivered":m1 - m0,"bytes":b1 - b0,"accepted":accepted,"own_delivered":own_delivered,
-        "lost":lost + latency_lost,"gaps":gaps,"dups":dups,"foreign":foreign,"drained":drained,
-        "end_sent":end_ok,"send_error":send_error,"token_rotations":rotations,
-        "hist":hist_pairs}));
-    // stay in the group until the driver says quit (nobody's tail is cut)
-    for l in lines.by_ref() {
-        match l {
-            Ok(l) if l.trim() == "quit" => break,
-            Ok(_) => continue,
-            Err(_) => break,
-        }
-    }
-    let _ = cpg.finalize();
-    if let Some(d) = dispatcher {
-        let _ = d.join();
-    }
-    node.stop();
-    Ok(())
 }
 
 // ---- driver ---------------------------------------------------------------
@@ -595,8 +141,8 @@ struct Row {
     name: String,
     members: u32,
     size: usize,
-    guarantee: String,
-    send: String,
+    guarantee: BenchGuarantee,
+    send: SendMode,
     seconds: f64,
     latency: bool,
     busy_poll: bool,
@@ -640,7 +186,10 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
             .map(|d| d.as_nanos())
             .unwrap_or(0)
     ));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|source| Error::File {
+        path: dir.clone(),
+        source,
+    })?;
     let config = dir.join("cluster.toml");
     let (netmtu, window, maxm) = (row.netmtu, row.window, row.max_messages);
     write_config_with(
@@ -661,8 +210,7 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
             }
         },
     )?;
-    let file = ConfigFile::load(&config).map_err(|e| e.to_string())?;
-    let eng = file.validate(Some(1)).map_err(|e| e.to_string())?.engine;
+    let eng = ConfigFile::load(&config)?.validate(Some(1))?.engine;
     let r = run_row_in(exe, row, &config, show_progress, &eng);
     if !keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -680,9 +228,26 @@ fn run_row_in(
     eng: &cpg_core::limits::Config,
 ) -> Res<RowResult> {
     let load = loadavg();
+    let mut c = spawn_members(exe, row, config)?;
+    for id in 1..=row.members {
+        c.wait_event(id, Duration::from_secs(90), |e| {
+            matches!(e, Event::Ready { .. })
+        })
+        .map_err(|e| e.context(format!("member {id} not ready")))?;
+    }
+    for id in 1..=row.members {
+        c.send_line(id, "go");
+    }
+    let results = collect_results(&mut c, row, show_progress)?;
+    stop_members(&mut c);
+    Ok(aggregate(row, &results, eng, load))
+}
+
+/// Start the row's `bench-member` processes.
+fn spawn_members(exe: &Path, row: &Row, config: &Path) -> Res<Cluster> {
     let cfg = config.to_path_buf();
     let r = row.clone();
-    let mut c = Cluster::start_with(exe, row.members, move |id| {
+    Cluster::start_with(exe, row.members, move |id| {
         let mut v: Vec<String> = vec![
             "bench-member".into(),
             "--config".into(),
@@ -694,9 +259,9 @@ fn run_row_in(
             "--size".into(),
             r.size.to_string(),
             "--guarantee".into(),
-            r.guarantee.clone(),
+            r.guarantee.name().into(),
             "--send".into(),
-            r.send.clone(),
+            r.send.name().into(),
             "--seconds".into(),
             r.seconds.to_string(),
         ];
@@ -707,32 +272,30 @@ fn run_row_in(
             v.push("--busy-poll".into());
         }
         v
-    })?;
-    for id in 1..=row.members {
-        c.wait(Duration::from_secs(90), |i, v| {
-            i == id && v["ev"] == "ready"
-        })
-        .map_err(|e| format!("member {id} not ready: {e}"))?;
-    }
-    for id in 1..=row.members {
-        c.send_line(id, "go");
-    }
+    })
+}
+
+/// Every member's result, showing the progress line meanwhile.
+fn collect_results(c: &mut Cluster, row: &Row, show_progress: bool) -> Res<Vec<MemberResult>> {
     let t0 = Instant::now();
     let n = row.members as usize;
-    let mut results: Vec<Option<Value>> = vec![None; n];
+    let mut results: Vec<Option<MemberResult>> = vec![None; n];
     let mut progress = vec![0u64; n];
     let mut last_print = Instant::now();
     let bound = Duration::from_secs_f64(row.seconds) + Duration::from_secs(60);
     while results.iter().any(Option::is_none) {
         let left = bound
             .checked_sub(t0.elapsed())
-            .ok_or("timed out waiting for member results")?;
-        let (id, v, _) = c.wait(left, |_, v| v["ev"] == "progress" || v["ev"] == "result")?;
+            .ok_or(Error::TimedOut)
+            .map_err(|e| e.context("waiting for member results"))?;
+        let (id, r, _) = c.wait(left, |_, r| {
+            matches!(r, Report::Event(Event::Progress { .. } | Event::Result(_)))
+        })?;
         let i = id as usize - 1;
-        if v["ev"] == "progress" {
-            progress[i] = v["delivered"].as_u64().unwrap_or(0);
-        } else {
-            results[i] = Some(v);
+        match r {
+            Report::Event(Event::Progress { delivered, .. }) => progress[i] = delivered,
+            Report::Event(Event::Result(m)) => results[i] = Some(m),
+            _ => {}
         }
         if show_progress && last_print.elapsed() >= Duration::from_millis(250) {
             let el = t0.elapsed().as_secs_f64().min(row.seconds).max(1e-3);
@@ -752,7 +315,12 @@ fn run_row_in(
     if show_progress {
         eprint!("\r{:<110}\r", "");
     }
-    for id in 1..=row.members {
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Tell every member to quit; kill one that has not after 15 s.
+fn stop_members(c: &mut Cluster) {
+    for id in 1..=c.procs.len() as u32 {
         c.send_line(id, "quit");
     }
     for p in &mut c.procs {
@@ -770,7 +338,15 @@ fn run_row_in(
         }
         p.alive = false;
     }
-    let results: Vec<Value> = results.into_iter().flatten().collect();
+}
+
+/// The row's figures: per member, the mean over the member processes.
+fn aggregate(
+    row: &Row,
+    results: &[MemberResult],
+    eng: &cpg_core::limits::Config,
+    load: f64,
+) -> RowResult {
     let mut msgs = 0.0;
     let mut mb = 0.0;
     let mut delivered = 0u64;
@@ -778,35 +354,27 @@ fn run_row_in(
     let mut secs = 0.0;
     let mut rot = 0.0;
     let mut errors = Vec::new();
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
-    for v in &results {
-        let s = v["secs"].as_f64().unwrap_or(0.0);
-        let d = v["delivered"].as_u64().unwrap_or(0);
-        let b = v["bytes"].as_u64().unwrap_or(0);
+    let mut hist = new_histogram();
+    for v in results {
+        let s = v.secs;
         if s > 0.0 {
-            msgs += d as f64 / s;
-            mb += b as f64 / s / 1e6;
+            msgs += v.delivered as f64 / s;
+            mb += v.bytes as f64 / s / 1e6;
         }
         secs += s;
-        delivered += d;
-        lost += v["lost"].as_u64().unwrap_or(0);
-        let r = v["token_rotations"].as_u64().unwrap_or(0);
-        if r > 0 {
-            rot += s * 1e6 / r as f64;
+        delivered += v.delivered;
+        lost += v.lost;
+        if v.token_rotations > 0 {
+            rot += s * 1e6 / v.token_rotations as f64;
         }
-        if let Some(e) = v["send_error"].as_u64() {
-            errors.push(format!("node {}: send error {e}", v["nodeid"]));
+        if let Some(e) = v.send_error {
+            errors.push(format!("node {}: send error {e}", v.nodeid));
         }
-        if v["drained"] != true {
-            errors.push(format!("node {}: not every END arrived", v["nodeid"]));
+        if !v.drained {
+            errors.push(format!("node {}: not every END arrived", v.nodeid));
         }
-        if let Some(pairs) = v["hist"].as_array() {
-            for p in pairs {
-                if let (Some(val), Some(cnt)) = (p[0].as_u64(), p[1].as_u64()) {
-                    let _ = hist.record_n(val, cnt);
-                }
-            }
+        for &(val, cnt) in &v.hist {
+            let _ = hist.record_n(val, cnt);
         }
     }
     let k = results.len().max(1) as f64;
@@ -818,7 +386,7 @@ fn run_row_in(
             hist.len(),
         )
     });
-    Ok(RowResult {
+    RowResult {
         row: row.clone(),
         msgs_per_sec: msgs / k,
         mb_per_sec: mb / k,
@@ -832,7 +400,7 @@ fn run_row_in(
         secs: secs / k,
         error: (!errors.is_empty()).then(|| errors.join("; ")),
         load,
-    })
+    }
 }
 
 fn describe(r: &Row) -> String {
@@ -840,8 +408,8 @@ fn describe(r: &Row) -> String {
         "{}m {} {} {}{}",
         r.members,
         human_size(r.size),
-        r.guarantee,
-        r.send,
+        r.guarantee.name(),
+        r.send.name(),
         if r.latency { " latency" } else { "" }
     )
 }
@@ -859,7 +427,7 @@ fn human_size(n: usize) -> String {
 fn to_json(r: &RowResult) -> Value {
     let mut v = json!({
         "system":"cpg-rs","members":r.row.members,"size":r.row.size,
-        "guarantee":r.row.guarantee,"send":r.row.send,"seconds":(r.secs * 1000.0).round() / 1000.0,
+        "guarantee":r.row.guarantee.name(),"send":r.row.send.name(),"seconds":(r.secs * 1000.0).round() / 1000.0,
         "msgs_per_sec":(r.msgs_per_sec * 10.0).round() / 10.0,
         "mb_per_sec":(r.mb_per_sec * 1000.0).round() / 1000.0,
         "delivered":r.delivered,"lost":r.lost,
@@ -905,8 +473,8 @@ fn table_line(r: &RowResult) {
         r.row.name,
         r.row.members,
         human_size(r.row.size),
-        r.row.guarantee,
-        r.row.send,
+        r.row.guarantee.name(),
+        r.row.send.name(),
         r.msgs_per_sec,
         r.mb_per_sec,
         r.lost,
@@ -924,7 +492,7 @@ fn table_line(r: &RowResult) {
 }
 
 /// The settings one tuned row changes (None: the default).
-pub struct Tuned {
+pub(crate) struct Tuned {
     /// Row name.
     pub name: &'static str,
     /// Frame size.
@@ -938,7 +506,7 @@ pub struct Tuned {
 /// The tuned rows of `--matrix`: larger frames on loopback (the IPv4 UDP
 /// maximum), a larger token-visit budget (3x Corosync's 50/17, measured
 /// best of 150/50, 300/100 and 500/200 for 3 members), and both.
-pub const TUNED: &[Tuned] = &[
+pub(crate) const TUNED: &[Tuned] = &[
     Tuned {
         name: "netmtu=65535",
         netmtu: Some(65_535),
@@ -959,28 +527,25 @@ pub const TUNED: &[Tuned] = &[
     },
 ];
 
-pub fn bench_main(a: &BenchArgs) -> Res<()> {
-    parse_guarantee(&a.guarantee)?;
-    parse_zc(&a.send)?;
+pub(crate) fn bench_main(a: &BenchArgs) -> Res<()> {
     if !(1..=16).contains(&a.members) {
-        return Err("--members must be in 1..=16".into());
+        return Err(Error::Usage("--members must be in 1..=16"));
     }
     if a.seconds <= 0.0 {
-        return Err("--seconds must be positive".into());
+        return Err(Error::Usage("--seconds must be positive"));
     }
-    let transport = match a.transport.as_str() {
-        "uring" => TransportKind::Uring,
-        "udp" => TransportKind::Udp,
-        t => return Err(format!("unknown transport {t:?} (uring or udp)")),
-    };
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let transport = TransportKind::from(a.transport);
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        what: "current_exe",
+        source,
+    })?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let base = Row {
         name: "default".into(),
         members: a.members,
         size: a.size,
-        guarantee: a.guarantee.clone(),
-        send: a.send.clone(),
+        guarantee: a.guarantee,
+        send: a.send,
         seconds: a.seconds,
         latency: a.latency,
         busy_poll: a.busy_poll,
@@ -1003,7 +568,10 @@ pub fn bench_main(a: &BenchArgs) -> Res<()> {
             table_line(&r);
         }
         return if r.lost > 0 {
-            Err(format!("{} accepted messages were not delivered", r.lost))
+            Err(Error::Failed(format!(
+                "{} accepted messages were not delivered",
+                r.lost
+            )))
         } else {
             Ok(())
         };
@@ -1011,13 +579,13 @@ pub fn bench_main(a: &BenchArgs) -> Res<()> {
     let mut rows = Vec::new();
     for m in [1u32, 3] {
         for size in [64usize, 1024, 65_536, 1_048_576] {
-            for g in ["agreed", "safe"] {
-                for s in ["copy", "zcb"] {
+            for g in [BenchGuarantee::Agreed, BenchGuarantee::Safe] {
+                for s in [SendMode::Copy, SendMode::Zcb] {
                     rows.push(Row {
                         members: m,
                         size,
-                        guarantee: g.into(),
-                        send: s.into(),
+                        guarantee: g,
+                        send: s,
                         latency: false,
                         busy_poll: false,
                         netmtu: None,
@@ -1030,13 +598,13 @@ pub fn bench_main(a: &BenchArgs) -> Res<()> {
         }
         for t in TUNED {
             for size in [64usize, 65_536, 1_048_576] {
-                for s in ["copy", "zcb"] {
+                for s in [SendMode::Copy, SendMode::Zcb] {
                     rows.push(Row {
                         name: t.name.into(),
                         members: m,
                         size,
-                        guarantee: "agreed".into(),
-                        send: s.into(),
+                        guarantee: BenchGuarantee::Agreed,
+                        send: s,
                         latency: false,
                         busy_poll: false,
                         netmtu: t.netmtu,
@@ -1047,13 +615,13 @@ pub fn bench_main(a: &BenchArgs) -> Res<()> {
                 }
             }
         }
-        for g in ["agreed", "safe"] {
+        for g in [BenchGuarantee::Agreed, BenchGuarantee::Safe] {
             for busy in [false, true] {
                 rows.push(Row {
                     members: m,
                     size: 64,
-                    guarantee: g.into(),
-                    send: "copy".into(),
+                    guarantee: g,
+                    send: SendMode::Copy,
                     latency: true,
                     busy_poll: busy,
                     netmtu: None,
@@ -1086,8 +654,8 @@ pub fn bench_main(a: &BenchArgs) -> Res<()> {
                     println!(
                         "{}",
                         json!({"system":"cpg-rs","members":row.members,"size":row.size,
-                        "guarantee":row.guarantee,"send":row.send,"seconds":row.seconds,
-                        "latency":row.latency,"name":row.name,"error":e})
+                        "guarantee":row.guarantee.name(),"send":row.send.name(),"seconds":row.seconds,
+                        "latency":row.latency,"name":row.name,"error":e.to_string()})
                     );
                 } else {
                     println!("{:<22} {} ERROR: {e}", row.name, describe(&row));
@@ -1096,7 +664,9 @@ pub fn bench_main(a: &BenchArgs) -> Res<()> {
         }
     }
     if lost > 0 {
-        return Err(format!("{lost} accepted messages were not delivered"));
+        return Err(Error::Failed(format!(
+            "{lost} accepted messages were not delivered"
+        )));
     }
     Ok(())
 }

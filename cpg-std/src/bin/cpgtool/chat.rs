@@ -1,4 +1,5 @@
-//! `cpgtool chat`: Corosync's `testcpg`.
+//! `cpgtool chat`: Corosync's `testcpg`. Stdin lines are multicast;
+//! deliveries, confchgs and totem confchgs are printed in testcpg's words.
 
 use std::io::{BufRead, IoSlice};
 use std::path::Path;
@@ -11,34 +12,37 @@ use cpg_std::{
 };
 
 use crate::config::{group_name, start_node};
-use crate::Res;
+use crate::error::{Error, Res};
 
-// ---- chat (testcpg) -------------------------------------------------------
+/// `HH:MM:SS.mmm` (UTC), testcpg's time stamp.
+fn stamp() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
 
-pub(crate) fn chat(config: &Path, nodeid: Option<u32>, group: &str) -> Res<()> {
-    let node = start_node(config, nodeid)?;
-    let stamp = || {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let s = d.as_secs() % 86_400;
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            s / 3600,
-            s / 60 % 60,
-            s % 60,
-            d.subsec_millis()
-        )
-    };
-    let reason = |r: Reason| match r {
+fn reason(r: Reason) -> &'static str {
+    match r {
         Reason::Join => "1 (JOIN)",
         Reason::Leave => "2 (LEAVE)",
         Reason::NodeDown => "3 (NODEDOWN)",
         Reason::NodeUp => "4 (NODEUP)",
         Reason::ProcDown => "5 (PROCDOWN)",
         Reason::Undefined => "0",
-    };
-    let model = ModelV1 {
+    }
+}
+
+/// testcpg's callbacks: print every delivery, confchg and totem confchg.
+fn model() -> ModelV1 {
+    ModelV1 {
         deliver: Some(Box::new(move |_, d| {
             println!(
                 "{} DeliverCallback: message (len={})from node/pid {}/{}: '{}'",
@@ -89,76 +93,35 @@ pub(crate) fn chat(config: &Path, nodeid: Option<u32>, group: &str) -> Res<()> {
             println!("active processors {}: {}", members.len(), list.join(" "));
         })),
         flags: MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
-    };
-    let cpg = Arc::new(Cpg::model_initialize(&node, model, None).map_err(|e| e.to_string())?);
-    println!(
-        "Local node id is {:x}",
-        cpg.local_get().map_err(|e| e.to_string())?
-    );
+    }
+}
+
+pub(crate) fn chat(config: &Path, nodeid: Option<u32>, group: &str) -> Res<()> {
+    let node = start_node(config, nodeid)?;
+    let cpg = Cpg::model_initialize(&node, model(), None).map_err(|source| Error::Cpg {
+        call: "model_initialize",
+        source,
+    })?;
+    let cpg = Arc::new(cpg);
+    let local = cpg.local_get().map_err(|source| Error::Cpg {
+        call: "local_get",
+        source,
+    })?;
+    println!("Local node id is {local:x}");
     let d = cpg.clone();
     let dispatcher = std::thread::spawn(move || d.dispatch(DispatchFlags::Blocking));
     let mut current = Some(group_name(group)?);
     if let Some(g) = &current {
-        join_retry(&cpg, g)?;
+        join_retry(&cpg, g).map_err(|source| Error::Cpg {
+            call: "join",
+            source,
+        })?;
     }
     println!("Type EXIT or /quit to finish; /members, /groups, /leave, /join NAME");
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let line = line.trim_end().to_string();
-        if line == "EXIT" || line == "/quit" {
+        if !chat_line(&cpg, &mut current, line.trim_end())? {
             break;
-        } else if line == "/members" {
-            let g = current.clone().unwrap_or_default();
-            match cpg.membership_get(&g) {
-                Ok(m) => {
-                    println!("membership list ({} entries):", m.len());
-                    for a in m {
-                        println!("node/pid {}/{}", a.nodeid, a.pid);
-                    }
-                }
-                Err(e) => println!("membership_get: {e}"),
-            }
-        } else if line == "/groups" {
-            match cpg.iteration_initialize(IterationType::All, None) {
-                Ok(it) => {
-                    for d in it {
-                        println!(
-                            "group '{}' node/pid {}/{}",
-                            String::from_utf8_lossy(d.group.as_bytes()),
-                            d.nodeid,
-                            d.pid
-                        );
-                    }
-                }
-                Err(e) => println!("iteration: {e}"),
-            }
-        } else if line == "/leave" {
-            match &current {
-                Some(g) => match cpg.leave(g) {
-                    Ok(()) => current = None,
-                    Err(e) => println!("leave: {e}"),
-                },
-                None => println!("not in a group"),
-            }
-        } else if let Some(name) = line.strip_prefix("/join ") {
-            let g = group_name(name.trim())?;
-            match join_retry(&cpg, &g) {
-                Ok(()) => current = Some(g),
-                Err(e) => println!("join: {e}"),
-            }
-        } else {
-            let mut data = line.into_bytes();
-            data.push(0); // testcpg sends the NUL too
-            loop {
-                match cpg.mcast_joined(Guarantee::Agreed, &[IoSlice::new(&data)]) {
-                    Ok(()) => break,
-                    Err(CsError::TryAgain) => std::thread::sleep(Duration::from_millis(10)),
-                    Err(e) => {
-                        println!("mcast: {e}");
-                        break;
-                    }
-                }
-            }
         }
     }
     let r = cpg.finalize();
@@ -171,16 +134,87 @@ pub(crate) fn chat(config: &Path, nodeid: Option<u32>, group: &str) -> Res<()> {
     Ok(())
 }
 
+/// One stdin line: a command or a message; `false` to quit.
+fn chat_line(cpg: &Cpg, current: &mut Option<GroupName>, line: &str) -> Res<bool> {
+    match line {
+        "EXIT" | "/quit" => return Ok(false),
+        "/members" => show_members(cpg, &current.clone().unwrap_or_default()),
+        "/groups" => show_groups(cpg),
+        "/leave" => match current {
+            Some(g) => match cpg.leave(g) {
+                Ok(()) => *current = None,
+                Err(e) => println!("leave: {e}"),
+            },
+            None => println!("not in a group"),
+        },
+        _ => {
+            if let Some(name) = line.strip_prefix("/join ") {
+                let g = group_name(name.trim())?;
+                match join_retry(cpg, &g) {
+                    Ok(()) => *current = Some(g),
+                    Err(e) => println!("join: {e}"),
+                }
+            } else {
+                send_text(cpg, line);
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn show_members(cpg: &Cpg, g: &GroupName) {
+    match cpg.membership_get(g) {
+        Ok(m) => {
+            println!("membership list ({} entries):", m.len());
+            for a in m {
+                println!("node/pid {}/{}", a.nodeid, a.pid);
+            }
+        }
+        Err(e) => println!("membership_get: {e}"),
+    }
+}
+
+fn show_groups(cpg: &Cpg) {
+    match cpg.iteration_initialize(IterationType::All, None) {
+        Ok(it) => {
+            for d in it {
+                println!(
+                    "group '{}' node/pid {}/{}",
+                    String::from_utf8_lossy(d.group.as_bytes()),
+                    d.nodeid,
+                    d.pid
+                );
+            }
+        }
+        Err(e) => println!("iteration: {e}"),
+    }
+}
+
+/// Multicast `line` AGREED with its NUL (as testcpg does), retrying TRY_AGAIN.
+fn send_text(cpg: &Cpg, line: &str) {
+    let mut data = line.as_bytes().to_vec();
+    data.push(0);
+    loop {
+        match cpg.mcast_joined(Guarantee::Agreed, &[IoSlice::new(&data)]) {
+            Ok(()) => break,
+            Err(CsError::TryAgain) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                println!("mcast: {e}");
+                break;
+            }
+        }
+    }
+}
+
 /// Join, retrying while the own leave is still in flight (TRY_AGAIN).
-pub(crate) fn join_retry(cpg: &Cpg, g: &GroupName) -> Res<()> {
+fn join_retry(cpg: &Cpg, g: &GroupName) -> Result<(), CsError> {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         match cpg.join(g) {
-            Ok(()) => return Ok(()),
             Err(CsError::TryAgain) if Instant::now() < end => {
                 std::thread::sleep(Duration::from_millis(20))
             }
-            Err(e) => return Err(e.to_string()),
+            r => return r,
         }
     }
 }

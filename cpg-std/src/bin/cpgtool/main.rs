@@ -20,8 +20,13 @@ mod chat;
 mod cluster;
 mod config;
 mod demo;
+mod error;
+mod member;
 mod message;
 mod node;
+mod proto;
+
+use config::Transport;
 
 #[derive(Parser)]
 #[command(
@@ -52,9 +57,9 @@ enum Cmd {
         /// Token timeout in milliseconds (failure detection time).
         #[arg(long, default_value_t = 1000)]
         token_ms: u64,
-        /// Transport: uring or udp.
-        #[arg(long, default_value = "uring")]
-        transport: String,
+        /// Transport.
+        #[arg(long, value_enum, default_value_t = Transport::Uring)]
+        transport: Transport,
     },
     /// Run a node and behave like Corosync's testcpg: stdin lines are
     /// multicast; deliveries, confchgs and totem confchgs are printed.
@@ -89,7 +94,7 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// One member process of `cpgtool bench` (started by it).
     #[command(hide = true)]
-    BenchMember(bench::MemberArgs),
+    BenchMember(member::MemberArgs),
     /// Write a configuration for N nodes on free 127.0.0.1 ports.
     Config {
         /// Nodes.
@@ -139,7 +144,13 @@ fn main() {
             size,
             token_ms,
             transport,
-        } => demo::demo(nodes, messages, size, token_ms, &transport),
+        } => demo::demo(&demo::DemoArgs {
+            nodes,
+            messages,
+            size,
+            token_ms,
+            transport: transport.into(),
+        }),
         Cmd::Chat {
             config,
             nodeid,
@@ -152,7 +163,7 @@ fn main() {
             verbose,
         } => node::node_main(&config, nodeid, join, verbose),
         Cmd::Bench(a) => bench::bench_main(&a),
-        Cmd::BenchMember(a) => bench::member_main(&a),
+        Cmd::BenchMember(a) => member::member_main(&a),
         Cmd::Config {
             nodes,
             out,
@@ -164,5 +175,3 @@ fn main() {
         std::process::exit(1);
     }
 }
-
-type Res<T> = Result<T, String>;
