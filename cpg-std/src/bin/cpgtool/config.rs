@@ -1,0 +1,100 @@
+//! The cluster configuration cpgtool writes and the node it starts.
+
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::Path;
+
+use clap::ValueEnum;
+use cpg_std::config::{ConfigFile, TransportKind};
+use cpg_std::{GroupName, Node};
+
+use crate::error::{Error, Res};
+
+/// `--transport`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transport {
+    /// io_uring (cpg-uring), registered buffers.
+    #[default]
+    Uring,
+    /// Plain UDP sockets.
+    Udp,
+}
+
+impl From<Transport> for TransportKind {
+    fn from(t: Transport) -> TransportKind {
+        match t {
+            Transport::Uring => TransportKind::Uring,
+            Transport::Udp => TransportKind::Udp,
+        }
+    }
+}
+
+/// Load `config` and start its node (`nodeid` overrides the file's).
+pub(crate) fn start_node(config: &Path, nodeid: Option<u32>) -> Res<Node> {
+    let c = ConfigFile::load(config)?.validate(nodeid)?;
+    Node::start(&c).map_err(|source| Error::Start {
+        node: c.node_id,
+        source,
+    })
+}
+
+pub(crate) fn group_name(s: &str) -> Res<GroupName> {
+    GroupName::new(s.as_bytes()).map_err(|source| Error::GroupName {
+        name: s.into(),
+        source,
+    })
+}
+
+/// `n` free UDP ports on 127.0.0.1 (free when this returns).
+fn free_ports(n: u32) -> Res<Vec<SocketAddrV4>> {
+    let socks: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|source| Error::Io {
+            what: "bind 127.0.0.1:0",
+            source,
+        })?;
+    socks
+        .iter()
+        .map(|s| match s.local_addr() {
+            Ok(SocketAddr::V4(a)) => Ok(a),
+            _ => Err(Error::NoLoopback),
+        })
+        .collect()
+}
+
+/// Write a config for `n` nodes on free 127.0.0.1 ports to `out`.
+pub(crate) fn write_config(
+    n: u32,
+    out: &Path,
+    state_dir: &Path,
+    token_ms: u64,
+    transport: TransportKind,
+) -> Res<()> {
+    write_config_with(n, out, state_dir, token_ms, transport, |_| {})
+}
+
+/// [`write_config`], with `tweak` applied to the file before writing.
+pub(crate) fn write_config_with(
+    n: u32,
+    out: &Path,
+    state_dir: &Path,
+    token_ms: u64,
+    transport: TransportKind,
+    tweak: impl FnOnce(&mut ConfigFile),
+) -> Res<()> {
+    let addrs = free_ports(n)?;
+    let nodes: Vec<(u32, SocketAddrV4)> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u32 + 1, *a))
+        .collect();
+    let mut f = ConfigFile::new("cpgtool", &nodes);
+    f.state_dir = state_dir.to_path_buf();
+    f.totem.token_ms = Some(token_ms);
+    f.transport = transport;
+    tweak(&mut f);
+    std::fs::write(out, f.to_toml()).map_err(|source| Error::File {
+        path: out.to_path_buf(),
+        source,
+    })
+}
