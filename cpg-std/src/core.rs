@@ -1049,7 +1049,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
         store: Option<RingSeqStore>,
         queue_cap: usize,
         zc: Arc<dyn ZcAllocator<F>>,
-    ) -> Result<Arc<Shared<F>>, crate::node::StartError> {
+    ) -> Result<Arc<Shared<F>>, crate::error::StartError> {
         let initial = match &store {
             Some(s) => s.initial_ring_seq()?,
             None => 1,
@@ -1066,7 +1066,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Shared<F> {
             initial,
             Instant::ZERO,
         )
-        .map_err(crate::node::StartError::Engine)?;
+        .map_err(crate::error::StartError::Engine)?;
         let hasher = std::collections::hash_map::RandomState::new();
         let dirty = Arc::new(DirtyList {
             any: AtomicBool::new(false),

@@ -1,63 +1,22 @@
 //! `Node`: one engine running on its own threads, the embedded default.
 //! Handles ([`crate::Cpg`]) are opened on it.
 //!
-//! The transport is pluggable ([`Transport`]): the UDP transports carry
-//! frames between processes; [`crate::loopback`] carries them between
-//! nodes of one test process.
+//! The transport is pluggable ([`Transport`], [`crate::transport`]): the
+//! UDP transports carry frames between processes; the loopback network
+//! carries them between nodes of one test process. This layer picks and
+//! starts them.
 
-use std::io;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
-use cpg_core::engine::{FrameBuf, State, Transmit};
-use cpg_core::{Instant, NodeId, RingId};
+use cpg_core::engine::{FrameBuf, State};
+use cpg_core::{NodeId, RingId};
 
 use crate::config::{NodeConfig, TransportKind};
-use crate::core::{BufSend, NodeCore, NodeOps, NodeStats, Shared, ZcAllocator};
-use crate::state::{RingSeqStore, StateError};
-
-/// Why a node did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The persistent state could not be read.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// The engine refused the settings.
-    #[error("engine: {0}")]
-    Engine(cpg_core::limits::ConfigError),
-    /// The transport could not start (socket, ring, memory).
-    #[error("transport: {0}")]
-    Transport(#[from] io::Error),
-    /// The io_uring driver could not start.
-    #[error("io_uring transport: {0}")]
-    Uring(#[from] cpg_uring::DriverError),
-}
-
-/// A transport: moves the frames of one node.
-pub trait Transport: Send + 'static {
-    /// The buffer type the engine keeps received frames (and zero-copy
-    /// buffers) in.
-    type Frame: FrameBuf + Send + Sync + 'static;
-    /// Where zero-copy buffers come from.
-    fn zc_allocator(&self) -> Arc<dyn ZcAllocator<Self::Frame>>;
-    /// Start moving frames for `core` (threads, sockets, rings); the
-    /// returned handle stops it.
-    ///
-    /// # Errors
-    /// Whatever the transport's set-up hits.
-    fn spawn(self, core: NodeCore<Self::Frame>) -> io::Result<Box<dyn Running>>;
-}
-
-/// A started transport.
-pub trait Running: Send + Sync {
-    /// Stop: send what is queued (a graceful shutdown's LEAVE), then end
-    /// the threads and close the sockets.
-    fn stop(self: Box<Self>);
-    /// The transport's counters, if it keeps any.
-    fn counters(&self) -> Option<cpg_uring::Snapshot> {
-        None
-    }
-}
+use crate::core::{BufSend, NodeCore, NodeOps, NodeStats, Shared};
+pub use crate::error::StartError;
+use crate::state::RingSeqStore;
+use crate::transport::loopback::LoopbackNet;
+pub use crate::transport::{Running, Transport};
 
 /// Node-level control and observation, object safe.
 pub(crate) trait NodeControl: Send + Sync {
@@ -130,11 +89,12 @@ impl Node {
     pub fn start(config: &NodeConfig) -> Result<Node, StartError> {
         match config.transport {
             TransportKind::Udp => {
-                Self::with_transport(config, crate::udp::UdpTransport::new(config)?)
+                Self::with_transport(config, crate::transport::udp::UdpTransport::new(config)?)
             }
-            TransportKind::Uring => {
-                Self::with_transport(config, crate::uring::UringTransport::new(config)?)
-            }
+            TransportKind::Uring => Self::with_transport(
+                config,
+                crate::transport::uring::UringTransport::new(config)?,
+            ),
         }
     }
 
@@ -236,124 +196,34 @@ impl Drop for Node {
     }
 }
 
-/// A switch that holds a transport's threads before they touch the engine
-/// (the loopback transport's "freeze", a SIGSTOP of the node's engine).
-#[derive(Default)]
-pub(crate) struct Gate {
-    frozen: Mutex<bool>,
-    cond: Condvar,
-}
-
-impl Gate {
-    pub(crate) fn set(&self, frozen: bool) {
-        *self.frozen.lock().unwrap_or_else(|e| e.into_inner()) = frozen;
-        self.cond.notify_all();
-    }
-    /// Wait while frozen.
-    pub(crate) fn pass(&self) {
-        let mut f = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
-        while *f {
-            f = self.cond.wait(f).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// The timer thread shared by the thread-based transports: sleeps until
-/// the engine's next deadline or a wake, then runs timeouts and sends.
-pub(crate) struct Ticker {
-    state: Mutex<TickState>,
-    cond: Condvar,
-}
-
-#[derive(Default)]
-struct TickState {
-    wake: bool,
-    stop: bool,
-    deadline: Option<Instant>,
-}
-
-impl Ticker {
-    pub(crate) fn new() -> Arc<Ticker> {
-        // starts awake: the engine armed its first timers at creation
-        Arc::new(Ticker {
-            state: Mutex::new(TickState {
-                wake: true,
-                ..TickState::default()
-            }),
-            cond: Condvar::new(),
-        })
+/// The in-process test network's nodes (its transport is
+/// [`crate::transport::loopback`]'s).
+impl LoopbackNet {
+    /// Start node `config.node_id` on this network (no state directory:
+    /// the ring seq starts at 1).
+    ///
+    /// # Errors
+    /// The engine refused the settings.
+    pub fn start(&self, config: &NodeConfig) -> Result<Node, StartError> {
+        Node::with_transport_store(config, self.transport(config), None)
     }
 
-    /// Wake the timer thread (work was queued).
-    pub(crate) fn wake(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.wake = true;
-        self.cond.notify_one();
-    }
-
-    /// A receive path computed a new deadline: wake the timer thread if it
-    /// is earlier than the one it sleeps towards.
-    pub(crate) fn deadline(&self, d: Option<Instant>) {
-        let Some(d) = d else { return };
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.deadline.is_none_or(|cur| d < cur) {
-            s.deadline = Some(d);
-            s.wake = true;
-            self.cond.notify_one();
-        }
-    }
-
-    pub(crate) fn stop(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.stop = true;
-        self.cond.notify_one();
-    }
-
-    /// Spawn the timer thread.
-    pub(crate) fn spawn<F: FrameBuf + Send + Sync + 'static>(
-        self: &Arc<Self>,
-        name: String,
-        core: NodeCore<F>,
-        send: Arc<dyn Fn(Transmit<F>) + Send + Sync>,
-        gate: Option<Arc<Gate>>,
-    ) -> io::Result<JoinHandle<()>> {
-        let t = self.clone();
-        let w = self.clone();
-        core.set_waker(Arc::new(move || w.wake()));
-        std::thread::Builder::new().name(name).spawn(move || loop {
-            {
-                let mut s = t.state.lock().unwrap_or_else(|e| e.into_inner());
-                loop {
-                    if s.stop {
-                        drop(s);
-                        core.poll_outputs(&mut |tx| send(tx));
-                        return;
-                    }
-                    if s.wake {
-                        break;
-                    }
-                    let now = core.now();
-                    match s.deadline {
-                        Some(d) if d <= now => break,
-                        Some(d) => {
-                            let wait = std::time::Duration::from_nanos(d.0 - now.0);
-                            s = t
-                                .cond
-                                .wait_timeout(s, wait)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
-                        }
-                        None => s = t.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
-                    }
-                }
-                s.wake = false;
-            }
-            if let Some(g) = &gate {
-                g.pass();
-            }
-            core.handle_timeout();
-            let d = core.poll_outputs(&mut |tx| send(tx));
-            t.state.lock().unwrap_or_else(|e| e.into_inner()).deadline = d;
-        })
+    /// Start nodes `1..=n` with fast timers, `tweak` applied to each config.
+    ///
+    /// # Errors
+    /// As [`LoopbackNet::start`].
+    pub fn cluster(
+        &self,
+        n: u32,
+        tweak: impl Fn(&mut NodeConfig),
+    ) -> Result<Vec<Node>, StartError> {
+        let ids: Vec<NodeId> = (1..=n).collect();
+        ids.iter()
+            .map(|&id| {
+                let mut c = NodeConfig::in_memory(id, &ids);
+                tweak(&mut c);
+                self.start(&c)
+            })
+            .collect()
     }
 }

@@ -16,9 +16,8 @@ use cpg_uring::{
     Waker,
 };
 
+use super::{NodeCore, Running, StepInput, Transport, ZcAllocator};
 use crate::config::{NodeConfig, ZeroCopy};
-use crate::core::{NodeCore, StepInput, ZcAllocator};
-use crate::node::{Running, Transport};
 
 /// A node's io_uring driver, set up (sockets bound, region registered)
 /// but not yet running.

@@ -13,9 +13,8 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{Dest, Transmit};
 use cpg_core::NodeId;
 
+use super::{HeapZc, NodeCore, Running, Ticker, Transport, ZcAllocator};
 use crate::config::NodeConfig;
-use crate::core::{HeapZc, NodeCore, ZcAllocator};
-use crate::node::{Running, Ticker, Transport};
 
 type Frame = Arc<[u8]>;
 
