@@ -46,9 +46,9 @@
 //! when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
 
 pub mod config;
-mod core;
 pub mod cpg;
 mod error;
+mod handles;
 pub mod node;
 pub mod state;
 pub mod transport;
@@ -56,13 +56,11 @@ pub mod transport;
 pub use crate::transport::{loopback, udp, uring};
 
 pub use crate::config::{ConfigError, ConfigFile, NodeConfig};
-pub use crate::core::{
-    monotonic_now, BufSend, HeapZc, NodeCore, NodeStats, StepInput, ZcAllocator,
-};
 pub use crate::cpg::{
     Callbacks, ConfChg, Context, Cpg, Delivery, DispatchFlags, FlowControlState, Iteration,
     IterationDescription, IterationType, ModelV1, ZcBuf, ZcSendError, MAX_ATOMIC_MSGSIZE,
     MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
 };
+pub use crate::handles::{monotonic_now, NodeStats};
 pub use crate::node::{Node, NodeStatus, StartError};
 pub use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};

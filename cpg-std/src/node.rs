@@ -8,67 +8,22 @@
 
 use std::sync::Arc;
 
-use cpg_core::engine::{FrameBuf, State};
-use cpg_core::{NodeId, RingId};
+use cpg_core::NodeId;
 
 use crate::config::{NodeConfig, TransportKind};
-use crate::core::{BufSend, NodeCore, NodeOps, NodeStats, Shared};
 pub use crate::error::StartError;
+use crate::handles::ops::DynNode;
+pub use crate::handles::ops::NodeStatus;
+use crate::handles::{BufSend, NodeState, NodeStats};
 use crate::state::RingSeqStore;
 use crate::transport::loopback::LoopbackNet;
 pub use crate::transport::{Running, Transport};
-
-/// Node-level control and observation, object safe.
-pub(crate) trait NodeControl: Send + Sync {
-    fn shutdown(&self, graceful: bool);
-    fn stats(&self) -> NodeStats;
-    fn status(&self) -> NodeStatus;
-    fn record_buf_sends(&self, on: bool);
-    fn buf_sends(&self) -> Vec<BufSend>;
-}
-
-/// A snapshot of the engine's membership state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// Totem state.
-    pub state: State,
-    /// Ring id.
-    pub ring_id: RingId,
-    /// Ring members.
-    pub members: Vec<NodeId>,
-    /// Engine counters.
-    pub engine: cpg_core::engine::Stats,
-}
-
-impl<F: FrameBuf + Send + Sync + 'static> NodeControl for Shared<F> {
-    fn shutdown(&self, graceful: bool) {
-        Shared::shutdown(self, graceful);
-    }
-    fn stats(&self) -> NodeStats {
-        Shared::stats(self)
-    }
-    fn record_buf_sends(&self, on: bool) {
-        Shared::record_buf_sends(self, on);
-    }
-    fn buf_sends(&self) -> Vec<BufSend> {
-        Shared::buf_sends(self)
-    }
-    fn status(&self) -> NodeStatus {
-        self.with_engine(|e| NodeStatus {
-            state: e.state(),
-            ring_id: e.ring_id(),
-            members: e.members().to_vec(),
-            engine: e.stats().clone(),
-        })
-    }
-}
 
 /// One engine on its transport's threads; open handles on it with
 /// [`crate::Cpg::model_initialize`]. Dropping it stops it gracefully.
 pub struct Node {
     node_id: NodeId,
-    ops: Arc<dyn NodeOps>,
-    control: Arc<dyn NodeControl>,
+    node: Arc<dyn DynNode>,
     running: Option<Box<dyn Running>>,
 }
 
@@ -115,19 +70,16 @@ impl Node {
         transport: T,
         store: Option<RingSeqStore>,
     ) -> Result<Node, StartError> {
-        let shared = Shared::<T::Frame>::new(
+        let state = NodeState::<T::Frame>::new(
             config.engine.clone(),
             store,
             config.handle_queue_bytes,
             transport.zc_allocator(),
         )?;
-        let running = transport.spawn(NodeCore {
-            shared: shared.clone(),
-        })?;
+        let running = transport.spawn(state.clone())?;
         Ok(Node {
             node_id: config.node_id,
-            ops: shared.clone(),
-            control: shared,
+            node: state,
             running: Some(running),
         })
     }
@@ -139,12 +91,12 @@ impl Node {
 
     /// Totem state, ring id and members now.
     pub fn status(&self) -> NodeStatus {
-        self.control.status()
+        self.node.status()
     }
 
     /// Handle-layer counters.
     pub fn stats(&self) -> NodeStats {
-        self.control.stats()
+        self.node.stats()
     }
 
     /// The transport's counters (the io_uring driver's), if it keeps any.
@@ -156,16 +108,16 @@ impl Node {
     /// every transmit that reads from a driver buffer (a zero-copy
     /// buffer), which bytes it reads: the zero-copy proof.
     pub fn record_buf_sends(&self, on: bool) {
-        self.control.record_buf_sends(on);
+        self.node.record_buf_sends(on);
     }
 
     /// The sends recorded since [`Node::record_buf_sends`].
     pub fn buf_sends(&self) -> Vec<BufSend> {
-        self.control.buf_sends()
+        self.node.buf_sends()
     }
 
-    pub(crate) fn ops(&self) -> Arc<dyn NodeOps> {
-        self.ops.clone()
+    pub(crate) fn dyn_node(&self) -> Arc<dyn DynNode> {
+        self.node.clone()
     }
 
     /// Stop gracefully: a LEAVE tells the others at once; open handles
@@ -181,7 +133,7 @@ impl Node {
     }
 
     fn halt(&mut self, graceful: bool) {
-        self.control.shutdown(graceful);
+        self.node.shutdown(graceful);
         if let Some(r) = self.running.take() {
             r.stop();
         }

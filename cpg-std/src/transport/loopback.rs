@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{Dest, Transmit};
 use cpg_core::NodeId;
 
-use super::{Gate, HeapZc, NodeCore, Running, Ticker, Transport, ZcAllocator};
+use super::{Gate, HeapZc, NodeState, Running, Ticker, Transport, ZcAllocator};
 use crate::config::NodeConfig;
 
 type Frame = Arc<[u8]>;
@@ -127,7 +127,7 @@ impl Transport for LoopbackTransport {
         Arc::new(HeapZc { max: self.zc_max })
     }
 
-    fn spawn(self, core: NodeCore<Frame>) -> io::Result<Box<dyn Running>> {
+    fn spawn(self, core: Arc<NodeState<Frame>>) -> io::Result<Box<dyn Running>> {
         let (tx, rx): (Sender<Packet>, Receiver<Packet>) = channel();
         self.net
             .inner

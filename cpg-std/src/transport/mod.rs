@@ -8,8 +8,9 @@
 //! | [`udp`] | a plain std UDP transport (explicit fallback) |
 //! | [`loopback`] | an in-process network for tests (N nodes in one process) |
 //!
-//! A transport drives its node through [`NodeCore`] (packets and timer
-//! expiries in, transmits out); it knows nothing of handles or groups.
+//! A transport drives its node through [`NodeState`]'s public methods
+//! (packets and timer expiries in, transmits out); it knows nothing of
+//! handles or groups.
 
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,7 +19,8 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{FrameBuf, Transmit};
 use cpg_core::Instant;
 
-pub use crate::core::{HeapZc, NodeCore, StepInput, ZcAllocator};
+pub use crate::handles::zc::{HeapZc, ZcAllocator};
+pub use crate::handles::{NodeState, StepInput};
 
 pub mod loopback;
 pub mod udp;
@@ -36,7 +38,7 @@ pub trait Transport: Send + 'static {
     ///
     /// # Errors
     /// Whatever the transport's set-up hits.
-    fn spawn(self, core: NodeCore<Self::Frame>) -> io::Result<Box<dyn Running>>;
+    fn spawn(self, core: Arc<NodeState<Self::Frame>>) -> io::Result<Box<dyn Running>>;
 }
 
 /// A started transport.
@@ -127,7 +129,7 @@ impl Ticker {
     pub(crate) fn spawn<F: FrameBuf + Send + Sync + 'static>(
         self: &Arc<Self>,
         name: String,
-        core: NodeCore<F>,
+        core: Arc<NodeState<F>>,
         send: Arc<dyn Fn(Transmit<F>) + Send + Sync>,
         gate: Option<Arc<Gate>>,
     ) -> io::Result<JoinHandle<()>> {

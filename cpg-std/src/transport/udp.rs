@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{Dest, Transmit};
 use cpg_core::NodeId;
 
-use super::{HeapZc, NodeCore, Running, Ticker, Transport, ZcAllocator};
+use super::{HeapZc, NodeState, Running, Ticker, Transport, ZcAllocator};
 use crate::config::NodeConfig;
 
 type Frame = Arc<[u8]>;
@@ -68,7 +68,7 @@ impl Transport for UdpTransport {
         Arc::new(HeapZc { max: self.zc_max })
     }
 
-    fn spawn(self, core: NodeCore<Frame>) -> io::Result<Box<dyn Running>> {
+    fn spawn(self, core: Arc<NodeState<Frame>>) -> io::Result<Box<dyn Running>> {
         let by_addr: HashMap<SocketAddr, NodeId> = self
             .peers
             .iter()

@@ -16,7 +16,7 @@ use cpg_uring::{
     Waker,
 };
 
-use super::{NodeCore, Running, StepInput, Transport, ZcAllocator};
+use super::{NodeState, Running, StepInput, Transport, ZcAllocator};
 use crate::config::{NodeConfig, ZeroCopy};
 
 /// A node's io_uring driver, set up (sockets bound, region registered)
@@ -80,7 +80,7 @@ impl ZcAllocator<RxBuf> for SlotZc {
 }
 
 struct UringHost {
-    core: NodeCore<RxBuf>,
+    core: Arc<NodeState<RxBuf>>,
     stop: Arc<AtomicBool>,
     drained: bool,
 }
@@ -127,7 +127,7 @@ impl Transport for UringTransport {
         })
     }
 
-    fn spawn(self, core: NodeCore<RxBuf>) -> io::Result<Box<dyn Running>> {
+    fn spawn(self, core: Arc<NodeState<RxBuf>>) -> io::Result<Box<dyn Running>> {
         let waker = self.driver.waker();
         let w = waker.clone();
         core.set_waker(Arc::new(move || w.wake()));
