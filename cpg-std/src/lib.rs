@@ -62,5 +62,12 @@ pub use crate::cpg::{
     MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
 };
 pub use crate::handles::{monotonic_now, NodeStats};
+
+/// Test hooks, not part of the API: what [`Node::record_buf_sends`]
+/// records (the zero-copy proof).
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::handles::BufSend;
+}
 pub use crate::node::{Node, NodeStatus, StartError};
 pub use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
