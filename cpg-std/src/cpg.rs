@@ -13,16 +13,19 @@
 use std::any::Any;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
+use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, RingId};
 
-use crate::core::NodeOps;
+use crate::handles::dispatch::{DispatchMode, EventSink, HandleEvent};
+use crate::handles::ops::{DynNode, HandleOptions};
+use crate::handles::staging::Staging;
 use crate::node::Node;
 
-/// `CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`: deliver one totem confchg
-/// right after the handle's own join confchg.
-pub const MODEL_V1_DELIVER_INITIAL_TOTEM_CONF: u32 = 0x01;
+pub use crate::handles::dispatch::{ConfChg, Delivery};
+pub use crate::handles::route::MODEL_V1_DELIVER_INITIAL_TOTEM_CONF;
+pub use crate::handles::zc::{ZcBuf, ZcSendError};
+pub use crate::handles::Context;
 
 /// What `cpg_max_atomic_msgsize_get` reports (Corosync's figure).
 pub const MAX_ATOMIC_MSGSIZE: u32 = cpg_core::limits::MAX_ATOMIC_MSG_SIZE;
@@ -72,32 +75,6 @@ pub struct IterationDescription {
     pub nodeid: NodeId,
     /// Member's process (0 for `NameOnly`).
     pub pid: u32,
-}
-
-/// A message handed to the deliver callback (valid during the call).
-#[derive(Debug, Clone, Copy)]
-pub struct Delivery<'a> {
-    /// Group.
-    pub group: &'a GroupName,
-    /// Sending process.
-    pub sender: MemberAddr,
-    /// Guarantee it was sent with.
-    pub guarantee: Guarantee,
-    /// The message bytes.
-    pub msg: &'a [u8],
-}
-
-/// A group membership change handed to the confchg callback.
-#[derive(Debug, Clone, Copy)]
-pub struct ConfChg<'a> {
-    /// Group.
-    pub group: &'a GroupName,
-    /// Members after the change, sorted by (nodeid, pid).
-    pub members: &'a [MemberAddr],
-    /// Members that left, with reasons.
-    pub left: &'a [(MemberAddr, Reason)],
-    /// Members that joined, with reasons.
-    pub joined: &'a [(MemberAddr, Reason)],
 }
 
 /// The deliver callback.
@@ -151,15 +128,12 @@ impl std::fmt::Debug for ModelV1 {
     }
 }
 
-/// The opaque per-handle context (`cpg_context_get/set`).
-pub type Context = Option<Arc<dyn Any + Send + Sync>>;
-
 /// A CPG handle on a [`Node`]. Dropping it finalizes it.
 pub struct Cpg {
-    pub(crate) ops: Arc<dyn NodeOps>,
-    pub(crate) handle: u64,
-    pub(crate) fd: Arc<OwnedFd>,
-    pub(crate) fast: Arc<crate::core::HandleFast>,
+    node: Arc<dyn DynNode>,
+    handle: u64,
+    fd: Arc<OwnedFd>,
+    staging: Arc<Staging>,
 }
 
 impl std::fmt::Debug for Cpg {
@@ -200,13 +174,18 @@ impl Cpg {
         if model.flags & !MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0 {
             return Err(CsError::InvalidParam);
         }
-        let ops = node.ops();
-        let (handle, fd, fast) = ops.open(pid, model, context)?;
+        let node = node.dyn_node();
+        let options = HandleOptions {
+            flags: model.flags,
+            wants_totem: model.totem_confchg.is_some(),
+            callbacks: Arc::new(Mutex::new(model)),
+        };
+        let (handle, fd, staging) = node.open(pid, options, context)?;
         Ok(Cpg {
-            ops,
+            node,
             handle,
             fd,
-            fast,
+            staging,
         })
     }
 
@@ -222,7 +201,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE` the second time.
     pub fn finalize(&self) -> Result<(), CsError> {
-        self.ops.finalize(self.handle)
+        self.node.finalize(self.handle)
     }
 
     /// `cpg_fd_get`: poll it for readability; readable while events are
@@ -231,7 +210,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE` after finalize.
     pub fn fd_get(&self) -> Result<BorrowedFd<'_>, CsError> {
-        self.ops.check(self.handle, true)?;
+        self.node.check(self.handle, true)?;
         Ok(self.fd.as_fd())
     }
 
@@ -243,7 +222,26 @@ impl Cpg {
     /// consumer or the node stopped; `BUSY` when called from inside one of
     /// this handle's own callbacks.
     pub fn dispatch(&self, flags: DispatchFlags) -> Result<(), CsError> {
-        self.ops.dispatch(self, self.handle, flags)
+        let mode = match flags {
+            DispatchFlags::One => DispatchMode {
+                one: true,
+                block: true,
+            },
+            DispatchFlags::All => DispatchMode {
+                one: false,
+                block: false,
+            },
+            DispatchFlags::Blocking => DispatchMode {
+                one: false,
+                block: true,
+            },
+            DispatchFlags::OneNonblocking => DispatchMode {
+                one: true,
+                block: false,
+            },
+        };
+        self.node
+            .dispatch(self.handle, mode, &mut RunCallbacks { cpg: self })
     }
 
     /// `cpg_join`. One group per handle.
@@ -253,7 +251,7 @@ impl Cpg {
     /// `group` through another handle); `TRY_AGAIN` (own leave not yet
     /// delivered, or the send queue is full); `LIBRARY`, `BAD_HANDLE`.
     pub fn join(&self, group: &GroupName) -> Result<(), CsError> {
-        self.ops.join(self.handle, group)
+        self.node.join(self.handle, group)
     }
 
     /// `cpg_leave`. After the own LEAVE confchg the handle may join again.
@@ -262,7 +260,7 @@ impl Cpg {
     /// `NOT_EXIST` (not joined, already leaving, or another group's name);
     /// `TRY_AGAIN` (send queue full); `LIBRARY`, `BAD_HANDLE`.
     pub fn leave(&self, group: &GroupName) -> Result<(), CsError> {
-        self.ops.leave(self.handle, group)
+        self.node.leave(self.handle, group)
     }
 
     /// `cpg_mcast_joined`: the iovecs are concatenated and copied once
@@ -274,7 +272,8 @@ impl Cpg {
     /// more than half its queue cap of undispatched events; `LIBRARY`,
     /// `BAD_HANDLE`.
     pub fn mcast_joined(&self, guarantee: Guarantee, iov: &[IoSlice<'_>]) -> Result<(), CsError> {
-        self.ops.mcast_fast(&self.fast, self.handle, guarantee, iov)
+        self.node
+            .mcast_joined(&self.staging, self.handle, guarantee, iov)
     }
 
     /// `cpg_membership_get` into a caller array: `Ok(n)` with the first `n`
@@ -289,7 +288,7 @@ impl Cpg {
         out: &mut [MemberAddr],
         needed: &mut usize,
     ) -> Result<usize, CsError> {
-        let m = self.ops.membership(self.handle, group)?;
+        let m = self.node.membership(self.handle, group)?;
         *needed = m.len();
         if m.len() > out.len() {
             return Err(CsError::NoSpace);
@@ -304,7 +303,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE`, `LIBRARY`.
     pub fn membership_get(&self, group: &GroupName) -> Result<Vec<MemberAddr>, CsError> {
-        self.ops.membership(self.handle, group)
+        self.node.membership(self.handle, group)
     }
 
     /// `cpg_local_get`: this node's id.
@@ -312,7 +311,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE`, `LIBRARY`.
     pub fn local_get(&self) -> Result<NodeId, CsError> {
-        self.ops.local_get(self.handle)
+        self.node.local_get(self.handle)
     }
 
     /// `cpg_flow_control_state_get`: real (spec §0).
@@ -320,7 +319,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE`, `LIBRARY`.
     pub fn flow_control_state_get(&self) -> Result<FlowControlState, CsError> {
-        Ok(if self.ops.flow_control(self.handle)? {
+        Ok(if self.node.flow_control(self.handle)? {
             FlowControlState::Enabled
         } else {
             FlowControlState::Disabled
@@ -332,7 +331,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE`.
     pub fn context_get(&self) -> Result<Context, CsError> {
-        self.ops.context_get(self.handle)
+        self.node.context_get(self.handle)
     }
 
     /// `cpg_context_set`.
@@ -340,7 +339,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE`.
     pub fn context_set(&self, context: Context) -> Result<(), CsError> {
-        self.ops.context_set(self.handle, context)
+        self.node.context_set(self.handle, context)
     }
 
     /// `cpg_max_atomic_msgsize_get`: 1,047,552 (Corosync's figure; larger
@@ -349,7 +348,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE`.
     pub fn max_atomic_msgsize_get(&self) -> Result<u32, CsError> {
-        self.ops.check(self.handle, true)?;
+        self.node.check(self.handle, true)?;
         Ok(MAX_ATOMIC_MSGSIZE)
     }
 
@@ -363,9 +362,9 @@ impl Cpg {
         ty: IterationType,
         group: Option<&GroupName>,
     ) -> Result<Iteration, CsError> {
-        let entries = self.ops.snapshot(self.handle, ty, group)?;
+        let entries = self.snapshot(ty, group)?;
         Ok(Iteration {
-            ops: self.ops.clone(),
+            node: self.node.clone(),
             parent: self.handle,
             entries: entries.into_iter(),
             finalized: false,
@@ -381,7 +380,7 @@ impl Cpg {
     /// `TOO_BIG` above the largest slot class; `TRY_AGAIN` when the pool is
     /// exhausted; `BAD_HANDLE`, `LIBRARY`.
     pub fn zcb_alloc(&self, size: usize) -> Result<ZcBuf, CsError> {
-        self.ops.zcb_alloc(&self.fast, self.handle, size)
+        self.node.zcb_alloc(&self.staging, self.handle, size)
     }
 
     /// `cpg_zcb_free`: gives the buffer back.
@@ -390,7 +389,7 @@ impl Cpg {
     /// `BAD_HANDLE` (the buffer is freed all the same).
     pub fn zcb_free(&self, buf: ZcBuf) -> Result<(), CsError> {
         drop(buf);
-        self.ops.check(self.handle, true)
+        self.node.check(self.handle, true)
     }
 
     /// `cpg_zcb_mcast_joined`: multicast the first `len` bytes of `buf`
@@ -410,8 +409,77 @@ impl Cpg {
         buf: ZcBuf,
         len: usize,
     ) -> Result<(), ZcSendError> {
-        self.ops
-            .zcb_mcast(&self.fast, self.handle, guarantee, buf, len)
+        self.node
+            .zcb_mcast(&self.staging, self.handle, guarantee, buf, len)
+    }
+}
+
+impl Cpg {
+    /// The group table now, as `cpg_iteration_initialize` walks it.
+    fn snapshot(
+        &self,
+        ty: IterationType,
+        group: Option<&GroupName>,
+    ) -> Result<Vec<IterationDescription>, CsError> {
+        let entry = |group: &GroupName, nodeid, pid| IterationDescription {
+            group: group.clone(),
+            nodeid,
+            pid,
+        };
+        match (ty, group) {
+            (IterationType::OneGroup, Some(name)) => Ok(self
+                .node
+                .membership(self.handle, name)?
+                .into_iter()
+                .map(|m| entry(name, m.nodeid, m.pid))
+                .collect()),
+            (IterationType::NameOnly, None) => {
+                let mut out = Vec::new();
+                self.node
+                    .groups(self.handle, &mut |name, _| out.push(entry(name, 0, 0)))?;
+                Ok(out)
+            }
+            (IterationType::All, None) => {
+                let mut out = Vec::new();
+                self.node.groups(self.handle, &mut |name, members| {
+                    out.extend(members.iter().map(|m| entry(name, m.nodeid, m.pid)));
+                })?;
+                Ok(out)
+            }
+            _ => Err(CsError::InvalidParam),
+        }
+    }
+}
+
+/// Runs a handle's callbacks on the events its node hands out.
+struct RunCallbacks<'a> {
+    cpg: &'a Cpg,
+}
+
+impl EventSink for RunCallbacks<'_> {
+    fn event(&mut self, callbacks: &mut (dyn Any + Send), ev: HandleEvent<'_>) {
+        let Some(cb) = callbacks.downcast_mut::<ModelV1>() else {
+            // a handle is opened with its ModelV1 (`model_initialize_with_pid`)
+            return;
+        };
+        let cpg = self.cpg;
+        match ev {
+            HandleEvent::Deliver(d) => {
+                if let Some(f) = cb.deliver.as_mut() {
+                    f(cpg, &d);
+                }
+            }
+            HandleEvent::ConfChg(c) => {
+                if let Some(f) = cb.confchg.as_mut() {
+                    f(cpg, &c);
+                }
+            }
+            HandleEvent::Totem(ring, members) => {
+                if let Some(f) = cb.totem_confchg.as_mut() {
+                    f(cpg, ring, members);
+                }
+            }
+        }
     }
 }
 
@@ -423,13 +491,13 @@ impl AsFd for Cpg {
 
 impl Drop for Cpg {
     fn drop(&mut self) {
-        let _ = self.ops.finalize(self.handle);
+        let _ = self.node.finalize(self.handle);
     }
 }
 
 /// `cpg_iteration_*`: a snapshot walked with [`Iteration::next_entry`].
 pub struct Iteration {
-    ops: Arc<dyn NodeOps>,
+    node: Arc<dyn DynNode>,
     parent: u64,
     entries: std::vec::IntoIter<IterationDescription>,
     finalized: bool,
@@ -445,7 +513,7 @@ impl Iteration {
         if self.finalized {
             return Err(CsError::BadHandle);
         }
-        self.ops.check(self.parent, false)?;
+        self.node.check(self.parent, false)?;
         self.entries.next().ok_or(CsError::NoSections)
     }
 
@@ -458,7 +526,7 @@ impl Iteration {
             return Err(CsError::BadHandle);
         }
         self.finalized = true;
-        self.ops.check(self.parent, true)
+        self.node.check(self.parent, true)
     }
 }
 
@@ -466,80 +534,5 @@ impl Iterator for Iteration {
     type Item = IterationDescription;
     fn next(&mut self) -> Option<IterationDescription> {
         self.next_entry().ok()
-    }
-}
-
-/// The bytes behind a [`ZcBuf`]: a driver buffer of the node's frame type.
-pub(crate) trait ZcStorage: Send + Sync + 'static {
-    fn bytes(&self) -> &[u8];
-    fn bytes_mut(&mut self) -> &mut [u8];
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
-    /// A heap buffer below `zc_copy_threshold` (sent by copy).
-    fn is_small(&self) -> bool {
-        false
-    }
-}
-
-/// A zero-copy buffer (`cpg_zcb_alloc`): write the message into it, then
-/// move it into [`Cpg::zcb_mcast_joined`]. Dereferences to its payload
-/// bytes; dropping it frees it.
-pub struct ZcBuf {
-    pub(crate) storage: Box<dyn ZcStorage>,
-    pub(crate) node: usize,
-}
-
-impl ZcBuf {
-    /// Payload capacity in bytes (the size asked for).
-    pub fn capacity(&self) -> usize {
-        self.storage.bytes().len()
-    }
-    /// Address of the first payload byte (for zero-copy proofs).
-    pub fn as_ptr(&self) -> *const u8 {
-        self.storage.bytes().as_ptr()
-    }
-}
-
-impl std::ops::Deref for ZcBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.storage.bytes()
-    }
-}
-
-impl std::ops::DerefMut for ZcBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.storage.bytes_mut()
-    }
-}
-
-impl std::fmt::Debug for ZcBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZcBuf")
-            .field("capacity", &self.capacity())
-            .finish()
-    }
-}
-
-/// A failed [`Cpg::zcb_mcast_joined`]: the code, and the buffer when it was
-/// not consumed.
-#[derive(Debug)]
-pub struct ZcSendError {
-    /// The status code.
-    pub error: CsError,
-    /// The buffer, back to the caller (retry, or free it).
-    pub buf: Option<ZcBuf>,
-}
-
-impl std::fmt::Display for ZcSendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
-impl std::error::Error for ZcSendError {}
-
-impl From<ZcSendError> for CsError {
-    fn from(e: ZcSendError) -> CsError {
-        e.error
     }
 }

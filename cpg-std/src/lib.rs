@@ -4,11 +4,9 @@
 //! |---|---|
 //! | [`config`] | the TOML node configuration and its validation |
 //! | [`state`] | the persisted ring sequence number |
-//! | [`node`] | [`Node`]: one engine on its transport's threads; the [`node::Transport`] trait |
+//! | [`transport`] | the [`transport::Transport`] trait and the transports: [`uring`] (io_uring, the default), [`udp`] (plain std UDP, explicit fallback), [`loopback`] (in-process, for tests) |
+//! | [`node`] | [`Node`]: one engine on its transport's threads |
 //! | [`cpg`] | [`Cpg`]: every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5) |
-//! | [`loopback`] | an in-process transport for tests (N nodes in one process) |
-//! | [`uring`] | the io_uring transport (`cpg-uring`'s driver), the default |
-//! | [`udp`] | a plain std UDP transport (explicit fallback) |
 //!
 //! No protocol logic lives here: the engine (`cpg-core`) decides order,
 //! membership and confchgs; this crate keeps each handle's view (one group
@@ -48,22 +46,28 @@
 //! when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
 
 pub mod config;
-mod core;
 pub mod cpg;
-pub mod loopback;
+mod error;
+mod handles;
 pub mod node;
 pub mod state;
-pub mod udp;
-pub mod uring;
+pub mod transport;
+
+pub use crate::transport::{loopback, udp, uring};
 
 pub use crate::config::{ConfigError, ConfigFile, NodeConfig};
-pub use crate::core::{
-    monotonic_now, BufSend, HeapZc, NodeCore, NodeStats, StepInput, ZcAllocator,
-};
 pub use crate::cpg::{
     Callbacks, ConfChg, Context, Cpg, Delivery, DispatchFlags, FlowControlState, Iteration,
     IterationDescription, IterationType, ModelV1, ZcBuf, ZcSendError, MAX_ATOMIC_MSGSIZE,
     MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
 };
+pub use crate::handles::{monotonic_now, NodeStats};
+
+/// Test hooks, not part of the API: what [`Node::record_buf_sends`]
+/// records (the zero-copy proof).
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::handles::BufSend;
+}
 pub use crate::node::{Node, NodeStatus, StartError};
 pub use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};

@@ -13,9 +13,8 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{Dest, Transmit};
 use cpg_core::NodeId;
 
+use super::{HeapZc, NodeState, Running, Ticker, Transport, ZcAllocator};
 use crate::config::NodeConfig;
-use crate::core::{HeapZc, NodeCore, ZcAllocator};
-use crate::node::{Running, Ticker, Transport};
 
 type Frame = Arc<[u8]>;
 
@@ -69,7 +68,7 @@ impl Transport for UdpTransport {
         Arc::new(HeapZc { max: self.zc_max })
     }
 
-    fn spawn(self, core: NodeCore<Frame>) -> io::Result<Box<dyn Running>> {
+    fn spawn(self, core: Arc<NodeState<Frame>>) -> io::Result<Box<dyn Running>> {
         let by_addr: HashMap<SocketAddr, NodeId> = self
             .peers
             .iter()

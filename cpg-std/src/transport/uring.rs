@@ -16,9 +16,8 @@ use cpg_uring::{
     Waker,
 };
 
+use super::{NodeState, Running, StepInput, Transport, ZcAllocator};
 use crate::config::{NodeConfig, ZeroCopy};
-use crate::core::{NodeCore, StepInput, ZcAllocator};
-use crate::node::{Running, Transport};
 
 /// A node's io_uring driver, set up (sockets bound, region registered)
 /// but not yet running.
@@ -81,7 +80,7 @@ impl ZcAllocator<RxBuf> for SlotZc {
 }
 
 struct UringHost {
-    core: NodeCore<RxBuf>,
+    core: Arc<NodeState<RxBuf>>,
     stop: Arc<AtomicBool>,
     drained: bool,
 }
@@ -128,7 +127,7 @@ impl Transport for UringTransport {
         })
     }
 
-    fn spawn(self, core: NodeCore<RxBuf>) -> io::Result<Box<dyn Running>> {
+    fn spawn(self, core: Arc<NodeState<RxBuf>>) -> io::Result<Box<dyn Running>> {
         let waker = self.driver.waker();
         let w = waker.clone();
         core.set_waker(Arc::new(move || w.wake()));

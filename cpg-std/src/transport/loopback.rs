@@ -12,9 +12,8 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{Dest, Transmit};
 use cpg_core::NodeId;
 
+use super::{Gate, HeapZc, NodeState, Running, Ticker, Transport, ZcAllocator};
 use crate::config::NodeConfig;
-use crate::core::{HeapZc, NodeCore, ZcAllocator};
-use crate::node::{Gate, Node, Running, StartError, Ticker, Transport};
 
 type Frame = Arc<[u8]>;
 type Packet = (NodeId, Frame);
@@ -44,37 +43,14 @@ impl LoopbackNet {
         LoopbackNet::default()
     }
 
-    /// Start node `config.node_id` on this network (no state directory:
-    /// the ring seq starts at 1).
-    ///
-    /// # Errors
-    /// The engine refused the settings.
-    pub fn start(&self, config: &NodeConfig) -> Result<Node, StartError> {
-        let t = LoopbackTransport {
+    /// The transport of node `config.node_id` on this network (the node
+    /// layer starts it: [`LoopbackNet::start`]).
+    pub(crate) fn transport(&self, config: &NodeConfig) -> LoopbackTransport {
+        LoopbackTransport {
             net: self.clone(),
             id: config.node_id,
             zc_max: config.zcb_max,
-        };
-        Node::with_transport_store(config, t, None)
-    }
-
-    /// Start nodes `1..=n` with fast timers, `tweak` applied to each config.
-    ///
-    /// # Errors
-    /// As [`LoopbackNet::start`].
-    pub fn cluster(
-        &self,
-        n: u32,
-        tweak: impl Fn(&mut NodeConfig),
-    ) -> Result<Vec<Node>, StartError> {
-        let ids: Vec<NodeId> = (1..=n).collect();
-        ids.iter()
-            .map(|&id| {
-                let mut c = NodeConfig::in_memory(id, &ids);
-                tweak(&mut c);
-                self.start(&c)
-            })
-            .collect()
+        }
     }
 
     /// Cut node `id` off (every frame to or from it is dropped), or heal it.
@@ -130,7 +106,7 @@ impl LoopbackNet {
     }
 }
 
-struct LoopbackTransport {
+pub(crate) struct LoopbackTransport {
     net: LoopbackNet,
     id: NodeId,
     zc_max: usize,
@@ -151,7 +127,7 @@ impl Transport for LoopbackTransport {
         Arc::new(HeapZc { max: self.zc_max })
     }
 
-    fn spawn(self, core: NodeCore<Frame>) -> io::Result<Box<dyn Running>> {
+    fn spawn(self, core: Arc<NodeState<Frame>>) -> io::Result<Box<dyn Running>> {
         let (tx, rx): (Sender<Packet>, Receiver<Packet>) = channel();
         self.net
             .inner

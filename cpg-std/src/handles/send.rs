@@ -1,0 +1,374 @@
+//! Sending: `mcast_joined` and `zcb_*`. A small message (or a zero-copy
+//! buffer) is staged on the handle without the node lock when the handle
+//! is open for it; the rest goes to the engine under the node lock, where
+//! staged messages drain first (FIFO).
+
+use std::io::IoSlice;
+
+use cpg_core::engine::{FrameBuf, Request};
+use cpg_core::group::LocalState;
+use cpg_core::{CsError, Guarantee};
+
+use super::mailbox::EVENT_OVERHEAD;
+use super::ops::DynNode;
+use super::staging::{Staging, SPARE_SMALL_ZC, STAGE_MSG_MAX};
+use super::zc::{SmallZc, ZcBuf, ZcFrame, ZcSendError};
+use super::{lock, HState, NodeState};
+
+/// A refused zero-copy send: the code, the buffer back.
+fn back(error: CsError, buf: ZcBuf) -> Result<(), ZcSendError> {
+    Err(ZcSendError {
+        error,
+        buf: Some(buf),
+    })
+}
+
+impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
+    /// `mcast_joined`: staged when small and the handle is open, through a
+    /// driver buffer when large, else under the node lock.
+    pub(crate) fn mcast_joined(
+        &self,
+        staging: &Staging,
+        h: u64,
+        guarantee: Guarantee,
+        iov: &[IoSlice<'_>],
+    ) -> Result<(), CsError> {
+        let total: usize = iov.iter().map(|p| p.len()).sum();
+        if total <= STAGE_MSG_MAX {
+            let mut f = lock(&staging.st);
+            if let Some(r) = f.stage(guarantee, iov, total) {
+                drop(f);
+                self.after_stage();
+                return r;
+            }
+        } else if total <= self.zc.max_len() && lock(&staging.st).open {
+            // A large copied message is copied once into a driver buffer
+            // and sent from there like a zcb message: one copy, where the
+            // engine path makes three (into the send queue, into each
+            // fragment, into the reassembly). Measured, 1 member 64 KiB
+            // AGREED: see the commit. No buffer free: the engine path.
+            if let Ok((mut buf, start)) = self.zc.alloc(total) {
+                if let Some(bytes) = buf.unique_mut() {
+                    let mut at = start;
+                    for p in iov {
+                        bytes[at..at + p.len()].copy_from_slice(p);
+                        at += p.len();
+                    }
+                    let zb = ZcBuf {
+                        storage: Box::new(ZcFrame {
+                            buf,
+                            start,
+                            len: total,
+                        }),
+                        node: self.key(),
+                    };
+                    return self
+                        .zcb_mcast(staging, h, guarantee, zb, total)
+                        .map_err(|e| e.error);
+                }
+            }
+        }
+        let parts: Vec<&[u8]> = iov.iter().map(|s| &**s).collect();
+        self.mcast(h, guarantee, &parts)
+    }
+
+    /// `mcast_joined` under the node lock.
+    fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
+        self.submit_with(|g, now| {
+            let max = g.engine.config().max_message_size;
+            let cap = g.queue_cap;
+            let s = g.live(h)?;
+            let total: usize = iov.iter().map(|p| p.len()).sum();
+            if total > max {
+                return Err(CsError::TooBig);
+            }
+            let group = match &s.group {
+                Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
+                _ => return Err(CsError::NotExist),
+            };
+            if s.mail.bytes() + s.inflight > cap / 2 || !lock(&s.staging.st).is_empty() {
+                // the sender outruns its own dispatch: back-pressure
+                // (TRY_AGAIN) instead of an eviction that would lose messages;
+                // or staged messages the engine refused go first (FIFO)
+                return Err(CsError::TryAgain);
+            }
+            let pid = s.pid;
+            g.engine.submit(
+                now,
+                Request::Mcast {
+                    pid,
+                    group: &group,
+                    guarantee,
+                    iov,
+                },
+            )?;
+            if let Ok(s) = g.get_mut(h) {
+                s.inflight += EVENT_OVERHEAD + total;
+            }
+            Ok(())
+        })
+    }
+
+    /// `zcb_alloc`: a heap buffer below `zc_copy_threshold`, else a driver
+    /// buffer.
+    pub(crate) fn zcb_alloc(
+        &self,
+        staging: &Staging,
+        h: u64,
+        size: usize,
+    ) -> Result<ZcBuf, CsError> {
+        if size < self.zc_small {
+            // Below zc_copy_threshold the message is copied into a frame
+            // anyway: a heap buffer, no pool slot held, and no node lock
+            // while the handle is known open.
+            let spare = {
+                let mut f = lock(&staging.st);
+                let open = f.open;
+                let spare = f.spare.pop();
+                drop(f);
+                if !open {
+                    self.check(h, false)?;
+                }
+                spare
+            };
+            // a buffer of an earlier small send, reused: no allocation
+            let storage = match spare {
+                Some(mut b) => {
+                    // contents are unspecified (as Corosync's shared
+                    // memory): not zeroed again, only sized
+                    if b.0.len() >= size {
+                        b.0.truncate(size);
+                    } else {
+                        b.0.resize(size, 0);
+                    }
+                    b
+                }
+                None => Box::new(SmallZc(vec![0u8; size])),
+            };
+            return Ok(ZcBuf {
+                storage,
+                node: self.key(),
+            });
+        }
+        if !lock(&staging.st).open {
+            self.check(h, false)?;
+        }
+        let (buf, start) = self.zc.alloc(size)?;
+        Ok(ZcBuf {
+            storage: Box::new(ZcFrame {
+                buf,
+                start,
+                len: size,
+            }),
+            node: self.key(),
+        })
+    }
+
+    /// `zcb_mcast_joined`: a small buffer is sent by copy (staged), a
+    /// larger one staged as is; when the handle is not open for staging,
+    /// under the node lock.
+    pub(crate) fn zcb_mcast(
+        &self,
+        staging: &Staging,
+        h: u64,
+        guarantee: Guarantee,
+        buf: ZcBuf,
+        len: usize,
+    ) -> Result<(), ZcSendError> {
+        if buf.node != self.key() || len > buf.capacity() {
+            return back(CsError::InvalidParam, buf);
+        }
+        if buf.storage.is_small() {
+            return self.zcb_mcast_small(staging, h, guarantee, buf, len);
+        }
+        let buf = if len >= self.zc_small {
+            match self.stage_zc(staging, guarantee, buf, len) {
+                Ok(r) => return r,
+                Err(buf) => buf,
+            }
+        } else {
+            buf
+        };
+        self.zcb_mcast_locked(h, guarantee, buf, len)
+    }
+
+    /// A small (heap) buffer: the staged, copying path; the buffer is kept
+    /// for reuse under the same lock.
+    fn zcb_mcast_small(
+        &self,
+        staging: &Staging,
+        h: u64,
+        guarantee: Guarantee,
+        buf: ZcBuf,
+        len: usize,
+    ) -> Result<(), ZcSendError> {
+        let mut f = lock(&staging.st);
+        let staged = f.stage(guarantee, &[IoSlice::new(&buf.storage.bytes()[..len])], len);
+        match staged {
+            Some(Ok(())) => {
+                if f.spare.len() < SPARE_SMALL_ZC {
+                    if let Ok(b) = buf.storage.into_any().downcast::<SmallZc>() {
+                        f.spare.push(b);
+                    }
+                }
+                drop(f);
+                self.after_stage();
+                Ok(())
+            }
+            Some(Err(e)) => {
+                drop(f);
+                self.after_stage();
+                back(e, buf)
+            }
+            None => {
+                drop(f);
+                let r = self.mcast_joined(
+                    staging,
+                    h,
+                    guarantee,
+                    &[IoSlice::new(&buf.storage.bytes()[..len])],
+                );
+                match r {
+                    Ok(()) => Ok(()),
+                    Err(e) => back(e, buf),
+                }
+            }
+        }
+    }
+
+    /// The staged path for a driver buffer: it joins the handle's FIFO
+    /// under the handle's own lock, the node lock is not waited for.
+    /// `Err` gives the buffer back when the handle is not open for staging.
+    fn stage_zc(
+        &self,
+        staging: &Staging,
+        guarantee: Guarantee,
+        buf: ZcBuf,
+        len: usize,
+    ) -> Result<Result<(), ZcSendError>, ZcBuf> {
+        let ZcBuf { storage, node } = buf;
+        let mut f = lock(&staging.st);
+        match f.stage_zc(guarantee, storage, len) {
+            Ok(()) => {
+                drop(f);
+                self.after_stage();
+                Ok(Ok(()))
+            }
+            Err((Some(e), storage)) => {
+                drop(f);
+                self.after_stage();
+                Ok(back(e, ZcBuf { storage, node }))
+            }
+            Err((None, storage)) => Err(ZcBuf { storage, node }),
+        }
+    }
+
+    /// A driver buffer under the node lock: checks, then below the copy
+    /// threshold a copy (the slot goes back at once), else the buffer
+    /// itself; the transport is woken when the engine may have work.
+    fn zcb_mcast_locked(
+        &self,
+        h: u64,
+        guarantee: Guarantee,
+        buf: ZcBuf,
+        len: usize,
+    ) -> Result<(), ZcSendError> {
+        let now = self.now();
+        let mut g = lock(&self.locked);
+        if !g.drain(now) {
+            // staged multicasts the engine refused go first (FIFO)
+            g.pump(now);
+            drop(g);
+            self.wake();
+            return back(CsError::TryAgain, buf);
+        }
+        let max = g.engine.config().max_message_size;
+        let fc = g.engine.flow_control_enabled();
+        let cap = g.queue_cap;
+        let s = match g.live(h) {
+            Ok(s) => s,
+            Err(e) => return back(e, buf),
+        };
+        if len > max {
+            return back(CsError::TooBig, buf);
+        }
+        let group = match &s.group {
+            Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
+            _ => return back(CsError::NotExist, buf),
+        };
+        let pid = s.pid;
+        if fc || s.mail.bytes() + s.inflight > cap / 2 {
+            return back(CsError::TryAgain, buf);
+        }
+        debug_assert!(matches!(
+            g.engine.groups().local_state(pid, &group),
+            Some(LocalState::JoinStarted | LocalState::Joined)
+        ));
+        if len < g.engine.config().zc_copy_threshold {
+            // Below the threshold the engine packs the message by copy
+            // anyway: copy it now and give the slot back at once, rather
+            // than hold a pool slot until the message is delivered back.
+            let r = {
+                let iov = [&buf.storage.bytes()[..len]];
+                g.engine.submit(
+                    now,
+                    Request::Mcast {
+                        pid,
+                        group: &group,
+                        guarantee,
+                        iov: &iov,
+                    },
+                )
+            };
+            if let Err(e) = r {
+                return back(e, buf);
+            }
+            if let Ok(s) = g.get_mut(h) {
+                s.inflight += EVENT_OVERHEAD + len;
+            }
+            g.pump(now);
+            drop(g);
+            drop(buf);
+            self.wake();
+            return Ok(());
+        }
+        let frame = match buf.storage.into_any().downcast::<ZcFrame<F>>() {
+            Ok(f) => *f,
+            Err(_) => {
+                return Err(ZcSendError {
+                    error: CsError::InvalidParam,
+                    buf: None,
+                })
+            }
+        };
+        let (start, cap) = (frame.start, frame.len);
+        let r = g.engine.submit_zc(
+            now,
+            pid,
+            &group,
+            guarantee,
+            frame.buf,
+            frame.start..frame.start + len,
+        );
+        if r.is_ok() {
+            if let Ok(s) = g.get_mut(h) {
+                s.inflight += EVENT_OVERHEAD + len;
+            }
+        }
+        g.pump(now);
+        drop(g);
+        self.wake();
+        // A refused buffer comes back whole, so the caller may retry.
+        r.map_err(|e| ZcSendError {
+            error: e.error,
+            buf: e.buf.map(|buf| ZcBuf {
+                storage: Box::new(ZcFrame {
+                    buf,
+                    start,
+                    len: cap,
+                }),
+                node: self.key(),
+            }),
+        })
+    }
+}

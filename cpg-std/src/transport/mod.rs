@@ -1,0 +1,175 @@
+//! Transports: what moves a node's frames. The [`Transport`] trait, the
+//! timer thread the thread-based transports share ([`Ticker`]), and the
+//! transports themselves:
+//!
+//! | module | transport |
+//! |---|---|
+//! | [`uring`] | the io_uring transport (`cpg-uring`'s driver), the default |
+//! | [`udp`] | a plain std UDP transport (explicit fallback) |
+//! | [`loopback`] | an in-process network for tests (N nodes in one process) |
+//!
+//! A transport drives its node through [`NodeState`]'s public methods
+//! (packets and timer expiries in, transmits out); it knows nothing of
+//! handles or groups.
+
+use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use cpg_core::engine::{FrameBuf, Transmit};
+use cpg_core::Instant;
+
+pub use crate::handles::zc::{HeapZc, ZcAllocator};
+pub use crate::handles::{NodeState, StepInput};
+
+pub mod loopback;
+pub mod udp;
+pub mod uring;
+
+/// A transport: moves the frames of one node.
+pub trait Transport: Send + 'static {
+    /// The buffer type the engine keeps received frames (and zero-copy
+    /// buffers) in.
+    type Frame: FrameBuf + Send + Sync + 'static;
+    /// Where zero-copy buffers come from.
+    fn zc_allocator(&self) -> Arc<dyn ZcAllocator<Self::Frame>>;
+    /// Start moving frames for `core` (threads, sockets, rings); the
+    /// returned handle stops it.
+    ///
+    /// # Errors
+    /// Whatever the transport's set-up hits.
+    fn spawn(self, core: Arc<NodeState<Self::Frame>>) -> io::Result<Box<dyn Running>>;
+}
+
+/// A started transport.
+pub trait Running: Send + Sync {
+    /// Stop: send what is queued (a graceful shutdown's LEAVE), then end
+    /// the threads and close the sockets.
+    fn stop(self: Box<Self>);
+    /// The transport's counters, if it keeps any.
+    fn counters(&self) -> Option<cpg_uring::Snapshot> {
+        None
+    }
+}
+
+/// A switch that holds a transport's threads before they touch the engine
+/// (the loopback transport's "freeze", a SIGSTOP of the node's engine).
+#[derive(Default)]
+pub(crate) struct Gate {
+    frozen: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Gate {
+    pub(crate) fn set(&self, frozen: bool) {
+        *self.frozen.lock().unwrap_or_else(|e| e.into_inner()) = frozen;
+        self.cond.notify_all();
+    }
+    /// Wait while frozen.
+    pub(crate) fn pass(&self) {
+        let mut f = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        while *f {
+            f = self.cond.wait(f).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The timer thread shared by the thread-based transports: sleeps until
+/// the engine's next deadline or a wake, then runs timeouts and sends.
+pub(crate) struct Ticker {
+    state: Mutex<TickState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct TickState {
+    wake: bool,
+    stop: bool,
+    deadline: Option<Instant>,
+}
+
+impl Ticker {
+    pub(crate) fn new() -> Arc<Ticker> {
+        // starts awake: the engine armed its first timers at creation
+        Arc::new(Ticker {
+            state: Mutex::new(TickState {
+                wake: true,
+                ..TickState::default()
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    /// Wake the timer thread (work was queued).
+    pub(crate) fn wake(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.wake = true;
+        self.cond.notify_one();
+    }
+
+    /// A receive path computed a new deadline: wake the timer thread if it
+    /// is earlier than the one it sleeps towards.
+    pub(crate) fn deadline(&self, d: Option<Instant>) {
+        let Some(d) = d else { return };
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.deadline.is_none_or(|cur| d < cur) {
+            s.deadline = Some(d);
+            s.wake = true;
+            self.cond.notify_one();
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.stop = true;
+        self.cond.notify_one();
+    }
+
+    /// Spawn the timer thread.
+    pub(crate) fn spawn<F: FrameBuf + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        name: String,
+        core: Arc<NodeState<F>>,
+        send: Arc<dyn Fn(Transmit<F>) + Send + Sync>,
+        gate: Option<Arc<Gate>>,
+    ) -> io::Result<JoinHandle<()>> {
+        let t = self.clone();
+        let w = self.clone();
+        core.set_waker(Arc::new(move || w.wake()));
+        std::thread::Builder::new().name(name).spawn(move || loop {
+            {
+                let mut s = t.state.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if s.stop {
+                        drop(s);
+                        core.poll_outputs(&mut |tx| send(tx));
+                        return;
+                    }
+                    if s.wake {
+                        break;
+                    }
+                    let now = core.now();
+                    match s.deadline {
+                        Some(d) if d <= now => break,
+                        Some(d) => {
+                            let wait = std::time::Duration::from_nanos(d.0 - now.0);
+                            s = t
+                                .cond
+                                .wait_timeout(s, wait)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
+                        None => s = t.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                    }
+                }
+                s.wake = false;
+            }
+            if let Some(g) = &gate {
+                g.pass();
+            }
+            core.handle_timeout();
+            let d = core.poll_outputs(&mut |tx| send(tx));
+            t.state.lock().unwrap_or_else(|e| e.into_inner()).deadline = d;
+        })
+    }
+}
