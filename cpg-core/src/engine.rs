@@ -543,9 +543,17 @@ impl<F: FrameBuf> Engine<F> {
                 buf: Some(buf),
             });
         }
-        let r = self
-            .groups
-            .submit_zc(now, pid, group, guarantee, buf, payload, &mut self.totem);
+        let r = self.groups.submit_zc(
+            now,
+            crate::group::McastTo {
+                pid,
+                group,
+                guarantee,
+            },
+            buf,
+            payload,
+            &mut self.totem,
+        );
         self.pump(now);
         r
     }

@@ -47,6 +47,14 @@ struct SyncState {
     lists: Vec<(NodeId, Vec<(u32, GroupName)>)>,
 }
 
+/// Who multicasts, to which group, with which guarantee.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct McastTo<'a> {
+    pub(crate) pid: u32,
+    pub(crate) group: &'a GroupName,
+    pub(crate) guarantee: Guarantee,
+}
+
 /// The CPG layer of one node.
 #[derive(Debug)]
 pub struct Groups {
@@ -163,8 +171,7 @@ impl Groups {
                 // Built in its final allocation (zeroed through a TrustedLen
                 // iterator, then written): `Arc::from(Vec)` would copy the
                 // whole message a second time.
-                #[allow(clippy::manual_repeat_n)] // repeat_n is 1.82, the MSRV is 1.80
-                let mut data: Arc<[u8]> = core::iter::repeat(0u8).take(hdr + total).collect();
+                let mut data: Arc<[u8]> = core::iter::repeat_n(0u8, hdr + total).collect();
                 let buf = Arc::get_mut(&mut data).ok_or(CsError::Library)?;
                 emit_mcast_header(pid, group, guarantee, buf).map_err(|_| CsError::Library)?;
                 let mut at = hdr;
@@ -219,8 +226,7 @@ impl Groups {
             return (0, first_error);
         }
         // built in its final allocation, as a single mcast is
-        #[allow(clippy::manual_repeat_n)] // repeat_n is 1.82, the MSRV is 1.80
-        let mut shared: Arc<[u8]> = core::iter::repeat(0u8).take(total).collect();
+        let mut shared: Arc<[u8]> = core::iter::repeat_n(0u8, total).collect();
         let Some(buf) = Arc::get_mut(&mut shared) else {
             return (0, Err(CsError::Library));
         };
@@ -249,13 +255,16 @@ impl Groups {
     pub(crate) fn submit_zc<F: FrameBuf>(
         &mut self,
         now: Instant,
-        pid: u32,
-        group: &GroupName,
-        guarantee: Guarantee,
+        to: McastTo<'_>,
         mut buf: F,
         payload: core::ops::Range<usize>,
         totem: &mut Totem<F>,
     ) -> Result<(), ZcError<F>> {
+        let McastTo {
+            pid,
+            group,
+            guarantee,
+        } = to;
         let refuse = |error, buf| {
             Err(ZcError {
                 error,

@@ -339,9 +339,8 @@ impl<F: FrameBuf> SendQueue<F> {
 
 /// `n` zero bytes in their final allocation (a TrustedLen iterator: one
 /// allocation, no second copy as `Arc::from(Vec)` would make).
-#[allow(clippy::manual_repeat_n)] // repeat_n is 1.82, the MSRV is 1.80
 fn zeroed(n: usize) -> Arc<[u8]> {
-    core::iter::repeat(0u8).take(n).collect()
+    core::iter::repeat_n(0u8, n).collect()
 }
 
 /// A reassembly buffer sized by this sender's last reassembled message, at
