@@ -47,6 +47,10 @@
 
 pub mod config;
 pub mod cpg;
+/// The `cpgtool` line protocol, shared by the binary and the tests; not
+/// part of the API.
+#[doc(hidden)]
+pub mod cpgtool_proto;
 mod error;
 mod handles;
 pub mod node;

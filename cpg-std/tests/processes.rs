@@ -5,13 +5,26 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::procs::*;
 use cpg_std::config::ZeroCopy;
+use cpg_std::cpgtool_proto::{Command, Guarantee, Status, Stream};
+use cpg_std::Reason;
 use rustix::process::Signal;
-use serde_json::{json, Value};
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+/// Deliveries from node `n` in a status's `per_sender`.
+fn from_node(per_sender: &BTreeMap<String, u64>, n: u32) -> u64 {
+    per_sender.get(&n.to_string()).copied().unwrap_or(0)
+}
+
+fn mcast(data: String, guarantee: Guarantee) -> Command {
+    Command::Mcast { data, guarantee }
+}
+
+/// The sequence part of a ring id (`"<rep>.<seq hex>"`).
+fn ring_seq(ring: &str) -> u64 {
+    u64::from_str_radix(ring.split('.').nth(1).unwrap(), 16).unwrap()
 }
 
 fn order_fifo_safe_agreed_big(name: &str, zc: ZeroCopy) {
@@ -23,37 +36,35 @@ fn order_fifo_safe_agreed_big(name: &str, zc: ZeroCopy) {
     // copying AGREED stream, zero-copy SAFE stream, and small SAFE copies
     let at = p.mark();
     for id in ids {
-        p.send(
-            id,
-            json!({"cmd":"stream","count":400,"size":300,"guarantee":"agreed"}),
-        );
+        p.send(id, &Command::Stream(Stream::new(400, 300)));
     }
     for id in ids {
-        let r = p.wait_since(at, id, |v| v["re"] == "stream");
-        assert_eq!(u(&r["sent"]), 400, "{r}");
+        assert_eq!(p.wait_stream_sent(at, id), 400, "node {id}");
     }
     expected += 1200;
     let at = p.mark();
     for id in ids {
-        p.send(
-            id,
-            json!({"cmd":"stream","count":200,"size":4000,"guarantee":"safe","zc":true}),
-        );
+        let s = Stream {
+            guarantee: Guarantee::Safe,
+            zc: true,
+            ..Stream::new(200, 4000)
+        };
+        p.send(id, &Command::Stream(s));
     }
     for id in ids {
-        let r = p.wait_since(at, id, |v| v["re"] == "stream");
-        assert_eq!(u(&r["sent"]), 200, "{r}");
+        assert_eq!(p.wait_stream_sent(at, id), 200, "node {id}");
     }
     expected += 600;
     let at = p.mark();
     for id in ids {
-        p.send(
-            id,
-            json!({"cmd":"stream","count":50,"size":40,"guarantee":"safe"}),
-        );
+        let s = Stream {
+            guarantee: Guarantee::Safe,
+            ..Stream::new(50, 40)
+        };
+        p.send(id, &Command::Stream(s));
     }
     for id in ids {
-        p.wait_since(at, id, |v| v["re"] == "stream");
+        p.wait_stream_sent(at, id);
     }
     expected += 150;
     // big messages: 1 MiB copied, 1 MiB zero-copy, 16 MiB copied
@@ -63,49 +74,47 @@ fn order_fifo_safe_agreed_big(name: &str, zc: ZeroCopy) {
         (2, 1 << 20, true),
         (3, 16 << 20, false),
     ] {
-        let r = p.call(
-            id,
-            json!({"cmd":"big","size":size,"zc":zc,"guarantee":"agreed"}),
-        );
-        assert_eq!(r["ok"], true, "big {size} zc {zc} on node {id}: {r}");
+        let big = Command::Big {
+            size,
+            zc,
+            guarantee: Guarantee::Agreed,
+        };
+        assert!(p.call_ok(id, big), "big {size} zc {zc} on node {id}");
     }
     expected += 3;
     for id in ids {
-        for size in [1u64 << 20, 16 << 20] {
-            let d = p.wait_since(at, id, |v| v["ev"] == "deliver" && u(&v["len"]) == size);
+        for size in [1usize << 20, 16 << 20] {
+            let d = p.wait_deliver(at, id, |d| d.len == size);
             assert_eq!(
-                d["intact"], true,
+                d.intact,
+                Some(true),
                 "node {id}: {size}-byte message corrupted"
             );
         }
     }
-    let st: Vec<Value> = ids
+    let st: Vec<Status> = ids
         .iter()
-        .map(|&id| p.until_status(id, |s| u(&s["delivered"]) >= expected))
+        .map(|&id| p.until_status(id, |s| s.delivered >= expected))
         .collect();
     for s in &st {
-        assert_eq!(u(&s["delivered"]), expected, "exactly what was sent: {s}");
-        assert_eq!(s["digest"], st[0]["digest"], "identical total order");
-        assert_eq!(u(&s["corrupt"]), 0);
-        assert_eq!(u(&s["fifo_violations"]), 0, "FIFO per sender");
+        assert_eq!(s.delivered, expected, "exactly what was sent: {s:?}");
+        assert_eq!(s.digest, st[0].digest, "identical total order");
+        assert_eq!(s.corrupt, 0);
+        assert_eq!(s.fifo_violations, 0, "FIFO per sender");
     }
-    let t = &st[0]["transport"];
+    let t = st[0].transport.as_ref().expect("io_uring counters");
     assert!(
-        u(&t["sends_write_fixed"])
-            + u(&t["sends_zc_fixed"])
-            + u(&t["sends_gather"])
-            + u(&t["sends_gather_zc"])
-            > 0,
-        "{t}"
+        t.sends_write_fixed + t.sends_zc_fixed + t.sends_gather + t.sends_gather_zc > 0,
+        "{t:?}"
     );
     if zc == ZeroCopy::Always {
         assert!(
-            u(&t["sends_zc_fixed"]) + u(&t["sends_gather_zc"]) > 0,
-            "SendZc used with zerocopy = always: {t}"
+            t.sends_zc_fixed + t.sends_gather_zc > 0,
+            "SendZc used with zerocopy = always: {t:?}"
         );
     }
     for id in ids {
-        p.send(id, json!({"cmd":"quit"}));
+        p.send(id, &Command::Quit);
     }
 }
 
@@ -128,57 +137,46 @@ fn sigkill_mid_stream_then_restart_rejoins_with_nodeup() {
     let victim_pid = p.pid(3);
     let at = p.mark();
     for id in ids {
-        p.send(
-            id,
-            json!({"cmd":"stream","count":1_000_000,"size":200,"rate":800}),
-        );
+        let s = Stream {
+            rate: 800,
+            ..Stream::new(1_000_000, 200)
+        };
+        p.send(id, &Command::Stream(s));
     }
-    p.until_status(1, |s| u(&s["delivered"]) >= 600);
+    p.until_status(1, |s| s.delivered >= 600);
     p.kill(3);
-    let down: Vec<Value> = [1, 2]
+    let down: Vec<_> = [1, 2]
         .iter()
-        .map(|&id| {
-            p.wait_since(at, id, |v| {
-                v["ev"] == "confchg"
-                    && left_of(v)
-                        .iter()
-                        .any(|&(n, pid, r)| n == 3 && pid == u64::from(victim_pid) && r == 3)
-            })
-        })
+        .map(|&id| p.wait_confchg(at, id, |c| left_with(c, 3, victim_pid, Reason::NodeDown)))
         .collect();
     assert_eq!(
-        down[0]["delivered"], down[1]["delivered"],
+        down[0].delivered, down[1].delivered,
         "NODEDOWN at the same point of the stream"
     );
     assert_eq!(
-        down[0]["digest"], down[1]["digest"],
+        down[0].digest, down[1].digest,
         "same messages before NODEDOWN"
     );
-    assert!(u(&down[0]["delivered"]) > 0);
+    assert!(down[0].delivered > 0);
     // stop the survivors' streams: everything they had accepted is delivered on both
     let at = p.mark();
     for id in [1, 2] {
-        p.send(id, json!({"cmd":"stop_stream"}));
+        p.send(id, &Command::StopStream);
     }
     let mut sent = Vec::new();
     for id in [1u32, 2] {
-        let r = p.wait_since(at, id, |v| v["re"] == "stream");
-        sent.push((id, u(&r["sent"])));
+        sent.push((id, p.wait_stream_sent(at, id)));
     }
     for id in [1, 2] {
         let s = p.until_status(id, |s| {
-            sent.iter()
-                .all(|(n, k)| u(&s["per_sender"][n.to_string()]) == *k)
+            sent.iter().all(|&(n, k)| from_node(&s.per_sender, n) == k)
         });
-        assert_eq!(u(&s["fifo_violations"]), 0);
-        assert_eq!(u(&s["corrupt"]), 0);
+        assert_eq!(s.fifo_violations, 0);
+        assert_eq!(s.corrupt, 0);
     }
     let (a, b) = (p.status(1), p.status(2));
-    assert_eq!(
-        a["digest"], b["digest"],
-        "survivors delivered the same sequence"
-    );
-    let old_ring = a["ring"].as_str().unwrap().to_string();
+    assert_eq!(a.digest, b.digest, "survivors delivered the same sequence");
+    let old_ring = a.ring;
 
     // restart node 3 while 1 and 2 are stopped, so that it forms a ring of
     // its own, joins there, and then merges: the others see NODEUP
@@ -187,68 +185,37 @@ fn sigkill_mid_stream_then_restart_rejoins_with_nodeup() {
     let at = p.mark();
     p.spawn(3, &["--join", "kill"]);
     let new_pid = p.pid(3);
-    p.wait_since(at, 3, |v| v["ev"] == "ready");
-    let own = p.wait_since(at, 3, |v| {
-        v["ev"] == "confchg"
-            && joined_of(v)
-                .iter()
-                .any(|&(n, pid, r)| n == 3 && pid == u64::from(new_pid) && r == 1)
-    });
-    assert_eq!(
-        own["members"].as_array().unwrap().len(),
-        1,
-        "joined in a ring of its own: {own}"
-    );
+    p.wait_ready(at, 3);
+    let own = p.wait_confchg(at, 3, |c| joined_with(c, 3, new_pid, Reason::Join));
+    assert_eq!(own.members.len(), 1, "joined in a ring of its own: {own:?}");
     let at = p.mark();
     p.signal(1, Signal::CONT);
     p.signal(2, Signal::CONT);
     for id in [1, 2] {
-        p.wait_since(at, id, |v| {
-            v["ev"] == "confchg"
-                && joined_of(v)
-                    .iter()
-                    .any(|&(n, pid, r)| n == 3 && pid == u64::from(new_pid) && r == 4)
-        });
+        p.wait_confchg(at, id, |c| joined_with(c, 3, new_pid, Reason::NodeUp));
     }
     p.wait_ring(&ids);
     // the restarted node never reuses a ring id
-    let (old_seq, new_seq) = (
-        u64::from_str_radix(old_ring.split('.').nth(1).unwrap(), 16).unwrap(),
-        u64::from_str_radix(
-            p.status(3)["ring"]
-                .as_str()
-                .unwrap()
-                .split('.')
-                .nth(1)
-                .unwrap(),
-            16,
-        )
-        .unwrap(),
-    );
+    let (old_seq, new_seq) = (ring_seq(&old_ring), ring_seq(&p.status(3).ring));
     assert!(
         new_seq > old_seq,
         "ring seq {new_seq:x} after restart, {old_seq:x} before"
     );
     // everyone delivers again
-    let before: Vec<Value> = ids
-        .iter()
-        .map(|&id| p.status(id)["per_sender"].clone())
-        .collect();
+    let before: Vec<BTreeMap<String, u64>> =
+        ids.iter().map(|&id| p.status(id).per_sender).collect();
     for id in ids {
-        assert_eq!(
-            p.call(id, json!({"cmd":"mcast","data":format!("hello from {id}")}))["ok"],
-            true
-        );
+        assert!(p.call_ok(id, mcast(format!("hello from {id}"), Guarantee::Agreed)));
     }
     for (k, id) in ids.iter().enumerate() {
-        let b = before[k].clone();
+        let b = &before[k];
         p.until_status(*id, |s| {
             ids.iter()
-                .all(|n| u(&s["per_sender"][n.to_string()]) > u(&b[n.to_string()]))
+                .all(|&n| from_node(&s.per_sender, n) > from_node(b, n))
         });
     }
     for id in ids {
-        p.send(id, json!({"cmd":"quit"}));
+        p.send(id, &Command::Quit);
     }
 }
 
@@ -263,56 +230,33 @@ fn sigstop_past_the_token_timeout_then_sigcont_merges_back() {
     p.signal(2, Signal::STOP);
     // expelled: the others see NODEDOWN (waiting on the event, not a sleep)
     for id in [1, 3] {
-        p.wait_since(at, id, |v| {
-            v["ev"] == "confchg"
-                && left_of(v)
-                    .iter()
-                    .any(|&(n, pid, r)| n == 2 && pid == u64::from(pid2) && r == 3)
-        });
+        p.wait_confchg(at, id, |c| left_with(c, 2, pid2, Reason::NodeDown));
     }
     // the remaining two keep working meanwhile
-    assert_eq!(
-        p.call(1, json!({"cmd":"mcast","data":"while 2 is stopped"}))["ok"],
-        true
-    );
-    p.until_status(3, |s| u(&s["per_sender"]["1"]) >= 1);
+    assert!(p.call_ok(1, mcast("while 2 is stopped".into(), Guarantee::Agreed)));
+    p.until_status(3, |s| from_node(&s.per_sender, 1) >= 1);
     let at = p.mark();
     p.signal(2, Signal::CONT);
     // merges back: NODEUP on the others, and node 2 sees the others again
     for id in [1, 3] {
-        p.wait_since(at, id, |v| {
-            v["ev"] == "confchg"
-                && joined_of(v)
-                    .iter()
-                    .any(|&(n, pid, r)| n == 2 && pid == u64::from(pid2) && r == 4)
-        });
+        p.wait_confchg(at, id, |c| joined_with(c, 2, pid2, Reason::NodeUp));
     }
-    p.wait_since(at, 2, |v| {
-        v["ev"] == "confchg" && v["members"].as_array().map(|m| m.len()) == Some(3)
-    });
+    p.wait_confchg(at, 2, |c| c.members.len() == 3);
     p.wait_ring(&ids);
     // nobody hangs: every node multicasts and every node delivers it
-    let before: Vec<Value> = ids
-        .iter()
-        .map(|&id| p.status(id)["per_sender"].clone())
-        .collect();
+    let before: Vec<BTreeMap<String, u64>> =
+        ids.iter().map(|&id| p.status(id).per_sender).collect();
     for id in ids {
-        assert_eq!(
-            p.call(
-                id,
-                json!({"cmd":"mcast","data":format!("after from {id}"),"guarantee":"safe"})
-            )["ok"],
-            true
-        );
+        assert!(p.call_ok(id, mcast(format!("after from {id}"), Guarantee::Safe)));
     }
     for (k, id) in ids.iter().enumerate() {
-        let b = before[k].clone();
+        let b = &before[k];
         p.until_status(*id, |s| {
             ids.iter()
-                .all(|n| u(&s["per_sender"][n.to_string()]) > u(&b[n.to_string()]))
+                .all(|&n| from_node(&s.per_sender, n) > from_node(b, n))
         });
     }
     for id in ids {
-        p.send(id, json!({"cmd":"quit"}));
+        p.send(id, &Command::Quit);
     }
 }

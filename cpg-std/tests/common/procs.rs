@@ -1,16 +1,19 @@
 //! Real node processes (`cpgtool node`) on 127.0.0.1, driven through
-//! their JSON-lines protocol. Every wait is on an event with a deadline.
+//! their JSON-lines protocol, read and written as the typed
+//! [`cpg_std::cpgtool_proto`] enums. Every wait is on an event with a
+//! deadline.
 #![allow(dead_code)]
 
 use std::io::{BufRead, Write};
 use std::net::{SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use cpg_std::config::ConfigFile;
-use serde_json::{json, Value};
+use cpg_std::cpgtool_proto::{Change, Command, Confchg, Deliver, Event, Reply, Report, Status};
+use cpg_std::Reason;
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -24,10 +27,10 @@ pub struct Procs {
     pub config: PathBuf,
     pub file: ConfigFile,
     pub nodes: Vec<Option<NodeProc>>,
-    tx: Sender<(u32, Value)>,
-    rx: Receiver<(u32, Value)>,
+    tx: Sender<(u32, Report)>,
+    rx: Receiver<(u32, Report)>,
     /// Every event and reply received, in arrival order.
-    pub seen: Vec<(u32, Value)>,
+    pub seen: Vec<(u32, Report)>,
     cursor: usize,
 }
 
@@ -81,14 +84,14 @@ impl Procs {
             p.spawn(id, &[]);
         }
         for id in 1..=n as u32 {
-            p.wait(id, |v| v["ev"] == "ready");
+            p.wait_ready(0, id);
         }
         p
     }
 
     /// Start (or restart) node `id`'s process.
     pub fn spawn(&mut self, id: u32, extra: &[&str]) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cpgtool"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cpgtool"))
             .args(["node", "--config"])
             .arg(&self.config)
             .args(["--nodeid", &id.to_string()])
@@ -101,14 +104,12 @@ impl Procs {
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let tx = self.tx.clone();
-        let pid = child.id();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(mut v) => {
-                        v["_pid"] = json!(pid);
-                        if tx.send((id, v)).is_err() {
+                match serde_json::from_str::<Report>(&line) {
+                    Ok(r) => {
+                        if tx.send((id, r)).is_err() {
                             break;
                         }
                     }
@@ -127,9 +128,9 @@ impl Procs {
             .id()
     }
 
-    pub fn send(&mut self, id: u32, v: Value) {
+    pub fn send(&mut self, id: u32, cmd: &Command) {
         let p = self.nodes[id as usize - 1].as_mut().expect("running");
-        writeln!(p.stdin, "{v}").unwrap();
+        writeln!(p.stdin, "{}", serde_json::to_string(cmd).unwrap()).unwrap();
         p.stdin.flush().unwrap();
     }
 
@@ -148,20 +149,22 @@ impl Procs {
         }
     }
 
-    /// The first not-yet-consumed message from `id` (after the cursor of
-    /// earlier waits on `id`... simply: any message from `id` received
-    /// after the last `mark`) matching `f`.
-    pub fn wait(&mut self, id: u32, f: impl Fn(&Value) -> bool) -> Value {
+    /// The first message from `id` received since the last [`Procs::mark`]
+    /// that `f` picks.
+    pub fn wait<T>(&mut self, id: u32, f: impl Fn(&Report) -> Option<T>) -> T {
         self.wait_since(self.cursor, id, f)
     }
 
-    pub fn wait_since(&mut self, from: usize, id: u32, f: impl Fn(&Value) -> bool) -> Value {
+    /// The first message from `id` at or after `seen[from]` that `f` picks.
+    pub fn wait_since<T>(&mut self, from: usize, id: u32, f: impl Fn(&Report) -> Option<T>) -> T {
         let end = Instant::now() + DEADLINE;
         let mut i = from;
         loop {
             while i < self.seen.len() {
-                if self.seen[i].0 == id && f(&self.seen[i].1) {
-                    return self.seen[i].1.clone();
+                if self.seen[i].0 == id {
+                    if let Some(t) = f(&self.seen[i].1) {
+                        return t;
+                    }
                 }
                 i += 1;
             }
@@ -171,7 +174,7 @@ impl Procs {
                     .iter()
                     .rev()
                     .take(40)
-                    .map(|(n, v)| format!("{n}: {v}"))
+                    .map(|(n, r)| format!("{n}: {r:?}"))
                     .collect::<Vec<_>>()
                     .into_iter()
                     .rev()
@@ -184,6 +187,38 @@ impl Procs {
         }
     }
 
+    /// The `ready` event of `id` (since `seen[from]`).
+    pub fn wait_ready(&mut self, from: usize, id: u32) {
+        self.wait_since(from, id, |r| {
+            matches!(r, Report::Event(Event::Ready { .. })).then_some(())
+        })
+    }
+
+    /// The first group confchg on `id` (since `seen[from]`) that `f` accepts.
+    pub fn wait_confchg(&mut self, from: usize, id: u32, f: impl Fn(&Confchg) -> bool) -> Confchg {
+        self.wait_since(from, id, |r| match r {
+            Report::Event(Event::Confchg(c)) if f(c) => Some(c.clone()),
+            _ => None,
+        })
+    }
+
+    /// The first delivery event on `id` (since `seen[from]`) that `f` accepts.
+    pub fn wait_deliver(&mut self, from: usize, id: u32, f: impl Fn(&Deliver) -> bool) -> Deliver {
+        self.wait_since(from, id, |r| match r {
+            Report::Event(Event::Deliver(d)) if f(d) => Some(d.clone()),
+            _ => None,
+        })
+    }
+
+    /// The end of `id`'s stream (since `seen[from]`): how many sends were
+    /// accepted.
+    pub fn wait_stream_sent(&mut self, from: usize, id: u32) -> u64 {
+        self.wait_since(from, id, |r| match r {
+            Report::Reply(Reply::Stream { sent, .. }) => Some(*sent),
+            _ => None,
+        })
+    }
+
     /// Later waits only look at messages received from now on.
     pub fn mark(&mut self) -> usize {
         while let Ok(e) = self.rx.try_recv() {
@@ -194,19 +229,37 @@ impl Procs {
     }
 
     /// Send a command and wait for its reply.
-    pub fn call(&mut self, id: u32, v: Value) -> Value {
-        let re = v["cmd"].as_str().unwrap().to_string();
+    pub fn call(&mut self, id: u32, cmd: Command) -> Reply {
         let at = self.mark();
-        self.send(id, v);
-        self.wait_since(at, id, |r| r["re"] == re.as_str())
+        self.send(id, &cmd);
+        self.wait_since(at, id, |r| match r {
+            Report::Reply(re) if answers(&cmd, re) => Some(re.clone()),
+            _ => None,
+        })
     }
 
-    pub fn status(&mut self, id: u32) -> Value {
-        self.call(id, json!({"cmd":"status"}))
+    /// Send a command whose reply is an `Outcome`; whether it succeeded.
+    pub fn call_ok(&mut self, id: u32, cmd: Command) -> bool {
+        let re = self.call(id, cmd);
+        match &re {
+            Reply::Join(o)
+            | Reply::Leave(o)
+            | Reply::Mcast(o)
+            | Reply::Big(o)
+            | Reply::StopStream(o) => o.ok,
+            _ => panic!("node {id}: not an outcome: {re:?}"),
+        }
+    }
+
+    pub fn status(&mut self, id: u32) -> Status {
+        match self.call(id, Command::Status) {
+            Reply::Status(s) => s,
+            r => unreachable!("status reply {r:?}"),
+        }
     }
 
     /// Poll status until `f` holds.
-    pub fn until_status(&mut self, id: u32, f: impl Fn(&Value) -> bool) -> Value {
+    pub fn until_status(&mut self, id: u32, f: impl Fn(&Status) -> bool) -> Status {
         let end = Instant::now() + DEADLINE;
         loop {
             let s = self.status(id);
@@ -215,7 +268,7 @@ impl Procs {
             }
             assert!(
                 Instant::now() < end,
-                "node {id}: status never satisfied the condition; last {s}"
+                "node {id}: status never satisfied the condition; last {s:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -236,11 +289,11 @@ impl Procs {
     pub fn wait_ring(&mut self, ids: &[u32]) {
         let end = Instant::now() + DEADLINE;
         loop {
-            let st: Vec<Value> = ids.iter().map(|&id| self.status(id)).collect();
-            if st.iter().all(|s| {
-                s["members"].as_array().map(|m| m.len()) == Some(ids.len())
-                    && s["ring"] == st[0]["ring"]
-            }) {
+            let st: Vec<Status> = ids.iter().map(|&id| self.status(id)).collect();
+            if st
+                .iter()
+                .all(|s| s.members.len() == ids.len() && s.ring == st[0].ring)
+            {
                 return;
             }
             assert!(Instant::now() < end, "ring never formed: {st:?}");
@@ -252,15 +305,13 @@ impl Procs {
     pub fn join_all(&mut self, ids: &[u32], group: &str) {
         let at = self.mark();
         for &id in ids {
-            let r = self.call(id, json!({"cmd":"join","group":group}));
-            assert_eq!(r["ok"], true, "join on node {id}: {r}");
+            let join = Command::Join {
+                group: group.into(),
+            };
+            assert!(self.call_ok(id, join), "join on node {id}");
         }
         for &id in ids {
-            self.wait_since(at, id, |v| {
-                v["ev"] == "confchg"
-                    && v["group"] == group
-                    && v["members"].as_array().map(|m| m.len()) == Some(ids.len())
-            });
+            self.wait_confchg(at, id, |c| c.group == group && c.members.len() == ids.len());
         }
     }
 }
@@ -277,25 +328,27 @@ impl Drop for Procs {
     }
 }
 
-/// `left` entries of a confchg as (nodeid, pid, reason).
-pub fn left_of(v: &Value) -> Vec<(u64, u64, u64)> {
-    entries(&v["left"])
+/// Whether `c` reports `(node, pid)` among those that left with `reason`.
+pub fn left_with(c: &Confchg, node: u32, pid: u32, reason: Reason) -> bool {
+    c.left.contains(&Change(node, pid, reason as u32))
 }
-pub fn joined_of(v: &Value) -> Vec<(u64, u64, u64)> {
-    entries(&v["joined"])
+
+/// Whether `c` reports `(node, pid)` among those that joined with `reason`.
+pub fn joined_with(c: &Confchg, node: u32, pid: u32, reason: Reason) -> bool {
+    c.joined.contains(&Change(node, pid, reason as u32))
 }
-fn entries(v: &Value) -> Vec<(u64, u64, u64)> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| {
-                    (
-                        e[0].as_u64().unwrap(),
-                        e[1].as_u64().unwrap(),
-                        e[2].as_u64().unwrap(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+
+/// Whether `re` is the reply to `cmd` (same name).
+fn answers(cmd: &Command, re: &Reply) -> bool {
+    matches!(
+        (cmd, re),
+        (Command::Join { .. }, Reply::Join(_))
+            | (Command::Leave { .. }, Reply::Leave(_))
+            | (Command::Mcast { .. }, Reply::Mcast(_))
+            | (Command::Stream(_), Reply::Stream { .. })
+            | (Command::StopStream, Reply::StopStream(_))
+            | (Command::Big { .. }, Reply::Big(_))
+            | (Command::Members { .. }, Reply::Members(_))
+            | (Command::Status, Reply::Status(_))
+    )
 }

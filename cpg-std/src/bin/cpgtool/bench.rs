@@ -534,13 +534,73 @@ pub(crate) fn bench_main(a: &BenchArgs) -> Res<()> {
     if a.seconds <= 0.0 {
         return Err(Error::Usage("--seconds must be positive"));
     }
-    let transport = TransportKind::from(a.transport);
     let exe = std::env::current_exe().map_err(|source| Error::Io {
         what: "current_exe",
         source,
     })?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let base = Row {
+    let out = Output {
+        json: a.json,
+        show_progress: !a.json || tty,
+        keep: a.keep,
+    };
+    let base = base_row(a);
+    let lost = if a.matrix {
+        run_matrix(&exe, &matrix_rows(&base), &out)
+    } else {
+        run_single(&exe, base, &out)?
+    };
+    if lost > 0 {
+        return Err(Error::Failed(format!(
+            "{lost} accepted messages were not delivered"
+        )));
+    }
+    Ok(())
+}
+
+/// How rows are shown.
+struct Output {
+    /// One JSON line per row instead of the table.
+    json: bool,
+    /// The progress line on stderr.
+    show_progress: bool,
+    /// Keep each run's directory.
+    keep: bool,
+}
+
+impl Output {
+    fn header(&self) {
+        if !self.json {
+            table_header();
+        }
+    }
+
+    fn row(&self, r: &RowResult) {
+        if self.json {
+            println!("{}", to_json(r));
+        } else {
+            table_line(r);
+        }
+    }
+
+    /// A row that did not run.
+    fn failed(&self, row: &Row, e: &Error) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"system":"cpg-rs","members":row.members,"size":row.size,
+                "guarantee":row.guarantee.name(),"send":row.send.name(),"seconds":row.seconds,
+                "latency":row.latency,"name":row.name,"error":e.to_string()})
+            );
+        } else {
+            println!("{:<22} {} ERROR: {e}", row.name, describe(row));
+        }
+    }
+}
+
+/// The row the command line describes.
+fn base_row(a: &BenchArgs) -> Row {
+    Row {
         name: "default".into(),
         members: a.members,
         size: a.size,
@@ -552,123 +612,103 @@ pub(crate) fn bench_main(a: &BenchArgs) -> Res<()> {
         netmtu: a.netmtu,
         window: a.window,
         max_messages: a.max_messages,
-        transport,
-    };
-    if !a.matrix {
-        let mut row = base;
-        if row.latency {
-            row.size = 64;
-        }
-        row.name = name_of(&row);
-        let r = run_row(&exe, &row, !a.json || tty, a.keep)?;
-        if a.json {
-            println!("{}", to_json(&r));
-        } else {
-            table_header();
-            table_line(&r);
-        }
-        return if r.lost > 0 {
-            Err(Error::Failed(format!(
-                "{} accepted messages were not delivered",
-                r.lost
-            )))
-        } else {
-            Ok(())
-        };
+        transport: TransportKind::from(a.transport),
     }
+}
+
+/// One row (the command line's); its lost messages. An error ends the
+/// command.
+fn run_single(exe: &Path, mut row: Row, out: &Output) -> Res<u64> {
+    if row.latency {
+        row.size = 64;
+    }
+    row.name = name_of(&row);
+    let r = run_row(exe, &row, out.show_progress, out.keep)?;
+    out.header();
+    out.row(&r);
+    Ok(r.lost)
+}
+
+/// Every row of the matrix, one after the other; the lost messages over
+/// all. A row that fails is shown as such and the next runs.
+fn run_matrix(exe: &Path, rows: &[Row], out: &Output) -> u64 {
+    out.header();
+    let mut lost = 0;
+    for row in rows {
+        let mut row = row.clone();
+        if row.name == "default" || row.name.is_empty() {
+            row.name = name_of(&row);
+        }
+        match run_row(exe, &row, out.show_progress, out.keep) {
+            Ok(r) => {
+                lost += r.lost;
+                out.row(&r);
+            }
+            Err(e) => out.failed(&row, &e),
+        }
+    }
+    lost
+}
+
+/// The `--matrix` rows for members 1 and 3: sizes × guarantees × sends with
+/// the default settings, the tuned rows, then the latency rows.
+fn matrix_rows(base: &Row) -> Vec<Row> {
+    // the defaults: no tuned setting, no latency
+    let plain = Row {
+        latency: false,
+        busy_poll: false,
+        netmtu: None,
+        window: None,
+        max_messages: None,
+        ..base.clone()
+    };
     let mut rows = Vec::new();
-    for m in [1u32, 3] {
+    for members in [1u32, 3] {
         for size in [64usize, 1024, 65_536, 1_048_576] {
-            for g in [BenchGuarantee::Agreed, BenchGuarantee::Safe] {
-                for s in [SendMode::Copy, SendMode::Zcb] {
+            for guarantee in [BenchGuarantee::Agreed, BenchGuarantee::Safe] {
+                for send in [SendMode::Copy, SendMode::Zcb] {
                     rows.push(Row {
-                        members: m,
+                        members,
                         size,
-                        guarantee: g,
-                        send: s,
-                        latency: false,
-                        busy_poll: false,
-                        netmtu: None,
-                        window: None,
-                        max_messages: None,
-                        ..base.clone()
+                        guarantee,
+                        send,
+                        ..plain.clone()
                     });
                 }
             }
         }
         for t in TUNED {
             for size in [64usize, 65_536, 1_048_576] {
-                for s in [SendMode::Copy, SendMode::Zcb] {
+                for send in [SendMode::Copy, SendMode::Zcb] {
                     rows.push(Row {
                         name: t.name.into(),
-                        members: m,
+                        members,
                         size,
                         guarantee: BenchGuarantee::Agreed,
-                        send: s,
-                        latency: false,
-                        busy_poll: false,
+                        send,
                         netmtu: t.netmtu,
                         window: t.window,
                         max_messages: t.max_messages,
-                        ..base.clone()
+                        ..plain.clone()
                     });
                 }
             }
         }
-        for g in [BenchGuarantee::Agreed, BenchGuarantee::Safe] {
-            for busy in [false, true] {
+        for guarantee in [BenchGuarantee::Agreed, BenchGuarantee::Safe] {
+            for busy_poll in [false, true] {
                 rows.push(Row {
-                    members: m,
+                    members,
                     size: 64,
-                    guarantee: g,
+                    guarantee,
                     send: SendMode::Copy,
                     latency: true,
-                    busy_poll: busy,
-                    netmtu: None,
-                    window: None,
-                    max_messages: None,
-                    ..base.clone()
+                    busy_poll,
+                    ..plain.clone()
                 });
             }
         }
     }
-    if !a.json {
-        table_header();
-    }
-    let mut lost = 0;
-    for mut row in rows {
-        if row.name == "default" || row.name.is_empty() {
-            row.name = name_of(&row);
-        }
-        match run_row(&exe, &row, !a.json || tty, a.keep) {
-            Ok(r) => {
-                lost += r.lost;
-                if a.json {
-                    println!("{}", to_json(&r));
-                } else {
-                    table_line(&r);
-                }
-            }
-            Err(e) => {
-                if a.json {
-                    println!(
-                        "{}",
-                        json!({"system":"cpg-rs","members":row.members,"size":row.size,
-                        "guarantee":row.guarantee.name(),"send":row.send.name(),"seconds":row.seconds,
-                        "latency":row.latency,"name":row.name,"error":e.to_string()})
-                    );
-                } else {
-                    println!("{:<22} {} ERROR: {e}", row.name, describe(&row));
-                }
-            }
-        }
-    }
-    if lost > 0 {
-        return Err(Error::Failed(format!(
-            "{lost} accepted messages were not delivered"
-        )));
-    }
-    Ok(())
+    rows
 }
 
 fn name_of(r: &Row) -> String {

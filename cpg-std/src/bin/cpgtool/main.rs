@@ -24,7 +24,7 @@ mod error;
 mod member;
 mod message;
 mod node;
-mod proto;
+use cpg_std::cpgtool_proto as proto;
 
 use config::Transport;
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use cpg_std::{Cpg, CsError, DispatchFlags, Guarantee, ModelV1};
+use cpg_std::{Cpg, CsError, DispatchFlags, GroupName, Guarantee, ModelV1, Node, NodeId};
 use hdrhistogram::Histogram;
 
 use crate::bench::{BenchGuarantee, SendMode};
@@ -202,54 +202,358 @@ fn send_one(
 /// One member process: a node, a handle, the group; `go` on stdin starts
 /// the run; one `{"ev":"result",...}` line at the end; `quit` ends it.
 pub(crate) fn member_main(a: &MemberArgs) -> Res<()> {
-    let g = Guarantee::from(a.guarantee);
-    let zc = a.send == SendMode::Zcb;
-    let size = if a.latency { 64 } else { a.size }.max(HDR);
-    let node = start_node(&a.config, Some(a.nodeid))?;
-    let me = node.node_id();
-    let pid = std::process::id();
-    let st = Arc::new(MemberState {
-        msgs: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        counts: Mutex::new(Counts::default()),
+    let m = Member::start(a)?;
+    // the latency run dispatches on its own thread, between sends
+    let dispatcher = (!a.latency).then(|| {
+        let d = m.cpg.clone();
+        std::thread::spawn(move || d.dispatch(DispatchFlags::Blocking))
     });
-    let (s1, s2) = (st.clone(), st.clone());
-    let model = ModelV1 {
-        deliver: Some(Box::new(move |_, d| {
-            let mut c = lock(&s1.counts);
-            let Some((kind, counter, total)) = get_header(d.msg) else {
-                c.foreign += 1;
-                return;
-            };
-            let (n, p) = (d.sender.nodeid, d.sender.pid);
-            let i = match c.senders.iter().position(|s| s.nodeid == n && s.pid == p) {
-                Some(i) => i,
-                None => {
-                    c.senders.push(Sender {
-                        nodeid: n,
-                        pid: p,
-                        ..Sender::default()
-                    });
-                    c.senders.len() - 1
+    m.wait_for_members(a.members)?;
+    let start_members = lock(&m.st.counts).member_pids.clone();
+    emit(&Event::Ready {
+        nodeid: m.me,
+        pid: m.pid,
+    });
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    if !wait_for_line(&mut lines, "go") {
+        return Err(Error::Failed("stdin closed before go".into()));
+    }
+    let run = m.run(a.seconds);
+    let (end_sent, drained) = m.send_end_and_drain(&run.window, &start_members);
+    emit(&Event::Result(m.result(&run, end_sent, drained)));
+    // stay in the group until the driver says quit (nobody's tail is cut)
+    wait_for_line(&mut lines, "quit");
+    m.stop(dispatcher);
+    Ok(())
+}
+
+/// Read lines until one is `word`: false if stdin ends (or fails) first.
+fn wait_for_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, word: &str) -> bool {
+    for l in lines {
+        match l {
+            Ok(l) if l.trim() == word => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// A member's node, handle and counters.
+struct Member {
+    node: Node,
+    cpg: Arc<Cpg>,
+    st: Arc<MemberState>,
+    me: NodeId,
+    pid: u32,
+    g: Guarantee,
+    zc: bool,
+    /// Message size (header included).
+    size: usize,
+    latency: bool,
+    busy_poll: bool,
+}
+
+/// The sends of one window.
+struct Window {
+    counter: u64,
+    accepted: u64,
+    send_error: Option<u32>,
+    hist: Histogram<u64>,
+    latency_lost: u64,
+}
+
+/// What the sending window measured.
+struct Run {
+    window: Window,
+    secs: f64,
+    delivered: u64,
+    bytes: u64,
+    token_rotations: u64,
+}
+
+/// The counters over every sender, at the end.
+struct Tally {
+    lost: u64,
+    gaps: u64,
+    dups: u64,
+    foreign: u64,
+    own_delivered: u64,
+}
+
+impl Member {
+    /// Start the node, open the handle, join the group.
+    fn start(a: &MemberArgs) -> Res<Member> {
+        let node = start_node(&a.config, Some(a.nodeid))?;
+        let me = node.node_id();
+        let pid = std::process::id();
+        let st = Arc::new(MemberState {
+            msgs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            counts: Mutex::new(Counts::default()),
+        });
+        let model = counting_model(&st, me, pid);
+        let cpg = Cpg::model_initialize(&node, model, None).map_err(|source| Error::Cpg {
+            call: "model_initialize",
+            source,
+        })?;
+        join(&cpg, &group_name(&a.group)?)?;
+        // our own sender entry exists from the start: a message of ours that
+        // never comes back is counted lost even if none does
+        lock(&st.counts).senders.push(Sender {
+            nodeid: me,
+            pid,
+            ..Sender::default()
+        });
+        Ok(Member {
+            node,
+            cpg: Arc::new(cpg),
+            st,
+            me,
+            pid,
+            g: Guarantee::from(a.guarantee),
+            zc: a.send == SendMode::Zcb,
+            size: if a.latency { 64 } else { a.size }.max(HDR),
+            latency: a.latency,
+            busy_poll: a.busy_poll,
+        })
+    }
+
+    /// Dispatch what is there (busy-poll), or wait up to `wait_ms` on the
+    /// handle's fd and dispatch.
+    fn dispatch_some(&self, wait_ms: i32) {
+        if self.busy_poll {
+            // poll without sleeping; yield so that a node thread sharing
+            // this core runs at once
+            let _ = self.cpg.dispatch(DispatchFlags::All);
+            std::thread::yield_now();
+            return;
+        }
+        let Ok(fd) = self.cpg.fd_get() else {
+            return;
+        };
+        let mut p = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let ts = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: i64::from(wait_ms) * 1_000_000,
+        };
+        if rustix::event::poll(&mut p, Some(&ts)).unwrap_or(0) > 0 {
+            let _ = self.cpg.dispatch(DispatchFlags::All);
+        }
+    }
+
+    /// Let a little time pass while waiting: the latency run dispatches
+    /// (up to `wait_ms`), the others sleep `sleep` (their dispatcher thread
+    /// delivers).
+    fn idle(&self, wait_ms: i32, sleep: Duration) {
+        if self.latency {
+            self.dispatch_some(wait_ms);
+        } else {
+            std::thread::sleep(sleep);
+        }
+    }
+
+    /// Wait (bounded) until the group has `members` members.
+    fn wait_for_members(&self, members: u32) -> Res<()> {
+        let t_wait = Instant::now();
+        while lock(&self.st.counts).members < members as usize {
+            if t_wait.elapsed() > Duration::from_secs(60) {
+                return Err(Error::Failed(format!(
+                    "node {}: the group did not reach {members} members in 60 s",
+                    self.me
+                )));
+            }
+            self.idle(10, Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// The sending window: `seconds` of sends, with progress lines.
+    fn run(&self, seconds: f64) -> Run {
+        let rot0 = self.node.status().engine.token_visits;
+        let m0 = self.st.msgs.load(Ordering::Relaxed);
+        let b0 = self.st.bytes.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        let t_end = t0 + Duration::from_secs_f64(seconds);
+        let mut w = Window {
+            counter: 0,
+            accepted: 0,
+            send_error: None,
+            hist: new_histogram(),
+            latency_lost: 0,
+        };
+        let progress = Arc::new(AtomicBool::new(true));
+        let prog = spawn_progress(&self.st, &progress, m0, t0);
+        if self.latency {
+            self.send_one_at_a_time(&mut w, t_end);
+        } else {
+            self.send_flat_out(&mut w, t_end);
+        }
+        let t1 = Instant::now();
+        let m1 = self.st.msgs.load(Ordering::Relaxed);
+        let b1 = self.st.bytes.load(Ordering::Relaxed);
+        let rot1 = self.node.status().engine.token_visits;
+        progress.store(false, Ordering::Relaxed);
+        let _ = prog.join();
+        Run {
+            window: w,
+            secs: (t1 - t0).as_secs_f64(),
+            delivered: m1 - m0,
+            bytes: b1 - b0,
+            token_rotations: rot1.saturating_sub(rot0),
+        }
+    }
+
+    /// Throughput: send as fast as flow control allows until `t_end`.
+    fn send_flat_out(&self, w: &mut Window, t_end: Instant) {
+        let mut buf = vec![0u8; self.size];
+        while Instant::now() < t_end {
+            match send_one(
+                &self.cpg, self.g, self.zc, &mut buf, KIND_DATA, w.counter, 0, t_end,
+            ) {
+                Ok(true) => {
+                    w.counter += 1;
+                    w.accepted += 1;
                 }
-            };
-            let s = &mut c.senders[i];
-            if kind == KIND_END {
-                s.end = Some(total);
-                return;
+                Ok(false) => break,
+                Err(e) => {
+                    w.send_error = Some(e.code());
+                    break;
+                }
             }
-            if counter < s.next {
-                s.dups += 1;
-                return;
+        }
+    }
+
+    /// Latency: one message in flight; record from just before its send to
+    /// its own delivery (after a warm-up).
+    fn send_one_at_a_time(&self, w: &mut Window, t_end: Instant) {
+        const WARMUP: u64 = 100;
+        let mut buf = vec![0u8; self.size];
+        let mut n = 0u64;
+        while Instant::now() < t_end {
+            {
+                let mut c = lock(&self.st.counts);
+                c.await_counter = Some(w.counter);
+                c.await_at = None;
             }
-            s.gaps += counter - s.next;
-            s.next = counter + 1;
-            s.unique += 1;
-            s1.msgs.fetch_add(1, Ordering::Relaxed);
-            s1.bytes.fetch_add(d.msg.len() as u64, Ordering::Relaxed);
-            if n == me && p == pid && c.await_counter == Some(counter) {
-                c.await_at = Some(Instant::now());
+            let ts = Instant::now();
+            match send_one(
+                &self.cpg, self.g, self.zc, &mut buf, KIND_DATA, w.counter, 0, t_end,
+            ) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    w.send_error = Some(e.code());
+                    break;
+                }
             }
+            w.counter += 1;
+            w.accepted += 1;
+            match self.await_own(Instant::now() + Duration::from_secs(5)) {
+                Some(at) => {
+                    if n >= WARMUP {
+                        let ns = at.saturating_duration_since(ts).as_nanos() as u64;
+                        let _ = w.hist.record(ns.max(1));
+                    }
+                    n += 1;
+                }
+                None => w.latency_lost += 1,
+            }
+        }
+    }
+
+    /// When the awaited own message arrived; None if not by `bound`.
+    fn await_own(&self, bound: Instant) -> Option<Instant> {
+        loop {
+            if let Some(at) = lock(&self.st.counts).await_at {
+                return Some(at);
+            }
+            if Instant::now() > bound {
+                return None;
+            }
+            self.dispatch_some(100);
+        }
+    }
+
+    /// Multicast our END marker (copying path, small), then wait (bounded)
+    /// for the END of every member there at the start: (END sent, every
+    /// END arrived).
+    fn send_end_and_drain(&self, w: &Window, start_members: &[(u32, u32)]) -> (bool, bool) {
+        let drain_bound = Instant::now() + Duration::from_secs(20);
+        let mut end_buf = vec![0u8; HDR];
+        let end_sent = matches!(
+            send_one(
+                &self.cpg,
+                self.g,
+                false,
+                &mut end_buf,
+                KIND_END,
+                w.counter,
+                w.accepted,
+                drain_bound
+            ),
+            Ok(true)
+        );
+        let drained = loop {
+            if lock(&self.st.counts).all_ended(start_members) {
+                break true;
+            }
+            if Instant::now() > drain_bound {
+                break false;
+            }
+            self.idle(5, Duration::from_millis(1));
+        };
+        (end_sent, drained)
+    }
+
+    /// The result line.
+    fn result(&self, run: &Run, end_sent: bool, drained: bool) -> MemberResult {
+        let w = &run.window;
+        let t = lock(&self.st.counts).tally(self.me, self.pid, w.accepted);
+        MemberResult {
+            nodeid: self.me,
+            pid: self.pid,
+            secs: run.secs,
+            delivered: run.delivered,
+            bytes: run.bytes,
+            accepted: w.accepted,
+            own_delivered: t.own_delivered,
+            lost: t.lost + w.latency_lost,
+            gaps: t.gaps,
+            dups: t.dups,
+            foreign: t.foreign,
+            drained,
+            end_sent,
+            send_error: w.send_error,
+            token_rotations: run.token_rotations,
+            hist: w
+                .hist
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        }
+    }
+
+    /// Leave, let the dispatcher thread end, stop the node.
+    fn stop(self, dispatcher: Option<std::thread::JoinHandle<Result<(), CsError>>>) {
+        let _ = self.cpg.finalize();
+        if let Some(d) = dispatcher {
+            let _ = d.join();
+        }
+        self.node.stop();
+    }
+}
+
+/// The callbacks: count deliveries into `st`, note membership.
+fn counting_model(st: &Arc<MemberState>, me: NodeId, pid: u32) -> ModelV1 {
+    let (s1, s2) = (st.clone(), st.clone());
+    ModelV1 {
+        deliver: Some(Box::new(move |_, d| {
+            s1.deliver(d.sender.nodeid, d.sender.pid, d.msg, (me, pid));
         })),
         confchg: Some(Box::new(move |_, c| {
             let mut k = lock(&s2.counts);
@@ -258,17 +562,15 @@ pub(crate) fn member_main(a: &MemberArgs) -> Res<()> {
         })),
         totem_confchg: None,
         flags: 0,
-    };
-    let cpg = Cpg::model_initialize(&node, model, None).map_err(|source| Error::Cpg {
-        call: "model_initialize",
-        source,
-    })?;
-    let cpg = Arc::new(cpg);
-    let group = group_name(&a.group)?;
+    }
+}
+
+/// Join `group`, retrying TRY_AGAIN for up to 30 s.
+fn join(cpg: &Cpg, group: &GroupName) -> Res<()> {
     let t_join = Instant::now();
     loop {
-        match cpg.join(&group) {
-            Ok(()) => break,
+        match cpg.join(group) {
+            Ok(()) => return Ok(()),
             Err(CsError::TryAgain) if t_join.elapsed() < Duration::from_secs(30) => {
                 std::thread::sleep(Duration::from_millis(10))
             }
@@ -280,247 +582,107 @@ pub(crate) fn member_main(a: &MemberArgs) -> Res<()> {
             }
         }
     }
-    // our own sender entry exists from the start: a message of ours that
-    // never comes back is counted lost even if none does
-    lock(&st.counts).senders.push(Sender {
-        nodeid: me,
-        pid,
-        ..Sender::default()
-    });
-    let dispatcher = if a.latency {
-        None
-    } else {
-        let d = cpg.clone();
-        Some(std::thread::spawn(move || {
-            d.dispatch(DispatchFlags::Blocking)
-        }))
-    };
-    let dispatch_some = |wait_ms: i32| {
-        if a.busy_poll {
-            // poll without sleeping; yield so that a node thread sharing
-            // this core runs at once
-            let _ = cpg.dispatch(DispatchFlags::All);
-            std::thread::yield_now();
-        } else {
-            let fd = match cpg.fd_get() {
-                Ok(f) => f,
-                Err(_) => return,
-            };
-            let mut p = [rustix::event::PollFd::new(
-                &fd,
-                rustix::event::PollFlags::IN,
-            )];
-            let ts = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: i64::from(wait_ms) * 1_000_000,
-            };
-            if rustix::event::poll(&mut p, Some(&ts)).unwrap_or(0) > 0 {
-                let _ = cpg.dispatch(DispatchFlags::All);
-            }
+}
+
+/// A `{"ev":"progress"}` line every 250 ms until `running` clears.
+fn spawn_progress(
+    st: &Arc<MemberState>,
+    running: &Arc<AtomicBool>,
+    m0: u64,
+    t0: Instant,
+) -> std::thread::JoinHandle<()> {
+    let (st, p) = (st.clone(), running.clone());
+    std::thread::spawn(move || {
+        while p.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(250));
+            emit(&Event::Progress {
+                delivered: st.msgs.load(Ordering::Relaxed) - m0,
+                secs: t0.elapsed().as_secs_f64(),
+            });
         }
-    };
-    // wait (bounded) for every member
-    let t_wait = Instant::now();
-    while lock(&st.counts).members < a.members as usize {
-        if t_wait.elapsed() > Duration::from_secs(60) {
-            return Err(Error::Failed(format!(
-                "node {me}: the group did not reach {} members in 60 s",
-                a.members
-            )));
+    })
+}
+
+impl MemberState {
+    /// Count one delivered message from `(n, p)`; `own` is this process.
+    fn deliver(&self, n: NodeId, p: u32, msg: &[u8], own: (NodeId, u32)) {
+        let mut c = lock(&self.counts);
+        let Some((kind, counter, total)) = get_header(msg) else {
+            c.foreign += 1;
+            return;
+        };
+        let s = c.sender_mut(n, p);
+        if kind == KIND_END {
+            s.end = Some(total);
+            return;
         }
-        if a.latency {
-            dispatch_some(10);
-        } else {
-            std::thread::sleep(Duration::from_millis(2));
+        if counter < s.next {
+            s.dups += 1;
+            return;
+        }
+        s.gaps += counter - s.next;
+        s.next = counter + 1;
+        s.unique += 1;
+        self.msgs.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(msg.len() as u64, Ordering::Relaxed);
+        if (n, p) == own && c.await_counter == Some(counter) {
+            c.await_at = Some(Instant::now());
         }
     }
-    let start_members: Vec<(u32, u32)> = lock(&st.counts).member_pids.clone();
-    emit(&Event::Ready { nodeid: me, pid });
-    // wait for "go"
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.trim() == "go" => break,
-            Some(Ok(_)) => continue,
-            _ => return Err(Error::Failed("stdin closed before go".into())),
-        }
-    }
-    let rot0 = node.status().engine.token_visits;
-    let m0 = st.msgs.load(Ordering::Relaxed);
-    let b0 = st.bytes.load(Ordering::Relaxed);
-    let t0 = Instant::now();
-    let t_end = t0 + Duration::from_secs_f64(a.seconds);
-    let mut copy_buf = vec![0u8; size];
-    let mut counter = 0u64;
-    let mut accepted = 0u64;
-    let mut send_error = None;
-    let mut hist = new_histogram();
-    let mut latency_lost = 0u64;
-    let progress = Arc::new(AtomicBool::new(true));
-    let prog = {
-        let (st, p) = (st.clone(), progress.clone());
-        std::thread::spawn(move || {
-            while p.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(250));
-                emit(&Event::Progress {
-                    delivered: st.msgs.load(Ordering::Relaxed) - m0,
-                    secs: t0.elapsed().as_secs_f64(),
+}
+
+impl Counts {
+    /// The entry of sender `(n, p)`, made on its first message.
+    fn sender_mut(&mut self, n: NodeId, p: u32) -> &mut Sender {
+        let i = match self
+            .senders
+            .iter()
+            .position(|s| s.nodeid == n && s.pid == p)
+        {
+            Some(i) => i,
+            None => {
+                self.senders.push(Sender {
+                    nodeid: n,
+                    pid: p,
+                    ..Sender::default()
                 });
+                self.senders.len() - 1
             }
-        })
-    };
-    if a.latency {
-        const WARMUP: u64 = 100;
-        let mut n = 0u64;
-        while Instant::now() < t_end {
-            {
-                let mut c = lock(&st.counts);
-                c.await_counter = Some(counter);
-                c.await_at = None;
-            }
-            let ts = Instant::now();
-            match send_one(&cpg, g, zc, &mut copy_buf, KIND_DATA, counter, 0, t_end) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    send_error = Some(e.code());
-                    break;
-                }
-            }
-            counter += 1;
-            accepted += 1;
-            let bound = Instant::now() + Duration::from_secs(5);
-            let got = loop {
-                if let Some(at) = lock(&st.counts).await_at {
-                    break Some(at);
-                }
-                if Instant::now() > bound {
-                    break None;
-                }
-                dispatch_some(100);
-            };
-            match got {
-                Some(at) => {
-                    if n >= WARMUP {
-                        let ns = at.saturating_duration_since(ts).as_nanos() as u64;
-                        let _ = hist.record(ns.max(1));
-                    }
-                    n += 1;
-                }
-                None => latency_lost += 1,
-            }
-        }
-    } else {
-        while Instant::now() < t_end {
-            match send_one(&cpg, g, zc, &mut copy_buf, KIND_DATA, counter, 0, t_end) {
-                Ok(true) => {
-                    counter += 1;
-                    accepted += 1;
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    send_error = Some(e.code());
-                    break;
-                }
-            }
-        }
+        };
+        &mut self.senders[i]
     }
-    let t1 = Instant::now();
-    let m1 = st.msgs.load(Ordering::Relaxed);
-    let b1 = st.bytes.load(Ordering::Relaxed);
-    let rot1 = node.status().engine.token_visits;
-    progress.store(false, Ordering::Relaxed);
-    let _ = prog.join();
-    // END marker (copying path, small), then wait (bounded) for every END
-    let drain_bound = Instant::now() + Duration::from_secs(20);
-    let mut end_buf = vec![0u8; HDR];
-    let end_ok = matches!(
-        send_one(
-            &cpg,
-            g,
-            false,
-            &mut end_buf,
-            KIND_END,
-            counter,
-            accepted,
-            drain_bound
-        ),
-        Ok(true)
-    );
-    let all_ends = |c: &Counts| {
-        start_members.iter().all(|(n, p)| {
-            c.senders
+
+    /// Has every one of `members` sent its END?
+    fn all_ended(&self, members: &[(u32, u32)]) -> bool {
+        members.iter().all(|(n, p)| {
+            self.senders
                 .iter()
                 .any(|s| s.nodeid == *n && s.pid == *p && s.end.is_some())
         })
-    };
-    let drained = loop {
-        if all_ends(&lock(&st.counts)) {
-            break true;
-        }
-        if Instant::now() > drain_bound {
-            break false;
-        }
-        if a.latency {
-            dispatch_some(5);
-        } else {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    };
-    let (lost, gaps, dups, foreign, own_delivered) = {
-        let c = lock(&st.counts);
-        let mut lost = 0u64;
-        let (mut gaps, mut dups, mut own) = (0, 0, 0);
-        for s in &c.senders {
-            gaps += s.gaps;
-            dups += s.dups;
+    }
+
+    /// Losses, gaps and duplicates over every sender; ours is expected to
+    /// deliver all `accepted` sends, another its END's count (or as far as
+    /// it got).
+    fn tally(&self, me: NodeId, pid: u32, accepted: u64) -> Tally {
+        let mut t = Tally {
+            lost: 0,
+            gaps: 0,
+            dups: 0,
+            foreign: self.foreign,
+            own_delivered: 0,
+        };
+        for s in &self.senders {
+            t.gaps += s.gaps;
+            t.dups += s.dups;
             let expect = if s.nodeid == me && s.pid == pid {
-                own = s.unique;
+                t.own_delivered = s.unique;
                 accepted
             } else {
                 s.end.unwrap_or(s.next)
             };
-            lost += expect.saturating_sub(s.unique);
+            t.lost += expect.saturating_sub(s.unique);
         }
-        (lost, gaps, dups, c.foreign, own)
-    };
-    let secs = (t1 - t0).as_secs_f64();
-    let hist_pairs: Vec<(u64, u64)> = hist
-        .iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .collect();
-    let rotations = rot1.saturating_sub(rot0);
-    emit(&Event::Result(MemberResult {
-        nodeid: me,
-        pid,
-        secs,
-        delivered: m1 - m0,
-        bytes: b1 - b0,
-        accepted,
-        own_delivered,
-        lost: lost + latency_lost,
-        gaps,
-        dups,
-        foreign,
-        drained,
-        end_sent: end_ok,
-        send_error,
-        token_rotations: rotations,
-        hist: hist_pairs,
-    }));
-    // stay in the group until the driver says quit (nobody's tail is cut)
-    for l in lines.by_ref() {
-        match l {
-            Ok(l) if l.trim() == "quit" => break,
-            Ok(_) => continue,
-            Err(_) => break,
-        }
+        t
     }
-    let _ = cpg.finalize();
-    if let Some(d) = dispatcher {
-        let _ = d.join();
-    }
-    node.stop();
-    Ok(())
 }

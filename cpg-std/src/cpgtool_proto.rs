@@ -1,5 +1,7 @@
-//! The line protocol between cpgtool and its child processes: one JSON
-//! object per line.
+//! The line protocol between `cpgtool` and its child processes: one JSON
+//! object per line. Not part of the API: it lives in the library so that
+//! the binary and the integration tests (`cpg-std/tests/common/procs.rs`)
+//! share one definition.
 //!
 //! - [`Command`] (`{"cmd": ...}`): what a `cpgtool node` process reads on
 //!   stdin (written by `demo`, the tests in `cpg-std/tests` and
@@ -7,20 +9,19 @@
 //! - [`Reply`] (`{"re": ...}`) and [`Event`] (`{"ev": ...}`): what `node`
 //!   and `bench-member` write on stdout; [`Report`] is either.
 //!
-//! Field names and shapes are the protocol: the readers outside this
-//! binary (`cpg-std/tests/common/procs.rs`, `cpg-netsuite/src/cluster/`)
-//! parse the same objects as untyped JSON. [`emit`] writes through
+//! Field names and shapes are the protocol: `cpg-netsuite/src/cluster/`
+//! parses the same objects as untyped JSON. [`emit`] writes through
 //! [`serde_json::Value`], so keys come out sorted, as they always have.
 //! Fields a reader may omit have the defaults the node always applied.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use cpg_std::{CsError, MemberAddr, Reason};
+use crate::{CsError, MemberAddr, Reason};
 use serde::{Deserialize, Serialize};
 
 /// Write one protocol object as a line and flush.
-pub(crate) fn emit(out: &mut impl Write, msg: &impl Serialize) {
+pub fn emit(out: &mut impl Write, msg: &impl Serialize) {
     // through Value: its map keeps keys sorted, the order readers have seen
     if let Ok(v) = serde_json::to_value(msg) {
         let _ = writeln!(out, "{v}");
@@ -31,7 +32,7 @@ pub(crate) fn emit(out: &mut impl Write, msg: &impl Serialize) {
 /// The delivery guarantee of a `mcast`, `big` or `stream` command.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Guarantee {
+pub enum Guarantee {
     Unordered,
     Fifo,
     #[default]
@@ -39,13 +40,13 @@ pub(crate) enum Guarantee {
     Safe,
 }
 
-impl From<Guarantee> for cpg_std::Guarantee {
+impl From<Guarantee> for crate::Guarantee {
     fn from(g: Guarantee) -> Self {
         match g {
-            Guarantee::Unordered => cpg_std::Guarantee::Unordered,
-            Guarantee::Fifo => cpg_std::Guarantee::Fifo,
-            Guarantee::Agreed => cpg_std::Guarantee::Agreed,
-            Guarantee::Safe => cpg_std::Guarantee::Safe,
+            Guarantee::Unordered => crate::Guarantee::Unordered,
+            Guarantee::Fifo => crate::Guarantee::Fifo,
+            Guarantee::Agreed => crate::Guarantee::Agreed,
+            Guarantee::Safe => crate::Guarantee::Safe,
         }
     }
 }
@@ -53,7 +54,7 @@ impl From<Guarantee> for cpg_std::Guarantee {
 /// A command on a node process's stdin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
-pub(crate) enum Command {
+pub enum Command {
     /// Join `group`: replies [`Reply::Join`].
     Join {
         #[serde(default)]
@@ -104,7 +105,7 @@ fn big_size() -> usize {
 /// bytes (spread by a hash of the seq), `rate` per second (0: as fast as
 /// flow control allows), zero-copy buffers with `zc`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Stream {
+pub struct Stream {
     #[serde(default = "stream_count")]
     pub count: u64,
     #[serde(default = "stream_size")]
@@ -129,7 +130,7 @@ fn stream_size() -> usize {
 
 impl Stream {
     /// `count` messages of `size` bytes, AGREED, unthrottled, copying.
-    pub(crate) fn new(count: u64, size: usize) -> Stream {
+    pub fn new(count: u64, size: usize) -> Stream {
         Stream {
             count,
             size,
@@ -143,7 +144,7 @@ impl Stream {
 
 /// `[nodeid, pid]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Addr(pub u32, pub u32);
+pub struct Addr(pub u32, pub u32);
 
 impl From<&MemberAddr> for Addr {
     fn from(m: &MemberAddr) -> Addr {
@@ -154,12 +155,12 @@ impl From<&MemberAddr> for Addr {
 /// `[nodeid, pid, reason]` of a member that joined or left (reason: the
 /// cs numbering, 1 JOIN .. 5 PROCDOWN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Change(pub u32, pub u32, pub u32);
+pub struct Change(pub u32, pub u32, pub u32);
 
 impl Change {
-    pub(crate) const NODEDOWN: u32 = Reason::NodeDown as u32;
+    pub const NODEDOWN: u32 = Reason::NodeDown as u32;
 
-    pub(crate) fn from_pair((m, r): &(MemberAddr, Reason)) -> Change {
+    pub fn from_pair((m, r): &(MemberAddr, Reason)) -> Change {
         Change(m.nodeid, m.pid, *r as u32)
     }
 }
@@ -167,7 +168,7 @@ impl Change {
 /// A reply to a [`Command`], named after it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "re", rename_all = "snake_case")]
-pub(crate) enum Reply {
+pub enum Reply {
     Join(Outcome),
     Leave(Outcome),
     Mcast(Outcome),
@@ -190,7 +191,7 @@ pub(crate) enum Reply {
 
 /// `ok`, and on failure the cs_error code and its text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Outcome {
+pub struct Outcome {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub err: Option<u32>,
@@ -218,14 +219,14 @@ impl From<Result<(), CsError>> for Outcome {
 /// `members`, or the failed [`Outcome`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum MembersReply {
+pub enum MembersReply {
     List { members: Vec<Addr> },
     Failed(Outcome),
 }
 
 /// `{"re":"status",...}`: the delivery tally, the ring, transport counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Status {
+pub struct Status {
     pub delivered: u64,
     /// FNV-1a over every delivery (sender, length, body digest), hex.
     pub digest: String,
@@ -241,7 +242,7 @@ pub(crate) struct Status {
 
 /// The io_uring driver's send counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TransportCounters {
+pub struct TransportCounters {
     pub frames_sent: u64,
     pub bytes_copied: u64,
     pub sends_zc_fixed: u64,
@@ -266,7 +267,7 @@ impl From<cpg_uring::Snapshot> for TransportCounters {
 /// Something that happened in a node or bench-member process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
-pub(crate) enum Event {
+pub enum Event {
     /// The node runs (a bench member: and sees every member).
     Ready {
         nodeid: u32,
@@ -290,7 +291,7 @@ pub(crate) enum Event {
 
 /// A group confchg, with the count and digest of deliveries before it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Confchg {
+pub struct Confchg {
     pub group: String,
     pub members: Vec<Addr>,
     pub left: Vec<Change>,
@@ -301,7 +302,7 @@ pub(crate) struct Confchg {
 
 impl Confchg {
     /// Whether `node` left with NODEDOWN.
-    pub(crate) fn is_nodedown_of(&self, node: u32) -> bool {
+    pub fn is_nodedown_of(&self, node: u32) -> bool {
         self.left
             .iter()
             .any(|c| c.0 == node && c.2 == Change::NODEDOWN)
@@ -311,7 +312,7 @@ impl Confchg {
 /// One delivery (messages of 64 KiB and more, or all with `--verbose`);
 /// `origin`, `seq` and `intact` are what a numbered message says of itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Deliver {
+pub struct Deliver {
     pub from: Addr,
     pub len: usize,
     pub origin: Option<u32>,
@@ -325,7 +326,7 @@ pub(crate) struct Deliver {
 
 /// A bench member's result (`{"ev":"result",...}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct MemberResult {
+pub struct MemberResult {
     pub nodeid: u32,
     pub pid: u32,
     pub secs: f64,
@@ -348,7 +349,7 @@ pub(crate) struct MemberResult {
 /// One stdout line of a child process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum Report {
+pub enum Report {
     Reply(Reply),
     Event(Event),
 }
