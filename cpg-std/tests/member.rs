@@ -166,3 +166,47 @@ fn send_errors_map_to_cs_error() {
     let _drained = m.events().count();
     assert!(m.try_next().is_err());
 }
+
+#[test]
+fn would_block_until_received() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Member>();
+    let net = LoopbackNet::new();
+    let c = ConfigBuilder::new("bp")
+        .local_nodes(&[1], 21200)
+        .this_node(1)
+        .fast_timers()
+        .handle_queue_bytes(1024 * 1024)
+        .build()
+        .unwrap();
+    let node = net.start(&c).unwrap();
+    assert!(converged(&[&node]));
+    let m = Member::join(&node, &group("bp")).unwrap();
+    let msg = [7u8; 1024];
+    // never receiving: back-pressure at half the queue cap
+    let t = std::time::Instant::now();
+    let err = loop {
+        match m.send(Guarantee::Agreed, &msg) {
+            Ok(()) => std::thread::sleep(Duration::from_micros(200)),
+            Err(e) => break e,
+        }
+        assert!(t.elapsed() < WAIT, "no back-pressure");
+    };
+    assert_eq!(err, SendError::WouldBlock);
+    assert_eq!(CsError::from(err), CsError::TryAgain);
+    // receiving drains the queue; sends are accepted again
+    let mut got = 0;
+    while let Some(ev) = m.try_next().unwrap() {
+        if let Event::Message(b) = ev {
+            assert_eq!(b.len(), msg.len());
+            got += 1;
+        }
+    }
+    assert!(got > 0);
+    let t = std::time::Instant::now();
+    while let Err(e) = m.send(Guarantee::Agreed, &msg) {
+        assert_eq!(e, SendError::WouldBlock);
+        let _ = m.next_timeout(Duration::from_millis(10)).unwrap();
+        assert!(t.elapsed() < WAIT, "still blocked");
+    }
+}
