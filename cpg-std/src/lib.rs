@@ -7,10 +7,38 @@
 //! | [`transport`] | the [`transport::Transport`] trait and the transports: [`uring`] (io_uring, the default), [`udp`] (plain std UDP, explicit fallback), [`loopback`] (in-process, for tests) |
 //! | [`node`] | [`Node`]: one engine on its transport's threads |
 //! | [`cpg`] | [`Cpg`]: every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5) |
+//! | [`group`] | the idiomatic layer beside `Cpg`: [`Member`] (leaves on drop), [`Event`], [`SendError`]; [`ConfigBuilder`] builds a [`NodeConfig`] in code |
 //!
 //! No protocol logic lives here: the engine (`cpg-core`) decides order,
 //! membership and confchgs; this crate keeps each handle's view (one group
 //! per handle, its join state, its event queue) and moves frames.
+//!
+//! The idiomatic layer ([`group`]): a [`ConfigBuilder`] for the node, a
+//! [`Member`] per process and group (dropping it leaves), [`Event`]s out:
+//!
+//! ```
+//! use std::time::Duration;
+//! use cpg_std::loopback::LoopbackNet;
+//! use cpg_std::{ConfigBuilder, Event, GroupName, Guarantee, Member};
+//!
+//! // one node in this process (`Node::start(&config)` runs it on io_uring)
+//! let config = ConfigBuilder::new("demo").local_nodes(&[1], 5405).this_node(1).build().unwrap();
+//! let net = LoopbackNet::new();
+//! let node = net.start(&config).unwrap();
+//! let member = Member::join(&node, &GroupName::new(b"demo").unwrap()).unwrap();
+//! member.send(Guarantee::Agreed, b"hello").unwrap();
+//! // the own join (a Membership), then the message
+//! let msg = loop {
+//!     match member.next_timeout(Duration::from_secs(10)).unwrap() {
+//!         Some(Event::Message(m)) => break m,
+//!         Some(_) => continue,
+//!         None => panic!("timed out"),
+//!     }
+//! };
+//! assert_eq!(msg.bytes(), b"hello");
+//! ```
+//!
+//! The same through [`Cpg`], Corosync's API function for function:
 //!
 //! ```
 //! use std::io::IoSlice;
@@ -45,6 +73,7 @@
 //! sender that outruns its own dispatch is slowed down, not evicted; mcast
 //! when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
 
+mod builder;
 pub mod config;
 pub mod cpg;
 /// The `cpgtool` line protocol, shared by the binary and the tests; not
@@ -52,6 +81,7 @@ pub mod cpg;
 #[doc(hidden)]
 pub mod cpgtool_proto;
 mod error;
+pub mod group;
 mod handles;
 pub mod node;
 pub mod state;
@@ -59,12 +89,14 @@ pub mod transport;
 
 pub use crate::transport::{loopback, udp, uring};
 
+pub use crate::builder::ConfigBuilder;
 pub use crate::config::{ConfigError, ConfigFile, NodeConfig};
 pub use crate::cpg::{
     Callbacks, ConfChg, Context, Cpg, Delivery, DispatchFlags, FlowControlState, Iteration,
     IterationDescription, IterationType, ModelV1, ZcBuf, ZcSendError, MAX_ATOMIC_MSGSIZE,
     MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
 };
+pub use crate::group::{Closed, Event, JoinOptions, Member, Membership, Message, Ring, SendError};
 pub use crate::handles::{monotonic_now, NodeStats};
 
 /// Test hooks, not part of the API: what [`Node::record_buf_sends`]
