@@ -61,15 +61,21 @@ pub fn now() -> Instant {
     Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
-/// Whether sends use `SendZc`.
+/// Which send operations the transport uses: whether sends use `SendZc`
+/// (`docs/ARCHITECTURE.md` "Send operations"). With the `serde` feature it
+/// is a configuration value, spelled in lower case (`zerocopy = "auto"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum ZeroCopy {
-    /// Zero copy for peers off loopback and frames of at least `zc_min_len`.
+    /// `SendZc` where it pays: peers off loopback and frames of at least
+    /// `zc_min_len`; a plain send from the registered buffer otherwise.
     #[default]
     Auto,
-    /// Always `SendZc` (refused at start-up if the kernel lacks it).
+    /// `SendZc` for every frame that lies in a registered buffer (refused
+    /// at start-up if the kernel lacks it).
     Always,
-    /// Never `SendZc`.
+    /// Never `SendZc` (plain sends from the registered buffers).
     Never,
 }
 
