@@ -31,11 +31,12 @@ use serde::Serialize;
 
 use crate::config::{group_name, start_node};
 use crate::error::{Error, Res};
-use crate::message::{check_message, fill_message, fnv, sized, FNV0, HEADER};
+use crate::message::{check_message, fill_message, sized, HEADER};
 use crate::proto::{
     self, Addr, Change, Command, Confchg, Deliver, Event, MembersReply, Outcome, Reply, Status,
     Stream,
 };
+use cpg_core::hash::{fnv1a64, fnv1a64_update as fnv, FNV1A64_OFFSET};
 
 /// What this node delivered so far.
 struct Tally {
@@ -52,7 +53,7 @@ impl Tally {
     fn new() -> Tally {
         Tally {
             delivered: 0,
-            digest: FNV0,
+            digest: FNV1A64_OFFSET,
             corrupt: 0,
             fifo_violations: 0,
             last: HashMap::new(),
@@ -64,7 +65,7 @@ impl Tally {
     /// message says of itself (origin, seq, intact).
     fn record(&mut self, sender: Addr, msg: &[u8]) -> (u64, Option<(u32, u64, bool)>) {
         self.delivered += 1;
-        let body = fnv(FNV0, msg);
+        let body = fnv1a64(msg);
         let mut h = self.digest;
         h = fnv(h, &sender.0.to_le_bytes());
         h = fnv(h, &sender.1.to_le_bytes());
