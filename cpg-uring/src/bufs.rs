@@ -36,7 +36,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cpg_core::pool::{
     AllocError, Outcome, PoolConfig, PoolConfigError, PoolStats, SlotError, SlotId, SlotState,
@@ -50,6 +50,12 @@ use crate::waker::Waker;
 /// the `io_uring_recvmsg_out` header (16) and the source `sockaddr_in` (16),
 /// rounded up.
 pub const RX_HEADROOM: usize = 64;
+
+/// Lock `m`, taking the guard even if a thread panicked while holding it:
+/// the crate's one mutex-poison policy.
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Page size assumed for rounding (the kernel needs page-aligned buffer
 /// rings; anonymous mappings are page aligned anyway).
@@ -294,8 +300,8 @@ pub(crate) struct SlotPool {
 }
 
 impl SlotPool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecPool> {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, VecPool> {
+        lock(&self.pool)
     }
 }
 
@@ -453,7 +459,7 @@ impl ReturnQueue {
     }
 
     pub(crate) fn set_waker(&self, w: Waker) {
-        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+        *lock(&self.waker) = Some(w);
     }
 
     pub(crate) fn set_starved(&self) {
@@ -461,21 +467,16 @@ impl ReturnQueue {
     }
 
     fn push(&self, id: u16) {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        lock(&self.ids).push(id);
         if self.starved.swap(false, Ordering::AcqRel) {
-            if let Some(w) = self
-                .waker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
+            if let Some(w) = lock(&self.waker).as_ref() {
                 w.wake();
             }
         }
     }
 
     fn drain_into(&self, out: &mut Vec<u16>) {
-        out.append(&mut self.ids.lock().unwrap_or_else(|e| e.into_inner()));
+        out.append(&mut lock(&self.ids));
     }
 }
 

@@ -3,7 +3,7 @@
 //! waits while a dispatching handle is backlogged); the record of sends
 //! read from zero-copy buffers (the zero-copy proof).
 
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, MutexGuard, PoisonError};
 
 use cpg_core::engine::{Engine, FrameBuf, Transmit};
 use cpg_core::{Instant, NodeId};
@@ -91,7 +91,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
             g = self
                 .room
                 .wait_timeout(g, left)
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
         g.room_waiters -= 1;

@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, IoSlice};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::lock;
 use std::time::{Duration, Instant};
 
 use cpg_std::{
@@ -89,10 +91,6 @@ impl Tally {
     fn digest_hex(&self) -> String {
         format!("{:016x}", self.digest)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Stdout, shared by the callbacks, the command loop and the stream thread.
