@@ -44,6 +44,7 @@
 //! stops reading a client's requests while its event queue is full), so a
 //! sender that outruns its own dispatch is slowed down, not evicted; mcast
 //! when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod cpg;

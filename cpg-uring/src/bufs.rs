@@ -126,11 +126,6 @@ impl fmt::Debug for Mapping {
     }
 }
 
-/// The fixed-buffer index of the pool slots (`register_buffers` entry 0).
-pub const BUF_INDEX_POOL: u16 = 0;
-/// The fixed-buffer index of the receive buffers (entry 1).
-pub const BUF_INDEX_RX: u16 = 1;
-
 /// Why a [`Region`] could not be built.
 #[derive(Debug)]
 pub enum RegionError {
@@ -267,8 +262,9 @@ impl Region {
         &self.map
     }
 
-    /// The two fixed buffers: the pool part (index [`BUF_INDEX_POOL`]) and
-    /// the receive part (index [`BUF_INDEX_RX`]).
+    /// The two fixed buffers: the pool part (`register_buffers` index 0)
+    /// and the receive part (index 1); the ring finds a send's index by
+    /// address.
     pub(crate) fn iovecs(&self) -> [libc::iovec; 2] {
         let base = self.map.base();
         [
