@@ -204,7 +204,21 @@ pub enum DriverError {
     },
 }
 
-const FALLBACK_HINT: &str = "(or set fallback_syscalls = true to run on plain recvfrom/sendto)";
+impl DriverError {
+    /// Whether io_uring itself is missing or too old here
+    /// ([`DriverError::UringUnavailable`], [`DriverError::MissingFeatures`]):
+    /// the error a caller answers by choosing plain sockets, and whose
+    /// message the caller completes with the name of that setting
+    /// ([`TransportConfig::fallback_syscalls`] here, `transport = "udp"` in
+    /// cpg-std's TOML). The message itself names no setting, since the
+    /// one a user can reach depends on the layer they configure.
+    pub fn is_uring_unsupported(&self) -> bool {
+        matches!(
+            self,
+            DriverError::UringUnavailable { .. } | DriverError::MissingFeatures { .. }
+        )
+    }
+}
 
 fn kib(n: u64) -> u64 {
     n.div_ceil(1024)
@@ -215,11 +229,11 @@ impl fmt::Display for DriverError {
         match self {
             DriverError::Config(s) => write!(f, "transport configuration: {s}"),
             DriverError::UringUnavailable { err, cause } => {
-                write!(f, "io_uring is unavailable ({err}): {cause} {FALLBACK_HINT}")
+                write!(f, "io_uring is unavailable ({err}): {cause}")
             }
             DriverError::MissingFeatures { probe, missing } => write!(
                 f,
-                "this kernel's io_uring lacks {}; need Linux 6.0 or later {FALLBACK_HINT}; probe: {probe}",
+                "this kernel's io_uring lacks {}; need Linux 6.0 or later; probe: {probe}",
                 missing.join(", ")
             ),
             DriverError::ZeroCopyUnsupported { probe } => write!(
@@ -228,7 +242,12 @@ impl fmt::Display for DriverError {
                  use zerocopy = auto or never; probe: {probe}"
             ),
             DriverError::Region(e) => write!(f, "{e}"),
-            DriverError::Register { what, bytes, memlock, err } => {
+            DriverError::Register {
+                what,
+                bytes,
+                memlock,
+                err,
+            } => {
                 write!(f, "{what} of {} KiB refused ({err})", kib(*bytes as u64))?;
                 match err.raw_os_error() {
                     Some(libc::ENOMEM | libc::EPERM) => {
@@ -245,7 +264,10 @@ impl fmt::Display for DriverError {
                             kib(*bytes as u64) + 1024
                         )
                     }
-                    Some(libc::EFAULT) => write!(f, ": one registered buffer may not exceed 1 GiB; shrink the pool"),
+                    Some(libc::EFAULT) => write!(
+                        f,
+                        ": one registered buffer may not exceed 1 GiB; shrink the pool"
+                    ),
                     _ => Ok(()),
                 }
             }
@@ -1154,7 +1176,7 @@ mod tests {
             err: io::Error::from_raw_os_error(libc::EPERM),
             cause: s,
         };
-        assert!(e.to_string().contains("fallback_syscalls"));
+        assert!(e.is_uring_unsupported());
     }
 
     #[test]
