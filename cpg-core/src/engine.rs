@@ -138,16 +138,16 @@ impl<F: AsRef<[u8]>> FrameRef<F> {
     }
     /// FNV-1a over `range` of the concatenated segments.
     pub fn digest(&self, range: core::ops::Range<usize>) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut h = crate::hash::FNV1A64_OFFSET;
         let mut at = 0usize;
         for seg in self.segments() {
-            for &b in seg {
-                if range.contains(&at) {
-                    h ^= u64::from(b);
-                    h = h.wrapping_mul(0x0000_0100_0000_01b3);
-                }
-                at += 1;
+            // The part of `range` inside this segment, in segment offsets.
+            let lo = range.start.clamp(at, at + seg.len()) - at;
+            let hi = range.end.clamp(at, at + seg.len()) - at;
+            if lo < hi {
+                h = crate::hash::fnv1a64_update(h, &seg[lo..hi]);
             }
+            at += seg.len();
         }
         h
     }

@@ -25,6 +25,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod hash;
 pub mod limits;
 pub mod pool;
 pub mod time;

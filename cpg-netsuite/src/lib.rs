@@ -85,6 +85,13 @@ pub mod net;
 pub mod suite;
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Lock `m`, taking the guard even if a thread panicked while holding it:
+/// the crate's one mutex-poison policy.
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Why the suite cannot run here, if it cannot: not root, or `ip` or
 /// `iptables` missing.

@@ -15,7 +15,9 @@ use cpg_netsuite::suite::{run_phase, Options, Phase, PhaseReport, Profile};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn run(phase: Phase) {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(why) = cpg_netsuite::missing_prerequisite() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),

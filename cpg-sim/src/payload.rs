@@ -10,6 +10,7 @@
 //! The filler is a deterministic function of the key, so large messages
 //! (fragmented by the engine) need not be stored to be checked.
 
+use cpg_core::hash::{fnv1a64_update, FNV1A64_OFFSET};
 use cpg_core::NodeId;
 
 /// Bytes of the fixed part.
@@ -57,16 +58,11 @@ pub enum PayloadError {
     Checksum,
 }
 
-/// FNV-1a 64 over several slices.
+/// FNV-1a 64 over several slices in turn (cpg-core's [`fnv1a64_update`]).
 pub fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for &b in p.iter() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    parts
+        .iter()
+        .fold(FNV1A64_OFFSET, |h, p| fnv1a64_update(h, p))
 }
 
 fn fill(key: &MsgKey, out: &mut [u8]) {

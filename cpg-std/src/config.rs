@@ -47,22 +47,7 @@ pub const HANDLE_QUEUE_BYTES_MIN: usize = 64 * 1024;
 pub const HANDLE_QUEUE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// The largest zero-copy buffer must hold at least this many payload bytes.
 pub const ZCB_MAX_MIN: usize = 1024 * 1024;
-/// Bytes in front of a datagram in a receive buffer (cpg-uring's RX_HEADROOM).
-pub const RX_HEADROOM: usize = 64;
-
-/// Which send operations the transport uses (`docs/ARCHITECTURE.md` "Send operations").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ZeroCopy {
-    /// `SendZc` where it pays (large frames, real NICs); a plain send from
-    /// the registered buffer on loopback.
-    #[default]
-    Auto,
-    /// `SendZc` for every frame that lies in a registered buffer.
-    Always,
-    /// Never `SendZc` (plain sends from the registered buffers).
-    Never,
-}
+pub use cpg_uring::{ZeroCopy, RX_HEADROOM};
 
 /// Which transport a [`crate::Node`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -72,6 +72,7 @@
 //! stops reading a client's requests while its event queue is full), so a
 //! sender that outruns its own dispatch is slowed down, not evicted; mcast
 //! when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
+#![forbid(unsafe_code)]
 
 mod builder;
 pub mod config;
@@ -106,4 +107,10 @@ pub mod testing {
     pub use crate::handles::BufSend;
 }
 pub use crate::node::{Node, NodeStatus, StartError};
+/// Lock `m`, taking the guard even if a thread panicked while holding it:
+/// the crate's one mutex-poison policy.
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};

@@ -36,7 +36,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cpg_core::pool::{
     AllocError, Outcome, PoolConfig, PoolConfigError, PoolStats, SlotError, SlotId, SlotState,
@@ -50,6 +50,12 @@ use crate::waker::Waker;
 /// the `io_uring_recvmsg_out` header (16) and the source `sockaddr_in` (16),
 /// rounded up.
 pub const RX_HEADROOM: usize = 64;
+
+/// Lock `m`, taking the guard even if a thread panicked while holding it:
+/// the crate's one mutex-poison policy.
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Page size assumed for rounding (the kernel needs page-aligned buffer
 /// rings; anonymous mappings are page aligned anyway).
@@ -119,11 +125,6 @@ impl fmt::Debug for Mapping {
             .finish()
     }
 }
-
-/// The fixed-buffer index of the pool slots (`register_buffers` entry 0).
-pub const BUF_INDEX_POOL: u16 = 0;
-/// The fixed-buffer index of the receive buffers (entry 1).
-pub const BUF_INDEX_RX: u16 = 1;
 
 /// Why a [`Region`] could not be built.
 #[derive(Debug)]
@@ -261,8 +262,9 @@ impl Region {
         &self.map
     }
 
-    /// The two fixed buffers: the pool part (index [`BUF_INDEX_POOL`]) and
-    /// the receive part (index [`BUF_INDEX_RX`]).
+    /// The two fixed buffers: the pool part (`register_buffers` index 0)
+    /// and the receive part (index 1); the ring finds a send's index by
+    /// address.
     pub(crate) fn iovecs(&self) -> [libc::iovec; 2] {
         let base = self.map.base();
         [
@@ -294,8 +296,8 @@ pub(crate) struct SlotPool {
 }
 
 impl SlotPool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecPool> {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, VecPool> {
+        lock(&self.pool)
     }
 }
 
@@ -453,7 +455,7 @@ impl ReturnQueue {
     }
 
     pub(crate) fn set_waker(&self, w: Waker) {
-        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+        *lock(&self.waker) = Some(w);
     }
 
     pub(crate) fn set_starved(&self) {
@@ -461,21 +463,16 @@ impl ReturnQueue {
     }
 
     fn push(&self, id: u16) {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        lock(&self.ids).push(id);
         if self.starved.swap(false, Ordering::AcqRel) {
-            if let Some(w) = self
-                .waker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
+            if let Some(w) = lock(&self.waker).as_ref() {
                 w.wake();
             }
         }
     }
 
     fn drain_into(&self, out: &mut Vec<u16>) {
-        out.append(&mut self.ids.lock().unwrap_or_else(|e| e.into_inner()));
+        out.append(&mut lock(&self.ids));
     }
 }
 

@@ -61,15 +61,21 @@ pub fn now() -> Instant {
     Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
-/// Whether sends use `SendZc`.
+/// Which send operations the transport uses: whether sends use `SendZc`
+/// (`docs/ARCHITECTURE.md` "Send operations"). With the `serde` feature it
+/// is a configuration value, spelled in lower case (`zerocopy = "auto"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum ZeroCopy {
-    /// Zero copy for peers off loopback and frames of at least `zc_min_len`.
+    /// `SendZc` where it pays: peers off loopback and frames of at least
+    /// `zc_min_len`; a plain send from the registered buffer otherwise.
     #[default]
     Auto,
-    /// Always `SendZc` (refused at start-up if the kernel lacks it).
+    /// `SendZc` for every frame that lies in a registered buffer (refused
+    /// at start-up if the kernel lacks it).
     Always,
-    /// Never `SendZc`.
+    /// Never `SendZc` (plain sends from the registered buffers).
     Never,
 }
 
@@ -198,7 +204,21 @@ pub enum DriverError {
     },
 }
 
-const FALLBACK_HINT: &str = "(or set fallback_syscalls = true to run on plain recvfrom/sendto)";
+impl DriverError {
+    /// Whether io_uring itself is missing or too old here
+    /// ([`DriverError::UringUnavailable`], [`DriverError::MissingFeatures`]):
+    /// the error a caller answers by choosing plain sockets, and whose
+    /// message the caller completes with the name of that setting
+    /// ([`TransportConfig::fallback_syscalls`] here, `transport = "udp"` in
+    /// cpg-std's TOML). The message itself names no setting, since the
+    /// one a user can reach depends on the layer they configure.
+    pub fn is_uring_unsupported(&self) -> bool {
+        matches!(
+            self,
+            DriverError::UringUnavailable { .. } | DriverError::MissingFeatures { .. }
+        )
+    }
+}
 
 fn kib(n: u64) -> u64 {
     n.div_ceil(1024)
@@ -209,11 +229,11 @@ impl fmt::Display for DriverError {
         match self {
             DriverError::Config(s) => write!(f, "transport configuration: {s}"),
             DriverError::UringUnavailable { err, cause } => {
-                write!(f, "io_uring is unavailable ({err}): {cause} {FALLBACK_HINT}")
+                write!(f, "io_uring is unavailable ({err}): {cause}")
             }
             DriverError::MissingFeatures { probe, missing } => write!(
                 f,
-                "this kernel's io_uring lacks {}; need Linux 6.0 or later {FALLBACK_HINT}; probe: {probe}",
+                "this kernel's io_uring lacks {}; need Linux 6.0 or later; probe: {probe}",
                 missing.join(", ")
             ),
             DriverError::ZeroCopyUnsupported { probe } => write!(
@@ -222,7 +242,12 @@ impl fmt::Display for DriverError {
                  use zerocopy = auto or never; probe: {probe}"
             ),
             DriverError::Region(e) => write!(f, "{e}"),
-            DriverError::Register { what, bytes, memlock, err } => {
+            DriverError::Register {
+                what,
+                bytes,
+                memlock,
+                err,
+            } => {
                 write!(f, "{what} of {} KiB refused ({err})", kib(*bytes as u64))?;
                 match err.raw_os_error() {
                     Some(libc::ENOMEM | libc::EPERM) => {
@@ -239,7 +264,10 @@ impl fmt::Display for DriverError {
                             kib(*bytes as u64) + 1024
                         )
                     }
-                    Some(libc::EFAULT) => write!(f, ": one registered buffer may not exceed 1 GiB; shrink the pool"),
+                    Some(libc::EFAULT) => write!(
+                        f,
+                        ": one registered buffer may not exceed 1 GiB; shrink the pool"
+                    ),
                     _ => Ok(()),
                 }
             }
@@ -1148,7 +1176,7 @@ mod tests {
             err: io::Error::from_raw_os_error(libc::EPERM),
             cause: s,
         };
-        assert!(e.to_string().contains("fallback_syscalls"));
+        assert!(e.is_uring_unsupported());
     }
 
     #[test]

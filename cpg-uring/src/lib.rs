@@ -30,12 +30,12 @@ mod send;
 mod socket;
 mod waker;
 
-pub use bufs::{Region, RegionError, RxBuf, SlotAlloc, BUF_INDEX_POOL, BUF_INDEX_RX, RX_HEADROOM};
+pub use bufs::{Region, RegionError, RxBuf, SlotAlloc, RX_HEADROOM};
 pub use counters::{Counters, Snapshot};
 pub use driver::{
     default_pool, now, Driver, DriverError, EngineCounters, Host, Input, Outputs, TransportConfig,
     ZeroCopy,
 };
-pub use ring::{probe, BadUserData, Probe, SendKind, UserData};
+pub use ring::{probe, Probe};
 pub use socket::SOCKET_BUFFER_BYTES;
 pub use waker::Waker;

@@ -171,7 +171,7 @@ fn probe_ring(ring: &IoUring) -> io::Result<Probe> {
 /// the top byte, the fields below it. Tag 0 is never used, so a zeroed
 /// `user_data` decodes to an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UserData {
+pub(crate) enum UserData {
     /// Multishot receive on socket `sock` (the driver's socket index).
     Recv {
         /// Socket index.
@@ -197,7 +197,7 @@ pub enum UserData {
 
 /// A `user_data` that decodes to no [`UserData`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadUserData(pub u64);
+pub(crate) struct BadUserData(pub(crate) u64);
 
 impl fmt::Display for BadUserData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -248,7 +248,7 @@ impl UserData {
 
 /// How a send went out (for the counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendKind {
+pub(crate) enum SendKind {
     /// `SendZc` naming a registered buffer.
     ZcFixed,
     /// `SendZc` from heap memory (pages pinned per send).

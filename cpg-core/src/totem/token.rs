@@ -763,6 +763,3 @@ impl<F: FrameBuf> Totem<F> {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _assert_arc(_: Arc<[u8]>) {}

@@ -1,6 +1,7 @@
 //! The frame header and dispatch to the packet body parsers.
 
 use super::*;
+use crate::hash::{fnv1a64_update, FNV1A64_OFFSET};
 use crate::types::RingId;
 
 mod field {
@@ -168,14 +169,11 @@ fn parse_ring_id_body(body: &[u8]) -> Result<RingId, WireError> {
 /// in a commit entry. They are small, so the check costs little. MCAST
 /// frames carry zero until frame authentication covers every frame.
 pub fn control_check(frame: &[u8]) -> [u8; 8] {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let step = |h: u64, b: &u8| (h ^ u64::from(*b)).wrapping_mul(PRIME);
     let head = frame.get(..field::AUTH.start).unwrap_or(frame);
     let body = frame.get(field::BODY).unwrap_or(&[]);
-    let h = head.iter().fold(OFFSET, step);
-    let h = [0u8; 8].iter().fold(h, step);
-    body.iter().fold(h, step).to_le_bytes()
+    let h = fnv1a64_update(FNV1A64_OFFSET, head);
+    let h = fnv1a64_update(h, &[0u8; 8]);
+    fnv1a64_update(h, body).to_le_bytes()
 }
 
 /// Write the integrity check of a control frame into its authenticator

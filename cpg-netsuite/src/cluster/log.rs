@@ -2,7 +2,7 @@
 //! when the suite read it, in one shared log. The checker reads it; the
 //! runner waits on it.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -190,7 +190,7 @@ impl Log {
 
     /// The records (locked while the guard lives).
     pub fn lock(&self) -> MutexGuard<'_, Vec<Record>> {
-        self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner.0)
     }
 
     /// A copy of every record.
@@ -214,7 +214,7 @@ impl Log {
                 .inner
                 .1
                 .wait_timeout(g, left.min(Duration::from_millis(50)))
-                .unwrap_or_else(|e| e.into_inner());
+                .unwrap_or_else(PoisonError::into_inner);
             g = g2;
         }
     }

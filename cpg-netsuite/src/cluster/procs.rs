@@ -352,8 +352,5 @@ impl Cluster {
 
 /// The digest `cpgtool node` reports for a delivery: FNV-1a 64 of the bytes.
 fn digest(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{h:016x}")
+    format!("{:016x}", cpg_core::hash::fnv1a64(bytes))
 }

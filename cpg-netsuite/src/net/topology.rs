@@ -115,7 +115,7 @@ impl Drop for Topology {
 }
 
 fn lock_live() -> std::sync::MutexGuard<'static, Vec<String>> {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+    crate::lock(&LIVE)
 }
 
 /// Kill what still runs in `ns` (processes this suite started there), then

@@ -8,6 +8,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 
 use cpg_core::engine::FrameBuf;
 use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
@@ -155,7 +156,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
                     m.waiters += 1;
                     // an earlier notify did not cover this waiter
                     m.woken = false;
-                    m = mail.cond.wait(m).unwrap_or_else(|e| e.into_inner());
+                    m = mail.cond.wait(m).unwrap_or_else(PoisonError::into_inner);
                     m.waiters -= 1;
                     m.woken = false;
                 }

@@ -3,7 +3,7 @@
 //! waits while a dispatching handle is backlogged); the record of sends
 //! read from zero-copy buffers (the zero-copy proof).
 
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, MutexGuard, PoisonError};
 
 use cpg_core::engine::{Engine, FrameBuf, Transmit};
 use cpg_core::{Instant, NodeId};
@@ -11,11 +11,9 @@ use cpg_core::{Instant, NodeId};
 use super::{lock, Locked, NodeState};
 
 /// CLOCK_MONOTONIC as an engine instant: the clock every transport uses
-/// (the io_uring driver arms absolute timeouts on it).
-pub fn monotonic_now() -> Instant {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    Instant(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
+/// (the io_uring driver arms absolute timeouts on it). One definition, in
+/// cpg-uring.
+pub use cpg_uring::now as monotonic_now;
 
 /// One transmit that read from a driver buffer (a zero-copy buffer): the
 /// buffer's address and length, and the bytes the send reads.
@@ -93,7 +91,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
             g = self
                 .room
                 .wait_timeout(g, left)
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
         g.room_waiters -= 1;

@@ -38,7 +38,9 @@
 use std::any::Any;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use crate::lock;
 
 use cpg_core::engine::{Engine, EngineOptions, FrameBuf};
 use cpg_core::{CsError, GroupName, Instant, NodeId};
@@ -74,10 +76,6 @@ pub struct NodeStats {
     pub evictions: u64,
     /// Handles open now.
     pub handles: usize,
-}
-
-pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A handle's place in its group.

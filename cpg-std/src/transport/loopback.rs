@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+
+use crate::lock;
 use std::thread::JoinHandle;
 
 use cpg_core::engine::{Dest, Transmit};
@@ -55,7 +57,7 @@ impl LoopbackNet {
 
     /// Cut node `id` off (every frame to or from it is dropped), or heal it.
     pub fn set_cut(&self, id: NodeId, cut: bool) {
-        let mut c = self.inner.cut.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = lock(&self.inner.cut);
         if cut {
             c.insert(id);
         } else {
@@ -68,27 +70,21 @@ impl LoopbackNet {
     /// still reach the engine: a frozen node accepts sends and joins but
     /// delivers nothing, so requests stay in flight.
     pub fn set_frozen(&self, id: NodeId, frozen: bool) {
-        if let Some(g) = self
-            .inner
-            .gates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-        {
+        if let Some(g) = lock(&self.inner.gates).get(&id) {
             g.set(frozen);
         }
     }
 
     fn send(&self, from: NodeId, t: Transmit<Frame>) {
         {
-            let cut = self.inner.cut.lock().unwrap_or_else(|e| e.into_inner());
+            let cut = lock(&self.inner.cut);
             if cut.contains(&from) {
                 return;
             }
         }
         let bytes: Frame = Arc::from(t.frame.to_vec());
-        let ports = self.inner.ports.lock().unwrap_or_else(|e| e.into_inner());
-        let cut = self.inner.cut.lock().unwrap_or_else(|e| e.into_inner());
+        let ports = lock(&self.inner.ports);
+        let cut = lock(&self.inner.cut);
         match t.dest {
             Dest::Node(n) => {
                 if let Some(p) = ports.get(&n).filter(|_| !cut.contains(&n) || n == from) {
@@ -129,19 +125,9 @@ impl Transport for LoopbackTransport {
 
     fn spawn(self, core: Arc<NodeState<Frame>>) -> io::Result<Box<dyn Running>> {
         let (tx, rx): (Sender<Packet>, Receiver<Packet>) = channel();
-        self.net
-            .inner
-            .ports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.id, tx);
+        lock(&self.net.inner.ports).insert(self.id, tx);
         let gate = Arc::new(Gate::default());
-        self.net
-            .inner
-            .gates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.id, gate.clone());
+        lock(&self.net.inner.gates).insert(self.id, gate.clone());
         let ticker = Ticker::new();
         let (net, id) = (self.net.clone(), self.id);
         let send: Arc<dyn Fn(Transmit<Frame>) + Send + Sync> = Arc::new(move |t| net.send(id, t));
@@ -176,24 +162,14 @@ impl Transport for LoopbackTransport {
 impl Running for LoopbackRunning {
     fn stop(self: Box<Self>) {
         self.gate.set(false);
-        self.net
-            .inner
-            .gates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        lock(&self.net.inner.gates).remove(&self.id);
         self.ticker.stop();
         let mut threads = self.threads;
         if !threads.is_empty() {
             let _ = threads.remove(0).join();
         }
         // dropping the only sender ends the receive thread
-        self.net
-            .inner
-            .ports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        lock(&self.net.inner.ports).remove(&self.id);
         for t in threads {
             let _ = t.join();
         }

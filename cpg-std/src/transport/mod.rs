@@ -13,7 +13,9 @@
 //! handles or groups.
 
 use std::io;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use crate::lock;
 use std::thread::JoinHandle;
 
 use cpg_core::engine::{FrameBuf, Transmit};
@@ -62,14 +64,14 @@ pub(crate) struct Gate {
 
 impl Gate {
     pub(crate) fn set(&self, frozen: bool) {
-        *self.frozen.lock().unwrap_or_else(|e| e.into_inner()) = frozen;
+        *lock(&self.frozen) = frozen;
         self.cond.notify_all();
     }
     /// Wait while frozen.
     pub(crate) fn pass(&self) {
-        let mut f = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = lock(&self.frozen);
         while *f {
-            f = self.cond.wait(f).unwrap_or_else(|e| e.into_inner());
+            f = self.cond.wait(f).unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -102,7 +104,7 @@ impl Ticker {
 
     /// Wake the timer thread (work was queued).
     pub(crate) fn wake(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.state);
         s.wake = true;
         self.cond.notify_one();
     }
@@ -111,7 +113,7 @@ impl Ticker {
     /// is earlier than the one it sleeps towards.
     pub(crate) fn deadline(&self, d: Option<Instant>) {
         let Some(d) = d else { return };
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.state);
         if s.deadline.is_none_or(|cur| d < cur) {
             s.deadline = Some(d);
             s.wake = true;
@@ -120,7 +122,7 @@ impl Ticker {
     }
 
     pub(crate) fn stop(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.state);
         s.stop = true;
         self.cond.notify_one();
     }
@@ -138,7 +140,7 @@ impl Ticker {
         core.set_waker(Arc::new(move || w.wake()));
         std::thread::Builder::new().name(name).spawn(move || loop {
             {
-                let mut s = t.state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut s = lock(&t.state);
                 loop {
                     if s.stop {
                         drop(s);
@@ -156,10 +158,10 @@ impl Ticker {
                             s = t
                                 .cond
                                 .wait_timeout(s, wait)
-                                .unwrap_or_else(|e| e.into_inner())
+                                .unwrap_or_else(PoisonError::into_inner)
                                 .0;
                         }
-                        None => s = t.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
+                        None => s = t.cond.wait(s).unwrap_or_else(PoisonError::into_inner),
                     }
                 }
                 s.wake = false;
@@ -169,7 +171,7 @@ impl Ticker {
             }
             core.handle_timeout();
             let d = core.poll_outputs(&mut |tx| send(tx));
-            t.state.lock().unwrap_or_else(|e| e.into_inner()).deadline = d;
+            lock(&t.state).deadline = d;
         })
     }
 }

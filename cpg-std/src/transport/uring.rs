@@ -17,7 +17,7 @@ use cpg_uring::{
 };
 
 use super::{NodeState, Running, StepInput, Transport, ZcAllocator};
-use crate::config::{NodeConfig, ZeroCopy};
+use crate::config::NodeConfig;
 
 /// A node's io_uring driver, set up (sockets bound, region registered)
 /// but not yet running.
@@ -42,11 +42,7 @@ pub fn transport_config(config: &NodeConfig) -> TransportConfig {
         .copied()
         .collect();
     let mut tc = TransportConfig::new(config.node_id, config.addr(), peers);
-    tc.zerocopy = match config.zerocopy {
-        ZeroCopy::Auto => cpg_uring::ZeroCopy::Auto,
-        ZeroCopy::Always => cpg_uring::ZeroCopy::Always,
-        ZeroCopy::Never => cpg_uring::ZeroCopy::Never,
-    };
+    tc.zerocopy = config.zerocopy;
     tc.rx_buffers = config.rx_buffers;
     tc.rx_buffer_size = config.rx_buffer_size;
     tc.pool = config.pool.clone();

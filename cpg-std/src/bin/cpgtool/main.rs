@@ -28,6 +28,12 @@ use cpg_std::cpgtool_proto as proto;
 
 use config::Transport;
 
+/// Lock `m`, taking the guard even if a thread panicked while holding it:
+/// the crate's one mutex-poison policy.
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[derive(Parser)]
 #[command(
     name = "cpgtool",

@@ -8,6 +8,8 @@ use std::io::{BufRead, IoSlice};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::lock;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -107,10 +109,6 @@ struct MemberState {
     msgs: AtomicU64,
     bytes: AtomicU64,
     counts: Mutex<Counts>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn emit(ev: &Event) {

@@ -1,5 +1,7 @@
-//! The numbered test message of `demo` and `node` streams, and the FNV-1a
-//! digest of a delivery sequence.
+//! The numbered test message of `demo` and `node` streams (the digest of a
+//! delivery sequence is cpg-core's FNV-1a, `cpg_core::hash`).
+
+use cpg_core::hash::fnv1a64;
 
 // ---- message format -------------------------------------------------------
 
@@ -10,7 +12,7 @@ pub(crate) const HEADER: usize = 20;
 /// over the range by a hash of `seq`, so every run sends the same sizes.
 pub(crate) fn sized(size: usize, size_max: usize, seq: u64) -> usize {
     let span = (size_max - size) as u64 + 1;
-    size + (fnv(FNV0, &seq.to_le_bytes()) % span) as usize
+    size + (fnv1a64(&seq.to_le_bytes()) % span) as usize
 }
 
 /// A numbered test message: magic | nodeid u32 | seq u64 | len u32 | pattern.
@@ -48,14 +50,3 @@ pub(crate) fn check_message(m: &[u8]) -> Option<(u32, u64, bool)> {
             .all(|(i, b)| *b == pattern(nodeid, seq, i));
     Some((nodeid, seq, ok))
 }
-
-pub(crate) fn fnv(h: u64, bytes: &[u8]) -> u64 {
-    let mut h = h;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-pub(crate) const FNV0: u64 = 0xcbf2_9ce4_8422_2325;

@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, IoSlice};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::lock;
 use std::time::{Duration, Instant};
 
 use cpg_std::{
@@ -31,11 +33,12 @@ use serde::Serialize;
 
 use crate::config::{group_name, start_node};
 use crate::error::{Error, Res};
-use crate::message::{check_message, fill_message, fnv, sized, FNV0, HEADER};
+use crate::message::{check_message, fill_message, sized, HEADER};
 use crate::proto::{
     self, Addr, Change, Command, Confchg, Deliver, Event, MembersReply, Outcome, Reply, Status,
     Stream,
 };
+use cpg_core::hash::{fnv1a64, fnv1a64_update as fnv, FNV1A64_OFFSET};
 
 /// What this node delivered so far.
 struct Tally {
@@ -52,7 +55,7 @@ impl Tally {
     fn new() -> Tally {
         Tally {
             delivered: 0,
-            digest: FNV0,
+            digest: FNV1A64_OFFSET,
             corrupt: 0,
             fifo_violations: 0,
             last: HashMap::new(),
@@ -64,7 +67,7 @@ impl Tally {
     /// message says of itself (origin, seq, intact).
     fn record(&mut self, sender: Addr, msg: &[u8]) -> (u64, Option<(u32, u64, bool)>) {
         self.delivered += 1;
-        let body = fnv(FNV0, msg);
+        let body = fnv1a64(msg);
         let mut h = self.digest;
         h = fnv(h, &sender.0.to_le_bytes());
         h = fnv(h, &sender.1.to_le_bytes());
@@ -88,10 +91,6 @@ impl Tally {
     fn digest_hex(&self) -> String {
         format!("{:016x}", self.digest)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Stdout, shared by the callbacks, the command loop and the stream thread.
