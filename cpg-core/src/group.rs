@@ -39,7 +39,7 @@ pub enum LocalState {
     LeaveStarted,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SyncState {
     ring_id: RingId,
     members: NodeList,
@@ -48,7 +48,7 @@ struct SyncState {
 }
 
 /// The CPG layer of one node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Groups {
     me: NodeId,
     max_message_size: usize,

@@ -72,6 +72,7 @@ struct SavedToken {
 }
 
 /// One node's Totem protocol state.
+#[derive(Clone)]
 pub(crate) struct Totem<F> {
     cfg: Config,
     me: NodeId,

@@ -58,7 +58,7 @@ enum Slot<F> {
 }
 
 /// Frames of one ring's sequence space.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Window<F> {
     /// The ring whose seq space this is.
     pub ring_id: RingId,
