@@ -9,11 +9,16 @@ use cpg_core::wire::{JoinRepr, WireError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(join) = JoinRepr::parse(data) else { return };
+    let Ok(join) = JoinRepr::parse(data) else {
+        return;
+    };
     let len = join.buffer_len();
     assert_eq!(len, data.len());
     let mut buf = vec![0; len];
-    assert_eq!(join.emit(&mut buf[..len - 1]), Err(WireError::BufferTooSmall));
+    assert_eq!(
+        join.emit(&mut buf[..len - 1]),
+        Err(WireError::BufferTooSmall)
+    );
     assert_eq!(join.emit(&mut buf), Ok(len));
     // Reserved bytes are ignored on parse and zeroed on emit: compare values.
     assert_eq!(JoinRepr::parse(&buf), Ok(join));

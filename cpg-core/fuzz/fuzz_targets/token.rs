@@ -9,11 +9,16 @@ use cpg_core::wire::{TokenRepr, WireError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(token) = TokenRepr::parse(data) else { return };
+    let Ok(token) = TokenRepr::parse(data) else {
+        return;
+    };
     let len = token.buffer_len();
     assert_eq!(len, data.len());
     let mut buf = vec![0; len];
-    assert_eq!(token.emit(&mut buf[..len - 1]), Err(WireError::BufferTooSmall));
+    assert_eq!(
+        token.emit(&mut buf[..len - 1]),
+        Err(WireError::BufferTooSmall)
+    );
     assert_eq!(token.emit(&mut buf), Ok(len));
     // Reserved bytes are ignored on parse and zeroed on emit: compare values.
     assert_eq!(TokenRepr::parse(&buf), Ok(token));

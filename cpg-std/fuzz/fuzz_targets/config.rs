@@ -10,8 +10,12 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // `ConfigFile::load` refuses non-UTF-8 files before the parser runs.
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(file) = ConfigFile::parse(text, "fuzz.toml") else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(file) = ConfigFile::parse(text, "fuzz.toml") else {
+        return;
+    };
     let written = file.to_toml();
     match ConfigFile::parse(&written, "written.toml") {
         Ok(again) => assert_eq!(again, file, "to_toml changed the file:\n{written}"),
