@@ -408,6 +408,14 @@ impl Groups {
                 }
             }
         }
+        // NODEUP before PROCDOWN (spec §6.4 b, c), each confchg carrying the
+        // members after it: the joined ones are reported while those about
+        // to leave are still listed. Reporting them after the removals
+        // below made a NODEUP confchg drop members it did not name as left
+        // (found by the engine fuzz target, `cpg-sim/tests/forged.rs`).
+        for (g, j) in joined {
+            self.confchg(&g, Vec::new(), j, out);
+        }
         let mut left: BTreeMap<GroupName, Vec<(MemberAddr, Reason)>> = BTreeMap::new();
         for (g, members) in self.table.iter_mut() {
             members.retain(|m| {
@@ -423,9 +431,6 @@ impl Groups {
                 }
                 listed
             });
-        }
-        for (g, j) in joined {
-            self.confchg(&g, Vec::new(), j, out);
         }
         for (g, l) in left {
             self.confchg(&g, l, Vec::new(), out);

@@ -9,10 +9,12 @@
 //! `cargo test -p cpg-sim --release --test forged -- --nocapture`
 
 use cpg_core::engine::{Dest, State};
-use cpg_core::wire::{emit_frame, frame_len, parse_frame, Packet};
-use cpg_core::{Duration, NodeId};
+use cpg_core::wire::cpg::{emit_joinlist, joinlist_len};
+use cpg_core::wire::pack::{emit_packed, packed_len};
+use cpg_core::wire::{emit_frame, frame_len, parse_frame, CpgMsg, McastRepr, Packed, Packet};
+use cpg_core::{Duration, GroupName, MemberAddr, NodeId, RingId};
 use cpg_sim::checker::{Checkers, Trust};
-use cpg_sim::network::Frame;
+use cpg_sim::network::{header, DropRule, Frame};
 use cpg_sim::{Sim, SimError, SimOptions};
 
 fn ok<T>(r: Result<T, Box<SimError>>) -> T {
@@ -90,4 +92,117 @@ fn commit_token_with_a_corrupted_own_entry_is_dropped() {
         "the corrupted commit token is counted as dropped"
     );
     ok(s.run_for(Duration::from_millis(500)));
+}
+
+/// `frame` (an MCAST of ring `ring`) with the pid of every joinlist entry
+/// it carries changed; `None` if it is another frame or carries no joinlist.
+fn forge_joinlist(frame: &[u8], cluster_id: u32, ring: RingId, pid_xor: u32) -> Option<Vec<u8>> {
+    let parsed = parse_frame(frame, cluster_id).ok()?;
+    let Packet::Mcast(m) = parsed.packet else {
+        return None;
+    };
+    if m.ring_id != ring || m.encapsulated {
+        return None;
+    }
+    let packed = Packed::parse(m.payload).ok()?;
+    let mut forged_any = false;
+    let items: Vec<Vec<u8>> = packed
+        .items()
+        .map(|(_, item)| match CpgMsg::parse(item) {
+            Ok(CpgMsg::JoinList(entries)) => {
+                forged_any = true;
+                let list: Vec<(u32, GroupName)> = entries.map(|(p, g)| (p ^ pid_xor, g)).collect();
+                let mut buf = vec![0; joinlist_len(list.iter().map(|(_, g)| g))];
+                emit_joinlist(list.iter().map(|(p, g)| (*p, g)), &mut buf).expect("emit joinlist");
+                buf
+            }
+            _ => item.to_vec(),
+        })
+        .collect();
+    if !forged_any {
+        return None;
+    }
+    let refs: Vec<&[u8]> = items.iter().map(|i| &i[..]).collect();
+    let mut payload = vec![0; packed_len(refs.iter().map(|i| i.len()))];
+    emit_packed(packed.header, &refs, &mut payload).expect("emit packed");
+    let packet = Packet::Mcast(McastRepr {
+        payload: &payload,
+        ..m
+    });
+    let mut out = vec![0; frame_len(&packet)];
+    emit_frame(parsed.header.sender, cluster_id, &packet, &mut out).expect("emit frame");
+    Some(out)
+}
+
+/// Lose every token until a node notices; the nodes then form a new ring
+/// with the same members (all of them in its transitional configuration).
+fn reform_ring(s: &mut Sim) -> RingId {
+    let old = s.engine(1).unwrap().ring_id();
+    s.net.add_drop_rule(DropRule {
+        kind: Some(header::KIND_TOKEN),
+        from: None,
+        to: None,
+        count: u32::MAX,
+    });
+    let lost = ok(s.run_until_step(bound(), |s| {
+        s.engine(1).is_some_and(|e| e.state() != State::Operational)
+    }));
+    assert!(lost, "no token loss noticed");
+    s.net.clear_drop_rules();
+    let formed = ok(s.run_until_step(bound(), |s| {
+        s.engine(3)
+            .is_some_and(|e| e.state() == State::Operational && e.ring_id() != old)
+    }));
+    assert!(formed, "no new ring");
+    s.engine(3).unwrap().ring_id()
+}
+
+/// A joinlist claiming a process node 3 does not have (the fuzzer changed a
+/// byte of the pid in node 3's real one) reached node 1 before the real one.
+/// In that sync node 1 adds 3/<forged> (NODEUP) and removes 3/1000, known
+/// but in no list (PROCDOWN); it built the NODEUP confchg after both
+/// changes, so 3/1000 vanished from the members without being named as
+/// left (GroupChangeInconsistent): an application following the deltas
+/// keeps it forever. Each confchg now carries the members right after it
+/// (spec §6.4: NODEUP, then PROCDOWN). The next sync, with node 3's real
+/// list, puts node 1's view right again.
+#[test]
+fn sync_with_nodeup_and_procdown_in_one_group_reports_each_change() {
+    let mut s = forged_sim("sync_with_nodeup_and_procdown_in_one_group_reports_each_change");
+    let g0 = s.groups[0].clone();
+    ok(s.run_until_ring(&[1, 2, 3], bound()));
+    let all_in = ok(s.run_until(bound(), |s| {
+        s.engine(1).unwrap().group_members(&g0).len() == 3
+    }));
+    assert!(all_in, "node 1 never saw three members in {g0:?}");
+    let ring = reform_ring(&mut s);
+    // Node 3 multicasts its joinlist first thing in the new ring: forge it
+    // the moment it is sent, and deliver the forgery to node 1 first.
+    let cluster_id = s.opts.cluster_id;
+    let mut forged = None;
+    let sent = ok(s.run_until_step(bound(), |s| {
+        forged = s
+            .net
+            .history()
+            .rev()
+            .filter(|(from, dest, _)| *from == 3 && *dest == Dest::AllOthers)
+            .find_map(|(_, _, f)| forge_joinlist(f, cluster_id, ring, 0x3600_0000));
+        forged.is_some()
+    }));
+    assert!(sent, "node 3 sent no joinlist in ring {ring}");
+    s.inject(3, 1, forged.expect("forged").into(), Duration::ZERO);
+    let fake = MemberAddr {
+        nodeid: 3,
+        pid: 1000 ^ 0x3600_0000,
+    };
+    let took = ok(s.run_until(bound(), |s| {
+        s.engine(1).unwrap().group_members(&g0).contains(&fake)
+    }));
+    assert!(took, "node 1 did not take the forged joinlist");
+    // The next sync: node 3's real list, 3/1000 back, the fake one gone.
+    reform_ring(&mut s);
+    let real = [1, 2, 3].map(|nodeid| MemberAddr { nodeid, pid: 1000 });
+    let healed = ok(s.run_until(bound(), |s| s.engine(1).unwrap().group_members(&g0) == real));
+    assert!(healed, "node 1's view of {g0:?} did not return to {real:?}");
+    ok(s.run_for(Duration::from_millis(300)));
 }
