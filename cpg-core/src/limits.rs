@@ -37,6 +37,12 @@ pub const ZC_HEADROOM: usize = 256;
 /// derived timers (64 coefficients on top of the token, × 12/10 for
 /// consensus) stay exact.
 pub const TIMER_MAX: Duration = Duration::from_millis(3_600_000);
+/// Highest ring seq a frame may carry. A ring seq grows by 4 per new ring:
+/// 2^60 rings (36 billion years at one per second) never reach it honestly.
+/// A JOIN or commit token claiming more is corrupted or forged, and
+/// adopting it would leave no room to grow: the next ring's seq would
+/// overflow, and the cluster could never form a ring again.
+pub const RING_SEQ_MAX: u64 = 1 << 62;
 /// Most processes one node lists in a joinlist (one frame's worth is plenty;
 /// larger lists are split over several messages).
 pub const JOINLIST_MAX: usize = 256;

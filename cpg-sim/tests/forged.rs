@@ -9,9 +9,12 @@
 //! `cargo test -p cpg-sim --release --test forged -- --nocapture`
 
 use cpg_core::engine::{Dest, State};
+use cpg_core::limits::RING_SEQ_MAX;
 use cpg_core::wire::cpg::{emit_joinlist, joinlist_len};
 use cpg_core::wire::pack::{emit_packed, packed_len};
-use cpg_core::wire::{emit_frame, frame_len, parse_frame, CpgMsg, McastRepr, Packed, Packet};
+use cpg_core::wire::{
+    emit_frame, frame_len, parse_frame, CpgMsg, JoinRepr, McastRepr, Packed, Packet,
+};
 use cpg_core::{Duration, GroupName, MemberAddr, NodeId, RingId};
 use cpg_sim::checker::{Checkers, Trust};
 use cpg_sim::network::{header, DropRule, Frame};
@@ -205,4 +208,44 @@ fn sync_with_nodeup_and_procdown_in_one_group_reports_each_change() {
     let healed = ok(s.run_until(bound(), |s| s.engine(1).unwrap().group_members(&g0) == real));
     assert!(healed, "node 1's view of {g0:?} did not return to {real:?}");
     ok(s.run_for(Duration::from_millis(300)));
+}
+
+/// A JOIN claiming a ring seq near 2^64 (from node 2, as the fuzzer sent
+/// it) reached node 1: node 1 adopted it as the base of the next ring's
+/// seq, and creating the commit token overflowed (`seq + 4`: a panic with
+/// overflow checks; without, a ring seq that went backwards, persisted and
+/// refused by everyone: no ring ever again). Such a JOIN is now dropped as
+/// malformed, and the ring stays as it was.
+#[test]
+fn join_with_a_ring_seq_near_the_end_is_dropped() {
+    let mut s = forged_sim("join_with_a_ring_seq_near_the_end_is_dropped");
+    ok(s.run_until_ring(&[1, 2, 3], bound()));
+    ok(s.run_for(Duration::from_millis(200)));
+    let ring = s.engine(1).unwrap().ring_id();
+    let malformed = s.engine(1).unwrap().stats().dropped_malformed;
+    for ring_seq in [u64::MAX - 1, RING_SEQ_MAX + 1] {
+        let join = Packet::Join(JoinRepr {
+            ring_seq,
+            leave: false,
+            proc_list: [1, 2, 3].into_iter().collect(),
+            fail_list: Default::default(),
+        });
+        let mut bytes = vec![0; frame_len(&join)];
+        emit_frame(2, s.opts.cluster_id, &join, &mut bytes).expect("emit");
+        s.inject(2, 1, bytes.into(), Duration::from_micros(10));
+    }
+    ok(s.run_for(Duration::from_millis(2_000)));
+    assert_eq!(
+        s.engine(1).unwrap().stats().dropped_malformed,
+        malformed + 2,
+        "both JOINs are counted as malformed"
+    );
+    for n in [1, 2, 3] {
+        assert_eq!(
+            s.engine(n).unwrap().ring_id(),
+            ring,
+            "node {n}: no new ring"
+        );
+    }
+    assert!(s.one_ring(&[1, 2, 3]));
 }

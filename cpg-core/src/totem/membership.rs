@@ -201,7 +201,9 @@ impl<F: FrameBuf> Totem<F> {
             let _ = entries.push(CommitEntry::default());
         }
         let token = CommitRepr {
-            ring_id: RingId { rep: self.me, seq: self.token_ring_id_seq + 4 },
+            // Frames cannot push the base above RING_SEQ_MAX; saturating
+            // covers a persisted seq read back from a damaged disk.
+            ring_id: RingId { rep: self.me, seq: self.token_ring_id_seq.saturating_add(4) },
             token_seq: 0,
             memb_index: 0,
             addr,
