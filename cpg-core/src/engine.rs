@@ -428,6 +428,12 @@ pub struct EngineOptions {
 
 /// Totem + CPG groups for one node: the whole protocol behind the sans-IO
 /// contract (see the module docs for the calling order).
+///
+/// `Clone` copies the whole protocol state and shares the frame handles
+/// (`F`) it holds: simulators snapshot a warmed-up cluster once and run
+/// every fuzz input from a copy. A driver runs one engine per node; a copy
+/// next to it would send and release the same buffers twice.
+#[derive(Clone)]
 pub struct Engine<F> {
     totem: crate::totem::Totem<F>,
     groups: crate::group::Groups,

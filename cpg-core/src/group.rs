@@ -39,7 +39,7 @@ pub enum LocalState {
     LeaveStarted,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SyncState {
     ring_id: RingId,
     members: NodeList,
@@ -56,7 +56,7 @@ pub(crate) struct McastTo<'a> {
 }
 
 /// The CPG layer of one node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Groups {
     me: NodeId,
     max_message_size: usize,
@@ -528,6 +528,14 @@ impl Groups {
                 }
             }
         }
+        // NODEUP before PROCDOWN (spec §6.4 b, c), each confchg carrying the
+        // members after it: the joined ones are reported while those about
+        // to leave are still listed. Reporting them after the removals
+        // below made a NODEUP confchg drop members it did not name as left
+        // (found by the engine fuzz target, `cpg-sim/tests/forged.rs`).
+        for (g, j) in joined {
+            self.confchg(&g, Vec::new(), j, out);
+        }
         let mut left: BTreeMap<GroupName, Vec<(MemberAddr, Reason)>> = BTreeMap::new();
         for (g, members) in self.table.iter_mut() {
             members.retain(|m| {
@@ -545,9 +553,6 @@ impl Groups {
                 }
                 listed
             });
-        }
-        for (g, j) in joined {
-            self.confchg(&g, Vec::new(), j, out);
         }
         for (g, l) in left {
             self.confchg(&g, l, Vec::new(), out);

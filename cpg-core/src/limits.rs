@@ -38,6 +38,18 @@ pub const ZC_COPY_THRESHOLD_DEFAULT: usize = 1024;
 /// for the frame, multicast, packing and CPG headers (the longest group name
 /// included): a multicast never moves the payload.
 pub const ZC_HEADROOM: usize = 256;
+/// Longest setting of any timer (`token`, `token_coefficient`, `join`,
+/// `consensus`, `merge`, `hold`). Far above any useful value (Corosync's
+/// default token is 3 s) and far enough below `u64` nanoseconds that the
+/// derived timers (64 coefficients on top of the token, × 12/10 for
+/// consensus) stay exact.
+pub const TIMER_MAX: Duration = Duration::from_millis(3_600_000);
+/// Highest ring seq a frame may carry. A ring seq grows by 4 per new ring:
+/// 2^60 rings (36 billion years at one per second) never reach it honestly.
+/// A JOIN or commit token claiming more is corrupted or forged, and
+/// adopting it would leave no room to grow: the next ring's seq would
+/// overflow, and the cluster could never form a ring again.
+pub const RING_SEQ_MAX: u64 = 1 << 62;
 /// Most processes one node lists in a joinlist (one frame's worth is plenty;
 /// larger lists are split over several messages).
 pub const JOINLIST_MAX: usize = 256;
@@ -138,21 +150,24 @@ impl Config {
 
     /// The token timeout in force: `token` plus the coefficient per node beyond 2.
     pub fn token_effective(&self) -> Duration {
+        // Saturating here and below: `validate` calls these on settings it
+        // has not bounded yet.
         let extra = self.nodes.len().saturating_sub(2) as u64;
-        Duration(self.token.0 + extra * self.token_coefficient.0)
+        let coefficients = extra.saturating_mul(self.token_coefficient.0);
+        Duration(self.token.0.saturating_add(coefficients))
     }
     /// `token / (retransmits + 0.2)`.
     pub fn token_retransmit(&self) -> Duration {
         let t = self.token_effective().0;
         let r = u64::from(self.token_retransmits_before_loss_const);
-        Duration(t * 10 / (r * 10 + 2))
+        Duration(t.saturating_mul(10) / (r * 10 + 2))
     }
     /// `token_retransmit × 0.8 − 10 ms` unless set.
     pub fn hold_effective(&self) -> Duration {
         if self.hold.0 != 0 {
             return self.hold;
         }
-        let h = self.token_retransmit().0 * 8 / 10;
+        let h = self.token_retransmit().0.saturating_mul(8) / 10;
         Duration(
             h.saturating_sub(Duration::from_millis(10).0)
                 .max(Duration::from_millis(14).0),
@@ -163,7 +178,7 @@ impl Config {
         if self.consensus.0 != 0 {
             return self.consensus;
         }
-        Duration(self.token_effective().0 * 12 / 10)
+        Duration(self.token_effective().0.saturating_mul(12) / 10)
     }
     /// Largest frame (UDP payload) in force: `netmtu − frame_overhead`,
     /// at most 65,507. Every datagram the engine emits fits in it.
@@ -196,9 +211,21 @@ impl Config {
             return Err(ConfigError::NetMtu(self.netmtu));
         }
         if self.frame_overhead < IPV4_UDP_OVERHEAD
-            || self.netmtu - self.frame_overhead < NETMTU_MIN - IPV6_UDP_OVERHEAD
+            || self.netmtu.saturating_sub(self.frame_overhead) < NETMTU_MIN - IPV6_UDP_OVERHEAD
         {
             return Err(ConfigError::FrameOverhead(self.frame_overhead));
+        }
+        for (name, d) in [
+            ("token", self.token),
+            ("token_coefficient", self.token_coefficient),
+            ("join", self.join),
+            ("consensus", self.consensus),
+            ("merge", self.merge),
+            ("hold", self.hold),
+        ] {
+            if d > TIMER_MAX {
+                return Err(ConfigError::TimerTooLong(name));
+            }
         }
         let min = Duration::from_millis(30);
         for (name, d) in [
@@ -268,6 +295,8 @@ pub enum ConfigError {
     },
     /// A timeout below 30 ms (or `hold` below 14 ms).
     TimerTooShort(&'static str),
+    /// A timer above [`TIMER_MAX`] (one hour).
+    TimerTooLong(&'static str),
     /// `consensus` must be at least `join`.
     ConsensusBelowJoin,
     /// `max_messages`/`window_size` zero, inverted or beyond the receive window.
@@ -295,6 +324,7 @@ impl core::fmt::Display for ConfigError {
                 "the node list's largest control frame needs {need} B but netmtu leaves {have} B: raise netmtu or shorten the node list"
             ),
             ConfigError::TimerTooShort(t) => write!(f, "timer {t} too short (min 30 ms, hold 14 ms)"),
+            ConfigError::TimerTooLong(t) => write!(f, "timer {t} too long (max 1 hour)"),
             ConfigError::ConsensusBelowJoin => write!(f, "consensus must be >= join"),
             ConfigError::Window => write!(f, "need 0 < max_messages <= window_size <= 4096"),
             ConfigError::Zero(n) => write!(f, "{n} must be positive"),
@@ -358,5 +388,37 @@ mod tests {
         c.netmtu = NETMTU_MAX;
         c.validate().unwrap();
         assert_eq!(c.frame_max(), FRAME_MAX);
+    }
+
+    #[test]
+    fn huge_timers_are_refused_not_wrapped() {
+        // Found by the cpg-std `config` fuzz target: token_ms near i64::MAX
+        // overflowed `from_millis` (a panic with overflow checks, a wrapped
+        // and possibly accepted timer without), and large but representable
+        // values overflowed the derived timers inside `validate`.
+        assert_eq!(Duration::from_millis(u64::MAX), Duration(u64::MAX));
+        let mut c = Config::new(1, &[1, 2, 3]);
+        c.token = Duration::from_millis(i64::MAX as u64);
+        assert_eq!(c.validate(), Err(ConfigError::TimerTooLong("token")));
+        let mut c = Config::new(1, &[1, 2, 3]);
+        c.token = Duration(u64::MAX / 4);
+        assert!(c.token_retransmit() > TIMER_MAX && c.consensus_effective() > TIMER_MAX);
+        assert_eq!(c.validate(), Err(ConfigError::TimerTooLong("token")));
+        for name in ["token_coefficient", "join", "consensus", "merge", "hold"] {
+            let mut c = Config::new(1, &[1, 2, 3]);
+            let d = Duration(TIMER_MAX.0 + 1);
+            match name {
+                "token_coefficient" => c.token_coefficient = d,
+                "join" => c.join = d,
+                "consensus" => c.consensus = d,
+                "merge" => c.merge = d,
+                _ => c.hold = d,
+            }
+            assert_eq!(c.validate(), Err(ConfigError::TimerTooLong(name)));
+        }
+        let mut c = Config::new(1, &[1, 2]);
+        c.token = TIMER_MAX;
+        c.consensus = TIMER_MAX;
+        assert_eq!(c.validate(), Ok(()), "the bound itself is allowed");
     }
 }

@@ -13,13 +13,16 @@ pub struct Duration(pub u64);
 impl Duration {
     /// Zero length.
     pub const ZERO: Duration = Duration(0);
-    /// From milliseconds.
+    /// From milliseconds. Saturates at `u64::MAX` ns (584 years), as
+    /// `Instant + Duration` does: settings read from a file go through here,
+    /// and [`crate::limits::Config::validate`] refuses anything that long
+    /// instead of a wrapped-around value slipping through.
     pub const fn from_millis(ms: u64) -> Self {
-        Duration(ms * 1_000_000)
+        Duration(ms.saturating_mul(1_000_000))
     }
-    /// From microseconds.
+    /// From microseconds; saturates like [`Duration::from_millis`].
     pub const fn from_micros(us: u64) -> Self {
-        Duration(us * 1_000)
+        Duration(us.saturating_mul(1_000))
     }
     /// Whole milliseconds.
     pub const fn as_millis(self) -> u64 {

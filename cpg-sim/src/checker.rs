@@ -278,7 +278,7 @@ type PendingTrans = (Option<RingId>, Vec<NodeId>, Vec<NodeId>);
 type RecordedChange = (NodeId, Vec<NodeId>, Vec<NodeId>, Vec<NodeId>);
 
 /// Ring ids and configuration changes (`docs/spec/totem.md` §9, global items 2–4).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RingChecker {
     views: BTreeMap<NodeId, ConfView>,
     rings: BTreeMap<RingId, (NodeId, Vec<NodeId>)>,
@@ -522,7 +522,7 @@ impl Checker for RingChecker {
 /// (ring, seq) names one message everywhere; per node deliveries ascend in
 /// (ring seq, seq), which makes common messages ordered alike everywhere;
 /// each delivery lies in the configuration it claims.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OrderChecker {
     views: BTreeMap<NodeId, ConfView>,
     names: BTreeMap<(RingId, u32), (NodeId, NodeId, u64, bool)>,
@@ -635,7 +635,7 @@ impl Checker for OrderChecker {
 type VsKey = (RingId, RingId, Vec<NodeId>);
 type MsgSet = BTreeSet<(RingId, u32)>;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct VsRecord {
     regular: Option<(NodeId, MsgSet)>,
     transitional: Option<(NodeId, MsgSet)>,
@@ -643,7 +643,7 @@ struct VsRecord {
 
 /// Nodes with the same (previous regular ring, transitional configuration)
 /// delivered identical sets in that regular and in that transitional config.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct VsChecker {
     views: BTreeMap<NodeId, ConfView>,
     open_regular: BTreeMap<NodeId, MsgSet>,
@@ -813,7 +813,7 @@ impl Checker for VsChecker {
 
 /// Application deliveries: whole and unmodified, accepted before, never
 /// twice to one node, FIFO per (sender, group); tracks self-delivery.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FifoChecker {
     accepted: BTreeMap<MsgKey, Sent>,
     seen: BTreeMap<NodeId, BTreeSet<MsgKey>>,
@@ -984,7 +984,7 @@ impl Checker for FifoChecker {
 /// aru covered every copy) but dropped the copies with the aborted attempt,
 /// so "held" is no longer observable there. Those are skipped unless
 /// `strict_recovery` is set (`CPG_SIM_STRICT_HOLDS=1`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SafeChecker {
     views: BTreeMap<NodeId, ConfView>,
     /// Also ask members that fell back to GATHER/COMMIT about transitional deliveries.
@@ -1120,7 +1120,7 @@ pub enum GroupItem {
 /// Per group: nodes that moved together see the same confchgs and
 /// deliveries at the same point of their delivery streams; member lists
 /// are sorted; each confchg is its predecessor − left + joined.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct GroupChecker {
     views: BTreeMap<NodeId, ConfView>,
     pos: BTreeMap<NodeId, Pos>,
@@ -1317,8 +1317,47 @@ impl Checker for GroupChecker {
 // All of them
 // ---------------------------------------------------------------------------
 
+/// What the checkers may assume about the frames the engines receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trust {
+    /// Every frame was built by the engine its header names (the
+    /// simulator's network, all its faults included): every invariant
+    /// holds, across nodes too.
+    #[default]
+    Peers,
+    /// Frames may be forged: anyone can speak as any node (the engine fuzz
+    /// target). Until frames are authenticated nothing tells a forgery
+    /// from its claimed sender, so the invariants that compare what
+    /// different nodes saw or trust what a peer claimed (ring members
+    /// agree, (ring, seq) names one message, virtual synchrony, SAFE held
+    /// by the others, application payloads whole, accepted, FIFO and
+    /// unique, equal group views) do not bind. What one node can check on
+    /// its own still must: each node's configuration changes are
+    /// internally consistent and persisted before use, its deliveries
+    /// ascend and lie in their configuration, its group views are sorted
+    /// and follow from its own confchgs. Each node then gets its own ring,
+    /// order and group checkers (one node's records are never compared
+    /// with another's); the virtual synchrony, FIFO and SAFE checkers
+    /// are not fed.
+    Forged,
+}
+
+/// The ring, order and group checkers of one node ([`Trust::Forged`]).
+#[derive(Debug, Clone, Default)]
+struct OwnCheckers {
+    ring: RingChecker,
+    order: OrderChecker,
+    group: GroupChecker,
+}
+
+impl OwnCheckers {
+    fn all(&mut self) -> [&mut dyn Checker; 3] {
+        [&mut self.ring, &mut self.order, &mut self.group]
+    }
+}
+
 /// Every checker, fed together.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Checkers {
     /// Ring ids and configuration changes.
     pub ring: RingChecker,
@@ -1332,46 +1371,77 @@ pub struct Checkers {
     pub safe: SafeChecker,
     /// CPG membership.
     pub group: GroupChecker,
+    trust: Trust,
+    /// Per node, under [`Trust::Forged`] (the fields above stay unfed).
+    own: BTreeMap<NodeId, OwnCheckers>,
 }
 
 impl Checkers {
-    fn all(&mut self) -> [&mut dyn Checker; 6] {
-        [
-            &mut self.ring,
-            &mut self.order,
-            &mut self.vs,
-            &mut self.fifo,
-            &mut self.safe,
-            &mut self.group,
-        ]
+    /// Checkers for frames of the given trust (`default()` is [`Trust::Peers`]).
+    pub fn with_trust(trust: Trust) -> Checkers {
+        Checkers {
+            trust,
+            ..Checkers::default()
+        }
+    }
+    /// What the checkers assume.
+    pub fn trust(&self) -> Trust {
+        self.trust
+    }
+    /// Call `f` on each checker that sees `node`'s events, up to the first error.
+    fn each(
+        &mut self,
+        node: NodeId,
+        f: impl FnMut(&mut dyn Checker) -> Result<(), Violation>,
+    ) -> Result<(), Violation> {
+        match self.trust {
+            Trust::Peers => {
+                let all: [&mut dyn Checker; 6] = [
+                    &mut self.ring,
+                    &mut self.order,
+                    &mut self.vs,
+                    &mut self.fifo,
+                    &mut self.safe,
+                    &mut self.group,
+                ];
+                all.into_iter().try_for_each(f)
+            }
+            Trust::Forged => self
+                .own
+                .entry(node)
+                .or_default()
+                .all()
+                .into_iter()
+                .try_for_each(f),
+        }
     }
     /// A node (re)started.
     pub fn on_start(&mut self, node: NodeId, incarnation: u32, persisted: bool) {
-        for c in self.all() {
+        let _ = self.each(node, |c| {
             c.on_start(node, incarnation, persisted);
-        }
+            Ok(())
+        });
     }
     /// A node crashed.
     pub fn on_crash(&mut self, node: NodeId) {
-        for c in self.all() {
+        let _ = self.each(node, |c| {
             c.on_crash(node);
-        }
+            Ok(())
+        });
     }
     /// A ring seq was persisted.
     ///
     /// # Errors
     /// The first violation found.
     pub fn on_persist(&mut self, node: NodeId, seq: u64) -> Result<(), Violation> {
-        for c in self.all() {
-            c.on_persist(node, seq)?;
-        }
-        Ok(())
+        self.each(node, |c| c.on_persist(node, seq))
     }
     /// A submit was accepted.
     pub fn on_accepted(&mut self, key: MsgKey, sent: &Sent) {
-        for c in self.all() {
+        let _ = self.each(key.node, |c| {
             c.on_accepted(key, sent);
-        }
+            Ok(())
+        });
     }
     /// Feed one event to every checker.
     ///
@@ -1383,17 +1453,18 @@ impl Checkers {
         ev: &SimEvent,
         world: &dyn World,
     ) -> Result<(), Violation> {
-        for c in self.all() {
-            c.on_event(node, ev, world)?;
-        }
-        Ok(())
+        self.each(node, |c| c.on_event(node, ev, world))
     }
     /// End-of-run comparisons.
     ///
     /// # Errors
     /// The first violation found.
     pub fn finish(&mut self) -> Result<(), Violation> {
-        self.group.finish()
+        self.group.finish()?;
+        for own in self.own.values_mut() {
+            own.group.finish()?;
+        }
+        Ok(())
     }
 }
 

@@ -428,6 +428,11 @@ impl World for NodesWorld<'_> {
 const TAIL_LINES: usize = 40;
 
 /// The simulator.
+///
+/// `Clone` is a snapshot that runs on independently of the original (the
+/// engine fuzz target warms a cluster up once and runs every input from a
+/// copy instead of forming a ring per input).
+#[derive(Clone)]
 pub struct Sim {
     /// Seed of the run.
     pub seed: u64,

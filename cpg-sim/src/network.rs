@@ -346,7 +346,7 @@ pub struct NetStats {
 const HISTORY_MAX: usize = 512;
 
 /// The network between the simulated nodes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Network {
     nodes: Vec<NodeId>,
     queue: BTreeMap<(Instant, u64), InFlight>,
@@ -520,6 +520,15 @@ impl Network {
     /// Stop capturing and return what was captured: (sender, destination, frame).
     pub fn take_capture(&mut self) -> Vec<(NodeId, Dest, Frame)> {
         self.capture.take().unwrap_or_default()
+    }
+
+    /// The last frames engines sent (at most 512, oldest first): (sender,
+    /// destination, frame). The replay fault draws from these; the engine
+    /// fuzz target mutates them into plausible forgeries.
+    pub fn history(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = &(NodeId, Dest, Frame)> + ExactSizeIterator + '_ {
+        self.history.iter()
     }
 
     /// The earliest time a packet is ready, with its id.

@@ -112,6 +112,7 @@ pub struct Outputs {
 }
 
 /// A node of the simulated cluster.
+#[derive(Clone)]
 pub struct SimNode {
     /// Node id.
     pub id: NodeId,

@@ -4,7 +4,7 @@
 use cpg_core::{GroupName, Guarantee, MemberAddr, NodeId, RingId};
 use cpg_sim::checker::{
     deliver, regular, trace, transitional, Checker, Checkers, FakeWorld, FifoChecker, GroupChecker,
-    OrderChecker, RingChecker, SafeChecker, Sent, SimEvent, ViolationKind, VsChecker,
+    OrderChecker, RingChecker, SafeChecker, Sent, SimEvent, Trust, ViolationKind, VsChecker,
 };
 use cpg_sim::payload::{self, MsgKey};
 
@@ -578,4 +578,42 @@ fn checkers_together_report_the_first_violation() {
         .unwrap_err();
     assert_eq!(v.kind, ViolationKind::SeqConflict);
     assert!(v.to_string().contains("SeqConflict at node 2"), "{v}");
+}
+
+#[test]
+fn forged_trust_checks_each_node_alone() {
+    // Under Trust::Forged, what two nodes saw is never compared (a forger
+    // can show each node something else), but each node's own stream is
+    // still checked.
+    let mut all = Checkers::with_trust(Trust::Forged);
+    let mut ring_only = RingChecker::default();
+    let mut evs = form_ring(&mut ring_only);
+    // Node 2 installs ring 1.9 with other members than node 1 did.
+    evs[7] = (2, regular(ring(1, 9), &[1, 2, 3], &[1, 3]));
+    evs[6] = (2, transitional(ring(1, 9), &[2], &[]));
+    for n in [1, 2] {
+        all.on_start(n, 1, true);
+        all.on_persist(n, 5).unwrap();
+        all.on_persist(n, 9).unwrap();
+    }
+    let w = world(&[1, 2]);
+    for (n, e) in &evs {
+        all.on_event(*n, e, &w).unwrap();
+    }
+    // (ring, seq) names different messages at nodes 1 and 2: not compared.
+    all.on_event(1, &trace(ring(1, 9), 1, 1, 10, false, false), &w)
+        .unwrap();
+    all.on_event(2, &trace(ring(1, 9), 1, 1, 11, false, false), &w)
+        .unwrap();
+    // A node delivering (ring, seq) twice is caught.
+    let v = all
+        .on_event(2, &trace(ring(1, 9), 1, 1, 11, false, false), &w)
+        .unwrap_err();
+    assert_eq!(v.kind, ViolationKind::DeliveryOutOfOrder);
+    // So is a node's own inconsistent configuration change.
+    let v = all
+        .on_event(1, &regular(ring(1, 12), &[1, 2], &[]), &w)
+        .unwrap_err();
+    assert_eq!(v.kind, ViolationKind::ConfigOutOfOrder);
+    assert_eq!(all.trust(), Trust::Forged);
 }

@@ -643,4 +643,24 @@ token_ms = 1000
         assert!(err(&port, Some(1)).contains("port 0"));
         assert!(err("cluster_name = \"x\"\nnodelist = []\n", Some(1)).contains("nodelist is empty"));
     }
+
+    #[test]
+    fn huge_timer_is_a_typed_error() {
+        // Found by the `config` fuzz target (cpg-std/fuzz): the largest TOML
+        // integer as a timer overflowed the ms → ns conversion (a panic with
+        // overflow checks, a wrapped timer without).
+        for key in [
+            "token_ms",
+            "token_coefficient_ms",
+            "join_ms",
+            "consensus_ms",
+            "merge_ms",
+            "hold_ms",
+        ] {
+            let text = GOOD.replace("token_ms = 1000", &format!("{key} = 9223372036854775807"));
+            let e = err(&text, Some(1));
+            let name = key.trim_end_matches("_ms");
+            assert!(e.contains(&format!("timer {name} too long")), "{key}: {e}");
+        }
+    }
 }

@@ -39,7 +39,7 @@ struct Report {
 }
 
 /// The reports in force, at most [`NODES_MAX`] (the oldest gives way).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Deaf {
     reports: heapless::Vec<Report, NODES_MAX>,
 }

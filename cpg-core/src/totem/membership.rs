@@ -254,9 +254,11 @@ impl<F: FrameBuf> Totem<F> {
             let _ = entries.push(CommitEntry::default());
         }
         let token = CommitRepr {
+            // Frames cannot push the base above RING_SEQ_MAX; saturating
+            // covers a persisted seq read back from a damaged disk.
             ring_id: RingId {
                 rep: self.me,
-                seq: self.token_ring_id_seq + 4,
+                seq: self.token_ring_id_seq.saturating_add(4),
             },
             token_seq: 0,
             memb_index: 0,
@@ -320,6 +322,22 @@ impl<F: FrameBuf> Totem<F> {
             .arm(Timer::TokenLoss, now + self.cfg.token_effective());
     }
 
+    /// Whether `c` is the commit token this node forwarded in
+    /// [`Self::commit_enter`]: the members it committed to, and its own entry
+    /// as it wrote it (later members only clear `received_flg` of entries).
+    /// [we] Corosync checks the ring id only; a token corrupted on the way
+    /// (or forged) then decides this node's transitional configuration: with
+    /// another old ring id in its own entry the node left itself out of it
+    /// (found by the engine fuzz target, `cpg-sim/tests/forged.rs`).
+    fn is_own_commit(&self, c: &CommitRepr) -> bool {
+        let Some(pos) = c.addr.iter().position(|&n| n == self.me) else {
+            return false;
+        };
+        let mine =
+            |e: &CommitEntry| e.old_ring_id == self.my_old_ring_id && e.aru == self.old_ring.aru;
+        c.addr == self.new_memb && c.entries.get(pos).is_some_and(mine)
+    }
+
     /// §5.4–§5.5: commit token receipt by state.
     pub(super) fn on_commit_token(&mut self, now: Instant, c: CommitRepr) {
         let n = c.addr.len();
@@ -339,7 +357,10 @@ impl<F: FrameBuf> Totem<F> {
                 }
             }
             State::Commit => {
-                if c.ring_id == self.my_ring_id && c.memb_index as usize == n {
+                if c.ring_id == self.my_ring_id
+                    && c.memb_index as usize == n
+                    && self.is_own_commit(&c)
+                {
                     self.recovery_enter(now, c);
                 } else {
                     self.stats.dropped_stale += 1;

@@ -39,7 +39,7 @@ use alloc::vec::Vec;
 use crate::engine::{
     ConfigChange, Dest, FrameBuf, FrameRef, Payload, State, Stats, TraceDeliver, Transmit,
 };
-use crate::limits::{Config, ConfigError};
+use crate::limits::{Config, ConfigError, RING_SEQ_MAX};
 use crate::time::Instant;
 use crate::types::{CsError, Guarantee, NodeId, RingId};
 use crate::wire::{self, CommitRepr, NodeList, Packet, MCAST_HEADER_LEN};
@@ -96,7 +96,22 @@ struct SavedToken {
     dest: NodeId,
 }
 
+/// [we] Whether `packet` carries a ring seq above [`RING_SEQ_MAX`]. Only a
+/// JOIN (`ring_seq`, adopted as the base of the next ring's seq) and a
+/// commit token (its new ring) can move this node's ring seq; tokens and
+/// multicasts must name its current ring, a merge detect only starts a
+/// round. Found by the engine fuzz target: a JOIN with a ring seq near
+/// 2^64 overflowed the next ring's seq (`commit_create`).
+fn ring_seq_unreachable(packet: &Packet<'_>) -> bool {
+    match packet {
+        Packet::Join(j) => j.ring_seq > RING_SEQ_MAX,
+        Packet::Commit(c) => c.ring_id.seq > RING_SEQ_MAX,
+        _ => false,
+    }
+}
+
 /// One node's Totem protocol state.
+#[derive(Clone)]
 pub(crate) struct Totem<F> {
     cfg: Config,
     me: NodeId,
@@ -367,6 +382,11 @@ impl<F: FrameBuf> Totem<F> {
         let sender = parsed.header.sender;
         if !self.cfg.nodes.contains(&sender) {
             self.stats.dropped_unknown_node += 1;
+            self.releases.push_back(frame);
+            return;
+        }
+        if ring_seq_unreachable(&parsed.packet) {
+            self.stats.dropped_malformed += 1;
             self.releases.push_back(frame);
             return;
         }

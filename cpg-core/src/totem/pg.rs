@@ -26,7 +26,7 @@ const MIN_PIECE: usize = 64;
 /// frame + MCAST headers and a one-item packing header.
 pub(crate) const ZC_HEADROOM: usize = MCAST_HEADER_LEN + PACK_HEADER_LEN + PACK_ITEM_OVERHEAD;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct OutMsg<F> {
     /// Where the message lives: `Own` (copied at submit) or `Rx` (the
     /// application's zero-copy buffer).
@@ -80,7 +80,7 @@ pub(crate) enum FramePlan<F> {
 }
 
 /// A FIFO of application messages waiting for the token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SendQueue<F> {
     msgs: VecDeque<OutMsg<F>>,
     /// Unsent bytes.
@@ -347,7 +347,7 @@ fn zeroed(n: usize) -> Arc<[u8]> {
 /// most this many times the first piece.
 const HINT_MAX_PIECES: usize = 32;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Assembly {
     /// The message so far: `buf[..len]`. Written in place while this is
     /// the only handle, delivered as `Own(buf)[0..len]`: one copy per byte.
@@ -420,7 +420,7 @@ pub(crate) enum Assembled<F> {
 }
 
 /// Per-sender reassembly of fragmented messages.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Assemblies {
     by_sender: BTreeMap<NodeId, Assembly>,
     max_len: usize,
