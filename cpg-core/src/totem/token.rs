@@ -171,7 +171,7 @@ impl<F: FrameBuf> Totem<F> {
             self.recovery_progress(now, &mut t);
         }
         let hold = self.is_rep() && self.token_held;
-        let successor = self.successor(&self.memb_for_token());
+        let successor = self.successor(self.memb_for_token());
         t.target = successor;
         self.send_token(now, successor, &Packet::Token(t), hold);
         if hold {
@@ -196,11 +196,7 @@ impl<F: FrameBuf> Totem<F> {
     /// further than the whole ring may send in one rotation since my last
     /// visit (every node would wait for frames nobody sent).
     fn token_plausible(&self, t: &TokenRepr) -> bool {
-        let ring = if self.state == State::Recovery {
-            &self.new_memb
-        } else {
-            &self.memb
-        };
+        let ring = self.memb_for_token();
         if !seq_le(t.aru, t.seq) || (t.aru_addr != 0 && !sets::contains(ring, t.aru_addr)) {
             return false;
         }
@@ -292,11 +288,11 @@ impl<F: FrameBuf> Totem<F> {
 
     /// The ring the token travels: the installed ring in OPERATIONAL, the
     /// one being built in RECOVERY.
-    fn memb_for_token(&self) -> crate::wire::NodeList {
+    fn memb_for_token(&self) -> &crate::wire::NodeList {
         if self.state == State::Recovery {
-            self.new_memb.clone()
+            &self.new_memb
         } else {
-            self.memb.clone()
+            &self.memb
         }
     }
 

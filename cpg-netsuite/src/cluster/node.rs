@@ -43,10 +43,10 @@ impl NodeProc {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // The node dies with the suite even when the suite is SIGKILLed and
+        // no cleanup of ours can run (the parent-death signal survives exec).
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes one async-signal-safe syscall (prctl). It makes the node die
-        // with the suite even when the suite is SIGKILLed and no cleanup of
-        // ours can run (the parent-death signal survives the exec).
+        // makes one async-signal-safe syscall (prctl).
         unsafe {
             cmd.pre_exec(|| {
                 rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
