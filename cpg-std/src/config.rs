@@ -1151,6 +1151,15 @@ token_ms = 1000
     }
 
     #[test]
+    fn readme_lists_every_range() {
+        let readme = include_str!("../../README.md");
+        for r in ranges::ALL {
+            let row = format!("| `{}` | `{r}` |", r.field);
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+
+    #[test]
     fn oversized_config_is_refused_before_parsing() {
         // A 100 MB file used to be read, parsed, and quoted whole in the
         // error (a 100 MB message). It is refused by size, unread.
