@@ -205,8 +205,16 @@ mod tests {
         ));
         let short = ConfigBuilder::new("t").local_nodes(&[1], 6000).this_node(1);
         assert!(matches!(
-            e(short.token(Duration::from_millis(5))),
-            ConfigError::Engine(_)
+            e(short.clone().token(Duration::from_millis(5))),
+            ConfigError::OutOfRange { value: 5, .. }
+        ));
+        // a Duration beyond u64 milliseconds is refused, not wrapped
+        assert!(matches!(
+            e(short.join_timeout(Duration::MAX)),
+            ConfigError::OutOfRange {
+                value: u64::MAX,
+                ..
+            }
         ));
     }
 }

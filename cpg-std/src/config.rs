@@ -32,7 +32,16 @@
 //! Every setting but `cluster_name` and `nodelist` has a default (Corosync's
 //! where Corosync has one). [`ConfigFile::validate`] turns a parsed file into
 //! a [`NodeConfig`] or names the first problem in an [`ConfigError`].
+//!
+//! Every number has a range ([`ranges`], listed in the README's
+//! "Configuration" section), checked as written (milliseconds, bytes,
+//! counts) before anything is computed from it, so no setting can wrap
+//! into another; the error names the setting, the value and the range.
+//! A file larger than [`CONFIG_BYTES_MAX`] is refused unread, and an
+//! error quotes at most [`EXCERPT_CHARS_MAX`] characters of the input.
 
+use std::fmt;
+use std::io::Read;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 
@@ -43,11 +52,261 @@ use serde::{Deserialize, Serialize};
 
 /// Smallest per-handle queue cap accepted.
 pub const HANDLE_QUEUE_BYTES_MIN: usize = 64 * 1024;
+/// Largest per-handle queue cap accepted (64 GiB).
+pub const HANDLE_QUEUE_BYTES_MAX: usize = 64 << 30;
+/// Largest configuration accepted (1 MiB); a larger file is refused unread.
+pub const CONFIG_BYTES_MAX: usize = 1 << 20;
+/// Most characters of the input an error message quotes.
+pub const EXCERPT_CHARS_MAX: usize = 80;
 /// Default per-handle queue cap.
 pub const HANDLE_QUEUE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// The largest zero-copy buffer must hold at least this many payload bytes.
 pub const ZCB_MAX_MIN: usize = 1024 * 1024;
 pub use cpg_uring::{ZeroCopy, RX_HEADROOM};
+
+/// The allowed values of one numeric setting, checked before the value is
+/// used in any computation. `Display` shows the range as errors and the
+/// README quote it: `30..=3600000 ms`, `0 (derived) or 14..=3600000 ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// The setting as written in the file (`totem.token_ms`).
+    pub field: &'static str,
+    /// Smallest value.
+    pub min: u64,
+    /// Largest value.
+    pub max: u64,
+    /// `"ms"`, `"bytes"` or `""` (a count).
+    pub unit: &'static str,
+    /// When 0 is allowed below `min`: what it stands for.
+    pub zero: Option<&'static str>,
+}
+
+impl Range {
+    /// `value` if it lies in the range.
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] naming the setting, the value and the range.
+    pub fn check(&self, value: u64) -> Result<u64, ConfigError> {
+        if (self.min..=self.max).contains(&value) || (value == 0 && self.zero.is_some()) {
+            Ok(value)
+        } else {
+            Err(ConfigError::OutOfRange {
+                value,
+                range: *self,
+            })
+        }
+    }
+
+    /// [`Range::check`] for a `usize` setting.
+    ///
+    /// # Errors
+    /// As [`Range::check`].
+    pub fn check_usize(&self, value: usize) -> Result<usize, ConfigError> {
+        self.check(u64::try_from(value).unwrap_or(u64::MAX))
+            .map(|_| value)
+    }
+
+    /// [`Range::check`] for a `u32` setting.
+    ///
+    /// # Errors
+    /// As [`Range::check`].
+    pub fn check_u32(&self, value: u32) -> Result<u32, ConfigError> {
+        self.check(u64::from(value)).map(|_| value)
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(zero) = self.zero {
+            write!(f, "0 ({zero}) or ")?;
+        }
+        write!(f, "{}..={}", self.min, self.max)?;
+        if !self.unit.is_empty() {
+            write!(f, " {}", self.unit)?;
+        }
+        Ok(())
+    }
+}
+
+/// The range of every numeric setting (the README's "Configuration" table).
+///
+/// Timers take 30 ms (Corosync's `MINIMUM_TIMEOUT`; `hold` 14 ms) to one
+/// hour: Corosync has no upper bound but its 32-bit milliseconds; an hour
+/// is far above any useful token (Corosync's default is 3 s, clouds use
+/// 30 s) and keeps every derived timer exact. The flow-control counts stay
+/// inside the engine's receive window; the byte sizes inside what one
+/// host can hold.
+pub mod ranges {
+    use super::{Range, HANDLE_QUEUE_BYTES_MAX, HANDLE_QUEUE_BYTES_MIN, ZC_HEADROOM};
+    use cpg_core::limits;
+
+    const fn r(field: &'static str, min: u64, max: u64, unit: &'static str) -> Range {
+        Range {
+            field,
+            min,
+            max,
+            unit,
+            zero: None,
+        }
+    }
+    const fn derived(field: &'static str, min: u64, zero: &'static str) -> Range {
+        Range {
+            field,
+            min,
+            max: TIMER_MS_MAX,
+            unit: "ms",
+            zero: Some(zero),
+        }
+    }
+
+    /// Longest timer setting in milliseconds (one hour, `limits::TIMER_MAX`).
+    pub const TIMER_MS_MAX: u64 = limits::TIMER_MAX.as_millis();
+    /// Shortest timeout in milliseconds (Corosync's `MINIMUM_TIMEOUT`).
+    pub const TIMER_MS_MIN: u64 = 30;
+
+    /// `netmtu`: the whole IP packet.
+    pub const NETMTU: Range = r(
+        "netmtu",
+        limits::NETMTU_MIN as u64,
+        limits::NETMTU_MAX as u64,
+        "bytes",
+    );
+    /// `max_message_size`: up to 1 GiB.
+    pub const MAX_MESSAGE_SIZE: Range = r("max_message_size", 1, 1 << 30, "bytes");
+    /// `handle_queue_bytes`: 64 KiB to 64 GiB.
+    pub const HANDLE_QUEUE_BYTES: Range = r(
+        "handle_queue_bytes",
+        HANDLE_QUEUE_BYTES_MIN as u64,
+        HANDLE_QUEUE_BYTES_MAX as u64,
+        "bytes",
+    );
+    /// `zc_copy_threshold`: at most the smallest "largest zero-copy buffer" (1 MiB).
+    pub const ZC_COPY_THRESHOLD: Range = r("zc_copy_threshold", 0, 1 << 20, "bytes");
+    /// `totem.token_ms`.
+    pub const TOKEN_MS: Range = r("totem.token_ms", TIMER_MS_MIN, TIMER_MS_MAX, "ms");
+    /// `totem.token_coefficient_ms` (0: the token does not grow with the node count).
+    pub const TOKEN_COEFFICIENT_MS: Range = r("totem.token_coefficient_ms", 0, TIMER_MS_MAX, "ms");
+    /// `totem.token_retransmits_before_loss_const`.
+    pub const TOKEN_RETRANSMITS: Range = r("totem.token_retransmits_before_loss_const", 1, 100, "");
+    /// `totem.join_ms`.
+    pub const JOIN_MS: Range = r("totem.join_ms", TIMER_MS_MIN, TIMER_MS_MAX, "ms");
+    /// `totem.consensus_ms` (0: 1.2 × the token timeout).
+    pub const CONSENSUS_MS: Range = derived("totem.consensus_ms", TIMER_MS_MIN, "1.2 × token");
+    /// `totem.merge_ms`.
+    pub const MERGE_MS: Range = r("totem.merge_ms", TIMER_MS_MIN, TIMER_MS_MAX, "ms");
+    /// `totem.hold_ms` (0: derived from the token retransmit timeout).
+    pub const HOLD_MS: Range = derived("totem.hold_ms", 14, "derived from token");
+    /// `totem.fail_recv_const`.
+    pub const FAIL_RECV_CONST: Range = r("totem.fail_recv_const", 1, 1_000_000, "");
+    /// `totem.seqno_unchanged_const`.
+    pub const SEQNO_UNCHANGED_CONST: Range = r("totem.seqno_unchanged_const", 1, 1_000_000, "");
+    /// `totem.max_messages` (also at most `window_size`).
+    pub const MAX_MESSAGES: Range = r(
+        "totem.max_messages",
+        1,
+        (limits::RECV_WINDOW / 4) as u64,
+        "",
+    );
+    /// `totem.window_size`: a quarter of the receive window.
+    pub const WINDOW_SIZE: Range = r("totem.window_size", 1, (limits::RECV_WINDOW / 4) as u64, "");
+    /// `totem.miss_count_const`.
+    pub const MISS_COUNT_CONST: Range = r("totem.miss_count_const", 1, 1000, "");
+    /// `totem.send_queue_frames`.
+    pub const SEND_QUEUE_FRAMES: Range = r("totem.send_queue_frames", 1, 1 << 20, "");
+    /// `pool.headroom`.
+    pub const POOL_HEADROOM: Range = r("pool.headroom", ZC_HEADROOM as u64, 64 * 1024, "bytes");
+    /// `pool.classes[].slot_size`: up to 2 GiB.
+    pub const POOL_SLOT_SIZE: Range = r("pool.classes.slot_size", 1, 2 << 30, "bytes");
+    /// `pool.classes[].count`.
+    pub const POOL_SLOT_COUNT: Range = r("pool.classes.count", 1, 1 << 20, "");
+    /// `pool.rx_buffers` (also a power of two).
+    pub const POOL_RX_BUFFERS: Range = r("pool.rx_buffers", 2, 32768, "");
+    /// `pool.rx_buffer_size`; the real minimum is the frame size plus the
+    /// receive headroom, which depends on `netmtu`.
+    pub const POOL_RX_BUFFER_SIZE: Range = r("pool.rx_buffer_size", 1, 1 << 20, "bytes");
+
+    /// Every range, in file order.
+    pub const ALL: &[Range] = &[
+        NETMTU,
+        MAX_MESSAGE_SIZE,
+        HANDLE_QUEUE_BYTES,
+        ZC_COPY_THRESHOLD,
+        TOKEN_MS,
+        TOKEN_COEFFICIENT_MS,
+        TOKEN_RETRANSMITS,
+        JOIN_MS,
+        CONSENSUS_MS,
+        MERGE_MS,
+        HOLD_MS,
+        FAIL_RECV_CONST,
+        SEQNO_UNCHANGED_CONST,
+        MAX_MESSAGES,
+        WINDOW_SIZE,
+        MISS_COUNT_CONST,
+        SEND_QUEUE_FRAMES,
+        POOL_HEADROOM,
+        POOL_SLOT_SIZE,
+        POOL_SLOT_COUNT,
+        POOL_RX_BUFFERS,
+        POOL_RX_BUFFER_SIZE,
+    ];
+}
+
+/// At most [`EXCERPT_CHARS_MAX`] characters of `s`, control characters
+/// escaped, `…` where it was cut: how an error quotes input.
+pub fn excerpt(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == EXCERPT_CHARS_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A parser's error message with every quoted part (between `` ` ``s or
+/// `"`s, where parsers put the offending input) cut to an [`excerpt`], and
+/// the whole to a few excerpts' length.
+pub fn excerpt_quotes(message: &str) -> String {
+    let mut out = String::new();
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if out.chars().count() > 4 * EXCERPT_CHARS_MAX {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+        if c != '`' && c != '"' {
+            continue;
+        }
+        // keep one character more than an excerpt shows, so it knows to cut
+        let (mut quoted, mut kept) = (String::new(), 0);
+        let mut closed = false;
+        while let Some(q) = chars.next() {
+            if q == c {
+                closed = true;
+                break;
+            }
+            let escaped = if q == '\\' { chars.next() } else { None };
+            if kept <= EXCERPT_CHARS_MAX {
+                quoted.push(q);
+                quoted.extend(escaped);
+                kept += 1;
+            }
+        }
+        out.push_str(&excerpt(&quoted));
+        if closed {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Which transport a [`crate::Node`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -233,14 +492,36 @@ pub enum ConfigError {
         /// The error.
         source: std::io::Error,
     },
+    /// Larger than [`CONFIG_BYTES_MAX`]: refused before it is parsed.
+    #[error(
+        "config {path}: too large ({size} bytes or more; at most {CONFIG_BYTES_MAX} are accepted)"
+    )]
+    TooLarge {
+        /// The file (or `<string>`).
+        path: String,
+        /// Its size, or the bytes read before giving up.
+        size: u64,
+    },
     /// Not valid TOML, or a key of the wrong type, or an unknown key.
     #[error("config {path}: {message}")]
     Parse {
         /// The file (or `<string>`).
         path: String,
-        /// The parser's message, with line and column.
+        /// The parser's message, with line and column and a short excerpt
+        /// ([`EXCERPT_CHARS_MAX`]) of the input.
         message: String,
     },
+    /// A number outside its [`Range`].
+    #[error("{} = {value} is outside the allowed range {range}", .range.field)]
+    OutOfRange {
+        /// The value as written.
+        value: u64,
+        /// The range, naming the setting.
+        range: Range,
+    },
+    /// `state_dir` is empty (it would be the working directory).
+    #[error("state_dir is empty: give the directory of the ring seq file (e.g. \"/var/lib/cpg\")")]
+    StateDir,
     /// No `nodeid` in the file and none given.
     #[error("nodeid is not set: give `nodeid = N` in the config or --nodeid N")]
     NoNodeId,
@@ -281,50 +562,66 @@ pub enum ConfigError {
     /// A pool setting that cannot work.
     #[error("pool: {0}")]
     Pool(PoolConfigError),
-    /// The pool headroom is below what the engine writes in front of a payload.
-    #[error("pool.headroom {0} is below the {min} bytes the headers need", min = ZC_HEADROOM)]
-    Headroom(usize),
     /// The largest slot class is too small.
     #[error("pool: the largest slot class holds {0} payload bytes; it must hold at least {min} (1 MiB)", min = ZCB_MAX_MIN)]
     LargestClass(usize),
-    /// Receive buffer count.
-    #[error("pool.rx_buffers {0} must be a power of two in 2..=32768")]
+    /// Receive buffer count not a power of two.
+    #[error("pool.rx_buffers = {0} must be a power of two in {range}", range = ranges::POOL_RX_BUFFERS)]
     RxBuffers(usize),
-    /// Receive buffer size.
-    #[error("pool.rx_buffer_size {got} is below the frame size plus {RX_HEADROOM} ({need})")]
-    RxBufferSize {
-        /// Configured.
-        got: usize,
-        /// Needed.
-        need: usize,
-    },
-    /// The per-handle queue cap is too small.
-    #[error("handle_queue_bytes {0} is below the minimum {HANDLE_QUEUE_BYTES_MIN}")]
-    HandleQueue(usize),
 }
 
 impl ConfigFile {
     /// Parse a file's text; `path` only names it in errors.
     ///
     /// # Errors
-    /// [`ConfigError::Parse`] with the parser's line and column.
+    /// [`ConfigError::TooLarge`] above [`CONFIG_BYTES_MAX`] (unparsed), or
+    /// [`ConfigError::Parse`] with the line, the column and a short excerpt.
     pub fn parse(text: &str, path: &str) -> Result<ConfigFile, ConfigError> {
+        if text.len() > CONFIG_BYTES_MAX {
+            return Err(ConfigError::TooLarge {
+                path: path.to_string(),
+                size: text.len() as u64,
+            });
+        }
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_string(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })
     }
 
-    /// Read and parse a file.
+    /// Read and parse a file; one larger than [`CONFIG_BYTES_MAX`] is
+    /// refused without reading it.
     ///
     /// # Errors
-    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    /// [`ConfigError::Read`], [`ConfigError::TooLarge`] or [`ConfigError::Parse`].
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
+        };
+        let name = path.display().to_string();
+        let too_large = |size| ConfigError::TooLarge {
+            path: name.clone(),
+            size,
+        };
+        let file = std::fs::File::open(path).map_err(read)?;
+        let size = file.metadata().map_err(read)?.len();
+        if size > CONFIG_BYTES_MAX as u64 {
+            return Err(too_large(size));
+        }
+        // a pipe or a growing file says nothing true in its metadata
+        let mut bytes = Vec::new();
+        file.take(CONFIG_BYTES_MAX as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read)?;
+        if bytes.len() > CONFIG_BYTES_MAX {
+            return Err(too_large(bytes.len() as u64));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Parse {
+            path: name.clone(),
+            message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
         })?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse(&text, &name)
     }
 
     /// The file's text (what `cpgtool demo` writes).
@@ -396,61 +693,87 @@ impl ConfigFile {
         if !self.nodelist.iter().any(|n| n.nodeid == me) {
             return Err(ConfigError::NotInNodeList(me));
         }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::StateDir);
+        }
+        // Every number is checked as written, before it is converted or
+        // combined with another: nothing below can overflow or wrap.
+        let netmtu = ranges::NETMTU.check_usize(self.netmtu)?;
+        let max_message_size = ranges::MAX_MESSAGE_SIZE.check_usize(self.max_message_size)?;
+        let handle_queue_bytes = ranges::HANDLE_QUEUE_BYTES.check_usize(self.handle_queue_bytes)?;
+        let zc_copy_threshold = ranges::ZC_COPY_THRESHOLD.check_usize(self.zc_copy_threshold)?;
+        let t = &self.totem;
+        let timer = |range: Range, v: Option<u64>| v.map(|v| range.check(v)).transpose();
+        let count = |range: Range, v: Option<u32>| v.map(|v| range.check_u32(v)).transpose();
+        let token = timer(ranges::TOKEN_MS, t.token_ms)?;
+        let token_coefficient = timer(ranges::TOKEN_COEFFICIENT_MS, t.token_coefficient_ms)?;
+        let retransmits = count(
+            ranges::TOKEN_RETRANSMITS,
+            t.token_retransmits_before_loss_const,
+        )?;
+        let join = timer(ranges::JOIN_MS, t.join_ms)?;
+        let consensus = timer(ranges::CONSENSUS_MS, t.consensus_ms)?;
+        let merge = timer(ranges::MERGE_MS, t.merge_ms)?;
+        let hold = timer(ranges::HOLD_MS, t.hold_ms)?;
+        let fail_recv_const = count(ranges::FAIL_RECV_CONST, t.fail_recv_const)?;
+        let seqno_unchanged_const = count(ranges::SEQNO_UNCHANGED_CONST, t.seqno_unchanged_const)?;
+        let max_messages = count(ranges::MAX_MESSAGES, t.max_messages)?;
+        let window_size = count(ranges::WINDOW_SIZE, t.window_size)?;
+        let miss_count_const = count(ranges::MISS_COUNT_CONST, t.miss_count_const)?;
+        let send_queue_frames = t
+            .send_queue_frames
+            .map(|v| ranges::SEND_QUEUE_FRAMES.check_usize(v))
+            .transpose()?;
+        let p = &self.pool;
+        ranges::POOL_HEADROOM.check_usize(p.headroom)?;
+        for c in &p.classes {
+            ranges::POOL_SLOT_SIZE.check_usize(c.slot_size)?;
+            ranges::POOL_SLOT_COUNT.check_usize(c.count)?;
+        }
+        ranges::POOL_RX_BUFFERS.check_usize(p.rx_buffers)?;
+        if !p.rx_buffers.is_power_of_two() {
+            return Err(ConfigError::RxBuffers(p.rx_buffers));
+        }
+        if let Some(size) = p.rx_buffer_size {
+            ranges::POOL_RX_BUFFER_SIZE.check_usize(size)?;
+        }
+
         let ids: Vec<NodeId> = self.nodelist.iter().map(|n| n.nodeid).collect();
         let mut engine = limits::Config::new(me, &ids);
         engine.cluster_id = self
             .cluster_id
             .unwrap_or_else(|| cluster_id_of(&self.cluster_name));
-        engine.netmtu = self.netmtu;
-        engine.max_message_size = self.max_message_size;
-        engine.zc_copy_threshold = self.zc_copy_threshold;
-        let t = &self.totem;
+        engine.netmtu = netmtu;
+        engine.max_message_size = max_message_size;
+        engine.zc_copy_threshold = zc_copy_threshold;
         let ms = Duration::from_millis;
-        if let Some(v) = t.token_ms {
-            engine.token = ms(v);
-        }
-        if let Some(v) = t.token_coefficient_ms {
-            engine.token_coefficient = ms(v);
-        }
-        if let Some(v) = t.token_retransmits_before_loss_const {
-            engine.token_retransmits_before_loss_const = v;
-        }
-        if let Some(v) = t.join_ms {
-            engine.join = ms(v);
-        }
-        if let Some(v) = t.consensus_ms {
-            engine.consensus = ms(v);
-        }
-        if let Some(v) = t.merge_ms {
-            engine.merge = ms(v);
-        }
-        if let Some(v) = t.hold_ms {
-            engine.hold = ms(v);
-        }
-        if let Some(v) = t.fail_recv_const {
-            engine.fail_recv_const = v;
-        }
-        if let Some(v) = t.seqno_unchanged_const {
-            engine.seqno_unchanged_const = v;
-        }
-        if let Some(v) = t.max_messages {
-            engine.max_messages = v;
-        }
-        if let Some(v) = t.window_size {
-            engine.window_size = v;
-        }
-        if let Some(v) = t.miss_count_const {
-            engine.miss_count_const = v;
-        }
-        if let Some(v) = t.send_queue_frames {
+        let set = |slot: &mut Duration, v: Option<u64>| {
+            if let Some(v) = v {
+                *slot = ms(v);
+            }
+        };
+        set(&mut engine.token, token);
+        set(&mut engine.token_coefficient, token_coefficient);
+        set(&mut engine.join, join);
+        set(&mut engine.consensus, consensus);
+        set(&mut engine.merge, merge);
+        set(&mut engine.hold, hold);
+        let set = |slot: &mut u32, v: Option<u32>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut engine.token_retransmits_before_loss_const, retransmits);
+        set(&mut engine.fail_recv_const, fail_recv_const);
+        set(&mut engine.seqno_unchanged_const, seqno_unchanged_const);
+        set(&mut engine.max_messages, max_messages);
+        set(&mut engine.window_size, window_size);
+        set(&mut engine.miss_count_const, miss_count_const);
+        if let Some(v) = send_queue_frames {
             engine.send_queue_frames = v;
         }
         cpg_core::engine::validate_config(&engine).map_err(ConfigError::Engine)?;
 
-        let p = &self.pool;
-        if p.headroom < ZC_HEADROOM {
-            return Err(ConfigError::Headroom(p.headroom));
-        }
         let classes: Vec<ClassSpec> = p
             .classes
             .iter()
@@ -464,20 +787,13 @@ impl ConfigFile {
         if largest < ZCB_MAX_MIN {
             return Err(ConfigError::LargestClass(largest));
         }
-        if !p.rx_buffers.is_power_of_two() || !(2..=32768).contains(&p.rx_buffers) {
-            return Err(ConfigError::RxBuffers(p.rx_buffers));
-        }
         let need = engine.frame_max() + RX_HEADROOM;
         let rx_buffer_size = p.rx_buffer_size.unwrap_or(need.next_multiple_of(64));
-        if rx_buffer_size < need {
-            return Err(ConfigError::RxBufferSize {
-                got: rx_buffer_size,
-                need,
-            });
+        Range {
+            min: need as u64,
+            ..ranges::POOL_RX_BUFFER_SIZE
         }
-        if self.handle_queue_bytes < HANDLE_QUEUE_BYTES_MIN {
-            return Err(ConfigError::HandleQueue(self.handle_queue_bytes));
-        }
+        .check_usize(rx_buffer_size)?;
         let nodes = self.nodelist.iter().map(|n| (n.nodeid, n.addr)).collect();
         Ok(NodeConfig {
             node_id: me,
@@ -489,11 +805,31 @@ impl ConfigFile {
             rx_buffers: p.rx_buffers,
             rx_buffer_size,
             state_dir: self.state_dir.clone(),
-            handle_queue_bytes: self.handle_queue_bytes,
+            handle_queue_bytes,
             zerocopy: self.zerocopy,
             transport: self.transport,
         })
     }
+}
+
+/// The TOML parser's message with its place in `text` (line, column) and a
+/// short excerpt of the line from there: never more than a few
+/// [`excerpt`]s, however long the offending line or key.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = excerpt_quotes(e.message());
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let mut at = span.start.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..at].bytes().filter(|&b| b == b'\n').count() + 1;
+    let column = text[line_start..at].chars().count() + 1;
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let near = excerpt(&text[at..line_end]);
+    format!("line {line}, column {column}: {message}; at `{near}`")
 }
 
 /// FNV-1a (32 bit) of the cluster name: the default cluster id.
@@ -628,15 +964,15 @@ token_ms = 1000
         let unknown = format!("{GOOD}\nbogus = 1\n");
         assert!(err(&unknown, Some(1)).contains("bogus"));
         let short = GOOD.replace("token_ms = 1000", "token_ms = 5");
-        assert!(err(&short, Some(1)).contains("timer token too short"));
+        assert!(err(&short, Some(1)).contains("totem.token_ms = 5 is outside"));
         let mtu = format!("netmtu = 100\n{GOOD}");
-        assert!(err(&mtu, Some(1)).contains("netmtu 100"));
+        assert!(err(&mtu, Some(1)).contains("netmtu = 100"));
         let q = format!("handle_queue_bytes = 10\n{GOOD}");
-        assert!(err(&q, Some(1)).contains("handle_queue_bytes 10"));
+        assert!(err(&q, Some(1)).contains("handle_queue_bytes = 10"));
         let pool = format!("{GOOD}\n[pool]\nclasses = [{{ slot_size = 4096, count = 4 }}]\n");
         assert!(err(&pool, Some(1)).contains("largest slot class"));
         let rx = format!("{GOOD}\n[pool]\nrx_buffers = 1000\n");
-        assert!(err(&rx, Some(1)).contains("rx_buffers 1000"));
+        assert!(err(&rx, Some(1)).contains("rx_buffers = 1000"));
         let zero = GOOD.replace("nodeid = 2", "nodeid = 0");
         assert!(err(&zero, Some(1)).contains("nodeid 0"));
         let port = GOOD.replace("5406", "0");
@@ -648,7 +984,8 @@ token_ms = 1000
     fn huge_timer_is_a_typed_error() {
         // Found by the `config` fuzz target (cpg-std/fuzz): the largest TOML
         // integer as a timer overflowed the ms → ns conversion (a panic with
-        // overflow checks, a wrapped timer without).
+        // overflow checks, a wrapped timer without). Now refused by range,
+        // in milliseconds, before the conversion.
         for key in [
             "token_ms",
             "token_coefficient_ms",
@@ -659,8 +996,210 @@ token_ms = 1000
         ] {
             let text = GOOD.replace("token_ms = 1000", &format!("{key} = 9223372036854775807"));
             let e = err(&text, Some(1));
-            let name = key.trim_end_matches("_ms");
-            assert!(e.contains(&format!("timer {name} too long")), "{key}: {e}");
+            let want = format!("totem.{key} = 9223372036854775807 is outside");
+            assert!(
+                e.contains(&want) && e.contains("..=3600000 ms"),
+                "{key}: {e}"
+            );
         }
+    }
+    /// `GOOD` with `key = value` set: `totem.K` and `pool.K` in their
+    /// tables, other keys at the top level.
+    fn with_setting(key: &str, value: &str) -> String {
+        if let Some(k) = key.strip_prefix("totem.") {
+            let text = GOOD.replace(
+                "token_ms = 1000",
+                &format!("token_ms = 1000\n{k} = {value}"),
+            );
+            text.replace("token_ms = 1000\ntoken_ms", "token_ms")
+        } else if let Some(k) = key.strip_prefix("pool.") {
+            format!("{GOOD}\n[pool]\n{k} = {value}\n")
+        } else {
+            format!("{key} = {value}\n{GOOD}")
+        }
+    }
+
+    #[test]
+    fn timers_near_u64_max_are_refused_with_field_value_and_range() {
+        // Security issue "Config and tool edges": 18446744074360 ms is
+        // 2^64 ns + 650.4 ms; converted with a wrapping ms -> ns it was a
+        // 650 ms token. join_ms = u64::MAX was refused as "consensus must be
+        // >= join". Every timer is now range-checked in milliseconds, before
+        // any arithmetic, and the error names the field, the value and the range.
+        for (key, value) in [
+            ("totem.token_ms", "18446744074360"),
+            ("totem.token_ms", "18446744073709551615"),
+            ("totem.join_ms", "18446744073709551615"),
+            ("totem.consensus_ms", "18446744073709551615"),
+            ("totem.merge_ms", "3600001"),
+            ("totem.hold_ms", "18446744073709551615"),
+            ("totem.token_coefficient_ms", "18446744073709551615"),
+        ] {
+            let e = err(&with_setting(key, value), Some(1));
+            assert!(
+                e.contains(&format!("{key} = {value}")) && e.contains("..=3600000 ms"),
+                "{key} = {value}: {e}"
+            );
+            assert!(!e.contains("consensus must be"), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_numeric_setting_has_a_range() {
+        // (setting, a value outside its range, the range as the error quotes it)
+        for (key, bad, range) in [
+            ("netmtu", "100", "576..=65535"),
+            ("netmtu", "18446744073709551615", "576..=65535"),
+            ("max_message_size", "0", "1..=1073741824"),
+            ("max_message_size", "1073741825", "1..=1073741824"),
+            ("handle_queue_bytes", "10", "65536..=68719476736"),
+            (
+                "handle_queue_bytes",
+                "18446744073709551615",
+                "65536..=68719476736",
+            ),
+            ("zc_copy_threshold", "1048577", "0..=1048576"),
+            ("totem.token_ms", "5", "30..=3600000"),
+            ("totem.token_coefficient_ms", "3600001", "0..=3600000"),
+            ("totem.join_ms", "0", "30..=3600000"),
+            ("totem.consensus_ms", "10", "30..=3600000"),
+            ("totem.merge_ms", "29", "30..=3600000"),
+            ("totem.hold_ms", "13", "14..=3600000"),
+            ("totem.token_retransmits_before_loss_const", "0", "1..=100"),
+            (
+                "totem.token_retransmits_before_loss_const",
+                "4294967295",
+                "1..=100",
+            ),
+            ("totem.fail_recv_const", "0", "1..=1000000"),
+            ("totem.seqno_unchanged_const", "4294967295", "1..=1000000"),
+            ("totem.max_messages", "0", "1..=4096"),
+            ("totem.window_size", "4097", "1..=4096"),
+            ("totem.miss_count_const", "1001", "1..=1000"),
+            ("totem.send_queue_frames", "0", "1..=1048576"),
+            (
+                "totem.send_queue_frames",
+                "18446744073709551615",
+                "1..=1048576",
+            ),
+            ("pool.headroom", "100", "256..=65536"),
+            ("pool.rx_buffers", "1000", "2..=32768"),
+            ("pool.rx_buffer_size", "18446744073709551615", "..=1048576"),
+        ] {
+            let e = err(&with_setting(key, bad), Some(1));
+            assert!(
+                e.contains(&format!("{key} = {bad}")) && e.contains(range),
+                "want `{key} = {bad}` and `{range}` in: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn range_bounds_are_accepted() {
+        // each range's ends validate (with the settings a relation needs)
+        for (key, value, with) in [
+            ("netmtu", "576", ""),
+            ("netmtu", "65535", ""),
+            ("max_message_size", "1", ""),
+            ("max_message_size", "1073741824", ""),
+            ("handle_queue_bytes", "65536", ""),
+            ("handle_queue_bytes", "68719476736", ""),
+            ("zc_copy_threshold", "0", ""),
+            ("zc_copy_threshold", "1048576", ""),
+            ("totem.token_ms", "3600000", ""),
+            ("totem.token_coefficient_ms", "0", ""),
+            ("totem.token_coefficient_ms", "3600000", ""),
+            ("totem.join_ms", "30", ""),
+            ("totem.join_ms", "3600000", "consensus_ms = 3600000"),
+            ("totem.consensus_ms", "0", ""),
+            ("totem.consensus_ms", "3600000", ""),
+            ("totem.merge_ms", "30", ""),
+            ("totem.merge_ms", "3600000", ""),
+            ("totem.hold_ms", "0", ""),
+            ("totem.hold_ms", "14", ""),
+            ("totem.hold_ms", "3600000", ""),
+            ("totem.token_retransmits_before_loss_const", "1", ""),
+            (
+                "totem.token_retransmits_before_loss_const",
+                "100",
+                "token_ms = 3600000",
+            ),
+            ("totem.fail_recv_const", "1", ""),
+            ("totem.seqno_unchanged_const", "1000000", ""),
+            ("totem.max_messages", "1", ""),
+            ("totem.max_messages", "4096", "window_size = 4096"),
+            ("totem.window_size", "4096", ""),
+            ("totem.miss_count_const", "1000", ""),
+            ("totem.send_queue_frames", "1", ""),
+            ("totem.send_queue_frames", "1048576", ""),
+            ("pool.headroom", "256", ""),
+            ("pool.rx_buffers", "2", ""),
+            ("pool.rx_buffers", "32768", ""),
+            ("pool.rx_buffer_size", "1048576", ""),
+        ] {
+            let mut text = with_setting(key, value);
+            if with.starts_with("token_ms") {
+                text = text.replace("token_ms = 1000", with);
+            } else if !with.is_empty() {
+                text = text.replace("[totem]\n", &format!("[totem]\n{with}\n"));
+            }
+            let f = ConfigFile::parse(&text, "t.toml").unwrap();
+            if let Err(e) = f.validate(Some(1)) {
+                panic!("{key} = {value} ({with}): {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn readme_lists_every_range() {
+        let readme = include_str!("../../README.md");
+        for r in ranges::ALL {
+            let row = format!("| `{}` | `{r}` |", r.field);
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn oversized_config_is_refused_before_parsing() {
+        // A 100 MB file used to be read, parsed, and quoted whole in the
+        // error (a 100 MB message). It is refused by size, unread.
+        let dir = std::env::temp_dir().join(format!("cpg-std-config-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.toml");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(100_000_000).unwrap(); // sparse: 100 MB of NULs
+        drop(f);
+        let e = ConfigFile::load(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.len() < 300, "{} bytes of error", e.len());
+        assert!(e.contains("100000000") && e.contains("1048576"), "{e}");
+        // the same limit for text handed to `parse`
+        let text = format!("{GOOD}\n#{}\n", "x".repeat(1 << 20));
+        let e = err(&text, Some(1));
+        assert!(e.len() < 300 && e.contains("1048576"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_quote_a_short_excerpt() {
+        let long = "y".repeat(500_000);
+        for text in [
+            format!("{long} = 1\n{GOOD}"),
+            format!("cluster_id = \"{long}\"\n{GOOD}"),
+            format!("{GOOD}\nbogus{long} = 1\n"),
+            format!("{GOOD}\n\"{long}"),
+        ] {
+            let e = err(&text, Some(1));
+            assert!(e.len() < 600, "{} bytes of error: {e}", e.len());
+            assert!(e.contains("t.toml") && e.contains("line"), "{e}");
+            assert!(!e.contains(&"y".repeat(81)), "{e}");
+        }
+    }
+
+    #[test]
+    fn empty_state_dir_is_refused() {
+        // It used to run and write `ringseq-N` into the working directory.
+        let text = GOOD.replace("state_dir = \"/tmp/x\"", "state_dir = \"\"");
+        let e = err(&text, Some(1));
+        assert!(e.contains("state_dir"), "{e}");
     }
 }

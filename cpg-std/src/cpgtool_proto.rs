@@ -13,12 +13,28 @@
 //! parses the same objects as untyped JSON. [`emit`] writes through
 //! [`serde_json::Value`], so keys come out sorted, as they always have.
 //! Fields a reader may omit have the defaults the node always applied.
+//!
+//! A node reads lines of at most [`LINE_BYTES_MAX`] bytes ([`read_line`])
+//! and turns each into a command with [`parse_line`], which checks every
+//! argument against the node's [`Limits`] ([`Command::check`]) before
+//! anything is allocated or sent. Whatever it refuses is answered, never
+//! a panic: an unreadable line with [`Reply::Error`], a command with bad
+//! arguments with its own reply kind carrying the cs_error and why
+//! ([`Command::refused`]), and any input quoted in an answer is cut to a
+//! short excerpt.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{BufRead, Write};
 
+use crate::config::excerpt_quotes;
 use crate::{CsError, MemberAddr, Reason};
+use cpg_core::limits::GROUP_NAME_MAX;
 use serde::{Deserialize, Serialize};
+
+/// Longest command line a node reads (1 MiB, newline excluded); a longer
+/// one is answered with [`Reply::Error`] and skipped. A `mcast`'s text
+/// travels in the line, so larger messages go through `big`.
+pub const LINE_BYTES_MAX: usize = 1 << 20;
 
 /// Write one protocol object as a line and flush.
 pub fn emit(out: &mut impl Write, msg: &impl Serialize) {
@@ -101,6 +117,192 @@ fn big_size() -> usize {
     1 << 20
 }
 
+/// What a node lets a command ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The node's `max_message_size`: the largest `big`, `stream` or
+    /// `mcast` message.
+    pub max_message_size: usize,
+}
+
+/// Why a command's arguments were refused: the cs_error it answers and a
+/// sentence naming the argument, its value and the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: CsError,
+    pub why: String,
+}
+
+impl Refusal {
+    fn new(code: CsError, why: String) -> Refusal {
+        Refusal { code, why }
+    }
+}
+
+impl Outcome {
+    /// A failed outcome: `code` and, as its text, the code's and `why`.
+    pub fn refused(code: CsError, why: &str) -> Outcome {
+        Outcome {
+            ok: false,
+            err: Some(code.code()),
+            error: Some(format!("{code}: {why}")),
+        }
+    }
+}
+
+impl Command {
+    /// Check every argument against `limits`, before anything is
+    /// allocated or sent: sizes up to the max message size, a size range
+    /// the right way round, group names up to 128 bytes. A stream's
+    /// `count` and `rate` are not bounded: they allocate nothing, and
+    /// `u64::MAX / 4` is how drivers say "until `stop_stream`".
+    ///
+    /// # Errors
+    /// The first argument out of bounds, as a [`Refusal`].
+    pub fn check(&self, limits: &Limits) -> Result<(), Refusal> {
+        let max = limits.max_message_size;
+        let size = |what: &str, n: usize| {
+            if n > max {
+                Err(Refusal::new(
+                    CsError::TooBig,
+                    format!("{what} {n} is above max_message_size {max}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let name = |g: &str| {
+            if g.len() > GROUP_NAME_MAX {
+                Err(Refusal::new(
+                    CsError::NameTooLong,
+                    format!(
+                        "group name of {} bytes is longer than {GROUP_NAME_MAX}",
+                        g.len()
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Command::Join { group } | Command::Leave { group } | Command::Members { group } => {
+                name(group)
+            }
+            Command::Mcast { data, .. } => size("data of", data.len()),
+            Command::Big { size: n, .. } => size("size", *n),
+            Command::Stream(s) => {
+                size("size", s.size)?;
+                if let Some(m) = s.size_max {
+                    size("size_max", m)?;
+                    if m < s.size {
+                        return Err(Refusal::new(
+                            CsError::InvalidParam,
+                            format!("size_max {m} is below size {}", s.size),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Command::StopStream | Command::Status | Command::Quit => Ok(()),
+        }
+    }
+
+    /// The reply that refuses this command with `code`, saying `why`: the
+    /// command's own reply kind, so a driver waiting for it gets it.
+    pub fn refused(&self, code: CsError, why: &str) -> Reply {
+        let o = || Outcome::refused(code, why);
+        match self {
+            Command::Join { .. } => Reply::Join(o()),
+            Command::Leave { .. } => Reply::Leave(o()),
+            Command::Mcast { .. } => Reply::Mcast(o()),
+            Command::Big { .. } => Reply::Big(o()),
+            Command::StopStream => Reply::StopStream(o()),
+            Command::Members { .. } => Reply::Members(MembersReply::Failed(o())),
+            Command::Stream(_) => Reply::Stream {
+                sent: 0,
+                first: 0,
+                err: Some(code.code()),
+                error: Some(format!("{code}: {why}")),
+            },
+            Command::Status | Command::Quit => Reply::Error {
+                error: format!("{code}: {why}"),
+            },
+        }
+    }
+}
+
+/// One line of a node's stdin as a checked command, or the reply that
+/// answers it: [`Reply::Error`] for a line that is not UTF-8 or not a
+/// command (the parser's message, its quotes cut to short excerpts), the
+/// command's own refusal for arguments out of bounds ([`Command::check`]).
+///
+/// # Errors
+/// The reply to send instead of running the line.
+pub fn parse_line(line: &[u8], limits: &Limits) -> Result<Command, Box<Reply>> {
+    let error = |error| Box::new(Reply::Error { error });
+    let text = std::str::from_utf8(line)
+        .map_err(|e| error(format!("not UTF-8 text (byte {})", e.valid_up_to())))?;
+    let cmd: Command =
+        serde_json::from_str(text).map_err(|e| error(excerpt_quotes(&e.to_string())))?;
+    match cmd.check(limits) {
+        Ok(()) => Ok(cmd),
+        Err(r) => Err(Box::new(cmd.refused(r.code, &r.why))),
+    }
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// A line (without its newline) is in the buffer.
+    Complete,
+    /// A line of `len` bytes, longer than the limit, was skipped; the
+    /// buffer holds its first bytes.
+    TooLong { len: u64 },
+    /// The end of the input.
+    End,
+}
+
+/// Read one line of at most `max` bytes into `buf` (cleared first),
+/// without ever holding more than `max` bytes of it: the rest of a longer
+/// line is read and dropped. A last line without a newline counts.
+///
+/// # Errors
+/// The reader's error.
+pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+    buf.clear();
+    let mut len: u64 = 0;
+    let mut any = false;
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            if !any {
+                return Ok(Line::End);
+            }
+            break;
+        }
+        any = true;
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let part = &chunk[..newline.unwrap_or(chunk.len())];
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        len += part.len() as u64;
+        let used = part.len() + usize::from(newline.is_some());
+        r.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    if len > max as u64 {
+        Ok(Line::TooLong { len })
+    } else {
+        Ok(Line::Complete)
+    }
+}
+
 /// `{"cmd":"stream",...}`: `count` numbered messages of `size..=size_max`
 /// bytes (spread by a hash of the seq), `rate` per second (0: as fast as
 /// flow control allows), zero-copy buffers with `zc`.
@@ -176,11 +378,14 @@ pub enum Reply {
     StopStream(Outcome),
     Members(MembersReply),
     /// The accepted messages of the stream are `first..first + sent`; `err`
-    /// is the cs_error that ended it early.
+    /// is the cs_error that ended it early (or refused it: then `error`
+    /// says why).
     Stream {
         sent: u64,
         first: u64,
         err: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     Status(Status),
     /// A line that is not a command.
@@ -414,6 +619,7 @@ mod tests {
             sent: 3,
             first: 0,
             err: None,
+            error: None,
         };
         assert_eq!(
             line(&s),
@@ -452,6 +658,192 @@ mod tests {
         for e in [c, d, Event::Ready { nodeid: 1, pid: 2 }] {
             let back: Report = serde_json::from_str(&line(&e)).unwrap();
             assert_eq!(back, Report::Event(e));
+        }
+    }
+    const LIMITS: Limits = Limits {
+        max_message_size: 1 << 20,
+    };
+
+    fn error_of(r: Result<Command, Box<Reply>>) -> String {
+        match r.map_err(|b| *b) {
+            Err(Reply::Error { error }) => error,
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arguments_out_of_bounds_are_refused_with_the_commands_reply() {
+        // Security issue "Config and tool edges": this line panicked the
+        // node ("capacity overflow") allocating its message.
+        let r =
+            parse_line(br#"{"cmd":"big","size":18446744073709551615}"#, &LIMITS).map_err(|b| *b);
+        let Err(Reply::Big(o)) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(o.err, Some(CsError::TooBig.code()));
+        assert!(o
+            .error
+            .unwrap()
+            .contains("18446744073709551615 is above max_message_size 1048576"));
+        let cases: [(&[u8], Option<CsError>); 6] = [
+            (
+                br#"{"cmd":"big","size":1048577,"zc":true}"#,
+                Some(CsError::TooBig),
+            ),
+            (br#"{"cmd":"stream","size":1048577}"#, Some(CsError::TooBig)),
+            (
+                br#"{"cmd":"stream","size_max":18446744073709551615}"#,
+                Some(CsError::TooBig),
+            ),
+            (
+                br#"{"cmd":"stream","size":9,"size_max":8}"#,
+                Some(CsError::InvalidParam),
+            ),
+            (br#"{"cmd":"mcast","data":"x"}"#, None),
+            (br#"{"cmd":"join","group":"g"}"#, None),
+        ];
+        for (line, code) in cases {
+            let code = code.map(CsError::code);
+            match parse_line(line, &LIMITS).map_err(|b| *b) {
+                Ok(_) => assert_eq!(code, None),
+                Err(Reply::Stream { err, sent: 0, .. }) => assert_eq!(err, code),
+                Err(Reply::Big(o)) => assert_eq!(o.err, code),
+                Err(r) => panic!("{r:?}"),
+            }
+        }
+        let long = format!(r#"{{"cmd":"members","group":"{}"}}"#, "n".repeat(129));
+        let r = parse_line(long.as_bytes(), &LIMITS).map_err(|b| *b);
+        assert!(
+            matches!(&r, Err(Reply::Members(MembersReply::Failed(o))) if o.err == Some(CsError::NameTooLong.code())),
+            "{r:?}"
+        );
+        let at_limit = format!(r#"{{"cmd":"big","size":{}}}"#, LIMITS.max_message_size);
+        assert!(parse_line(at_limit.as_bytes(), &LIMITS).is_ok());
+    }
+
+    #[test]
+    fn unreadable_lines_are_errors_quoting_short_excerpts() {
+        let e = error_of(parse_line(&[0xff, b'{', b'}'], &LIMITS));
+        assert!(e.contains("not UTF-8"), "{e}");
+        for line in [
+            format!(r#"{{"cmd":"{}"}}"#, "v".repeat(100_000)),
+            format!(r#"{{"cmd":"big","size":"{}"}}"#, "v".repeat(100_000)),
+            format!(r#"{{"cmd":"big","size":"\"{}"}}"#, "v\\\"".repeat(50_000)),
+        ] {
+            let e = error_of(parse_line(line.as_bytes(), &LIMITS));
+            assert!(e.len() < 500 && !e.contains(&"v".repeat(81)), "{e}");
+        }
+        for line in ["", "null", "[]", "{}", r#"{"cmd":"big","size":-1}"#, "{{{{"] {
+            error_of(parse_line(line.as_bytes(), &LIMITS));
+        }
+    }
+
+    #[test]
+    fn read_line_never_holds_more_than_the_limit() {
+        let input = b"short\nabcdefghij\n\nlast".to_vec();
+        let mut r = std::io::BufReader::with_capacity(3, &input[..]);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let l = read_line(&mut r, &mut buf, 5).unwrap();
+            assert!(buf.len() <= 5);
+            if l == Line::End {
+                break;
+            }
+            got.push((l, String::from_utf8(buf.clone()).unwrap()));
+        }
+        assert_eq!(
+            got,
+            [
+                (Line::Complete, "short".to_string()),
+                (Line::TooLong { len: 10 }, "abcde".to_string()),
+                (Line::Complete, String::new()),
+                (Line::Complete, "last".to_string()),
+            ]
+        );
+    }
+
+    /// Pieces random command lines are made of: keys, values, numbers at
+    /// and around every boundary, wrong types.
+    fn line_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let cmd = prop_oneof![
+            Just("join"),
+            Just("leave"),
+            Just("mcast"),
+            Just("stream"),
+            Just("stop_stream"),
+            Just("big"),
+            Just("members"),
+            Just("status"),
+            Just("nope"),
+        ];
+        let key = prop_oneof![
+            Just("size"),
+            Just("size_max"),
+            Just("count"),
+            Just("rate"),
+            Just("zc"),
+            Just("guarantee"),
+            Just("group"),
+            Just("data"),
+            Just("cmd"),
+        ];
+        let value = prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("1e300".to_string()),
+            Just("-0.5".to_string()),
+            (0usize..3).prop_map(|k| (LIMITS.max_message_size + k - 1).to_string()),
+            "[a-z\\\\\"]{0,200}".prop_map(|t| format!("\"{t}\"")),
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            Just("\"safe\"".to_string()),
+        ];
+        (cmd, proptest::collection::vec((key, value), 0..5)).prop_map(|(cmd, fields)| {
+            let mut line = format!(r#"{{"cmd":"{cmd}""#);
+            for (k, v) in fields {
+                line.push_str(&format!(r#","{k}":{v}"#));
+            }
+            line.push('}');
+            line
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_bytes_are_answered_never_a_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Err(reply) = parse_line(&bytes, &LIMITS) {
+                proptest::prop_assert!(line(&reply).len() < 1000);
+            }
+        }
+
+        #[test]
+        fn command_like_lines_are_checked_or_answered(text in line_strategy()) {
+            match parse_line(text.as_bytes(), &LIMITS) {
+                // whatever parses is within the limits
+                Ok(cmd) => {
+                    proptest::prop_assert_eq!(cmd.check(&LIMITS), Ok(()));
+                    if let Command::Big { size, .. } = cmd {
+                        proptest::prop_assert!(size <= LIMITS.max_message_size);
+                    }
+                    if let Command::Stream(s) = cmd {
+                        proptest::prop_assert!(s.size <= s.size_max.unwrap_or(s.size));
+                        proptest::prop_assert!(s.size_max.unwrap_or(s.size) <= LIMITS.max_message_size);
+                    }
+                }
+                Err(reply) => {
+                    let l = line(&reply);
+                    proptest::prop_assert!(l.len() < 1000, "{}", l);
+                    let back: Report = serde_json::from_str(&l).unwrap();
+                    proptest::prop_assert_eq!(back, Report::Reply(*reply));
+                }
+            }
         }
     }
 }

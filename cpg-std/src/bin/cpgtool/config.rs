@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::ValueEnum;
 use cpg_std::config::{ConfigFile, TransportKind};
-use cpg_std::{GroupName, Node};
+use cpg_std::{GroupName, Node, NodeConfig};
 
 use crate::error::{Error, Res};
 
@@ -30,11 +30,17 @@ impl From<Transport> for TransportKind {
 
 /// Load `config` and start its node (`nodeid` overrides the file's).
 pub(crate) fn start_node(config: &Path, nodeid: Option<u32>) -> Res<Node> {
+    start_node_with(config, nodeid).map(|(node, _)| node)
+}
+
+/// [`start_node`], with the node's validated settings.
+pub(crate) fn start_node_with(config: &Path, nodeid: Option<u32>) -> Res<(Node, NodeConfig)> {
     let c = ConfigFile::load(config)?.validate(nodeid)?;
-    Node::start(&c).map_err(|source| Error::Start {
+    let node = Node::start(&c).map_err(|source| Error::Start {
         node: c.node_id,
         source,
-    })
+    })?;
+    Ok((node, c))
 }
 
 pub(crate) fn group_name(s: &str) -> Res<GroupName> {

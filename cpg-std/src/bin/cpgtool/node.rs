@@ -12,13 +12,21 @@
 //! | `{"cmd":"status"}` | `delivered`, `digest`, `corrupt`, `fifo_violations`, `per_sender`, `ring`, `members` |
 //! | `{"cmd":"quit"}` | process exits 0 |
 //!
+//! Every line is checked before it runs ([`proto::parse_line`]): a line
+//! longer than [`proto::LINE_BYTES_MAX`], not UTF-8 or not a command is
+//! answered `{"re":"error","error":...}`; a size above the node's
+//! `max_message_size` (TOO_BIG), a group name over 128 bytes
+//! (NAME_TOO_LONG), an inverted size range (INVALID_PARAM) or a stream
+//! while one runs (BUSY) is answered with the command's own reply,
+//! `ok: false`, the code and why. Nothing a line says can panic the node.
+//!
 //! Events on stdout: `{"ev":"ready"}`, `{"ev":"confchg",...,"delivered","digest"}`
 //! (the count and digest of deliveries before it), `{"ev":"totem"}`,
 //! `{"ev":"deliver"}` (messages ≥ 64 KiB, or all with `--verbose`; `origin`,
 //! `seq` and `intact` are what the numbered message says of itself).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, IoSlice};
+use std::io::IoSlice;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +39,7 @@ use cpg_std::{
 };
 use serde::Serialize;
 
-use crate::config::{group_name, start_node};
+use crate::config::{group_name, start_node_with};
 use crate::error::{Error, Res};
 use crate::message::{check_message, fill_message, sized, HEADER};
 use crate::proto::{
@@ -202,6 +210,10 @@ struct NodeProc {
     stream_stop: Arc<AtomicBool>,
     /// The next seq of a numbered message (streams and `big` share it).
     seq: Arc<AtomicU64>,
+    /// Whether a stream runs (one at a time).
+    streaming: Arc<AtomicBool>,
+    /// What a command may ask for.
+    limits: proto::Limits,
 }
 
 impl NodeProc {
@@ -232,10 +244,10 @@ impl NodeProc {
                 let r = send_numbered(cpg, self.me, s, size, zc, guarantee.into(), &never);
                 Reply::Big(r.into())
             }
-            Command::Stream(s) => {
-                self.start_stream(s);
-                return true;
-            }
+            Command::Stream(s) => match self.start_stream(s) {
+                None => return true,
+                Some(refusal) => refusal,
+            },
             Command::StopStream => {
                 self.stream_stop.store(true, Ordering::SeqCst);
                 Reply::StopStream(Ok(()).into())
@@ -273,20 +285,30 @@ impl NodeProc {
         }
     }
 
-    /// Run the stream on its own thread; it replies when done.
-    fn start_stream(&self, s: Stream) {
+    /// Run the stream on its own thread; it replies when done. A stream
+    /// while one runs is refused (BUSY; the refusal is returned): a second
+    /// one would reset the first one's stop flag, and each would hold a thread.
+    fn start_stream(&self, s: Stream) -> Option<Reply> {
+        if self.streaming.swap(true, Ordering::SeqCst) {
+            let why = "a stream is already running: stop_stream first";
+            return Some(Command::Stream(s).refused(CsError::Busy, why));
+        }
         self.stream_stop.store(false, Ordering::SeqCst);
-        let (cpg, out, stop, seq, me) = (
+        let (cpg, out, stop, seq, me, streaming) = (
             self.cpg.clone(),
             self.out.clone(),
             self.stream_stop.clone(),
             self.seq.clone(),
             self.me,
+            self.streaming.clone(),
         );
         std::thread::spawn(move || {
             let reply = run_stream(&cpg, me, &s, &stop, &seq);
+            // free before the reply, so a driver may start the next at once
+            streaming.store(false, Ordering::SeqCst);
             out.emit(&reply);
         });
+        None
     }
 }
 
@@ -316,7 +338,12 @@ fn run_stream(cpg: &Cpg, me: u32, s: &Stream, stop: &AtomicBool, seq: &AtomicU64
             }
         }
     }
-    Reply::Stream { sent, first, err }
+    Reply::Stream {
+        sent,
+        first,
+        err,
+        error: None,
+    }
 }
 
 /// `cpgtool node`: start the node, report `ready`, optionally join, then
@@ -327,7 +354,7 @@ pub(crate) fn node_main(
     join: Option<String>,
     verbose: bool,
 ) -> Res<()> {
-    let node = start_node(config, nodeid)?;
+    let (node, settings) = start_node_with(config, nodeid)?;
     let me = node.node_id();
     let out = Arc::new(Out(Mutex::new(std::io::stdout())));
     let tally = Arc::new(Mutex::new(Tally::new()));
@@ -355,18 +382,30 @@ pub(crate) fn node_main(
         tally,
         stream_stop: Arc::new(AtomicBool::new(false)),
         seq: Arc::new(AtomicU64::new(0)),
+        streaming: Arc::new(AtomicBool::new(false)),
+        limits: proto::Limits {
+            max_message_size: settings.engine.max_message_size,
+        },
     };
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        match serde_json::from_str::<Command>(&line) {
-            Ok(cmd) => {
-                if !p.handle(cmd) {
-                    break;
-                }
-            }
-            Err(e) => p.out.emit(&Reply::Error {
-                error: e.to_string(),
+    let mut stdin = std::io::stdin().lock();
+    let mut line = Vec::new();
+    loop {
+        match proto::read_line(&mut stdin, &mut line, proto::LINE_BYTES_MAX) {
+            Err(_) | Ok(proto::Line::End) => break,
+            Ok(proto::Line::TooLong { len }) => p.out.emit(&Reply::Error {
+                error: format!(
+                    "line of {len} bytes is longer than {} and was skipped",
+                    proto::LINE_BYTES_MAX
+                ),
             }),
+            Ok(proto::Line::Complete) => match proto::parse_line(&line, &p.limits) {
+                Ok(cmd) => {
+                    if !p.handle(cmd) {
+                        break;
+                    }
+                }
+                Err(reply) => p.out.emit(&reply),
+            },
         }
     }
     p.stream_stop.store(true, Ordering::SeqCst);
