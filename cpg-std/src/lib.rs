@@ -4,7 +4,7 @@
 //! |---|---|
 //! | [`config`] | the TOML node configuration and its validation |
 //! | [`state`] | the persisted ring sequence number |
-//! | [`transport`] | the [`transport::Transport`] trait and the transports: [`uring`] (io_uring, the default), [`udp`] (plain std UDP, explicit fallback), [`loopback`] (in-process, for tests) |
+//! | [`transport`] | the [`transport::Transport`] trait and the transports: [`uring`] (`cpg-uring`'s driver: io_uring, the default, or plain UDP syscalls, explicit), [`loopback`] (in-process, for tests) |
 //! | [`node`] | [`Node`]: one engine on its transport's threads |
 //! | [`cpg`] | [`Cpg`]: every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5) |
 //! | [`group`] | the idiomatic layer beside `Cpg`: [`Member`] (leaves on drop), [`Event`], [`SendError`]; [`ConfigBuilder`] builds a [`NodeConfig`] in code |
@@ -88,7 +88,7 @@ pub mod node;
 pub mod state;
 pub mod transport;
 
-pub use crate::transport::{loopback, udp, uring};
+pub use crate::transport::{loopback, uring};
 
 pub use crate::builder::ConfigBuilder;
 pub use crate::config::{ConfigError, ConfigFile, NodeConfig};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use cpg_core::NodeId;
 
-use crate::config::{NodeConfig, TransportKind};
+use crate::config::NodeConfig;
 pub use crate::error::StartError;
 use crate::handles::ops::DynNode;
 pub use crate::handles::ops::NodeStatus;
@@ -36,21 +36,17 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Start the node `config` describes on its configured transport; the
-    /// ring seq is loaded from (and persisted in) the state directory.
+    /// Start the node `config` describes on its configured transport
+    /// (`transport`: io_uring, or plain UDP syscalls); the ring seq is loaded
+    /// from (and persisted in) the state directory.
     ///
     /// # Errors
     /// State, engine or transport set-up failures.
     pub fn start(config: &NodeConfig) -> Result<Node, StartError> {
-        match config.transport {
-            TransportKind::Udp => {
-                Self::with_transport(config, crate::transport::udp::UdpTransport::new(config)?)
-            }
-            TransportKind::Uring => Self::with_transport(
-                config,
-                crate::transport::uring::UringTransport::new(config)?,
-            ),
-        }
+        Self::with_transport(
+            config,
+            crate::transport::uring::UringTransport::new(config)?,
+        )
     }
 
     /// Start the node on `transport`.

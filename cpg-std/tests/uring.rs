@@ -249,6 +249,12 @@ fn udp_transport_delivers_and_detects_a_killed_node() {
     }
     assert_eq!(hs[1].rec.msgs(), hs[0].rec.msgs());
     assert_eq!(hs[2].rec.msgs(), hs[0].rec.msgs());
+    // the driver's plain-syscall backend: sendmsg, never a registered buffer
+    let t = nodes[0].transport_counters().expect("the driver counts");
+    assert!(
+        t.frames_sent > 0 && t.sends_write_fixed + t.sends_zc_fixed == 0,
+        "{t:?}"
+    );
     nodes.remove(2).kill();
     for h in &hs[..2] {
         assert!(

@@ -108,8 +108,9 @@ pub struct TransportConfig {
     pub socket_buffer: usize,
     /// The send pool (registered as fixed buffer 0).
     pub pool: PoolConfig,
-    /// Plain `recvfrom`/`sendto` with `poll` instead of io_uring. Only when
-    /// chosen: an io_uring failure is an error, never a silent fallback.
+    /// Plain `recvfrom`/`sendmsg` with `poll` instead of io_uring, for
+    /// kernels without it (cpg-std sets it for `transport = "udp"`). Only
+    /// when chosen: an io_uring failure is an error, never a silent fallback.
     pub fallback_syscalls: bool,
 }
 

@@ -1,5 +1,5 @@
 //! Zero-copy buffers: where they come from ([`ZcAllocator`]: the driver's
-//! pool, or [`HeapZc`] for the thread-based transports), what a [`ZcBuf`]
+//! pool, or [`HeapZc`] for the loopback transport), what a [`ZcBuf`]
 //! holds (a driver buffer, or below `zc_copy_threshold` a reusable heap
 //! buffer), and the refusal that hands a buffer back ([`ZcSendError`]).
 

@@ -1,11 +1,10 @@
 //! Transports: what moves a node's frames. The [`Transport`] trait, the
-//! timer thread the thread-based transports share ([`Ticker`]), and the
-//! transports themselves:
+//! timer thread of the thread-based (loopback) transport ([`Ticker`]), and
+//! the transports themselves:
 //!
 //! | module | transport |
 //! |---|---|
-//! | [`uring`] | the io_uring transport (`cpg-uring`'s driver), the default |
-//! | [`udp`] | a plain std UDP transport (explicit fallback) |
+//! | [`uring`] | `cpg-uring`'s driver: io_uring (the default), or plain UDP syscalls (`transport = "udp"`, explicit) |
 //! | [`loopback`] | an in-process network for tests (N nodes in one process) |
 //!
 //! A transport drives its node through [`NodeState`]'s public methods
@@ -25,7 +24,6 @@ pub use crate::handles::zc::{HeapZc, ZcAllocator};
 pub use crate::handles::{NodeState, StepInput};
 
 pub mod loopback;
-pub mod udp;
 pub mod uring;
 
 /// A transport: moves the frames of one node.
@@ -76,7 +74,7 @@ impl Gate {
     }
 }
 
-/// The timer thread shared by the thread-based transports: sleeps until
+/// The timer thread of the thread-based (loopback) transport: sleeps until
 /// the engine's next deadline or a wake, then runs timeouts and sends.
 pub(crate) struct Ticker {
     state: Mutex<TickState>,
