@@ -13,8 +13,8 @@ use common::*;
 use cpg_core::Duration as CoreDuration;
 use cpg_std::loopback::LoopbackNet;
 use cpg_std::{
-    Callbacks, Cpg, CsError, DispatchFlags, FlowControlState, GroupName, Guarantee, IterationType,
-    MemberAddr, ModelV1, Node, NodeConfig, Reason,
+    testing, Callbacks, Cpg, CsError, DispatchFlags, FlowControlState, GroupName, Guarantee,
+    IterationType, MemberAddr, ModelV1, Node, NodeConfig, Reason,
 };
 
 fn tweak(c: &mut NodeConfig) {
@@ -706,7 +706,7 @@ fn local_get_context_and_max_atomic() {
     // per-handle isolation
     let others: Vec<Cpg> = (0..20)
         .map(|i| {
-            Cpg::model_initialize_with_pid(
+            testing::model_initialize_with_pid(
                 &nodes[0],
                 100 + i,
                 ModelV1::default(),
@@ -738,7 +738,7 @@ fn blocked_dispatch_while_another_thread_mcasts_then_finalize_wakes_it() {
         })),
         ..Default::default()
     };
-    let cpg = Arc::new(Cpg::model_initialize_with_pid(&nodes[0], 5, model, None).unwrap());
+    let cpg = Arc::new(testing::model_initialize_with_pid(&nodes[0], 5, model, None).unwrap());
     let peer = H::open(&nodes[1], 6);
     cpg.join(&g).unwrap();
     peer.cpg.join(&g).unwrap();
@@ -938,7 +938,7 @@ fn zero_copy_sends_read_from_inside_the_buffer() {
         }
         let expect = zb.to_vec();
         let start = zb.as_ptr() as usize;
-        nodes[0].record_buf_sends(true);
+        testing::record_buf_sends(&nodes[0], true);
         hs[0]
             .cpg
             .zcb_mcast_joined(Guarantee::Agreed, zb, size)
@@ -951,8 +951,7 @@ fn zero_copy_sends_read_from_inside_the_buffer() {
                 "size {size}"
             );
         }
-        let sends: Vec<_> = nodes[0]
-            .buf_sends()
+        let sends: Vec<_> = testing::buf_sends(&nodes[0])
             .into_iter()
             .filter(|s| s.read_addr >= start - 256 && s.read_addr < start + size)
             .collect();

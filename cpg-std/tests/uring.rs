@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use common::procs::free_ports;
 use common::*;
 use cpg_std::config::{ConfigFile, ZeroCopy};
-use cpg_std::state::RingSeqStore;
+use cpg_std::testing::{self, RingSeqStore};
 use cpg_std::{CsError, Guarantee, Node};
 
 fn tmp(name: &str) -> PathBuf {
@@ -100,7 +100,7 @@ fn deliver_and_prove_zero_copy(zc: ZeroCopy) {
         let expect = zb.to_vec();
         let start = zb.as_ptr() as usize;
         let before = nodes[0].transport_counters().unwrap();
-        nodes[0].record_buf_sends(true);
+        testing::record_buf_sends(&nodes[0], true);
         hs[0]
             .cpg
             .zcb_mcast_joined(Guarantee::Agreed, zb, size)
@@ -113,12 +113,11 @@ fn deliver_and_prove_zero_copy(zc: ZeroCopy) {
                 "size {size}"
             );
         }
-        let sends: Vec<_> = nodes[0]
-            .buf_sends()
+        let sends: Vec<_> = testing::buf_sends(&nodes[0])
             .into_iter()
             .filter(|s| s.buf_addr <= start && start < s.buf_addr + s.buf_len)
             .collect();
-        nodes[0].record_buf_sends(false);
+        testing::record_buf_sends(&nodes[0], false);
         let after = nodes[0].transport_counters().unwrap();
         // The counters of a zcb run, for the record (`-- --nocapture`).
         eprintln!("zcb {size} B, zerocopy {zc:?}: counters after {after:?}");

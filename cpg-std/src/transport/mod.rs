@@ -7,7 +7,7 @@
 //! | [`uring`] | `cpg-uring`'s driver: io_uring (the default), or plain UDP syscalls (`transport = "udp"`, explicit) |
 //! | [`loopback`] | an in-process network for tests (N nodes in one process) |
 //!
-//! A transport drives its node through [`NodeState`]'s public methods
+//! A transport drives its node through [`NodeState`]'s crate methods
 //! (packets and timer expiries in, transmits out); it knows nothing of
 //! handles or groups.
 
@@ -20,14 +20,14 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{FrameBuf, Transmit};
 use cpg_core::Instant;
 
-pub use crate::handles::zc::{HeapZc, ZcAllocator};
-pub use crate::handles::{NodeState, StepInput};
+pub(crate) use crate::handles::zc::{HeapZc, ZcAllocator};
+pub(crate) use crate::handles::{NodeState, StepInput};
 
 pub mod loopback;
-pub mod uring;
+pub(crate) mod uring;
 
 /// A transport: moves the frames of one node.
-pub trait Transport: Send + 'static {
+pub(crate) trait Transport: Send + 'static {
     /// The buffer type the engine keeps received frames (and zero-copy
     /// buffers) in.
     type Frame: FrameBuf + Send + Sync + 'static;
@@ -42,7 +42,7 @@ pub trait Transport: Send + 'static {
 }
 
 /// A started transport.
-pub trait Running: Send + Sync {
+pub(crate) trait Running: Send + Sync {
     /// Stop: send what is queued (a graceful shutdown's LEAVE), then end
     /// the threads and close the sockets.
     fn stop(self: Box<Self>);

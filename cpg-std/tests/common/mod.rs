@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cpg_core::engine::State;
 use cpg_std::{
-    Cpg, DispatchFlags, GroupName, MemberAddr, ModelV1, Node, NodeId, Reason, RingId,
+    testing, Cpg, DispatchFlags, GroupName, MemberAddr, ModelV1, Node, NodeId, Reason, RingId,
     MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
 };
 use rustix::event::{PollFd, PollFlags};
@@ -119,7 +119,7 @@ impl H {
     }
     pub fn open_with(node: &Node, pid: u32, totem: bool, flags: u32) -> H {
         let rec = Rec::default();
-        let cpg = Cpg::model_initialize_with_pid(node, pid, rec.model(totem, flags), None)
+        let cpg = testing::model_initialize_with_pid(node, pid, rec.model(totem, flags), None)
             .expect("initialize");
         H { cpg, rec, pid }
     }
