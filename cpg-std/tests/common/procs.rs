@@ -50,6 +50,15 @@ pub fn free_ports(n: usize) -> Vec<SocketAddrV4> {
         .collect()
 }
 
+/// Nodes `1..=n` on distinct free ports of 127.0.0.1.
+pub fn local_nodes(n: usize) -> Vec<(u32, SocketAddrV4)> {
+    free_ports(n)
+        .into_iter()
+        .zip(1..)
+        .map(|(a, id)| (id, a))
+        .collect()
+}
+
 impl Procs {
     /// Write a config for `n` nodes (token 2 s, no coefficient: robust on a
     /// loaded 2-core machine, detection in token + consensus = 4.4 s) and
@@ -58,13 +67,7 @@ impl Procs {
         let dir = std::env::temp_dir().join(format!("cpg-procs-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let addrs = free_ports(n);
-        let nodes: Vec<(u32, SocketAddrV4)> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (i as u32 + 1, *a))
-            .collect();
-        let mut file = ConfigFile::new(name, &nodes);
+        let mut file = ConfigFile::new(name, &local_nodes(n));
         file.state_dir = dir.join("state");
         file.totem.token_ms = Some(2000);
         file.totem.token_coefficient_ms = Some(0);
