@@ -411,47 +411,30 @@ impl ConfigFile {
         engine.netmtu = self.netmtu;
         engine.max_message_size = self.max_message_size;
         engine.zc_copy_threshold = self.zc_copy_threshold;
+        // an absent key keeps the engine's default (Corosync 3's)
+        fn set<T>(setting: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *setting = v;
+            }
+        }
         let t = &self.totem;
-        let ms = Duration::from_millis;
-        if let Some(v) = t.token_ms {
-            engine.token = ms(v);
-        }
-        if let Some(v) = t.token_coefficient_ms {
-            engine.token_coefficient = ms(v);
-        }
-        if let Some(v) = t.token_retransmits_before_loss_const {
-            engine.token_retransmits_before_loss_const = v;
-        }
-        if let Some(v) = t.join_ms {
-            engine.join = ms(v);
-        }
-        if let Some(v) = t.consensus_ms {
-            engine.consensus = ms(v);
-        }
-        if let Some(v) = t.merge_ms {
-            engine.merge = ms(v);
-        }
-        if let Some(v) = t.hold_ms {
-            engine.hold = ms(v);
-        }
-        if let Some(v) = t.fail_recv_const {
-            engine.fail_recv_const = v;
-        }
-        if let Some(v) = t.seqno_unchanged_const {
-            engine.seqno_unchanged_const = v;
-        }
-        if let Some(v) = t.max_messages {
-            engine.max_messages = v;
-        }
-        if let Some(v) = t.window_size {
-            engine.window_size = v;
-        }
-        if let Some(v) = t.miss_count_const {
-            engine.miss_count_const = v;
-        }
-        if let Some(v) = t.send_queue_frames {
-            engine.send_queue_frames = v;
-        }
+        let ms = |v: Option<u64>| v.map(Duration::from_millis);
+        set(&mut engine.token, ms(t.token_ms));
+        set(&mut engine.token_coefficient, ms(t.token_coefficient_ms));
+        set(
+            &mut engine.token_retransmits_before_loss_const,
+            t.token_retransmits_before_loss_const,
+        );
+        set(&mut engine.join, ms(t.join_ms));
+        set(&mut engine.consensus, ms(t.consensus_ms));
+        set(&mut engine.merge, ms(t.merge_ms));
+        set(&mut engine.hold, ms(t.hold_ms));
+        set(&mut engine.fail_recv_const, t.fail_recv_const);
+        set(&mut engine.seqno_unchanged_const, t.seqno_unchanged_const);
+        set(&mut engine.max_messages, t.max_messages);
+        set(&mut engine.window_size, t.window_size);
+        set(&mut engine.miss_count_const, t.miss_count_const);
+        set(&mut engine.send_queue_frames, t.send_queue_frames);
         cpg_core::engine::validate_config(&engine).map_err(ConfigError::Engine)?;
 
         let p = &self.pool;
