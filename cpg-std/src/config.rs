@@ -308,17 +308,24 @@ pub fn excerpt_quotes(message: &str) -> String {
     out
 }
 
-/// Which transport a [`crate::Node`] runs on.
+/// Which transport a [`crate::Node`] runs on (`transport = "uring"` or
+/// `"udp"` in the file). Both are `cpg-uring`'s driver loop; they differ
+/// in how it reaches the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
-    /// The io_uring driver (`cpg-uring`), the default.
+    /// io_uring: registered buffers, `WriteFixed`/`SendZc`, multishot
+    /// receive. The default.
     #[default]
     Uring,
-    /// Plain blocking `sendto`/`recvfrom` on a std UDP socket: chosen
-    /// explicitly, for kernels without io_uring (never a silent fallback).
+    /// Plain `sendmsg`/`recvfrom` syscalls with `poll`, no io_uring: chosen
+    /// explicitly, for kernels without it (never a silent fallback).
     Udp,
 }
+
+/// The line of the configuration file that selects [`TransportKind::Udp`]:
+/// what an io_uring set-up error tells the user to write.
+pub(crate) const TRANSPORT_UDP_SETTING: &str = "transport = \"udp\"";
 
 /// One node of the node list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -948,6 +955,15 @@ token_ms = 1000
         // round trip through the writer
         let again = ConfigFile::parse(&f.to_toml(), "again").unwrap();
         assert_eq!(again, f);
+    }
+
+    /// The io_uring error's hint names a line this parser takes.
+    #[test]
+    fn the_udp_setting_the_hint_names_parses() {
+        let text = format!("{TRANSPORT_UDP_SETTING}\n{GOOD}");
+        let f = ConfigFile::parse(&text, "t.toml").unwrap();
+        assert_eq!(f.transport, TransportKind::Udp);
+        assert_eq!(f.validate(Some(1)).unwrap().transport, TransportKind::Udp);
     }
 
     #[test]

@@ -160,12 +160,14 @@ impl Cpg {
         Self::model_initialize_with_pid(node, std::process::id(), model, context)
     }
 
-    /// As [`Cpg::model_initialize`], as process `pid`: lets one test process
-    /// play several CPG processes (members are `(nodeid, pid)`).
+    /// As [`Cpg::model_initialize`], as process `pid`: lets one process
+    /// play several CPG processes (members are `(nodeid, pid)`; the
+    /// idiomatic layer's `JoinOptions::pid`, and tests through
+    /// [`crate::testing::model_initialize_with_pid`]).
     ///
     /// # Errors
     /// As [`Cpg::model_initialize`].
-    pub fn model_initialize_with_pid(
+    pub(crate) fn model_initialize_with_pid(
         node: &Node,
         pid: u32,
         model: ModelV1,

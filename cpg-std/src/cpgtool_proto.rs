@@ -8,6 +8,10 @@
 //!   `cpg-netsuite`).
 //! - [`Reply`] (`{"re": ...}`) and [`Event`] (`{"ev": ...}`): what `node`
 //!   and `bench-member` write on stdout; [`Report`] is either.
+//! - What both drivers of child processes (cpgtool's `cluster.rs`, the
+//!   tests' `procs.rs`) do alike: read a child's stdout into reports
+//!   ([`spawn_reader`]) and match a reply to its command
+//!   ([`Command::is_answered_by`], [`Reply::outcome`]).
 //!
 //! Field names and shapes are the protocol: `cpg-netsuite/src/cluster/`
 //! parses the same objects as untyped JSON. [`emit`] writes through
@@ -24,7 +28,9 @@
 //! short excerpt.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
 
 use crate::config::excerpt_quotes;
 use crate::{CsError, MemberAddr, Reason};
@@ -303,6 +309,24 @@ pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io
     }
 }
 
+impl Command {
+    /// Whether `re` is the reply to this command: the reply named after it.
+    /// `Quit` has none.
+    pub fn is_answered_by(&self, re: &Reply) -> bool {
+        matches!(
+            (self, re),
+            (Command::Join { .. }, Reply::Join(_))
+                | (Command::Leave { .. }, Reply::Leave(_))
+                | (Command::Mcast { .. }, Reply::Mcast(_))
+                | (Command::Stream(_), Reply::Stream { .. })
+                | (Command::StopStream, Reply::StopStream(_))
+                | (Command::Big { .. }, Reply::Big(_))
+                | (Command::Members { .. }, Reply::Members(_))
+                | (Command::Status, Reply::Status(_))
+        )
+    }
+}
+
 /// `{"cmd":"stream",...}`: `count` numbered messages of `size..=size_max`
 /// bytes (spread by a hash of the seq), `rate` per second (0: as fast as
 /// flow control allows), zero-copy buffers with `zc`.
@@ -392,6 +416,21 @@ pub enum Reply {
     Error {
         error: String,
     },
+}
+
+impl Reply {
+    /// The [`Outcome`] of a reply that is one (`join`, `leave`, `mcast`,
+    /// `big`, `stop_stream`).
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            Reply::Join(o)
+            | Reply::Leave(o)
+            | Reply::Mcast(o)
+            | Reply::Big(o)
+            | Reply::StopStream(o) => Some(o),
+            _ => None,
+        }
+    }
 }
 
 /// `ok`, and on failure the cs_error code and its text.
@@ -559,6 +598,29 @@ pub enum Report {
     Event(Event),
 }
 
+/// Read child process `id`'s stdout on a thread of its own: each line is
+/// sent to `tx` as a [`Report`] of `id`, a line that is none is printed on
+/// stderr. The thread ends with the stream or when `tx`'s receiver is gone.
+pub fn spawn_reader(
+    id: u32,
+    stdout: impl Read + Send + 'static,
+    tx: Sender<(u32, Report)>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<Report>(&line) {
+                Ok(r) => {
+                    if tx.send((id, r)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => eprintln!("cpgtool: node {id}: unreadable line ({e}): {line}"),
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,6 +691,48 @@ mod tests {
             let back: Report = serde_json::from_str(&line(&r)).unwrap();
             assert_eq!(back, Report::Reply(r));
         }
+    }
+
+    #[test]
+    fn a_reply_answers_the_command_named_alike() {
+        let join = Command::Join { group: "g".into() };
+        let ok = Reply::Join(Ok(()).into());
+        assert!(join.is_answered_by(&ok));
+        assert!(!join.is_answered_by(&Reply::Leave(Ok(()).into())));
+        assert!(!Command::Quit.is_answered_by(&ok));
+        assert!(
+            Command::Stream(Stream::new(1, 1)).is_answered_by(&Reply::Stream {
+                sent: 1,
+                first: 0,
+                err: None,
+                error: None
+            })
+        );
+        assert_eq!(ok.outcome().map(|o| o.ok), Some(true));
+        let members = Reply::Members(MembersReply::List { members: vec![] });
+        assert!(Command::Members { group: "g".into() }.is_answered_by(&members));
+        assert_eq!(members.outcome(), None);
+    }
+
+    #[test]
+    fn the_reader_turns_lines_into_reports() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let text = format!(
+            "{}\nnot json\n{}\n",
+            serde_json::to_string(&Reply::Join(Ok(()).into())).unwrap(),
+            serde_json::to_string(&Event::Ready { nodeid: 1, pid: 2 }).unwrap()
+        );
+        spawn_reader(7, std::io::Cursor::new(text), tx)
+            .join()
+            .unwrap();
+        let got: Vec<_> = rx.iter().collect();
+        assert_eq!(
+            got,
+            [
+                (7, Report::Reply(Reply::Join(Ok(()).into()))),
+                (7, Report::Event(Event::Ready { nodeid: 1, pid: 2 }))
+            ]
+        );
     }
 
     #[test]

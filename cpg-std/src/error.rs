@@ -2,6 +2,7 @@
 
 use std::io;
 
+use crate::config::TRANSPORT_UDP_SETTING;
 use crate::state::StateError;
 
 /// Why a node did not start.
@@ -17,18 +18,26 @@ pub enum StartError {
     #[error("transport: {0}")]
     Transport(#[from] io::Error),
     /// The io_uring driver could not start.
-    #[error("io_uring transport: {0}{hint}", hint = uring_hint(.0))]
+    #[error("io_uring transport: {0}{hint}", hint = UringHint(.0))]
     Uring(#[from] cpg_uring::DriverError),
 }
 
 /// What to change when io_uring itself is missing or too old: the plain UDP
-/// transport, `transport = "udp"` in the node configuration
-/// ([`crate::config::TransportKind::Udp`]).
-fn uring_hint(e: &cpg_uring::DriverError) -> &'static str {
-    if e.is_uring_unsupported() {
-        " (or set transport = \"udp\" in the node configuration to run on plain UDP sockets)"
-    } else {
-        ""
+/// transport, [`TRANSPORT_UDP_SETTING`] in the node configuration
+/// ([`crate::config::TransportKind::Udp`]; cpg-uring's error names no
+/// setting, since it cannot know which layer the user configures).
+struct UringHint<'a>(&'a cpg_uring::DriverError);
+
+impl std::fmt::Display for UringHint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_uring_unsupported() {
+            write!(
+                f,
+                " (or set {TRANSPORT_UDP_SETTING} in the node configuration to run on plain UDP sockets)"
+            )
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -43,6 +52,7 @@ mod tests {
             cause: "no io_uring".into(),
         });
         let s = e.to_string();
+        assert!(s.contains(TRANSPORT_UDP_SETTING), "{s}");
         assert!(s.contains("transport = \"udp\""), "{s}");
         assert!(!s.contains("fallback_syscalls"), "{s}");
         let e = StartError::from(cpg_uring::DriverError::Config("x".into()));

@@ -1,13 +1,16 @@
 //! `cpg-std`: the Corosync CPG API on an embedded engine.
 //!
-//! | module | owns |
+//! | item | what |
 //! |---|---|
-//! | [`config`] | the TOML node configuration and its validation |
-//! | [`state`] | the persisted ring sequence number |
-//! | [`transport`] | the [`transport::Transport`] trait and the transports: [`uring`] (io_uring, the default), [`udp`] (plain std UDP, explicit fallback), [`loopback`] (in-process, for tests) |
-//! | [`node`] | [`Node`]: one engine on its transport's threads |
-//! | [`cpg`] | [`Cpg`]: every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5) |
-//! | [`group`] | the idiomatic layer beside `Cpg`: [`Member`] (leaves on drop), [`Event`], [`SendError`]; [`ConfigBuilder`] builds a [`NodeConfig`] in code |
+//! | [`Node`] | one engine on its transport's threads: io_uring by default, plain UDP syscalls by choice ([`config::TransportKind`]), or in-process ([`loopback`], for tests and examples) |
+//! | [`Cpg`] ([`cpg`]) | every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5) |
+//! | [`group`] | the idiomatic layer beside `Cpg`: [`Member`] (leaves on drop), [`Event`], [`SendError`] |
+//! | [`config`] | the TOML node configuration and its validation; [`ConfigBuilder`] builds a [`NodeConfig`] in code |
+//! | errors | [`StartError`] (and [`StateError`], the persisted ring seq), [`ConfigError`], [`CsError`] |
+//!
+//! Inside (not exported): `handles` (one node's engine, its handle table,
+//! staging areas and mailboxes), `transport` (the transports and their
+//! trait), `node`, `state` (the persisted ring sequence number).
 //!
 //! No protocol logic lives here: the engine (`cpg-core`) decides order,
 //! membership and confchgs; this crate keeps each handle's view (one group
@@ -77,18 +80,20 @@
 mod builder;
 pub mod config;
 pub mod cpg;
-/// The `cpgtool` line protocol, shared by the binary and the tests; not
-/// part of the API.
+// The `cpgtool` line protocol, shared by the binary and the tests; not
+// part of the API.
 #[doc(hidden)]
 pub mod cpgtool_proto;
 mod error;
 pub mod group;
 mod handles;
-pub mod node;
-pub mod state;
-pub mod transport;
+mod node;
+mod state;
+#[doc(hidden)]
+pub mod testing;
+mod transport;
 
-pub use crate::transport::{loopback, udp, uring};
+pub use crate::transport::loopback;
 
 pub use crate::builder::ConfigBuilder;
 pub use crate::config::{ConfigError, ConfigFile, NodeConfig};
@@ -98,15 +103,10 @@ pub use crate::cpg::{
     MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
 };
 pub use crate::group::{Closed, Event, JoinOptions, Member, Membership, Message, Ring, SendError};
-pub use crate::handles::{monotonic_now, NodeStats};
-
-/// Test hooks, not part of the API: what [`Node::record_buf_sends`]
-/// records (the zero-copy proof).
-#[doc(hidden)]
-pub mod testing {
-    pub use crate::handles::BufSend;
-}
+pub use crate::handles::NodeStats;
 pub use crate::node::{Node, NodeStatus, StartError};
+pub use crate::state::StateError;
+
 /// Lock `m`, taking the guard even if a thread panicked while holding it:
 /// the crate's one mutex-poison policy.
 pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use cpg_core::NodeId;
 
-use crate::config::{NodeConfig, TransportKind};
+use crate::config::NodeConfig;
 pub use crate::error::StartError;
 use crate::handles::ops::DynNode;
 pub use crate::handles::ops::NodeStatus;
-use crate::handles::{BufSend, NodeState, NodeStats};
+use crate::handles::{NodeState, NodeStats};
 use crate::state::RingSeqStore;
 use crate::transport::loopback::LoopbackNet;
-pub use crate::transport::{Running, Transport};
+use crate::transport::{Running, Transport};
 
 /// One engine on its transport's threads; open handles on it with
 /// [`crate::Cpg::model_initialize`]. Dropping it stops it gracefully.
@@ -36,28 +36,24 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Start the node `config` describes on its configured transport; the
-    /// ring seq is loaded from (and persisted in) the state directory.
+    /// Start the node `config` describes on its configured transport
+    /// (`transport`: io_uring, or plain UDP syscalls); the ring seq is loaded
+    /// from (and persisted in) the state directory.
     ///
     /// # Errors
     /// State, engine or transport set-up failures.
     pub fn start(config: &NodeConfig) -> Result<Node, StartError> {
-        match config.transport {
-            TransportKind::Udp => {
-                Self::with_transport(config, crate::transport::udp::UdpTransport::new(config)?)
-            }
-            TransportKind::Uring => Self::with_transport(
-                config,
-                crate::transport::uring::UringTransport::new(config)?,
-            ),
-        }
+        Self::with_transport(
+            config,
+            crate::transport::uring::UringTransport::new(config)?,
+        )
     }
 
     /// Start the node on `transport`.
     ///
     /// # Errors
     /// State, engine or transport set-up failures.
-    pub fn with_transport<T: Transport>(
+    pub(crate) fn with_transport<T: Transport>(
         config: &NodeConfig,
         transport: T,
     ) -> Result<Node, StartError> {
@@ -102,18 +98,6 @@ impl Node {
     /// The transport's counters (the io_uring driver's), if it keeps any.
     pub fn transport_counters(&self) -> Option<cpg_uring::Snapshot> {
         self.running.as_ref().and_then(|r| r.counters())
-    }
-
-    /// Start (`true`, clearing earlier records) or stop recording, for
-    /// every transmit that reads from a driver buffer (a zero-copy
-    /// buffer), which bytes it reads: the zero-copy proof.
-    pub fn record_buf_sends(&self, on: bool) {
-        self.node.record_buf_sends(on);
-    }
-
-    /// The sends recorded since [`Node::record_buf_sends`].
-    pub fn buf_sends(&self) -> Vec<BufSend> {
-        self.node.buf_sends()
     }
 
     pub(crate) fn dyn_node(&self) -> Arc<dyn DynNode> {

@@ -13,8 +13,8 @@ use common::*;
 use cpg_core::Duration as CoreDuration;
 use cpg_std::loopback::LoopbackNet;
 use cpg_std::{
-    Callbacks, Cpg, CsError, DispatchFlags, FlowControlState, GroupName, Guarantee, IterationType,
-    MemberAddr, ModelV1, Node, NodeConfig, Reason,
+    testing, Callbacks, Cpg, CsError, DispatchFlags, FlowControlState, GroupName, Guarantee,
+    IterationType, MemberAddr, ModelV1, Node, NodeConfig, Reason,
 };
 
 fn tweak(c: &mut NodeConfig) {
@@ -65,13 +65,7 @@ fn send(h: &H, g: Guarantee, data: &[u8]) -> Result<(), CsError> {
 fn three_nodes_total_order_fifo_safe_and_agreed() {
     let (_net, nodes) = cluster(3);
     let g = group("GROUP\0");
-    let hs: Vec<H> = nodes.iter().map(|n| H::open(n, 100)).collect();
-    for h in &hs {
-        h.cpg.join(&g).unwrap();
-    }
-    for h in &hs {
-        assert!(h.wait_members(&g, 3), "3 members");
-    }
+    let hs = join_all(&nodes, 100, &g);
     for k in 0..100u32 {
         for (i, h) in hs.iter().enumerate() {
             let guarantee = if k % 3 == 0 {
@@ -706,7 +700,7 @@ fn local_get_context_and_max_atomic() {
     // per-handle isolation
     let others: Vec<Cpg> = (0..20)
         .map(|i| {
-            Cpg::model_initialize_with_pid(
+            testing::model_initialize_with_pid(
                 &nodes[0],
                 100 + i,
                 ModelV1::default(),
@@ -738,7 +732,7 @@ fn blocked_dispatch_while_another_thread_mcasts_then_finalize_wakes_it() {
         })),
         ..Default::default()
     };
-    let cpg = Arc::new(Cpg::model_initialize_with_pid(&nodes[0], 5, model, None).unwrap());
+    let cpg = Arc::new(testing::model_initialize_with_pid(&nodes[0], 5, model, None).unwrap());
     let peer = H::open(&nodes[1], 6);
     cpg.join(&g).unwrap();
     peer.cpg.join(&g).unwrap();
@@ -892,13 +886,7 @@ fn library_after_the_node_stops() {
 fn killed_node_gives_nodedown_and_survivors_keep_delivering() {
     let (_net, mut nodes) = cluster(3);
     let g = group("nd");
-    let hs: Vec<H> = nodes.iter().map(|n| H::open(n, 50)).collect();
-    for h in &hs {
-        h.cpg.join(&g).unwrap();
-    }
-    for h in &hs {
-        assert!(h.wait_members(&g, 3));
-    }
+    let hs = join_all(&nodes, 50, &g);
     let dead = hs.into_iter().collect::<Vec<_>>();
     let (survivors, victim): (Vec<_>, Vec<_>) = dead
         .into_iter()
@@ -920,39 +908,14 @@ fn killed_node_gives_nodedown_and_survivors_keep_delivering() {
 fn zero_copy_sends_read_from_inside_the_buffer() {
     let (_net, nodes) = cluster(3);
     let g = group("zc");
-    let hs: Vec<H> = nodes.iter().map(|n| H::open(n, 1)).collect();
-    for h in &hs {
-        h.cpg.join(&g).unwrap();
-    }
-    for h in &hs {
-        assert!(h.wait_members(&g, 3));
-    }
+    let hs = join_all(&nodes, 1, &g);
     let threshold = cpg_std::config::ZC_COPY_THRESHOLD_DEFAULT;
     for (k, size) in [100usize, 1024, 1400, threshold, 300_000, 1_000_000]
         .into_iter()
         .enumerate()
     {
-        let mut zb = hs[0].cpg.zcb_alloc(size).unwrap();
-        for (i, b) in zb.iter_mut().enumerate() {
-            *b = (i * 31 + k) as u8;
-        }
-        let expect = zb.to_vec();
-        let start = zb.as_ptr() as usize;
-        nodes[0].record_buf_sends(true);
-        hs[0]
-            .cpg
-            .zcb_mcast_joined(Guarantee::Agreed, zb, size)
-            .unwrap();
-        for h in &hs {
-            assert!(
-                h.wait(|e| e
-                    .iter()
-                    .any(|e| matches!(e, Ev::Msg { data, .. } if *data == expect))),
-                "size {size}"
-            );
-        }
-        let sends: Vec<_> = nodes[0]
-            .buf_sends()
+        let (start, sends) = zcb_send_recorded(&nodes[0], &hs, k, size);
+        let sends: Vec<_> = sends
             .into_iter()
             .filter(|s| s.read_addr >= start - 256 && s.read_addr < start + size)
             .collect();

@@ -22,6 +22,22 @@ fn mcast(data: String, guarantee: Guarantee) -> Command {
     Command::Mcast { data, guarantee }
 }
 
+/// Every node of `ids` multicasts one message (`"{what} from {id}"`), and
+/// every node delivers all of them (counted by sender in its status).
+fn each_multicasts_and_all_deliver(p: &mut Procs, ids: &[u32], guarantee: Guarantee, what: &str) {
+    let before: Vec<BTreeMap<String, u64>> =
+        ids.iter().map(|&id| p.status(id).per_sender).collect();
+    for &id in ids {
+        assert!(p.call_ok(id, mcast(format!("{what} from {id}"), guarantee)));
+    }
+    for (id, b) in ids.iter().zip(&before) {
+        p.until_status(*id, |s| {
+            ids.iter()
+                .all(|&n| from_node(&s.per_sender, n) > from_node(b, n))
+        });
+    }
+}
+
 /// The sequence part of a ring id (`"<rep>.<seq hex>"`).
 fn ring_seq(ring: &str) -> u64 {
     u64::from_str_radix(ring.split('.').nth(1).unwrap(), 16).unwrap()
@@ -202,18 +218,7 @@ fn sigkill_mid_stream_then_restart_rejoins_with_nodeup() {
         "ring seq {new_seq:x} after restart, {old_seq:x} before"
     );
     // everyone delivers again
-    let before: Vec<BTreeMap<String, u64>> =
-        ids.iter().map(|&id| p.status(id).per_sender).collect();
-    for id in ids {
-        assert!(p.call_ok(id, mcast(format!("hello from {id}"), Guarantee::Agreed)));
-    }
-    for (k, id) in ids.iter().enumerate() {
-        let b = &before[k];
-        p.until_status(*id, |s| {
-            ids.iter()
-                .all(|&n| from_node(&s.per_sender, n) > from_node(b, n))
-        });
-    }
+    each_multicasts_and_all_deliver(&mut p, &ids, Guarantee::Agreed, "hello");
     for id in ids {
         p.send(id, &Command::Quit);
     }
@@ -244,18 +249,7 @@ fn sigstop_past_the_token_timeout_then_sigcont_merges_back() {
     p.wait_confchg(at, 2, |c| c.members.len() == 3);
     p.wait_ring(&ids);
     // nobody hangs: every node multicasts and every node delivers it
-    let before: Vec<BTreeMap<String, u64>> =
-        ids.iter().map(|&id| p.status(id).per_sender).collect();
-    for id in ids {
-        assert!(p.call_ok(id, mcast(format!("after from {id}"), Guarantee::Safe)));
-    }
-    for (k, id) in ids.iter().enumerate() {
-        let b = &before[k];
-        p.until_status(*id, |s| {
-            ids.iter()
-                .all(|&n| from_node(&s.per_sender, n) > from_node(b, n))
-        });
-    }
+    each_multicasts_and_all_deliver(&mut p, &ids, Guarantee::Safe, "after");
     for id in ids {
         p.send(id, &Command::Quit);
     }

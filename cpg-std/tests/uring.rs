@@ -5,13 +5,12 @@
 mod common;
 
 use std::io::IoSlice;
-use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
-use common::procs::free_ports;
+use common::procs::local_nodes;
 use common::*;
 use cpg_std::config::{ConfigFile, ZeroCopy};
-use cpg_std::state::RingSeqStore;
+use cpg_std::testing::RingSeqStore;
 use cpg_std::{CsError, Guarantee, Node};
 
 fn tmp(name: &str) -> PathBuf {
@@ -21,13 +20,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn config(n: usize, zc: ZeroCopy, dir: &std::path::Path) -> ConfigFile {
-    let addrs = free_ports(n);
-    let nodes: Vec<(u32, SocketAddrV4)> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (i as u32 + 1, *a))
-        .collect();
-    let mut f = ConfigFile::new("uring-test", &nodes);
+    let mut f = ConfigFile::new("uring-test", &local_nodes(n));
     f.state_dir = dir.to_path_buf();
     f.zerocopy = zc;
     f.totem.token_ms = Some(1000);
@@ -52,13 +45,7 @@ fn deliver_and_prove_zero_copy(zc: ZeroCopy) {
     let f = config(3, zc, &dir);
     let nodes = start_all(&f);
     let g = group("zc");
-    let hs: Vec<H> = nodes.iter().map(|n| H::open(n, 1)).collect();
-    for h in &hs {
-        h.cpg.join(&g).unwrap();
-    }
-    for h in &hs {
-        assert!(h.wait_members(&g, 3));
-    }
+    let hs = join_all(&nodes, 1, &g);
     // copying sends, AGREED and SAFE, two iovecs
     for k in 0..50u32 {
         let m = format!("copy-{k}");
@@ -87,38 +74,12 @@ fn deliver_and_prove_zero_copy(zc: ZeroCopy) {
         .into_iter()
         .enumerate()
     {
-        let mut zb = loop {
-            match hs[0].cpg.zcb_alloc(size) {
-                Ok(b) => break b,
-                Err(CsError::TryAgain) => std::thread::sleep(std::time::Duration::from_millis(1)),
-                Err(e) => panic!("{e}"),
-            }
-        };
-        for (i, b) in zb.iter_mut().enumerate() {
-            *b = (i * 7 + k) as u8;
-        }
-        let expect = zb.to_vec();
-        let start = zb.as_ptr() as usize;
         let before = nodes[0].transport_counters().unwrap();
-        nodes[0].record_buf_sends(true);
-        hs[0]
-            .cpg
-            .zcb_mcast_joined(Guarantee::Agreed, zb, size)
-            .unwrap();
-        for h in &hs {
-            assert!(
-                h.wait(|e| e
-                    .iter()
-                    .any(|e| matches!(e, Ev::Msg { data, .. } if *data == expect))),
-                "size {size}"
-            );
-        }
-        let sends: Vec<_> = nodes[0]
-            .buf_sends()
+        let (start, sends) = zcb_send_recorded(&nodes[0], &hs, k, size);
+        let sends: Vec<_> = sends
             .into_iter()
             .filter(|s| s.buf_addr <= start && start < s.buf_addr + s.buf_len)
             .collect();
-        nodes[0].record_buf_sends(false);
         let after = nodes[0].transport_counters().unwrap();
         // The counters of a zcb run, for the record (`-- --nocapture`).
         eprintln!("zcb {size} B, zerocopy {zc:?}: counters after {after:?}");
@@ -230,13 +191,7 @@ fn udp_transport_delivers_and_detects_a_killed_node() {
     f.transport = cpg_std::config::TransportKind::Udp;
     let mut nodes = start_all(&f);
     let g = group("udp");
-    let hs: Vec<H> = nodes.iter().map(|n| H::open(n, 9)).collect();
-    for h in &hs {
-        h.cpg.join(&g).unwrap();
-    }
-    for h in &hs {
-        assert!(h.wait_members(&g, 3));
-    }
+    let hs = join_all(&nodes, 9, &g);
     for k in 0..30u32 {
         let m = format!("udp-{k}");
         hs[(k % 3) as usize]
@@ -249,6 +204,12 @@ fn udp_transport_delivers_and_detects_a_killed_node() {
     }
     assert_eq!(hs[1].rec.msgs(), hs[0].rec.msgs());
     assert_eq!(hs[2].rec.msgs(), hs[0].rec.msgs());
+    // the driver's plain-syscall backend: sendmsg, never a registered buffer
+    let t = nodes[0].transport_counters().expect("the driver counts");
+    assert!(
+        t.frames_sent > 0 && t.sends_write_fixed + t.sends_zc_fixed == 0,
+        "{t:?}"
+    );
     nodes.remove(2).kill();
     for h in &hs[..2] {
         assert!(

@@ -108,8 +108,9 @@ pub struct TransportConfig {
     pub socket_buffer: usize,
     /// The send pool (registered as fixed buffer 0).
     pub pool: PoolConfig,
-    /// Plain `recvfrom`/`sendto` with `poll` instead of io_uring. Only when
-    /// chosen: an io_uring failure is an error, never a silent fallback.
+    /// Plain `recvfrom`/`sendmsg` with `poll` instead of io_uring, for
+    /// kernels without it (cpg-std sets it for `transport = "udp"`). Only
+    /// when chosen: an io_uring failure is an error, never a silent fallback.
     pub fallback_syscalls: bool,
 }
 
@@ -463,14 +464,13 @@ impl Driver {
             what: "eventfd".into(),
             err,
         })?;
+        let bind_err = |err| DriverError::Socket {
+            what: format!("bind {}", cfg.bind),
+            err,
+        };
         let (backend, main, local) = if cfg.fallback_syscalls {
             let (main, local) =
-                socket::bind_exclusive(cfg.bind, cfg.socket_buffer).map_err(|err| {
-                    DriverError::Socket {
-                        what: format!("bind {}", cfg.bind),
-                        err,
-                    }
-                })?;
+                socket::bind_exclusive(cfg.bind, cfg.socket_buffer).map_err(bind_err)?;
             (Backend::Syscalls, main, local)
         } else {
             let mut ring =
@@ -505,12 +505,7 @@ impl Driver {
                 err,
             })?;
             let (main, local) =
-                socket::bind_shared(cfg.bind, cfg.socket_buffer).map_err(|err| {
-                    DriverError::Socket {
-                        what: format!("bind {}", cfg.bind),
-                        err,
-                    }
-                })?;
+                socket::bind_shared(cfg.bind, cfg.socket_buffer).map_err(bind_err)?;
             (Backend::Uring(Box::new(ring)), main, local)
         };
         let mut d = Driver {
@@ -676,19 +671,7 @@ impl Driver {
         self.step(host, now(), Input::Start);
         self.flush();
         while !host.should_stop() {
-            let mut n = 0;
-            while n < LOOPBACK_BATCH {
-                let Some(frame) = self.loopback.pop_front() else {
-                    break;
-                };
-                self.deliver_loopback(host, frame);
-                // a looped-back frame is a whole token visit of a one-node
-                // ring (the next is already queued): end the batch here, or
-                // deliveries would wait for LOOPBACK_BATCH rotations
-                host.batch_done();
-                n += 1;
-            }
-            if n > 0 {
+            if self.deliver_loopback(host) > 0 {
                 self.flush();
             }
             host.batch_done();
@@ -719,11 +702,24 @@ impl Driver {
         Ok(())
     }
 
-    fn deliver_loopback(&mut self, host: &mut impl Host, frame: RxBuf) {
-        Counters::inc(&self.counters.frames_received);
-        Counters::add(&self.counters.bytes_received, frame.len() as u64);
-        let from = self.node_id;
-        self.step(host, now(), Input::Packet { from, frame });
+    /// Hand up to [`LOOPBACK_BATCH`] looped-back frames to the host; how
+    /// many. Each ends a batch: a looped-back frame is a whole token visit
+    /// of a one-node ring (the next is already queued), so deliveries would
+    /// otherwise wait for `LOOPBACK_BATCH` rotations.
+    fn deliver_loopback(&mut self, host: &mut impl Host) -> usize {
+        let mut n = 0;
+        while n < LOOPBACK_BATCH {
+            let Some(frame) = self.loopback.pop_front() else {
+                break;
+            };
+            Counters::inc(&self.counters.frames_received);
+            Counters::add(&self.counters.bytes_received, frame.len() as u64);
+            let from = self.node_id;
+            self.step(host, now(), Input::Packet { from, frame });
+            host.batch_done();
+            n += 1;
+        }
+        n
     }
 
     fn step(&mut self, host: &mut impl Host, t: Instant, input: Input) {
@@ -1014,15 +1010,7 @@ impl Driver {
         let mut buf = vec![0u8; 65_536];
         let mut fired: Option<Instant> = None;
         while !host.should_stop() {
-            let mut n = 0;
-            while n < LOOPBACK_BATCH {
-                let Some(frame) = self.loopback.pop_front() else {
-                    break;
-                };
-                self.deliver_loopback(host, frame);
-                host.batch_done();
-                n += 1;
-            }
+            self.deliver_loopback(host);
             let t = now();
             let deadline = self.out.next_timeout.filter(|d| Some(*d) != fired);
             if let Some(d) = deadline {

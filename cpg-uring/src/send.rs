@@ -200,6 +200,22 @@ mod tests {
         VecPool::new_vec(&PoolConfig::new(16, &[ClassSpec::new(256, 4)]).unwrap()).unwrap()
     }
 
+    /// A queued slot of a fresh pool, with `sends` SendZc sends of it in
+    /// flight in a fresh table: the pool, the slot, the table and each
+    /// send's key.
+    fn zc_sends(sends: usize) -> (VecPool, SlotId, SendTable<SlotId>, Vec<(u32, u16)>) {
+        let mut p = pool();
+        let id = p.alloc(10).unwrap();
+        p.enqueue(id).unwrap();
+        let mut t = SendTable::default();
+        let mut keys = Vec::new();
+        for _ in 0..sends {
+            p.begin_send(id).unwrap();
+            keys.push(t.insert(id, true));
+        }
+        (p, id, t, keys)
+    }
+
     /// Apply a release to the pool as the driver does.
     fn apply(p: &mut VecPool, r: &Released<SlotId>) -> Outcome {
         if r.zc {
@@ -211,12 +227,8 @@ mod tests {
 
     #[test]
     fn send_zc_slot_leaves_in_flight_only_on_notif() {
-        let mut p = pool();
-        let id = p.alloc(10).unwrap();
-        p.enqueue(id).unwrap();
-        p.begin_send(id).unwrap();
-        let mut t = SendTable::default();
-        let (i, g) = t.insert(id, true);
+        let (mut p, id, mut t, keys) = zc_sends(1);
+        let (i, g) = keys[0];
 
         // First CQE: 26 bytes sent, more to come.
         let c = t.on_cqe(i, g, 26, MORE).unwrap();
@@ -240,12 +252,8 @@ mod tests {
 
     #[test]
     fn stable_after_notif_frees_on_mark_stable() {
-        let mut p = pool();
-        let id = p.alloc(10).unwrap();
-        p.enqueue(id).unwrap();
-        p.begin_send(id).unwrap();
-        let mut t = SendTable::default();
-        let (i, g) = t.insert(id, true);
+        let (mut p, id, mut t, keys) = zc_sends(1);
+        let (i, g) = keys[0];
         t.on_cqe(i, g, 26, MORE).unwrap();
         let r = t
             .on_cqe(i, g, NOTIF_USAGE_ZC_COPIED as i32, NOTIF)
@@ -282,31 +290,19 @@ mod tests {
 
     #[test]
     fn zc_with_two_retransmissions_counts_each_notif() {
-        let mut p = pool();
-        let id = p.alloc(10).unwrap();
-        p.enqueue(id).unwrap();
-        let mut t = SendTable::default();
-        let mut keys = Vec::new();
-        for _ in 0..2 {
-            p.begin_send(id).unwrap();
-            keys.push(t.insert(id, true));
-        }
+        let (mut p, id, mut t, keys) = zc_sends(2);
         for &(i, g) in &keys {
             assert!(t.on_cqe(i, g, 1, MORE).unwrap().released.is_none());
         }
         assert_eq!(p.mark_stable(id), Ok(Outcome::Held));
-        let r = t
-            .on_cqe(keys[1].0, keys[1].1, 0, NOTIF)
-            .unwrap()
-            .released
-            .unwrap();
+        // each notification releases its own send
+        let notif = |t: &mut SendTable<SlotId>, (i, g): (u32, u16)| {
+            t.on_cqe(i, g, 0, NOTIF).unwrap().released.unwrap()
+        };
+        let r = notif(&mut t, keys[1]);
         assert_eq!(apply(&mut p, &r), Outcome::Held);
         assert_eq!(p.state(id), Ok(SlotState::InFlight { sends_pending: 1 }));
-        let r = t
-            .on_cqe(keys[0].0, keys[0].1, 0, NOTIF)
-            .unwrap()
-            .released
-            .unwrap();
+        let r = notif(&mut t, keys[0]);
         assert_eq!(apply(&mut p, &r), Outcome::Freed);
     }
 

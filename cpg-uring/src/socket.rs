@@ -69,10 +69,7 @@ pub(crate) fn bind_shared(addr: SocketAddrV4, bytes: usize) -> io::Result<(Owned
     let addr = probe_free(addr)?;
     let s = udp_socket(false)?;
     sockopt::set_socket_reuseport(&s, true)?;
-    rustix::net::bind(&s, &addr)?;
-    size_buffers(&s, bytes);
-    let local = local_addr(&s)?;
-    Ok((s, local))
+    bind_sized(s, addr, bytes)
 }
 
 /// A plain nonblocking socket bound to `addr` (the syscall fallback).
@@ -80,7 +77,11 @@ pub(crate) fn bind_exclusive(
     addr: SocketAddrV4,
     bytes: usize,
 ) -> io::Result<(OwnedFd, SocketAddrV4)> {
-    let s = udp_socket(true)?;
+    bind_sized(udp_socket(true)?, addr, bytes)
+}
+
+/// Bind `s` to `addr`, size its buffers; the socket and its address.
+fn bind_sized(s: OwnedFd, addr: SocketAddrV4, bytes: usize) -> io::Result<(OwnedFd, SocketAddrV4)> {
     rustix::net::bind(&s, &addr)?;
     size_buffers(&s, bytes);
     let local = local_addr(&s)?;

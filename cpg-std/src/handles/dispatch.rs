@@ -25,7 +25,7 @@ thread_local! {
     static DISPATCHING: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// How [`NodeState::dispatch`] takes events: `one` batch of one event, or
+/// How [`DispatchOps::dispatch`] takes events: `one` batch of one event, or
 /// batches until drained; `block` waits for an event when none is pending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DispatchMode {
@@ -96,10 +96,17 @@ fn view<F: FrameBuf>(ev: &MailEvent<F>) -> HandleEvent<'_> {
     }
 }
 
-impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
+/// What the API layer calls to dispatch: a supertrait of
+/// [`super::ops::DynNode`], implemented here (not forwarded from `ops`).
+pub(crate) trait DispatchOps {
     /// Hand the handle's events to `sink` (spec §5's modes as `mode`), a
     /// batch at a time: the callbacks are locked while a batch runs.
-    pub(crate) fn dispatch(
+    fn dispatch(&self, h: u64, mode: DispatchMode, sink: &mut dyn EventSink)
+        -> Result<(), CsError>;
+}
+
+impl<F: FrameBuf + Send + Sync + 'static> DispatchOps for NodeState<F> {
+    fn dispatch(
         &self,
         h: u64,
         mode: DispatchMode,

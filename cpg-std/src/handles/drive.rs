@@ -13,7 +13,7 @@ use super::{lock, Locked, NodeState};
 /// CLOCK_MONOTONIC as an engine instant: the clock every transport uses
 /// (the io_uring driver arms absolute timeouts on it). One definition, in
 /// cpg-uring.
-pub use cpg_uring::now as monotonic_now;
+pub(crate) use cpg_uring::now as monotonic_now;
 
 /// One transmit that read from a driver buffer (a zero-copy buffer): the
 /// buffer's address and length, and the bytes the send reads.
@@ -31,7 +31,7 @@ pub struct BufSend {
 
 /// One input of [`NodeState::step`].
 #[derive(Debug)]
-pub enum StepInput<F> {
+pub(crate) enum StepInput<F> {
     /// Nothing new (local requests may have queued work).
     Wake,
     /// A frame arrived from a node.
@@ -41,24 +41,19 @@ pub enum StepInput<F> {
 }
 
 impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
-    /// This node's id.
-    pub fn node_id(&self) -> NodeId {
-        self.node_id
-    }
-
     /// The node's clock (the engine's `now`).
-    pub fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         monotonic_now()
     }
 
     /// How application threads wake the transport's loop after queuing
     /// work; a node has one transport, so only the first call counts.
-    pub fn set_waker(&self, w: Arc<dyn Fn() + Send + Sync>) {
+    pub(crate) fn set_waker(&self, w: Arc<dyn Fn() + Send + Sync>) {
         let _ = self.waker.set(w);
     }
 
     /// A frame arrived from node `from`.
-    pub fn handle_packet(&self, from: NodeId, frame: F) {
+    pub(crate) fn handle_packet(&self, from: NodeId, frame: F) {
         let mut g = lock(&self.locked);
         if g.backlogged() {
             g = self.wait_room(g);
@@ -100,12 +95,12 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
 
     /// After a batch of [`NodeState::step`] calls (before the transport
     /// waits): wakes the handles' dispatchers once for the whole batch.
-    pub fn batch_done(&self) {
+    pub(crate) fn batch_done(&self) {
         self.dirty.kick();
     }
 
     /// The deadline from [`NodeState::poll_outputs`] may have passed.
-    pub fn handle_timeout(&self) {
+    pub(crate) fn handle_timeout(&self) {
         let now = self.now();
         let mut g = lock(&self.locked);
         g.drain(now);
@@ -118,7 +113,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
 
     /// Persist ring seqs, hand every transmit to `send`, recycle released
     /// buffers; returns the next deadline. Call after every input and wake.
-    pub fn poll_outputs(&self, send: &mut dyn FnMut(Transmit<F>)) -> Option<Instant> {
+    pub(crate) fn poll_outputs(&self, send: &mut dyn FnMut(Transmit<F>)) -> Option<Instant> {
         let mut g = lock(&self.locked);
         let now = self.now();
         g.drain(now);
@@ -132,7 +127,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
     /// the next deadline and what `look` returned. A transport that steps
     /// must call [`NodeState::batch_done`] after each batch of steps, before
     /// it waits: handles are signalled there, not at every step.
-    pub fn step<R>(
+    pub(crate) fn step<R>(
         &self,
         input: StepInput<F>,
         send: &mut dyn FnMut(Transmit<F>),
@@ -206,7 +201,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
     }
 
     /// Look at the engine (state, ring id, stats).
-    pub fn with_engine<R>(&self, f: impl FnOnce(&Engine<F>) -> R) -> R {
+    pub(crate) fn with_engine<R>(&self, f: impl FnOnce(&Engine<F>) -> R) -> R {
         f(&lock(&self.locked).engine)
     }
 }

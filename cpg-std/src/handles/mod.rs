@@ -12,7 +12,7 @@
 //! | [`mailbox`] | a handle's delivery queue, its condvar and eventfd |
 //! | [`route`] | engine events to handles; slow-consumer eviction |
 //! | [`drive`] | what a transport calls: packets, timeouts, transmits |
-//! | [`ops`] | what the API layer calls, object safe ([`DynNode`]) |
+//! | [`ops`] | what the API layer calls, object safe ([`ops::DynNode`]) |
 //! | [`send`] | `mcast` and `zcb_*` |
 //! | [`dispatch`] | events out of a mailbox, to the API layer's callbacks |
 //! | [`zc`] | zero-copy buffers and their allocators |
@@ -30,7 +30,7 @@
 //! the other way. Callbacks run with no lock held (a callback may
 //! multicast, query or finalize).
 //!
-//! A transport drives the engine through [`NodeState`]'s public methods:
+//! A transport drives the engine through [`NodeState`]'s methods in [`drive`]:
 //! packets and timer expiries in, transmits out. Application calls submit
 //! to the engine under the node lock and wake the transport so it sends
 //! what they queued.
@@ -57,7 +57,8 @@ pub(crate) mod send;
 pub(crate) mod staging;
 pub(crate) mod zc;
 
-pub use self::drive::{monotonic_now, BufSend, StepInput};
+pub use self::drive::BufSend;
+pub(crate) use self::drive::{monotonic_now, StepInput};
 use self::mailbox::{DirtyList, MailEvent, Mailbox};
 use self::staging::Staging;
 use self::zc::ZcAllocator;
@@ -215,7 +216,7 @@ impl<F> Locked<F> {
 /// One node's state, shared by its transport (which drives it: see
 /// [`crate::transport`]) and its handles: the node lock and what the hot
 /// paths reach without it.
-pub struct NodeState<F> {
+pub(crate) struct NodeState<F> {
     pub(crate) locked: Mutex<Locked<F>>,
     pub(crate) node_id: NodeId,
     /// Set once by the transport; read on every staged send (no lock).

@@ -1,22 +1,22 @@
 //! What the API layer calls on a node, object safe ([`DynNode`]) so
 //! [`crate::Cpg`] and [`crate::Node`] are not generic over the
 //! transport's buffer type: open and finalize a handle, join, leave,
-//! queries, and node control. Sending is in [`super::send`], dispatch in
-//! [`super::dispatch`].
+//! queries, and node control. Sending ([`SendOps`], in [`super::send`])
+//! and dispatch ([`DispatchOps`], in [`super::dispatch`]) are supertraits,
+//! implemented where their code is.
 
-use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cpg_core::engine::{FrameBuf, Request, State};
-use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
+use cpg_core::{CsError, GroupName, MemberAddr, NodeId, Reason, RingId};
 use rustix::event::EventfdFlags;
 
-use super::dispatch::{DispatchMode, EventSink};
+use super::dispatch::DispatchOps;
 use super::mailbox::Mailbox;
+use super::send::SendOps;
 use super::staging::Staging;
-use super::zc::{ZcBuf, ZcSendError};
 use super::{lock, BufSend, Callbacks, Context, HState, HandleState, NodeState, NodeStats, Slot};
 
 /// A snapshot of the engine's membership state.
@@ -44,7 +44,7 @@ pub(crate) struct HandleOptions {
 
 /// A node with its frame type erased: what [`crate::Node`] and
 /// [`crate::Cpg`] call.
-pub(crate) trait DynNode: Send + Sync {
+pub(crate) trait DynNode: SendOps + DispatchOps + Send + Sync {
     fn open(
         &self,
         pid: u32,
@@ -53,17 +53,8 @@ pub(crate) trait DynNode: Send + Sync {
     ) -> Result<(u64, Arc<OwnedFd>, Arc<Staging>), CsError>;
     fn finalize(&self, h: u64) -> Result<(), CsError>;
     fn check(&self, h: u64, local_only: bool) -> Result<(), CsError>;
-    fn dispatch(&self, h: u64, mode: DispatchMode, sink: &mut dyn EventSink)
-        -> Result<(), CsError>;
     fn join(&self, h: u64, group: &GroupName) -> Result<(), CsError>;
     fn leave(&self, h: u64, group: &GroupName) -> Result<(), CsError>;
-    fn mcast_joined(
-        &self,
-        staging: &Staging,
-        h: u64,
-        guarantee: Guarantee,
-        iov: &[IoSlice<'_>],
-    ) -> Result<(), CsError>;
     fn membership(&self, h: u64, group: &GroupName) -> Result<Vec<MemberAddr>, CsError>;
     fn local_get(&self, h: u64) -> Result<NodeId, CsError>;
     fn flow_control(&self, h: u64) -> Result<bool, CsError>;
@@ -75,15 +66,6 @@ pub(crate) trait DynNode: Send + Sync {
         h: u64,
         visit: &mut dyn FnMut(&GroupName, &[MemberAddr]),
     ) -> Result<(), CsError>;
-    fn zcb_alloc(&self, staging: &Staging, h: u64, size: usize) -> Result<ZcBuf, CsError>;
-    fn zcb_mcast(
-        &self,
-        staging: &Staging,
-        h: u64,
-        guarantee: Guarantee,
-        buf: ZcBuf,
-        len: usize,
-    ) -> Result<(), ZcSendError>;
     // node control
     fn shutdown(&self, graceful: bool);
     fn stats(&self) -> NodeStats;
@@ -251,25 +233,6 @@ impl<F: FrameBuf + Send + Sync + 'static> DynNode for NodeState<F> {
         })
     }
 
-    fn dispatch(
-        &self,
-        h: u64,
-        mode: DispatchMode,
-        sink: &mut dyn EventSink,
-    ) -> Result<(), CsError> {
-        NodeState::dispatch(self, h, mode, sink)
-    }
-
-    fn mcast_joined(
-        &self,
-        staging: &Staging,
-        h: u64,
-        guarantee: Guarantee,
-        iov: &[IoSlice<'_>],
-    ) -> Result<(), CsError> {
-        NodeState::mcast_joined(self, staging, h, guarantee, iov)
-    }
-
     fn membership(&self, h: u64, group: &GroupName) -> Result<Vec<MemberAddr>, CsError> {
         let mut g = lock(&self.locked);
         g.live(h)?;
@@ -307,21 +270,6 @@ impl<F: FrameBuf + Send + Sync + 'static> DynNode for NodeState<F> {
             visit(name, members);
         }
         Ok(())
-    }
-
-    fn zcb_alloc(&self, staging: &Staging, h: u64, size: usize) -> Result<ZcBuf, CsError> {
-        NodeState::zcb_alloc(self, staging, h, size)
-    }
-
-    fn zcb_mcast(
-        &self,
-        staging: &Staging,
-        h: u64,
-        guarantee: Guarantee,
-        buf: ZcBuf,
-        len: usize,
-    ) -> Result<(), ZcSendError> {
-        NodeState::zcb_mcast(self, staging, h, guarantee, buf, len)
     }
 
     fn shutdown(&self, graceful: bool) {

@@ -1,7 +1,8 @@
-//! Sending: `mcast_joined` and `zcb_*`. A small message (or a zero-copy
-//! buffer) is staged on the handle without the node lock when the handle
-//! is open for it; the rest goes to the engine under the node lock, where
-//! staged messages drain first (FIFO).
+//! Sending: `mcast_joined` and `zcb_*` ([`SendOps`], the send half of
+//! [`DynNode`]). A small message (or a zero-copy buffer) is staged on the
+//! handle without the node lock when the handle is open for it; the rest
+//! goes to the engine under the node lock, where staged messages drain
+//! first (FIFO).
 
 use std::io::IoSlice;
 
@@ -23,10 +24,36 @@ fn back(error: CsError, buf: ZcBuf) -> Result<(), ZcSendError> {
     })
 }
 
-impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
+/// What the API layer calls to send: a supertrait of [`DynNode`],
+/// implemented here beside the send paths (not forwarded from `ops`).
+pub(crate) trait SendOps {
     /// `mcast_joined`: staged when small and the handle is open, through a
     /// driver buffer when large, else under the node lock.
-    pub(crate) fn mcast_joined(
+    fn mcast_joined(
+        &self,
+        staging: &Staging,
+        h: u64,
+        guarantee: Guarantee,
+        iov: &[IoSlice<'_>],
+    ) -> Result<(), CsError>;
+    /// `zcb_alloc`: a heap buffer below `zc_copy_threshold`, else a driver
+    /// buffer.
+    fn zcb_alloc(&self, staging: &Staging, h: u64, size: usize) -> Result<ZcBuf, CsError>;
+    /// `zcb_mcast_joined`: a small buffer is sent by copy (staged), a
+    /// larger one staged as is; when the handle is not open for staging,
+    /// under the node lock.
+    fn zcb_mcast(
+        &self,
+        staging: &Staging,
+        h: u64,
+        guarantee: Guarantee,
+        buf: ZcBuf,
+        len: usize,
+    ) -> Result<(), ZcSendError>;
+}
+
+impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
+    fn mcast_joined(
         &self,
         staging: &Staging,
         h: u64,
@@ -72,51 +99,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
         self.mcast(h, guarantee, &parts)
     }
 
-    /// `mcast_joined` under the node lock.
-    fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
-        self.submit_with(|g, now| {
-            let max = g.engine.config().max_message_size;
-            let cap = g.queue_cap;
-            let s = g.live(h)?;
-            let total: usize = iov.iter().map(|p| p.len()).sum();
-            if total > max {
-                return Err(CsError::TooBig);
-            }
-            let group = match &s.group {
-                Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
-                _ => return Err(CsError::NotExist),
-            };
-            if s.mail.bytes() + s.inflight > cap / 2 || !lock(&s.staging.st).is_empty() {
-                // the sender outruns its own dispatch: back-pressure
-                // (TRY_AGAIN) instead of an eviction that would lose messages;
-                // or staged messages the engine refused go first (FIFO)
-                return Err(CsError::TryAgain);
-            }
-            let pid = s.pid;
-            g.engine.submit(
-                now,
-                Request::Mcast {
-                    pid,
-                    group: &group,
-                    guarantee,
-                    iov,
-                },
-            )?;
-            if let Ok(s) = g.get_mut(h) {
-                s.inflight += EVENT_OVERHEAD + total;
-            }
-            Ok(())
-        })
-    }
-
-    /// `zcb_alloc`: a heap buffer below `zc_copy_threshold`, else a driver
-    /// buffer.
-    pub(crate) fn zcb_alloc(
-        &self,
-        staging: &Staging,
-        h: u64,
-        size: usize,
-    ) -> Result<ZcBuf, CsError> {
+    fn zcb_alloc(&self, staging: &Staging, h: u64, size: usize) -> Result<ZcBuf, CsError> {
         if size < self.zc_small {
             // Below zc_copy_threshold the message is copied into a frame
             // anyway: a heap buffer, no pool slot held, and no node lock
@@ -164,10 +147,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
         })
     }
 
-    /// `zcb_mcast_joined`: a small buffer is sent by copy (staged), a
-    /// larger one staged as is; when the handle is not open for staging,
-    /// under the node lock.
-    pub(crate) fn zcb_mcast(
+    fn zcb_mcast(
         &self,
         staging: &Staging,
         h: u64,
@@ -178,68 +158,68 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
         if buf.node != self.key() || len > buf.capacity() {
             return back(CsError::InvalidParam, buf);
         }
-        if buf.storage.is_small() {
-            return self.zcb_mcast_small(staging, h, guarantee, buf, len);
-        }
-        let buf = if len >= self.zc_small {
-            match self.stage_zc(staging, guarantee, buf, len) {
+        let small = buf.storage.is_small();
+        let buf = if small || len >= self.zc_small {
+            match self.stage_buf(staging, guarantee, buf, len) {
                 Ok(r) => return r,
                 Err(buf) => buf,
             }
         } else {
             buf
         };
+        if small {
+            // not open for staging: the copying path, under the node lock
+            let r = self.mcast_joined(staging, h, guarantee, &[IoSlice::new(&buf[..len])]);
+            return r.or_else(|e| back(e, buf));
+        }
         self.zcb_mcast_locked(h, guarantee, buf, len)
     }
+}
 
-    /// A small (heap) buffer: the staged, copying path; the buffer is kept
-    /// for reuse under the same lock.
-    fn zcb_mcast_small(
-        &self,
-        staging: &Staging,
-        h: u64,
-        guarantee: Guarantee,
-        buf: ZcBuf,
-        len: usize,
-    ) -> Result<(), ZcSendError> {
-        let mut f = lock(&staging.st);
-        let staged = f.stage(guarantee, &[IoSlice::new(&buf.storage.bytes()[..len])], len);
-        match staged {
-            Some(Ok(())) => {
-                if f.spare.len() < SPARE_SMALL_ZC {
-                    if let Ok(b) = buf.storage.into_any().downcast::<SmallZc>() {
-                        f.spare.push(b);
-                    }
-                }
-                drop(f);
-                self.after_stage();
-                Ok(())
+impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
+    /// `mcast_joined` under the node lock.
+    fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
+        self.submit_with(|g, now| {
+            let max = g.engine.config().max_message_size;
+            let cap = g.queue_cap;
+            let s = g.live(h)?;
+            let total: usize = iov.iter().map(|p| p.len()).sum();
+            if total > max {
+                return Err(CsError::TooBig);
             }
-            Some(Err(e)) => {
-                drop(f);
-                self.after_stage();
-                back(e, buf)
+            let group = match &s.group {
+                Some((group, HState::JoinStarted | HState::Joined)) => group.clone(),
+                _ => return Err(CsError::NotExist),
+            };
+            if s.mail.bytes() + s.inflight > cap / 2 || !lock(&s.staging.st).is_empty() {
+                // the sender outruns its own dispatch: back-pressure
+                // (TRY_AGAIN) instead of an eviction that would lose messages;
+                // or staged messages the engine refused go first (FIFO)
+                return Err(CsError::TryAgain);
             }
-            None => {
-                drop(f);
-                let r = self.mcast_joined(
-                    staging,
-                    h,
+            let pid = s.pid;
+            g.engine.submit(
+                now,
+                Request::Mcast {
+                    pid,
+                    group: &group,
                     guarantee,
-                    &[IoSlice::new(&buf.storage.bytes()[..len])],
-                );
-                match r {
-                    Ok(()) => Ok(()),
-                    Err(e) => back(e, buf),
-                }
+                    iov,
+                },
+            )?;
+            if let Ok(s) = g.get_mut(h) {
+                s.inflight += EVENT_OVERHEAD + total;
             }
-        }
+            Ok(())
+        })
     }
 
-    /// The staged path for a driver buffer: it joins the handle's FIFO
-    /// under the handle's own lock, the node lock is not waited for.
-    /// `Err` gives the buffer back when the handle is not open for staging.
-    fn stage_zc(
+    /// The staged path for a zero-copy buffer, under the handle's own lock
+    /// (the node lock is not waited for): a small (heap) buffer's message is
+    /// copied in and the buffer kept for reuse; a driver buffer joins the
+    /// handle's FIFO itself. `Err` gives the buffer back when the handle is
+    /// not open for staging.
+    fn stage_buf(
         &self,
         staging: &Staging,
         guarantee: Guarantee,
@@ -248,14 +228,29 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
     ) -> Result<Result<(), ZcSendError>, ZcBuf> {
         let ZcBuf { storage, node } = buf;
         let mut f = lock(&staging.st);
-        match f.stage_zc(guarantee, storage, len) {
+        let staged = if storage.is_small() {
+            match f.stage(guarantee, &[IoSlice::new(&storage.bytes()[..len])], len) {
+                None => Err((None, storage)),
+                Some(Err(e)) => Err((Some(e), storage)),
+                Some(Ok(())) => {
+                    if f.spare.len() < SPARE_SMALL_ZC {
+                        if let Ok(b) = storage.into_any().downcast::<SmallZc>() {
+                            f.spare.push(b);
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        } else {
+            f.stage_zc(guarantee, storage, len)
+        };
+        drop(f);
+        match staged {
             Ok(()) => {
-                drop(f);
                 self.after_stage();
                 Ok(Ok(()))
             }
             Err((Some(e), storage)) => {
-                drop(f);
                 self.after_stage();
                 Ok(back(e, ZcBuf { storage, node }))
             }

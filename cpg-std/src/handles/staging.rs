@@ -450,12 +450,31 @@ mod tests {
 
     type Buf = Arc<[u8]>;
 
-    /// An engine that takes `accept` messages, then answers TRY_AGAIN;
-    /// it records what it took (zero-copy ones marked).
+    /// An engine that takes `accept` messages, then answers TRY_AGAIN (or,
+    /// `closed`, LIBRARY: shut down); it records what it took (zero-copy
+    /// ones marked).
     #[derive(Default)]
     struct Fake {
         accept: usize,
+        closed: bool,
         got: Vec<(Vec<u8>, bool)>,
+    }
+
+    impl Fake {
+        fn accepting(accept: usize) -> Fake {
+            Fake {
+                accept,
+                ..Fake::default()
+            }
+        }
+        /// What a refusal answers.
+        fn refusal(&self) -> CsError {
+            if self.closed {
+                CsError::Library
+            } else {
+                CsError::TryAgain
+            }
+        }
     }
 
     impl Submit<Buf> for Fake {
@@ -472,7 +491,7 @@ mod tests {
             let mut n = 0;
             for (_, m) in msgs {
                 if self.accept == 0 {
-                    return (n, Err(CsError::TryAgain));
+                    return (n, Err(self.refusal()));
                 }
                 self.accept -= 1;
                 self.got.push((m.to_vec(), false));
@@ -491,7 +510,7 @@ mod tests {
         ) -> Result<(), ZcError<Buf>> {
             if self.accept == 0 {
                 return Err(ZcError {
-                    error: CsError::TryAgain,
+                    error: self.refusal(),
                     buf: Some(buf),
                 });
             }
@@ -536,6 +555,18 @@ mod tests {
             .map_err(|(e, _)| e)
     }
 
+    /// Stage each message in order: those starting with `Z` as zero-copy
+    /// buffers, the others copied.
+    fn stage_all(s: &Staging, msgs: &[&str]) {
+        for m in msgs {
+            if m.starts_with('Z') {
+                stage_zc(s, m.as_bytes()).unwrap();
+            } else {
+                stage(s, m.as_bytes()).unwrap().unwrap();
+            }
+        }
+    }
+
     fn drain(s: &Staging, e: &mut Fake, inflight: &mut usize) -> bool {
         s.drain(e, Some(inflight), Instant::ZERO)
     }
@@ -549,17 +580,8 @@ mod tests {
     #[test]
     fn copied_and_zero_copy_messages_drain_in_the_order_staged() {
         let s = open(BIG);
-        for step in ["a", "b", "Z1", "c", "Z2", "Z3", "d"] {
-            if step.starts_with('Z') {
-                stage_zc(&s, step.as_bytes()).unwrap();
-            } else {
-                stage(&s, step.as_bytes()).unwrap().unwrap();
-            }
-        }
-        let mut e = Fake {
-            accept: usize::MAX,
-            ..Fake::default()
-        };
+        stage_all(&s, &["a", "b", "Z1", "c", "Z2", "Z3", "d"]);
+        let mut e = Fake::accepting(usize::MAX);
         let mut inflight = 0;
         assert!(drain(&s, &mut e, &mut inflight));
         let expect: Vec<(&[u8], bool)> = vec![
@@ -635,21 +657,13 @@ mod tests {
     #[test]
     fn a_refused_copied_message_stays_first_and_drains_later() {
         let s = open(BIG);
-        stage(&s, b"a").unwrap().unwrap();
-        stage(&s, b"b").unwrap().unwrap();
-        stage_zc(&s, b"Z1").unwrap();
-        stage(&s, b"c").unwrap().unwrap();
-        stage_zc(&s, b"Z2").unwrap();
-        stage(&s, b"d").unwrap().unwrap();
-        let mut e = Fake {
-            accept: 3,
-            ..Fake::default()
-        };
+        stage_all(&s, &["a", "b", "Z1", "c", "Z2", "d"]);
+        let mut e = Fake::accepting(3);
         let mut inflight = 0;
         assert!(!drain(&s, &mut e, &mut inflight), "c was refused");
         assert_eq!(inflight, 3 * EVENT_OVERHEAD + 4);
         // staged after the refusal: behind what waits
-        stage(&s, b"e").unwrap().unwrap();
+        stage_all(&s, &["e"]);
         assert!(!drain(&s, &mut e, &mut inflight), "still full");
         e.accept = usize::MAX;
         assert!(drain(&s, &mut e, &mut inflight));
@@ -662,13 +676,8 @@ mod tests {
     #[test]
     fn a_refused_zero_copy_buffer_stays_first_and_drains_later() {
         let s = open(BIG);
-        stage(&s, b"a").unwrap().unwrap();
-        stage_zc(&s, b"Z1").unwrap();
-        stage(&s, b"b").unwrap().unwrap();
-        let mut e = Fake {
-            accept: 1,
-            ..Fake::default()
-        };
+        stage_all(&s, &["a", "Z1", "b"]);
+        let mut e = Fake::accepting(1);
         let mut inflight = 0;
         assert!(!drain(&s, &mut e, &mut inflight), "Z1 was refused");
         assert_eq!(got(&e), [(&b"a"[..], false)]);
@@ -687,50 +696,21 @@ mod tests {
     #[test]
     fn the_room_shrinks_by_what_drained() {
         let s = open(1000);
-        stage(&s, b"abcd").unwrap().unwrap();
-        let mut e = Fake {
-            accept: usize::MAX,
-            ..Fake::default()
-        };
+        stage_all(&s, &["abcd"]);
+        let mut e = Fake::accepting(usize::MAX);
         assert!(s.drain(&mut e, None, Instant::ZERO));
         assert_eq!(lock(&s.st).room, 1000 - EVENT_OVERHEAD - 4);
     }
 
     #[test]
     fn a_shut_down_engine_empties_the_staging_area() {
-        struct Closed;
-        impl Submit<Buf> for Closed {
-            fn submit_batch<'a, I>(
-                &mut self,
-                _: Instant,
-                _: u32,
-                _: &GroupName,
-                _: I,
-            ) -> (usize, Result<(), CsError>)
-            where
-                I: Iterator<Item = (Guarantee, &'a [u8])> + Clone,
-            {
-                (0, Err(CsError::Library))
-            }
-            fn submit_zc(
-                &mut self,
-                _: Instant,
-                _: u32,
-                _: &GroupName,
-                _: Guarantee,
-                buf: Buf,
-                _: Range<usize>,
-            ) -> Result<(), ZcError<Buf>> {
-                Err(ZcError {
-                    error: CsError::Library,
-                    buf: Some(buf),
-                })
-            }
-        }
         let s = open(BIG);
-        stage(&s, b"a").unwrap().unwrap();
-        stage_zc(&s, b"Z").unwrap();
-        assert!(s.drain(&mut Closed, None, Instant::ZERO));
+        stage_all(&s, &["a", "Z"]);
+        let mut closed = Fake {
+            closed: true,
+            ..Fake::default()
+        };
+        assert!(s.drain(&mut closed, None, Instant::ZERO));
         assert!(lock(&s.st).is_empty());
         assert_eq!(lock(&s.st).queue.cost(), 0);
     }
@@ -741,10 +721,7 @@ mod tests {
         let big = vec![1u8; STAGE_BYTES / 2];
         stage(&s, &big).unwrap().unwrap();
         stage(&s, b"x").unwrap().unwrap();
-        let mut e = Fake {
-            accept: 1,
-            ..Fake::default()
-        };
+        let mut e = Fake::accepting(1);
         assert!(!s.drain(&mut e, None, Instant::ZERO));
         assert_eq!(lock(&s.st).queue.head, STAGE_BYTES / 2);
         let big2 = vec![2u8; STAGE_BYTES / 2 + 1];

@@ -1,5 +1,5 @@
 //! Zero-copy buffers: where they come from ([`ZcAllocator`]: the driver's
-//! pool, or [`HeapZc`] for the thread-based transports), what a [`ZcBuf`]
+//! pool, or [`HeapZc`] for the loopback transport), what a [`ZcBuf`]
 //! holds (a driver buffer, or below `zc_copy_threshold` a reusable heap
 //! buffer), and the refusal that hands a buffer back ([`ZcSendError`]).
 
@@ -10,7 +10,7 @@ use cpg_core::engine::FrameBuf;
 use cpg_core::CsError;
 
 /// Allocates zero-copy buffers of the node's frame type.
-pub trait ZcAllocator<F>: Send + Sync {
+pub(crate) trait ZcAllocator<F>: Send + Sync {
     /// A buffer with `len` payload bytes at `offset` (≥ `ZC_HEADROOM`),
     /// headroom in front of it.
     ///
@@ -23,9 +23,9 @@ pub trait ZcAllocator<F>: Send + Sync {
 
 /// Zero-copy buffers on the heap (`Arc<[u8]>`), for the loopback transport.
 #[derive(Debug, Clone, Copy)]
-pub struct HeapZc {
+pub(crate) struct HeapZc {
     /// Largest payload.
-    pub max: usize,
+    pub(crate) max: usize,
 }
 
 impl ZcAllocator<Arc<[u8]>> for HeapZc {

@@ -1,14 +1,13 @@
 //! Transports: what moves a node's frames. The [`Transport`] trait, the
-//! timer thread the thread-based transports share ([`Ticker`]), and the
-//! transports themselves:
+//! timer thread of the thread-based (loopback) transport ([`Ticker`]), and
+//! the transports themselves:
 //!
 //! | module | transport |
 //! |---|---|
-//! | [`uring`] | the io_uring transport (`cpg-uring`'s driver), the default |
-//! | [`udp`] | a plain std UDP transport (explicit fallback) |
+//! | [`uring`] | `cpg-uring`'s driver: io_uring (the default), or plain UDP syscalls (`transport = "udp"`, explicit) |
 //! | [`loopback`] | an in-process network for tests (N nodes in one process) |
 //!
-//! A transport drives its node through [`NodeState`]'s public methods
+//! A transport drives its node through [`NodeState`]'s crate methods
 //! (packets and timer expiries in, transmits out); it knows nothing of
 //! handles or groups.
 
@@ -21,15 +20,14 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{FrameBuf, Transmit};
 use cpg_core::Instant;
 
-pub use crate::handles::zc::{HeapZc, ZcAllocator};
-pub use crate::handles::{NodeState, StepInput};
+pub(crate) use crate::handles::zc::{HeapZc, ZcAllocator};
+pub(crate) use crate::handles::{NodeState, StepInput};
 
 pub mod loopback;
-pub mod udp;
-pub mod uring;
+pub(crate) mod uring;
 
 /// A transport: moves the frames of one node.
-pub trait Transport: Send + 'static {
+pub(crate) trait Transport: Send + 'static {
     /// The buffer type the engine keeps received frames (and zero-copy
     /// buffers) in.
     type Frame: FrameBuf + Send + Sync + 'static;
@@ -44,7 +42,7 @@ pub trait Transport: Send + 'static {
 }
 
 /// A started transport.
-pub trait Running: Send + Sync {
+pub(crate) trait Running: Send + Sync {
     /// Stop: send what is queued (a graceful shutdown's LEAVE), then end
     /// the threads and close the sockets.
     fn stop(self: Box<Self>);
@@ -76,7 +74,7 @@ impl Gate {
     }
 }
 
-/// The timer thread shared by the thread-based transports: sleeps until
+/// The timer thread of the thread-based (loopback) transport: sleeps until
 /// the engine's next deadline or a wake, then runs timeouts and sends.
 pub(crate) struct Ticker {
     state: Mutex<TickState>,

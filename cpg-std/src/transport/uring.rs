@@ -1,9 +1,15 @@
-//! The io_uring transport: `cpg-uring`'s [`Driver`] on its own thread,
+//! The socket transport: `cpg-uring`'s [`Driver`] on its own thread,
 //! driving the node's engine through a [`Host`]. Received frames stay in
 //! the driver's receive buffers ([`RxBuf`]) until the engine and every
 //! handle that was given a delivery from them let go; zero-copy buffers
-//! are slots of the driver's registered pool, sent from where the
-//! application wrote them.
+//! are slots of the driver's pool, sent from where the application wrote
+//! them.
+//!
+//! The driver runs on io_uring (`transport = "uring"`, the default) or, for
+//! kernels without it, on plain `sendmsg`/`recvfrom` syscalls with `poll`
+//! (`transport = "udp"`, cpg-uring's `TransportConfig::fallback_syscalls`):
+//! one loop, one set of counters, chosen explicitly, never as a silent
+//! fallback.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,16 +18,16 @@ use std::thread::JoinHandle;
 
 use cpg_core::{CsError, Instant};
 use cpg_uring::{
-    Driver, DriverError, EngineCounters, Host, Input, Outputs, RxBuf, SlotAlloc, TransportConfig,
-    Waker,
+    Driver, EngineCounters, Host, Input, Outputs, RxBuf, SlotAlloc, TransportConfig, Waker,
 };
 
 use super::{NodeState, Running, StepInput, Transport, ZcAllocator};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, TransportKind};
+use crate::error::StartError;
 
-/// A node's io_uring driver, set up (sockets bound, region registered)
-/// but not yet running.
-pub struct UringTransport {
+/// A node's driver, set up (sockets bound, on io_uring the region
+/// registered) but not yet running.
+pub(crate) struct UringTransport {
     driver: Driver,
 }
 
@@ -33,8 +39,9 @@ impl std::fmt::Debug for UringTransport {
     }
 }
 
-/// The driver settings for `config`.
-pub fn transport_config(config: &NodeConfig) -> TransportConfig {
+/// The driver settings for `config`: `transport = "udp"` is the driver's
+/// plain-syscall backend.
+fn transport_config(config: &NodeConfig) -> TransportConfig {
     let peers = config
         .nodes
         .iter()
@@ -46,18 +53,28 @@ pub fn transport_config(config: &NodeConfig) -> TransportConfig {
     tc.rx_buffers = config.rx_buffers;
     tc.rx_buffer_size = config.rx_buffer_size;
     tc.pool = config.pool.clone();
+    tc.fallback_syscalls = config.transport == TransportKind::Udp;
     tc
 }
 
 impl UringTransport {
-    /// Set up the ring, the registered region and the sockets.
+    /// Set up the ring (or the syscall backend), the region and the sockets.
     ///
     /// # Errors
-    /// [`DriverError`], which names the cause (kernel, limits, address).
-    pub fn new(config: &NodeConfig) -> Result<UringTransport, DriverError> {
-        Ok(UringTransport {
-            driver: Driver::new(transport_config(config))?,
-        })
+    /// On io_uring, [`StartError::Uring`] (`cpg_uring::DriverError` names the cause:
+    /// kernel, limits, address); on plain UDP, where no io_uring is
+    /// involved, [`StartError::Transport`] with the same message.
+    pub(crate) fn new(config: &NodeConfig) -> Result<UringTransport, StartError> {
+        let driver = Driver::new(transport_config(config)).map_err(|e| match config.transport {
+            TransportKind::Uring => StartError::Uring(e),
+            TransportKind::Udp => {
+                let kind = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<io::Error>())
+                    .map_or(io::ErrorKind::Other, io::Error::kind);
+                StartError::Transport(io::Error::new(kind, e))
+            }
+        })?;
+        Ok(UringTransport { driver })
     }
 }
 

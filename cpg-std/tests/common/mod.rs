@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cpg_core::engine::State;
+use cpg_std::testing::{self, BufSend};
 use cpg_std::{
-    Cpg, DispatchFlags, GroupName, MemberAddr, ModelV1, Node, NodeId, Reason, RingId,
-    MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
+    Cpg, CsError, DispatchFlags, GroupName, Guarantee, MemberAddr, ModelV1, Node, NodeId, Reason,
+    RingId, MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
 };
 use rustix::event::{PollFd, PollFlags};
 
@@ -119,7 +120,7 @@ impl H {
     }
     pub fn open_with(node: &Node, pid: u32, totem: bool, flags: u32) -> H {
         let rec = Rec::default();
-        let cpg = Cpg::model_initialize_with_pid(node, pid, rec.model(totem, flags), None)
+        let cpg = testing::model_initialize_with_pid(node, pid, rec.model(totem, flags), None)
             .expect("initialize");
         H { cpg, rec, pid }
     }
@@ -183,6 +184,55 @@ impl H {
             }) == Some(true)
         })
     }
+}
+
+/// A handle as process `pid` on each of `nodes`, each joined to `g` and
+/// seeing every one of them.
+pub fn join_all(nodes: &[Node], pid: u32, g: &GroupName) -> Vec<H> {
+    let hs: Vec<H> = nodes.iter().map(|n| H::open(n, pid)).collect();
+    for h in &hs {
+        h.cpg.join(g).unwrap();
+    }
+    for h in &hs {
+        assert!(h.wait_members(g, hs.len()), "{} members", hs.len());
+    }
+    hs
+}
+
+/// One step of the zero-copy proof: `hs[0]`, a handle on `node`,
+/// multicasts a zero-copy buffer of `size` bytes (a pattern drawn from `k`)
+/// while `node` records the sends that read from driver buffers; once
+/// every handle delivered it intact, the address of the buffer's payload
+/// and the sends recorded.
+pub fn zcb_send_recorded(node: &Node, hs: &[H], k: usize, size: usize) -> (usize, Vec<BufSend>) {
+    let mut zb = loop {
+        match hs[0].cpg.zcb_alloc(size) {
+            Ok(b) => break b,
+            Err(CsError::TryAgain) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("zcb_alloc({size}): {e}"),
+        }
+    };
+    for (i, b) in zb.iter_mut().enumerate() {
+        *b = (i * 31 + k) as u8;
+    }
+    let expect = zb.to_vec();
+    let start = zb.as_ptr() as usize;
+    testing::record_buf_sends(node, true);
+    hs[0]
+        .cpg
+        .zcb_mcast_joined(Guarantee::Agreed, zb, size)
+        .unwrap();
+    for h in hs {
+        assert!(
+            h.wait(|e| e
+                .iter()
+                .any(|e| matches!(e, Ev::Msg { data, .. } if *data == expect))),
+            "size {size}"
+        );
+    }
+    let sends = testing::buf_sends(node);
+    testing::record_buf_sends(node, false);
+    (start, sends)
 }
 
 /// Wait until `f` holds, re-checking every few milliseconds.

@@ -4,7 +4,7 @@
 //! deadline.
 #![allow(dead_code)]
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Stdio};
@@ -12,7 +12,9 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use cpg_std::config::ConfigFile;
-use cpg_std::cpgtool_proto::{Change, Command, Confchg, Deliver, Event, Reply, Report, Status};
+use cpg_std::cpgtool_proto::{
+    self, Change, Command, Confchg, Deliver, Event, Reply, Report, Status,
+};
 use cpg_std::Reason;
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -48,6 +50,15 @@ pub fn free_ports(n: usize) -> Vec<SocketAddrV4> {
         .collect()
 }
 
+/// Nodes `1..=n` on distinct free ports of 127.0.0.1.
+pub fn local_nodes(n: usize) -> Vec<(u32, SocketAddrV4)> {
+    free_ports(n)
+        .into_iter()
+        .zip(1..)
+        .map(|(a, id)| (id, a))
+        .collect()
+}
+
 impl Procs {
     /// Write a config for `n` nodes (token 2 s, no coefficient: robust on a
     /// loaded 2-core machine, detection in token + consensus = 4.4 s) and
@@ -56,13 +67,7 @@ impl Procs {
         let dir = std::env::temp_dir().join(format!("cpg-procs-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let addrs = free_ports(n);
-        let nodes: Vec<(u32, SocketAddrV4)> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (i as u32 + 1, *a))
-            .collect();
-        let mut file = ConfigFile::new(name, &nodes);
+        let mut file = ConfigFile::new(name, &local_nodes(n));
         file.state_dir = dir.join("state");
         file.totem.token_ms = Some(2000);
         file.totem.token_coefficient_ms = Some(0);
@@ -103,20 +108,7 @@ impl Procs {
             .expect("spawn cpgtool node");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
-        let tx = self.tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Report>(&line) {
-                    Ok(r) => {
-                        if tx.send((id, r)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => eprintln!("node {id}: {line}"),
-                }
-            }
-        });
+        cpgtool_proto::spawn_reader(id, stdout, self.tx.clone());
         self.nodes[id as usize - 1] = Some(NodeProc { child, stdin });
     }
 
@@ -233,7 +225,7 @@ impl Procs {
         let at = self.mark();
         self.send(id, &cmd);
         self.wait_since(at, id, |r| match r {
-            Report::Reply(re) if answers(&cmd, re) => Some(re.clone()),
+            Report::Reply(re) if cmd.is_answered_by(re) => Some(re.clone()),
             _ => None,
         })
     }
@@ -241,13 +233,9 @@ impl Procs {
     /// Send a command whose reply is an `Outcome`; whether it succeeded.
     pub fn call_ok(&mut self, id: u32, cmd: Command) -> bool {
         let re = self.call(id, cmd);
-        match &re {
-            Reply::Join(o)
-            | Reply::Leave(o)
-            | Reply::Mcast(o)
-            | Reply::Big(o)
-            | Reply::StopStream(o) => o.ok,
-            _ => panic!("node {id}: not an outcome: {re:?}"),
+        match re.outcome() {
+            Some(o) => o.ok,
+            None => panic!("node {id}: not an outcome: {re:?}"),
         }
     }
 
@@ -336,19 +324,4 @@ pub fn left_with(c: &Confchg, node: u32, pid: u32, reason: Reason) -> bool {
 /// Whether `c` reports `(node, pid)` among those that joined with `reason`.
 pub fn joined_with(c: &Confchg, node: u32, pid: u32, reason: Reason) -> bool {
     c.joined.contains(&Change(node, pid, reason as u32))
-}
-
-/// Whether `re` is the reply to `cmd` (same name).
-fn answers(cmd: &Command, re: &Reply) -> bool {
-    matches!(
-        (cmd, re),
-        (Command::Join { .. }, Reply::Join(_))
-            | (Command::Leave { .. }, Reply::Leave(_))
-            | (Command::Mcast { .. }, Reply::Mcast(_))
-            | (Command::Stream(_), Reply::Stream { .. })
-            | (Command::StopStream, Reply::StopStream(_))
-            | (Command::Big { .. }, Reply::Big(_))
-            | (Command::Members { .. }, Reply::Members(_))
-            | (Command::Status, Reply::Status(_))
-    )
 }

@@ -1,7 +1,7 @@
 //! Child processes driven over their stdin/stdout line protocol (`demo`
 //! drives `node` processes, `bench` drives `bench-member` processes).
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -70,20 +70,7 @@ impl Cluster {
             let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
                 unreachable!("stdin and stdout are piped");
             };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    match serde_json::from_str::<Report>(&line) {
-                        Ok(r) => {
-                            if tx.send((id, r)).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => eprintln!("cpgtool: node {id}: unreadable line ({e}): {line}"),
-                    }
-                }
-            });
+            proto::spawn_reader(id, stdout, tx.clone());
             procs.push(Proc {
                 id,
                 child,
@@ -178,12 +165,15 @@ impl Cluster {
         }
     }
 
+    /// Send `cmd` to node process `id` and wait for its reply.
+    pub(crate) fn call(&mut self, id: u32, cmd: &proto::Command, deadline: Duration) -> Res<Reply> {
+        self.send(id, cmd);
+        self.wait_reply(id, deadline, |r| cmd.is_answered_by(r))
+    }
+
     /// Ask node process `id` for its status.
     pub(crate) fn status(&mut self, id: u32) -> Res<Status> {
-        self.send(id, &proto::Command::Status);
-        match self.wait_reply(id, Duration::from_secs(20), |r| {
-            matches!(r, Reply::Status(_))
-        })? {
+        match self.call(id, &proto::Command::Status, Duration::from_secs(20))? {
             Reply::Status(s) => Ok(s),
             _ => unreachable!("matched a status"),
         }

@@ -15,7 +15,7 @@ pub(crate) enum Transport {
     /// io_uring (cpg-uring), registered buffers.
     #[default]
     Uring,
-    /// Plain UDP sockets.
+    /// Plain UDP syscalls, no io_uring (`transport = "udp"`).
     Udp,
 }
 

@@ -7,7 +7,7 @@
 //! - `cpgtool chat --config F --nodeid N GROUP`: Corosync's `testcpg`.
 //! - `cpgtool node --config F --nodeid N`: one node process driven by JSON
 //!   lines on stdin, reporting JSON lines on stdout (used by `demo` and the
-//!   tests; the protocol is described at [`node_main`]).
+//!   tests; the protocol is described at [`node::node_main`]).
 //! - `cpgtool config --nodes N --out F`: write a config for N nodes.
 
 use std::path::PathBuf;
