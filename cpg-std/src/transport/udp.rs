@@ -41,6 +41,12 @@ impl UdpTransport {
     /// # Errors
     /// The bind failed (address in use, not local).
     pub fn new(config: &NodeConfig) -> io::Result<UdpTransport> {
+        if config.crypto != crate::crypto::Crypto::None {
+            return Err(io::Error::other(
+                "transport = \"udp\" does not seal frames: use transport = \"uring\" with crypto, \
+                 or crypto = \"none\"",
+            ));
+        }
         let addr = config.addr();
         let sock = UdpSocket::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;

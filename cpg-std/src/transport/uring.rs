@@ -33,7 +33,8 @@ impl std::fmt::Debug for UringTransport {
     }
 }
 
-/// The driver settings for `config`.
+/// The driver settings for `config` (sealing left off: see
+/// [`UringTransport::new`]).
 pub fn transport_config(config: &NodeConfig) -> TransportConfig {
     let peers = config
         .nodes
@@ -55,8 +56,17 @@ impl UringTransport {
     /// # Errors
     /// [`DriverError`], which names the cause (kernel, limits, address).
     pub fn new(config: &NodeConfig) -> Result<UringTransport, DriverError> {
+        let mut tc = transport_config(config);
+        tc.seal = crate::crypto::seal_spec(
+            config.crypto,
+            config.key_file.as_deref(),
+            &config.cluster_name,
+            &config.state_dir,
+            config.node_id,
+        )
+        .map_err(|e| DriverError::Config(e.to_string()))?;
         Ok(UringTransport {
-            driver: Driver::new(transport_config(config))?,
+            driver: Driver::new(tc)?,
         })
     }
 }

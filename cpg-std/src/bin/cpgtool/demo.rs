@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use cpg_std::config::{ConfigFile, TransportKind};
 
 use crate::cluster::Cluster;
-use crate::config::write_config_with;
+use crate::config::{write_config_with, Protection};
 use crate::error::{Error, Res};
 use crate::proto::{Command, Confchg, Event, Reply, Status, Stream};
+use cpg_std::crypto::Crypto;
 
 /// `cpgtool demo`'s options.
 pub(crate) struct DemoArgs {
@@ -116,12 +117,18 @@ impl Demo<'_> {
         let config = dir.join("cluster.toml");
         // no per-node token coefficient: failure detection = token + consensus
         // (+ the consensus round's jitter, below consensus/2)
+        let crypto = if a.transport == TransportKind::Udp {
+            Crypto::None
+        } else {
+            Crypto::Encrypt
+        };
         write_config_with(
             n,
             &config,
             &dir.join("state"),
             a.token_ms,
             a.transport,
+            &Protection::beside(&config, crypto),
             |f| f.totem.token_coefficient_ms = Some(0),
         )?;
         let file = ConfigFile::load(&config)?;
