@@ -17,7 +17,9 @@
 //!
 //! Features: `alloc` (default) enables the engine layers (`totem`, `group`,
 //! `engine`), which keep bounded queues on the heap; `wire`, `pool`, the
-//! types and the limits are available without it.
+//! types and the limits are available without it. `seal` adds [`seal`]
+//! (authenticated, encrypted frames; no heap), which the std transports
+//! use; `seal-soft` adds a portable cipher for it.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -28,6 +30,8 @@ extern crate alloc;
 pub mod hash;
 pub mod limits;
 pub mod pool;
+#[cfg(feature = "seal")]
+pub mod seal;
 pub mod time;
 pub mod types;
 pub mod wire;

@@ -50,6 +50,8 @@ use cpg_core::pool::{ClassSpec, PoolConfig, PoolConfigError};
 use cpg_core::{Duration, NodeId};
 use serde::{Deserialize, Serialize};
 
+pub use crate::crypto::Crypto;
+
 /// Smallest per-handle queue cap accepted.
 pub const HANDLE_QUEUE_BYTES_MIN: usize = 64 * 1024;
 /// Largest per-handle queue cap accepted (64 GiB).
@@ -478,6 +480,13 @@ pub struct ConfigFile {
     /// Transport.
     #[serde(default)]
     pub transport: TransportKind,
+    /// Frame protection: `none`, `authenticate` or `encrypt` (AES-256-GCM).
+    #[serde(default)]
+    pub crypto: Crypto,
+    /// The cluster key (`cpgtool keygen`; Corosync's `authkey` works too):
+    /// the same file on every node, readable by the owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
     /// Timers and flow control.
     #[serde(default)]
     pub totem: TotemSection,
@@ -532,6 +541,9 @@ pub enum ConfigError {
     /// No `nodeid` in the file and none given.
     #[error("nodeid is not set: give `nodeid = N` in the config or --nodeid N")]
     NoNodeId,
+    /// `crypto` is on but no key file is named.
+    #[error("crypto is \"authenticate\" or \"encrypt\" but key_file is not set: make one with `cpgtool keygen <path>` and copy it to every node")]
+    KeyFileMissing,
     /// `nodeid` is not one of the node list's.
     #[error("nodeid {0} is not in the nodelist")]
     NotInNodeList(NodeId),
@@ -649,6 +661,8 @@ impl ConfigFile {
             zerocopy: ZeroCopy::Auto,
             zc_copy_threshold: default_zc_copy_threshold(),
             transport: TransportKind::default(),
+            crypto: Crypto::None,
+            key_file: None,
             totem: TotemSection::default(),
             pool: PoolSection::default(),
             nodelist: nodes
@@ -779,6 +793,12 @@ impl ConfigFile {
         if let Some(v) = send_queue_frames {
             engine.send_queue_frames = v;
         }
+        match (self.crypto, &self.key_file) {
+            (Crypto::None, _) => {}
+            (_, None) => return Err(ConfigError::KeyFileMissing),
+            (_, Some(p)) if p.as_os_str().is_empty() => return Err(ConfigError::KeyFileMissing),
+            (_, Some(_)) => engine.frame_overhead += cpg_core::seal::SEAL_OVERHEAD,
+        }
         cpg_core::engine::validate_config(&engine).map_err(ConfigError::Engine)?;
 
         let classes: Vec<ClassSpec> = p
@@ -815,6 +835,8 @@ impl ConfigFile {
             handle_queue_bytes,
             zerocopy: self.zerocopy,
             transport: self.transport,
+            crypto: self.crypto,
+            key_file: self.key_file.clone(),
         })
     }
 }
@@ -876,6 +898,10 @@ pub struct NodeConfig {
     pub zerocopy: ZeroCopy,
     /// Transport.
     pub transport: TransportKind,
+    /// Frame protection.
+    pub crypto: Crypto,
+    /// The cluster key file (set whenever `crypto` is not `none`).
+    pub key_file: Option<PathBuf>,
 }
 
 impl NodeConfig {

@@ -84,6 +84,7 @@ pub mod cpg;
 // part of the API.
 #[doc(hidden)]
 pub mod cpgtool_proto;
+pub mod crypto;
 mod error;
 pub mod group;
 mod handles;

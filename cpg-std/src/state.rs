@@ -150,26 +150,32 @@ impl RingSeqStore {
         if self.load()?.is_some_and(|stored| stored >= seq) {
             return Ok(());
         }
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StateError::Io { path, source }
-        };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&self.tmp)
-            .map_err(io(&self.tmp))?;
-        f.write_all(format!("{seq}\n").as_bytes())
-            .map_err(io(&self.tmp))?;
-        f.sync_all().map_err(io(&self.tmp))?;
-        drop(f);
-        fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
-        Ok(())
+        write_durably(&self.dir, &self.tmp, &self.path, &format!("{seq}\n")).map_err(|source| {
+            StateError::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
+}
+
+/// Replace `path` with `text` so that a crash leaves the old or the new
+/// content, never a mix: write `tmp`, fsync it, rename it over `path`,
+/// fsync `dir`.
+///
+/// # Errors
+/// Any I/O error; the previous content is then still in place.
+pub(crate) fn write_durably(dir: &Path, tmp: &Path, path: &Path, text: &str) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(tmp, path)?;
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

@@ -593,6 +593,48 @@ impl RxBuf {
         Arc::strong_count(&self.0)
     }
 
+    /// Rewrite a just-received frame in place and shorten it to what `f`
+    /// returns (opening a sealed datagram: the frame is decrypted where it
+    /// lies and the trailer cut off). `None` if this is not the only
+    /// handle or not a received frame; the bytes are then untouched.
+    pub(crate) fn open_in_place<E>(
+        &mut self,
+        f: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Option<Result<(), E>> {
+        match Arc::get_mut(&mut self.0)? {
+            RxInner::Ring(frame) => {
+                // SAFETY: `Arc::get_mut` proved this the only handle, so no
+                // other borrow of the bytes exists; the buffer is the user's
+                // (taken from the kernel in `RxRing::take`, re-provided only
+                // after this handle drops), so the kernel does not write it;
+                // `ptr..ptr+len` lies inside the live mapping (`_map`), as
+                // `take` checked. The borrow ends before `frame.len` changes.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts_mut(frame.ptr.as_ptr(), frame.len) };
+                let n = match f(bytes) {
+                    Ok(n) => n,
+                    Err(e) => return Some(Err(e)),
+                };
+                frame.len = n.min(frame.len);
+                Some(Ok(()))
+            }
+            RxInner::Heap(b) => {
+                let bytes = Arc::get_mut(b)?;
+                let n = match f(bytes) {
+                    Ok(n) => n.min(bytes.len()),
+                    Err(e) => return Some(Err(e)),
+                };
+                // Heap frames come from the syscall path and copies made
+                // under buffer pressure: a shorter copy is fine there.
+                if n < bytes.len() {
+                    *b = Arc::from(&bytes[..n]);
+                }
+                Some(Ok(()))
+            }
+            RxInner::Slot(_) => None,
+        }
+    }
+
     /// Whether the bytes lie in a pool slot.
     pub(crate) fn is_slot(&self) -> bool {
         matches!(&*self.0, RxInner::Slot(_))

@@ -69,6 +69,24 @@ counters! {
     rx_unknown_source,
     /// Datagrams larger than a receive buffer (dropped).
     rx_truncated,
+    /// Frames sealed (once per frame, whatever the number of peers).
+    frames_sealed,
+    /// Bytes written by sealing (the frames plus their trailers).
+    bytes_sealed,
+    /// Frames not sent: sealing failed (no new epoch could be persisted).
+    seal_errors,
+    /// Datagrams opened (tag checked, decrypted).
+    frames_opened,
+    /// Dropped: shorter than a seal trailer.
+    open_short,
+    /// Dropped: sealed with another key, cluster name or crypto mode.
+    open_foreign_key,
+    /// Dropped: the nonce names another node than the source address.
+    open_source_mismatch,
+    /// Dropped: authentication failed (forged or altered).
+    open_bad_tag,
+    /// Dropped: a replay (seen before, older than the window, old epoch).
+    open_replay,
     /// Frames looped back to this node in user space.
     loopback_frames,
     /// Transmits to a node id with no peer entry (dropped).

@@ -44,6 +44,7 @@ use std::sync::Arc;
 
 use cpg_core::engine::{Dest, FrameRef, Transmit};
 use cpg_core::pool::{ClassSpec, PoolConfig, HEADROOM_DEFAULT};
+use cpg_core::seal::OpenError;
 use cpg_core::{Instant, NodeId};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvFlags, SendFlags};
@@ -51,6 +52,7 @@ use rustix::net::{RecvFlags, SendFlags};
 use crate::bufs::{Region, RegionError, RxBuf, RxRing, SlotAlloc, TxSource, RX_HEADROOM};
 use crate::counters::Counters;
 use crate::ring::{Completion, Probe, Ring, SendKind};
+use crate::seal::{FrameSeal, SealSpec};
 use crate::socket;
 use crate::waker::Waker;
 
@@ -112,6 +114,10 @@ pub struct TransportConfig {
     /// kernels without it (cpg-std sets it for `transport = "udp"`). Only
     /// when chosen: an io_uring failure is an error, never a silent fallback.
     pub fallback_syscalls: bool,
+    /// Seal every datagram (`cpg_core::seal`); `None` sends frames as they
+    /// are. The engine's `frame_overhead` must then include
+    /// `cpg_core::seal::SEAL_OVERHEAD`.
+    pub seal: Option<SealSpec>,
 }
 
 impl TransportConfig {
@@ -136,6 +142,7 @@ impl TransportConfig {
             socket_buffer: socket::SOCKET_BUFFER_BYTES,
             pool: default_pool(),
             fallback_syscalls: false,
+            seal: None,
         }
     }
 }
@@ -433,6 +440,10 @@ pub struct Driver {
     recv_started: Vec<bool>,
     completions: Vec<Completion>,
     region: Region,
+    seal: Option<FrameSeal>,
+    /// An error that ends the loop (a sealing epoch that could not be
+    /// persisted: the node cannot send any more).
+    fatal: Option<DriverError>,
 }
 
 impl fmt::Debug for Driver {
@@ -460,6 +471,17 @@ impl Driver {
         }
         let region = Region::new(&cfg.pool, cfg.rx_buffers, cfg.rx_buffer_size)
             .map_err(DriverError::Region)?;
+        let seal = match &cfg.seal {
+            Some(spec) => {
+                Some(
+                    FrameSeal::new(spec, cfg.node_id).map_err(|err| DriverError::Io {
+                        what: "frame sealing set-up (epoch file or cipher self-test)",
+                        err,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let waker = Waker::new().map_err(|err| DriverError::Socket {
             what: "eventfd".into(),
             err,
@@ -529,6 +551,8 @@ impl Driver {
             recv_started: Vec::new(),
             completions: Vec::new(),
             region,
+            seal,
+            fatal: None,
         };
         d.set_peers(&cfg.peers)?;
         Ok(d)
@@ -671,6 +695,9 @@ impl Driver {
         self.step(host, now(), Input::Start);
         self.flush();
         while !host.should_stop() {
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
             if self.deliver_loopback(host) > 0 {
                 self.flush();
             }
@@ -746,6 +773,31 @@ impl Driver {
                 Counters::inc(&self.counters.send_errors);
                 continue;
             };
+            let to_self = matches!(t.dest, Dest::Node(id) if id == self.node_id);
+            // Sealed once, then the same datagram to every peer; a frame to
+            // this node never leaves the process and stays as it is.
+            let src = match &mut self.seal {
+                Some(seal) if !to_self => match seal.seal(src.segments()) {
+                    Ok(sealed) => {
+                        Counters::inc(&self.counters.frames_sealed);
+                        Counters::add(&self.counters.bytes_sealed, sealed.len() as u64);
+                        TxSource::Heap(sealed)
+                    }
+                    Err(err) => {
+                        Counters::inc(&self.counters.seal_errors);
+                        self.fatal.get_or_insert(DriverError::Io {
+                            what: "sealing a frame (a new epoch could not be persisted)",
+                            err,
+                        });
+                        continue;
+                    }
+                },
+                _ => src,
+            };
+            if src.len() > cpg_core::limits::FRAME_MAX {
+                Counters::inc(&self.counters.send_errors);
+                continue;
+            }
             match t.dest {
                 Dest::Node(id) if id == self.node_id => self.loop_back(src),
                 Dest::Node(id) => match self.by_id.get(&id) {
@@ -887,6 +939,13 @@ impl Driver {
                     Counters::inc(&counters.rx_unknown_source);
                     return;
                 };
+                let mut f = f;
+                if let Some(seal) = &mut self.seal {
+                    let opened = f.frame.open_in_place(|b| seal.open(from, b));
+                    if !count_open(&counters, opened) {
+                        return;
+                    }
+                }
                 let low = match &mut self.backend {
                     Backend::Uring(ring) => ring.rx_mut().is_some_and(|rx| {
                         // Take back what the host already dropped before
@@ -1010,6 +1069,9 @@ impl Driver {
         let mut buf = vec![0u8; 65_536];
         let mut fired: Option<Instant> = None;
         while !host.should_stop() {
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
             self.deliver_loopback(host);
             let t = now();
             let deadline = self.out.next_timeout.filter(|d| Some(*d) != fired);
@@ -1088,6 +1150,17 @@ impl Driver {
                         Counters::inc(&self.counters.rx_unknown_source);
                         continue;
                     };
+                    let n = match &mut self.seal {
+                        Some(seal) => {
+                            let opened = seal.open(id, &mut buf[..n]);
+                            let len = opened.unwrap_or(0);
+                            if !count_open(&self.counters, Some(opened.map(|_| ()))) {
+                                continue;
+                            }
+                            len
+                        }
+                        None => n,
+                    };
                     // The fallback receives into one scratch buffer and
                     // copies each datagram out (counted).
                     let frame = RxBuf::from_heap(Arc::from(&buf[..n]));
@@ -1100,6 +1173,25 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+/// Count an open's outcome (`None`: the buffer could not be opened in place,
+/// a driver bug); whether the frame goes on.
+fn count_open(c: &Counters, opened: Option<Result<(), OpenError>>) -> bool {
+    let counter = match opened {
+        Some(Ok(())) => {
+            Counters::inc(&c.frames_opened);
+            return true;
+        }
+        None => &c.bad_completions,
+        Some(Err(OpenError::Short)) => &c.open_short,
+        Some(Err(OpenError::ForeignKey)) => &c.open_foreign_key,
+        Some(Err(OpenError::SourceMismatch | OpenError::TooManySenders)) => &c.open_source_mismatch,
+        Some(Err(OpenError::BadTag)) => &c.open_bad_tag,
+        Some(Err(OpenError::Replay)) => &c.open_replay,
+    };
+    Counters::inc(counter);
+    false
 }
 
 /// `sendmsg` of one or two segments on a nonblocking socket, waiting up to

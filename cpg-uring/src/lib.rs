@@ -8,6 +8,7 @@
 //! | `bufs` | the mapped region (pool slots + receive buffers), the provided-buffer ring, [`RxBuf`] | yes: raw memory, argued per block |
 //! | `ring` | ring setup, probing, typed `user_data`, SQE builders, completion decoding; keeps every in-flight operation's memory alive | yes: SQE pushes and registration |
 //! | `send` | sends in flight and the two-step `SendZc` completion | no |
+//! | `seal` | frame sealing: `ring`'s AES-256-GCM behind `cpg_core::seal`, [`SealSpec`], [`EpochSource`] | no |
 //! | `socket` | UDP sockets (rustix) | no |
 //! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`] | no |
 //! | `counters` | [`Counters`] | no |
@@ -26,6 +27,7 @@ mod bufs;
 mod counters;
 mod driver;
 mod ring;
+mod seal;
 mod send;
 mod socket;
 mod waker;
@@ -37,5 +39,6 @@ pub use driver::{
     ZeroCopy,
 };
 pub use ring::{probe, Probe};
+pub use seal::{EpochSource, RingAesGcm, SealSpec};
 pub use socket::SOCKET_BUFFER_BYTES;
 pub use waker::Waker;

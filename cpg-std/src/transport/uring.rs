@@ -63,9 +63,19 @@ impl UringTransport {
     /// # Errors
     /// On io_uring, [`StartError::Uring`] (`cpg_uring::DriverError` names the cause:
     /// kernel, limits, address); on plain UDP, where no io_uring is
-    /// involved, [`StartError::Transport`] with the same message.
+    /// involved, [`StartError::Transport`] with the same message; a key
+    /// file that cannot be used, [`StartError::Transport`] naming it.
     pub(crate) fn new(config: &NodeConfig) -> Result<UringTransport, StartError> {
-        let driver = Driver::new(transport_config(config)).map_err(|e| match config.transport {
+        let mut tc = transport_config(config);
+        tc.seal = crate::crypto::seal_spec(
+            config.crypto,
+            config.key_file.as_deref(),
+            &config.cluster_name,
+            &config.state_dir,
+            config.node_id,
+        )
+        .map_err(|e| StartError::Transport(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let driver = Driver::new(tc).map_err(|e| match config.transport {
             TransportKind::Uring => StartError::Uring(e),
             TransportKind::Udp => {
                 let kind = std::error::Error::source(&e)

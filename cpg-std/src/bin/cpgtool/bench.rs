@@ -34,7 +34,7 @@ use cpg_std::Guarantee;
 use serde_json::{json, Value};
 
 use crate::cluster::Cluster;
-use crate::config::{write_config_with, Transport};
+use crate::config::{write_config_with, CryptoArg, Protection, Transport};
 use crate::error::{Error, Res};
 use crate::member::{new_histogram, HDR};
 use crate::proto::{Event, MemberResult, Report};
@@ -128,6 +128,10 @@ pub(crate) struct BenchArgs {
     /// Transport.
     #[arg(long, value_enum, default_value_t = Transport::Uring)]
     pub transport: Transport,
+    /// Frame protection (`none` by default, as in the Corosync baseline
+    /// rows; `encrypt` measures the cost of sealing).
+    #[arg(long, value_enum, default_value_t = CryptoArg::None)]
+    pub crypto: CryptoArg,
     /// Keep the run's directory (config, member stderr) for inspection.
     #[arg(long)]
     pub keep: bool,
@@ -150,6 +154,7 @@ struct Row {
     window: Option<u32>,
     max_messages: Option<u32>,
     transport: TransportKind,
+    crypto: CryptoArg,
 }
 
 /// One row's result (per member: the mean over the member processes).
@@ -198,6 +203,7 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
         &dir.join("state"),
         1000,
         row.transport,
+        &Protection::beside(&config, row.crypto.into()),
         |f| {
             if let Some(v) = netmtu {
                 f.netmtu = v;
@@ -432,7 +438,7 @@ fn to_json(r: &RowResult) -> Value {
         "mb_per_sec":(r.mb_per_sec * 1000.0).round() / 1000.0,
         "delivered":r.delivered,"lost":r.lost,
         "latency_us": r.latency.map(|(a, b, c, n)| json!({"p50":a,"p99":b,"p999":c,"samples":n})),
-        "settings":{"netmtu":r.netmtu,"window_size":r.window_size,"max_messages":r.max_messages},
+        "settings":{"netmtu":r.netmtu,"window_size":r.window_size,"max_messages":r.max_messages,"crypto":format!("{:?}", r.row.crypto).to_lowercase()},
         "name":r.row.name,
         "token_rotation_us":r.rotation_us.map(|x| (x * 10.0).round() / 10.0),
         "load":r.load,
@@ -613,6 +619,7 @@ fn base_row(a: &BenchArgs) -> Row {
         window: a.window,
         max_messages: a.max_messages,
         transport: TransportKind::from(a.transport),
+        crypto: a.crypto,
     }
 }
 
@@ -724,6 +731,9 @@ fn name_of(r: &Row) -> String {
     }
     if r.busy_poll {
         parts.push("busy-poll".into());
+    }
+    if r.crypto != CryptoArg::None {
+        parts.push(format!("crypto={:?}", r.crypto).to_lowercase());
     }
     if parts.is_empty() {
         "default".into()

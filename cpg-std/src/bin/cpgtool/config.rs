@@ -5,6 +5,7 @@ use std::path::Path;
 
 use clap::ValueEnum;
 use cpg_std::config::{ConfigFile, TransportKind};
+use cpg_std::crypto::{generate_key, Crypto};
 use cpg_std::{GroupName, Node, NodeConfig};
 
 use crate::error::{Error, Res};
@@ -68,6 +69,61 @@ fn free_ports(n: u32) -> Res<Vec<SocketAddrV4>> {
         .collect()
 }
 
+/// `--crypto`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CryptoArg {
+    /// No sealing (warned about at start).
+    None,
+    /// Frames authenticated, in clear.
+    Authenticate,
+    /// Frames encrypted and authenticated.
+    #[default]
+    Encrypt,
+}
+
+impl From<CryptoArg> for Crypto {
+    fn from(c: CryptoArg) -> Crypto {
+        match c {
+            CryptoArg::None => Crypto::None,
+            CryptoArg::Authenticate => Crypto::Authenticate,
+            CryptoArg::Encrypt => Crypto::Encrypt,
+        }
+    }
+}
+
+/// What a written config protects frames with: the mode, and the key
+/// file (made by `keygen` if it does not exist yet).
+#[derive(Debug, Clone)]
+pub(crate) struct Protection {
+    pub crypto: Crypto,
+    pub key_file: std::path::PathBuf,
+}
+
+impl Protection {
+    /// `crypto` with the key `authkey` beside the config file `out`.
+    pub(crate) fn beside(out: &Path, crypto: Crypto) -> Protection {
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = dir.map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf);
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        Protection {
+            crypto,
+            key_file: dir.join("authkey"),
+        }
+    }
+
+    fn apply(&self, f: &mut ConfigFile) -> Res<()> {
+        f.crypto = self.crypto;
+        if self.crypto == Crypto::None {
+            return Ok(());
+        }
+        if !self.key_file.exists() {
+            generate_key(&self.key_file)?;
+        }
+        f.key_file = Some(self.key_file.clone());
+        Ok(())
+    }
+}
+
 /// Write a config for `n` nodes on free 127.0.0.1 ports to `out`.
 pub(crate) fn write_config(
     n: u32,
@@ -75,8 +131,9 @@ pub(crate) fn write_config(
     state_dir: &Path,
     token_ms: u64,
     transport: TransportKind,
+    protection: &Protection,
 ) -> Res<()> {
-    write_config_with(n, out, state_dir, token_ms, transport, |_| {})
+    write_config_with(n, out, state_dir, token_ms, transport, protection, |_| {})
 }
 
 /// [`write_config`], with `tweak` applied to the file before writing.
@@ -86,6 +143,7 @@ pub(crate) fn write_config_with(
     state_dir: &Path,
     token_ms: u64,
     transport: TransportKind,
+    protection: &Protection,
     tweak: impl FnOnce(&mut ConfigFile),
 ) -> Res<()> {
     let addrs = free_ports(n)?;
@@ -98,6 +156,7 @@ pub(crate) fn write_config_with(
     f.state_dir = state_dir.to_path_buf();
     f.totem.token_ms = Some(token_ms);
     f.transport = transport;
+    protection.apply(&mut f)?;
     tweak(&mut f);
     std::fs::write(out, f.to_toml()).map_err(|source| Error::File {
         path: out.to_path_buf(),

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use cpg_std::config::{ConfigFile, TransportKind};
 
 use crate::cluster::Cluster;
-use crate::config::write_config_with;
+use crate::config::{write_config_with, Protection};
 use crate::error::{Error, Res};
 use crate::proto::{Command, Confchg, Event, Reply, Status, Stream};
+use cpg_std::crypto::Crypto;
 
 /// `cpgtool demo`'s options.
 pub(crate) struct DemoArgs {
@@ -122,6 +123,7 @@ impl Demo<'_> {
             &dir.join("state"),
             a.token_ms,
             a.transport,
+            &Protection::beside(&config, Crypto::Encrypt),
             |f| f.totem.token_coefficient_ms = Some(0),
         )?;
         let file = ConfigFile::load(&config)?;
@@ -136,7 +138,7 @@ impl Demo<'_> {
             .map(|e| e.addr.port().to_string())
             .collect();
         println!(
-            "cpgtool demo: {n} node processes on 127.0.0.1 ports {} ({:?} transport, token {token_eff} ms, consensus {consensus} ms)",
+            "cpgtool demo: {n} node processes on 127.0.0.1 ports {} ({:?} transport, frames encrypted with a new cluster key, token {token_eff} ms, consensus {consensus} ms)",
             ports.join(", "),
             a.transport
         );
@@ -492,7 +494,7 @@ impl Demo<'_> {
         let pick = |good: bool, yes: &'static str, no: &'static str| if good { yes } else { no };
         let row = |label: &str, value: &str| println!("│ {label:<24} {value:<48}│");
         println!("\n┌──────────────────────────── summary ─────────────────────────────────────┐");
-        row("nodes", &format!("{n} processes, {transport:?} transport"));
+        row("nodes", &format!("{n} processes, {transport:?} transport, AES-256-GCM"));
         row(
             "ordered stream",
             &format!(

@@ -9,6 +9,8 @@ use cpg_std::{ConfigError, CsError, StartError};
 pub(crate) enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Key(#[from] cpg_std::crypto::KeyFileError),
     #[error("node {node}: {source}")]
     Start { node: u32, source: StartError },
     #[error("group {name:?}: {source}")]

@@ -8,7 +8,9 @@
 //! - `cpgtool node --config F --nodeid N`: one node process driven by JSON
 //!   lines on stdin, reporting JSON lines on stdout (used by `demo` and the
 //!   tests; the protocol is described at [`node::node_main`]).
-//! - `cpgtool config --nodes N --out F`: write a config for N nodes.
+//! - `cpgtool config --nodes N --out F`: write a config for N nodes
+//!   (frames encrypted with a key made beside it).
+//! - `cpgtool keygen PATH`: write a cluster key.
 
 use std::path::PathBuf;
 
@@ -26,7 +28,7 @@ mod message;
 mod node;
 use cpg_std::cpgtool_proto as proto;
 
-use config::Transport;
+use config::{CryptoArg, Protection, Transport};
 
 /// Lock `m`, taking the guard even if a thread panicked while holding it:
 /// the crate's one mutex-poison policy.
@@ -112,6 +114,16 @@ enum Cmd {
         /// State directory for the nodes.
         #[arg(long, default_value = "/tmp/cpg-state")]
         state_dir: PathBuf,
+        /// Frame protection; the key is `authkey` beside the config file
+        /// (made if missing: copy it to every node).
+        #[arg(long, value_enum, default_value_t = CryptoArg::Encrypt)]
+        crypto: CryptoArg,
+    },
+    /// Write a new random cluster key (256 bytes, mode 0400), as
+    /// corosync-keygen does; every node needs the same file.
+    Keygen {
+        /// Where to write it (never over an existing file).
+        path: PathBuf,
     },
 }
 
@@ -174,7 +186,18 @@ fn main() {
             nodes,
             out,
             state_dir,
-        } => config::write_config(nodes, &out, &state_dir, 1000, TransportKind::Uring),
+            crypto,
+        } => config::write_config(
+            nodes,
+            &out,
+            &state_dir,
+            1000,
+            TransportKind::Uring,
+            &Protection::beside(&out, crypto.into()),
+        ),
+        Cmd::Keygen { path } => cpg_std::crypto::generate_key(&path)
+            .map(|()| println!("cpgtool keygen: wrote {} (mode 0400)", path.display()))
+            .map_err(Into::into),
     };
     if let Err(e) = r {
         eprintln!("cpgtool: {e}");
