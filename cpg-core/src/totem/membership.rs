@@ -3,8 +3,8 @@
 
 use super::sets;
 use super::timer::Timer;
-use super::Totem;
-use crate::engine::{FrameBuf, State};
+use super::{State, Totem};
+use crate::frame::{Dest, FrameBuf};
 use crate::time::Instant;
 use crate::types::{NodeId, RingId};
 use crate::wire::{CommitEntry, CommitRepr, JoinRepr, NodeList, Packet};
@@ -82,7 +82,7 @@ impl<F: FrameBuf> Totem<F> {
             proc_list,
             fail_list,
         };
-        self.send_control(crate::engine::Dest::AllOthers, &Packet::Join(join));
+        self.send_control(Dest::AllOthers, &Packet::Join(join));
     }
 
     fn agreed(&self) -> bool {

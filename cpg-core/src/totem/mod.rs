@@ -17,28 +17,35 @@
 //! [`membership`] (JOIN, consensus, commit token), [`deaf`] (one-way
 //! failures remembered), [`recovery`]
 //! (recovery and installation), [`window`] (receive windows), [`pg`]
-//! (packing), [`timer`], [`sets`].
+//! (packing), [`timer`], [`sets`], [`event`] (what Totem hands up:
+//! messages, [`ConfigChange`]s, [`TraceDeliver`]s), [`stats`] ([`Stats`]).
+//! [`State`] and [`Options`] are defined here. Below Totem lies only
+//! [`crate::frame`] (buffers and frames), the wire formats and the limits.
 //!
 //! # References
 //! `docs/spec/totem.md`; corosync `exec/totemsrp.c`, `exec/totempg.c`.
 
 mod deaf;
+mod event;
 mod membership;
 pub(crate) mod pg;
 mod recovery;
 pub(crate) mod sets;
+mod stats;
 pub(crate) mod timer;
 mod token;
 pub(crate) mod window;
+
+pub(crate) use event::TotemEvent;
+pub use event::{ConfigChange, TraceDeliver};
+pub use stats::Stats;
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::engine::{
-    ConfigChange, Dest, FrameBuf, FrameRef, Payload, State, Stats, TraceDeliver, Transmit,
-};
+use crate::frame::{Dest, FrameBuf, FrameRef, Transmit, ZcError};
 use crate::limits::{Config, ConfigError, RING_SEQ_MAX};
 use crate::time::Instant;
 use crate::types::{CsError, Guarantee, NodeId, RingId};
@@ -65,19 +72,29 @@ pub(crate) fn validate_config(cfg: &Config) -> Result<(), ConfigError> {
 /// Re-sent frames remembered by `serve_rtr` (a few visits' worth).
 const RTR_SERVED_MAX: usize = 4 * crate::limits::RTR_MAX;
 
-/// What Totem hands to the layer above.
-#[derive(Debug, Clone)]
-pub(crate) enum TotemEvent<F> {
-    /// A whole application-level message, in total order.
-    Deliver {
-        sender: NodeId,
-        guarantee: Guarantee,
-        payload: Payload<F>,
-    },
-    /// A configuration change.
-    Config(Box<ConfigChange>),
-    /// Checker trace of a frame delivery.
-    Trace(TraceDeliver),
+/// Totem membership state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Normal token rotation.
+    Operational,
+    /// Exchanging JOINs until consensus.
+    Gather,
+    /// Commit token circulating.
+    Commit,
+    /// Retransmitting old-ring messages before install.
+    Recovery,
+}
+
+/// Options that are not protocol settings (the engine's `EngineOptions`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Report every Totem delivery as a [`TraceDeliver`] (simulator
+    /// checkers; the engine hands them on as `Event::Trace`).
+    pub trace: bool,
+    /// First message seq of every ring minus one (0 in production). Tests
+    /// set it near 2^32 to exercise serial-number wrap-around; every node of
+    /// a cluster must use the same value.
+    pub seq_base: u32,
 }
 
 /// Saved state of the last installed ring, kept from COMMIT entry until
@@ -189,7 +206,7 @@ pub(crate) struct Totem<F> {
 impl<F: FrameBuf> Totem<F> {
     pub(crate) fn new(
         cfg: Config,
-        options: crate::engine::EngineOptions,
+        options: Options,
         initial_ring_seq: u64,
         now: Instant,
     ) -> Result<Self, ConfigError> {
@@ -487,8 +504,7 @@ impl<F: FrameBuf> Totem<F> {
         buf: F,
         msg: core::ops::Range<usize>,
         guarantee: Guarantee,
-    ) -> Result<(), crate::engine::ZcError<F>> {
-        use crate::engine::ZcError;
+    ) -> Result<(), ZcError<F>> {
         if self.shut_down {
             return Err(ZcError {
                 error: CsError::Library,

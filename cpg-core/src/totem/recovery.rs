@@ -8,8 +8,8 @@ use alloc::collections::VecDeque;
 use super::sets;
 use super::timer::Timer;
 use super::window::{seq_le, seq_lt, seq_max, seq_min, Stored, Window};
-use super::Totem;
-use crate::engine::{ConfigChange, FrameBuf, State};
+use super::{ConfigChange, State, Totem};
+use crate::frame::FrameBuf;
 use crate::time::Instant;
 use crate::wire::{self, CommitRepr, Packet, TokenRepr};
 

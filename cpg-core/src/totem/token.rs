@@ -8,8 +8,8 @@ use super::pg::{Assembled, FramePlan, OwnItem, ZC_HEADROOM};
 use super::sets;
 use super::timer::Timer;
 use super::window::{seq_le, seq_lt, seq_min, Stored, Window};
-use super::{Totem, TotemEvent};
-use crate::engine::{FrameBuf, FrameRef, Payload, State, TraceDeliver};
+use super::{State, Stats, Totem, TotemEvent, TraceDeliver};
+use crate::frame::{FrameBuf, FrameRef, Payload};
 use crate::limits::{RECV_WINDOW, RTR_MAX};
 use crate::time::Instant;
 use crate::types::{Guarantee, NodeId, RingId};
@@ -666,7 +666,7 @@ impl<F: FrameBuf> Totem<F> {
         window: &mut Window<F>,
         assemblies: &mut super::pg::Assemblies,
         events: &mut alloc::collections::VecDeque<TotemEvent<F>>,
-        stats: &mut crate::engine::Stats,
+        stats: &mut Stats,
         trace: bool,
         seq: u32,
         st: Stored<F>,

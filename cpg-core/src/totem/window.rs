@@ -8,7 +8,7 @@ use core::ops::Range;
 use alloc::sync::Arc;
 
 use super::pg::OwnItem;
-use crate::engine::FrameRef;
+use crate::frame::FrameRef;
 use crate::limits::RECV_WINDOW;
 use crate::types::{Guarantee, NodeId, RingId};
 
