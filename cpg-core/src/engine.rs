@@ -23,10 +23,9 @@ use alloc::vec::Vec;
 use crate::types::{GroupName, Guarantee, MemberAddr, NodeId, RingId};
 
 // The vocabulary of the layers below, under the paths drivers have always
-// used (`cpg_core::engine::FrameRef`, ...): buffers and frames
-// ([`crate::frame`]), Totem's state, counters, options and configuration
-// changes ([`crate::totem`]), the group layer's requests and events
-// ([`crate::group`]).
+// used (`cpg_core::engine::FrameRef`, ...): buffers and frames (`frame`),
+// Totem's state, counters, options and configuration changes (`totem`),
+// the group layer's requests and events (`group`).
 pub use crate::frame::{Dest, FrameBuf, FrameRef, Payload, Transmit, ZcError};
 pub use crate::group::{Event, Request};
 pub use crate::totem::Options as EngineOptions;

@@ -14,6 +14,10 @@
 //! JOIN_COMPLETED, LEAVE_STARTED), with our fixes: mcast when not joined
 //! or leaving is NOT_EXIST (never accepted then dropped), a leave resets the
 //! process to not-joined once its own LEAVE confchg is delivered.
+//!
+//! Its vocabulary is defined here: [`Request`] (what a local process asks)
+//! and [`Event`] (what the layer hands up: deliveries, confchgs, Totem's
+//! configuration changes); the engine re-exports both.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
