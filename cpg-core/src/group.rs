@@ -14,19 +14,101 @@
 //! JOIN_COMPLETED, LEAVE_STARTED), with our fixes: mcast when not joined
 //! or leaving is NOT_EXIST (never accepted then dropped), a leave resets the
 //! process to not-joined once its own LEAVE confchg is delivered.
+//!
+//! Its vocabulary is defined here: [`Request`] (what a local process asks)
+//! and [`Event`] (what the layer hands up: deliveries, confchgs, Totem's
+//! configuration changes); the engine re-exports both.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::engine::{ConfigChange, Event, FrameBuf, Payload, Request, ZcError};
+use crate::frame::{FrameBuf, Payload, ZcError};
 use crate::limits::JOINLIST_MAX;
 use crate::time::Instant;
-use crate::totem::{sets, Totem, TotemEvent};
+use crate::totem::{sets, ConfigChange, Totem, TotemEvent, TraceDeliver};
 use crate::types::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
 use crate::wire::cpg::{emit_joinlist, emit_mcast_header, joinlist_len, mcast_header_len};
 use crate::wire::{CpgMsg, NodeList};
+
+/// A request from a local process.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// `cpg_join`.
+    Join {
+        /// Process id.
+        pid: u32,
+        /// Group.
+        group: &'a GroupName,
+        /// Model flags.
+        flags: u32,
+    },
+    /// `cpg_leave` (reason LEAVE) or a finalize while joined (PROCDOWN).
+    Leave {
+        /// Process id.
+        pid: u32,
+        /// Group.
+        group: &'a GroupName,
+        /// `Reason::Leave` or `Reason::ProcDown`.
+        reason: Reason,
+    },
+    /// `cpg_mcast_joined`: the iovecs are copied once into the send queue.
+    Mcast {
+        /// Process id.
+        pid: u32,
+        /// Group.
+        group: &'a GroupName,
+        /// Guarantee.
+        guarantee: Guarantee,
+        /// Message parts, concatenated.
+        iov: &'a [&'a [u8]],
+    },
+}
+
+/// What the engine tells the driver/application.
+#[derive(Debug, Clone)]
+pub enum Event<F> {
+    /// A group message, delivered to every local member of `group`.
+    Deliver {
+        /// Group.
+        group: GroupName,
+        /// Sending process.
+        sender: MemberAddr,
+        /// Guarantee it was sent with.
+        guarantee: Guarantee,
+        /// The application bytes.
+        payload: Payload<F>,
+    },
+    /// A group's membership changed (post-change members, sorted).
+    ConfChg {
+        /// Group.
+        group: GroupName,
+        /// Members after the change, sorted by (nodeid, pid).
+        members: Vec<MemberAddr>,
+        /// Members that left, with reasons.
+        left: Vec<(MemberAddr, Reason)>,
+        /// Members that joined, with reasons.
+        joined: Vec<(MemberAddr, Reason)>,
+    },
+    /// Node membership after a completed sync (model v1 totem confchg).
+    TotemConfChg {
+        /// Ring id.
+        ring_id: RingId,
+        /// Nodes, ascending.
+        members: Box<NodeList>,
+    },
+    /// Totem-level configuration change (transitional, then regular).
+    /// Boxed, as `TotemConfChg`'s list: a rare event must not make every
+    /// event (one per delivered message) hundreds of bytes to move.
+    Config(Box<ConfigChange>),
+    /// The local send queue crossed its high-water mark (true = ENABLED,
+    /// `mcast` answers TRY_AGAIN) or fell back below it.
+    FlowControl(bool),
+    /// Only with `trace` on: a Totem message delivered in order (for the
+    /// simulator's checkers).
+    Trace(TraceDeliver),
+}
 
 /// A local process's state in one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,8 +266,8 @@ impl Groups {
         }
     }
 
-    /// A run of one handle's messages, copied into one allocation; see
-    /// [`crate::engine::Engine::submit_batch`].
+    /// A run of one handle's messages, copied into one allocation (the
+    /// engine's `submit_batch`, which documents the contract).
     pub(crate) fn submit_batch<'a, F: FrameBuf>(
         &mut self,
         now: Instant,

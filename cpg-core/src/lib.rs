@@ -6,17 +6,21 @@
 //! |---|---|---|
 //! | [`wire`] | every byte that crosses a host boundary | typed views and `emit`; malformed input is a typed [`wire::WireError`], never a panic |
 //! | [`pool`] | zero-copy buffer bookkeeping (slots, size classes, states, generations) | O(1), allocation-free; a stale id is an error, not a use-after-free |
-//! | [`totem`] | the Totem single-ring protocol as a sans-IO state machine | total order (AGREED), real SAFE delivery, extended virtual synchrony |
-//! | [`group`] | CPG groups on the ordered stream | join/leave/mcast/confchg identical at every member at the same point of the stream |
-//! | [`engine`] | the two above wired together: the API a driver (the simulator, `cpg-uring`) calls | the engine contract of `docs/ARCHITECTURE.md` |
+//! | [`frame`] | buffer handles and frame references shared by the layers above (`FrameBuf`, `FrameRef`, `Payload`, `Transmit`, `ZcError`) | a frame is moved by handle, never copied; headers are written only into a buffer no one else holds |
+//! | [`totem`] | the Totem single-ring protocol as a sans-IO state machine, with its `State`, `Stats`, `Options` and `ConfigChange` | total order (AGREED), real SAFE delivery, extended virtual synchrony |
+//! | [`group`] | CPG groups on the ordered stream, with their `Request`s in and `Event`s out | join/leave/mcast/confchg identical at every member at the same point of the stream |
+//! | [`engine`] | the two above wired together: the API a driver (the simulator, `cpg-uring`) calls; re-exports the vocabulary above | the engine contract of `docs/ARCHITECTURE.md` |
+//!
+//! Each layer uses only the ones above it in this table, never one below
+//! it: `types`/`wire` → `frame` → `totem` → `group` → `engine`.
 //!
 //! The engine never reads a clock, touches a socket or spawns: time is an
 //! [`Instant`] passed in, packets come in as owned frames, and everything it
 //! wants done comes out of `poll_*` calls. That is what lets `cpg-sim` run
 //! many engines in one thread over a seeded faulty network.
 //!
-//! Features: `alloc` (default) enables the engine layers (`totem`, `group`,
-//! `engine`), which keep bounded queues on the heap; `wire`, `pool`, the
+//! Features: `alloc` (default) enables the engine layers (`frame`, `totem`,
+//! `group`, `engine`), which keep bounded queues on the heap; `wire`, `pool`, the
 //! types and the limits are available without it. `seal` adds [`seal`]
 //! (authenticated, encrypted frames; no heap), which the std transports
 //! use; `seal-soft` adds a portable cipher for it.
@@ -38,6 +42,8 @@ pub mod wire;
 
 #[cfg(feature = "alloc")]
 pub mod engine;
+#[cfg(feature = "alloc")]
+pub mod frame;
 #[cfg(feature = "alloc")]
 pub mod group;
 #[cfg(feature = "alloc")]

@@ -733,6 +733,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
     /// [`Pool::payload_capacity_max`]; [`AllocError::Exhausted`] when every
     /// class that fits is empty (the caller answers `CS_ERR_TRY_AGAIN`).
     pub fn alloc(&mut self, len: usize) -> Result<SlotId, AllocError> {
+        self.assert_counts();
         let Some(best) = self.class_for_len(len) else {
             self.stats.too_big += 1;
             return Err(AllocError::TooBig {
@@ -741,11 +742,30 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
             });
         };
         let records = self.slots.as_mut();
-        for class in &mut self.classes[best..self.class_count] {
+        for (c, class) in self.classes[best..self.class_count].iter_mut().enumerate() {
             let index = class.head;
             let Some(slot) = records.get_mut(index as usize) else {
-                continue; // NIL: this class is empty
+                // NIL: this class is empty
+                assert!(
+                    class.free == 0,
+                    "pool: class {} has no free list but counts {} free",
+                    best + c,
+                    class.free
+                );
+                continue;
             };
+            // The free list holds free slots of its own class only.
+            assert!(
+                slot.state == Inner::Free
+                    && usize::from(slot.class) == best + c
+                    && index.wrapping_sub(class.first) < class.count
+                    && class.free > 0,
+                "pool: free list of class {} (free {}) leads to slot {index} of class {} in state {:?}",
+                best + c,
+                class.free,
+                slot.class,
+                slot.state
+            );
             class.head = slot.next;
             class.free -= 1;
             slot.next = NIL;
@@ -768,6 +788,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
     ///
     /// [`SlotError`] for a bad id or a slot not Owned.
     pub fn release(&mut self, id: SlotId) -> Result<(), SlotError> {
+        self.assert_counts();
         let slot = live_mut(self.slots.as_mut(), self.slot_count, id)?;
         expect(slot.state, StateKind::Owned)?;
         self.stats.owned -= 1;
@@ -781,6 +802,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
     ///
     /// [`SlotError`] for a bad id or a slot not Owned.
     pub fn enqueue(&mut self, id: SlotId) -> Result<(), SlotError> {
+        self.assert_counts();
         let slot = live_mut(self.slots.as_mut(), self.slot_count, id)?;
         expect(slot.state, StateKind::Owned)?;
         slot.state = Inner::Queued;
@@ -799,7 +821,9 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
     /// Queued) for a slot neither Queued nor InFlight;
     /// [`SlotError::SendsSaturated`] at `u16::MAX` pending sends.
     pub fn begin_send(&mut self, id: SlotId) -> Result<(), SlotError> {
+        self.assert_counts();
         let slot = live_mut(self.slots.as_mut(), self.slot_count, id)?;
+        assert_in_flight_held(id, slot.state);
         match slot.state {
             Inner::Queued => {
                 slot.state = Inner::InFlight {
@@ -838,7 +862,9 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
     ///
     /// [`SlotError`] for a bad id, a slot not InFlight, or no send pending.
     pub fn on_send_complete(&mut self, id: SlotId) -> Result<Outcome, SlotError> {
+        self.assert_counts();
         let slot = live_mut(self.slots.as_mut(), self.slot_count, id)?;
+        assert_in_flight_held(id, slot.state);
         let Inner::InFlight {
             sends_pending,
             stable,
@@ -879,7 +905,9 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
     /// [`SlotError`] for a bad id or a slot not InFlight;
     /// [`SlotError::AlreadyStable`] the second time.
     pub fn mark_stable(&mut self, id: SlotId) -> Result<Outcome, SlotError> {
+        self.assert_counts();
         let slot = live_mut(self.slots.as_mut(), self.slot_count, id)?;
+        assert_in_flight_held(id, slot.state);
         let Inner::InFlight {
             sends_pending,
             stable,
@@ -985,6 +1013,13 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
         let Some(class) = self.classes.get_mut(usize::from(slot.class)) else {
             return;
         };
+        // Callers free a live slot they have just taken off the gauges.
+        assert!(
+            slot.state != Inner::Free && class.free < class.count,
+            "pool: slot {index} freed twice (class free {} of {})",
+            class.free,
+            class.count
+        );
         slot.generation = slot.generation.wrapping_add(1);
         slot.state = Inner::Free;
         slot.next = class.head;
@@ -992,6 +1027,45 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>> Pool<S> {
         class.free += 1;
         self.stats.freed += 1;
     }
+
+    /// Panics unless the gauges add up: every slot is free (counted on its
+    /// class's free list) or owned, queued or in flight, never two at once.
+    /// O([`CLASSES_MAX`]); run at the start of every transition, so a
+    /// bookkeeping slip is caught at the next call, not when a slot is
+    /// handed out twice. No id can break this: ids are checked before any
+    /// change, and every change moves one slot between two counts.
+    fn assert_counts(&self) {
+        let free: u32 = self.classes[..self.class_count]
+            .iter()
+            .map(|c| c.free)
+            .sum();
+        let s = &self.stats;
+        assert!(
+            free as usize + s.in_use() == self.slot_count as usize,
+            "pool: {free} free + {} owned + {} queued + {} in flight != {} slots",
+            s.owned,
+            s.queued,
+            s.in_flight,
+            self.slot_count
+        );
+    }
+}
+
+/// Panics if `state` is a stable in-flight slot with no send pending: such
+/// a slot is freed by the call that makes it so ([`Pool::mark_stable`] or
+/// the last completion), so no live id can name one.
+fn assert_in_flight_held(id: SlotId, state: Inner) {
+    assert!(
+        !matches!(
+            state,
+            Inner::InFlight {
+                sends_pending: 0,
+                stable: true
+            }
+        ),
+        "pool: slot {} is stable with no send pending but not freed",
+        id.index
+    );
 }
 
 /// The record of a live (allocated) slot named by `id`.

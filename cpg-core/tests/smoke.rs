@@ -1,188 +1,25 @@
-//! A small perfect-network harness over the public engine API: the
-//! simulator (`cpg-sim`) does the faulty-network work; these tests pin the
-//! basic story (ring forms, joins, ordered delivery, SAFE, fragmentation,
-//! node loss) in a few milliseconds.
+//! The basic story on a perfect network (ring forms, joins, ordered
+//! delivery, SAFE, fragmentation, zero copy, node loss), in a few
+//! milliseconds, over the public engine API. The driver is
+//! `cpg_sim::perfect::Cluster`; the simulator's faulty network (`cpg-sim`)
+//! does the rest.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
-use cpg_core::engine::{ConfigChange, Dest, Engine, EngineOptions, Event, Request, State};
+use cpg_core::engine::{ConfigChange, Engine, EngineOptions, Event, Request};
 use cpg_core::limits::Config;
 use cpg_core::{CsError, Duration, GroupName, Guarantee, Instant, Reason};
+use cpg_sim::perfect::Cluster;
 
 type Frame = Arc<[u8]>;
 
-struct Net {
-    nodes: Vec<Option<Engine<Frame>>>,
-    ids: Vec<u32>,
-    now: Instant,
-    queue: VecDeque<(usize, u32, Frame)>,
-    events: Vec<Vec<Event<Frame>>>,
-    cut: Vec<bool>,
-    /// For every transmitted frame that references a driver buffer: the
-    /// buffer's start address and the address/length of the bytes read from it.
-    buf_sends: Vec<(usize, usize, usize)>,
-}
-
-impl Net {
-    fn new(n: usize) -> Net {
-        Self::with(n, |_| {})
-    }
-    fn with(n: usize, tweak: impl Fn(&mut Config)) -> Net {
-        Self::with_base(n, 0, tweak)
-    }
-    fn with_base(n: usize, seq_base: u32, tweak: impl Fn(&mut Config)) -> Net {
-        let ids: Vec<u32> = (1..=n as u32).collect();
-        let nodes = ids
-            .iter()
-            .map(|&id| {
-                let mut c = Config::fast(id, &ids);
-                tweak(&mut c);
-                Some(
-                    Engine::new(
-                        c,
-                        EngineOptions {
-                            trace: true,
-                            seq_base,
-                        },
-                        1,
-                        Instant::ZERO,
-                    )
-                    .unwrap(),
-                )
-            })
-            .collect();
-        let mut net = Net {
-            nodes,
-            ids,
-            now: Instant::ZERO,
-            queue: VecDeque::new(),
-            events: vec![Vec::new(); n],
-            cut: vec![false; n],
-            buf_sends: Vec::new(),
-        };
-        for i in 0..n {
-            net.drain(i);
-        }
-        net
-    }
-    fn drain(&mut self, i: usize) {
-        let Some(e) = self.nodes[i].as_mut() else {
-            return;
-        };
-        while e.poll_persist().is_some() {}
-        while let Some(t) = e.poll_transmit() {
-            if let Some(b) = t.frame.buf() {
-                let [a, body] = t.frame.segments();
-                let seg = if body.is_empty() { a } else { body };
-                self.buf_sends
-                    .push((b.as_ptr() as usize, seg.as_ptr() as usize, seg.len()));
-            }
-            let from = self.ids[i];
-            let bytes: Frame = Arc::from(t.frame.to_vec());
-            match t.dest {
-                Dest::Node(n) => self.queue.push_back(((n - 1) as usize, from, bytes)),
-                Dest::AllOthers => {
-                    for j in 0..self.ids.len() {
-                        if j != i {
-                            self.queue.push_back((j, from, bytes.clone()));
-                        }
-                    }
-                }
-            }
-        }
-        while let Some(ev) = e.poll_event() {
-            self.events[i].push(ev);
-        }
-        while e.poll_release().is_some() {}
-    }
-    /// Deliver everything queued; then advance to the next timer.
-    fn step(&mut self) -> bool {
-        if let Some((to, from, f)) = self.queue.pop_front() {
-            let from_idx = (from - 1) as usize;
-            if (self.cut[to] || self.cut[from_idx]) && to != from_idx {
-                return true;
-            }
-            if let Some(e) = self.nodes[to].as_mut() {
-                e.handle_packet(self.now, from, f);
-                self.drain(to);
-            }
-            return true;
-        }
-        let next = self
-            .nodes
-            .iter()
-            .flatten()
-            .filter_map(|e| e.poll_timeout())
-            .min();
-        match next {
-            Some(t) => {
-                self.now = self.now.max(t);
-                for i in 0..self.nodes.len() {
-                    if let Some(e) = self.nodes[i].as_mut() {
-                        if e.poll_timeout().is_some_and(|d| d <= self.now) {
-                            e.handle_timeout(self.now);
-                            self.drain(i);
-                        }
-                    }
-                }
-                true
-            }
-            None => false,
-        }
-    }
-    fn run_for(&mut self, d: Duration) {
-        let end = self.now + d;
-        let mut steps = 0u64;
-        while self.now < end {
-            if !self.step() {
-                break;
-            }
-            steps += 1;
-            assert!(steps < 50_000_000, "runaway");
-        }
-    }
-    fn run_until(&mut self, limit: Duration, mut f: impl FnMut(&Net) -> bool) -> bool {
-        let end = self.now + limit;
-        while self.now < end {
-            if f(self) {
-                return true;
-            }
-            if !self.step() {
-                return f(self);
-            }
-        }
-        f(self)
-    }
-    fn converged(&self) -> bool {
-        let live: Vec<&Engine<Frame>> = self.nodes.iter().flatten().collect();
-        let ring = live[0].ring_id();
-        live.iter().all(|e| {
-            e.state() == State::Operational
-                && e.ring_id() == ring
-                && e.members().len() == live.len()
-        })
-    }
-    fn e(&mut self, i: usize) -> &mut Engine<Frame> {
-        self.nodes[i].as_mut().unwrap()
-    }
-    fn submit(&mut self, i: usize, req: Request<'_>) -> Result<(), CsError> {
-        let now = self.now;
-        let r = self.e(i).submit(now, req);
-        self.drain(i);
-        r
-    }
-    fn delivered(&self, i: usize, g: &GroupName) -> Vec<Vec<u8>> {
-        self.events[i]
-            .iter()
-            .filter_map(|e| match e {
-                Event::Deliver { group, payload, .. } if group == g => {
-                    Some(payload.bytes().to_vec())
-                }
-                _ => None,
-            })
-            .collect()
-    }
+/// `n` nodes with `seq_base` and each configuration adjusted by `tweak`.
+fn cluster_with(n: usize, seq_base: u32, tweak: impl Fn(&mut Config)) -> Cluster {
+    let options = EngineOptions {
+        trace: true,
+        seq_base,
+    };
+    Cluster::with(n, options, tweak)
 }
 
 fn group() -> GroupName {
@@ -191,19 +28,19 @@ fn group() -> GroupName {
 
 #[test]
 fn three_nodes_form_one_ring() {
-    let mut net = Net::new(3);
+    let mut net = Cluster::new(3);
     assert!(
         net.run_until(Duration::from_millis(5000), |n| n.converged()),
         "no single ring"
     );
-    let ring = net.e(0).ring_id();
+    let ring = net.engine(0).ring_id();
     assert_eq!(ring.rep, 1);
-    assert_eq!(net.e(0).members(), &[1, 2, 3]);
+    assert_eq!(net.engine(0).members(), &[1, 2, 3]);
 }
 
 #[test]
 fn join_and_totally_ordered_delivery() {
-    let mut net = Net::new(3);
+    let mut net = Cluster::new(3);
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
     for i in 0..3 {
@@ -228,15 +65,7 @@ fn join_and_totally_ordered_delivery() {
         ),
         Err(CsError::Exist)
     );
-    let g1 = g.clone();
-    assert!(
-        net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i]
-            .as_ref()
-            .unwrap()
-            .group_members(&g1)
-            .len()
-            == 3))
-    );
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.group_has(&g, 3)));
     for k in 0..50u32 {
         for i in 0..3 {
             let msg = format!("n{i}-{k}");
@@ -258,12 +87,12 @@ fn join_and_totally_ordered_delivery() {
         }
     }
     net.run_until(Duration::from_millis(3000), |n| {
-        (0..3).all(|i| n.delivered(i, &g).len() == 150)
+        (0..3).all(|i| n.delivered_in(i, &g).len() == 150)
     });
-    let d0 = net.delivered(0, &g);
+    let d0 = net.delivered_in(0, &g);
     assert_eq!(d0.len(), 150);
     for i in 1..3 {
-        assert_eq!(net.delivered(i, &g), d0, "node {i} order differs");
+        assert_eq!(net.delivered_in(i, &g), d0, "node {i} order differs");
     }
     // FIFO per sender
     for i in 0..3 {
@@ -278,7 +107,8 @@ fn join_and_totally_ordered_delivery() {
         }
     }
     // every node saw the three joins
-    let confchgs = net.events[2]
+    let confchgs = net
+        .events(2)
         .iter()
         .filter(|e| matches!(e, Event::ConfChg { .. }))
         .count();
@@ -287,7 +117,7 @@ fn join_and_totally_ordered_delivery() {
 
 #[test]
 fn mcast_when_not_joined_is_not_exist() {
-    let mut net = Net::new(1);
+    let mut net = Cluster::new(1);
     let g = group();
     assert_eq!(
         net.submit(
@@ -316,7 +146,7 @@ fn mcast_when_not_joined_is_not_exist() {
 
 #[test]
 fn single_node_delivers_own_messages() {
-    let mut net = Net::new(1);
+    let mut net = Cluster::new(1);
     assert!(net.run_until(Duration::from_millis(2000), |n| n.converged()));
     let g = group();
     net.submit(
@@ -339,37 +169,19 @@ fn single_node_delivers_own_messages() {
     )
     .unwrap();
     assert!(
-        net.run_until(Duration::from_millis(3000), |n| n.delivered(0, &g).len()
+        net.run_until(Duration::from_millis(3000), |n| n.delivered_in(0, &g).len()
             == 1)
     );
-    assert_eq!(net.delivered(0, &g), vec![b"hello".to_vec()]);
+    assert_eq!(net.delivered_in(0, &g), vec![b"hello".to_vec()]);
 }
 
 #[test]
 fn large_message_is_fragmented_and_reassembled() {
-    let mut net = Net::new(3);
+    let mut net = Cluster::new(3);
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
-    for i in 0..3 {
-        net.submit(
-            i,
-            Request::Join {
-                pid: 1,
-                group: &g,
-                flags: 0,
-            },
-        )
-        .unwrap();
-    }
-    let g1 = g.clone();
-    assert!(
-        net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i]
-            .as_ref()
-            .unwrap()
-            .group_members(&g1)
-            .len()
-            == 3))
-    );
+    net.join_all(1, &g);
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.group_has(&g, 3)));
     let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     net.submit(
         1,
@@ -392,40 +204,29 @@ fn large_message_is_fragmented_and_reassembled() {
     )
     .unwrap();
     assert!(net.run_until(Duration::from_millis(20000), |n| (0..3)
-        .all(|i| n.delivered(i, &g).len() == 2)));
+        .all(|i| n.delivered_in(i, &g).len() == 2)));
     for i in 0..3 {
-        let d = net.delivered(i, &g);
+        let d = net.delivered_in(i, &g);
         assert!(d.contains(&big));
-        assert_eq!(d, net.delivered(0, &g));
+        assert_eq!(d, net.delivered_in(0, &g));
     }
-    assert!(net.e(0).stats().fragmented_reassembled >= 1);
+    assert!(net.engine(0).stats().fragmented_reassembled >= 1);
 }
 
 #[test]
 fn killed_node_gives_nodedown_and_the_rest_go_on() {
-    let mut net = Net::new(3);
+    let mut net = Cluster::new(3);
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
-    for i in 0..3 {
-        net.submit(
-            i,
-            Request::Join {
-                pid: 10,
-                group: &g,
-                flags: 0,
-            },
-        )
-        .unwrap();
-    }
+    net.join_all(10, &g);
     net.run_for(Duration::from_millis(500));
-    net.nodes[2] = None;
-    net.cut[2] = true;
+    net.kill(2);
     assert!(
         net.run_until(Duration::from_millis(10_000), |n| n.converged()),
         "survivors did not re-form"
     );
-    assert_eq!(net.e(0).members(), &[1, 2]);
-    let nodedown = net.events[0].iter().any(|e| match e {
+    assert_eq!(net.engine(0).members(), &[1, 2]);
+    let nodedown = net.events(0).iter().any(|e| match e {
         Event::ConfChg { left, .. } => left
             .iter()
             .any(|(m, r)| m.nodeid == 3 && *r == Reason::NodeDown),
@@ -443,11 +244,11 @@ fn killed_node_gives_nodedown_and_the_rest_go_on() {
     )
     .unwrap();
     assert!(net.run_until(Duration::from_millis(3000), |n| n
-        .delivered(1, &g)
+        .delivered_in(1, &g)
         .last()
         .map(|m| m.as_slice())
         == Some(b"after")));
-    let trans = net.events[0].iter().any(|e| matches!(e, Event::Config(c) if matches!(&**c, ConfigChange::Transitional { left, .. } if left.as_slice() == [3])));
+    let trans = net.events(0).iter().any(|e| matches!(e, Event::Config(c) if matches!(&**c, ConfigChange::Transitional { left, .. } if left.as_slice() == [3])));
     assert!(trans);
 }
 
@@ -459,29 +260,11 @@ fn initial_ring_seq_zero_is_refused() {
 
 #[test]
 fn sequence_numbers_wrap_around_u32() {
-    let mut net = Net::with_base(3, 0xFFFF_FE00, |c| c.window_size = 200);
+    let mut net = cluster_with(3, 0xFFFF_FE00, |c| c.window_size = 200);
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
-    for i in 0..3 {
-        net.submit(
-            i,
-            Request::Join {
-                pid: 5,
-                group: &g,
-                flags: 0,
-            },
-        )
-        .unwrap();
-    }
-    let g1 = g.clone();
-    assert!(
-        net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i]
-            .as_ref()
-            .unwrap()
-            .group_members(&g1)
-            .len()
-            == 3))
-    );
+    net.join_all(5, &g);
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.group_has(&g, 3)));
     // 1,200 frames cross 2^32 (each message is big enough for its own frame).
     let body = vec![0xAB; 1200];
     let mut sent = 0;
@@ -508,13 +291,14 @@ fn sequence_numbers_wrap_around_u32() {
         }
     }
     assert!(net.run_until(Duration::from_millis(20_000), |n| (0..3)
-        .all(|i| n.delivered(i, &g).len() == 1200)));
-    let d0 = net.delivered(0, &g);
+        .all(|i| n.delivered_in(i, &g).len() == 1200)));
+    let d0 = net.delivered_in(0, &g);
     for i in 1..3 {
-        assert_eq!(net.delivered(i, &g), d0);
+        assert_eq!(net.delivered_in(i, &g), d0);
     }
     // the ring really crossed the wrap point
-    assert!(net.events[0]
+    assert!(net
+        .events(0)
         .iter()
         .any(|e| matches!(e, Event::Trace(t) if t.seq < 0x1000)));
 }
@@ -532,46 +316,28 @@ fn zc_buf(payload: &[u8]) -> (Frame, std::ops::Range<usize>) {
 /// it from there too.
 #[test]
 fn zero_copy_sends_read_from_the_buffer() {
-    let mut net = Net::new(3);
+    let mut net = Cluster::new(3);
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
-    for i in 0..3 {
-        net.submit(
-            i,
-            Request::Join {
-                pid: 3,
-                group: &g,
-                flags: 0,
-            },
-        )
-        .unwrap();
-    }
-    let g1 = g.clone();
-    assert!(
-        net.run_until(Duration::from_millis(2000), |n| (0..3).all(|i| n.nodes[i]
-            .as_ref()
-            .unwrap()
-            .group_members(&g1)
-            .len()
-            == 3))
-    );
+    net.join_all(3, &g);
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.group_has(&g, 3)));
     for (k, size) in [100usize, 1200, 300_000].into_iter().enumerate() {
         let payload: Vec<u8> = (0..size).map(|b| (b * 13 + k) as u8).collect();
         let (buf, range) = zc_buf(&payload);
         let ptr = buf.as_ptr() as usize;
         let end = ptr + buf.len();
-        let now = net.now;
-        let e = net.e(0);
-        e.submit_zc(now, 3, &g, Guarantee::Agreed, buf, range.clone())
+        let now = net.now();
+        net.engine_mut(0)
+            .submit_zc(now, 3, &g, Guarantee::Agreed, buf, range.clone())
             .unwrap();
         net.buf_sends.clear();
         assert!(net.run_until(Duration::from_millis(20_000), |n| (0..3)
-            .all(|i| n.delivered(i, &g).iter().any(|m| m == &payload))));
-        let mine: Vec<_> = net.buf_sends.iter().filter(|(b, _, _)| *b == ptr).collect();
+            .all(|i| n.delivered_in(i, &g).iter().any(|m| m == &payload))));
+        let mine: Vec<_> = net.buf_sends.iter().filter(|s| s.buf == ptr).collect();
         let saw = mine.len();
-        for (_, sp, len) in &mine {
+        for s in &mine {
             assert!(
-                *sp >= ptr && sp + len <= end,
+                s.seg >= ptr && s.seg + s.len <= end,
                 "a send read outside the zcb buffer"
             );
         }
@@ -582,13 +348,13 @@ fn zero_copy_sends_read_from_the_buffer() {
         }
         for i in 0..3 {
             assert!(
-                net.delivered(i, &g).iter().any(|m| m == &payload),
+                net.delivered_in(i, &g).iter().any(|m| m == &payload),
                 "size {size}: node {i} did not deliver it"
             );
         }
         // the sender's own delivery comes from the buffer itself
         if size >= 1024 {
-            let own = net.events[0].iter().rev().find_map(|e| match e {
+            let own = net.events(0).iter().rev().find_map(|e| match e {
                 Event::Deliver { payload: p, .. } if p.bytes() == payload.as_slice() => {
                     Some(p.bytes().as_ptr() as usize)
                 }
@@ -606,17 +372,17 @@ fn zero_copy_sends_read_from_the_buffer() {
 /// TRY_AGAIN and takes them later.
 #[test]
 fn batch_submit_takes_a_prefix_in_order() {
-    let mut net = Net::with(3, |c| {
+    let mut net = cluster_with(3, 0, |c| {
         c.send_queue_frames = 4;
         c.max_message_size = 1000;
     });
     assert!(net.run_until(Duration::from_millis(5000), |n| n.converged()));
     let g = group();
-    let now = net.now;
+    let now = net.now();
     let one = |m: &'static [u8]| core::iter::once((Guarantee::Agreed, m));
     // not joined: nothing taken
     assert_eq!(
-        net.e(0).submit_batch(now, 9, &g, one(b"x")),
+        net.engine_mut(0).submit_batch(now, 9, &g, one(b"x")),
         (0, Err(CsError::NotExist))
     );
     net.submit(
@@ -628,15 +394,13 @@ fn batch_submit_takes_a_prefix_in_order() {
         },
     )
     .unwrap();
-    let g1 = g.clone();
-    assert!(net.run_until(Duration::from_millis(2000), |n| n.nodes[0]
-        .as_ref()
-        .unwrap()
-        .group_members(&g1)
+    assert!(net.run_until(Duration::from_millis(2000), |n| n
+        .engine(0)
+        .group_members(&g)
         .len()
         == 1));
     // a message over max_message_size: the prefix before it is taken
-    let now = net.now;
+    let now = net.now();
     let big = vec![7u8; 1001];
     let run = [
         (Guarantee::Agreed, &b"b0"[..]),
@@ -644,11 +408,13 @@ fn batch_submit_takes_a_prefix_in_order() {
         (Guarantee::Agreed, &b"b2"[..]),
     ];
     assert_eq!(
-        net.e(0).submit_batch(now, 9, &g, run.iter().copied()),
+        net.engine_mut(0)
+            .submit_batch(now, 9, &g, run.iter().copied()),
         (1, Err(CsError::TooBig))
     );
     assert_eq!(
-        net.e(0).submit_batch(now, 9, &g, core::iter::empty()),
+        net.engine_mut(0)
+            .submit_batch(now, 9, &g, core::iter::empty()),
         (0, Ok(()))
     );
     net.drain(0);
@@ -680,10 +446,13 @@ fn batch_submit_takes_a_prefix_in_order() {
     let mut sent = 0usize;
     let mut refusals = 0;
     while sent < msgs.len() {
-        let now = net.now;
-        let (n, r) =
-            net.e(0)
-                .submit_batch(now, 9, &g, msgs[sent..].iter().map(|(gu, m)| (*gu, &m[..])));
+        let now = net.now();
+        let (n, r) = net.engine_mut(0).submit_batch(
+            now,
+            9,
+            &g,
+            msgs[sent..].iter().map(|(gu, m)| (*gu, &m[..])),
+        );
         net.drain(0);
         sent += n;
         if sent < msgs.len() {
@@ -697,10 +466,10 @@ fn batch_submit_takes_a_prefix_in_order() {
     }
     assert!(refusals > 0, "a 4-frame queue took 40 KB at once");
     assert!(
-        net.run_until(Duration::from_millis(5000), |n| n.delivered(0, &g).len()
+        net.run_until(Duration::from_millis(5000), |n| n.delivered_in(0, &g).len()
             == 402)
     );
-    let d0 = net.delivered(0, &g);
+    let d0 = net.delivered_in(0, &g);
     assert_eq!(d0[0], b"b0".to_vec());
     assert_eq!(d0[1], b"single".to_vec());
     for (k, m) in d0[2..].iter().enumerate() {
@@ -712,7 +481,7 @@ fn batch_submit_takes_a_prefix_in_order() {
     }
     for i in 1..3 {
         assert_eq!(
-            net.delivered(i, &g).len(),
+            net.delivered_in(i, &g).len(),
             0,
             "node {i} is not in the group"
         );

@@ -16,6 +16,7 @@
 //! | [`node`] | one engine + its disk + its processes; the calling order |
 //! | [`checker`] | the invariants, as structs fed events; [`checker::World`] for queries |
 //! | [`payload`] | self-checking application messages |
+//! | [`perfect`] | engines on a perfect network, no faults, no checkers: the driver of `cpg-core`'s smoke tests and of the benches |
 //! | this file | the scheduler ([`Sim`]), fault and workload scripts, seeds, coverage |
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod checker;
 pub mod network;
 pub mod node;
 pub mod payload;
+pub mod perfect;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;

@@ -111,6 +111,17 @@ pub struct Outputs {
     pub state: Option<(State, State)>,
 }
 
+impl Outputs {
+    /// Empty, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.persisted.clear();
+        self.transmits.clear();
+        self.events.clear();
+        self.released = 0;
+        self.state = None;
+    }
+}
+
 /// A node of the simulated cluster.
 #[derive(Clone)]
 pub struct SimNode {
@@ -136,6 +147,8 @@ pub struct SimNode {
     pub same_instant_timeouts: u32,
     /// `EngineOptions::seq_base` (first message seq of every ring − 1).
     pub seq_base: u32,
+    /// `EngineOptions::trace` (on for the checkers; benchmarks turn it off).
+    pub trace: bool,
 }
 
 /// Add `b` into `a` field by field.
@@ -229,6 +242,7 @@ impl SimNode {
             past_stats: Stats::default(),
             same_instant_timeouts: 0,
             seq_base: 0,
+            trace: true,
         }
     }
 
@@ -267,7 +281,7 @@ impl SimNode {
         let engine = Engine::new(
             self.config.clone(),
             EngineOptions {
-                trace: true,
+                trace: self.trace,
                 seq_base: self.seq_base,
             },
             initial_ring_seq,
@@ -323,8 +337,16 @@ impl SimNode {
     /// Drain every output after a call, in the documented order.
     pub fn drain(&mut self, before: Option<State>) -> Outputs {
         let mut out = Outputs::default();
+        self.drain_into(before, &mut out);
+        out
+    }
+
+    /// [`SimNode::drain`] into `out` (cleared first), reusing its buffers:
+    /// for drivers that call the engine millions of times (benchmarks).
+    pub fn drain_into(&mut self, before: Option<State>, out: &mut Outputs) {
+        out.clear();
         let Some(e) = self.engine.as_mut() else {
-            return out;
+            return;
         };
         while let Some(seq) = e.poll_persist() {
             self.disk.ring_seq = Some(seq);
@@ -342,7 +364,6 @@ impl SimNode {
         self.next_timeout = e.poll_timeout();
         let after = e.state();
         out.state = Some((before.unwrap_or(after), after));
-        out
     }
 
     /// Hand a received frame to the engine.

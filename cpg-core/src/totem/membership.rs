@@ -3,8 +3,8 @@
 
 use super::sets;
 use super::timer::Timer;
-use super::Totem;
-use crate::engine::{FrameBuf, State};
+use super::{State, Totem};
+use crate::frame::{Dest, FrameBuf};
 use crate::time::Instant;
 use crate::types::{NodeId, RingId};
 use crate::wire::{CommitEntry, CommitRepr, JoinRepr, NodeList, Packet};
@@ -82,7 +82,7 @@ impl<F: FrameBuf> Totem<F> {
             proc_list,
             fail_list,
         };
-        self.send_control(crate::engine::Dest::AllOthers, &Packet::Join(join));
+        self.send_control(Dest::AllOthers, &Packet::Join(join));
     }
 
     fn agreed(&self) -> bool {
@@ -112,6 +112,7 @@ impl<F: FrameBuf> Totem<F> {
 
     /// §5.2: state pre-filters, then `memb_join_process`.
     pub(super) fn on_join(&mut self, now: Instant, sender: NodeId, j: JoinRepr) {
+        self.assert_invariants();
         let known = |l: &[NodeId]| l.iter().all(|n| self.cfg.nodes.contains(n));
         if !known(&j.proc_list)
             || !known(&j.fail_list)
@@ -233,6 +234,12 @@ impl<F: FrameBuf> Totem<F> {
 
     /// §5.3.
     pub(super) fn on_consensus_timeout(&mut self, now: Instant) {
+        self.assert_invariants();
+        assert!(
+            self.state == State::Gather,
+            "totem: consensus timeout in {:?}",
+            self.state
+        );
         self.stats.consensus_timeouts += 1;
         if self.agreed() {
             self.consensus.clear();
@@ -269,6 +276,13 @@ impl<F: FrameBuf> Totem<F> {
     }
 
     fn commit_enter(&mut self, now: Instant, mut token: CommitRepr) {
+        // Only GATHER commits: consensus is checked there, and a commit
+        // token is taken there only.
+        assert!(
+            self.state == State::Gather,
+            "totem: COMMIT entered from {:?}",
+            self.state
+        );
         if !self.old_ring.saved {
             self.old_ring.saved = true;
             self.old_ring.aru = self.regular.aru;
@@ -340,6 +354,7 @@ impl<F: FrameBuf> Totem<F> {
 
     /// §5.4–§5.5: commit token receipt by state.
     pub(super) fn on_commit_token(&mut self, now: Instant, c: CommitRepr) {
+        self.assert_invariants();
         let n = c.addr.len();
         match self.state {
             State::Gather => {

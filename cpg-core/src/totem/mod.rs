@@ -17,28 +17,35 @@
 //! [`membership`] (JOIN, consensus, commit token), [`deaf`] (one-way
 //! failures remembered), [`recovery`]
 //! (recovery and installation), [`window`] (receive windows), [`pg`]
-//! (packing), [`timer`], [`sets`].
+//! (packing), [`timer`], [`sets`], [`event`] (what Totem hands up:
+//! messages, [`ConfigChange`]s, [`TraceDeliver`]s), [`stats`] ([`Stats`]).
+//! [`State`] and [`Options`] are defined here. Below Totem lies only
+//! [`crate::frame`] (buffers and frames), the wire formats and the limits.
 //!
 //! # References
 //! `docs/spec/totem.md`; corosync `exec/totemsrp.c`, `exec/totempg.c`.
 
 mod deaf;
+mod event;
 mod membership;
 pub(crate) mod pg;
 mod recovery;
 pub(crate) mod sets;
+mod stats;
 pub(crate) mod timer;
 mod token;
 pub(crate) mod window;
+
+pub(crate) use event::TotemEvent;
+pub use event::{ConfigChange, TraceDeliver};
+pub use stats::Stats;
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::engine::{
-    ConfigChange, Dest, FrameBuf, FrameRef, Payload, State, Stats, TraceDeliver, Transmit,
-};
+use crate::frame::{Dest, FrameBuf, FrameRef, Transmit, ZcError};
 use crate::limits::{Config, ConfigError, RING_SEQ_MAX};
 use crate::time::Instant;
 use crate::types::{CsError, Guarantee, NodeId, RingId};
@@ -65,19 +72,29 @@ pub(crate) fn validate_config(cfg: &Config) -> Result<(), ConfigError> {
 /// Re-sent frames remembered by `serve_rtr` (a few visits' worth).
 const RTR_SERVED_MAX: usize = 4 * crate::limits::RTR_MAX;
 
-/// What Totem hands to the layer above.
-#[derive(Debug, Clone)]
-pub(crate) enum TotemEvent<F> {
-    /// A whole application-level message, in total order.
-    Deliver {
-        sender: NodeId,
-        guarantee: Guarantee,
-        payload: Payload<F>,
-    },
-    /// A configuration change.
-    Config(Box<ConfigChange>),
-    /// Checker trace of a frame delivery.
-    Trace(TraceDeliver),
+/// Totem membership state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Normal token rotation.
+    Operational,
+    /// Exchanging JOINs until consensus.
+    Gather,
+    /// Commit token circulating.
+    Commit,
+    /// Retransmitting old-ring messages before install.
+    Recovery,
+}
+
+/// Options that are not protocol settings (the engine's `EngineOptions`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Report every Totem delivery as a [`TraceDeliver`] (simulator
+    /// checkers; the engine hands them on as `Event::Trace`).
+    pub trace: bool,
+    /// First message seq of every ring minus one (0 in production). Tests
+    /// set it near 2^32 to exercise serial-number wrap-around; every node of
+    /// a cluster must use the same value.
+    pub seq_base: u32,
 }
 
 /// Saved state of the last installed ring, kept from COMMIT entry until
@@ -189,7 +206,7 @@ pub(crate) struct Totem<F> {
 impl<F: FrameBuf> Totem<F> {
     pub(crate) fn new(
         cfg: Config,
-        options: crate::engine::EngineOptions,
+        options: Options,
         initial_ring_seq: u64,
         now: Instant,
     ) -> Result<Self, ConfigError> {
@@ -265,7 +282,108 @@ impl<F: FrameBuf> Totem<F> {
             cfg,
         };
         t.gather_enter(now);
+        t.assert_invariants();
         Ok(t)
+    }
+
+    // ---- invariants --------------------------------------------------------
+
+    /// Panics unless the state holds together: what must be true between
+    /// any two inputs, whatever the network sent (TigerBeetle's habit: cheap
+    /// checks, on in release builds). A failure is a bug here, never bad
+    /// input; malformed or hostile frames are dropped and counted before
+    /// they can get near these.
+    ///
+    /// - both windows keep `released <= aru <= high_seq` within the
+    ///   receive window ([`Window::assert_invariants`]);
+    /// - the regular window is the last installed ring's, whose seq is at
+    ///   most the ring entered since;
+    /// - this node is always in its own process set;
+    /// - tokens are discarded exactly in GATHER and COMMIT;
+    /// - the saved old-ring state has `aru <= high_seq_received`;
+    /// - OPERATIONAL: the installed ring is the one entered, a member of it,
+    ///   no commit token or saved old-ring state left over;
+    /// - COMMIT and RECOVERY: the old ring's state is saved, this node is a
+    ///   member of the ring being built; in RECOVERY the recovery window
+    ///   and the commit token are that ring's.
+    pub(crate) fn assert_invariants(&self) {
+        assert!(!self.shut_down, "totem: input handled after shutdown");
+        self.regular.assert_invariants("regular");
+        self.recovery.assert_invariants("recovery");
+        assert!(
+            self.regular.ring_id == self.my_old_ring_id,
+            "totem: regular window of ring {} but last installed ring {}",
+            self.regular.ring_id,
+            self.my_old_ring_id
+        );
+        assert!(
+            self.my_old_ring_id.seq <= self.my_ring_id.seq,
+            "totem: ring {} entered after installed ring {}",
+            self.my_ring_id,
+            self.my_old_ring_id
+        );
+        assert!(
+            sets::contains(&self.proc_set, self.me),
+            "totem: node {} not in its own process set {:?}",
+            self.me,
+            self.proc_set.as_slice()
+        );
+        assert!(
+            self.token_discard == matches!(self.state, State::Gather | State::Commit),
+            "totem: token_discard {} in {:?}",
+            self.token_discard,
+            self.state
+        );
+        if self.old_ring.saved {
+            assert!(
+                window::seq_le(self.old_ring.aru, self.old_ring.high_seq_received),
+                "totem: saved old ring aru {} above its high_seq_received {}",
+                self.old_ring.aru,
+                self.old_ring.high_seq_received
+            );
+        }
+        match self.state {
+            State::Operational => {
+                assert!(
+                    self.my_ring_id == self.my_old_ring_id
+                        && !self.old_ring.saved
+                        && self.commit_token.is_none(),
+                    "totem: OPERATIONAL in ring {} but installed {} (old ring saved {}, commit token {})",
+                    self.my_ring_id,
+                    self.my_old_ring_id,
+                    self.old_ring.saved,
+                    self.commit_token.is_some()
+                );
+                assert!(
+                    sets::contains(&self.memb, self.me),
+                    "totem: OPERATIONAL but node {} not in its ring {:?}",
+                    self.me,
+                    self.memb.as_slice()
+                );
+            }
+            State::Gather => {}
+            State::Commit | State::Recovery => {
+                assert!(
+                    self.old_ring.saved && sets::contains(&self.new_memb, self.me),
+                    "totem: {:?} without the old ring saved ({}) or node {} not in the new ring {:?}",
+                    self.state,
+                    self.old_ring.saved,
+                    self.me,
+                    self.new_memb.as_slice()
+                );
+                if self.state == State::Recovery {
+                    let token_ring = self.commit_token.as_ref().map(|c| c.ring_id);
+                    assert!(
+                        self.recovery.ring_id == self.my_ring_id
+                            && token_ring == Some(self.my_ring_id),
+                        "totem: RECOVERY of ring {} with a recovery window of {} and commit token of {:?}",
+                        self.my_ring_id,
+                        self.recovery.ring_id,
+                        token_ring
+                    );
+                }
+            }
+        }
     }
 
     // ---- accessors -------------------------------------------------------
@@ -434,6 +552,7 @@ impl<F: FrameBuf> Totem<F> {
                 }
             }
         }
+        self.assert_invariants();
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
@@ -476,6 +595,7 @@ impl<F: FrameBuf> Totem<F> {
                 }
             }
         }
+        self.assert_invariants();
     }
 
     /// Queue a zero-copy message: `buf[msg]` is the CPG-encoded message; the
@@ -487,8 +607,7 @@ impl<F: FrameBuf> Totem<F> {
         buf: F,
         msg: core::ops::Range<usize>,
         guarantee: Guarantee,
-    ) -> Result<(), crate::engine::ZcError<F>> {
-        use crate::engine::ZcError;
+    ) -> Result<(), ZcError<F>> {
         if self.shut_down {
             return Err(ZcError {
                 error: CsError::Library,

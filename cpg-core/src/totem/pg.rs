@@ -14,7 +14,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::engine::{FrameBuf, FrameRef, Payload};
+use crate::frame::{FrameBuf, FrameRef, Payload};
 use crate::types::{Guarantee, NodeId};
 use crate::wire::pack::{PackHeader, Packed, PACK_HEADER_LEN, PACK_ITEM_OVERHEAD};
 use crate::wire::MCAST_HEADER_LEN;

@@ -8,13 +8,20 @@ use alloc::collections::VecDeque;
 use super::sets;
 use super::timer::Timer;
 use super::window::{seq_le, seq_lt, seq_max, seq_min, Stored, Window};
-use super::Totem;
-use crate::engine::{ConfigChange, FrameBuf, State};
+use super::{ConfigChange, State, Totem};
+use crate::frame::FrameBuf;
 use crate::time::Instant;
 use crate::wire::{self, CommitRepr, Packet, TokenRepr};
 
 impl<F: FrameBuf> Totem<F> {
     pub(super) fn recovery_enter(&mut self, now: Instant, mut c: CommitRepr) {
+        assert!(
+            self.state == State::Commit && c.ring_id == self.my_ring_id,
+            "totem: RECOVERY of ring {} entered from {:?} in ring {}",
+            c.ring_id,
+            self.state,
+            self.my_ring_id
+        );
         self.token_discard = false;
         let ring = self.my_ring_id;
         let old = core::mem::replace(&mut self.recovery, Window::new(ring, self.seq_base));
@@ -71,6 +78,11 @@ impl<F: FrameBuf> Totem<F> {
     /// regular window was only read, so the next attempt starts from the
     /// same old-ring state.
     pub(super) fn abort_recovery(&mut self) {
+        assert!(
+            self.state == State::Recovery,
+            "totem: RECOVERY aborted in {:?}",
+            self.state
+        );
         let ring = self.my_ring_id;
         let old = core::mem::replace(&mut self.recovery, Window::new(ring, self.seq_base));
         self.drop_window(old);
@@ -84,6 +96,12 @@ impl<F: FrameBuf> Totem<F> {
 
     /// The commit token came back to its creator in RECOVERY: start the ring.
     pub(super) fn originate_orf_token(&mut self, now: Instant) {
+        assert!(
+            self.state == State::Recovery,
+            "totem: ORF token of ring {} originated in {:?}",
+            self.my_ring_id,
+            self.state
+        );
         // The flag is ours to clear once our copies are sent.
         self.my_set_retrans_flg = !self.retrans_queue.is_empty();
         let t = TokenRepr {
@@ -103,6 +121,11 @@ impl<F: FrameBuf> Totem<F> {
 
     /// §5.5: recovery progress at each token visit, possibly installing.
     pub(super) fn recovery_progress(&mut self, now: Instant, t: &mut TokenRepr) {
+        assert!(
+            self.state == State::Recovery,
+            "totem: recovery progress in {:?}",
+            self.state
+        );
         if !self.retrans_queue.is_empty() {
             if !t.retrans_flg {
                 t.retrans_flg = true;
@@ -142,6 +165,13 @@ impl<F: FrameBuf> Totem<F> {
     /// §5.6, in Corosync's order, with the SAFE rule of §5.7.
     fn install(&mut self, now: Instant) {
         let _ = now;
+        assert!(
+            self.state == State::Recovery && self.old_ring.saved && self.commit_token.is_some(),
+            "totem: install in {:?} (old ring saved {}, commit token {})",
+            self.state,
+            self.old_ring.saved,
+            self.commit_token.is_some()
+        );
         let install_seq = self.my_install_seq;
         let old_ring = self.my_old_ring_id;
         // 1. Unwrap recovered copies of my old ring into the regular window.

@@ -8,8 +8,8 @@ use super::pg::{Assembled, FramePlan, OwnItem, ZC_HEADROOM};
 use super::sets;
 use super::timer::Timer;
 use super::window::{seq_le, seq_lt, seq_min, Stored, Window};
-use super::{Totem, TotemEvent};
-use crate::engine::{FrameBuf, FrameRef, Payload, State, TraceDeliver};
+use super::{State, Stats, Totem, TotemEvent, TraceDeliver};
+use crate::frame::{FrameBuf, FrameRef, Payload};
 use crate::limits::{RECV_WINDOW, RTR_MAX};
 use crate::time::Instant;
 use crate::types::{Guarantee, NodeId, RingId};
@@ -24,6 +24,7 @@ impl<F: FrameBuf> Totem<F> {
     // ---- multicast receipt ------------------------------------------------
 
     pub(super) fn on_mcast(&mut self, now: Instant, ring_id: RingId, seq: u32, stored: Stored<F>) {
+        self.assert_invariants();
         if ring_id != self.my_ring_id {
             let sender = stored.sender;
             Self::release_stored(&mut self.releases, stored);
@@ -55,6 +56,11 @@ impl<F: FrameBuf> Totem<F> {
 
     /// A multicast or merge-detect of another ring (§4.5).
     pub(super) fn on_foreign(&mut self, now: Instant, sender: NodeId, ring: RingId) {
+        self.assert_invariants();
+        assert!(
+            ring != self.my_ring_id,
+            "totem: ring {ring} taken for a foreign one"
+        );
         match self.state {
             State::Operational => {
                 if ring.seq < self.my_ring_id.seq && sets::contains(&self.memb, sender) {
@@ -84,6 +90,7 @@ impl<F: FrameBuf> Totem<F> {
     // ---- the token ---------------------------------------------------------
 
     pub(super) fn on_orf_token(&mut self, now: Instant, mut t: TokenRepr) {
+        self.assert_invariants();
         if self.token_discard || self.state == State::Commit || self.state == State::Gather {
             self.stats.dropped_stale += 1;
             return;
@@ -101,6 +108,16 @@ impl<F: FrameBuf> Totem<F> {
             self.stats.dropped_implausible += 1;
             return;
         }
+        // The token passes around the ring it names; this node is in it
+        // (OPERATIONAL: the installed ring, RECOVERY: the one being built).
+        assert!(
+            sets::contains(self.memb_for_token(), self.me),
+            "totem: token of ring {} in {:?} but node {} not in {:?}",
+            t.ring_id,
+            self.state,
+            self.me,
+            self.memb_for_token().as_slice()
+        );
         self.stats.token_visits += 1;
         let operational = self.state == State::Operational;
         let quiet_rotation = operational && t.seq == self.my_last_seq;
@@ -628,6 +645,11 @@ impl<F: FrameBuf> Totem<F> {
 
     /// AGREED: deliver the contiguous prefix; SAFE frames wait until stable.
     pub(super) fn deliver_ready(&mut self) {
+        assert!(
+            self.state == State::Operational,
+            "totem: AGREED/SAFE delivery in {:?}",
+            self.state
+        );
         loop {
             let next = self.regular.high_delivered.wrapping_add(1);
             if !seq_le(next, self.regular.high_seq) {
@@ -645,6 +667,12 @@ impl<F: FrameBuf> Totem<F> {
 
     /// Deliver the frame at `seq` of the regular window (it is held).
     pub(super) fn deliver_seq(&mut self, seq: u32, transitional: bool) {
+        // Total order: each seq at most once, ascending.
+        assert!(
+            seq_lt(self.regular.high_delivered, seq),
+            "totem: delivery of seq {seq} after seq {}",
+            self.regular.high_delivered
+        );
         let Some(st) = self.regular.get(seq).cloned() else {
             return;
         };
@@ -666,7 +694,7 @@ impl<F: FrameBuf> Totem<F> {
         window: &mut Window<F>,
         assemblies: &mut super::pg::Assemblies,
         events: &mut alloc::collections::VecDeque<TotemEvent<F>>,
-        stats: &mut crate::engine::Stats,
+        stats: &mut Stats,
         trace: bool,
         seq: u32,
         st: Stored<F>,
@@ -741,6 +769,7 @@ impl<F: FrameBuf> Totem<F> {
     // ---- failure detection -------------------------------------------------
 
     pub(super) fn on_token_loss(&mut self, now: Instant) {
+        self.assert_invariants();
         match self.state {
             State::Operational => {
                 self.stats.token_losses_operational += 1;

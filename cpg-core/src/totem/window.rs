@@ -8,7 +8,7 @@ use core::ops::Range;
 use alloc::sync::Arc;
 
 use super::pg::OwnItem;
-use crate::engine::FrameRef;
+use crate::frame::FrameRef;
 use crate::limits::RECV_WINDOW;
 use crate::types::{Guarantee, NodeId, RingId};
 
@@ -88,6 +88,32 @@ impl<F: Clone> Window<F> {
 
     pub(crate) fn released(&self) -> u32 {
         self.released
+    }
+
+    /// Panics unless `released <= aru <= high_seq <= released + RECV_WINDOW`
+    /// (as offsets from `released`, so serial wrap does not matter) and the
+    /// slot of `high_seq` exists. Every method keeps this whatever seqs the
+    /// network names: `insert` takes only seqs inside the window, `aru`
+    /// moves only over held slots, `release_upto` drags `aru` and
+    /// `high_seq` along. (`high_delivered` is left out: installation sets it
+    /// from a token's seq.)
+    pub(crate) fn assert_invariants(&self, name: &str) {
+        let off = |seq: u32| seq.wrapping_sub(self.released);
+        assert!(
+            off(self.aru) <= off(self.high_seq) && off(self.high_seq) <= RECV_WINDOW,
+            "totem: {name} window out of order: released {} aru {} high_seq {}",
+            self.released,
+            self.aru,
+            self.high_seq
+        );
+        assert!(
+            off(self.high_seq) as usize <= self.slots.len()
+                && self.slots.len() <= RECV_WINDOW as usize,
+            "totem: {name} window has {} slots for high_seq {} above released {}",
+            self.slots.len(),
+            self.high_seq,
+            self.released
+        );
     }
 
     fn index(&self, seq: u32) -> Option<usize> {

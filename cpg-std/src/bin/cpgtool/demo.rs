@@ -494,7 +494,10 @@ impl Demo<'_> {
         let pick = |good: bool, yes: &'static str, no: &'static str| if good { yes } else { no };
         let row = |label: &str, value: &str| println!("│ {label:<24} {value:<48}│");
         println!("\n┌──────────────────────────── summary ─────────────────────────────────────┐");
-        row("nodes", &format!("{n} processes, {transport:?} transport, AES-256-GCM"));
+        row(
+            "nodes",
+            &format!("{n} processes, {transport:?} transport, AES-256-GCM"),
+        );
         row(
             "ordered stream",
             &format!(
