@@ -481,10 +481,13 @@ pub struct Status {
     pub ring: String,
     /// Ring members.
     pub members: Vec<u32>,
-    pub transport: Option<TransportCounters>,
+    /// Boxed: the largest part of the largest [`Reply`].
+    pub transport: Option<Box<TransportCounters>>,
 }
 
-/// The io_uring driver's send counters.
+/// The io_uring driver's send counters, and its receive drops and frame
+/// sealing counters (`cpg_uring::Counters`; absent from older nodes' lines:
+/// read as 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportCounters {
     pub frames_sent: u64,
@@ -493,6 +496,39 @@ pub struct TransportCounters {
     pub sends_write_fixed: u64,
     pub sends_gather: u64,
     pub sends_gather_zc: u64,
+    /// Frames received and handed to the engine (loopback included).
+    #[serde(default)]
+    pub frames_received: u64,
+    /// Datagrams from an address outside the node list.
+    #[serde(default)]
+    pub rx_unknown_source: u64,
+    /// Datagrams larger than a receive buffer.
+    #[serde(default)]
+    pub rx_truncated: u64,
+    /// Received frames copied to the heap (few receive buffers left).
+    #[serde(default)]
+    pub rx_copied_frames: u64,
+    /// Frames sealed (`crypto` on).
+    #[serde(default)]
+    pub frames_sealed: u64,
+    /// Datagrams opened (tag checked).
+    #[serde(default)]
+    pub frames_opened: u64,
+    /// Dropped: shorter than a seal trailer.
+    #[serde(default)]
+    pub open_short: u64,
+    /// Dropped: another key, cluster name or crypto mode.
+    #[serde(default)]
+    pub open_foreign_key: u64,
+    /// Dropped: the nonce names another node than the source address.
+    #[serde(default)]
+    pub open_source_mismatch: u64,
+    /// Dropped: forged or altered.
+    #[serde(default)]
+    pub open_bad_tag: u64,
+    /// Dropped: seen before, or older than the replay window.
+    #[serde(default)]
+    pub open_replay: u64,
 }
 
 impl From<cpg_uring::Snapshot> for TransportCounters {
@@ -504,6 +540,17 @@ impl From<cpg_uring::Snapshot> for TransportCounters {
             sends_write_fixed: c.sends_write_fixed,
             sends_gather: c.sends_gather,
             sends_gather_zc: c.sends_gather_zc,
+            frames_received: c.frames_received,
+            rx_unknown_source: c.rx_unknown_source,
+            rx_truncated: c.rx_truncated,
+            rx_copied_frames: c.rx_copied_frames,
+            frames_sealed: c.frames_sealed,
+            frames_opened: c.frames_opened,
+            open_short: c.open_short,
+            open_foreign_key: c.open_foreign_key,
+            open_source_mismatch: c.open_source_mismatch,
+            open_bad_tag: c.open_bad_tag,
+            open_replay: c.open_replay,
         }
     }
 }

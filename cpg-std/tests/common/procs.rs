@@ -64,6 +64,16 @@ impl Procs {
     /// loaded 2-core machine, detection in token + consensus = 4.4 s) and
     /// start them.
     pub fn start(name: &str, n: usize, tweak: impl FnOnce(&mut ConfigFile)) -> Procs {
+        Procs::start_with(name, n, &[], tweak)
+    }
+
+    /// [`Procs::start`], each node process started with `args` too.
+    pub fn start_with(
+        name: &str,
+        n: usize,
+        args: &[&str],
+        tweak: impl FnOnce(&mut ConfigFile),
+    ) -> Procs {
         let dir = std::env::temp_dir().join(format!("cpg-procs-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -86,7 +96,7 @@ impl Procs {
             cursor: 0,
         };
         for id in 1..=n as u32 {
-            p.spawn(id, &[]);
+            p.spawn(id, args);
         }
         for id in 1..=n as u32 {
             p.wait_ready(0, id);

@@ -9,7 +9,7 @@
 //! | `{"cmd":"stop_stream"}` | `ok` (the stream's own reply follows) |
 //! | `{"cmd":"big","size":S,"zc":false}` | `ok` / `err` |
 //! | `{"cmd":"members","group":"g"}` | `members` |
-//! | `{"cmd":"status"}` | `delivered`, `digest`, `corrupt`, `fifo_violations`, `per_sender`, `ring`, `members` |
+//! | `{"cmd":"status"}` | `delivered`, `digest`, `corrupt`, `fifo_violations`, `per_sender`, `ring`, `members`, `transport` (the io_uring driver's send, receive-drop and frame-sealing counters) |
 //! | `{"cmd":"quit"}` | process exits 0 |
 //!
 //! Every line is checked before it runs ([`proto::parse_line`]): a line
@@ -281,7 +281,7 @@ impl NodeProc {
             per_sender: t.per_sender.clone(),
             ring: st.ring_id.to_string(),
             members: st.members,
-            transport: self.node.transport_counters().map(Into::into),
+            transport: self.node.transport_counters().map(|c| Box::new(c.into())),
         }
     }
 
