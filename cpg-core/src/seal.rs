@@ -1,11 +1,12 @@
 //! Frame sealing: every datagram authenticated (and by default encrypted)
 //! with a cluster key, checked before a single byte of it is parsed.
 //!
-//! A sealed datagram is the frame followed by a 32-byte trailer:
+//! A sealed datagram is the frame followed by a 36-byte trailer:
 //!
 //! ```text
-//! | frame (plaintext or ciphertext) | nonce (12) | key id (4) | tag (16) |
+//! | frame (plaintext or ciphertext) | nonce (12) | destination (4) | key id (4) | tag (16) |
 //!   nonce = sender node id (u32 BE) | epoch (u32 BE) | counter (u32 BE)
+//!   destination = the node it is for (u32 BE), 0 for every peer
 //! ```
 //!
 //! The trailer sits at the end so that opening a received buffer in place
@@ -33,7 +34,12 @@
 //! - **Replays**: per sender, the highest (epoch, counter) seen and a
 //!   1,024-frame window below it; anything older, or seen, is dropped. A
 //!   datagram whose nonce names another node than the address it came from
-//!   is dropped too ([`OpenError::SourceMismatch`]).
+//!   is dropped too ([`OpenError::SourceMismatch`]), and so is one sealed
+//!   for another node (a token re-sent elsewhere: [`OpenError::Misdirected`]).
+//!   Not covered: a receiver that restarts has no window, so it accepts a
+//!   replay of a datagram sealed before its restart once, in the sender's
+//!   current epoch; the engine then judges it as it judges any duplicate
+//!   or stale frame (no state is lost, as with an unsealed duplicate).
 
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -42,7 +48,7 @@ use crate::limits::NODES_MAX;
 use crate::types::NodeId;
 
 /// Bytes a sealed datagram carries beyond its frame.
-pub const SEAL_OVERHEAD: usize = NONCE_LEN + KEY_ID_LEN + TAG_LEN;
+pub const SEAL_OVERHEAD: usize = HEAD_LEN + TAG_LEN;
 /// Shortest key file accepted (256 bits).
 pub const KEY_FILE_MIN: usize = 32;
 /// Longest key file accepted (Corosync's `authkey` is at most 4,096 bytes).
@@ -54,6 +60,12 @@ pub const REPLAY_WINDOW: u32 = 1024;
 pub const NONCE_LEN: usize = 12;
 /// Key id bytes.
 pub const KEY_ID_LEN: usize = 4;
+/// Destination bytes.
+pub const DEST_LEN: usize = 4;
+/// The trailer before the tag: nonce, destination, key id.
+pub const HEAD_LEN: usize = NONCE_LEN + DEST_LEN + KEY_ID_LEN;
+/// The destination of a datagram sealed once for every peer.
+pub const DEST_ALL: NodeId = 0;
 /// Authentication tag bytes.
 pub const TAG_LEN: usize = 16;
 const WINDOW_WORDS: usize = REPLAY_WINDOW as usize / 64;
@@ -382,12 +394,18 @@ impl<C: FrameCipher> Sealer<C> {
         true
     }
 
-    /// Seal the frame made of `segments` (in order) into `out`; returns the
-    /// datagram's length (the frame's plus [`SEAL_OVERHEAD`]).
+    /// Seal the frame made of `segments` (in order), for node `dest`
+    /// ([`DEST_ALL`] for every peer), into `out`; returns the datagram's
+    /// length (the frame's plus [`SEAL_OVERHEAD`]).
     ///
     /// # Errors
     /// [`SealError`]; nothing was consumed then (the counter is kept).
-    pub fn seal(&mut self, segments: [&[u8]; 2], out: &mut [u8]) -> Result<usize, SealError> {
+    pub fn seal(
+        &mut self,
+        segments: [&[u8]; 2],
+        dest: NodeId,
+        out: &mut [u8],
+    ) -> Result<usize, SealError> {
         let frame_len = segments[0].len() + segments[1].len();
         let total = frame_len + SEAL_OVERHEAD;
         let out = out.get_mut(..total).ok_or(SealError::OutTooSmall)?;
@@ -396,11 +414,12 @@ impl<C: FrameCipher> Sealer<C> {
         let (a, b) = frame.split_at_mut(segments[0].len());
         a.copy_from_slice(segments[0]);
         b.copy_from_slice(segments[1]);
-        let (head, _) = trailer.split_at_mut(NONCE_LEN + KEY_ID_LEN);
+        let (head, _) = trailer.split_at_mut(HEAD_LEN);
         head[0..4].copy_from_slice(&self.node.to_be_bytes());
         head[4..8].copy_from_slice(&self.epoch.to_be_bytes());
         head[8..12].copy_from_slice(&counter.to_be_bytes());
-        head[12..16].copy_from_slice(&self.key.id);
+        head[12..16].copy_from_slice(&dest.to_be_bytes());
+        head[16..20].copy_from_slice(&self.key.id);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&head[..NONCE_LEN]);
         let tag = match self.key.mode {
@@ -408,12 +427,12 @@ impl<C: FrameCipher> Sealer<C> {
             Mode::Authenticate => {
                 // GMAC over frame and trailer head: one associated-data
                 // slice, so the frame is authenticated where it lies.
-                let aad = out.get(..frame_len + NONCE_LEN + KEY_ID_LEN).unwrap_or(&[]);
+                let aad = out.get(..frame_len + HEAD_LEN).unwrap_or(&[]);
                 self.key.cipher.seal(&nonce, aad, &mut [])
             }
         }
         .map_err(|()| SealError::Cipher)?;
-        out[frame_len + NONCE_LEN + KEY_ID_LEN..].copy_from_slice(&tag);
+        out[frame_len + HEAD_LEN..].copy_from_slice(&tag);
         self.next = counter.checked_add(1);
         Ok(total)
     }
@@ -429,6 +448,8 @@ pub enum OpenError {
     ForeignKey,
     /// The nonce names another node than the address it came from.
     SourceMismatch,
+    /// Sealed for another node (a unicast frame re-sent elsewhere).
+    Misdirected,
     /// Authentication failed: forged or altered.
     BadTag,
     /// Seen before, or older than the replay window.
@@ -449,6 +470,8 @@ pub struct OpenStats {
     pub foreign_key: u64,
     /// [`OpenError::SourceMismatch`].
     pub source_mismatch: u64,
+    /// [`OpenError::Misdirected`].
+    pub misdirected: u64,
     /// [`OpenError::BadTag`].
     pub bad_tag: u64,
     /// [`OpenError::Replay`].
@@ -464,6 +487,7 @@ impl OpenStats {
             Err(OpenError::Short) => &mut self.short,
             Err(OpenError::ForeignKey) => &mut self.foreign_key,
             Err(OpenError::SourceMismatch) => &mut self.source_mismatch,
+            Err(OpenError::Misdirected) => &mut self.misdirected,
             Err(OpenError::BadTag) => &mut self.bad_tag,
             Err(OpenError::Replay) => &mut self.replay,
             Err(OpenError::TooManySenders) => &mut self.too_many_senders,
@@ -476,6 +500,7 @@ impl OpenStats {
         self.short
             + self.foreign_key
             + self.source_mismatch
+            + self.misdirected
             + self.bad_tag
             + self.replay
             + self.too_many_senders
@@ -560,15 +585,17 @@ impl Window {
 #[derive(Debug)]
 pub struct Opener<C> {
     key: Key<C>,
+    me: NodeId,
     windows: heapless::Vec<(NodeId, Window), NODES_MAX>,
     stats: OpenStats,
 }
 
 impl<C: FrameCipher> Opener<C> {
-    /// An opener for datagrams sealed with `key`.
-    pub fn new(key: Key<C>) -> Opener<C> {
+    /// An opener for datagrams sealed with `key`, received by node `me`.
+    pub fn new(key: Key<C>, me: NodeId) -> Opener<C> {
         Opener {
             key,
+            me,
             windows: heapless::Vec::new(),
             stats: OpenStats::default(),
         }
@@ -586,7 +613,7 @@ impl<C: FrameCipher> Opener<C> {
     ///
     /// # Errors
     /// [`OpenError`], checked in this order: length, key id, source,
-    /// replay, tag. The replay window moves only after the tag checks.
+    /// destination, replay, tag. The replay window moves only after the tag checks.
     pub fn open(&mut self, from: NodeId, buf: &mut [u8]) -> Result<usize, OpenError> {
         let r = self.open_inner(from, buf);
         self.stats.count(r);
@@ -599,14 +626,17 @@ impl<C: FrameCipher> Opener<C> {
             .checked_sub(SEAL_OVERHEAD)
             .ok_or(OpenError::Short)?;
         let (frame, trailer) = buf.split_at_mut(frame_len);
-        let (head, tag) = trailer.split_at(NONCE_LEN + KEY_ID_LEN);
-        if head[NONCE_LEN..] != self.key.id {
+        let (head, tag) = trailer.split_at(HEAD_LEN);
+        if head[NONCE_LEN + DEST_LEN..] != self.key.id {
             return Err(OpenError::ForeignKey);
         }
         let word = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-        let (node, epoch, counter) = (word(0), word(4), word(8));
+        let (node, epoch, counter, dest) = (word(0), word(4), word(8), word(12));
         if node != from {
             return Err(OpenError::SourceMismatch);
+        }
+        if dest != DEST_ALL && dest != self.me {
+            return Err(OpenError::Misdirected);
         }
         let slot = self.windows.iter().position(|(n, _)| *n == node);
         if let Some(i) = slot {
@@ -623,7 +653,7 @@ impl<C: FrameCipher> Opener<C> {
         let verified = match self.key.mode {
             Mode::Encrypt => self.key.cipher.open(&nonce, head, frame, &tag_bytes),
             Mode::Authenticate => {
-                let aad = buf.get(..frame_len + NONCE_LEN + KEY_ID_LEN).unwrap_or(&[]);
+                let aad = buf.get(..frame_len + HEAD_LEN).unwrap_or(&[]);
                 self.key.cipher.open(&nonce, aad, &mut [], &tag_bytes)
             }
         };
@@ -654,12 +684,12 @@ mod tests {
 
     fn pair(mode: Mode) -> (Sealer<SoftAesGcm>, Opener<SoftAesGcm>) {
         let k = key(SECRET, "alpha", mode);
-        (Sealer::new(k.clone(), 2, 7), Opener::new(k))
+        (Sealer::new(k.clone(), 2, 7), Opener::new(k, 1))
     }
 
     fn seal(s: &mut Sealer<SoftAesGcm>, a: &[u8], b: &[u8]) -> std::vec::Vec<u8> {
         let mut out = std::vec![0u8; a.len() + b.len() + SEAL_OVERHEAD];
-        let n = s.seal([a, b], &mut out).unwrap();
+        let n = s.seal([a, b], DEST_ALL, &mut out).unwrap();
         out.truncate(n);
         out
     }
@@ -699,7 +729,10 @@ mod tests {
                 let trailer = d.len() - SEAL_OVERHEAD;
                 let want = match (bit / 8).checked_sub(trailer) {
                     Some(0..=3) => OpenError::SourceMismatch,
-                    Some(12..=15) => OpenError::ForeignKey,
+                    // Destination 0 flipped to this node (1) passes its check.
+                    Some(15) if bit % 8 == 0 => OpenError::BadTag,
+                    Some(12..=15) => OpenError::Misdirected,
+                    Some(16..=19) => OpenError::ForeignKey,
                     _ => OpenError::BadTag,
                 };
                 assert_eq!(e, want, "bit {bit}");
@@ -721,7 +754,7 @@ mod tests {
             key(SECRET, "alpha", Mode::Authenticate),
         ];
         for k in others {
-            let mut o = Opener::new(k);
+            let mut o = Opener::new(k, 1);
             assert_eq!(o.open(2, &mut d.clone()), Err(OpenError::ForeignKey));
             assert_eq!(o.stats().foreign_key, 1);
         }
@@ -791,6 +824,18 @@ mod tests {
     }
 
     #[test]
+    fn unicast_opens_only_at_its_destination() {
+        let (mut s, _) = pair(Mode::Encrypt);
+        let k = key(SECRET, "alpha", Mode::Encrypt);
+        let mut out = std::vec![0u8; 1 + SEAL_OVERHEAD];
+        s.seal([b"t", b""], 3, &mut out).unwrap();
+        let mut at1 = Opener::new(k.clone(), 1);
+        assert_eq!(at1.open(2, &mut out.clone()), Err(OpenError::Misdirected));
+        assert_eq!(at1.stats().misdirected, 1);
+        assert_eq!(Opener::new(k, 3).open(2, &mut out), Ok(1));
+    }
+
+    #[test]
     fn source_must_match_nonce() {
         let (mut s, mut o) = pair(Mode::Authenticate);
         let mut d = seal(&mut s, b"x", b"");
@@ -804,7 +849,10 @@ mod tests {
             assert_eq!(o.open(2, &mut std::vec![0; len]), Err(OpenError::Short));
         }
         let mut out = [0u8; SEAL_OVERHEAD + 2];
-        assert_eq!(s.seal([b"abc", b""], &mut out), Err(SealError::OutTooSmall));
+        assert_eq!(
+            s.seal([b"abc", b""], DEST_ALL, &mut out),
+            Err(SealError::OutTooSmall)
+        );
         assert_eq!(o.stats().dropped(), SEAL_OVERHEAD as u64);
     }
 
@@ -814,10 +862,13 @@ mod tests {
         s.next = Some(u32::MAX);
         seal(&mut s, b"last", b"");
         let mut out = [0u8; 64];
-        assert_eq!(s.seal([b"x", b""], &mut out), Err(SealError::EpochSpent));
+        assert_eq!(
+            s.seal([b"x", b""], DEST_ALL, &mut out),
+            Err(SealError::EpochSpent)
+        );
         assert!(!s.renew(7), "the same epoch again would repeat nonces");
         assert!(s.renew(9));
-        assert!(s.seal([b"x", b""], &mut out).is_ok());
+        assert!(s.seal([b"x", b""], DEST_ALL, &mut out).is_ok());
     }
 
     #[test]

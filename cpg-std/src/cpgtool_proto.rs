@@ -523,6 +523,9 @@ pub struct TransportCounters {
     /// Dropped: the nonce names another node than the source address.
     #[serde(default)]
     pub open_source_mismatch: u64,
+    /// Dropped: sealed for another node.
+    #[serde(default)]
+    pub open_misdirected: u64,
     /// Dropped: forged or altered.
     #[serde(default)]
     pub open_bad_tag: u64,
@@ -549,6 +552,7 @@ impl From<cpg_uring::Snapshot> for TransportCounters {
             open_short: c.open_short,
             open_foreign_key: c.open_foreign_key,
             open_source_mismatch: c.open_source_mismatch,
+            open_misdirected: c.open_misdirected,
             open_bad_tag: c.open_bad_tag,
             open_replay: c.open_replay,
         }

@@ -83,6 +83,8 @@ counters! {
     open_foreign_key,
     /// Dropped: the nonce names another node than the source address.
     open_source_mismatch,
+    /// Dropped: sealed for another node (a unicast frame re-sent elsewhere).
+    open_misdirected,
     /// Dropped: authentication failed (forged or altered).
     open_bad_tag,
     /// Dropped: a replay (seen before, older than the window, old epoch).

@@ -777,7 +777,13 @@ impl Driver {
             // Sealed once, then the same datagram to every peer; a frame to
             // this node never leaves the process and stays as it is.
             let src = match &mut self.seal {
-                Some(seal) if !to_self => match seal.seal(src.segments()) {
+                Some(seal) if !to_self => match seal.seal(
+                    src.segments(),
+                    match t.dest {
+                        Dest::Node(id) => id,
+                        Dest::AllOthers => cpg_core::seal::DEST_ALL,
+                    },
+                ) {
                     Ok(sealed) => {
                         Counters::inc(&self.counters.frames_sealed);
                         Counters::add(&self.counters.bytes_sealed, sealed.len() as u64);
@@ -1187,6 +1193,7 @@ fn count_open(c: &Counters, opened: Option<Result<(), OpenError>>) -> bool {
         Some(Err(OpenError::Short)) => &c.open_short,
         Some(Err(OpenError::ForeignKey)) => &c.open_foreign_key,
         Some(Err(OpenError::SourceMismatch | OpenError::TooManySenders)) => &c.open_source_mismatch,
+        Some(Err(OpenError::Misdirected)) => &c.open_misdirected,
         Some(Err(OpenError::BadTag)) => &c.open_bad_tag,
         Some(Err(OpenError::Replay)) => &c.open_replay,
     };

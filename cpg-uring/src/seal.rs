@@ -110,27 +110,28 @@ impl FrameSeal {
         let key = || Key::new(&spec.key, RingAesGcm::with_key(spec.key.aes256_key()));
         Ok(FrameSeal {
             sealer: Sealer::new(key(), node, epoch),
-            opener: Opener::new(key()),
+            opener: Opener::new(key(), node),
             epochs: spec.epochs.clone(),
         })
     }
 
-    /// Seal the frame made of `segments` into a new buffer.
+    /// Seal the frame made of `segments`, for node `dest`
+    /// (`cpg_core::seal::DEST_ALL`: every peer), into a new buffer.
     ///
     /// # Errors
     /// A spent epoch whose successor could not be persisted, or a frame
     /// the cipher refuses (an engine bug).
-    pub(crate) fn seal(&mut self, segments: [&[u8]; 2]) -> io::Result<Arc<[u8]>> {
+    pub(crate) fn seal(&mut self, segments: [&[u8]; 2], dest: NodeId) -> io::Result<Arc<[u8]>> {
         let len = segments[0].len() + segments[1].len() + SEAL_OVERHEAD;
         let mut out: Arc<[u8]> = Arc::from(vec![0u8; len]);
         let buf = Arc::get_mut(&mut out).unwrap_or_else(|| unreachable!("a new Arc is unique"));
-        let mut sealed = self.sealer.seal(segments, buf);
+        let mut sealed = self.sealer.seal(segments, dest, buf);
         if sealed == Err(SealError::EpochSpent) {
             let next = self.epochs.next_epoch()?;
             if !self.sealer.renew(next) {
                 return Err(io::Error::other("the epoch source went backwards"));
             }
-            sealed = self.sealer.seal(segments, buf);
+            sealed = self.sealer.seal(segments, dest, buf);
         }
         match sealed {
             Ok(_) => Ok(out),
@@ -172,15 +173,15 @@ mod tests {
             let mut a = vec![0u8; frame.len() + SEAL_OVERHEAD];
             let mut b = a.clone();
             Sealer::new(hard(), 4, 9)
-                .seal([&frame[..1000], &frame[1000..]], &mut a)
+                .seal([&frame[..1000], &frame[1000..]], 0, &mut a)
                 .unwrap();
             Sealer::new(soft(), 4, 9)
-                .seal([&frame, &[]], &mut b)
+                .seal([&frame, &[]], 0, &mut b)
                 .unwrap();
             assert_eq!(a, b, "{mode:?}");
-            let n = Opener::new(soft()).open(4, &mut a).unwrap();
+            let n = Opener::new(soft(), 1).open(4, &mut a).unwrap();
             assert_eq!(&a[..n], &frame[..]);
-            let n = Opener::new(hard()).open(4, &mut b).unwrap();
+            let n = Opener::new(hard(), 1).open(4, &mut b).unwrap();
             assert_eq!(&b[..n], &frame[..]);
         }
     }
@@ -201,7 +202,11 @@ mod tests {
         };
         let mut tx = FrameSeal::new(&spec, 1).unwrap();
         let mut rx = FrameSeal::new(&spec, 2).unwrap();
-        let d = tx.seal([b"abc", b"def"]).unwrap();
+        let d = tx.seal([b"abc", b"def"], 2).unwrap();
+        assert_eq!(
+            FrameSeal::new(&spec, 3).unwrap().open(1, &mut d.to_vec()),
+            Err(OpenError::Misdirected)
+        );
         let mut v = d.to_vec();
         assert_eq!(rx.open(1, &mut v), Ok(6));
         assert_eq!(&v[..6], b"abcdef");

@@ -3,7 +3,7 @@
 //! it for the attacker too), and what a sealed datagram shows of itself.
 
 use cpg_core::hash::fnv1a64;
-use cpg_core::seal::{FrameCipher, Mode, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN};
+use cpg_core::seal::{FrameCipher, Mode, HEAD_LEN, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN};
 use cpg_core::wire::pack::{emit_packed, PackHeader};
 use cpg_core::wire::{self, CpgMsg, JoinRepr, McastRepr, Packet};
 use cpg_core::{GroupName, Guarantee, NodeId, Reason, RingId};
@@ -127,12 +127,13 @@ pub fn digest(body: &[u8]) -> String {
 }
 
 /// What a sealed datagram's trailer shows anyone: the nonce (sender node,
-/// epoch, counter) and the key id.
+/// epoch, counter), the destination and the key id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer {
     pub node: NodeId,
     pub epoch: u32,
     pub counter: u32,
+    pub dest: NodeId,
     pub key_id: [u8; 4],
 }
 
@@ -145,17 +146,20 @@ impl Trailer {
             node: word(0),
             epoch: word(4),
             counter: word(8),
-            key_id: [t[12], t[13], t[14], t[15]],
+            dest: word(12),
+            key_id: [t[16], t[17], t[18], t[19]],
         })
     }
 
     /// `frame` dressed as a sealed datagram with this trailer and a tag the
-    /// attacker made up (it has no key): everything but the tag is right.
+    /// attacker made up (it has no key): everything but the tag is right
+    /// (the destination says "every peer", which every node accepts).
     pub fn dress(&self, frame: &[u8]) -> Vec<u8> {
         let mut d = frame.to_vec();
         d.extend_from_slice(&self.node.to_be_bytes());
         d.extend_from_slice(&self.epoch.to_be_bytes());
         d.extend_from_slice(&self.counter.to_be_bytes());
+        d.extend_from_slice(&cpg_core::seal::DEST_ALL.to_be_bytes());
         d.extend_from_slice(&self.key_id);
         let h = fnv1a64(&d).to_le_bytes();
         for i in 0..TAG_LEN {
@@ -193,9 +197,9 @@ impl Reader {
             Mode::Authenticate => Some(datagram[..n].to_vec()),
             Mode::Encrypt => {
                 let (frame, trailer) = datagram.split_at(n);
-                let head = &trailer[..NONCE_LEN + 4];
+                let head = &trailer[..HEAD_LEN];
                 let nonce: [u8; NONCE_LEN] = head[..NONCE_LEN].try_into().unwrap();
-                let tag: [u8; TAG_LEN] = trailer[NONCE_LEN + 4..].try_into().unwrap();
+                let tag: [u8; TAG_LEN] = trailer[HEAD_LEN..].try_into().unwrap();
                 let mut buf = frame.to_vec();
                 self.cipher
                     .as_ref()?

@@ -393,28 +393,30 @@ fn mcast(data: &str) -> Command {
     }
 }
 
-/// The seal drop counters: short, foreign key, source mismatch, bad tag, replay.
-fn drops(c: &TransportCounters) -> [u64; 5] {
+/// The seal drop counters: short, foreign key, source mismatch, bad tag,
+/// replay, misdirected.
+fn drops(c: &TransportCounters) -> [u64; 6] {
     [
         c.open_short,
         c.open_foreign_key,
         c.open_source_mismatch,
         c.open_bad_tag,
         c.open_replay,
+        c.open_misdirected,
     ]
 }
 
 const BAD_TAG: usize = 3;
 
 /// `drops(after) - drops(before)`.
-fn drops_since(before: &Status, after: &TransportCounters) -> [u64; 5] {
+fn drops_since(before: &Status, after: &TransportCounters) -> [u64; 6] {
     let (b, a) = (drops(tc(before)), drops(after));
     std::array::from_fn(|i| a[i] - b[i])
 }
 
 /// Only `n` bad tags, nothing else.
-fn bad_tags(n: u64) -> [u64; 5] {
-    let mut d = [0; 5];
+fn bad_tags(n: u64) -> [u64; 6] {
+    let mut d = [0; 6];
     d[BAD_TAG] = n;
     d
 }
@@ -957,11 +959,22 @@ fn replayed_sealed_datagrams_are_dropped_and_counted() {
             let i = n as usize - 1;
             let b = tc(&before[i]).open_replay;
             let now = c.until_counters(n, |x| x.open_replay >= b + want[i]);
-            let mut expect = [0; 5];
+            let mut expect = [0; 6];
             expect[4] = want[i];
             assert_eq!(drops_since(&before[i], &now), expect, "node {n}");
         }
-        // the other reasons, at node 1
+        // the other reasons, at node 1; misdirected: a unicast datagram of
+        // node 2 to node 3 (a token, say), re-sent to node 1
+        let to3 = of2
+            .iter()
+            .find(|d| {
+                c.node_at(d.dst) == Some(3)
+                    && frames::Trailer::of(&d.bytes).is_some_and(|t| t.dest == 3)
+            })
+            .expect("a unicast datagram of node 2 to node 3")
+            .bytes
+            .clone();
+        c.send_raw(2, 1, &to3);
         let of3 = c
             .seen
             .captured
@@ -983,7 +996,9 @@ fn replayed_sealed_datagrams_are_dropped_and_counted() {
             let mut s = Sealer::new(key, 2, 1);
             let f = frames::merge_detect(c.cluster_id, 2, c.ring());
             let mut out = vec![0u8; f.len() + SEAL_OVERHEAD];
-            let n = s.seal([&f, &[]], &mut out).unwrap();
+            let n = s
+                .seal([&f, &[]], cpg_core::seal::DEST_ALL, &mut out)
+                .unwrap();
             out.truncate(n);
             out
         };
@@ -993,9 +1008,9 @@ fn replayed_sealed_datagrams_are_dropped_and_counted() {
         let b = drops(tc(&before[0]));
         let now = c.until_counters(1, |x| {
             let d = drops(x);
-            d[0] > b[0] && d[1] > b[1] && d[2] > b[2] && d[3] > b[3]
+            d[0] > b[0] && d[1] > b[1] && d[2] > b[2] && d[3] > b[3] && d[5] > b[5]
         });
-        let mut expect = [1, 1, 1, 1, 0];
+        let mut expect = [1, 1, 1, 1, 0, 1];
         expect[4] = want[0];
         assert_eq!(drops_since(&before[0], &now), expect);
         // nothing delivered twice
@@ -1049,7 +1064,7 @@ fn replayed_sealed_datagrams_are_dropped_and_counted() {
             let i = n as usize - 1;
             let b = tc(&before[i]).open_replay;
             let now = c.until_counters(n, |x| x.open_replay >= b + want[i]);
-            let mut expect = [0; 5];
+            let mut expect = [0; 6];
             expect[4] = want[i];
             assert_eq!(drops_since(&before[i], &now), expect, "node {n}");
         }
