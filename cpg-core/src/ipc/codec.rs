@@ -35,6 +35,14 @@ pub enum MsgError {
     TooManyEntries,
     /// A group name longer than 128 bytes.
     NameTooLong,
+    /// A record header announcing a body above what this message family
+    /// ever has (on the socket: more than `SETUP_BODY_MAX`).
+    TooLong {
+        /// Body bytes announced.
+        len: usize,
+        /// The most this family has.
+        max: usize,
+    },
     /// Not `Hello`'s magic: not a CPG client.
     BadMagic,
     /// A `Hello` of another IPC version (the daemon answers `Refused`
@@ -57,6 +65,9 @@ impl fmt::Display for MsgError {
             MsgError::Malformed => write!(f, "field out of range"),
             MsgError::TooManyEntries => write!(f, "too many entries"),
             MsgError::NameTooLong => write!(f, "group name longer than 128 bytes"),
+            MsgError::TooLong { len, max } => {
+                write!(f, "record body of {len} bytes above {max}")
+            }
             MsgError::BadMagic => write!(f, "bad magic"),
             MsgError::UnsupportedVersion(v) => write!(f, "unsupported IPC version {v}"),
             MsgError::BufferTooSmall => write!(f, "output buffer too small"),
@@ -69,6 +80,9 @@ impl core::error::Error for MsgError {}
 /// A message that travels as one record: kind and flags in the record
 /// header, the body after it.
 pub trait Message<'a>: Sized {
+    /// The largest body any message of this family has (what a stream
+    /// reader may wait for; ring records are bounded by the ring).
+    const BODY_MAX: usize = usize::MAX;
     /// The record kind.
     fn kind(&self) -> u16;
     /// The record flags.
@@ -123,11 +137,19 @@ pub fn emit_record<'a, M: Message<'a>>(msg: &M, buf: &mut [u8]) -> Result<usize,
 ///
 /// # Errors
 /// [`MsgError::Truncated`] while the record is not complete (read more),
-/// or the message's parse error.
+/// [`MsgError::TooLong`] as soon as the header announces a body above
+/// [`Message::BODY_MAX`] (do not wait for it), or the message's parse
+/// error.
 pub fn parse_record<'a, M: Message<'a>>(bytes: &'a [u8]) -> Result<(M, usize), MsgError> {
     check_len(bytes, RECORD_HEADER_LEN)?;
     let header = RecordHeader::from_bytes(get_bytes(bytes, 0..RECORD_HEADER_LEN));
     let body_len = header.body_len as usize;
+    if body_len > M::BODY_MAX {
+        return Err(MsgError::TooLong {
+            len: body_len,
+            max: M::BODY_MAX,
+        });
+    }
     let len = record_len(body_len).ok_or(MsgError::LengthMismatch)?;
     check_len(bytes, len)?;
     let body = bytes

@@ -266,13 +266,8 @@ impl ConnLayout {
     }
 
     /// Bytes of the memfd.
-    pub const fn len(&self) -> u64 {
+    pub const fn memfd_len(&self) -> u64 {
         self.zc_region.end()
-    }
-
-    /// Never: both rings have a header page. (For `clippy::len_without_is_empty`.)
-    pub const fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -350,7 +345,7 @@ mod tests {
         );
         assert_eq!(l.events_region.offset, 4096 + (1 << 16));
         assert_eq!(l.zc_region.offset, 2 * 4096 + (1 << 16) + (1 << 20));
-        assert_eq!(l.len(), l.zc_region.offset + 8 * 4096);
+        assert_eq!(l.memfd_len(), l.zc_region.offset + 8 * 4096);
         for r in [l.requests_region, l.events_region, l.zc_region] {
             assert_eq!(r.offset % PAGE_LEN as u64, 0);
         }
@@ -376,7 +371,7 @@ mod tests {
         );
         let big = ConnLayout::new(RING_CAPACITY_MAX, RING_CAPACITY_MAX, ZC_REGION_MAX).unwrap();
         assert_eq!(
-            big.len(),
+            big.memfd_len(),
             2 * (4096 + RING_CAPACITY_MAX as u64) + ZC_REGION_MAX
         );
     }

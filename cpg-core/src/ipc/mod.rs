@@ -25,6 +25,38 @@
 //! Without `alloc`: lists in messages are views over checked bytes (after
 //! parse) or over the caller's slices (to emit), never `Vec`s.
 //!
+//! # Example
+//!
+//! A request through a ring, both sides (a slice stands for the shared
+//! data area and plain values for the shared indices; the std side loads
+//! and stores them with the orderings of [`wake`]):
+//!
+//! ```
+//! use cpg_core::ipc::{Consumer, Direction, Message, Op, Producer, Request, Ring};
+//! use cpg_core::GroupName;
+//!
+//! let ring = Ring::new(cpg_core::ipc::RING_CAPACITY_MIN).unwrap();
+//! let mut data = vec![0u8; ring.capacity()];
+//! let (mut client, mut daemon) = (Producer::new(ring), Consumer::new(ring));
+//!
+//! // Client: reserve, emit, publish (then the wake-up check).
+//! let join = Request { req_id: 1, op: Op::Join { group: GroupName::new(b"cib").unwrap() } };
+//! let res = client.reserve(join.body_len()).unwrap();
+//! res.emit(&mut data, &join).unwrap();
+//! let head = client.publish();
+//!
+//! // Daemon: take the head, read the record, parse a private copy of it.
+//! daemon.observe_head(head).unwrap();
+//! let (rec, body) = daemon.read(&data, Direction::Requests).unwrap().unwrap();
+//! let copy = body.to_vec();
+//! assert_eq!(Request::parse(rec.kind, rec.flags, &copy), Ok(join));
+//! assert_eq!(daemon.read(&data, Direction::Requests), Ok(None));
+//!
+//! // Daemon: done with the bodies, release; the client takes the tail.
+//! client.observe_tail(daemon.release()).unwrap();
+//! assert_eq!(client.free(), ring.capacity());
+//! ```
+//!
 //! # References
 //! `docs/spec/ipc.md`; `docs/spec/cpg-api.md` §4 (the functions served),
 //! §11 (Corosync's libqb IPC, which this replaces).
@@ -42,7 +74,7 @@ pub mod wake;
 pub use codec::{emit_record, parse_record, record_bytes_len, Message, MsgError};
 pub use event::{ConfchgParts, Event, EventKind, Reply, ReplyBody};
 pub use header::{ConnLayout, LayoutError};
-pub use list::{Entry, IterEntries, IterEntry, List, ListIter};
+pub use list::{Entry, IterEntries, IterEntriesIter, IterEntry, List, ListIter};
 pub use pieces::{Assembly, PieceError, Split};
 pub use request::{IterScope, Op, Request, RequestKind};
 pub use ring::{

@@ -192,8 +192,8 @@ impl Pad {
     /// Its header.
     pub const fn header(&self) -> [u8; RECORD_HEADER_LEN] {
         RecordHeader {
-            // len ≤ capacity ≤ 2^30: fits.
-            body_len: (self.len - RECORD_HEADER_LEN) as u32,
+            // len ≤ capacity ≤ 2^30 for a PAD from `reserve`: fits.
+            body_len: self.len.saturating_sub(RECORD_HEADER_LEN) as u32,
             kind: KIND_PAD,
             flags: 0,
         }
@@ -220,13 +220,13 @@ pub struct Reservation {
 impl Reservation {
     /// The record's bytes in the data area.
     pub const fn record(&self) -> Range<usize> {
-        self.pos..self.pos + self.record_len
+        self.pos..self.pos.saturating_add(self.record_len)
     }
 
     /// The body's bytes in the data area.
     pub const fn body(&self) -> Range<usize> {
-        let start = self.pos + RECORD_HEADER_LEN;
-        start..start + self.body_len
+        let start = self.pos.saturating_add(RECORD_HEADER_LEN);
+        start..start.saturating_add(self.body_len)
     }
 
     /// The record header for a record of `kind` with `flags`.
@@ -905,6 +905,50 @@ mod tests {
         assert_eq!(r.free(head, tail), Ok(96));
         assert_eq!(r.reserve(head, tail, 40).unwrap().pad, None);
         assert_eq!(r.reserve(head, tail, 48), Err(RingError::Full));
+    }
+
+    #[test]
+    fn hand_built_reservations_do_not_panic() {
+        let mut data = vec![0; 64];
+        let res = Reservation {
+            pad: Some(Pad {
+                pos: usize::MAX,
+                len: 3,
+            }),
+            pos: usize::MAX - 1,
+            body_len: usize::MAX,
+            record_len: usize::MAX,
+            new_head: 0,
+        };
+        assert_eq!(
+            res.fill(&mut data, JOIN, 0, &[]),
+            Err(MsgError::LengthMismatch)
+        );
+        let res = Reservation { body_len: 0, ..res };
+        assert_eq!(
+            res.fill(&mut data, JOIN, 0, &[]),
+            Err(MsgError::BufferTooSmall)
+        );
+        let res = Reservation {
+            pad: Some(Pad { pos: 60, len: 3 }),
+            pos: 0,
+            record_len: 8,
+            ..res
+        };
+        assert_eq!(
+            res.fill(&mut data, JOIN, 0, &[]),
+            Err(MsgError::BufferTooSmall)
+        );
+        let res = Reservation {
+            pad: None,
+            pos: 60,
+            ..res
+        };
+        assert_eq!(
+            res.fill(&mut data, JOIN, 0, &[]),
+            Err(MsgError::BufferTooSmall)
+        );
+        assert_eq!(Pad { pos: 0, len: 0 }.header(), header(0, KIND_PAD, 0));
     }
 
     #[test]

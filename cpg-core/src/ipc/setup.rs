@@ -168,6 +168,8 @@ pub enum Setup {
 }
 
 impl Message<'_> for Setup {
+    const BODY_MAX: usize = SETUP_BODY_MAX;
+
     fn kind(&self) -> u16 {
         (match self {
             Setup::Hello(_) => SetupKind::Hello,
@@ -368,6 +370,13 @@ mod tests {
                     "prefix {n}"
                 );
             }
+            // A header announcing a long body is refused at once.
+            let mut long = bytes[..8].to_vec();
+            long[..4].copy_from_slice(&41u32.to_le_bytes());
+            assert_eq!(
+                parse_record::<Setup>(&long),
+                Err(MsgError::TooLong { len: 41, max: 40 })
+            );
             // A stream: two records back to back.
             let two = [bytes, bytes].concat();
             assert_eq!(parse_record::<Setup>(&two), Ok((msg, bytes.len())));
