@@ -283,25 +283,25 @@ impl Reservation {
         Ok(())
     }
 
-    /// Write the PAD and split the record's bytes into header and rest.
+    /// Check both ranges, write the PAD, split the record's bytes into
+    /// header and rest. Nothing is written unless both fit.
     fn frame<'d>(&self, data: &'d mut [u8]) -> Result<(&'d mut [u8], &'d mut [u8]), MsgError> {
+        let rec = self.record();
+        if rec.end > data.len() || rec.len() < RECORD_HEADER_LEN.saturating_add(self.body_len) {
+            return Err(MsgError::BufferTooSmall);
+        }
         if let Some(pad) = self.pad {
-            let end = pad
+            // A PAD from `reserve` is at least a header and ends where the
+            // data area does.
+            let h = pad
                 .pos
-                .checked_add(pad.len)
-                .ok_or(MsgError::BufferTooSmall)?;
-            let p = data.get_mut(pad.pos..end).ok_or(MsgError::BufferTooSmall)?;
-            let h = p
-                .get_mut(..RECORD_HEADER_LEN)
+                .checked_add(RECORD_HEADER_LEN)
+                .filter(|&end| pad.len >= RECORD_HEADER_LEN && end <= data.len())
+                .and_then(|end| data.get_mut(pad.pos..end))
                 .ok_or(MsgError::BufferTooSmall)?;
             h.copy_from_slice(&pad.header());
         }
-        let rec = data
-            .get_mut(self.record())
-            .ok_or(MsgError::BufferTooSmall)?;
-        if rec.len() < RECORD_HEADER_LEN + self.body_len {
-            return Err(MsgError::BufferTooSmall);
-        }
+        let rec = data.get_mut(rec).ok_or(MsgError::BufferTooSmall)?;
         Ok(rec.split_at_mut(RECORD_HEADER_LEN))
     }
 }
