@@ -58,12 +58,12 @@ sanitizer=${FUZZ_SANITIZER:-none}
 
 # target -> fuzz crate directory, extra build flags, extra libFuzzer flags
 declare -A dir build extra
-for t in frame pack cpg token mcast join commit seal_open; do
+for t in frame pack cpg token mcast join commit seal_open ipc; do
 	dir[$t]=cpg-core/fuzz build[$t]="" extra[$t]=""
 done
 dir[config]=cpg-std/fuzz build[config]="" extra[config]="-dict=config.dict"
 dir[engine]=cpg-sim/fuzz build[engine]="--no-trace-compares" extra[engine]=""
-all=(frame pack cpg token mcast join commit seal_open config engine)
+all=(frame pack cpg token mcast join commit seal_open ipc config engine)
 
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
