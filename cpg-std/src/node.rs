@@ -41,8 +41,11 @@ impl Node {
     /// from (and persisted in) the state directory.
     ///
     /// # Errors
-    /// State, engine or transport set-up failures.
+    /// Settings that do not work together ([`StartError::Config`]), state,
+    /// engine or transport set-up failures.
     pub fn start(config: &NodeConfig) -> Result<Node, StartError> {
+        // before any socket is bound
+        config.check_queue()?;
         Self::with_transport(
             config,
             crate::transport::uring::UringTransport::new(config)?,
@@ -66,6 +69,7 @@ impl Node {
         transport: T,
         store: Option<RingSeqStore>,
     ) -> Result<Node, StartError> {
+        config.check_queue()?;
         let state = NodeState::<T::Frame>::new(
             config.engine.clone(),
             store,
