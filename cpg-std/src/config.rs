@@ -12,6 +12,7 @@
 //! netmtu = 1500
 //! max_message_size = 67108864
 //! handle_queue_bytes = 0   # derived: 2 × max_message_size + 64 KiB
+//! slow_consumer = "evict"
 //! zerocopy = "auto"
 //!
 //! [[nodelist]]
@@ -40,8 +41,8 @@
 //! A file larger than [`CONFIG_BYTES_MAX`] is refused unread, and an
 //! error quotes at most [`EXCERPT_CHARS_MAX`] characters of the input.
 //! One relation is checked beyond the ranges: a handle's queue cap holds
-//! two maximum-size messages ([`handle_queue_bytes_min`], in
-//! `config/queue.rs`).
+//! two maximum-size messages ([`handle_queue_bytes_min`]; the slow-consumer
+//! policy, [`SlowConsumer`], lives beside it in `config/queue.rs`).
 
 use std::io::Read;
 use std::net::SocketAddrV4;
@@ -66,7 +67,7 @@ mod queue;
 pub mod ranges;
 use queue::check_queue;
 pub use queue::{
-    handle_queue_bytes_min, HANDLE_QUEUE_BYTES_DEFAULT, HANDLE_QUEUE_BYTES_MAX,
+    handle_queue_bytes_min, SlowConsumer, HANDLE_QUEUE_BYTES_DEFAULT, HANDLE_QUEUE_BYTES_MAX,
     HANDLE_QUEUE_BYTES_MIN, HANDLE_QUEUE_SLACK,
 };
 pub use ranges::Range;
@@ -291,6 +292,9 @@ pub struct ConfigFile {
     /// (the default) stands for.
     #[serde(default = "default_handle_queue_bytes")]
     pub handle_queue_bytes: usize,
+    /// What is done about a handle that dispatches too slowly.
+    #[serde(default)]
+    pub slow_consumer: SlowConsumer,
     /// `SendZc` policy.
     #[serde(default)]
     pub zerocopy: ZeroCopy,
@@ -494,6 +498,7 @@ impl ConfigFile {
             netmtu: default_netmtu(),
             max_message_size: default_max_message_size(),
             handle_queue_bytes: default_handle_queue_bytes(),
+            slow_consumer: SlowConsumer::default(),
             zerocopy: ZeroCopy::Auto,
             zc_copy_threshold: default_zc_copy_threshold(),
             transport: TransportKind::default(),
@@ -674,6 +679,7 @@ impl ConfigFile {
             rx_buffer_size,
             state_dir: self.state_dir.clone(),
             handle_queue_bytes,
+            slow_consumer: self.slow_consumer,
             zerocopy: self.zerocopy,
             transport: self.transport,
             crypto: self.crypto,
@@ -736,6 +742,8 @@ pub struct NodeConfig {
     /// Per-handle queue cap (at least [`handle_queue_bytes_min`] of
     /// `engine.max_message_size`; [`crate::Node`] refuses to start otherwise).
     pub handle_queue_bytes: usize,
+    /// What is done about a handle that dispatches too slowly.
+    pub slow_consumer: SlowConsumer,
     /// `SendZc` policy.
     pub zerocopy: ZeroCopy,
     /// Transport.

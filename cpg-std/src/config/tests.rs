@@ -316,6 +316,7 @@ fn the_default_queue_cap_holds_two_maximum_size_messages() {
     assert_eq!(max, limits::MAX_MESSAGE_SIZE_DEFAULT);
     assert_eq!(c.handle_queue_bytes, 2 * max + 64 * 1024);
     assert_eq!(c.handle_queue_bytes, HANDLE_QUEUE_BYTES_DEFAULT);
+    assert_eq!(c.slow_consumer, SlowConsumer::Evict);
     c.check_queue().unwrap();
     // what ConfigFile::new writes derives it too
     let f = ConfigFile::new("t", &[(1, "127.0.0.1:5405".parse().unwrap())]);
@@ -367,4 +368,50 @@ fn a_queue_cap_below_two_maximum_size_messages_is_refused_naming_both() {
         c.check_queue(),
         Err(ConfigError::QueueTooSmall { .. })
     ));
+}
+
+#[test]
+fn slow_consumer_policy_parses_and_defaults_to_evict() {
+    for (v, want) in [
+        ("evict", SlowConsumer::Evict),
+        ("throttle", SlowConsumer::Throttle),
+    ] {
+        let text = format!("slow_consumer = \"{v}\"\n{GOOD}");
+        let f = ConfigFile::parse(&text, "t.toml").unwrap();
+        assert_eq!(f.slow_consumer, want);
+        assert_eq!(f.validate(Some(1)).unwrap().slow_consumer, want);
+        let again = ConfigFile::parse(&f.to_toml(), "again").unwrap();
+        assert_eq!(again, f);
+    }
+    let e = err(&format!("slow_consumer = \"wait\"\n{GOOD}"), Some(1));
+    assert!(
+        e.contains("wait") && e.contains("evict") && e.contains("throttle"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_throttle_is_bounded_by_the_token() {
+    // two nodes, token 1000 ms: a quarter of the token over two nodes is
+    // 125 ms, above the 100 ms ceiling
+    let c = ConfigFile::parse(GOOD, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap();
+    assert_eq!(c.throttle_budget(), std::time::Duration::from_millis(100));
+    assert_eq!(
+        c.throttle_stall_limit(),
+        std::time::Duration::from_millis(1000)
+    );
+    // token 200 ms: 200 / (4 × 2) = 25 ms per rotation
+    let text = GOOD.replace("token_ms = 1000", "token_ms = 200");
+    let c = ConfigFile::parse(&text, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap();
+    assert_eq!(c.throttle_budget(), std::time::Duration::from_millis(25));
+    assert_eq!(
+        c.throttle_stall_limit(),
+        std::time::Duration::from_millis(200)
+    );
 }
