@@ -11,7 +11,8 @@
 //! state_dir = "/var/lib/cpg"
 //! netmtu = 1500
 //! max_message_size = 67108864
-//! handle_queue_bytes = 67108864
+//! handle_queue_bytes = 0   # derived: 2 × max_message_size + 64 KiB
+//! slow_consumer = "evict"
 //! zerocopy = "auto"
 //!
 //! [[nodelist]]
@@ -39,6 +40,9 @@
 //! into another; the error names the setting, the value and the range.
 //! A file larger than [`CONFIG_BYTES_MAX`] is refused unread, and an
 //! error quotes at most [`EXCERPT_CHARS_MAX`] characters of the input.
+//! One relation is checked beyond the ranges: a handle's queue cap holds
+//! two maximum-size messages ([`handle_queue_bytes_min`]; the slow-consumer
+//! policy, [`SlowConsumer`], lives beside it in `config/queue.rs`).
 
 use std::io::Read;
 use std::net::SocketAddrV4;
@@ -51,21 +55,21 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::crypto::Crypto;
 
-/// Smallest per-handle queue cap accepted.
-pub const HANDLE_QUEUE_BYTES_MIN: usize = 64 * 1024;
-/// Largest per-handle queue cap accepted (64 GiB).
-pub const HANDLE_QUEUE_BYTES_MAX: usize = 64 << 30;
 /// Largest configuration accepted (1 MiB); a larger file is refused unread.
 pub const CONFIG_BYTES_MAX: usize = 1 << 20;
 /// Most characters of the input an error message quotes.
 pub const EXCERPT_CHARS_MAX: usize = 80;
-/// Default per-handle queue cap.
-pub const HANDLE_QUEUE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// The largest zero-copy buffer must hold at least this many payload bytes.
 pub const ZCB_MAX_MIN: usize = 1024 * 1024;
 pub use cpg_uring::{ZeroCopy, RX_HEADROOM};
 
+mod queue;
 pub mod ranges;
+use queue::check_queue;
+pub use queue::{
+    handle_queue_bytes_min, SlowConsumer, HANDLE_QUEUE_BYTES_DEFAULT, HANDLE_QUEUE_BYTES_MAX,
+    HANDLE_QUEUE_BYTES_MIN, HANDLE_QUEUE_SLACK,
+};
 pub use ranges::Range;
 
 /// At most [`EXCERPT_CHARS_MAX`] characters of `s`, control characters
@@ -244,7 +248,8 @@ fn default_max_message_size() -> usize {
     limits::MAX_MESSAGE_SIZE_DEFAULT
 }
 fn default_handle_queue_bytes() -> usize {
-    HANDLE_QUEUE_BYTES_DEFAULT
+    // derived from max_message_size at validation
+    0
 }
 /// Default `zc_copy_threshold` of a node (the engine's own default is 1024,
 /// measured on the engine alone): with the staged copying send path, a
@@ -282,9 +287,14 @@ pub struct ConfigFile {
     /// Largest message `mcast` accepts (above it TOO_BIG).
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
-    /// Bytes of undispatched events a handle may hold before it is evicted.
+    /// Bytes of undispatched events a handle may hold before it is evicted;
+    /// at least [`handle_queue_bytes_min`] of `max_message_size`, which 0
+    /// (the default) stands for.
     #[serde(default = "default_handle_queue_bytes")]
     pub handle_queue_bytes: usize,
+    /// What is done about a handle that dispatches too slowly.
+    #[serde(default)]
+    pub slow_consumer: SlowConsumer,
     /// `SendZc` policy.
     #[serde(default)]
     pub zerocopy: ZeroCopy,
@@ -398,6 +408,22 @@ pub enum ConfigError {
     /// The largest slot class is too small.
     #[error("pool: the largest slot class holds {0} payload bytes; it must hold at least {min} (1 MiB)", min = ZCB_MAX_MIN)]
     LargestClass(usize),
+    /// `handle_queue_bytes` cannot hold two maximum-size messages.
+    #[error(
+        "handle_queue_bytes = {handle_queue_bytes} is too small for max_message_size = \
+         {max_message_size}: a handle's queue must hold two maximum-size messages and \
+         64 KiB of small events, at least {min} bytes (2 × max_message_size + 65536); \
+         raise handle_queue_bytes, lower max_message_size, or set handle_queue_bytes = 0 \
+         to derive it"
+    )]
+    QueueTooSmall {
+        /// The cap as configured.
+        handle_queue_bytes: usize,
+        /// The largest message.
+        max_message_size: usize,
+        /// The smallest cap that works ([`handle_queue_bytes_min`]).
+        min: usize,
+    },
     /// Receive buffer count not a power of two.
     #[error("pool.rx_buffers = {0} must be a power of two in {range}", range = ranges::POOL_RX_BUFFERS)]
     RxBuffers(usize),
@@ -472,6 +498,7 @@ impl ConfigFile {
             netmtu: default_netmtu(),
             max_message_size: default_max_message_size(),
             handle_queue_bytes: default_handle_queue_bytes(),
+            slow_consumer: SlowConsumer::default(),
             zerocopy: ZeroCopy::Auto,
             zc_copy_threshold: default_zc_copy_threshold(),
             transport: TransportKind::default(),
@@ -535,7 +562,12 @@ impl ConfigFile {
         // combined with another: nothing below can overflow or wrap.
         let netmtu = ranges::NETMTU.check_usize(self.netmtu)?;
         let max_message_size = ranges::MAX_MESSAGE_SIZE.check_usize(self.max_message_size)?;
-        let handle_queue_bytes = ranges::HANDLE_QUEUE_BYTES.check_usize(self.handle_queue_bytes)?;
+        let handle_queue_bytes =
+            match ranges::HANDLE_QUEUE_BYTES.check_usize(self.handle_queue_bytes)? {
+                0 => handle_queue_bytes_min(max_message_size),
+                cap => cap,
+            };
+        check_queue(handle_queue_bytes, max_message_size)?;
         let zc_copy_threshold = ranges::ZC_COPY_THRESHOLD.check_usize(self.zc_copy_threshold)?;
         let t = &self.totem;
         let timer = |range: Range, v: Option<u64>| v.map(|v| range.check(v)).transpose();
@@ -647,6 +679,7 @@ impl ConfigFile {
             rx_buffer_size,
             state_dir: self.state_dir.clone(),
             handle_queue_bytes,
+            slow_consumer: self.slow_consumer,
             zerocopy: self.zerocopy,
             transport: self.transport,
             crypto: self.crypto,
@@ -706,8 +739,11 @@ pub struct NodeConfig {
     pub rx_buffer_size: usize,
     /// State directory.
     pub state_dir: PathBuf,
-    /// Per-handle queue cap.
+    /// Per-handle queue cap (at least [`handle_queue_bytes_min`] of
+    /// `engine.max_message_size`; [`crate::Node`] refuses to start otherwise).
     pub handle_queue_bytes: usize,
+    /// What is done about a handle that dispatches too slowly.
+    pub slow_consumer: SlowConsumer,
     /// `SendZc` policy.
     pub zerocopy: ZeroCopy,
     /// Transport.

@@ -468,7 +468,8 @@ pub enum MembersReply {
     Failed(Outcome),
 }
 
-/// `{"re":"status",...}`: the delivery tally, the ring, transport counters.
+/// `{"re":"status",...}`: the delivery tally, the ring, transport and
+/// handle-layer counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub delivered: u64,
@@ -483,6 +484,37 @@ pub struct Status {
     pub members: Vec<u32>,
     /// Boxed: the largest part of the largest [`Reply`].
     pub transport: Option<Box<TransportCounters>>,
+    /// The node's handle-layer counters ([`crate::NodeStats`]): evictions
+    /// and the slow-consumer policy at work. Absent from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handles: Option<Box<HandleCounters>>,
+}
+
+/// [`crate::NodeStats`] on the wire (durations in microseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandleCounters {
+    pub handles: usize,
+    pub evictions: u64,
+    pub evictions_stalled: u64,
+    pub queue_peak_bytes: usize,
+    pub backpressure_waits: u64,
+    pub backpressure_wait_us: u64,
+    pub backpressure_budget_spent: u64,
+}
+
+impl From<crate::NodeStats> for HandleCounters {
+    fn from(s: crate::NodeStats) -> Self {
+        HandleCounters {
+            handles: s.handles,
+            evictions: s.evictions,
+            evictions_stalled: s.evictions_stalled,
+            queue_peak_bytes: s.queue_peak_bytes,
+            backpressure_waits: s.backpressure_waits,
+            backpressure_wait_us: u64::try_from(s.backpressure_wait.as_micros())
+                .unwrap_or(u64::MAX),
+            backpressure_budget_spent: s.backpressure_budget_spent,
+        }
+    }
 }
 
 /// The io_uring driver's send counters, and its receive drops and frame

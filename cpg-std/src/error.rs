@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::config::TRANSPORT_UDP_SETTING;
+use crate::config::{ConfigError, TRANSPORT_UDP_SETTING};
 use crate::state::StateError;
 
 /// Why a node did not start.
@@ -14,6 +14,10 @@ pub enum StartError {
     /// The engine refused the settings.
     #[error("engine: {0}")]
     Engine(cpg_core::limits::ConfigError),
+    /// The settings do not work together (a [`crate::NodeConfig`] changed
+    /// after validation).
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
     /// The transport could not start (socket, ring, memory).
     #[error("transport: {0}")]
     Transport(#[from] io::Error),

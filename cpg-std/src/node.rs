@@ -41,8 +41,11 @@ impl Node {
     /// from (and persisted in) the state directory.
     ///
     /// # Errors
-    /// State, engine or transport set-up failures.
+    /// Settings that do not work together ([`StartError::Config`]), state,
+    /// engine or transport set-up failures.
     pub fn start(config: &NodeConfig) -> Result<Node, StartError> {
+        // before any socket is bound (the handle layer checks it again)
+        config.check_queue()?;
         Self::with_transport(
             config,
             crate::transport::uring::UringTransport::new(config)?,
@@ -66,12 +69,7 @@ impl Node {
         transport: T,
         store: Option<RingSeqStore>,
     ) -> Result<Node, StartError> {
-        let state = NodeState::<T::Frame>::new(
-            config.engine.clone(),
-            store,
-            config.handle_queue_bytes,
-            transport.zc_allocator(),
-        )?;
+        let state = NodeState::<T::Frame>::new(config, store, transport.zc_allocator())?;
         let running = transport.spawn(state.clone())?;
         Ok(Node {
             node_id: config.node_id,

@@ -41,13 +41,21 @@ fn cluster_with(n: u32, f: impl Fn(&mut NodeConfig)) -> (LoopbackNet, Vec<Node>)
     (net, nodes)
 }
 
-/// One node whose handles have a `cap`-byte queue, and one handle joined
-/// to group `name` (the network must outlive the node).
-fn one_node_joined(cap: usize, name: &str) -> (LoopbackNet, Node, H, GroupName) {
+/// A config's largest message set to `max`, and the handles' queue cap to
+/// the smallest that takes it (two such messages and 64 KiB).
+fn small_queues(c: &mut NodeConfig, max: usize) {
+    c.engine.max_message_size = max;
+    c.handle_queue_bytes = cpg_std::config::handle_queue_bytes_min(max);
+}
+
+/// One node whose messages are at most `max` bytes and whose handles'
+/// queues are capped at the least that takes them ([`small_queues`]), and
+/// one handle joined to group `name` (the network must outlive the node).
+fn one_node_joined(max: usize, name: &str) -> (LoopbackNet, Node, H, GroupName) {
     let net = LoopbackNet::new();
     let mut c = NodeConfig::in_memory(1, &[1]);
     tweak(&mut c);
-    c.handle_queue_bytes = cap;
+    small_queues(&mut c, max);
     let node = net.start(&c).unwrap();
     assert!(converged(&[&node]));
     let g = group(name);
@@ -804,17 +812,18 @@ fn finalize_inside_a_callback_stops_dispatch_with_bad_handle() {
 
 #[test]
 fn slow_consumer_is_evicted_and_the_others_see_procdown() {
-    // node 1 caps each handle's queue at 64 KiB; node 2 keeps the default
+    // node 1 caps each handle's queue at 96 KiB (messages of at most 16
+    // KiB); node 2 keeps the default cap
     let net = LoopbackNet::new();
-    let mk = |id, cap: Option<usize>| {
+    let mk = |id, small: bool| {
         let mut c = NodeConfig::in_memory(id, &[1, 2]);
         tweak(&mut c);
-        if let Some(cap) = cap {
-            c.handle_queue_bytes = cap;
+        if small {
+            small_queues(&mut c, 16 * 1024);
         }
         net.start(&c).unwrap()
     };
-    let nodes = [mk(1, Some(64 * 1024)), mk(2, None)];
+    let nodes = [mk(1, true), mk(2, false)];
     assert!(converged(&nodes.iter().collect::<Vec<_>>()));
     let g = group("slow");
     let slow = H::open(&nodes[0], 1);
@@ -829,7 +838,7 @@ fn slow_consumer_is_evicted_and_the_others_see_procdown() {
     let o = other.clone();
     let dispatcher = std::thread::spawn(move || o.cpg.dispatch(DispatchFlags::Blocking));
     let body = vec![9u8; 1000];
-    let total = 300; // 300 KB > 64 KiB
+    let total = 300; // 300 KB > 96 KiB
     let mut sent = 0;
     while sent < total {
         match send(&fast, Guarantee::Agreed, &body) {
@@ -981,8 +990,9 @@ fn leave_before_the_own_join_is_delivered_is_ordered_after_it() {
 
 #[test]
 fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
-    // a 64 KiB queue cap; the handle multicasts without dispatching
-    let (_net, node, h, _g) = one_node_joined(64 * 1024, "backpressure");
+    // a 96 KiB queue cap; the handle multicasts without dispatching
+    let cap = 96 * 1024;
+    let (_net, node, h, _g) = one_node_joined(16 * 1024, "backpressure");
     let body = vec![7u8; 1000];
     let (mut accepted, mut refused) = (0usize, 0usize);
     let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -997,10 +1007,7 @@ fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
         }
     }
     assert!(refused > 0, "back-pressure never answered TRY_AGAIN");
-    assert!(
-        accepted * 1000 < 64 * 1024,
-        "{accepted} accepted past the cap"
-    );
+    assert!(accepted * 1000 < cap, "{accepted} accepted past the cap");
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(node.stats().evictions, 0, "the sender was evicted");
     assert!(h.wait_msgs(accepted), "an accepted message was lost");
@@ -1009,12 +1016,14 @@ fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
     assert!(h.wait_msgs(accepted + 1));
 }
 
-/// A message larger than half the handle's queue cap is still taken when
-/// nothing of the handle is pending (copied, through a pool buffer, and
-/// zcb): the staged paths must not refuse it forever.
+/// A message of `max_message_size` is taken on every send path (copied,
+/// through a pool buffer, and zcb) by a handle with the smallest queue cap
+/// that allows it: the staged paths must not refuse it forever. (A
+/// message can no longer be larger than half the cap: the cap holds two of
+/// the largest and 64 KiB.)
 #[test]
-fn a_message_larger_than_half_the_queue_cap_is_accepted() {
-    let (_net, node, h, _g) = one_node_joined(64 * 1024, "big");
+fn a_maximum_size_message_is_accepted_on_every_send_path() {
+    let (_net, node, h, _g) = one_node_joined(40 * 1024, "big");
     let retry = |f: &dyn Fn() -> Result<(), CsError>| {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {

@@ -176,6 +176,7 @@ fn would_block_until_received() {
         .local_nodes(&[1], 21200)
         .this_node(1)
         .fast_timers()
+        .max_message_size(256 * 1024)
         .handle_queue_bytes(1024 * 1024)
         .build()
         .unwrap();

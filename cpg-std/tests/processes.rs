@@ -117,6 +117,11 @@ fn order_fifo_safe_agreed_big(name: &str, zc: ZeroCopy) {
         assert_eq!(s.digest, st[0].digest, "identical total order");
         assert_eq!(s.corrupt, 0);
         assert_eq!(s.fifo_violations, 0, "FIFO per sender");
+        // the handle-layer counters, as an operator reads them: nobody
+        // evicted or waited for, and a 16 MiB message was held whole
+        let h = s.handles.as_ref().expect("handle-layer counters");
+        assert_eq!((h.evictions, h.backpressure_waits), (0, 0), "{h:?}");
+        assert!(h.queue_peak_bytes >= 16 << 20, "{h:?}");
     }
     let t = st[0].transport.as_ref().expect("io_uring counters");
     assert!(

@@ -110,13 +110,16 @@ pub const NETMTU: Range = r(
 );
 /// `max_message_size`: up to 1 GiB.
 pub const MAX_MESSAGE_SIZE: Range = r("max_message_size", 1, 1 << 30, "bytes");
-/// `handle_queue_bytes`: 64 KiB to 64 GiB.
-pub const HANDLE_QUEUE_BYTES: Range = r(
-    "handle_queue_bytes",
-    HANDLE_QUEUE_BYTES_MIN as u64,
-    HANDLE_QUEUE_BYTES_MAX as u64,
-    "bytes",
-);
+/// `handle_queue_bytes`: 64 KiB + 2 bytes to 64 GiB, and at least
+/// `2 × max_message_size + 64 KiB` (checked once both are in range); 0
+/// derives it.
+pub const HANDLE_QUEUE_BYTES: Range = Range {
+    field: "handle_queue_bytes",
+    min: HANDLE_QUEUE_BYTES_MIN as u64,
+    max: HANDLE_QUEUE_BYTES_MAX as u64,
+    unit: "bytes",
+    zero: Some("2 × max_message_size + 64 KiB"),
+};
 /// `zc_copy_threshold`: at most the smallest "largest zero-copy buffer" (1 MiB).
 pub const ZC_COPY_THRESHOLD: Range = r("zc_copy_threshold", 0, 1 << 20, "bytes");
 /// `totem.token_ms`.

@@ -150,11 +150,11 @@ fn every_numeric_setting_has_a_range() {
         ("netmtu", "18446744073709551615", "576..=65535"),
         ("max_message_size", "0", "1..=1073741824"),
         ("max_message_size", "1073741825", "1..=1073741824"),
-        ("handle_queue_bytes", "10", "65536..=68719476736"),
+        ("handle_queue_bytes", "10", "65538..=68719476736"),
         (
             "handle_queue_bytes",
             "18446744073709551615",
-            "65536..=68719476736",
+            "65538..=68719476736",
         ),
         ("zc_copy_threshold", "1048577", "0..=1048576"),
         ("totem.token_ms", "5", "30..=3600000"),
@@ -200,7 +200,7 @@ fn range_bounds_are_accepted() {
         ("netmtu", "65535", ""),
         ("max_message_size", "1", ""),
         ("max_message_size", "1073741824", ""),
-        ("handle_queue_bytes", "65536", ""),
+        ("handle_queue_bytes", "65538", "max_message_size = 1"),
         ("handle_queue_bytes", "68719476736", ""),
         ("zc_copy_threshold", "0", ""),
         ("zc_copy_threshold", "1048576", ""),
@@ -236,7 +236,9 @@ fn range_bounds_are_accepted() {
         ("pool.rx_buffer_size", "1048576", ""),
     ] {
         let mut text = with_setting(key, value);
-        if with.starts_with("token_ms") {
+        if with.starts_with("max_message_size") {
+            text = format!("{with}\n{text}");
+        } else if with.starts_with("token_ms") {
             text = text.replace("token_ms = 1000", with);
         } else if !with.is_empty() {
             text = text.replace("[totem]\n", &format!("[totem]\n{with}\n"));
@@ -299,4 +301,117 @@ fn empty_state_dir_is_refused() {
     let text = GOOD.replace("state_dir = \"/tmp/x\"", "state_dir = \"\"");
     let e = err(&text, Some(1));
     assert!(e.contains("state_dir"), "{e}");
+}
+
+#[test]
+fn the_default_queue_cap_holds_two_maximum_size_messages() {
+    // Security issue "Isolation", item 9: both defaulted to 64 MiB, so one
+    // small undispatched event and one maximum-size message evicted a
+    // handle. The cap is now derived from max_message_size unless set.
+    let c = ConfigFile::parse(GOOD, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap();
+    let max = c.engine.max_message_size;
+    assert_eq!(max, limits::MAX_MESSAGE_SIZE_DEFAULT);
+    assert_eq!(c.handle_queue_bytes, 2 * max + 64 * 1024);
+    assert_eq!(c.handle_queue_bytes, HANDLE_QUEUE_BYTES_DEFAULT);
+    assert_eq!(c.slow_consumer, SlowConsumer::Evict);
+    c.check_queue().unwrap();
+    // what ConfigFile::new writes derives it too
+    let f = ConfigFile::new("t", &[(1, "127.0.0.1:5405".parse().unwrap())]);
+    assert_eq!(
+        f.validate(Some(1)).unwrap().handle_queue_bytes,
+        HANDLE_QUEUE_BYTES_DEFAULT
+    );
+    // derived from a configured max_message_size
+    let text = format!("max_message_size = 1048576\n{GOOD}");
+    let c = ConfigFile::parse(&text, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap();
+    assert_eq!(c.handle_queue_bytes, 2 * 1048576 + 65536);
+    // and given explicitly, at least that much
+    let text = format!("max_message_size = 1048576\nhandle_queue_bytes = 2162688\n{GOOD}");
+    let c = ConfigFile::parse(&text, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap();
+    assert_eq!(c.handle_queue_bytes, 2162688);
+}
+
+#[test]
+fn a_queue_cap_below_two_maximum_size_messages_is_refused_naming_both() {
+    for (max, cap) in [
+        ("1048576", "2162687"),
+        // the old defaults: 64 MiB each
+        ("67108864", "67108864"),
+    ] {
+        let text = format!("max_message_size = {max}\nhandle_queue_bytes = {cap}\n{GOOD}");
+        let f = ConfigFile::parse(&text, "t.toml").unwrap();
+        let e = f.validate(Some(1)).unwrap_err();
+        assert!(matches!(e, ConfigError::QueueTooSmall { .. }), "{e:?}");
+        let e = e.to_string();
+        for want in [
+            format!("handle_queue_bytes = {cap}"),
+            format!("max_message_size = {max}"),
+            "2 × max_message_size + 65536".to_string(),
+            "handle_queue_bytes = 0".to_string(),
+        ] {
+            assert!(e.contains(&want), "want `{want}` in: {e}");
+        }
+    }
+    // a NodeConfig changed after validation is checked again
+    let mut c = NodeConfig::in_memory(1, &[1]);
+    c.handle_queue_bytes = c.engine.max_message_size;
+    assert!(matches!(
+        c.check_queue(),
+        Err(ConfigError::QueueTooSmall { .. })
+    ));
+}
+
+#[test]
+fn slow_consumer_policy_parses_and_defaults_to_evict() {
+    for (v, want) in [
+        ("evict", SlowConsumer::Evict),
+        ("throttle", SlowConsumer::Throttle),
+    ] {
+        let text = format!("slow_consumer = \"{v}\"\n{GOOD}");
+        let f = ConfigFile::parse(&text, "t.toml").unwrap();
+        assert_eq!(f.slow_consumer, want);
+        assert_eq!(f.validate(Some(1)).unwrap().slow_consumer, want);
+        let again = ConfigFile::parse(&f.to_toml(), "again").unwrap();
+        assert_eq!(again, f);
+    }
+    let e = err(&format!("slow_consumer = \"wait\"\n{GOOD}"), Some(1));
+    assert!(
+        e.contains("wait") && e.contains("evict") && e.contains("throttle"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_throttle_is_bounded_by_the_token() {
+    // two nodes, token 1000 ms: a quarter of the token over two nodes is
+    // 125 ms, above the 100 ms ceiling
+    let c = ConfigFile::parse(GOOD, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap();
+    assert_eq!(c.throttle_budget(), std::time::Duration::from_millis(100));
+    assert_eq!(
+        c.throttle_stall_limit(),
+        std::time::Duration::from_millis(1000)
+    );
+    // token 200 ms: 200 / (4 × 2) = 25 ms per rotation
+    let text = GOOD.replace("token_ms = 1000", "token_ms = 200");
+    let c = ConfigFile::parse(&text, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap();
+    assert_eq!(c.throttle_budget(), std::time::Duration::from_millis(25));
+    assert_eq!(
+        c.throttle_stall_limit(),
+        std::time::Duration::from_millis(200)
+    );
 }

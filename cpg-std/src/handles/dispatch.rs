@@ -147,8 +147,7 @@ impl<F: FrameBuf + Send + Sync + 'static> DispatchOps for NodeState<F> {
                         lock(&self.locked).live(h)?;
                         return Err(CsError::Library);
                     }
-                    let (n, before) =
-                        Mailbox::pop_batch(&mut m, &mail.bytes, &mail.fd, max, &mut batch);
+                    let (n, before) = Mailbox::pop_batch(&mail, &mut m, max, &mut batch);
                     if n > 0 {
                         break before;
                     }

@@ -1,9 +1,10 @@
 //! What a transport calls on its node: packets and timer expiries in,
-//! transmits out, the next deadline; receive back-pressure (a transport
-//! waits while a dispatching handle is backlogged); the record of sends
-//! read from zero-copy buffers (the zero-copy proof).
+//! transmits out, the next deadline; the record of sends read from
+//! zero-copy buffers (the zero-copy proof). A frame goes to the engine at
+//! once, unless `slow_consumer = "throttle"` makes the transport wait a
+//! bounded time for a backlogged handle first ([`super::throttle`]).
 
-use std::sync::{Arc, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 
 use cpg_core::engine::{Engine, FrameBuf, Transmit};
 use cpg_core::{Instant, NodeId};
@@ -54,43 +55,13 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
 
     /// A frame arrived from node `from`.
     pub(crate) fn handle_packet(&self, from: NodeId, frame: F) {
-        let mut g = lock(&self.locked);
-        if g.backlogged() {
-            g = self.wait_room(g);
-        }
+        let g = lock(&self.locked);
+        let mut g = self.throttle(g);
         let now = self.now();
         g.drain(now);
         g.engine.handle_packet(now, from, frame);
         g.pump(now);
         g.refresh_staging();
-    }
-
-    /// Receive back-pressure: while a handle that dispatches holds more than
-    /// half its queue cap, the transport waits (at most `stall_max` per
-    /// packet) before handing the engine more frames. Frames then wait in
-    /// the socket and the token waits here, so the ring slows down to what
-    /// the slowest dispatching handle takes, instead of evicting it and
-    /// losing what it was sent. A handle that stops dispatching still
-    /// reaches its cap and is evicted (the ring is delayed, never stalled).
-    fn wait_room<'a>(&self, mut g: MutexGuard<'a, Locked<F>>) -> MutexGuard<'a, Locked<F>> {
-        let end = std::time::Instant::now() + g.stall_max;
-        g.room_waiters += 1;
-        while g.backlogged() && !g.stopped {
-            // the dispatchers must hear of what this batch queued, or they
-            // would not drain what is waited for (kicks are deferred to the
-            // end of the transport's batch)
-            g.dirty.kick();
-            let Some(left) = end.checked_duration_since(std::time::Instant::now()) else {
-                break;
-            };
-            g = self
-                .room
-                .wait_timeout(g, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        g.room_waiters -= 1;
-        g
     }
 
     /// After a batch of [`NodeState::step`] calls (before the transport
@@ -142,9 +113,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
         match input {
             StepInput::Wake => {}
             StepInput::Packet(from, frame) => {
-                if g.backlogged() {
-                    g = self.wait_room(g);
-                }
+                g = self.throttle(g);
                 let now = self.now();
                 g.engine.handle_packet(now, from, frame);
                 g.pump(now);

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use cpg_core::engine::Payload;
@@ -62,6 +62,9 @@ pub(crate) struct Mailbox<F> {
     pub(crate) cond: Condvar,
     /// `st.bytes`, readable without the lock (back-pressure checks).
     pub(crate) bytes: AtomicUsize,
+    /// Batches dispatchers took out: the throttle reads it to tell a slow
+    /// consumer from one that makes no progress at all.
+    pub(crate) pops: AtomicU64,
     /// Events were pushed since the last `kick`: the fd and waiting
     /// dispatchers are signalled once per transport step, not per event, so
     /// a dispatcher wakes to a batch.
@@ -98,6 +101,7 @@ impl<F> Mailbox<F> {
             }),
             cond: Condvar::new(),
             bytes: AtomicUsize::new(0),
+            pops: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             fd,
         }
@@ -138,12 +142,11 @@ impl<F> Mailbox<F> {
         fits
     }
 
-    /// Move up to `max` events into `out`: how many, and the queued bytes
-    /// before.
+    /// Move up to `max` events of `mb`'s queue (`m`, its locked state)
+    /// into `out`: how many, and the queued bytes before.
     pub(crate) fn pop_batch(
+        mb: &Mailbox<F>,
         m: &mut MailState<F>,
-        bytes: &AtomicUsize,
-        fd: &OwnedFd,
         max: usize,
         out: &mut VecDeque<MailEvent<F>>,
     ) -> (usize, usize) {
@@ -154,11 +157,14 @@ impl<F> Mailbox<F> {
             m.bytes -= ev.cost();
             out.push_back(ev);
         }
-        bytes.store(m.bytes, Ordering::Relaxed);
+        if n > 0 {
+            mb.pops.fetch_add(1, Ordering::Relaxed);
+        }
+        mb.bytes.store(m.bytes, Ordering::Relaxed);
         if m.queue.is_empty() && m.signaled {
             m.signaled = false;
             let mut b = [0u8; 8];
-            let _ = rustix::io::read(fd, &mut b);
+            let _ = rustix::io::read(&*mb.fd, &mut b);
         }
         (n, before)
     }
@@ -257,7 +263,7 @@ mod tests {
     fn pop(m: &Mb, max: usize) -> Vec<u64> {
         let mut out = VecDeque::new();
         let mut st = lock(&m.st);
-        Mailbox::pop_batch(&mut st, &m.bytes, &m.fd, max, &mut out);
+        Mailbox::pop_batch(m, &mut st, max, &mut out);
         out.iter().map(seq).collect()
     }
 

@@ -10,8 +10,9 @@
 //! | this one | [`NodeState`] (one per node), the node lock over [`Locked`] (engine and handle table) |
 //! | [`staging`] | a handle's staging area: multicasts queued without the node lock |
 //! | [`mailbox`] | a handle's delivery queue, its condvar and eventfd |
-//! | [`route`] | engine events to handles; slow-consumer eviction |
+//! | [`route`] | engine events to handles; eviction at the queue cap |
 //! | [`drive`] | what a transport calls: packets, timeouts, transmits |
+//! | [`throttle`] | the opt-in receive throttle (`slow_consumer = "throttle"`): a wait budget per token rotation, stalled handles evicted |
 //! | [`ops`] | what the API layer calls, object safe ([`ops::DynNode`]) |
 //! | [`send`] | `mcast` and `zcb_*` |
 //! | [`dispatch`] | events out of a mailbox, to the API layer's callbacks |
@@ -45,6 +46,7 @@ use crate::lock;
 use cpg_core::engine::{Engine, EngineOptions, FrameBuf};
 use cpg_core::{CsError, GroupName, Instant, NodeId};
 
+use crate::config::{NodeConfig, SlowConsumer};
 use crate::error::StartError;
 use crate::state::RingSeqStore;
 
@@ -55,12 +57,14 @@ pub(crate) mod ops;
 pub(crate) mod route;
 pub(crate) mod send;
 pub(crate) mod staging;
+pub(crate) mod throttle;
 pub(crate) mod zc;
 
 pub use self::drive::BufSend;
 pub(crate) use self::drive::{monotonic_now, StepInput};
 use self::mailbox::{DirtyList, MailEvent, Mailbox};
 use self::staging::Staging;
+use self::throttle::Throttle;
 use self::zc::ZcAllocator;
 
 /// The opaque per-handle context (`cpg_context_get/set`).
@@ -70,13 +74,31 @@ pub type Context = Option<Arc<dyn Any + Send + Sync>>;
 /// batch of its events is dispatched; dropped when the handle is finalized.
 pub(crate) type Callbacks = Arc<Mutex<dyn Any + Send>>;
 
-/// Counters of the handle layer.
+/// Counters of the handle layer: what the slow-consumer policy did
+/// (`docs/ARCHITECTURE.md`, Policies). With `slow_consumer = "evict"` (the
+/// default) the `backpressure_*` counters stay 0: the ring never waits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeStats {
-    /// Handles evicted as slow consumers.
+    /// Handles evicted as slow consumers (at their queue cap, or stalled).
     pub evictions: u64,
+    /// Of those, evicted by the throttle for dispatching nothing for
+    /// [`crate::NodeConfig::throttle_stall_limit`] while over half their cap.
+    pub evictions_stalled: u64,
     /// Handles open now.
     pub handles: usize,
+    /// The most bytes any handle's queue held (out of `handle_queue_bytes`):
+    /// how close consumers came to eviction.
+    pub queue_peak_bytes: usize,
+    /// Throttle: times the transport waited for a backlogged handle before
+    /// handing the engine a frame.
+    pub backpressure_waits: u64,
+    /// Throttle: the total time of those waits.
+    pub backpressure_wait: std::time::Duration,
+    /// Throttle: token rotations whose wait budget
+    /// ([`crate::NodeConfig::throttle_budget`]) ran out, after which frames
+    /// went to the engine without waiting until the next rotation.
+    pub backpressure_budget_spent: u64,
 }
 
 /// A handle's place in its group.
@@ -105,6 +127,9 @@ pub(crate) struct HandleState<F> {
     /// lock at its end (not one lock per delivered message).
     pub(crate) outbox: Vec<MailEvent<F>>,
     pub(crate) evicted: bool,
+    /// Throttle: since when the handle has been over half its cap without
+    /// dispatching, and its mailbox's pop count then.
+    pub(crate) stuck: Option<(u64, std::time::Instant)>,
     /// Bytes (event cost) of this handle's accepted multicasts not yet
     /// delivered back to it: with `bytes`, what back-pressure looks at.
     pub(crate) inflight: usize,
@@ -163,12 +188,14 @@ pub(crate) struct Locked<F> {
     pub(crate) store: Option<RingSeqStore>,
     pub(crate) stopped: bool,
     pub(crate) queue_cap: usize,
-    pub(crate) evictions: u64,
+    /// Counters (`handles` is counted when read).
+    pub(crate) stats: NodeStats,
     /// Transport threads waiting in [`NodeState::handle_packet`] for a
     /// backlogged handle to dispatch.
     pub(crate) room_waiters: usize,
-    /// Longest such wait per packet.
-    pub(crate) stall_max: std::time::Duration,
+    /// `slow_consumer = "throttle"`: the wait budget and its state; `None`
+    /// (evict): the transport never waits.
+    pub(crate) throttle: Option<Throttle>,
     /// Set by a transport that calls [`NodeState::batch_done`] after each
     /// batch of steps: mailboxes are signalled then, not at every step.
     pub(crate) defer_kicks: bool,
@@ -178,15 +205,6 @@ pub(crate) struct Locked<F> {
 }
 
 impl<F> Locked<F> {
-    /// A live handle holds more than half its queue cap.
-    pub(crate) fn backlogged(&self) -> bool {
-        let half = self.queue_cap / 2;
-        self.slots
-            .iter()
-            .filter_map(|s| s.state.as_ref())
-            .any(|s| !s.evicted && s.mail.bytes() > half)
-    }
-
     pub(crate) fn slot_of(&self, h: u64) -> Option<usize> {
         let idx = (h & 0xFFFF_FFFF) as usize;
         let check = (h >> 32) as u32;
@@ -234,22 +252,28 @@ pub(crate) struct NodeState<F> {
 }
 
 impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
+    /// The handle layer of the node `config` describes (its engine
+    /// settings, queue cap and slow-consumer policy).
     pub(crate) fn new(
-        engine_config: cpg_core::limits::Config,
+        config: &NodeConfig,
         store: Option<RingSeqStore>,
-        queue_cap: usize,
         zc: Arc<dyn ZcAllocator<F>>,
     ) -> Result<Arc<NodeState<F>>, StartError> {
+        config.check_queue()?;
+        let engine_config = config.engine.clone();
         let initial = match &store {
             Some(s) => s.initial_ring_seq()?,
             None => 1,
         };
         let node_id = engine_config.node_id;
         let zc_small = engine_config.zc_copy_threshold;
-        // a receive back-pressure wait stays far below the token timeout
-        let stall_max = std::time::Duration::from_nanos(
-            (engine_config.token_effective().0 / 8).min(100_000_000),
-        );
+        let throttle = match config.slow_consumer {
+            SlowConsumer::Evict => None,
+            SlowConsumer::Throttle => Some(Throttle::new(
+                config.throttle_budget(),
+                config.throttle_stall_limit(),
+            )),
+        };
         let engine = Engine::new(
             engine_config,
             EngineOptions::default(),
@@ -267,10 +291,10 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
                 pending_leaves: Vec::new(),
                 store,
                 stopped: false,
-                queue_cap,
-                evictions: 0,
+                queue_cap: config.handle_queue_bytes,
+                stats: NodeStats::default(),
                 room_waiters: 0,
-                stall_max,
+                throttle,
                 defer_kicks: false,
                 dirty: dirty.clone(),
             }),

@@ -151,6 +151,7 @@ impl<F: FrameBuf + Send + Sync + 'static> DynNode for NodeState<F> {
             mail: Arc::new(Mailbox::new(fd.clone())),
             outbox: Vec::new(),
             evicted: false,
+            stuck: None,
             staging: staging.clone(),
             inflight: 0,
             group_arc: None,
@@ -305,8 +306,8 @@ impl<F: FrameBuf + Send + Sync + 'static> DynNode for NodeState<F> {
     fn stats(&self) -> NodeStats {
         let g = lock(&self.locked);
         NodeStats {
-            evictions: g.evictions,
             handles: g.slots.iter().filter(|s| s.state.is_some()).count(),
+            ..g.stats
         }
     }
     fn status(&self) -> NodeStatus {

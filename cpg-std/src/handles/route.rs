@@ -237,25 +237,45 @@ impl<F: FrameBuf + Send + Sync + 'static> Locked<F> {
     }
 
     /// Move every outbox into its mailbox; evict a handle whose queue goes
-    /// over the cap (an empty queue always takes one event).
+    /// over the cap (an empty queue always takes one event), at once and
+    /// whatever the slow-consumer policy: nobody waits for it.
     fn flush(&mut self) {
         let cap = self.queue_cap;
-        for slot in self.slots.iter_mut() {
-            let Some(s) = slot.state.as_mut() else {
+        for i in 0..self.slots.len() {
+            let Some(s) = self.slots[i].state.as_mut() else {
                 continue;
             };
-            if s.outbox.is_empty() || s.mail.push_many(&mut s.outbox, cap, &self.dirty) {
+            if s.outbox.is_empty() {
                 continue;
             }
-            s.outbox.clear();
-            s.evicted = true;
-            s.gone.store(true, Ordering::Release);
-            lock(&s.staging.st).open = false;
-            s.mail.close();
-            if let Some((g, HState::JoinStarted | HState::Joined)) = s.group.take() {
-                self.pending_leaves.push((s.pid, g, s.staging.clone()));
+            let fits = s.mail.push_many(&mut s.outbox, cap, &self.dirty);
+            let peak = &mut self.stats.queue_peak_bytes;
+            *peak = (*peak).max(s.mail.bytes());
+            if !fits {
+                self.evict(i);
             }
-            self.evictions += 1;
         }
+    }
+
+    /// Evict the handle in slot `i`: its calls answer LIBRARY from now on,
+    /// its queue is dropped, and its leave (PROCDOWN for the others) goes
+    /// to the engine at the next pump (retried until taken).
+    pub(crate) fn evict(&mut self, i: usize) {
+        let Some(s) = self.slots[i].state.as_mut() else {
+            return;
+        };
+        if s.evicted {
+            return;
+        }
+        s.outbox.clear();
+        s.evicted = true;
+        s.stuck = None;
+        s.gone.store(true, Ordering::Release);
+        lock(&s.staging.st).open = false;
+        s.mail.close();
+        if let Some((g, HState::JoinStarted | HState::Joined)) = s.group.take() {
+            self.pending_leaves.push((s.pid, g, s.staging.clone()));
+        }
+        self.stats.evictions += 1;
     }
 }

@@ -9,7 +9,7 @@
 //! | `{"cmd":"stop_stream"}` | `ok` (the stream's own reply follows) |
 //! | `{"cmd":"big","size":S,"zc":false}` | `ok` / `err` |
 //! | `{"cmd":"members","group":"g"}` | `members` |
-//! | `{"cmd":"status"}` | `delivered`, `digest`, `corrupt`, `fifo_violations`, `per_sender`, `ring`, `members`, `transport` (the io_uring driver's send, receive-drop and frame-sealing counters) |
+//! | `{"cmd":"status"}` | `delivered`, `digest`, `corrupt`, `fifo_violations`, `per_sender`, `ring`, `members`, `transport` (the io_uring driver's send, receive-drop and frame-sealing counters), `handles` (the handle layer's: evictions, back-pressure waits) |
 //! | `{"cmd":"quit"}` | process exits 0 |
 //!
 //! Every line is checked before it runs ([`proto::parse_line`]): a line
@@ -282,6 +282,7 @@ impl NodeProc {
             ring: st.ring_id.to_string(),
             members: st.members,
             transport: self.node.transport_counters().map(|c| Box::new(c.into())),
+            handles: Some(Box::new(self.node.stats().into())),
         }
     }
 
