@@ -605,6 +605,12 @@ impl Sim {
         &self.nodes[self.i(node)]
     }
 
+    /// A node by id, to change (scenarios: its disk before a start).
+    pub fn node_mut(&mut self, node: NodeId) -> &mut SimNode {
+        let i = self.i(node);
+        &mut self.nodes[i]
+    }
+
     /// A node's engine, if it runs.
     pub fn engine(&self, node: NodeId) -> Option<&Engine<Frame>> {
         self.node(node).engine.as_ref()

@@ -23,6 +23,16 @@ pub struct Stats {
     /// token whose aru is above its seq, a JOIN naming nodes outside the
     /// node list, ...): corruption the checksum missed.
     pub dropped_implausible: u64,
+    /// JOINs and commit tokens whose ring seq no honest node could send:
+    /// above `limits::RING_SEQ_MAX`, or further above the highest ring seq
+    /// this node knows than `limits::RING_SEQ_JUMP_MAX` (a commit token:
+    /// half of it). Adopted, they would use up the ring seq space.
+    pub dropped_ring_seq_jump: u64,
+    /// Multicasts refused because they lie above the highest seq a token
+    /// has shown this node and the window already holds
+    /// `recv_window_bytes` of such frames (they come back by
+    /// retransmission once the ring gets there).
+    pub dropped_window_bytes: u64,
     /// Messages re-multicast to serve retransmit requests.
     pub retransmissions: u64,
     /// Tokens accepted.
