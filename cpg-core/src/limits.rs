@@ -457,6 +457,26 @@ mod tests {
     }
 
     #[test]
+    fn recv_window_bytes_default_and_bounds() {
+        let c = Config::new(1, &[1, 2, 3]);
+        assert_eq!(c.rotation_frames_max(), 50 + 17 * 3);
+        assert_eq!(c.recv_window_bytes_min(), 2 * 101 * 1472);
+        assert_eq!(c.recv_window_bytes_effective(), RECV_WINDOW_BYTES_DEFAULT);
+        // 64 nodes with 65,507-byte frames: two rotations are more than 64 MiB.
+        let nodes: heapless::Vec<NodeId, NODES_MAX> = (1..=64).collect();
+        let mut c = Config::new(1, &nodes);
+        c.netmtu = NETMTU_MAX;
+        let min = 2 * (50 + 17 * 64) * FRAME_MAX;
+        assert_eq!(c.recv_window_bytes_effective(), min);
+        c.validate().unwrap();
+        c.recv_window_bytes = min - 1;
+        assert_eq!(c.validate(), Err(ConfigError::RecvWindowBytes { min }));
+        c.recv_window_bytes = min;
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.recv_window_bytes_effective(), min);
+    }
+
+    #[test]
     fn huge_timers_are_refused_not_wrapped() {
         // Found by the cpg-std `config` fuzz target: token_ms near i64::MAX
         // overflowed `from_millis` (a panic with overflow checks, a wrapped

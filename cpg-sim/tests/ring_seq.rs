@@ -290,3 +290,19 @@ fn partitions_with_very_different_ring_seqs_merge() {
         ok(s.run_until_converged(bound()));
     }
 }
+
+/// An engine starts from a ring seq in 1..=RING_SEQ_MAX only: beyond it no
+/// ring could follow (cpg-std refuses such a state file before this).
+#[test]
+fn initial_ring_seq_beyond_the_maximum_is_refused() {
+    use cpg_core::limits::{Config, ConfigError};
+    use cpg_core::Instant;
+    let mut n = cpg_sim::node::SimNode::new(1, Config::fast(1, &[1]), Vec::new());
+    for seq in [0, RING_SEQ_MAX + 1, u64::MAX] {
+        match n.start_with_seq(Instant::ZERO, seq) {
+            Err(e) => assert_eq!(e, ConfigError::NoInitialRingSeq),
+            Ok(_) => panic!("Engine::new accepted initial ring seq {seq}"),
+        }
+    }
+    assert!(n.start_with_seq(Instant::ZERO, RING_SEQ_MAX).is_ok());
+}

@@ -379,6 +379,22 @@ impl<F: FrameBuf> Totem<F> {
         }
     }
 
+    /// [we] Whether a received frame of `len` bytes is one a node of this
+    /// cluster could send: no frame is longer than `frame_max`, and a
+    /// multicast leaves room for the header its recovery copy adds (spec
+    /// §6.1). A longer one, held and then re-sent in RECOVERY, would make a
+    /// copy no path of this netmtu carries (over 65,507 B: none at all), so
+    /// recovery could never complete (found by the forged-flood scenario,
+    /// `cpg-sim/tests/recv_window.rs`). Every node of a cluster must use
+    /// the same `netmtu` and `frame_overhead`.
+    fn fits_frame_max(&self, packet: &Packet<'_>, len: usize) -> bool {
+        let max = self.cfg.frame_max();
+        match packet {
+            Packet::Mcast(m) if !m.encapsulated => len + MCAST_HEADER_LEN <= max,
+            _ => len <= max,
+        }
+    }
+
     // ---- ring seqs ---------------------------------------------------------
 
     /// [we] Whether `packet` names a ring seq no honest node could send
@@ -542,6 +558,11 @@ impl<F: FrameBuf> Totem<F> {
         let sender = parsed.header.sender;
         if !self.cfg.nodes.contains(&sender) {
             self.stats.dropped_unknown_node += 1;
+            self.releases.push_back(frame);
+            return;
+        }
+        if !self.fits_frame_max(&parsed.packet, frame.as_ref().len()) {
+            self.stats.dropped_implausible += 1;
             self.releases.push_back(frame);
             return;
         }

@@ -19,9 +19,10 @@ pub struct Stats {
     pub dropped_stale: u64,
     /// Frames from nodes outside the node list.
     pub dropped_unknown_node: u64,
-    /// Control frames that parse but no honest node could have sent (a
-    /// token whose aru is above its seq, a JOIN naming nodes outside the
-    /// node list, ...): corruption the checksum missed.
+    /// Frames that parse but no honest node could have sent (a token whose
+    /// aru is above its seq, a JOIN naming nodes outside the node list, a
+    /// frame longer than the cluster's netmtu lets a node send, ...):
+    /// corruption the checksum missed, or a forgery.
     pub dropped_implausible: u64,
     /// JOINs and commit tokens whose ring seq no honest node could send:
     /// above `limits::RING_SEQ_MAX`, or further above the highest ring seq

@@ -446,6 +446,74 @@ mod tests {
         assert_eq!(w.aru, upto.wrapping_add(1));
     }
 
+    fn sized(len: usize) -> Stored<Arc<[u8]>> {
+        Stored {
+            frame: FrameRef::Own(Arc::from(alloc::vec![0u8; len])),
+            ..st()
+        }
+    }
+
+    /// A forged flood of frames above the seq the ring reached is held to
+    /// the budget; frames the ring reached, the gap above `aru` among them,
+    /// are always taken, whatever the window holds.
+    #[test]
+    fn frames_ahead_of_the_ring_are_held_within_the_budget() {
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 1000);
+        assert_eq!(w.insert(5, sized(400)), Insert::Stored);
+        assert_eq!(w.insert(6, sized(400)), Insert::Stored);
+        assert_eq!(w.insert(7, sized(400)), Insert::OverBudget);
+        assert_eq!(
+            w.insert(7, sized(200)),
+            Insert::Stored,
+            "what fits is taken"
+        );
+        assert_eq!(w.insert(9, sized(1)), Insert::OverBudget);
+        assert_eq!(w.bytes(), (1000, 1000));
+        assert_eq!(w.high_seq, 7, "a refused frame leaves no trace");
+        w.assert_invariants("test");
+        // A token shows the ring reached 4: the gap above aru fills.
+        w.reach_token(4, 100);
+        for seq in 1..=4 {
+            assert_eq!(w.insert(seq, sized(400)), Insert::Stored);
+        }
+        assert_eq!(w.aru, 7);
+        assert_eq!(w.bytes(), (2600, 1000));
+        w.assert_invariants("test");
+        // The next token reaches 8: nothing above it is held any more.
+        w.reach_token(8, 100);
+        assert_eq!(w.bytes(), (2600, 0));
+        assert_eq!(w.insert(8, sized(5000)), Insert::Stored, "owed: no budget");
+        assert_eq!(w.insert(9, sized(900)), Insert::Stored);
+        // Releasing frees both counts.
+        let mut n = 0;
+        w.release_upto(9, |_| n += 1);
+        assert_eq!((n, w.bytes()), (9, (0, 0)));
+        w.assert_invariants("test");
+    }
+
+    /// A token moves the reached seq at most one rotation (`step`) at a
+    /// time, and never past the window's end: a forged token cannot open
+    /// the whole window to frames ahead of the ring.
+    #[test]
+    fn a_token_moves_the_reached_seq_one_rotation_at_most() {
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 100);
+        w.reach_token(1_000_000, 50);
+        assert_eq!(w.insert(50, sized(500)), Insert::Stored);
+        assert_eq!(w.insert(51, sized(500)), Insert::OverBudget);
+        for _ in 0..1_000 {
+            w.reach_token(u32::MAX / 2, 5_000);
+        }
+        w.assert_invariants("test");
+        assert_eq!(w.insert(RECV_WINDOW, sized(500)), Insert::Stored);
+        assert_eq!(w.insert(RECV_WINDOW + 1, sized(1)), Insert::Refused);
+        // Own frames and recovered ones are owed: no budget.
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 0);
+        assert_eq!(w.insert(3, sized(10)), Insert::OverBudget);
+        assert_eq!(w.insert_owed(3, sized(10)), Insert::Stored);
+        assert_eq!(w.bytes(), (10, 0));
+        w.assert_invariants("test");
+    }
+
     #[test]
     fn missing_counts_gaps() {
         let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, usize::MAX);
