@@ -11,7 +11,8 @@
 //!
 //! It must not read a clock, touch a socket or allocate without a bound:
 //! every queue here is capped (send queue by `send_queue_frames`, receive
-//! windows by `RECV_WINDOW`, sets by `NODES_MAX`).
+//! windows by `RECV_WINDOW` seqs and, for frames ahead of the ring, by
+//! `recv_window_bytes`, sets by `NODES_MAX`).
 //!
 //! Submodules: [`token`] (the ORF token visit, sending, delivery),
 //! [`membership`] (JOIN, consensus, commit token), [`deaf`] (one-way
