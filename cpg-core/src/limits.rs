@@ -60,12 +60,6 @@ pub const RING_SEQ_MAX: u64 = 1 << 62;
 /// corrupted frame moves a node's ring seq by at most half of it, which its
 /// ring can follow, and a flood of forged JOINs moves it no further than one.
 pub const RING_SEQ_JUMP_MAX: u64 = 1 << 40;
-/// Floor of the derived `Config::recv_window_bytes`: bytes of frames a
-/// receive window may hold above the highest seq a token has shown the node
-/// (frames the ring has not reached as far as it knows). An honest ring puts
-/// at most `max_messages` frames per other node there (one rotation), ~150 KB
-/// for 3 nodes at netmtu 1500, 3.6 MB for 3 nodes with 65,507-byte frames.
-pub const RECV_WINDOW_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
 /// Most processes one node lists in a joinlist (one frame's worth is plenty;
 /// larger lists are split over several messages).
 pub const JOINLIST_MAX: usize = 256;
@@ -122,12 +116,15 @@ pub struct Config {
     pub zc_copy_threshold: usize,
     /// Bytes of frames each receive window may hold above the highest seq a
     /// token has shown this node: frames the ring has not reached yet as far
-    /// as this node knows. Beyond it such a frame is refused (counted as
-    /// `dropped_window_bytes`) and comes back by retransmission once a
-    /// token shows the ring got there; frames at or below that seq are
-    /// always taken, so a gap is always filled. 0 = derived:
-    /// [`Config::recv_window_bytes_effective`]. Set, it must be at least
-    /// two rotations' worth ([`Config::recv_window_bytes_min`]).
+    /// as this node knows (an honest ring puts at most one rotation there).
+    /// Beyond it, or beyond [`Config::recv_ahead_frames_max`] such frames,
+    /// a frame is refused (counted as `dropped_window_bytes`) and comes back
+    /// by retransmission once a token shows the ring got there; frames at
+    /// or below that seq are always taken, so a gap is always filled.
+    /// 0 = two rotations of full frames
+    /// ([`Config::recv_window_bytes_effective`]); set, at least one
+    /// ([`Config::recv_window_bytes_min`]). More than two has no effect:
+    /// no more frames than two rotations are held ahead.
     pub recv_window_bytes: usize,
 }
 
@@ -214,21 +211,29 @@ impl Config {
         let per_node = self.max_messages.saturating_mul(self.nodes.len() as u32);
         self.window_size.saturating_add(per_node)
     }
-    /// The smallest `recv_window_bytes` accepted: two rotations of
-    /// [`Config::frame_max`] frames, twice what an honest ring can put
-    /// above the last token a node saw.
+    /// The smallest `recv_window_bytes` accepted: one rotation of
+    /// [`Config::frame_max`] frames, more than an honest ring can put above
+    /// the last token a node saw (`max_messages` per other node).
     pub fn recv_window_bytes_min(&self) -> usize {
-        (self.rotation_frames_max() as usize)
-            .saturating_mul(2)
-            .saturating_mul(self.frame_max())
+        (self.rotation_frames_max() as usize).saturating_mul(self.frame_max())
     }
-    /// `recv_window_bytes` unless 0; then the larger of
-    /// [`RECV_WINDOW_BYTES_DEFAULT`] and [`Config::recv_window_bytes_min`].
+    /// Most frames a receive window holds above the seq the ring has
+    /// reached: two rotations ([`Config::rotation_frames_max`]). An honest
+    /// ring puts at most `max_messages` per other node there; the bound
+    /// matters for small frames, each of which pins a driver receive buffer
+    /// while held.
+    pub fn recv_ahead_frames_max(&self) -> u32 {
+        self.rotation_frames_max().saturating_mul(2)
+    }
+    /// `recv_window_bytes` unless 0; then two rotations of full frames,
+    /// `2 × (window_size + max_messages × nodes) × frame_max`: 297 KB for 3
+    /// nodes at netmtu 1500, 13 MB with 65,507-byte frames, 149 MB for 64
+    /// nodes with those.
     pub fn recv_window_bytes_effective(&self) -> usize {
         if self.recv_window_bytes != 0 {
             return self.recv_window_bytes;
         }
-        RECV_WINDOW_BYTES_DEFAULT.max(self.recv_window_bytes_min())
+        (self.recv_ahead_frames_max() as usize).saturating_mul(self.frame_max())
     }
     /// Largest frame (UDP payload) in force: `netmtu − frame_overhead`,
     /// at most 65,507. Every datagram the engine emits fits in it.
@@ -363,7 +368,7 @@ pub enum ConfigError {
     /// The engine needs the ring seq persisted by the previous incarnation
     /// (+1): not 0, and at most [`RING_SEQ_MAX`].
     NoInitialRingSeq,
-    /// `recv_window_bytes` set below two rotations of full frames: honest
+    /// `recv_window_bytes` set below one rotation of full frames: honest
     /// traffic could be refused.
     RecvWindowBytes {
         /// The smallest value accepted for these settings.
@@ -399,7 +404,7 @@ impl core::fmt::Display for ConfigError {
             }
             ConfigError::RecvWindowBytes { min } => write!(
                 f,
-                "recv_window_bytes below {min} B (two token rotations of full frames): use 0 for the default or at least that"
+                "recv_window_bytes below {min} B (one token rotation of full frames): use 0 for the default or at least that"
             ),
         }
     }
@@ -460,14 +465,14 @@ mod tests {
     fn recv_window_bytes_default_and_bounds() {
         let c = Config::new(1, &[1, 2, 3]);
         assert_eq!(c.rotation_frames_max(), 50 + 17 * 3);
-        assert_eq!(c.recv_window_bytes_min(), 2 * 101 * 1472);
-        assert_eq!(c.recv_window_bytes_effective(), RECV_WINDOW_BYTES_DEFAULT);
-        // 64 nodes with 65,507-byte frames: two rotations are more than 64 MiB.
+        assert_eq!(c.recv_ahead_frames_max(), 2 * 101);
+        assert_eq!(c.recv_window_bytes_min(), 101 * 1472);
+        assert_eq!(c.recv_window_bytes_effective(), 2 * 101 * 1472);
         let nodes: heapless::Vec<NodeId, NODES_MAX> = (1..=64).collect();
         let mut c = Config::new(1, &nodes);
         c.netmtu = NETMTU_MAX;
-        let min = 2 * (50 + 17 * 64) * FRAME_MAX;
-        assert_eq!(c.recv_window_bytes_effective(), min);
+        let min = (50 + 17 * 64) * FRAME_MAX;
+        assert_eq!(c.recv_window_bytes_effective(), 2 * min);
         c.validate().unwrap();
         c.recv_window_bytes = min - 1;
         assert_eq!(c.validate(), Err(ConfigError::RecvWindowBytes { min }));

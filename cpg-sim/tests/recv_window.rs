@@ -24,6 +24,14 @@ fn jumbo(c: &mut Config) {
     c.netmtu = NETMTU_MAX;
 }
 
+/// Jumbo frames, and the smallest byte budget allowed (one rotation of
+/// full frames, half the default): the flood meets the byte budget before
+/// the frame bound.
+fn jumbo_tight(c: &mut Config) {
+    c.netmtu = NETMTU_MAX;
+    c.recv_window_bytes = c.recv_window_bytes_min();
+}
+
 /// The seq of the last ORF token any node sent, and its ring.
 fn last_token(s: &Sim) -> (RingId, u32) {
     s.net
@@ -67,14 +75,15 @@ fn forged_mcast(s: &Sim, sender: NodeId, ring: RingId, seq: u32, len: usize) -> 
 /// future seqs (all within the 16,384-seq receive window) took one node's
 /// RSS from 84 MB to 1.06 GB, after which it delivered 98 of 200 real
 /// messages while the others delivered all 200. Now the node holds at most
-/// `recv_window_bytes` of them above the seq its last token showed (the
-/// rest are refused and counted); whatever it took is gone with the ring it
-/// forced to re-form, and 200 real messages sent afterwards reach every
-/// node.
+/// `recv_window_bytes` of them above the seq its last token showed (here
+/// the smallest allowed, 6.6 MB; the rest are refused and counted);
+/// whatever it took is gone with the ring it forced to re-form (it drops
+/// the true token while it holds a frame above it, spec §3.2), and 200
+/// real messages sent afterwards reach every node.
 #[test]
 fn a_flood_of_forged_multicasts_ahead_of_the_ring_is_held_to_the_budget() {
     let mut opts = SimOptions::calm(3);
-    opts.config_tweak = Some(jumbo);
+    opts.config_tweak = Some(jumbo_tight);
     opts.workload = Workload::idle();
     let mut s = Sim::new(1, opts);
     s.replay_hint = "cargo test -p cpg-sim --release --test recv_window -- --nocapture".into();
@@ -107,6 +116,7 @@ fn a_flood_of_forged_multicasts_ahead_of_the_ring_is_held_to_the_budget() {
             held <= budget + held0 + (1 << 20),
             "{held} B held, budget {budget} B"
         );
+        assert!(held < 8 << 20, "{held} B held");
     }
     let st = s.engine(3).unwrap().stats().clone();
     println!(
@@ -154,6 +164,37 @@ fn a_flood_of_forged_multicasts_ahead_of_the_ring_is_held_to_the_budget() {
         e.stats().dropped_implausible,
         e.stats().dropped_malformed
     );
+}
+
+/// The same flood with tiny frames: each held received frame pins a whole
+/// receive buffer in the io_uring driver (1,024 of them by default), so
+/// frames ahead of the ring are bounded in number too: two rotations.
+#[test]
+fn a_flood_of_tiny_forged_multicasts_is_held_to_two_rotations() {
+    let mut opts = SimOptions::calm(3);
+    opts.workload = Workload::idle();
+    let mut s = Sim::new(1, opts);
+    s.replay_hint = "cargo test -p cpg-sim --release --test recv_window -- --nocapture".into();
+    ok(s.run_until_ring(&[1, 2, 3], bound()));
+    ok(s.run_for(Duration::from_millis(300)));
+    let most = s.engine(3).unwrap().config().recv_ahead_frames_max();
+    let (ring, seq) = last_token(&s);
+    let len = 64;
+    for k in 0..16_284u32 {
+        let f = forged_mcast(&s, 2, ring, seq.wrapping_add(101 + k), len);
+        s.inject(2, 3, f.into(), Duration::from_micros(u64::from(k % 512)));
+    }
+    ok(s.run_for(Duration::from_millis(1)));
+    let (_, ahead) = s.engine(3).unwrap().window_bytes();
+    let refused = s.engine(3).unwrap().stats().dropped_window_bytes;
+    println!(
+        "{ahead} B ahead ({} frames at most), {refused} refused",
+        most
+    );
+    assert!(ahead <= most as usize * len, "{ahead} B ahead");
+    assert!(refused >= 16_284 - u64::from(most));
+    ok(s.run_until_ring(&[1, 2, 3], bound()));
+    ok(s.run_until_converged(bound()));
 }
 
 /// A forged multicast as long as a whole frame (`frame_max`) was stored

@@ -207,7 +207,10 @@ impl<F: FrameBuf> Totem<F> {
             seq: initial_ring_seq,
         };
         let max_len = cfg.max_message_size + 1024;
-        let ahead_max = cfg.recv_window_bytes_effective();
+        let ahead = (
+            cfg.recv_window_bytes_effective(),
+            cfg.recv_ahead_frames_max(),
+        );
         let mut t = Totem {
             me,
             trace: options.trace,
@@ -226,8 +229,8 @@ impl<F: FrameBuf> Totem<F> {
             consensus: NodeList::new(),
             deaf: deaf::Deaf::default(),
             gather_entries: 0,
-            regular: Window::new(ring, 0, ahead_max),
-            recovery: Window::new(ring, 0, ahead_max),
+            regular: Window::new(ring, 0, ahead.0, ahead.1),
+            recovery: Window::new(ring, 0, ahead.0, ahead.1),
             old_ring: OldRingState::default(),
             old_high_delivered_max: 0,
             commit_token: None,
@@ -483,7 +486,11 @@ impl<F: FrameBuf> Totem<F> {
     }
     /// A fresh window for `ring` starting after `start`.
     fn new_window(&self, ring: RingId, start: u32) -> Window<F> {
-        Window::new(ring, start, self.cfg.recv_window_bytes_effective())
+        let (bytes, frames) = (
+            self.cfg.recv_window_bytes_effective(),
+            self.cfg.recv_ahead_frames_max(),
+        );
+        Window::new(ring, start, bytes, frames)
     }
     pub(crate) fn flow_control_enabled(&self) -> bool {
         self.flow_control

@@ -31,8 +31,8 @@ pub struct Stats {
     pub dropped_ring_seq_jump: u64,
     /// Multicasts refused because they lie above the highest seq a token
     /// has shown this node and the window already holds
-    /// `recv_window_bytes` of such frames (they come back by
-    /// retransmission once the ring gets there).
+    /// `recv_window_bytes` (or two rotations' worth of frames) of such
+    /// frames: they come back by retransmission once the ring gets there.
     pub dropped_window_bytes: u64,
     /// Messages re-multicast to serve retransmit requests.
     pub retransmissions: u64,

@@ -11,8 +11,10 @@
 //! ring puts at most one rotation of frames there (those the holders after
 //! this node sent since the token left it), a forger as many as the seq
 //! window allows, 16,384 full frames. Ahead frames are taken only while
-//! their bytes stay within a budget (`Config::recv_window_bytes`); a refused
-//! one comes back by retransmission once a token shows the ring got there.
+//! their bytes stay within a budget (`Config::recv_window_bytes`) and they
+//! number at most two rotations (each held received frame pins a driver
+//! receive buffer, whatever its length); a refused one comes back by
+//! retransmission once a token shows the ring got there.
 
 use alloc::collections::VecDeque;
 use core::ops::Range;
@@ -76,7 +78,7 @@ pub(crate) enum Insert {
     Stored,
     /// Outside the window, or the seq is held already.
     Refused,
-    /// Ahead of the seq the ring has reached and over the byte budget.
+    /// Ahead of the seq the ring has reached and over the byte or frame budget.
     OverBudget,
 }
 
@@ -109,12 +111,22 @@ pub(crate) struct Window<F> {
     ahead_bytes: usize,
     /// Budget for `ahead_bytes`.
     ahead_max: usize,
+    /// Held frames above `reached`.
+    ahead_frames: u32,
+    /// Budget for `ahead_frames`.
+    ahead_frames_max: u32,
 }
 
 impl<F: FrameBuf> Window<F> {
     /// An empty window whose first seq will be `start + 1`, taking at most
-    /// `ahead_max` bytes of frames above the seq the ring has reached.
-    pub(crate) fn new(ring_id: RingId, start: u32, ahead_max: usize) -> Self {
+    /// `ahead_max` bytes and `ahead_frames_max` frames above the seq the
+    /// ring has reached.
+    pub(crate) fn new(
+        ring_id: RingId,
+        start: u32,
+        ahead_max: usize,
+        ahead_frames_max: u32,
+    ) -> Self {
         Window {
             ring_id,
             released: start,
@@ -126,6 +138,8 @@ impl<F: FrameBuf> Window<F> {
             bytes: 0,
             ahead_bytes: 0,
             ahead_max,
+            ahead_frames: 0,
+            ahead_frames_max,
         }
     }
 
@@ -156,6 +170,7 @@ impl<F: FrameBuf> Window<F> {
         for slot in self.slots.range(from.min(to)..to) {
             if let Slot::Held(st) = slot {
                 self.ahead_bytes -= st.frame.len();
+                self.ahead_frames -= 1;
             }
         }
         self.reached = seq;
@@ -197,13 +212,16 @@ impl<F: FrameBuf> Window<F> {
         assert!(
             self.ahead_bytes <= self.bytes
                 && self.ahead_bytes <= self.ahead_max
+                && self.ahead_frames <= self.ahead_frames_max
                 && off(self.reached) <= RECV_WINDOW,
-            "totem: {name} window holds {} B, {} B of them above the reached seq {} (released {}, budget {})",
+            "totem: {name} window holds {} B, {} B in {} frames of them above the reached seq {} (released {}, budget {} B, {} frames)",
             self.bytes,
             self.ahead_bytes,
+            self.ahead_frames,
             self.reached,
             self.released,
-            self.ahead_max
+            self.ahead_max,
+            self.ahead_frames_max
         );
     }
 
@@ -229,7 +247,10 @@ impl<F: FrameBuf> Window<F> {
         let ahead = seq_lt(self.reached, seq);
         if ahead {
             match self.ahead_bytes.checked_add(len) {
-                Some(b) if b <= self.ahead_max => self.ahead_bytes = b,
+                Some(b) if b <= self.ahead_max && self.ahead_frames < self.ahead_frames_max => {
+                    self.ahead_bytes = b;
+                    self.ahead_frames += 1;
+                }
                 _ => return Insert::OverBudget,
             }
         }
@@ -295,6 +316,7 @@ impl<F: FrameBuf> Window<F> {
                 self.bytes -= len;
                 if seq_lt(self.reached, self.released) {
                     self.ahead_bytes -= len;
+                    self.ahead_frames -= 1;
                 }
                 release(s);
             }
@@ -323,6 +345,7 @@ impl<F: FrameBuf> Window<F> {
         }
         self.bytes = 0;
         self.ahead_bytes = 0;
+        self.ahead_frames = 0;
     }
 
     /// Bump the miss counter of each empty slot in `(aru, upto]`; return the
@@ -394,7 +417,8 @@ mod tests {
 
     #[test]
     fn aru_advances_over_contiguous_and_release() {
-        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, usize::MAX);
+        let mut w: Window<Arc<[u8]>> =
+            Window::new(RingId { rep: 1, seq: 4 }, 0, usize::MAX, u32::MAX);
         assert!(w.insert_owed(2, st()).stored());
         assert_eq!(w.aru, 0);
         assert!(w.insert_owed(1, st()).stored());
@@ -413,7 +437,8 @@ mod tests {
     #[test]
     fn window_near_wrap() {
         let start = 0xFFFF_FFF0u32;
-        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, start, usize::MAX);
+        let mut w: Window<Arc<[u8]>> =
+            Window::new(RingId { rep: 1, seq: 4 }, start, usize::MAX, u32::MAX);
         for i in 1..=40u32 {
             assert!(w.insert_owed(start.wrapping_add(i), st()).stored());
         }
@@ -425,7 +450,8 @@ mod tests {
 
     #[test]
     fn release_far_ahead_jumps_over_what_is_not_held() {
-        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, usize::MAX);
+        let mut w: Window<Arc<[u8]>> =
+            Window::new(RingId { rep: 1, seq: 4 }, 0, usize::MAX, u32::MAX);
         for seq in [1, 2, 5] {
             assert!(w.insert_owed(seq, st()).stored());
         }
@@ -458,7 +484,7 @@ mod tests {
     /// are always taken, whatever the window holds.
     #[test]
     fn frames_ahead_of_the_ring_are_held_within_the_budget() {
-        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 1000);
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 1000, 100);
         assert_eq!(w.insert(5, sized(400)), Insert::Stored);
         assert_eq!(w.insert(6, sized(400)), Insert::Stored);
         assert_eq!(w.insert(7, sized(400)), Insert::OverBudget);
@@ -489,6 +515,19 @@ mod tests {
         w.release_upto(9, |_| n += 1);
         assert_eq!((n, w.bytes()), (9, (0, 0)));
         w.assert_invariants("test");
+        // Tiny frames are bounded by number: each pins a receive buffer.
+        w.reach_token(20, 100);
+        for seq in 21..=23 {
+            assert_eq!(w.insert_owed(seq, sized(1)), Insert::Stored);
+        }
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 1000, 3);
+        for seq in 1..=3 {
+            assert_eq!(w.insert(seq, sized(1)), Insert::Stored);
+        }
+        assert_eq!(w.insert(4, sized(1)), Insert::OverBudget);
+        w.reach(1);
+        assert_eq!(w.insert(4, sized(1)), Insert::Stored);
+        w.assert_invariants("test");
     }
 
     /// A token moves the reached seq at most one rotation (`step`) at a
@@ -496,7 +535,7 @@ mod tests {
     /// the whole window to frames ahead of the ring.
     #[test]
     fn a_token_moves_the_reached_seq_one_rotation_at_most() {
-        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 100);
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 100, 100);
         w.reach_token(1_000_000, 50);
         assert_eq!(w.insert(50, sized(500)), Insert::Stored);
         assert_eq!(w.insert(51, sized(500)), Insert::OverBudget);
@@ -507,7 +546,7 @@ mod tests {
         assert_eq!(w.insert(RECV_WINDOW, sized(500)), Insert::Stored);
         assert_eq!(w.insert(RECV_WINDOW + 1, sized(1)), Insert::Refused);
         // Own frames and recovered ones are owed: no budget.
-        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 0);
+        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, 0, 0);
         assert_eq!(w.insert(3, sized(10)), Insert::OverBudget);
         assert_eq!(w.insert_owed(3, sized(10)), Insert::Stored);
         assert_eq!(w.bytes(), (10, 0));
@@ -516,7 +555,8 @@ mod tests {
 
     #[test]
     fn missing_counts_gaps() {
-        let mut w: Window<Arc<[u8]>> = Window::new(RingId { rep: 1, seq: 4 }, 0, usize::MAX);
+        let mut w: Window<Arc<[u8]>> =
+            Window::new(RingId { rep: 1, seq: 4 }, 0, usize::MAX, u32::MAX);
         w.insert(3, st());
         let mut got = alloc::vec::Vec::new();
         for _ in 0..4 {
