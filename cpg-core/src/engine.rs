@@ -237,6 +237,12 @@ impl<F: FrameBuf> Engine<F> {
     pub fn groups(&self) -> &crate::group::Groups {
         &self.groups
     }
+    /// Bytes of the frames the receive windows hold, and of those above the
+    /// seq the ring has reached as far as this node knows (at most
+    /// `Config::recv_window_bytes_effective` per window; spec §3.7).
+    pub fn window_bytes(&self) -> (usize, usize) {
+        self.totem.window_bytes()
+    }
     /// Whether the local send queue is at its high-water mark (mcast would
     /// answer TRY_AGAIN).
     pub fn flow_control_enabled(&self) -> bool {

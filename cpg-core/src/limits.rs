@@ -50,6 +50,16 @@ pub const TIMER_MAX: Duration = Duration::from_millis(3_600_000);
 /// adopting it would leave no room to grow: the next ring's seq would
 /// overflow, and the cluster could never form a ring again.
 pub const RING_SEQ_MAX: u64 = 1 << 62;
+/// How far above the highest ring seq a node knows a JOIN's ring seq may
+/// be (2^40): a ring seq grows by 4 per membership change, so 2^38 changes
+/// (8,700 years at one per second) stay below it. Further is a jump no
+/// honest node could make: the JOIN is dropped. A JOIN raises the base of
+/// the next ring's seq by at most a quarter of it above the ring this node
+/// is in, and a commit token may name at most half of it above the highest
+/// ring seq the node knows (`docs/spec/totem.md` §1.2): so one forged or
+/// corrupted frame moves a node's ring seq by at most half of it, which its
+/// ring can follow, and a flood of forged JOINs moves it no further than one.
+pub const RING_SEQ_JUMP_MAX: u64 = 1 << 40;
 /// Most processes one node lists in a joinlist (one frame's worth is plenty;
 /// larger lists are split over several messages).
 pub const JOINLIST_MAX: usize = 256;
@@ -104,6 +114,18 @@ pub struct Config {
     /// are packed with others by copy (one frame per tiny message would cost
     /// more than the copy). Measured by `benches/benches/totem.rs`.
     pub zc_copy_threshold: usize,
+    /// Bytes of frames each receive window may hold above the highest seq a
+    /// token has shown this node: frames the ring has not reached yet as far
+    /// as this node knows (an honest ring puts at most one rotation there).
+    /// Beyond it, or beyond [`Config::recv_ahead_frames_max`] such frames,
+    /// a frame is refused (counted as `dropped_window_bytes`) and comes back
+    /// by retransmission once a token shows the ring got there; frames at
+    /// or below that seq are always taken, so a gap is always filled.
+    /// 0 = two rotations of full frames
+    /// ([`Config::recv_window_bytes_effective`]); set, at least one
+    /// ([`Config::recv_window_bytes_min`]). More than two has no effect:
+    /// no more frames than two rotations are held ahead.
+    pub recv_window_bytes: usize,
 }
 
 impl Config {
@@ -134,6 +156,7 @@ impl Config {
             send_queue_frames: 4 * 1024 * 1024 / NETMTU_DEFAULT,
             max_message_size: MAX_MESSAGE_SIZE_DEFAULT,
             zc_copy_threshold: ZC_COPY_THRESHOLD_DEFAULT,
+            recv_window_bytes: 0,
         }
     }
 
@@ -179,6 +202,38 @@ impl Config {
             return self.consensus;
         }
         Duration(self.token_effective().0.saturating_mul(12) / 10)
+    }
+    /// Most frames the ring may send between two visits of the token to
+    /// one node: `window_size + max_messages × nodes` (each holder sends at
+    /// most `max_messages` per visit, the ring about `window_size` per
+    /// rotation). A token whose seq moved further is dropped (spec §3.2).
+    pub fn rotation_frames_max(&self) -> u32 {
+        let per_node = self.max_messages.saturating_mul(self.nodes.len() as u32);
+        self.window_size.saturating_add(per_node)
+    }
+    /// The smallest `recv_window_bytes` accepted: one rotation of
+    /// [`Config::frame_max`] frames, more than an honest ring can put above
+    /// the last token a node saw (`max_messages` per other node).
+    pub fn recv_window_bytes_min(&self) -> usize {
+        (self.rotation_frames_max() as usize).saturating_mul(self.frame_max())
+    }
+    /// Most frames a receive window holds above the seq the ring has
+    /// reached: two rotations ([`Config::rotation_frames_max`]). An honest
+    /// ring puts at most `max_messages` per other node there; the bound
+    /// matters for small frames, each of which pins a driver receive buffer
+    /// while held.
+    pub fn recv_ahead_frames_max(&self) -> u32 {
+        self.rotation_frames_max().saturating_mul(2)
+    }
+    /// `recv_window_bytes` unless 0; then two rotations of full frames,
+    /// `2 × (window_size + max_messages × nodes) × frame_max`: 297 KB for 3
+    /// nodes at netmtu 1500, 13 MB with 65,507-byte frames, 149 MB for 64
+    /// nodes with those.
+    pub fn recv_window_bytes_effective(&self) -> usize {
+        if self.recv_window_bytes != 0 {
+            return self.recv_window_bytes;
+        }
+        (self.recv_ahead_frames_max() as usize).saturating_mul(self.frame_max())
     }
     /// Largest frame (UDP payload) in force: `netmtu − frame_overhead`,
     /// at most 65,507. Every datagram the engine emits fits in it.
@@ -268,6 +323,11 @@ impl Config {
         if self.max_message_size == 0 || self.max_message_size > u32::MAX as usize / 2 {
             return Err(ConfigError::MaxMessageSize);
         }
+        if self.recv_window_bytes != 0 && self.recv_window_bytes < self.recv_window_bytes_min() {
+            return Err(ConfigError::RecvWindowBytes {
+                min: self.recv_window_bytes_min(),
+            });
+        }
         Ok(())
     }
 }
@@ -305,8 +365,15 @@ pub enum ConfigError {
     Zero(&'static str),
     /// `max_message_size` zero or beyond 2 GiB.
     MaxMessageSize,
-    /// The engine needs the ring seq persisted by the previous incarnation (+1), not 0.
+    /// The engine needs the ring seq persisted by the previous incarnation
+    /// (+1): not 0, and at most [`RING_SEQ_MAX`].
     NoInitialRingSeq,
+    /// `recv_window_bytes` set below one rotation of full frames: honest
+    /// traffic could be refused.
+    RecvWindowBytes {
+        /// The smallest value accepted for these settings.
+        min: usize,
+    },
 }
 
 impl core::fmt::Display for ConfigError {
@@ -332,9 +399,13 @@ impl core::fmt::Display for ConfigError {
             ConfigError::NoInitialRingSeq => {
                 write!(
                     f,
-                    "initial ring seq must be the persisted seq + 1 (never 0)"
+                    "initial ring seq must be the persisted seq + 1, in 1..={RING_SEQ_MAX}"
                 )
             }
+            ConfigError::RecvWindowBytes { min } => write!(
+                f,
+                "recv_window_bytes below {min} B (one token rotation of full frames): use 0 for the default or at least that"
+            ),
         }
     }
 }
@@ -388,6 +459,26 @@ mod tests {
         c.netmtu = NETMTU_MAX;
         c.validate().unwrap();
         assert_eq!(c.frame_max(), FRAME_MAX);
+    }
+
+    #[test]
+    fn recv_window_bytes_default_and_bounds() {
+        let c = Config::new(1, &[1, 2, 3]);
+        assert_eq!(c.rotation_frames_max(), 50 + 17 * 3);
+        assert_eq!(c.recv_ahead_frames_max(), 2 * 101);
+        assert_eq!(c.recv_window_bytes_min(), 101 * 1472);
+        assert_eq!(c.recv_window_bytes_effective(), 2 * 101 * 1472);
+        let nodes: heapless::Vec<NodeId, NODES_MAX> = (1..=64).collect();
+        let mut c = Config::new(1, &nodes);
+        c.netmtu = NETMTU_MAX;
+        let min = (50 + 17 * 64) * FRAME_MAX;
+        assert_eq!(c.recv_window_bytes_effective(), 2 * min);
+        c.validate().unwrap();
+        c.recv_window_bytes = min - 1;
+        assert_eq!(c.validate(), Err(ConfigError::RecvWindowBytes { min }));
+        c.recv_window_bytes = min;
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.recv_window_bytes_effective(), min);
     }
 
     #[test]

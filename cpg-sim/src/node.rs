@@ -165,6 +165,8 @@ pub fn add_stats(a: &mut Stats, b: &Stats) {
         dropped_stale,
         dropped_unknown_node,
         dropped_implausible,
+        dropped_ring_seq_jump,
+        dropped_window_bytes,
         retransmissions,
         token_visits,
         ring_changes,
@@ -203,6 +205,8 @@ pub fn stats_fields(s: &Stats) -> Vec<(&'static str, u64)> {
         dropped_stale,
         dropped_unknown_node,
         dropped_implausible,
+        dropped_ring_seq_jump,
+        dropped_window_bytes,
         retransmissions,
         token_visits,
         ring_changes,
@@ -254,7 +258,7 @@ impl SimNode {
     /// The initial ring seq a start in `mode` would use now.
     pub fn next_initial_ring_seq(&self, mode: RestartMode) -> u64 {
         match mode {
-            RestartMode::Persisted => self.disk.ring_seq.map_or(1, |s| s + 1),
+            RestartMode::Persisted => self.disk.ring_seq.map_or(1, |s| s.saturating_add(1)),
             RestartMode::BootCounter => self.disk.boots + 1,
         }
     }

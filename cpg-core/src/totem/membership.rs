@@ -5,6 +5,7 @@ use super::sets;
 use super::timer::Timer;
 use super::{State, Totem};
 use crate::frame::{Dest, FrameBuf};
+use crate::limits::RING_SEQ_MAX;
 use crate::time::Instant;
 use crate::types::{NodeId, RingId};
 use crate::wire::{CommitEntry, CommitRepr, JoinRepr, NodeList, Packet};
@@ -121,9 +122,7 @@ impl<F: FrameBuf> Totem<F> {
             self.stats.dropped_implausible += 1;
             return; // corrupted: an honest JOIN names only nodes of the node list, its sender among them
         }
-        if j.ring_seq > self.token_ring_id_seq {
-            self.token_ring_id_seq = j.ring_seq;
-        }
+        self.adopt_join_ring_seq(j.ring_seq);
         if sender == self.me {
             return;
         }
@@ -255,18 +254,23 @@ impl<F: FrameBuf> Totem<F> {
 
     /// §5.4: the lowest agreed node creates the commit token.
     fn commit_create(&mut self, now: Instant) {
+        // The base is at most RING_SEQ_MAX (frames beyond are dropped, and
+        // adopt_join_ring_seq caps it); at the very end of the space no
+        // ring can follow, so none is created (the round times out).
+        let Some(seq) = self
+            .token_ring_id_seq
+            .checked_add(4)
+            .filter(|&s| s <= RING_SEQ_MAX)
+        else {
+            return;
+        };
         let addr = sets::minus(&self.proc_set, &self.fail_set);
         let mut entries = heapless::Vec::new();
         for _ in 0..addr.len() {
             let _ = entries.push(CommitEntry::default());
         }
         let token = CommitRepr {
-            // Frames cannot push the base above RING_SEQ_MAX; saturating
-            // covers a persisted seq read back from a damaged disk.
-            ring_id: RingId {
-                rep: self.me,
-                seq: self.token_ring_id_seq.saturating_add(4),
-            },
+            ring_id: RingId { rep: self.me, seq },
             token_seq: 0,
             memb_index: 0,
             addr,

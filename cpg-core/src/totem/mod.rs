@@ -11,7 +11,8 @@
 //!
 //! It must not read a clock, touch a socket or allocate without a bound:
 //! every queue here is capped (send queue by `send_queue_frames`, receive
-//! windows by `RECV_WINDOW`, sets by `NODES_MAX`).
+//! windows by `RECV_WINDOW` seqs and, for frames ahead of the ring, by
+//! `recv_window_bytes`, sets by `NODES_MAX`).
 //!
 //! Submodules: [`token`] (the ORF token visit, sending, delivery),
 //! [`membership`] (JOIN, consensus, commit token), [`deaf`] (one-way
@@ -46,7 +47,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::frame::{Dest, FrameBuf, FrameRef, Transmit, ZcError};
-use crate::limits::{Config, ConfigError, RING_SEQ_MAX};
+use crate::limits::{Config, ConfigError, RING_SEQ_JUMP_MAX, RING_SEQ_MAX};
 use crate::time::Instant;
 use crate::types::{CsError, Guarantee, NodeId, RingId};
 use crate::wire::{self, CommitRepr, NodeList, Packet, MCAST_HEADER_LEN};
@@ -111,20 +112,6 @@ struct OldRingState {
 struct SavedToken {
     frame: Arc<[u8]>,
     dest: NodeId,
-}
-
-/// [we] Whether `packet` carries a ring seq above [`RING_SEQ_MAX`]. Only a
-/// JOIN (`ring_seq`, adopted as the base of the next ring's seq) and a
-/// commit token (its new ring) can move this node's ring seq; tokens and
-/// multicasts must name its current ring, a merge detect only starts a
-/// round. Found by the engine fuzz target: a JOIN with a ring seq near
-/// 2^64 overflowed the next ring's seq (`commit_create`).
-fn ring_seq_unreachable(packet: &Packet<'_>) -> bool {
-    match packet {
-        Packet::Join(j) => j.ring_seq > RING_SEQ_MAX,
-        Packet::Commit(c) => c.ring_id.seq > RING_SEQ_MAX,
-        _ => false,
-    }
 }
 
 /// One node's Totem protocol state.
@@ -211,7 +198,7 @@ impl<F: FrameBuf> Totem<F> {
         now: Instant,
     ) -> Result<Self, ConfigError> {
         validate_config(&cfg)?;
-        if initial_ring_seq == 0 {
+        if initial_ring_seq == 0 || initial_ring_seq > RING_SEQ_MAX {
             return Err(ConfigError::NoInitialRingSeq);
         }
         let me = cfg.node_id;
@@ -220,6 +207,10 @@ impl<F: FrameBuf> Totem<F> {
             seq: initial_ring_seq,
         };
         let max_len = cfg.max_message_size + 1024;
+        let ahead = (
+            cfg.recv_window_bytes_effective(),
+            cfg.recv_ahead_frames_max(),
+        );
         let mut t = Totem {
             me,
             trace: options.trace,
@@ -238,8 +229,8 @@ impl<F: FrameBuf> Totem<F> {
             consensus: NodeList::new(),
             deaf: deaf::Deaf::default(),
             gather_entries: 0,
-            regular: Window::new(ring, 0),
-            recovery: Window::new(ring, 0),
+            regular: Window::new(ring, 0, ahead.0, ahead.1),
+            recovery: Window::new(ring, 0, ahead.0, ahead.1),
             old_ring: OldRingState::default(),
             old_high_delivered_max: 0,
             commit_token: None,
@@ -317,6 +308,12 @@ impl<F: FrameBuf> Totem<F> {
             self.my_old_ring_id
         );
         assert!(
+            self.my_ring_id.seq <= self.token_ring_id_seq && self.token_ring_id_seq <= RING_SEQ_MAX,
+            "totem: ring {} entered but highest known ring seq {} (max {RING_SEQ_MAX})",
+            self.my_ring_id,
+            self.token_ring_id_seq
+        );
+        assert!(
             self.my_old_ring_id.seq <= self.my_ring_id.seq,
             "totem: ring {} entered after installed ring {}",
             self.my_ring_id,
@@ -386,6 +383,59 @@ impl<F: FrameBuf> Totem<F> {
         }
     }
 
+    /// [we] Whether a received frame of `len` bytes is one a node of this
+    /// cluster could send: no frame is longer than `frame_max`, and a
+    /// multicast leaves room for the header its recovery copy adds (spec
+    /// §6.1). A longer one, held and then re-sent in RECOVERY, would make a
+    /// copy no path of this netmtu carries (over 65,507 B: none at all), so
+    /// recovery could never complete (found by the forged-flood scenario,
+    /// `cpg-sim/tests/recv_window.rs`). Every node of a cluster must use
+    /// the same `netmtu` and `frame_overhead`.
+    fn fits_frame_max(&self, packet: &Packet<'_>, len: usize) -> bool {
+        let max = self.cfg.frame_max();
+        match packet {
+            Packet::Mcast(m) if !m.encapsulated => len + MCAST_HEADER_LEN <= max,
+            _ => len <= max,
+        }
+    }
+
+    // ---- ring seqs ---------------------------------------------------------
+
+    /// [we] Whether `packet` names a ring seq no honest node could send
+    /// (spec §1.2, "ring seq bounds"). Only a JOIN (its seq becomes the base
+    /// of the next ring's seq) and a commit token (its new ring) can move
+    /// this node's ring seq; tokens and multicasts must name its current
+    /// ring, a merge detect only starts a round. Beyond [`RING_SEQ_MAX`] no
+    /// ring could follow (the engine fuzz target found a JOIN near 2^64
+    /// overflowing the next ring's seq); more than [`RING_SEQ_JUMP_MAX`]
+    /// above the highest ring seq this node knows for a JOIN, half that for
+    /// a commit token, is a jump no honest history makes (one forged JOIN
+    /// at 2^64 − 5 once left a cluster unable to form a ring).
+    fn ring_seq_out_of_reach(&self, packet: &Packet<'_>) -> bool {
+        let known = self.token_ring_id_seq;
+        let (seq, jump) = match packet {
+            Packet::Join(j) => (j.ring_seq, RING_SEQ_JUMP_MAX),
+            Packet::Commit(c) => (c.ring_id.seq, RING_SEQ_JUMP_MAX / 2),
+            _ => return false,
+        };
+        seq > RING_SEQ_MAX || seq > known.saturating_add(jump)
+    }
+
+    /// [we] Raise the highest known ring seq (the base of the next ring this
+    /// node creates) to a JOIN's `ring_seq`, but never more than a quarter
+    /// of [`RING_SEQ_JUMP_MAX`] above the ring this node is in: a flood of
+    /// forged JOINs moves it no further than one does, and a commit token
+    /// built on it stays within what the other members accept (half the
+    /// jump above what they know, which is at least their ring's seq).
+    /// Corosync adopts every JOIN's seq as it is.
+    fn adopt_join_ring_seq(&mut self, seq: u64) {
+        let cap = self.my_ring_id.seq.saturating_add(RING_SEQ_JUMP_MAX / 4);
+        let seq = seq.min(cap).min(RING_SEQ_MAX);
+        if seq > self.token_ring_id_seq {
+            self.token_ring_id_seq = seq;
+        }
+    }
+
     // ---- accessors -------------------------------------------------------
 
     pub(crate) fn node_id(&self) -> NodeId {
@@ -425,6 +475,22 @@ impl<F: FrameBuf> Totem<F> {
                     .and_then(|inner| wire::parse_frame(inner, self.cfg.cluster_id).ok())
                     .is_some_and(|f| matches!(f.packet, Packet::Mcast(m) if m.ring_id == ring && m.seq == seq))
         })
+    }
+    /// Bytes of the frames both receive windows hold, and of those above
+    /// the seq the ring has reached as far as this node knows (bounded by
+    /// `recv_window_bytes` per window).
+    pub(crate) fn window_bytes(&self) -> (usize, usize) {
+        let (a, b) = self.regular.bytes();
+        let (c, d) = self.recovery.bytes();
+        (a + c, b + d)
+    }
+    /// A fresh window for `ring` starting after `start`.
+    fn new_window(&self, ring: RingId, start: u32) -> Window<F> {
+        let (bytes, frames) = (
+            self.cfg.recv_window_bytes_effective(),
+            self.cfg.recv_ahead_frames_max(),
+        );
+        Window::new(ring, start, bytes, frames)
     }
     pub(crate) fn flow_control_enabled(&self) -> bool {
         self.flow_control
@@ -503,8 +569,13 @@ impl<F: FrameBuf> Totem<F> {
             self.releases.push_back(frame);
             return;
         }
-        if ring_seq_unreachable(&parsed.packet) {
-            self.stats.dropped_malformed += 1;
+        if !self.fits_frame_max(&parsed.packet, frame.as_ref().len()) {
+            self.stats.dropped_implausible += 1;
+            self.releases.push_back(frame);
+            return;
+        }
+        if self.ring_seq_out_of_reach(&parsed.packet) {
+            self.stats.dropped_ring_seq_jump += 1;
             self.releases.push_back(frame);
             return;
         }

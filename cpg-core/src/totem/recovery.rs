@@ -24,7 +24,8 @@ impl<F: FrameBuf> Totem<F> {
         );
         self.token_discard = false;
         let ring = self.my_ring_id;
-        let old = core::mem::replace(&mut self.recovery, Window::new(ring, self.seq_base));
+        let fresh = self.new_window(ring, self.seq_base);
+        let old = core::mem::replace(&mut self.recovery, fresh);
         self.drop_window(old);
         self.retrans_queue.clear();
 
@@ -84,7 +85,8 @@ impl<F: FrameBuf> Totem<F> {
             self.state
         );
         let ring = self.my_ring_id;
-        let old = core::mem::replace(&mut self.recovery, Window::new(ring, self.seq_base));
+        let fresh = self.new_window(ring, self.seq_base);
+        let old = core::mem::replace(&mut self.recovery, fresh);
         self.drop_window(old);
         self.retrans_queue.clear();
     }
@@ -211,7 +213,7 @@ impl<F: FrameBuf> Totem<F> {
             }
         }
         for (seq, st) in unwrapped {
-            if self.regular.insert(seq, st) {
+            if self.regular.insert_owed(seq, st).stored() {
                 self.stats.recovered_messages += 1;
             }
         }
@@ -277,8 +279,8 @@ impl<F: FrameBuf> Totem<F> {
         });
 
         // 9. The recovery window becomes the regular window.
-        let new_window =
-            core::mem::replace(&mut self.recovery, Window::new(ring_id, self.seq_base));
+        let fresh = self.new_window(ring_id, self.seq_base);
+        let new_window = core::mem::replace(&mut self.recovery, fresh);
         let old_window = core::mem::replace(&mut self.regular, new_window);
         self.drop_window(old_window);
         self.regular.high_delivered = install_seq;

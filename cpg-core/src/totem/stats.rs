@@ -19,10 +19,21 @@ pub struct Stats {
     pub dropped_stale: u64,
     /// Frames from nodes outside the node list.
     pub dropped_unknown_node: u64,
-    /// Control frames that parse but no honest node could have sent (a
-    /// token whose aru is above its seq, a JOIN naming nodes outside the
-    /// node list, ...): corruption the checksum missed.
+    /// Frames that parse but no honest node could have sent (a token whose
+    /// aru is above its seq, a JOIN naming nodes outside the node list, a
+    /// frame longer than the cluster's netmtu lets a node send, ...):
+    /// corruption the checksum missed, or a forgery.
     pub dropped_implausible: u64,
+    /// JOINs and commit tokens whose ring seq no honest node could send:
+    /// above `limits::RING_SEQ_MAX`, or further above the highest ring seq
+    /// this node knows than `limits::RING_SEQ_JUMP_MAX` (a commit token:
+    /// half of it). Adopted, they would use up the ring seq space.
+    pub dropped_ring_seq_jump: u64,
+    /// Multicasts refused because they lie above the highest seq a token
+    /// has shown this node and the window already holds
+    /// `recv_window_bytes` (or two rotations' worth of frames) of such
+    /// frames: they come back by retransmission once the ring gets there.
+    pub dropped_window_bytes: u64,
     /// Messages re-multicast to serve retransmit requests.
     pub retransmissions: u64,
     /// Tokens accepted.

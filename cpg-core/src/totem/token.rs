@@ -7,7 +7,7 @@ use alloc::sync::Arc;
 use super::pg::{Assembled, FramePlan, OwnItem, ZC_HEADROOM};
 use super::sets;
 use super::timer::Timer;
-use super::window::{seq_le, seq_lt, seq_min, Stored, Window};
+use super::window::{seq_le, seq_lt, seq_min, Insert, Stored, Window};
 use super::{State, Stats, Totem, TotemEvent, TraceDeliver};
 use crate::frame::{FrameBuf, FrameRef, Payload};
 use crate::limits::{RECV_WINDOW, RTR_MAX};
@@ -44,11 +44,16 @@ impl<F: FrameBuf> Totem<F> {
             }
         };
         let keep = stored.clone();
-        if !window.insert(seq, keep) {
-            Self::release_stored(&mut self.releases, stored);
-            return;
+        match window.insert(seq, keep) {
+            Insert::Stored => drop(stored),
+            refused => {
+                if refused == Insert::OverBudget {
+                    self.stats.dropped_window_bytes += 1;
+                }
+                Self::release_stored(&mut self.releases, stored);
+                return;
+            }
         }
-        drop(stored);
         if self.state == State::Operational {
             self.deliver_ready();
         }
@@ -120,6 +125,12 @@ impl<F: FrameBuf> Totem<F> {
         );
         self.stats.token_visits += 1;
         let operational = self.state == State::Operational;
+        let step = self.rotation_max();
+        if operational {
+            self.regular.reach_token(t.seq, step);
+        } else {
+            self.recovery.reach_token(t.seq, step);
+        }
         let quiet_rotation = operational && t.seq == self.my_last_seq;
         self.distrust_fcc(&mut t, quiet_rotation);
         if operational {
@@ -227,10 +238,7 @@ impl<F: FrameBuf> Totem<F> {
             return false;
         }
         if self.state == State::Operational && self.my_token_seq != u32::MAX {
-            let rotation = self
-                .cfg
-                .window_size
-                .saturating_add(self.cfg.max_messages.saturating_mul(ring.len() as u32));
+            let rotation = self.rotation_max();
             if !seq_le(self.my_last_seq, t.seq)
                 || !seq_le(t.seq, self.my_last_seq.wrapping_add(rotation))
             {
@@ -238,6 +246,15 @@ impl<F: FrameBuf> Totem<F> {
             }
         }
         true
+    }
+
+    /// Most frames the ring the token travels may send between two visits
+    /// of it to this node: `window_size + max_messages × ring size`.
+    fn rotation_max(&self) -> u32 {
+        let n = self.memb_for_token().len() as u32;
+        self.cfg
+            .window_size
+            .saturating_add(self.cfg.max_messages.saturating_mul(n))
     }
 
     /// Bound what a received token can make this node believe about flow
@@ -456,7 +473,7 @@ impl<F: FrameBuf> Totem<F> {
             } else {
                 &mut self.regular
             };
-            window.insert(seq, stored);
+            window.insert_owed(seq, stored);
             self.multicast(frame);
             sent += 1;
         }
