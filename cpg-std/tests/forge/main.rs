@@ -816,9 +816,10 @@ fn rss(pid: u32) -> u64 {
 /// Case 6: forged 65,000-byte MCASTs at future seqs (the one right after
 /// the token's left out, so none can be delivered) flood node 1, on a
 /// cluster of netmtu 65,535 with 64 receive buffers. With no key node 1
-/// keeps every one (its memory grows by about what was sent: the receive
-/// window holds 16,384 frames, 1 GiB of them). Sealed: every one a bad
-/// tag, memory within the receive buffers.
+/// once kept every one (the receive window held 16,384 frames, 1 GiB of
+/// them); now the engine keeps at most two rotations of frames ahead of
+/// the ring, so its memory stays bounded even unsealed. Sealed: every one
+/// a bad tag, memory within the receive buffers.
 #[test]
 fn forged_future_mcasts_flood_memory() {
     if !allowed() {
@@ -871,9 +872,12 @@ fn forged_future_mcasts_flood_memory() {
         let grew = rss(pid1).saturating_sub(rss0);
         let mib = |b: u64| b as f64 / f64::from(1 << 20);
         if crypto == Crypto::None {
+            // The engine's receive-window bound (two rotations of full
+            // frames ahead of the ring, 13 MB here) holds with no key:
+            // without it node 1 kept all ~1,000 (65 MB).
             assert!(
-                grew >= got * LEN as u64 * 3 / 4,
-                "{got} frames kept, RSS grew only {:.1} MiB",
+                grew < 32 << 20,
+                "{got} forged frames taken, RSS grew {:.1} MiB: the receive window is unbounded",
                 mib(grew)
             );
             log(
