@@ -603,14 +603,14 @@ impl RxBuf {
     ) -> Option<Result<(), E>> {
         match Arc::get_mut(&mut self.0)? {
             RxInner::Ring(frame) => {
+                let len = frame.len;
                 // SAFETY: `Arc::get_mut` proved this the only handle, so no
                 // other borrow of the bytes exists; the buffer is the user's
                 // (taken from the kernel in `RxRing::take`, re-provided only
                 // after this handle drops), so the kernel does not write it;
                 // `ptr..ptr+len` lies inside the live mapping (`_map`), as
                 // `take` checked. The borrow ends before `frame.len` changes.
-                let bytes =
-                    unsafe { std::slice::from_raw_parts_mut(frame.ptr.as_ptr(), frame.len) };
+                let bytes = unsafe { std::slice::from_raw_parts_mut(frame.ptr.as_ptr(), len) };
                 let n = match f(bytes) {
                     Ok(n) => n,
                     Err(e) => return Some(Err(e)),
