@@ -123,7 +123,8 @@ impl FrameSeal {
     /// the cipher refuses (an engine bug).
     pub(crate) fn seal(&mut self, segments: [&[u8]; 2], dest: NodeId) -> io::Result<Arc<[u8]>> {
         let len = segments[0].len() + segments[1].len() + SEAL_OVERHEAD;
-        let mut out: Arc<[u8]> = Arc::from(vec![0u8; len]);
+        // One allocation, straight into the Arc (a Vec would be copied).
+        let mut out: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
         let buf = Arc::get_mut(&mut out).unwrap_or_else(|| unreachable!("a new Arc is unique"));
         let mut sealed = self.sealer.seal(segments, dest, buf);
         if sealed == Err(SealError::EpochSpent) {
