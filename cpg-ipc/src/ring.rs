@@ -1,0 +1,431 @@
+//! The two ends of a shared ring: `cpg_core::ipc::{Producer, Consumer}`
+//! (the bookkeeping) over the words and data area of a [`SharedMem`], with
+//! the memory orderings of `cpg_core::ipc::wake`.
+//!
+//! Each end keeps its own index privately and only reads the other side's
+//! (validated by `observe_*`); records are copied into and out of the
+//! shared data area, so nothing the peer writes later changes what was
+//! parsed.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cpg_core::ipc::header::{offset, HEADER_LEN};
+use cpg_core::ipc::ring::{RECORD_ALIGN, RECORD_HEADER_LEN};
+use cpg_core::ipc::wake::{wants_wakeup, AWAKE, SLEEPING, WAITING};
+use cpg_core::ipc::{
+    Consumer, Direction, Message, MsgError, Producer, Reservation, Ring, RingError,
+};
+
+use crate::shm::SharedMem;
+
+/// The words of one ring header in a mapping.
+#[derive(Debug, Clone)]
+struct Words {
+    mem: Arc<SharedMem>,
+    /// Offset of the header page in the mapping.
+    base: usize,
+}
+
+impl Words {
+    fn new(mem: Arc<SharedMem>, base: usize, ring: Ring) -> Option<Words> {
+        let w = Words { mem, base };
+        // every word must be addressable, and the data area inside the map
+        w.mem.atomic_u64(base + offset::HEAD)?;
+        w.mem.atomic_u64(base + offset::TAIL)?;
+        w.mem.atomic_u32(base + offset::CONSUMER_SLEEPING)?;
+        w.mem.atomic_u32(base + offset::PRODUCER_WAITING)?;
+        (base.checked_add(HEADER_LEN + ring.capacity())? <= w.mem.len()).then_some(w)
+    }
+    fn u64(&self, off: usize) -> &AtomicU64 {
+        self.mem
+            .atomic_u64(self.base + off)
+            .expect("checked in Words::new")
+    }
+    fn u32(&self, off: usize) -> &AtomicU32 {
+        self.mem
+            .atomic_u32(self.base + off)
+            .expect("checked in Words::new")
+    }
+    fn head(&self) -> &AtomicU64 {
+        self.u64(offset::HEAD)
+    }
+    fn tail(&self) -> &AtomicU64 {
+        self.u64(offset::TAIL)
+    }
+    fn consumer_sleeping(&self) -> &AtomicU32 {
+        self.u32(offset::CONSUMER_SLEEPING)
+    }
+    fn producer_waiting(&self) -> &AtomicU32 {
+        self.u32(offset::PRODUCER_WAITING)
+    }
+    fn data(&self) -> usize {
+        self.base + HEADER_LEN
+    }
+}
+
+/// Swap a flag word back to awake; whether the other side asked for a
+/// wake-up (the swap makes it once per sleep).
+fn take_flag(flag: &AtomicU32) -> bool {
+    wants_wakeup(flag.load(Ordering::Relaxed)) && wants_wakeup(flag.swap(AWAKE, Ordering::Relaxed))
+}
+
+/// What went wrong writing a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// No room now (an ordinary result: wait for the consumer).
+    Full,
+    /// Larger than a record may be: send it in pieces.
+    TooLarge,
+    /// The consumer's index is impossible: the peer is broken or lying.
+    Corrupt,
+    /// The message refused to emit (a value out of its range).
+    Msg(MsgError),
+}
+
+impl From<RingError> for WriteError {
+    fn from(e: RingError) -> WriteError {
+        match e {
+            RingError::Full => WriteError::Full,
+            RingError::TooLarge { .. } => WriteError::TooLarge,
+            _ => WriteError::Corrupt,
+        }
+    }
+}
+
+/// The producing end of a ring.
+#[derive(Debug)]
+pub struct RingTx {
+    words: Words,
+    prod: Producer,
+    scratch: Vec<u8>,
+}
+
+impl RingTx {
+    /// The producer of the ring whose header page is at `base` in `mem`.
+    /// `None` if the ring does not lie inside the mapping.
+    pub fn new(mem: Arc<SharedMem>, base: usize, ring: Ring) -> Option<RingTx> {
+        Some(RingTx {
+            words: Words::new(mem, base, ring)?,
+            prod: Producer::new(ring),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The ring's geometry.
+    pub fn ring(&self) -> Ring {
+        self.prod.ring()
+    }
+
+    /// Read the consumer's tail (Acquire): room it released is reusable.
+    ///
+    /// # Errors
+    /// `Corrupt` for an impossible tail.
+    pub fn refresh(&mut self) -> Result<(), WriteError> {
+        let tail = self.words.tail().load(Ordering::Acquire);
+        self.prod.observe_tail(tail).map_err(WriteError::from)
+    }
+
+    /// Whether a record of `body_len` fits keeping `keep` free (after a
+    /// refresh if it does not fit as last seen).
+    ///
+    /// # Errors
+    /// `Corrupt` for an impossible tail.
+    pub fn fits(&mut self, body_len: usize, keep: usize) -> Result<bool, WriteError> {
+        if self.prod.can_reserve(body_len, keep) {
+            return Ok(true);
+        }
+        self.refresh()?;
+        Ok(self.prod.can_reserve(body_len, keep))
+    }
+
+    fn reserve(&mut self, body_len: usize, keep: usize) -> Result<Reservation, WriteError> {
+        match self.prod.reserve_keeping(body_len, keep) {
+            Err(RingError::Full) => {
+                self.refresh()?;
+                Ok(self.prod.reserve_keeping(body_len, keep)?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// Write a PAD header (if any) and a record header for `res`.
+    fn frame(&self, res: &Reservation, kind: u16, flags: u16) {
+        let data = self.words.data();
+        if let Some(pad) = res.pad {
+            self.words.mem.copy_in(data + pad.pos, &pad.header());
+        }
+        self.words
+            .mem
+            .copy_in(data + res.pos, &res.header(kind, flags));
+    }
+
+    /// Write one record whose body is the concatenation of `parts`, keeping
+    /// `keep` bytes free (not yet published).
+    ///
+    /// # Errors
+    /// `Full`, `TooLarge`, `Corrupt`; nothing is written on error.
+    pub fn write_parts(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        parts: &[&[u8]],
+        keep: usize,
+    ) -> Result<(), WriteError> {
+        let body_len: usize = parts.iter().map(|p| p.len()).sum();
+        let res = self.reserve(body_len, keep)?;
+        self.frame(&res, kind, flags);
+        let mut at = self.words.data() + res.body().start;
+        for p in parts {
+            self.words.mem.copy_in(at, p);
+            at += p.len();
+        }
+        let padded = res.record().end - res.body().end;
+        debug_assert!(padded < RECORD_ALIGN);
+        self.words.mem.zero(at, padded);
+        Ok(())
+    }
+
+    /// Write `msg` as one record keeping `keep` bytes free (not yet
+    /// published). The body is emitted privately and copied in once.
+    ///
+    /// # Errors
+    /// As [`RingTx::write_parts`]; `Msg` if the message refuses to emit.
+    pub fn write<'a, M: Message<'a>>(&mut self, msg: &M, keep: usize) -> Result<(), WriteError> {
+        let len = msg.body_len();
+        self.scratch.clear();
+        self.scratch.resize(len, 0);
+        msg.emit_body(&mut self.scratch).map_err(WriteError::Msg)?;
+        let body = std::mem::take(&mut self.scratch);
+        let r = self.write_parts(msg.kind(), msg.flags(), &[&body], keep);
+        self.scratch = body;
+        r
+    }
+
+    /// Publish what was written (Release), then the wake-up check: `true`
+    /// if the consumer said it sleeps and must be signalled.
+    pub fn publish(&mut self) -> bool {
+        if self.prod.head() == self.prod.published() {
+            return false;
+        }
+        self.words
+            .head()
+            .store(self.prod.publish(), Ordering::Release);
+        fence(Ordering::SeqCst);
+        take_flag(self.words.consumer_sleeping())
+    }
+
+    /// Whether something written is not yet published.
+    pub fn has_unpublished(&self) -> bool {
+        self.prod.head() != self.prod.published()
+    }
+
+    /// About to wait for room for `body_len` (+`keep`): set
+    /// `producer_waiting`, fence, re-check. `true`: room appeared (the flag
+    /// is cleared again), do not sleep.
+    ///
+    /// # Errors
+    /// `Corrupt` for an impossible tail.
+    pub fn prepare_wait(&mut self, body_len: usize, keep: usize) -> Result<bool, WriteError> {
+        self.words
+            .producer_waiting()
+            .store(WAITING, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.fits(body_len, keep)? {
+            self.words
+                .producer_waiting()
+                .store(AWAKE, Ordering::Relaxed);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Bytes free as last seen.
+    pub fn free(&self) -> usize {
+        self.prod.free()
+    }
+}
+
+/// The consuming end of a ring.
+#[derive(Debug)]
+pub struct RingRx {
+    words: Words,
+    cons: Consumer,
+    dir: Direction,
+}
+
+/// One record copied out of the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// Its kind.
+    pub kind: u16,
+    /// Its flags.
+    pub flags: u16,
+}
+
+impl RingRx {
+    /// The consumer of the ring of `dir` whose header page is at `base`.
+    /// `None` if the ring does not lie inside the mapping.
+    pub fn new(mem: Arc<SharedMem>, base: usize, ring: Ring, dir: Direction) -> Option<RingRx> {
+        Some(RingRx {
+            words: Words::new(mem, base, ring)?,
+            cons: Consumer::new(ring),
+            dir,
+        })
+    }
+
+    /// Read the producer's head (Acquire); whether records are waiting.
+    ///
+    /// # Errors
+    /// `Corrupt` for an impossible head.
+    pub fn refresh(&mut self) -> Result<bool, RingError> {
+        let head = self.words.head().load(Ordering::Acquire);
+        self.cons.observe_head(head)?;
+        Ok(!self.cons.is_empty())
+    }
+
+    /// Whether records were waiting as of the last refresh.
+    pub fn has_records(&self) -> bool {
+        !self.cons.is_empty()
+    }
+
+    /// The next record, its body copied into `body` (cleared first).
+    /// `Ok(None)`: nothing published as of the last refresh.
+    ///
+    /// # Errors
+    /// `RingError::Corrupt` for an impossible header or index: the peer is
+    /// broken or lying.
+    pub fn next_into(&mut self, body: &mut Vec<u8>) -> Result<Option<RecordInfo>, RingError> {
+        let data = self.words.data();
+        let mem = &self.words.mem;
+        let rec = self.cons.next(self.dir, |pos| {
+            let mut h = [0u8; RECORD_HEADER_LEN];
+            mem.copy_out(data + pos, &mut h);
+            h
+        })?;
+        let Some(rec) = rec else {
+            return Ok(None);
+        };
+        body.clear();
+        body.resize(rec.body.len(), 0);
+        if !mem.copy_out(data + rec.body.start, body) {
+            return Err(RingError::DataTooShort);
+        }
+        Ok(Some(RecordInfo {
+            kind: rec.kind,
+            flags: rec.flags,
+        }))
+    }
+
+    /// Release every record read (Release store of the tail), then the
+    /// wake-up check: `true` if the producer waits for room and must be
+    /// signalled.
+    pub fn release(&mut self) -> bool {
+        if self.cons.released() == self.cons.tail() {
+            return false;
+        }
+        self.words
+            .tail()
+            .store(self.cons.release(), Ordering::Release);
+        fence(Ordering::SeqCst);
+        take_flag(self.words.producer_waiting())
+    }
+
+    /// About to sleep on an empty ring: set `consumer_sleeping`, fence,
+    /// re-check the head. `Ok(true)`: still empty, sleep (the flag stays set
+    /// until the producer's wake-up swaps it, or [`RingRx::awake`]).
+    /// `Ok(false)`: records arrived, the flag is cleared.
+    ///
+    /// # Errors
+    /// `Corrupt` for an impossible head.
+    pub fn prepare_sleep(&mut self) -> Result<bool, RingError> {
+        self.words
+            .consumer_sleeping()
+            .store(SLEEPING, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.refresh()? {
+            self.awake();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Clear `consumer_sleeping` (woken, or not going to sleep after all).
+    pub fn awake(&self) {
+        self.words
+            .consumer_sleeping()
+            .store(AWAKE, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpg_core::ipc::header::{self, ConnLayout};
+    use cpg_core::ipc::{Message, Op, Request, RING_CAPACITY_MIN};
+    use cpg_core::GroupName;
+
+    fn pair() -> (RingTx, RingRx) {
+        let layout = ConnLayout::new(RING_CAPACITY_MIN, RING_CAPACITY_MIN, 0).unwrap();
+        let mem = Arc::new(SharedMem::create("t", layout.memfd_len() as usize).unwrap());
+        let mut page = vec![0u8; HEADER_LEN];
+        header::init(&mut page, Direction::Requests, layout.requests).unwrap();
+        mem.copy_in(0, &page);
+        let tx = RingTx::new(mem.clone(), 0, layout.requests).unwrap();
+        let rx = RingRx::new(mem, 0, layout.requests, Direction::Requests).unwrap();
+        (tx, rx)
+    }
+
+    #[test]
+    fn records_through_shared_memory_with_wakeups() {
+        let (mut tx, mut rx) = pair();
+        assert!(rx.prepare_sleep().unwrap(), "empty: sleep");
+        let join = Request {
+            req_id: 9,
+            op: Op::Join {
+                group: GroupName::new(b"cib\0").unwrap(),
+            },
+        };
+        tx.write(&join, 0).unwrap();
+        assert!(tx.publish(), "the consumer sleeps: signal it");
+        assert!(!tx.publish(), "nothing new: no signal");
+        assert!(rx.refresh().unwrap());
+        let mut body = Vec::new();
+        let info = rx.next_into(&mut body).unwrap().unwrap();
+        assert_eq!(Request::parse(info.kind, info.flags, &body), Ok(join));
+        assert_eq!(rx.next_into(&mut body).unwrap(), None);
+        assert!(!rx.release(), "the producer does not wait");
+    }
+
+    #[test]
+    fn full_ring_then_room_wakes_the_producer() {
+        let (mut tx, mut rx) = pair();
+        let big = vec![7u8; RING_CAPACITY_MIN / 4];
+        let kind = cpg_core::ipc::RequestKind::McastMore as u16;
+        let mut n = 0;
+        while tx.write_parts(kind, 0, &[&big], 0).is_ok() {
+            n += 1;
+        }
+        assert!(n >= 3);
+        assert_eq!(tx.write_parts(kind, 0, &[&big], 0), Err(WriteError::Full));
+        tx.publish();
+        assert!(!tx.prepare_wait(big.len(), 0).unwrap(), "still full");
+        rx.refresh().unwrap();
+        let mut body = Vec::new();
+        rx.next_into(&mut body).unwrap().unwrap();
+        assert_eq!(body, big);
+        assert!(rx.release(), "the producer waits: signal it");
+        assert!(tx.fits(big.len(), 0).unwrap());
+    }
+
+    #[test]
+    fn an_impossible_head_is_corrupt() {
+        let (_tx, mut rx) = pair();
+        rx.words.head().store(3, Ordering::Release);
+        assert!(rx.refresh().is_err());
+        rx.words
+            .head()
+            .store(10 * RING_CAPACITY_MIN as u64, Ordering::Release);
+        assert!(rx.refresh().is_err());
+    }
+}
