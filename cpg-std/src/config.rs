@@ -63,6 +63,7 @@ pub const EXCERPT_CHARS_MAX: usize = 80;
 pub const ZCB_MAX_MIN: usize = 1024 * 1024;
 pub use cpg_uring::{ZeroCopy, RX_HEADROOM};
 
+pub mod ipc;
 mod queue;
 pub mod ranges;
 use queue::check_queue;
@@ -70,6 +71,7 @@ pub use queue::{
     handle_queue_bytes_min, SlowConsumer, HANDLE_QUEUE_BYTES_DEFAULT, HANDLE_QUEUE_BYTES_MAX,
     HANDLE_QUEUE_BYTES_MIN, HANDLE_QUEUE_SLACK,
 };
+pub use ipc::{IpcConfig, IpcSection, DEFAULT_SOCKET};
 pub use ranges::Range;
 
 /// At most [`EXCERPT_CHARS_MAX`] characters of `s`, control characters
@@ -319,6 +321,9 @@ pub struct ConfigFile {
     pub pool: PoolSection,
     /// The static node list.
     pub nodelist: Vec<NodeEntry>,
+    /// How `cpgd` serves client processes (ignored by an embedded node).
+    #[serde(default)]
+    pub ipc: IpcSection,
 }
 
 /// Why a configuration was refused. Each message names the setting.
@@ -424,6 +429,9 @@ pub enum ConfigError {
         /// The smallest cap that works ([`handle_queue_bytes_min`]).
         min: usize,
     },
+    /// An `[ipc]` setting the daemon cannot use (the message names it).
+    #[error("{0}")]
+    Ipc(String),
     /// Receive buffer count not a power of two.
     #[error("pool.rx_buffers = {0} must be a power of two in {range}", range = ranges::POOL_RX_BUFFERS)]
     RxBuffers(usize),
@@ -506,6 +514,7 @@ impl ConfigFile {
             key_file: None,
             totem: TotemSection::default(),
             pool: PoolSection::default(),
+            ipc: IpcSection::default(),
             nodelist: nodes
                 .iter()
                 .map(|&(nodeid, addr)| NodeEntry { nodeid, addr })
@@ -667,6 +676,7 @@ impl ConfigFile {
             ..ranges::POOL_RX_BUFFER_SIZE
         }
         .check_usize(rx_buffer_size)?;
+        let ipc = self.ipc.validate()?;
         let nodes = self.nodelist.iter().map(|n| (n.nodeid, n.addr)).collect();
         Ok(NodeConfig {
             node_id: me,
@@ -684,6 +694,7 @@ impl ConfigFile {
             transport: self.transport,
             crypto: self.crypto,
             key_file: self.key_file.clone(),
+            ipc,
         })
     }
 }
@@ -752,6 +763,8 @@ pub struct NodeConfig {
     pub crypto: Crypto,
     /// The cluster key file (set whenever `crypto` is not `none`).
     pub key_file: Option<PathBuf>,
+    /// How `cpgd` serves client processes.
+    pub ipc: IpcConfig,
 }
 
 impl NodeConfig {

@@ -160,6 +160,22 @@ impl Cpg {
         Self::model_initialize_with_pid(node, std::process::id(), model, context)
     }
 
+    /// As [`Cpg::model_initialize`], on behalf of process `pid` of this
+    /// host: what a daemon serving other processes (`cpgd`) opens for each
+    /// client connection, so the member is the client's real pid (from
+    /// `SO_PEERCRED`), never the daemon's.
+    ///
+    /// # Errors
+    /// As [`Cpg::model_initialize`].
+    pub fn model_initialize_for_process(
+        node: &Node,
+        pid: u32,
+        model: ModelV1,
+        context: Context,
+    ) -> Result<Cpg, CsError> {
+        Self::model_initialize_with_pid(node, pid, model, context)
+    }
+
     /// As [`Cpg::model_initialize`], as process `pid`: lets one process
     /// play several CPG processes (members are `(nodeid, pid)`; the
     /// idiomatic layer's `JoinOptions::pid`, and tests through

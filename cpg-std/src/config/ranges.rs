@@ -189,4 +189,8 @@ pub const ALL: &[Range] = &[
     POOL_SLOT_COUNT,
     POOL_RX_BUFFERS,
     POOL_RX_BUFFER_SIZE,
+    super::ipc::IPC_RING_BYTES,
+    super::ipc::IPC_MAX_CONNECTIONS,
+    super::ipc::IPC_ZC_SLOT_SIZE,
+    super::ipc::IPC_ZC_SLOT_COUNT,
 ];
