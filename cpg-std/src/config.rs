@@ -66,12 +66,12 @@ pub use cpg_uring::{ZeroCopy, RX_HEADROOM};
 pub mod ipc;
 mod queue;
 pub mod ranges;
+pub use ipc::{IpcConfig, IpcSection, DEFAULT_SOCKET};
 use queue::check_queue;
 pub use queue::{
     handle_queue_bytes_min, SlowConsumer, HANDLE_QUEUE_BYTES_DEFAULT, HANDLE_QUEUE_BYTES_MAX,
     HANDLE_QUEUE_BYTES_MIN, HANDLE_QUEUE_SLACK,
 };
-pub use ipc::{IpcConfig, IpcSection, DEFAULT_SOCKET};
 pub use ranges::Range;
 
 /// At most [`EXCERPT_CHARS_MAX`] characters of `s`, control characters

@@ -162,7 +162,9 @@ impl IpcSection {
         ] {
             IPC_RING_BYTES.check_usize(v)?;
             if !v.is_power_of_two() {
-                return Err(ConfigError::Ipc(format!("{name} = {v} is not a power of two")));
+                return Err(ConfigError::Ipc(format!(
+                    "{name} = {v} is not a power of two"
+                )));
             }
         }
         IPC_MAX_CONNECTIONS.check_usize(self.max_connections)?;
@@ -212,12 +214,24 @@ mod tests {
             request_ring_bytes: 3 << 16,
             ..IpcSection::default()
         };
-        assert!(s.validate().unwrap_err().to_string().contains("power of two"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("power of two"));
         s.request_ring_bytes = 1 << 12;
-        assert!(s.validate().unwrap_err().to_string().contains("ipc.*_ring_bytes"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ipc.*_ring_bytes"));
         s.request_ring_bytes = 1 << 20;
         s.zc_classes[0].slot_size = 5000;
-        assert!(s.validate().unwrap_err().to_string().contains("multiple of 4096"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("multiple of 4096"));
         s.zc_classes = vec![];
         assert!(s.validate().is_err());
     }

@@ -1,0 +1,606 @@
+//! One client connection: the handle opened for its process, its request
+//! ring, and what each request does (`docs/spec/ipc.md` §6–§10).
+//!
+//! Requests are copied out of shared memory before they are parsed; a
+//! record that does not parse, pieces that do not add up, an impossible
+//! index or a slot the client does not own end this connection only
+//! ([`Verdict::Disconnect`]). A well-formed request that makes no sense now
+//! gets an error reply, exactly as the embedded handle answers it.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cpg_core::ipc::{
+    Assembly, Event, IterEntries, IterEntry, IterScope, List, Message, Op, Reply, ReplyBody,
+    Request, RequestKind, ITERATION_BATCH_MAX,
+};
+use cpg_core::limits::CPG_MEMBERS_MAX;
+use cpg_core::{CsError, GroupName, Guarantee};
+use cpg_ipc::{DaemonConn, PeerCred, RingRx, SharedMem};
+use cpg_std::cpg::{DispatchFlags, FlowControlState, Iteration, IterationType, ModelV1};
+use cpg_std::{Cpg, Node};
+
+use crate::events::EventOut;
+use crate::zc::{SlotLie, ZcSlots};
+
+/// Why a connection is cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The client hung up (exit, kill): PROCDOWN for its members.
+    HangUp,
+    /// `FINALIZE` was answered.
+    Finalized,
+    /// A malformed record, impossible index, or lie.
+    Malformed(&'static str),
+    /// Evicted as a slow consumer.
+    Evicted,
+}
+
+/// What serving a connection came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Carry on.
+    Keep,
+    /// Close it.
+    Disconnect(Cut),
+}
+
+/// A multicast the engine answered TRY_AGAIN: retried before any other
+/// request of the connection (the daemon never answers TRY_AGAIN for a
+/// send it took).
+#[derive(Debug)]
+struct Stalled {
+    req_id: u32,
+    guarantee: Guarantee,
+    reply: bool,
+    data: Vec<u8>,
+}
+
+/// A message arriving in pieces.
+#[derive(Debug)]
+struct Partial {
+    req_id: u32,
+    guarantee: Guarantee,
+    reply: bool,
+    data: Vec<u8>,
+    /// Refused at the first piece: its continuations are dropped.
+    refused: bool,
+}
+
+/// Counters of one connection (summed into the daemon's).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ConnCounters {
+    pub(crate) requests: u64,
+    pub(crate) mcasts: u64,
+    pub(crate) zc_mcasts: u64,
+    pub(crate) request_bytes_copied: u64,
+    pub(crate) stalls: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A live connection.
+pub(crate) struct Live {
+    pub(crate) cred: PeerCred,
+    pub(crate) cpg: Cpg,
+    mem: Arc<SharedMem>,
+    requests: RingRx,
+    pub(crate) daemon_wake: cpg_ipc::EventFd,
+    pub(crate) client_wake: cpg_ipc::EventFd,
+    pub(crate) out: Arc<Mutex<EventOut>>,
+    zc: ZcSlots,
+    body: Vec<u8>,
+    assembly: Assembly,
+    partial: Option<Partial>,
+    stalled: Option<Stalled>,
+    iterations: HashMap<u32, Iteration>,
+    next_iter: u32,
+    message_max: usize,
+    pub(crate) counters: ConnCounters,
+    /// Waiting for event ring room (the handle is not dispatched).
+    pub(crate) blocked_events: bool,
+}
+
+/// Records and bytes one visit may take from a connection (fairness).
+const VISIT_RECORDS: usize = 256;
+const VISIT_EVENTS: usize = 256;
+
+impl Live {
+    /// Open the handle for `cred.pid` on `node` with the connection's
+    /// callbacks writing into its event ring.
+    pub(crate) fn open(
+        node: &Node,
+        cred: PeerCred,
+        initial_totem: bool,
+        conn: DaemonConn,
+        zc_pool: &cpg_core::pool::PoolConfig,
+        message_max: usize,
+    ) -> Result<Live, CsError> {
+        let DaemonConn {
+            mem,
+            requests,
+            events,
+            daemon_wake,
+            client_wake,
+            layout,
+            ..
+        } = conn;
+        let out = Arc::new(Mutex::new(EventOut::new(events)));
+        let (o1, o2, o3) = (out.clone(), out.clone(), out.clone());
+        let model = ModelV1 {
+            deliver: Some(Box::new(move |_, d| {
+                lock(&o1).deliver(d.group, d.sender, d.msg);
+            })),
+            confchg: Some(Box::new(move |_, c| {
+                lock(&o2).confchg(c.group, c.members, c.left, c.joined);
+            })),
+            // Always registered: a client without a totem callback drops
+            // the event; the initial one only with the model's flag.
+            totem_confchg: Some(Box::new(move |_, ring, nodes| {
+                lock(&o3).totem(ring, nodes);
+            })),
+            flags: if initial_totem {
+                cpg_std::cpg::MODEL_V1_DELIVER_INITIAL_TOTEM_CONF
+            } else {
+                0
+            },
+        };
+        let cpg = Cpg::model_initialize_for_process(node, cred.pid, model, None)?;
+        let region = usize::try_from(layout.zc_region.offset).map_err(|_| CsError::Library)?;
+        let zc = ZcSlots::new(zc_pool, region).ok_or(CsError::NoResources)?;
+        Ok(Live {
+            cred,
+            cpg,
+            mem,
+            requests,
+            daemon_wake,
+            client_wake,
+            out,
+            zc,
+            body: Vec::new(),
+            assembly: Assembly::new(),
+            partial: None,
+            stalled: None,
+            iterations: HashMap::new(),
+            next_iter: 1,
+            message_max,
+            counters: ConnCounters::default(),
+            blocked_events: false,
+        })
+    }
+
+    /// Whether a multicast waits for the engine (retry on a short timer).
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.stalled.is_some()
+    }
+
+    /// Zero-copy slots the client holds.
+    pub(crate) fn zc_in_use(&self) -> usize {
+        self.zc.in_use()
+    }
+
+    /// Serve the connection: events into the ring, then requests, then
+    /// publish and wake the client if it sleeps.
+    pub(crate) fn service(&mut self) -> Verdict {
+        self.daemon_wake.drain();
+        let v = self.dispatch_events();
+        if v != Verdict::Keep {
+            return v;
+        }
+        let v = self.take_requests();
+        // publish whatever replies and events were written
+        let mut wake = lock(&self.out).publish();
+        wake |= self.requests.release();
+        if wake {
+            self.client_wake.signal();
+        }
+        if lock(&self.out).broken {
+            return Verdict::Disconnect(Cut::Malformed("event ring indices"));
+        }
+        v
+    }
+
+    fn dispatch_events(&mut self) -> Verdict {
+        let mut n = 0;
+        loop {
+            let clear = {
+                let mut o = lock(&self.out);
+                o.flush();
+                o.is_clear()
+            };
+            if !clear {
+                // wait for the client to make room; it signals our eventfd
+                if lock(&self.out).prepare_wait() {
+                    continue;
+                }
+                self.blocked_events = true;
+                return Verdict::Keep;
+            }
+            self.blocked_events = false;
+            if n >= VISIT_EVENTS {
+                return Verdict::Keep;
+            }
+            n += 1;
+            match self.cpg.dispatch(DispatchFlags::OneNonblocking) {
+                Ok(()) => {}
+                Err(CsError::TryAgain) | Err(CsError::BadHandle) => return Verdict::Keep,
+                Err(_) => {
+                    // evicted by the node's slow-consumer policy (or the
+                    // node stopped): the last word goes in the reserve
+                    let mut o = lock(&self.out);
+                    o.reply(&Event::Evicted {
+                        error: CsError::Library,
+                    });
+                    if o.publish() {
+                        self.client_wake.signal();
+                    }
+                    return Verdict::Disconnect(Cut::Evicted);
+                }
+            }
+        }
+    }
+
+    fn take_requests(&mut self) -> Verdict {
+        if !self.retry_stalled() {
+            return Verdict::Keep;
+        }
+        for _ in 0..VISIT_RECORDS {
+            if !lock(&self.out).reply_fits() {
+                // a reply to the next request might not fit: wait for room
+                if !lock(&self.out).prepare_wait() {
+                    self.blocked_events = true;
+                    return Verdict::Keep;
+                }
+            }
+            match self.requests.refresh() {
+                Ok(_) => {}
+                Err(_) => return Verdict::Disconnect(Cut::Malformed("request ring indices")),
+            }
+            let mut body = std::mem::take(&mut self.body);
+            let rec = self.requests.next_into(&mut body);
+            let v = match rec {
+                Ok(None) => {
+                    self.body = body;
+                    // sleep until the client signals (the flag stays set)
+                    match self.requests.prepare_sleep() {
+                        Ok(true) => return Verdict::Keep,
+                        Ok(false) => continue,
+                        Err(_) => {
+                            return Verdict::Disconnect(Cut::Malformed("request ring indices"))
+                        }
+                    }
+                }
+                Ok(Some(info)) => {
+                    self.counters.requests += 1;
+                    match Request::parse(info.kind, info.flags, &body) {
+                        Ok(req) => self.handle(req),
+                        Err(_) => Verdict::Disconnect(Cut::Malformed("request record")),
+                    }
+                }
+                Err(_) => Verdict::Disconnect(Cut::Malformed("request ring record")),
+            };
+            self.body = body;
+            if v != Verdict::Keep || self.stalled.is_some() {
+                return v;
+            }
+        }
+        Verdict::Keep
+    }
+
+    fn reply(&mut self, req_id: u32, op: RequestKind, result: Result<ReplyBody<'_>, CsError>) {
+        lock(&self.out).reply(&Event::Reply(Reply { req_id, op, result }));
+    }
+
+    fn done(&mut self, req_id: u32, op: RequestKind, r: Result<(), CsError>) {
+        self.reply(req_id, op, r.map(|()| ReplyBody::Done));
+    }
+
+    fn handle(&mut self, req: Request<'_>) -> Verdict {
+        let id = req.req_id;
+        let kind = req.op.kind();
+        if self.partial.is_some() && kind != RequestKind::McastMore {
+            return Verdict::Disconnect(Cut::Malformed("a request inside a message's pieces"));
+        }
+        match req.op {
+            Op::Join { group } => {
+                let r = self.cpg.join(&group);
+                self.done(id, kind, r);
+            }
+            Op::Leave { group } => {
+                let r = self.cpg.leave(&group);
+                self.done(id, kind, r);
+            }
+            Op::Mcast {
+                guarantee,
+                reply,
+                total_len,
+                piece,
+            } => {
+                if total_len as usize > self.message_max {
+                    if self.assembly.first(id, total_len, piece.len()).is_err() {
+                        return Verdict::Disconnect(Cut::Malformed("MCAST pieces"));
+                    }
+                    self.done(id, kind, Err(CsError::TooBig));
+                    self.finish_or_keep_partial(id, guarantee, reply, Vec::new(), true);
+                    return Verdict::Keep;
+                }
+                let first = match self.assembly.first(id, total_len, piece.len()) {
+                    Ok(p) => p,
+                    Err(_) => return Verdict::Disconnect(Cut::Malformed("MCAST pieces")),
+                };
+                if first.complete {
+                    return self.send(id, guarantee, reply, piece);
+                }
+                let mut data = Vec::with_capacity(total_len as usize);
+                data.extend_from_slice(piece);
+                self.partial = Some(Partial {
+                    req_id: id,
+                    guarantee,
+                    reply,
+                    data,
+                    refused: false,
+                });
+            }
+            Op::McastMore { piece } => {
+                let p = match self.assembly.more(id, piece.len()) {
+                    Ok(p) => p,
+                    Err(_) => return Verdict::Disconnect(Cut::Malformed("MCAST_MORE pieces")),
+                };
+                let Some(partial) = self.partial.as_mut() else {
+                    return Verdict::Disconnect(Cut::Malformed("MCAST_MORE without MCAST"));
+                };
+                if !partial.refused {
+                    partial.data.extend_from_slice(piece);
+                }
+                if p.complete {
+                    let partial = self.partial.take().expect("checked above");
+                    if !partial.refused {
+                        return self.send(
+                            partial.req_id,
+                            partial.guarantee,
+                            partial.reply,
+                            &partial.data,
+                        );
+                    }
+                }
+            }
+            Op::McastZc {
+                guarantee,
+                reply,
+                slot,
+                offset,
+                len,
+            } => {
+                let (at, n) = match self.zc.range(slot, offset, len) {
+                    Ok(r) => r,
+                    Err(SlotLie::NotOwned) => {
+                        return Verdict::Disconnect(Cut::Malformed(
+                            "MCAST_ZC of a slot it does not own",
+                        ))
+                    }
+                    Err(SlotLie::Range) => {
+                        return Verdict::Disconnect(Cut::Malformed(
+                            "MCAST_ZC range outside its slot",
+                        ))
+                    }
+                };
+                self.counters.zc_mcasts += 1;
+                let mem = self.mem.clone();
+                let bytes = mem.shared_bytes(at, n).unwrap_or(&[]);
+                let v = self.send(id, guarantee, reply, bytes);
+                // sent by copy (or refused, or held as a stalled copy): the
+                // slot is free again
+                self.zc.done(slot);
+                return v;
+            }
+            Op::ZcAlloc { len } => {
+                let r = self.zc.alloc(len as usize);
+                match r {
+                    Ok((slot, offset, capacity)) => self.reply(
+                        id,
+                        kind,
+                        Ok(ReplyBody::ZcAlloc {
+                            slot,
+                            offset,
+                            capacity,
+                        }),
+                    ),
+                    Err(e) => self.reply(id, kind, Err(e)),
+                }
+            }
+            Op::ZcFree { slot } => {
+                if self.zc.free(slot).is_err() {
+                    return Verdict::Disconnect(Cut::Malformed(
+                        "ZC_FREE of a slot it does not own",
+                    ));
+                }
+                self.done(id, kind, Ok(()));
+            }
+            Op::MembershipGet { group, offset } => self.membership(id, &group, offset),
+            Op::LocalGet => {
+                let r = self.cpg.local_get();
+                self.reply(id, kind, r.map(|nodeid| ReplyBody::LocalGet { nodeid }));
+            }
+            Op::IterationInitialize { scope } => {
+                let (ty, group) = match &scope {
+                    IterScope::NameOnly => (IterationType::NameOnly, None),
+                    IterScope::OneGroup(g) => (IterationType::OneGroup, Some(g)),
+                    IterScope::All => (IterationType::All, None),
+                };
+                match self.cpg.iteration_initialize(ty, group) {
+                    Ok(it) => {
+                        if self.iterations.len() >= 64 {
+                            self.reply(id, kind, Err(CsError::NoResources));
+                        } else {
+                            let iter_id = self.next_iter;
+                            self.next_iter = self.next_iter.wrapping_add(1).max(1);
+                            self.iterations.insert(iter_id, it);
+                            self.reply(id, kind, Ok(ReplyBody::IterationInitialize { iter_id }));
+                        }
+                    }
+                    Err(e) => self.reply(id, kind, Err(e)),
+                }
+            }
+            Op::IterationNext { iter_id } => self.iteration_next(id, iter_id),
+            Op::IterationFinalize { iter_id } => {
+                let r = match self.iterations.remove(&iter_id) {
+                    Some(mut it) => it.finalize(),
+                    None => Err(CsError::BadHandle),
+                };
+                self.done(id, kind, r);
+            }
+            Op::FlowControlStateGet => {
+                let r = self.cpg.flow_control_state_get();
+                self.reply(
+                    id,
+                    kind,
+                    r.map(|s| ReplyBody::FlowControlState {
+                        enabled: s == FlowControlState::Enabled,
+                    }),
+                );
+            }
+            Op::Finalize => {
+                let r = self.cpg.finalize();
+                self.done(id, kind, r);
+                return Verdict::Disconnect(Cut::Finalized);
+            }
+        }
+        Verdict::Keep
+    }
+
+    fn finish_or_keep_partial(
+        &mut self,
+        req_id: u32,
+        guarantee: Guarantee,
+        reply: bool,
+        data: Vec<u8>,
+        refused: bool,
+    ) {
+        if self.assembly.is_idle() {
+            return;
+        }
+        self.partial = Some(Partial {
+            req_id,
+            guarantee,
+            reply,
+            data,
+            refused,
+        });
+    }
+
+    /// Hand a whole message to the handle: by copy into the engine.
+    fn send(&mut self, req_id: u32, guarantee: Guarantee, reply: bool, data: &[u8]) -> Verdict {
+        self.counters.mcasts += 1;
+        self.counters.request_bytes_copied += data.len() as u64;
+        match self.cpg.mcast_joined(guarantee, &[IoSlice::new(data)]) {
+            Ok(()) => {
+                if reply {
+                    self.done(req_id, RequestKind::Mcast, Ok(()));
+                }
+            }
+            Err(CsError::TryAgain) => {
+                self.counters.stalls += 1;
+                self.stalled = Some(Stalled {
+                    req_id,
+                    guarantee,
+                    reply,
+                    data: data.to_vec(),
+                });
+            }
+            Err(e) => self.done(req_id, RequestKind::Mcast, Err(e)),
+        }
+        Verdict::Keep
+    }
+
+    /// Retry a stalled multicast; `true` when none is stalled any more.
+    fn retry_stalled(&mut self) -> bool {
+        let Some(s) = self.stalled.take() else {
+            return true;
+        };
+        match self.cpg.mcast_joined(s.guarantee, &[IoSlice::new(&s.data)]) {
+            Ok(()) => {
+                if s.reply {
+                    self.done(s.req_id, RequestKind::Mcast, Ok(()));
+                }
+                true
+            }
+            Err(CsError::TryAgain) => {
+                self.stalled = Some(s);
+                false
+            }
+            Err(e) => {
+                self.done(s.req_id, RequestKind::Mcast, Err(e));
+                true
+            }
+        }
+    }
+
+    fn membership(&mut self, id: u32, group: &GroupName, offset: u32) {
+        let kind = RequestKind::MembershipGet;
+        match self.cpg.membership_get(group) {
+            Ok(all) => {
+                let total = all.len();
+                let start = (offset as usize).min(total);
+                let end = (start + CPG_MEMBERS_MAX).min(total);
+                let members = &all[start..end];
+                self.reply(
+                    id,
+                    kind,
+                    Ok(ReplyBody::Membership {
+                        total: total as u32,
+                        offset: start as u32,
+                        members: List::from_slice(members),
+                    }),
+                );
+            }
+            Err(e) => self.reply(id, kind, Err(e)),
+        }
+    }
+
+    fn iteration_next(&mut self, id: u32, iter_id: u32) {
+        let kind = RequestKind::IterationNext;
+        let Some(it) = self.iterations.get_mut(&iter_id) else {
+            self.reply(id, kind, Err(CsError::BadHandle));
+            return;
+        };
+        let mut batch: Vec<IterEntry> = Vec::with_capacity(ITERATION_BATCH_MAX);
+        let mut err = None;
+        while batch.len() < ITERATION_BATCH_MAX {
+            match it.next_entry() {
+                Ok(d) => batch.push(IterEntry {
+                    group: d.group,
+                    nodeid: d.nodeid,
+                    pid: d.pid,
+                }),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            self.reply(id, kind, Err(err.unwrap_or(CsError::NoSections)));
+            return;
+        }
+        self.reply(
+            id,
+            kind,
+            Ok(ReplyBody::IterationNext {
+                entries: IterEntries::from_slice(&batch),
+            }),
+        );
+    }
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("cred", &self.cred).finish()
+    }
+}
+
+// `Message` is used through `Request::parse`.
+#[allow(unused_imports)]
+use Message as _;
