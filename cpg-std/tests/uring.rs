@@ -284,7 +284,6 @@ struct HeapRegion(Box<[u8]>);
 
 // SAFETY: the box is neither moved, resized nor freed while the
 // `HeapRegion` lives, so `base()`/`len()` are stable and readable.
-#[allow(unsafe_code)]
 unsafe impl cpg_uring::ExternalRegion for HeapRegion {
     fn base(&self) -> std::ptr::NonNull<u8> {
         std::ptr::NonNull::from(&*self.0).cast()

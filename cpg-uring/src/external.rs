@@ -350,8 +350,8 @@ mod tests {
 
     struct Heap(Box<[u8]>);
 
-    // SAFETY: (test) the box is neither moved nor freed while `Heap` lives.
     #[allow(unsafe_code)]
+    // SAFETY: (test) the box is neither moved nor freed while `Heap` lives.
     unsafe impl ExternalRegion for Heap {
         fn base(&self) -> NonNull<u8> {
             NonNull::from(&*self.0).cast()
