@@ -98,6 +98,17 @@ impl Node {
         self.running.as_ref().and_then(|r| r.counters())
     }
 
+    /// The io_uring driver's handle for memory sent from in place, not
+    /// owned by the node (cpgd's client regions: `cpg_uring::RxBuf::external`
+    /// frames are sent from them; adding a region registers it as a fixed
+    /// buffer when the kernel lets it). `None` on the in-process loopback
+    /// transport. The handle stays valid after the node stops; it then
+    /// refuses to add (`ExternalError::Closed`).
+    #[doc(hidden)]
+    pub fn external_regions(&self) -> Option<cpg_uring::ExternalRegions> {
+        self.running.as_ref().and_then(|r| r.external_regions())
+    }
+
     pub(crate) fn dyn_node(&self) -> Arc<dyn DynNode> {
         self.node.clone()
     }

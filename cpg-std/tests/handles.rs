@@ -1148,3 +1148,10 @@ fn multicasts_racing_a_leave_are_delivered_before_it_or_refused() {
         );
     }
 }
+
+/// The in-process loopback transport sends from no external memory.
+#[test]
+fn loopback_nodes_have_no_external_regions() {
+    let (_net, nodes) = cluster(1);
+    assert!(nodes[0].external_regions().is_none());
+}

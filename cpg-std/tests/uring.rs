@@ -278,3 +278,46 @@ fn handles_and_buffers_are_send_and_sync() {
     fn send<T: Send>() {}
     send::<cpg_std::ZcBuf>();
 }
+
+/// Heap memory standing in for cpgd's mapping of a client region.
+struct HeapRegion(Box<[u8]>);
+
+// SAFETY: the box is neither moved, resized nor freed while the
+// `HeapRegion` lives, so `base()`/`len()` are stable and readable.
+unsafe impl cpg_uring::ExternalRegion for HeapRegion {
+    fn base(&self) -> std::ptr::NonNull<u8> {
+        std::ptr::NonNull::from(&*self.0).cast()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn release(&self, _: std::ops::Range<usize>) {}
+}
+
+/// cpgd's way in: a running node's driver registers an external region on
+/// its own thread, and takes it out again.
+#[test]
+fn a_running_node_registers_and_removes_external_regions() {
+    use cpg_uring::{ExternalError, RegionStatus};
+    let dir = tmp("ext");
+    let f = config(1, ZeroCopy::Auto, &dir);
+    let n = Node::start(&f.validate(Some(1)).unwrap()).unwrap();
+    let regions = n
+        .external_regions()
+        .expect("the io_uring transport has one");
+    let region = std::sync::Arc::new(HeapRegion(vec![7; 64 * 1024].into()));
+    let id = regions.add(region.clone()).unwrap();
+    assert!(
+        until(|| matches!(regions.status(id), Some(RegionStatus::Fixed { .. }))),
+        "registered by the driver's thread: {:?}",
+        regions.status(id)
+    );
+    assert_eq!(n.transport_counters().unwrap().external_regions_fixed, 1);
+    regions.remove(id).unwrap();
+    assert!(until(|| regions.status(id).is_none()), "removed");
+    assert_eq!(n.transport_counters().unwrap().external_regions_fixed, 0);
+    n.stop();
+    assert_eq!(regions.add(region.clone()), Err(ExternalError::Closed));
+    assert_eq!(std::sync::Arc::strong_count(&region), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

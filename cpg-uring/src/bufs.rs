@@ -44,6 +44,7 @@ use cpg_core::pool::{
 };
 use rustix::mm::{MapFlags, ProtFlags};
 
+use crate::external::{ExternalError, ExternalRegion};
 use crate::waker::Waker;
 
 /// Bytes reserved in front of a received datagram in each receive buffer:
@@ -53,7 +54,7 @@ pub const RX_HEADROOM: usize = 64;
 
 /// Lock `m`, taking the guard even if a thread panicked while holding it:
 /// the crate's one mutex-poison policy.
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -399,17 +400,45 @@ pub(crate) enum TxSource {
 impl TxSource {
     /// A source for `buf[range]`, or `None` if `range` is not inside `buf`.
     pub(crate) fn buf(buf: RxBuf, range: Range<usize>) -> Option<TxSource> {
-        buf.as_ref().get(range.clone())?;
+        buf.raw_range(range.clone())?;
         Some(TxSource::Buf { buf, range })
     }
 
     /// A gather source, or `None` if `range` is not inside `buf`.
     pub(crate) fn gather(head: Arc<[u8]>, buf: RxBuf, range: Range<usize>) -> Option<TxSource> {
-        buf.as_ref().get(range.clone())?;
+        buf.raw_range(range.clone())?;
         Some(TxSource::Gather { head, buf, range })
     }
 
-    /// The bytes, as one or two segments.
+    /// The bytes as one or two (pointer, length) segments, without forming
+    /// a reference to them: what the io_uring send paths hand the kernel
+    /// (an external buffer's bytes may be written by another process
+    /// meanwhile; see [`RxBuf::external`]). Valid while `self` lives.
+    pub(crate) fn raw_segments(&self) -> [(*const u8, usize); 2] {
+        let none = (NonNull::<u8>::dangling().as_ptr().cast_const(), 0);
+        match self {
+            TxSource::Heap(b) => [(b.as_ptr(), b.len()), none],
+            TxSource::Buf { buf, range } => [buf.raw_range(range.clone()).unwrap_or(none), none],
+            TxSource::Gather { head, buf, range } => [
+                (head.as_ptr(), head.len()),
+                buf.raw_range(range.clone()).unwrap_or(none),
+            ],
+        }
+    }
+
+    /// Whether the bytes (or the gather's second part) lie in an external
+    /// region ([`RxBuf::external`]).
+    pub(crate) fn is_external(&self) -> bool {
+        match self {
+            TxSource::Heap(_) => false,
+            TxSource::Buf { buf, .. } | TxSource::Gather { buf, .. } => buf.is_external(),
+        }
+    }
+
+    /// The bytes, as one or two segments. For an external buffer this is a
+    /// `&[u8]` over memory another process may write (see
+    /// [`RxBuf::external`]): used only where the bytes are copied as opaque
+    /// payload (sealing, the user-space loopback) or handed to a syscall.
     pub(crate) fn segments(&self) -> [&[u8]; 2] {
         match self {
             TxSource::Heap(b) => [b, &[]],
@@ -421,8 +450,8 @@ impl TxSource {
     }
 
     pub(crate) fn len(&self) -> usize {
-        let [a, b] = self.segments();
-        a.len() + b.len()
+        let [a, b] = self.raw_segments();
+        a.1 + b.1
     }
 
     /// The pool slot this send reads, if any.
@@ -479,8 +508,10 @@ impl ReturnQueue {
 /// The engine's buffer handle (`F` of `Engine<F>`): a received frame in a
 /// receive buffer of the region (returned to the kernel when the last
 /// clone drops), a zero-copy send buffer in a pool slot (returned to the
-/// pool when the last clone drops), or bytes on the heap (syscall fallback,
-/// user-space loopback, copies made under receive-buffer pressure).
+/// pool when the last clone drops), bytes on the heap (syscall fallback,
+/// user-space loopback, copies made under receive-buffer pressure), or a
+/// range of memory the driver does not own ([`RxBuf::external`]: the
+/// owner's release hook runs when the last clone drops).
 ///
 /// Clones share the bytes; `Clone + AsRef<[u8]> + Send + Sync`.
 #[derive(Clone)]
@@ -490,6 +521,7 @@ enum RxInner {
     Ring(RingFrame),
     Slot(SlotFrame),
     Heap(Arc<[u8]>),
+    External(ExternalFrame),
 }
 
 /// A frame in a provided buffer. The buffer is held (not in the kernel's
@@ -556,10 +588,103 @@ impl Drop for SlotFrame {
     }
 }
 
+/// `range` of an [`ExternalRegion`]: the owner's `release(range)` runs
+/// when this drops, i.e. when the last [`RxBuf`] clone over it goes.
+struct ExternalFrame {
+    owner: Arc<dyn ExternalRegion>,
+    /// `owner.base() + range.start`.
+    ptr: NonNull<u8>,
+    range: Range<usize>,
+}
+
+// SAFETY: `ptr` points into the owner's region, which stays mapped while
+// `owner` (an `Arc` this frame holds) lives, by the `ExternalRegion`
+// contract; nothing here writes through it, and the owner is `Send + Sync`
+// by the trait's bounds. Which thread reads the bytes does not matter.
+unsafe impl Send for ExternalFrame {}
+// SAFETY: as above; `&ExternalFrame` only reads.
+unsafe impl Sync for ExternalFrame {}
+
+impl Drop for ExternalFrame {
+    fn drop(&mut self) {
+        // The last handle: the engine dropped its clones and every send
+        // released its own after its final completion (a `SendZc` after
+        // its notification: `send::SendTable`).
+        self.owner.release(self.range.clone());
+    }
+}
+
 impl RxBuf {
     /// A frame on the heap (no region buffer behind it).
     pub fn from_heap(bytes: Arc<[u8]>) -> RxBuf {
         RxBuf(Arc::new(RxInner::Heap(bytes)))
+    }
+
+    /// A handle on `owner`'s bytes `range`, sent from where they lie: with
+    /// a fixed buffer index when `owner` was added to the driver
+    /// ([`crate::ExternalRegions::add`]) and its registration held, by the
+    /// non-fixed paths otherwise; never copied in user space by the send
+    /// paths. `owner.release(range)` runs exactly once, when the last clone
+    /// of the handle drops (after the engine let go and every send that
+    /// read it completed, zero-copy notifications included).
+    ///
+    /// [`FrameBuf::unique_mut`](cpg_core::engine::FrameBuf::unique_mut) is
+    /// always `None` for it: nothing here writes the owner's memory.
+    ///
+    /// # Bytes another process writes
+    ///
+    /// The engine reads frames through `AsRef<[u8]>`, so this handle gives
+    /// a `&[u8]` over memory that the owner's client may write at the same
+    /// moment (`MAP_SHARED`). In the letter of Rust's memory model that is
+    /// a data race: a shared reference promises its bytes do not change.
+    /// The compiler cannot see the other process, so what it may do is
+    /// assume two reads of one byte agree, or serve two reads from one.
+    /// We accept that because nothing makes a decision memory safety
+    /// depends on from these bytes: they are payload, opaque to this crate
+    /// and to the engine (copied, sent or delivered, never parsed in place
+    /// and never used as a length or index); the ranges are the caller's
+    /// own, checked here against `owner.len()`; and the send paths form no
+    /// reference at all (the kernel gets a pointer and a length, see
+    /// `TxSource::raw_segments`). The worst a concurrent write does is
+    /// change the bytes that are sent or delivered, which the writer could
+    /// have done by writing them earlier. Two caveats for the owner: a
+    /// frame re-sent later (a retransmission) reads the memory again, so a
+    /// client that rewrites a payload in flight may have different bytes
+    /// reach different nodes; and bytes that must be believed (headers,
+    /// lengths) must be copied out before they are checked, not read here.
+    ///
+    /// # Errors
+    /// [`ExternalError::BadRange`] if `range` is not inside `owner`.
+    pub fn external(
+        owner: Arc<dyn ExternalRegion>,
+        range: Range<usize>,
+    ) -> Result<RxBuf, ExternalError> {
+        let len = owner.len();
+        if range.start > range.end || range.end > len {
+            return Err(ExternalError::BadRange {
+                start: range.start,
+                end: range.end,
+                len,
+            });
+        }
+        // In bounds of the region (checked above), so no overflow and not null.
+        let ptr = NonNull::new(owner.base().as_ptr().wrapping_add(range.start)).ok_or(
+            ExternalError::BadRange {
+                start: range.start,
+                end: range.end,
+                len,
+            },
+        )?;
+        Ok(RxBuf(Arc::new(RxInner::External(ExternalFrame {
+            owner,
+            ptr,
+            range,
+        }))))
+    }
+
+    /// Whether this is a range of an external region ([`RxBuf::external`]).
+    pub fn is_external(&self) -> bool {
+        matches!(&*self.0, RxInner::External(_))
     }
 
     /// The provided-buffer id behind this frame, if it is in a receive buffer.
@@ -580,7 +705,29 @@ impl RxBuf {
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.as_ref().len()
+        match &*self.0 {
+            RxInner::Heap(b) => b.len(),
+            RxInner::Ring(f) => f.len,
+            RxInner::Slot(s) => s.len,
+            RxInner::External(e) => e.range.len(),
+        }
+    }
+
+    /// `self[range]` as a pointer and a length, without forming a
+    /// reference to the bytes (what a send hands the kernel); `None` if
+    /// `range` is not inside the buffer.
+    pub(crate) fn raw_range(&self, range: Range<usize>) -> Option<(*const u8, usize)> {
+        let (base, len): (*const u8, usize) = match &*self.0 {
+            RxInner::Heap(b) => (b.as_ptr(), b.len()),
+            RxInner::Ring(f) => (f.ptr.as_ptr(), f.len),
+            RxInner::Slot(s) => (s.ptr.as_ptr(), s.len),
+            RxInner::External(e) => (e.ptr.as_ptr(), e.range.len()),
+        };
+        if range.start > range.end || range.end > len {
+            return None;
+        }
+        // `start ≤ len`: stays inside (or one past) the buffer.
+        Some((base.wrapping_add(range.start), range.len()))
     }
 
     /// Empty.
@@ -631,7 +778,7 @@ impl RxBuf {
                 }
                 Some(Ok(()))
             }
-            RxInner::Slot(_) => None,
+            RxInner::Slot(_) | RxInner::External(_) => None,
         }
     }
 
@@ -676,7 +823,14 @@ impl RxBuf {
 ///   `SlotAlloc::alloc` to lie inside the pool span of the mapping, which
 ///   `pool.map` keeps alive); the slot stays allocated while the handle
 ///   exists, and writes need the only handle and `&mut` (`unique_mut`), so
-///   none happens during a shared borrow.
+///   none happens during a shared borrow;
+/// - an `External` frame's `ptr..ptr+len` is inside the owner's region
+///   (checked by `RxBuf::external`), mapped and readable while `owner`
+///   lives (the `ExternalRegion` contract). We never write it; another
+///   process may, which Rust's model does not allow for a `&[u8]`: see
+///   "Bytes another process writes" on [`RxBuf::external`] for why that
+///   is accepted (the bytes are opaque payload; no safety decision reads
+///   them).
 impl AsRef<[u8]> for RxBuf {
     fn as_ref(&self) -> &[u8] {
         match &*self.0 {
@@ -687,6 +841,12 @@ impl AsRef<[u8]> for RxBuf {
             // SAFETY: an allocated pool slot, written only through the only
             // handle and `&mut` (see this impl's doc).
             RxInner::Slot(s) => unsafe { std::slice::from_raw_parts(s.ptr.as_ptr(), s.len) },
+            // SAFETY: inside the owner's region, mapped while `owner` lives;
+            // possibly written by another process meanwhile, accepted for
+            // opaque payload bytes (see this impl's doc).
+            RxInner::External(e) => unsafe {
+                std::slice::from_raw_parts(e.ptr.as_ptr(), e.range.len())
+            },
         }
     }
 }
@@ -694,7 +854,8 @@ impl AsRef<[u8]> for RxBuf {
 impl cpg_core::engine::FrameBuf for RxBuf {
     /// The bytes, writable, while this is the only handle: a zero-copy send
     /// buffer (the application writes its payload, the engine its headers)
-    /// or a heap frame. Never for a receive buffer.
+    /// or a heap frame. Never for a receive buffer or an external range
+    /// (memory the driver does not own and never writes).
     ///
     /// # Soundness
     /// `Arc::get_mut` succeeds only for the only handle; every send holds a
@@ -706,7 +867,7 @@ impl cpg_core::engine::FrameBuf for RxBuf {
     fn unique_mut(&mut self) -> Option<&mut [u8]> {
         match Arc::get_mut(&mut self.0)? {
             RxInner::Heap(b) => Arc::get_mut(b),
-            RxInner::Ring(_) => None,
+            RxInner::Ring(_) | RxInner::External(_) => None,
             RxInner::Slot(s) => {
                 // SAFETY: see "Soundness" above; the range is the slot's,
                 // inside the live mapping.
@@ -721,6 +882,7 @@ impl fmt::Debug for RxBuf {
         f.debug_struct("RxBuf")
             .field("buffer_id", &self.buffer_id())
             .field("slot", &self.slot_id())
+            .field("external", &self.is_external())
             .field("len", &self.len())
             .finish()
     }
@@ -1080,6 +1242,72 @@ mod tests {
         assert_eq!(ring.recycle(), 1);
         assert_eq!(ring.available(), 4);
         assert_eq!(ring.tail, 5);
+    }
+
+    /// A heap-backed external region that logs its releases.
+    struct Ext {
+        bytes: Box<[u8]>,
+        released: Mutex<Vec<Range<usize>>>,
+    }
+
+    // SAFETY: (test) the box is neither moved, resized nor freed while
+    // `Ext` lives, so `base()`/`len()` are stable and readable.
+    unsafe impl ExternalRegion for Ext {
+        fn base(&self) -> NonNull<u8> {
+            NonNull::from(&*self.bytes).cast()
+        }
+        fn len(&self) -> usize {
+            self.bytes.len()
+        }
+        fn release(&self, range: Range<usize>) {
+            lock(&self.released).push(range);
+        }
+    }
+
+    #[test]
+    fn external_range_checked_read_only_and_released_once() {
+        use cpg_core::engine::FrameBuf;
+        let ext = Arc::new(Ext {
+            bytes: (0..64u8).collect::<Vec<_>>().into(),
+            released: Mutex::new(Vec::new()),
+        });
+        let owner: Arc<dyn ExternalRegion> = ext.clone();
+        assert_eq!(
+            RxBuf::external(owner.clone(), 60..65).err(),
+            Some(ExternalError::BadRange {
+                start: 60,
+                end: 65,
+                len: 64
+            })
+        );
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = 9..8;
+        assert!(RxBuf::external(owner.clone(), reversed).is_err());
+        let mut b = RxBuf::external(owner, 8..16).unwrap();
+        assert!(b.is_external() && !b.is_slot());
+        assert_eq!(b.as_ref(), &[8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(b.len(), 8);
+        assert!(b.unique_mut().is_none(), "never writable, even unique");
+        assert!(b.open_in_place(|_| Ok::<_, ()>(0)).is_none());
+        // A send's view: pointer and length, no reference; ranges checked.
+        let (p, n) = b.raw_range(2..6).unwrap();
+        assert_eq!((p as usize - ext.bytes.as_ptr() as usize, n), (10, 4));
+        assert!(b.raw_range(2..9).is_none());
+        let src = TxSource::gather(Arc::from(&b"hd"[..]), b.clone(), 0..8).unwrap();
+        assert!(src.is_external() && src.slot_buf().is_none());
+        assert_eq!(src.len(), 10);
+        assert_eq!(src.raw_segments()[1].0, ext.bytes[8..].as_ptr());
+        let c = b.clone();
+        drop(b);
+        drop(src);
+        assert!(lock(&ext.released).is_empty(), "a clone is left");
+        drop(c);
+        assert_eq!(*lock(&ext.released), vec![8..16]);
+        assert_eq!(
+            Arc::strong_count(&ext),
+            1,
+            "the handles gave the owner back"
+        );
     }
 
     #[test]

@@ -50,6 +50,32 @@ counters! {
     sends_gather_zc,
     /// Gather sends by `SendMsg` (io_uring) or `sendmsg` (fallback).
     sends_gather,
+    /// Sends from an external region ([`crate::RxBuf::external`]) by
+    /// `SendZc` naming its fixed buffer (also counted in `sends_zc_fixed`).
+    external_sends_zc_fixed,
+    /// Sends from an external region by `SendZc` without a fixed buffer
+    /// (not registered: see `external_register_failures`; also counted in
+    /// `sends_zc_heap`). The kernel pins the pages per send.
+    external_sends_zc,
+    /// Gather sends (engine headers + external bytes) by `SendMsgZc`
+    /// (also counted in `sends_gather_zc`).
+    external_sends_gather_zc,
+    /// Sends from an external region by `WriteFixed` (zero copy off; also
+    /// in `sends_write_fixed`): the kernel copies, user space does not.
+    external_sends_write_fixed,
+    /// Sends from an unregistered external region by `Send` (zero copy
+    /// off; also in `sends_plain`), or by `sendmsg` on the syscall
+    /// fallback: the kernel copies, user space does not.
+    external_sends_plain,
+    /// Gather sends with external bytes by `SendMsg` / `sendmsg` (zero
+    /// copy off; also in `sends_gather`).
+    external_sends_gather,
+    /// External regions registered as fixed buffers now (a gauge).
+    external_regions_fixed,
+    /// External regions that could not be registered as fixed buffers (no
+    /// sparse table, table full, or the kernel refused: RLIMIT_MEMLOCK,
+    /// memory it cannot pin); they are sent from by the non-fixed paths.
+    external_register_failures,
     /// Zero-copy notifications reaped.
     zc_notifications,
     /// Of those, how many said the kernel copied after all (loopback does).
@@ -114,6 +140,10 @@ impl Counters {
 
     pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(c: &AtomicU64) {
+        c.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn set(c: &AtomicU64, n: u64) {

@@ -26,10 +26,25 @@
 //! | received frame re-sent ([`FrameRef::Rx`]) | `WriteFixed`, fixed buffer 1 | `SendZc`, fixed buffer 1 |
 //! | fragment of a zero-copy buffer ([`FrameRef::Gather`]) | `SendMsg`, 2 iovecs | `SendMsgZc`, 2 iovecs |
 //! | engine-built frame ([`FrameRef::Own`], heap) | `Send` | `SendZc` (pages pinned per send) |
+//! | external region ([`RxBuf::external`]), registered | `WriteFixed`, its index (≥ 2) | `SendZc`, its index |
+//! | external region, not registered (or being removed) | `Send` | `SendZc` (pages pinned per send) |
+//! | fragment of an external buffer ([`FrameRef::Gather`]) | `SendMsg`, 2 iovecs | `SendMsgZc`, 2 iovecs |
 //!
 //! `zerocopy = auto` takes the zero-copy column only for a peer off
 //! loopback and a frame of at least `zc_min_len` bytes: on loopback the
 //! kernel copies anyway and `SendZc` only adds a second completion.
+//!
+//! # External regions
+//!
+//! Memory the driver does not own (cpgd's mapping of a client's memfd) is
+//! added through [`ExternalRegions`] from any thread; the loop applies the
+//! requests on its own thread (it owns the ring) before each batch and on
+//! every wake: an added region becomes fixed buffer `2 + k` of a sparse
+//! table ([`TransportConfig::external_fixed_max`] entries), a removed one
+//! leaves the table once no send names its index any more. Whatever the
+//! registration's fate, no path copies the bytes in user space except
+//! sealing (which writes every datagram anew) and the user-space loopback
+//! of a frame to this node.
 //!
 //! # References
 //! `docs/ARCHITECTURE.md` "cpg-uring" and Policies "Send operations"; corosync
@@ -51,7 +66,8 @@ use rustix::net::{RecvFlags, SendFlags};
 
 use crate::bufs::{Region, RegionError, RxBuf, RxRing, SlotAlloc, TxSource, RX_HEADROOM};
 use crate::counters::Counters;
-use crate::ring::{Completion, Probe, Ring, SendKind};
+use crate::external::{Command, ExternalRegions, NotFixed, RegionId, RegionStatus};
+use crate::ring::{Completion, ExtRemoved, Probe, Ring, SendKind, FIXED_OWN, FIXED_TABLE_MAX};
 use crate::seal::{FrameSeal, SealSpec};
 use crate::socket;
 use crate::waker::Waker;
@@ -110,6 +126,12 @@ pub struct TransportConfig {
     pub socket_buffer: usize,
     /// The send pool (registered as fixed buffer 0).
     pub pool: PoolConfig,
+    /// Fixed-buffer table entries for external regions
+    /// ([`Driver::external_regions`]), after the region's own two; at most
+    /// 16,382. 0 registers no table: external regions are then never fixed
+    /// buffers (sent from by the non-fixed paths, counted in
+    /// `external_register_failures`).
+    pub external_fixed_max: u32,
     /// Plain `recvfrom`/`sendmsg` with `poll` instead of io_uring, for
     /// kernels without it (cpg-std sets it for `transport = "udp"`). Only
     /// when chosen: an io_uring failure is an error, never a silent fallback.
@@ -123,7 +145,9 @@ pub struct TransportConfig {
 impl TransportConfig {
     /// Defaults for `node_id` at `bind` with `peers`: 64 receive buffers of
     /// 64 KiB + headroom, a pool of 256 × 2 KiB and 32 × 64 KiB slots
-    /// (≈ 6.7 MiB registered in all, under a default 8 MiB `ulimit -l`).
+    /// (≈ 6.7 MiB registered in all, under a default 8 MiB `ulimit -l`),
+    /// room for 256 external regions in the fixed-buffer table (an empty
+    /// entry pins nothing).
     pub fn new(
         node_id: NodeId,
         bind: SocketAddrV4,
@@ -141,6 +165,7 @@ impl TransportConfig {
             rx_copy_below: 16,
             socket_buffer: socket::SOCKET_BUFFER_BYTES,
             pool: default_pool(),
+            external_fixed_max: 256,
             fallback_syscalls: false,
             seal: None,
         }
@@ -441,6 +466,10 @@ pub struct Driver {
     completions: Vec<Completion>,
     region: Region,
     seal: Option<FrameSeal>,
+    /// Requests from [`ExternalRegions`] handles, applied by the loop.
+    external: ExternalRegions,
+    ext_cmds: Vec<Command>,
+    ext_gone: Vec<RegionId>,
     /// An error that ends the loop (a sealing epoch that could not be
     /// persisted: the node cannot send any more).
     fatal: Option<DriverError>,
@@ -457,6 +486,14 @@ impl fmt::Debug for Driver {
     }
 }
 
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Handles outlive the driver: refuse their new requests. The
+        // registered regions go with the ring (the fields, after this).
+        self.external.close();
+    }
+}
+
 /// Most loopback frames handled before looking at the ring again.
 const LOOPBACK_BATCH: usize = 64;
 
@@ -468,6 +505,13 @@ impl Driver {
     pub fn new(cfg: TransportConfig) -> Result<Driver, DriverError> {
         if cfg.node_id == 0 {
             return Err(DriverError::Config("node_id 0".into()));
+        }
+        if cfg.external_fixed_max > FIXED_TABLE_MAX - u32::from(FIXED_OWN) {
+            return Err(DriverError::Config(format!(
+                "external_fixed_max {}: at most {}",
+                cfg.external_fixed_max,
+                FIXED_TABLE_MAX - u32::from(FIXED_OWN)
+            )));
         }
         let region = Region::new(&cfg.pool, cfg.rx_buffers, cfg.rx_buffer_size)
             .map_err(DriverError::Region)?;
@@ -508,7 +552,7 @@ impl Driver {
             if cfg.zerocopy == ZeroCopy::Always && !probe.send_zc {
                 return Err(DriverError::ZeroCopyUnsupported { probe });
             }
-            ring.register_region(&region)
+            ring.register_region(&region, cfg.external_fixed_max)
                 .map_err(|err| DriverError::Register {
                     what: "register_buffers (send pool + receive buffers)",
                     bytes: region.len(),
@@ -530,6 +574,7 @@ impl Driver {
                 socket::bind_shared(cfg.bind, cfg.socket_buffer).map_err(bind_err)?;
             (Backend::Uring(Box::new(ring)), main, local)
         };
+        let external = ExternalRegions::new(waker.clone());
         let mut d = Driver {
             backend,
             node_id: cfg.node_id,
@@ -552,6 +597,9 @@ impl Driver {
             completions: Vec::new(),
             region,
             seal,
+            external,
+            ext_cmds: Vec::new(),
+            ext_gone: Vec::new(),
             fatal: None,
         };
         d.set_peers(&cfg.peers)?;
@@ -668,6 +716,13 @@ impl Driver {
         self.region.slots().clone()
     }
 
+    /// The handle that adds and removes external regions (memory sent
+    /// from in place, [`RxBuf::external`]); shareable with any thread.
+    /// Requests apply on the loop's thread, between batches.
+    pub fn external_regions(&self) -> ExternalRegions {
+        self.external.clone()
+    }
+
     /// Receive buffers with the kernel now (None in fallback mode).
     pub fn rx_available(&self) -> Option<usize> {
         match &self.backend {
@@ -692,12 +747,14 @@ impl Driver {
         if self.is_fallback() {
             return self.run_syscalls(host);
         }
+        self.sync_external();
         self.step(host, now(), Input::Start);
         self.flush();
         while !host.should_stop() {
             if let Some(e) = self.fatal.take() {
                 return Err(e);
             }
+            self.sync_external();
             if self.deliver_loopback(host) > 0 {
                 self.flush();
             }
@@ -720,6 +777,7 @@ impl Driver {
         }
         // Hand queued work (sends of the last step included) to the kernel
         // before returning; completions are reaped by the next run.
+        self.sync_external();
         if let Backend::Uring(ring) = &mut self.backend {
             ring.submit_all().map_err(|err| DriverError::Io {
                 what: "io_uring_enter",
@@ -747,6 +805,52 @@ impl Driver {
             n += 1;
         }
         n
+    }
+
+    /// Apply the queued [`ExternalRegions`] requests, and finish the
+    /// removals whose last send completed.
+    fn sync_external(&mut self) {
+        let mut cmds = std::mem::take(&mut self.ext_cmds);
+        self.external.take_commands(&mut cmds);
+        let c = &self.counters;
+        for cmd in cmds.drain(..) {
+            match (cmd, &mut self.backend) {
+                (Command::Add(id, region), Backend::Uring(ring)) => {
+                    match ring.ext_add(id, region) {
+                        Ok(buf_index) => {
+                            Counters::inc(&c.external_regions_fixed);
+                            self.external
+                                .set_status(id, RegionStatus::Fixed { buf_index });
+                        }
+                        Err(why) => {
+                            Counters::inc(&c.external_register_failures);
+                            self.external.set_status(id, RegionStatus::NotFixed(why));
+                        }
+                    }
+                }
+                (Command::Add(id, _), Backend::Syscalls) => {
+                    self.external
+                        .set_status(id, RegionStatus::NotFixed(NotFixed::Syscalls));
+                }
+                (Command::Remove(id), Backend::Uring(ring)) => match ring.ext_remove(id) {
+                    ExtRemoved::Gone => {
+                        Counters::dec(&c.external_regions_fixed);
+                        self.external.forget(id);
+                    }
+                    ExtRemoved::Deferred => {}
+                    ExtRemoved::NotFound => self.external.forget(id),
+                },
+                (Command::Remove(id), Backend::Syscalls) => self.external.forget(id),
+            }
+        }
+        self.ext_cmds = cmds;
+        if let Backend::Uring(ring) = &mut self.backend {
+            ring.ext_take_gone(&mut self.ext_gone);
+            for id in self.ext_gone.drain(..) {
+                Counters::dec(&c.external_regions_fixed);
+                self.external.forget(id);
+            }
+        }
     }
 
     fn step(&mut self, host: &mut impl Host, t: Instant, input: Input) {
@@ -830,8 +934,14 @@ impl Driver {
     fn loop_back(&mut self, src: TxSource) {
         let frame = match src {
             TxSource::Heap(b) => RxBuf::from_heap(b),
+            // A whole received or heap frame goes by reference; a pool slot
+            // or an external range is copied: the engine parses what it
+            // receives, and must not parse memory another process may write.
             TxSource::Buf { buf, range }
-                if range.start == 0 && range.end == buf.len() && !buf.is_slot() =>
+                if range.start == 0
+                    && range.end == buf.len()
+                    && !buf.is_slot()
+                    && !buf.is_external() =>
             {
                 buf
             }
@@ -863,6 +973,7 @@ impl Driver {
             return;
         };
         let zc = self.use_zc(peer, src.len());
+        let ext = src.is_external();
         let c = &self.counters;
         // A slot counts one more pending send before the kernel sees it.
         if let Some(b) = src.slot_buf() {
@@ -878,14 +989,26 @@ impl Driver {
                 };
                 let slot = src.slot_buf().cloned();
                 match ring.send(fd, src, zc) {
-                    Ok(kind) => Counters::inc(match kind {
-                        SendKind::ZcFixed => &c.sends_zc_fixed,
-                        SendKind::ZcHeap => &c.sends_zc_heap,
-                        SendKind::WriteFixed => &c.sends_write_fixed,
-                        SendKind::Plain => &c.sends_plain,
-                        SendKind::GatherZc => &c.sends_gather_zc,
-                        SendKind::GatherPlain => &c.sends_gather,
-                    }),
+                    Ok(kind) => {
+                        Counters::inc(match kind {
+                            SendKind::ZcFixed => &c.sends_zc_fixed,
+                            SendKind::ZcHeap => &c.sends_zc_heap,
+                            SendKind::WriteFixed => &c.sends_write_fixed,
+                            SendKind::Plain => &c.sends_plain,
+                            SendKind::GatherZc => &c.sends_gather_zc,
+                            SendKind::GatherPlain => &c.sends_gather,
+                        });
+                        if ext {
+                            Counters::inc(match kind {
+                                SendKind::ZcFixed => &c.external_sends_zc_fixed,
+                                SendKind::ZcHeap => &c.external_sends_zc,
+                                SendKind::WriteFixed => &c.external_sends_write_fixed,
+                                SendKind::Plain => &c.external_sends_plain,
+                                SendKind::GatherZc => &c.external_sends_gather_zc,
+                                SendKind::GatherPlain => &c.external_sends_gather,
+                            });
+                        }
+                    }
                     Err(_) => {
                         Counters::inc(&c.send_errors);
                         if let Some(b) = slot {
@@ -902,6 +1025,13 @@ impl Driver {
                 } else {
                     &c.sends_gather
                 });
+                if ext {
+                    Counters::inc(if b.is_empty() {
+                        &c.external_sends_plain
+                    } else {
+                        &c.external_sends_gather
+                    });
+                }
                 match r {
                     Ok(n) => {
                         Counters::inc(&c.frames_sent);
@@ -977,6 +1107,9 @@ impl Driver {
             }
             Completion::Wake { .. } => {
                 self.waker.clear();
+                // Region requests first: a frame the host sends from a
+                // region it just added may then name its fixed buffer.
+                self.sync_external();
                 Counters::inc(&counters.wakes);
                 self.step(host, t, Input::Wake);
             }
@@ -1071,6 +1204,7 @@ impl Driver {
     /// The syscall fallback: `poll` on the socket and the eventfd, with the
     /// host's deadline as the poll timeout.
     fn run_syscalls(&mut self, host: &mut impl Host) -> Result<(), DriverError> {
+        self.sync_external();
         self.step(host, now(), Input::Start);
         let mut buf = vec![0u8; 65_536];
         let mut fired: Option<Instant> = None;
@@ -1126,6 +1260,7 @@ impl Driver {
                 let mut v = [0u8; 8];
                 let _ = rustix::io::read(self.waker.fd(), &mut v);
                 self.waker.clear();
+                self.sync_external();
                 Counters::inc(&self.counters.wakes);
                 self.step(host, t, Input::Wake);
             }
@@ -1274,6 +1409,7 @@ mod tests {
         send_sync::<Waker>();
         send_sync::<SlotAlloc>();
         send_sync::<Counters>();
+        send_sync::<ExternalRegions>();
     }
 
     #[test]

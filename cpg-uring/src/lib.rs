@@ -5,8 +5,9 @@
 //!
 //! | module | owns | unsafe? |
 //! |---|---|---|
-//! | `bufs` | the mapped region (pool slots + receive buffers), the provided-buffer ring, [`RxBuf`] | yes: raw memory, argued per block |
-//! | `ring` | ring setup, probing, typed `user_data`, SQE builders, completion decoding; keeps every in-flight operation's memory alive | yes: SQE pushes and registration |
+//! | `bufs` | the mapped region (pool slots + receive buffers), the provided-buffer ring, [`RxBuf`] (external ranges included) | yes: raw memory, argued per block |
+//! | `external` | [`ExternalRegion`] (memory the driver does not own, cpgd's client regions) and [`ExternalRegions`] (adding and removing them as fixed buffers from any thread) | declares the unsafe trait only |
+//! | `ring` | ring setup, probing, typed `user_data`, SQE builders, completion decoding, the fixed-buffer table (the region's two buffers, external regions after them); keeps every in-flight operation's memory alive | yes: SQE pushes and registration |
 //! | `send` | sends in flight and the two-step `SendZc` completion | no |
 //! | `seal` | frame sealing: `ring`'s AES-256-GCM behind `cpg_core::seal`, [`SealSpec`], [`EpochSource`] | no |
 //! | `socket` | UDP sockets (rustix) | no |
@@ -26,6 +27,7 @@
 mod bufs;
 mod counters;
 mod driver;
+mod external;
 mod ring;
 mod seal;
 mod send;
@@ -37,6 +39,10 @@ pub use counters::{Counters, Snapshot};
 pub use driver::{
     default_pool, now, Driver, DriverError, EngineCounters, Host, Input, Outputs, TransportConfig,
     ZeroCopy,
+};
+pub use external::{
+    ExternalError, ExternalRegion, ExternalRegions, NotFixed, RegionId, RegionStatus,
+    EXTERNAL_REGION_MAX,
 };
 pub use ring::{probe, Probe};
 pub use seal::{EpochSource, RingAesGcm, SealSpec};

@@ -4,11 +4,13 @@
 //! # What it owns
 //!
 //! Every piece of memory an in-flight operation points at: the registered
-//! region (an `Arc` of its mapping), the provided-buffer ring, the `msghdr`
-//! of the multishot receives, the eventfd read buffer, the timeouts'
-//! timespecs, and (in the [`SendTable`]) the source of every send until its
-//! last completion. That is what makes its methods safe: a caller cannot
-//! drop what the kernel still reads or writes, because the [`Ring`] holds it.
+//! region (an `Arc` of its mapping), the external regions registered as
+//! fixed buffers (an `Arc` of each, kept until no send names its index),
+//! the provided-buffer ring, the `msghdr` of the multishot receives, the
+//! eventfd read buffer, the timeouts' timespecs, and (in the [`SendTable`])
+//! the source of every send until its last completion. That is what makes
+//! its methods safe: a caller cannot drop what the kernel still reads or
+//! writes, because the [`Ring`] holds it.
 //! On drop it cancels everything and waits for the completions before the
 //! memory goes (or leaks the memory if the kernel does not answer).
 //!
@@ -18,9 +20,10 @@
 //! re-arm. The driver does that.
 #![allow(unsafe_code)]
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::ops::Range;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
@@ -28,6 +31,7 @@ use io_uring::types::{CancelBuilder, Fd, TimeoutFlags, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use crate::bufs::{Mapping, RecvFrame, Region, RxRing, TxSource};
+use crate::external::{ExternalRegion, NotFixed, RegionId};
 use crate::send::{SendCqe, SendCqeError, SendTable};
 
 /// `IORING_SEND_ZC_REPORT_USAGE` (Linux 6.2): the notification says whether
@@ -36,6 +40,13 @@ const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
 
 /// The provided-buffer group id of the receive buffers.
 pub const RX_BGID: u16 = 7;
+
+/// Fixed buffers of the driver's own region (0: pool, 1: receive
+/// buffers); external regions take the indices from here on.
+pub(crate) const FIXED_OWN: u16 = 2;
+
+/// The most entries a fixed-buffer table may have (`IORING_MAX_REG_BUFFERS`).
+pub(crate) const FIXED_TABLE_MAX: u32 = 1 << 14;
 
 /// What this kernel's io_uring offers (see [`probe`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,16 +280,22 @@ pub(crate) enum SendKind {
 /// notification for a zero-copy send), so everything the kernel reads stays
 /// valid and unwritten until then: a heap source is an `Arc<[u8]>`
 /// (immutable); a buffer source holds an `RxBuf` clone, so a receive buffer
-/// is not re-provided and a pool slot is neither freed nor writable
-/// (`unique_mut` needs the only handle); a gather's boxed `msghdr` and its
-/// iovecs (pointing at the source's bytes) never move. A fixed buffer index
-/// is used only when the bytes lie inside that registered buffer, and the
-/// buffers stay registered for the ring's life (`Ring::region`).
+/// is not re-provided, a pool slot is neither freed nor writable
+/// (`unique_mut` needs the only handle) and an external region stays
+/// mapped (its owner's `Arc`; we never write it, its owner's client may);
+/// a gather's boxed `msghdr` and its iovecs (pointing at the source's
+/// bytes) never move. A fixed buffer index is used only when the bytes lie
+/// inside that registered buffer; the region's two buffers stay registered
+/// for the ring's life (`Ring::region`), an external one at least until
+/// the final CQE of every send naming it (`ext_slot`, `Ring::ext_send_done`).
 #[derive(Debug)]
 pub(crate) struct Tx {
     pub(crate) src: TxSource,
     /// Read by the kernel, never by us: kept alive only.
     _msg: Option<Box<MsgBox>>,
+    /// The external table entry whose buffer index this send names: the
+    /// entry stays registered until the send's final CQE is reaped.
+    ext_slot: Option<u16>,
 }
 
 /// The `msghdr` of the multishot receives: only `msg_namelen` is set, every
@@ -307,11 +324,49 @@ impl fmt::Debug for MsgBox {
     }
 }
 
-fn iovec(b: &[u8]) -> libc::iovec {
+fn iovec((ptr, len): (*const u8, usize)) -> libc::iovec {
     libc::iovec {
-        iov_base: b.as_ptr().cast_mut().cast(),
-        iov_len: b.len(),
+        iov_base: ptr.cast_mut().cast(),
+        iov_len: len,
     }
+}
+
+/// One external region registered as fixed buffer `FIXED_OWN + slot`.
+struct ExtEntry {
+    id: RegionId,
+    /// Kept while registered: the owner unmaps only after this `Arc` (and
+    /// every `RxBuf` over it) is gone.
+    _region: Arc<dyn ExternalRegion>,
+    /// Address range, for `fixed_index`.
+    addr: Range<usize>,
+    /// Sends naming this index whose final CQE has not been reaped.
+    sends: usize,
+    /// Removal asked for: no new send names the index; the entry goes when
+    /// `sends` reaches 0.
+    removing: bool,
+}
+
+/// What [`Ring::ext_remove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExtRemoved {
+    /// Unregistered now.
+    Gone,
+    /// Sends still name it: unregistered when their last CQE is reaped
+    /// (then listed by [`Ring::ext_take_gone`]).
+    Deferred,
+    /// Not in the table (never registered).
+    NotFound,
+}
+
+/// The external part of the fixed-buffer table.
+#[derive(Default)]
+struct ExtTable {
+    /// One entry per external index; empty without a sparse table.
+    slots: Vec<Option<ExtEntry>>,
+    /// Registered entries not being removed: start address → (end, slot).
+    by_addr: BTreeMap<usize, (usize, u16)>,
+    /// Entries whose deferred removal completed, for the driver.
+    gone: Vec<RegionId>,
 }
 
 /// One decoded completion (some fields only feed `Debug` output).
@@ -358,8 +413,10 @@ pub(crate) struct Ring {
     timeouts: Vec<(u32, Box<Timespec>)>,
     recv_armed: Vec<bool>,
     sends: SendTable<Tx>,
-    /// Address ranges of the registered fixed buffers, by index.
-    fixed: Vec<std::ops::Range<usize>>,
+    /// Address ranges of the region's fixed buffers (indices 0 and 1).
+    fixed: Vec<Range<usize>>,
+    /// External regions at indices `FIXED_OWN..`.
+    ext: ExtTable,
     /// Operations whose final CQE has not been reaped.
     inflight: usize,
     /// Entries that did not fit the SQ; pushed before anything else.
@@ -411,6 +468,7 @@ impl Ring {
             recv_armed: Vec::new(),
             sends: SendTable::default(),
             fixed: Vec::new(),
+            ext: ExtTable::default(),
             inflight: 0,
             backlog: VecDeque::new(),
             report_usage: probe.zc_report_usage,
@@ -422,20 +480,46 @@ impl Ring {
         &self.probe
     }
 
-    /// Register the region's two parts as fixed buffers 0 and 1.
+    /// Register the region's two parts as fixed buffers 0 and 1, in a
+    /// sparse table with `external` more entries for external regions
+    /// ([`Ring::ext_add`]). Without `external`, or if the kernel refuses a
+    /// sparse table (Linux < 5.19), the two buffers are registered alone
+    /// and external regions are never fixed buffers.
     ///
     /// # Errors
-    /// `register_buffers`' error: ENOMEM / EPERM when the pinned pages
+    /// The registration's error: ENOMEM / EPERM when the pinned pages
     /// exceed RLIMIT_MEMLOCK (without CAP_IPC_LOCK), EFAULT for a part over 1 GiB.
-    pub(crate) fn register_region(&mut self, region: &Region) -> io::Result<()> {
+    pub(crate) fn register_region(&mut self, region: &Region, external: u32) -> io::Result<()> {
         if self.region.is_some() {
             return Err(io::ErrorKind::AlreadyExists.into());
         }
         let iov = region.iovecs();
-        // SAFETY: both iovecs lie in the region's mapping, which `self.region`
-        // keeps alive (an `Arc`) until the ring is destroyed; registration
-        // lasts no longer than the ring.
-        unsafe { self.uring.submitter().register_buffers(&iov) }?;
+        let total = u32::from(FIXED_OWN).saturating_add(external);
+        let sparse = external > 0
+            && total <= FIXED_TABLE_MAX
+            && self
+                .uring
+                .submitter()
+                .register_buffers_sparse(total)
+                .is_ok();
+        if sparse {
+            // SAFETY: both iovecs lie in the region's mapping, which
+            // `self.region` keeps alive (an `Arc`) until the ring is
+            // destroyed; registration lasts no longer than the ring.
+            let r = unsafe {
+                self.uring
+                    .submitter()
+                    .register_buffers_update(0, &iov, None)
+            };
+            if let Err(e) = r {
+                let _ = self.uring.submitter().unregister_buffers();
+                return Err(e);
+            }
+            self.ext.slots = (0..external).map(|_| None).collect();
+        } else {
+            // SAFETY: as above.
+            unsafe { self.uring.submitter().register_buffers(&iov) }?;
+        }
         self.region = Some(region.mapping().clone());
         self.fixed = iov
             .iter()
@@ -581,14 +665,154 @@ impl Ring {
         unsafe { self.push(e) };
     }
 
-    /// The fixed-buffer index whose registered range holds `bytes`, if any.
-    fn fixed_index(&self, bytes: &[u8]) -> Option<u16> {
-        let start = bytes.as_ptr() as usize;
-        let end = start.checked_add(bytes.len())?;
-        self.fixed
+    /// Register `region` as the fixed buffer of a free external entry;
+    /// its index.
+    ///
+    /// # Errors
+    /// Why it is not a fixed buffer (no table, table full, the kernel's errno).
+    pub(crate) fn ext_add(
+        &mut self,
+        id: RegionId,
+        region: Arc<dyn ExternalRegion>,
+    ) -> Result<u16, NotFixed> {
+        if self.ext.slots.is_empty() {
+            return Err(NotFixed::NoTable);
+        }
+        let (base, len) = (region.base().as_ptr(), region.len());
+        let start = base as usize;
+        let end = start
+            .checked_add(len)
+            .ok_or(NotFixed::Refused(libc::EINVAL))?;
+        // Registered ranges never overlap, so `fixed_index` finds the one
+        // holding an address by its start alone.
+        let before = self.ext.by_addr.range(..end).next_back();
+        if before.is_some_and(|(_, &(b_end, _))| b_end > start) {
+            return Err(NotFixed::Overlaps);
+        }
+        let slot = self
+            .ext
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(NotFixed::TableFull)?;
+        let index = u16::try_from(slot)
+            .ok()
+            .and_then(|s| s.checked_add(FIXED_OWN))
+            .ok_or(NotFixed::TableFull)?;
+        let iov = [libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        }];
+        // SAFETY: `base..base+len` is mapped while `region` lives (the
+        // `ExternalRegion` contract); the entry below keeps the `Arc` until
+        // the buffer is unregistered (`ext_unregister`) or the ring is
+        // destroyed. The kernel pins the pages; their contents may change
+        // at any time, which the kernel does not mind.
+        let r = unsafe {
+            self.uring
+                .submitter()
+                .register_buffers_update(u32::from(index), &iov, None)
+        };
+        if let Err(e) = r {
+            return Err(NotFixed::Refused(e.raw_os_error().unwrap_or(libc::EIO)));
+        }
+        self.ext.by_addr.insert(start, (end, index - FIXED_OWN));
+        self.ext.slots[slot] = Some(ExtEntry {
+            id,
+            _region: region,
+            addr: start..end,
+            sends: 0,
+            removing: false,
+        });
+        Ok(index)
+    }
+
+    /// Take region `id` out of the table: at once if no send names its
+    /// index, else when the last one completes.
+    pub(crate) fn ext_remove(&mut self, id: RegionId) -> ExtRemoved {
+        let Some(slot) = self
+            .ext
+            .slots
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| e.id == id && !e.removing))
+        else {
+            return ExtRemoved::NotFound;
+        };
+        let Some(e) = self.ext.slots[slot].as_mut() else {
+            return ExtRemoved::NotFound;
+        };
+        e.removing = true;
+        let (start, sends) = (e.addr.start, e.sends);
+        // New sends no longer find it: they take the non-fixed paths.
+        self.ext.by_addr.remove(&start);
+        if sends > 0 {
+            return ExtRemoved::Deferred;
+        }
+        if self.ext_unregister(slot) {
+            ExtRemoved::Gone
+        } else {
+            ExtRemoved::Deferred
+        }
+    }
+
+    /// Clear external entry `slot` in the kernel's table and drop it;
+    /// whether that worked (if not, the entry and its `Arc` stay, and its
+    /// index is never reused: the kernel may still hold the buffer).
+    fn ext_unregister(&mut self, slot: usize) -> bool {
+        let Some(index) = u32::try_from(slot).ok().map(|s| s + u32::from(FIXED_OWN)) else {
+            return false;
+        };
+        let iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }];
+        // SAFETY: an empty entry (null, 0) names no memory.
+        let r = unsafe {
+            self.uring
+                .submitter()
+                .register_buffers_update(index, &iov, None)
+        };
+        if r.is_err() {
+            return false;
+        }
+        self.ext.slots[slot] = None;
+        true
+    }
+
+    /// A send naming external entry `slot` reached its final CQE.
+    fn ext_send_done(&mut self, slot: u16) {
+        let slot = usize::from(slot);
+        let Some(Some(e)) = self.ext.slots.get_mut(slot) else {
+            return;
+        };
+        e.sends = e.sends.saturating_sub(1);
+        if e.removing && e.sends == 0 {
+            let id = e.id;
+            if self.ext_unregister(slot) {
+                self.ext.gone.push(id);
+            }
+        }
+    }
+
+    /// Regions whose deferred removal completed since the last call.
+    pub(crate) fn ext_take_gone(&mut self, out: &mut Vec<RegionId>) {
+        out.append(&mut self.ext.gone);
+    }
+
+    /// The fixed-buffer index whose registered range holds `ptr..ptr+len`,
+    /// if any, and the external entry it is.
+    fn fixed_index(&self, ptr: *const u8, len: usize) -> Option<(u16, Option<u16>)> {
+        let start = ptr as usize;
+        let end = start.checked_add(len)?;
+        if let Some(i) = self
+            .fixed
             .iter()
             .position(|r| r.start <= start && end <= r.end)
-            .and_then(|i| u16::try_from(i).ok())
+        {
+            return u16::try_from(i).ok().map(|i| (i, None));
+        }
+        let (_, &(r_end, slot)) = self.ext.by_addr.range(..=start).next_back()?;
+        (end <= r_end).then_some((slot + FIXED_OWN, Some(slot)))
     }
 
     /// Submit a send of `src` on the connected socket `fd`: `SendZc` when
@@ -603,16 +827,27 @@ impl Ring {
         if let TxSource::Gather { .. } = src {
             return Ok(self.send_gather(fd, src, zc));
         }
-        let [bytes, _] = src.segments();
-        let ptr = bytes.as_ptr();
-        let buf_index = self.fixed_index(bytes);
+        let [(ptr, n), _] = src.raw_segments();
+        let fixed = self.fixed_index(ptr, n);
+        let buf_index = fixed.map(|(i, _)| i);
+        let ext_slot = fixed.and_then(|(_, s)| s);
         let kind = match (zc, buf_index) {
             (true, Some(_)) => SendKind::ZcFixed,
             (true, None) => SendKind::ZcHeap,
             (false, Some(_)) => SendKind::WriteFixed,
             (false, None) => SendKind::Plain,
         };
-        let (idx, gen) = self.sends.insert(Tx { src, _msg: None }, zc);
+        if let Some(Some(e)) = ext_slot.and_then(|s| self.ext.slots.get_mut(usize::from(s))) {
+            e.sends += 1;
+        }
+        let (idx, gen) = self.sends.insert(
+            Tx {
+                src,
+                _msg: None,
+                ext_slot,
+            },
+            zc,
+        );
         let ud = UserData::Send { idx, gen }.to_u64();
         let e = match kind {
             SendKind::ZcFixed | SendKind::ZcHeap => {
@@ -629,13 +864,17 @@ impl Ring {
         }
         .user_data(ud);
         // SAFETY: `ptr..ptr+len` is `src`'s memory, kept alive and unwritten
-        // in `self.sends` until the final CQE (see `Tx`).
+        // by us in `self.sends` until the final CQE (see `Tx`; an external
+        // region may be written by its owner's client, which changes what
+        // is sent, not what is valid); a buffer index is named only when
+        // the bytes lie in that registered buffer, which stays registered
+        // until then (`ext_send_done`).
         unsafe { self.push(e) };
         Ok(kind)
     }
 
     fn send_gather(&mut self, fd: RawFd, src: TxSource, zc: bool) -> SendKind {
-        let [a, b] = src.segments();
+        let [a, b] = src.raw_segments();
         // SAFETY: an all-zero `msghdr` is a valid value.
         let hdr: libc::msghdr = unsafe { std::mem::zeroed() };
         let mut msg = Box::new(MsgBox {
@@ -649,6 +888,7 @@ impl Ring {
             Tx {
                 src,
                 _msg: Some(msg),
+                ext_slot: None,
             },
             zc,
         );
@@ -721,6 +961,9 @@ impl Ring {
 
     /// Decode every available completion into `out`.
     pub(crate) fn reap(&mut self, out: &mut Vec<Completion>) {
+        // External entries whose send completed (applied after the CQ
+        // borrow ends: unregistering needs the submitter).
+        let mut ext_done: Vec<u16> = Vec::new();
         let mut cq = self.uring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -771,8 +1014,11 @@ impl Ring {
                 }
                 UserData::Send { idx, gen } => match self.sends.on_cqe(idx, gen, res, flags) {
                     Ok(s) => {
-                        if s.released.is_some() {
+                        if let Some(r) = &s.released {
                             self.inflight = self.inflight.saturating_sub(1);
+                            if let Some(slot) = r.src.ext_slot {
+                                ext_done.push(slot);
+                            }
                         }
                         Completion::Send(s)
                     }
@@ -784,6 +1030,10 @@ impl Ring {
                 },
             };
             out.push(c);
+        }
+        drop(cq);
+        for slot in ext_done {
+            self.ext_send_done(slot);
         }
     }
 
@@ -835,6 +1085,7 @@ impl Drop for Ring {
             std::mem::forget(self.region.take());
             std::mem::forget(self.rx.take());
             std::mem::forget(std::mem::take(&mut self.sends));
+            std::mem::forget(std::mem::take(&mut self.ext.slots));
             std::mem::forget(std::mem::take(&mut self.timeouts));
             // Leak the two boxes too, leaving fresh ones in their place.
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));

@@ -50,6 +50,11 @@ pub(crate) trait Running: Send + Sync {
     fn counters(&self) -> Option<cpg_uring::Snapshot> {
         None
     }
+    /// The handle that adds memory the transport sends from in place
+    /// (cpgd's client regions), if it has one (the `cpg-uring` driver's).
+    fn external_regions(&self) -> Option<cpg_uring::ExternalRegions> {
+        None
+    }
 }
 
 /// A switch that holds a transport's threads before they touch the engine

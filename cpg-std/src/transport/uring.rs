@@ -18,7 +18,8 @@ use std::thread::JoinHandle;
 
 use cpg_core::{CsError, Instant};
 use cpg_uring::{
-    Driver, EngineCounters, Host, Input, Outputs, RxBuf, SlotAlloc, TransportConfig, Waker,
+    Driver, EngineCounters, ExternalRegions, Host, Input, Outputs, RxBuf, SlotAlloc,
+    TransportConfig, Waker,
 };
 
 use super::{NodeState, Running, StepInput, Transport, ZcAllocator};
@@ -138,6 +139,7 @@ struct UringRunning {
     stop: Arc<AtomicBool>,
     waker: Waker,
     counters: Arc<cpg_uring::Counters>,
+    external: ExternalRegions,
     thread: JoinHandle<()>,
 }
 
@@ -155,6 +157,7 @@ impl Transport for UringTransport {
         let w = waker.clone();
         core.set_waker(Arc::new(move || w.wake()));
         let counters = self.driver.counters();
+        let external = self.driver.external_regions();
         let stop = Arc::new(AtomicBool::new(false));
         let mut host = UringHost {
             core,
@@ -174,6 +177,7 @@ impl Transport for UringTransport {
             stop,
             waker,
             counters,
+            external,
             thread,
         }))
     }
@@ -187,5 +191,8 @@ impl Running for UringRunning {
     }
     fn counters(&self) -> Option<cpg_uring::Snapshot> {
         Some(self.counters.snapshot())
+    }
+    fn external_regions(&self) -> Option<ExternalRegions> {
+        Some(self.external.clone())
     }
 }
