@@ -401,6 +401,23 @@ impl Cpg {
         self.node.zcb_alloc(&self.staging, self.handle, size)
     }
 
+    /// A zero-copy buffer over a driver buffer made elsewhere: what cpgd
+    /// sends a client's slot with (`cpg_uring::RxBuf::external`, memory the
+    /// daemon never writes, so the buffer has no writable bytes). Its
+    /// message is the whole buffer; `zcb_mcast_joined` then hands it to the
+    /// engine without a copy. A node whose transport has another frame type
+    /// (the in-process loopback) refuses it there with `INVALID_PARAM`.
+    #[doc(hidden)]
+    pub fn zcb_over_driver_buf(&self, buf: cpg_uring::RxBuf) -> ZcBuf {
+        let len = buf.len();
+        ZcBuf {
+            storage: Box::new(crate::handles::zc::ZcFrame { buf, start: 0, len }),
+            // the node's key: its state's address, the data pointer of the
+            // trait object
+            node: Arc::as_ptr(&self.node) as *const u8 as usize,
+        }
+    }
+
     /// `cpg_zcb_free`: gives the buffer back.
     ///
     /// # Errors

@@ -22,7 +22,9 @@ use cpg_std::cpg::{DispatchFlags, FlowControlState, Iteration, IterationType, Mo
 use cpg_std::{Cpg, Node};
 
 use crate::events::EventOut;
-use crate::zc::{SlotLie, ZcSlots};
+use crate::zc::{ConnRegion, SlotLie, ZcSlots};
+use cpg_std::cpg::{ZcBuf, ZcSendError};
+use cpg_uring::{ExternalRegion, ExternalRegions, RegionId, RxBuf};
 
 /// Why a connection is cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +56,15 @@ struct Stalled {
     req_id: u32,
     guarantee: Guarantee,
     reply: bool,
-    data: Vec<u8>,
+    what: StalledData,
+}
+
+#[derive(Debug)]
+enum StalledData {
+    /// A copy of the message.
+    Copy(Vec<u8>),
+    /// A client slot, by reference (zero copy).
+    Zc(ZcBuf, usize),
 }
 
 /// A message arriving in pieces.
@@ -102,6 +112,15 @@ pub(crate) struct Live {
     pub(crate) counters: ConnCounters,
     /// Waiting for event ring room (the handle is not dispatched).
     pub(crate) blocked_events: bool,
+    /// The zero-copy region as the driver sends from it, and its
+    /// registration (None without one: the loopback transport, no region).
+    region: Option<Arc<ConnRegion>>,
+    registration: Option<(ExternalRegions, RegionId)>,
+    /// Slots whose payload the engine holds by reference, by the start of
+    /// the buffer in the region.
+    zc_inflight: HashMap<usize, cpg_core::pool::SlotId>,
+    /// Below this a zero-copy message is copied (the node's `zc_copy_threshold`).
+    zc_threshold: usize,
 }
 
 /// Records and bytes one visit may take from a connection (fairness).
@@ -118,6 +137,7 @@ impl Live {
         conn: DaemonConn,
         zc_pool: &cpg_core::pool::PoolConfig,
         message_max: usize,
+        zc_threshold: usize,
     ) -> Result<Live, CsError> {
         let DaemonConn {
             mem,
@@ -149,8 +169,19 @@ impl Live {
             },
         };
         let cpg = Cpg::model_initialize_for_process(node, cred.pid, model, None)?;
-        let region = usize::try_from(layout.zc_region.offset).map_err(|_| CsError::Library)?;
-        let zc = ZcSlots::new(zc_pool, region).ok_or(CsError::NoResources)?;
+        let region_off = usize::try_from(layout.zc_region.offset).map_err(|_| CsError::Library)?;
+        let region_len = usize::try_from(layout.zc_region.len).map_err(|_| CsError::Library)?;
+        let zc = ZcSlots::new(zc_pool, region_off).ok_or(CsError::NoResources)?;
+        let region = ConnRegion::new(mem.clone(), region_off, region_len).map(Arc::new);
+        // registered with io_uring as a fixed buffer where the transport
+        // can (the driver falls back to its non-fixed zero-copy paths)
+        let registration = match (&region, node.external_regions()) {
+            (Some(r), Some(regs)) => {
+                let dynr: Arc<dyn ExternalRegion> = r.clone();
+                regs.add(dynr).ok().map(|id| (regs, id))
+            }
+            _ => None,
+        };
         Ok(Live {
             cred,
             cpg,
@@ -169,7 +200,30 @@ impl Live {
             message_max,
             counters: ConnCounters::default(),
             blocked_events: false,
+            region,
+            registration,
+            zc_inflight: HashMap::new(),
+            zc_threshold,
         })
+    }
+
+    /// Give the zero-copy region's registration back (the driver keeps the
+    /// mapping until its last send from it is done).
+    pub(crate) fn unregister(&mut self) {
+        if let Some((regs, id)) = self.registration.take() {
+            let _ = regs.remove(id);
+        }
+    }
+
+    /// Slots whose sends are all done are free again.
+    fn reap_slots(&mut self) {
+        if let Some(r) = &self.region {
+            for start in r.take_released() {
+                if let Some(slot) = self.zc_inflight.remove(&start) {
+                    self.zc.finished(slot);
+                }
+            }
+        }
     }
 
     /// Whether a multicast waits for the engine (retry on a short timer).
@@ -186,6 +240,7 @@ impl Live {
     /// publish and wake the client if it sleeps.
     pub(crate) fn service(&mut self) -> Verdict {
         self.daemon_wake.drain();
+        self.reap_slots();
         let v = self.dispatch_events();
         if v != Verdict::Keep {
             return v;
@@ -388,6 +443,11 @@ impl Live {
                     }
                 };
                 self.counters.zc_mcasts += 1;
+                if n >= self.zc_threshold {
+                    if let Some(v) = self.send_zc(id, guarantee, reply, slot, offset, n) {
+                        return v;
+                    }
+                }
                 let mem = self.mem.clone();
                 let bytes = mem.shared_bytes(at, n).unwrap_or(&[]);
                 let v = self.send(id, guarantee, reply, bytes);
@@ -491,6 +551,63 @@ impl Live {
         });
     }
 
+    /// Hand a client's slot to the engine by reference: the kernel reads the
+    /// payload from the client's shared memory (no copy in user space). The
+    /// slot is the daemon's until the engine and every send are done with
+    /// it. `None` when this connection cannot (no region): copy instead.
+    fn send_zc(
+        &mut self,
+        req_id: u32,
+        guarantee: Guarantee,
+        reply: bool,
+        slot: cpg_core::pool::SlotId,
+        offset: u32,
+        len: usize,
+    ) -> Option<Verdict> {
+        let region = self.region.clone()?;
+        let start = self.zc.payload_offset(slot)? + offset as usize;
+        let dynr: Arc<dyn ExternalRegion> = region;
+        let buf = RxBuf::external(dynr, start..start + len).ok()?;
+        self.zc.sent(slot);
+        self.zc_inflight.insert(start, slot);
+        let zb = self.cpg.zcb_over_driver_buf(buf);
+        self.counters.mcasts += 1;
+        Some(self.submit_zc(req_id, guarantee, reply, zb, len))
+    }
+
+    fn submit_zc(
+        &mut self,
+        req_id: u32,
+        guarantee: Guarantee,
+        reply: bool,
+        zb: ZcBuf,
+        len: usize,
+    ) -> Verdict {
+        match self.cpg.zcb_mcast_joined(guarantee, zb, len) {
+            Ok(()) => {
+                if reply {
+                    self.done(req_id, RequestKind::McastZc, Ok(()));
+                }
+            }
+            Err(ZcSendError {
+                error: CsError::TryAgain,
+                buf: Some(b),
+            }) => {
+                self.counters.stalls += 1;
+                self.stalled = Some(Stalled {
+                    req_id,
+                    guarantee,
+                    reply,
+                    what: StalledData::Zc(b, len),
+                });
+            }
+            // the buffer, if any, drops here: its slot comes back through
+            // the region's release hook
+            Err(e) => self.done(req_id, RequestKind::McastZc, Err(e.error)),
+        }
+        Verdict::Keep
+    }
+
     /// Hand a whole message to the handle: by copy into the engine.
     fn send(&mut self, req_id: u32, guarantee: Guarantee, reply: bool, data: &[u8]) -> Verdict {
         self.counters.mcasts += 1;
@@ -507,7 +624,7 @@ impl Live {
                     req_id,
                     guarantee,
                     reply,
-                    data: data.to_vec(),
+                    what: StalledData::Copy(data.to_vec()),
                 });
             }
             Err(e) => self.done(req_id, RequestKind::Mcast, Err(e)),
@@ -520,22 +637,29 @@ impl Live {
         let Some(s) = self.stalled.take() else {
             return true;
         };
-        match self.cpg.mcast_joined(s.guarantee, &[IoSlice::new(&s.data)]) {
-            Ok(()) => {
-                if s.reply {
-                    self.done(s.req_id, RequestKind::Mcast, Ok(()));
+        match s.what {
+            StalledData::Copy(data) => {
+                match self.cpg.mcast_joined(s.guarantee, &[IoSlice::new(&data)]) {
+                    Ok(()) => {
+                        if s.reply {
+                            self.done(s.req_id, RequestKind::Mcast, Ok(()));
+                        }
+                    }
+                    Err(CsError::TryAgain) => {
+                        self.stalled = Some(Stalled {
+                            what: StalledData::Copy(data),
+                            ..s
+                        });
+                    }
+                    Err(e) => self.done(s.req_id, RequestKind::Mcast, Err(e)),
                 }
-                true
             }
-            Err(CsError::TryAgain) => {
-                self.stalled = Some(s);
-                false
-            }
-            Err(e) => {
-                self.done(s.req_id, RequestKind::Mcast, Err(e));
-                true
+            StalledData::Zc(zb, len) => {
+                self.counters.stalls = self.counters.stalls.saturating_sub(1);
+                self.submit_zc(s.req_id, s.guarantee, s.reply, zb, len);
             }
         }
+        self.stalled.is_none()
     }
 
     fn membership(&mut self, id: u32, group: &GroupName, offset: u32) {

@@ -168,6 +168,7 @@ impl Daemon {
             ipc: config.ipc.clone(),
             access: Access::new(own_uid, &config.ipc.uids, &config.ipc.gids),
             message_max: config.engine.max_message_size,
+            zc_threshold: config.engine.zc_copy_threshold,
             conns: HashMap::new(),
             next_id: 1,
             stats: stats.clone(),
@@ -290,6 +291,7 @@ struct Loop {
     ipc: IpcConfig,
     access: Access,
     message_max: usize,
+    zc_threshold: usize,
     conns: HashMap<u64, Conn>,
     next_id: u64,
     stats: Arc<Mutex<DaemonStats>>,
@@ -512,6 +514,7 @@ impl Loop {
             dc,
             &self.ipc.zc_pool,
             self.message_max,
+            self.zc_threshold,
         ) {
             Ok(l) => l,
             Err(e) => {
@@ -613,7 +616,8 @@ impl Loop {
             return;
         };
         let _ = epoll::delete(&self.epoll, &c.sock);
-        if let ConnState::Live(l) = c.state {
+        if let ConnState::Live(mut l) = c.state {
+            l.unregister();
             let _ = epoll::delete(&self.epoll, &l.daemon_wake);
             if let Ok(fd) = l.cpg.fd_get() {
                 let _ = epoll::delete(&self.epoll, fd);

@@ -5,8 +5,76 @@
 //! A slot the client names must be one `ZC_ALLOC` gave it and it still
 //! owns; anything else is a lie and costs the connection.
 
+use std::ops::Range;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
 use cpg_core::pool::{AllocError, PoolConfig, SlotId, SlotState, VecPool};
 use cpg_core::CsError;
+use cpg_ipc::SharedMem;
+use cpg_uring::ExternalRegion;
+
+/// A connection's zero-copy region as the io_uring driver sees it: memory
+/// the daemon maps (read-write, so the kernel can pin it as a fixed buffer)
+/// but never writes. Holding it keeps the mapping alive until the last send
+/// from it is done, even after the connection closed.
+#[derive(Debug)]
+pub(crate) struct ConnRegion {
+    /// Keeps the mapping `base` points into alive.
+    _mem: Arc<SharedMem>,
+    base: NonNull<u8>,
+    len: usize,
+    /// Starts (region offsets) of buffers no send or engine holds any more:
+    /// their slots are free again (the daemon loop takes them).
+    released: Mutex<Vec<usize>>,
+}
+
+impl ConnRegion {
+    /// The region `off..off+len` of `mem`; `None` if empty or out of range.
+    pub(crate) fn new(mem: Arc<SharedMem>, off: usize, len: usize) -> Option<ConnRegion> {
+        let base = mem.range_ptr(off, len).filter(|_| len > 0)?;
+        Some(ConnRegion {
+            _mem: mem,
+            base,
+            len,
+            released: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The buffers released since the last call.
+    pub(crate) fn take_released(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.released.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+// SAFETY: `base..base+len` lies in `mem`'s mapping (checked by `range_ptr`
+// in `new`), which this value keeps alive (the `Arc`) and never remaps, so
+// both values are constant and the memory stays mapped and readable until
+// drop; `len` is at most the mapping's length, below `isize::MAX`. The
+// pointer is only ever handed to the driver; the daemon does not write
+// through it.
+unsafe impl ExternalRegion for ConnRegion {
+    fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn release(&self, range: Range<usize>) {
+        // never panics: a poisoned lock is taken as it is
+        self.released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(range.start);
+    }
+}
+
+// SAFETY (for the auto traits): `NonNull` is not `Send`/`Sync`, but the
+// pointer is only an address handed to the kernel; the memory behind it is
+// shared memory reachable from any thread through the mapping as well.
+unsafe impl Send for ConnRegion {}
+// SAFETY: as above; `&ConnRegion` only reads constants or locks.
+unsafe impl Sync for ConnRegion {}
 
 /// Why a named slot was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +161,27 @@ impl ZcSlots {
     /// The message left the slot (sent by copy, or refused): it is free.
     pub(crate) fn done(&mut self, id: SlotId) {
         let _ = self.pool.release(id);
+    }
+
+    /// The slot's payload went to the engine by reference: no longer the
+    /// client's (naming it again is a lie) until [`ZcSlots::finished`].
+    pub(crate) fn sent(&mut self, id: SlotId) {
+        let _ = self.pool.enqueue(id);
+    }
+
+    /// The engine and every send are done with a slot [`ZcSlots::sent`]
+    /// handed over: free.
+    pub(crate) fn finished(&mut self, id: SlotId) {
+        if matches!(self.pool.state(id), Ok(SlotState::Queued)) {
+            let _ = self.pool.begin_send(id);
+            let _ = self.pool.on_send_complete(id);
+            let _ = self.pool.mark_stable(id);
+        }
+    }
+
+    /// Offset of the slot's payload in the zero-copy region.
+    pub(crate) fn payload_offset(&self, id: SlotId) -> Option<usize> {
+        self.pool.payload_offset(id).ok()
     }
 
     /// Slots the client holds now.

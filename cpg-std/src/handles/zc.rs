@@ -84,11 +84,13 @@ impl<F: FrameBuf + Send + Sync + 'static> ZcStorage for ZcFrame<F> {
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
         let (s, l) = (self.start, self.len);
-        // A ZcBuf never clones its buffer, so it is the only handle.
-        &mut self
-            .buf
-            .unique_mut()
-            .expect("a ZcBuf is the only handle to its buffer")[s..s + l]
+        // A ZcBuf never clones its buffer, so it is the only handle; a
+        // buffer over memory this process must not write (a cpgd client's
+        // slot, `Cpg::zcb_over_driver_buf`) has no writable bytes.
+        match self.buf.unique_mut() {
+            Some(b) => &mut b[s..s + l],
+            None => &mut [],
+        }
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
