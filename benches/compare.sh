@@ -12,7 +12,12 @@
 #          [--guarantees "agreed safe"] [--sends "copy zcb"]
 #          [--latency-guarantees "agreed safe"] [--no-latency]
 #          [--no-corosync] [--no-ours] [--no-loopback] [--no-build]
-#          [--sched-rr] [--repeat N] [--out DIR]
+#          [--sched-rr] [--repeat N] [--out DIR] [--ours "nodes daemon"]
+#
+# --ours picks our topologies: "nodes" (M member processes, one ring node
+# each, system cpg-rs) and/or "daemon" (one cpgd and M client processes
+# over shared memory, system cpg-rs-cpgd: the topology of Corosync's rows).
+# With "daemon" alone the report compares cpg-rs-cpgd with Corosync.
 #
 # --repeat N runs the whole set of rows N times (spread over time, which
 # helps on a shared machine); the report keeps each row's best repeat.
@@ -42,6 +47,7 @@ do_build=1
 sched_rr=no
 repeat=1
 out=""
+ours_topologies="nodes"
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -61,7 +67,8 @@ while [ $# -gt 0 ]; do
 	--sched-rr) sched_rr=yes; shift ;;
 	--repeat) repeat="$2"; shift 2 ;;
 	--out) out="$2"; shift 2 ;;
-	-h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+	--ours) ours_topologies="$2"; shift 2 ;;
+	-h|--help) sed -n '2,32p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -309,10 +316,11 @@ fi
 # ---------------------------------------------------------------- ours
 cpgtool="$repo/target/release/cpgtool"
 run_ours_row() { # SYSTEM M SIZE G SEND LAT
-	local m="$2" size="$3" g="$4" send="$5" lat="$6"
-	local tag="cpg-rs-m$m-$size-$g-$send$([ "$lat" = 1 ] && echo -lat)-r$rep"
+	local system="$1" m="$2" size="$3" g="$4" send="$5" lat="$6"
+	local tag="$system-m$m-$size-$g-$send$([ "$lat" = 1 ] && echo -lat)-r$rep"
 	local extra=()
 	[ "$lat" = 1 ] && extra=(--latency)
+	[ "$system" = cpg-rs-cpgd ] && extra+=(--daemon)
 	local bound
 	bound=$(awk -v s="$seconds" -v m="$m" 'BEGIN { printf "%d", s + 120 }')
 	timeout --kill-after=5 "$bound" "$cpgtool" bench --members "$m" --size "$size" --guarantee "$g" \
@@ -323,18 +331,25 @@ run_ours_row() { # SYSTEM M SIZE G SEND LAT
 		grep '^{' "$out/logs/$tag.out" | python3 "$here/report.py" --summary-lines >&2 || true
 	else
 		row_error="cpgtool bench printed no result (see logs/$tag.err)"
-		error_row cpg-rs "$m" "$size" "$g" "$send" "$lat"
+		error_row "$system" "$m" "$size" "$g" "$send" "$lat"
 	fi
 }
 if [ "$do_ours" = 1 ]; then
 	if [ "$do_build" = 1 ] && command -v cargo >/dev/null 2>&1; then
-		log "building cpgtool (cargo build --release -p cpg-std --bin cpgtool)"
-		(cd "$repo" && timeout 1800 cargo build --release -p cpg-std --bin cpgtool) \
+		log "building cpgtool and cpgd (cargo build --release -p cpg-std --bin cpgtool -p cpgd)"
+		(cd "$repo" && timeout 1800 cargo build --release -p cpg-std --bin cpgtool -p cpgd) \
 			>"$out/logs/cargo.log" 2>&1 || log "cargo build failed (logs/cargo.log)"
 	fi
 	if [ -x "$cpgtool" ] && timeout 20 "$cpgtool" bench --help >/dev/null 2>&1; then
-		log "cpg-rs: running rows (${seconds}s each)"
-		for_each_row run_ours_row cpg-rs
+		for topo in $ours_topologies; do
+			case "$topo" in
+			nodes) log "cpg-rs (M nodes): running rows (${seconds}s each)"
+				for_each_row run_ours_row cpg-rs ;;
+			daemon) log "cpg-rs-cpgd (one cpgd, M clients): running rows (${seconds}s each)"
+				for_each_row run_ours_row cpg-rs-cpgd ;;
+			*) log "unknown --ours topology $topo" ;;
+			esac
+		done
 	else
 		echo "cpg-rs: cpgtool bench not available" >&2
 		row_error="cpg-rs: cpgtool bench not available"
@@ -348,5 +363,8 @@ if [ "$do_loopback" = 1 ]; then # a second sample of the ceiling (the report kee
 		log "loopback_ceiling failed (logs/loopback.err)"
 fi
 meta_line end
-python3 "$here/report.py" "$results" --svg "$out/chart.svg" --json-out "$out/report.json" | tee "$out/report.txt"
+report_args=()
+[ "$ours_topologies" = daemon ] && report_args=(--ours-system cpg-rs-cpgd)
+python3 "$here/report.py" "$results" "${report_args[@]+"${report_args[@]}"}" --svg "$out/chart.svg" \
+	--json-out "$out/report.json" | tee "$out/report.txt"
 log "results in $out"

@@ -46,12 +46,19 @@ def load(lines):
     return out
 
 
+# --ours-system: compare only this cpg-rs system (e.g. cpg-rs-cpgd, the
+# same topology as Corosync's rows: one node, M client processes).
+OURS_ONLY = None
+
+
 def kind(system):
     s = str(system or "")
     if s == "loopback":
         return "loopback"
     if s.startswith("corosync"):
         return "corosync"
+    if OURS_ONLY is not None and s != OURS_ONLY:
+        return "other"
     return "ours"
 
 
@@ -499,8 +506,12 @@ def main():
     ap.add_argument("--json", action="store_true", help="print the table as JSON instead of text")
     ap.add_argument("--json-out", help="also write the table as JSON to this file")
     ap.add_argument("--svg", help="write the SVG chart to this file")
+    ap.add_argument("--ours-system", help="compare only this cpg-rs system (cpg-rs: M nodes; "
+                    "cpg-rs-cpgd: one cpgd and M client processes, Corosync's topology)")
     ap.add_argument("--summary-lines", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global OURS_ONLY
+    OURS_ONLY = a.ours_system
     if a.results:
         with open(a.results) as f:
             records = load(f)
