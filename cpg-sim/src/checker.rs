@@ -1512,13 +1512,12 @@ pub fn deliver(
     guarantee: Guarantee,
     bytes: &[u8],
 ) -> SimEvent {
-    let frame: Frame = bytes.to_vec().into();
     Event::Deliver {
         group: group.clone(),
         sender,
         guarantee,
         payload: cpg_core::engine::Payload {
-            src: cpg_core::engine::FrameRef::Own(frame),
+            src: cpg_core::engine::FrameRef::Own(bytes.into()),
             range: 0..bytes.len(),
         },
     }

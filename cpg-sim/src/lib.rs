@@ -742,7 +742,7 @@ impl Sim {
             self.counters.recovery_datagrams += u64::from(recovering);
             self.counters.largest_datagram = self.counters.largest_datagram.max(t.frame.len());
             let frame: Frame = match t.frame {
-                FrameRef::Own(b) => b,
+                FrameRef::Own(b) => b.into(),
                 FrameRef::Rx(f) => f,
                 other => other.to_vec().into(),
             };
