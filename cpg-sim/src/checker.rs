@@ -101,6 +101,9 @@ pub enum ViolationKind {
     DatagramTooBig,
     /// The run exceeded its step or packet budget (a message storm or livelock).
     Runaway,
+    /// A zero-copy message from a buffer whose headers stay outside it was
+    /// sent or delivered to its sender other than by reference to it.
+    PayloadCopied,
 }
 
 /// A broken invariant: what, where, and the evidence.
