@@ -135,6 +135,15 @@ impl<F: FrameBuf> Engine<F> {
     /// `poll_release` (once per frame that referenced it) when every member
     /// holds the message.
     ///
+    /// A buffer whose [`FrameBuf::headers_inside`] is false (memory a
+    /// client can still write, e.g. cpgd's shared memory) needs no
+    /// headroom and is never written: every header is built in engine
+    /// memory and each frame is a [`FrameRef::Gather`] of those headers and
+    /// a range of `buf[payload]`, at any size, so the payload is never
+    /// copied in user space (except into a recovery copy when a ring
+    /// changes under it, as any frame). The wire bytes are those of the
+    /// copying path. The sender's own delivery reads `buf[payload]` too.
+    ///
     /// # Errors
     /// As [`Engine::submit`] for a `Request::Mcast`; `InvalidParam` for a
     /// range outside the buffer. The buffer comes back inside the error, so
@@ -279,4 +288,325 @@ impl<F: FrameBuf> Engine<F> {
 /// A [`crate::limits::ConfigError`] naming the problem.
 pub fn validate_config(config: &crate::limits::Config) -> Result<(), crate::limits::ConfigError> {
     crate::totem::validate_config(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::collections::VecDeque;
+    use alloc::sync::Arc;
+    use alloc::vec;
+
+    use super::*;
+    use crate::frame::testing::TestBuf;
+    use crate::limits::Config;
+    use crate::wire::cpg::mcast_header_len;
+    use crate::{Duration, Instant};
+
+    /// MCAST frames' kind byte (frame header offset 3).
+    const KIND_MCAST: u8 = 1;
+    const PID: u32 = 7;
+
+    fn group() -> GroupName {
+        GroupName::new(b"zc-group").expect("short name")
+    }
+
+    /// A multicast frame of node 1 that read a shared buffer: the bytes in
+    /// engine memory in front, and the range read from the buffer.
+    struct GatherSend {
+        head_len: usize,
+        buf: usize,
+        seg: usize,
+        len: usize,
+    }
+
+    /// Engines `1..=n` on a lossless in-order network, every frame delivered
+    /// at once; time jumps to the next deadline when nothing is in flight.
+    struct Net {
+        engines: Vec<Engine<TestBuf>>,
+        now: Instant,
+        queue: VecDeque<(usize, NodeId, TestBuf)>,
+        /// Every multicast frame each node sent, as bytes.
+        mcasts: Vec<Vec<Vec<u8>>>,
+        /// Node 1's multicasts that read a shared buffer.
+        gathers: Vec<GatherSend>,
+        /// Node 1's multicasts that read no shared buffer.
+        mcasts_without_shared: usize,
+        events: Vec<Vec<Event<TestBuf>>>,
+        released: Vec<TestBuf>,
+    }
+
+    impl Net {
+        fn new(n: usize) -> Net {
+            let ids: Vec<NodeId> = (1..=n as NodeId).collect();
+            let engines = ids
+                .iter()
+                .map(|&id| {
+                    let options = EngineOptions {
+                        trace: true,
+                        seq_base: 0,
+                    };
+                    Engine::new(Config::fast(id, &ids), options, 1, Instant::ZERO).expect("config")
+                })
+                .collect();
+            let mut net = Net {
+                engines,
+                now: Instant::ZERO,
+                queue: VecDeque::new(),
+                mcasts: vec![Vec::new(); n],
+                gathers: Vec::new(),
+                mcasts_without_shared: 0,
+                events: vec![Vec::new(); n],
+                released: Vec::new(),
+            };
+            for i in 0..n {
+                net.drain(i);
+            }
+            assert!(
+                net.run_until(Duration::from_millis(5_000), |n| n.engines.iter().all(
+                    |e| e.state() == State::Operational && e.members().len() == n.engines.len()
+                ))
+            );
+            let g = group();
+            for i in 0..n {
+                let now = net.now;
+                let join = Request::Join {
+                    pid: PID,
+                    group: &g,
+                    flags: 0,
+                };
+                net.engines[i].submit(now, join).expect("join");
+                net.drain(i);
+            }
+            assert!(net.run_until(Duration::from_millis(5_000), |n| n
+                .engines
+                .iter()
+                .all(|e| e.group_members(&g).len() == n.engines.len())));
+            net
+        }
+
+        fn drain(&mut self, i: usize) {
+            let from = i as NodeId + 1;
+            let n = self.engines.len();
+            while let Some(t) = self.engines[i].poll_transmit() {
+                let [head, _] = t.frame.segments();
+                if head.get(3) == Some(&KIND_MCAST) {
+                    self.mcasts[i].push(t.frame.to_vec());
+                    if i == 0 {
+                        match &t.frame {
+                            FrameRef::Gather {
+                                head,
+                                buf: buf @ TestBuf::Shared(_),
+                                range,
+                            } => self.gathers.push(GatherSend {
+                                head_len: head.len(),
+                                buf: buf.as_ref().as_ptr() as usize,
+                                seg: t.frame.segments()[1].as_ptr() as usize,
+                                len: range.len(),
+                            }),
+                            FrameRef::Rx(TestBuf::Shared(_))
+                            | FrameRef::Slot {
+                                buf: TestBuf::Shared(_),
+                                ..
+                            } => panic!("a shared buffer sent as a whole frame"),
+                            _ => self.mcasts_without_shared += 1,
+                        }
+                    }
+                }
+                let frame = match t.frame {
+                    FrameRef::Own(a) => TestBuf::Rx(a),
+                    FrameRef::Rx(f) => f,
+                    other => TestBuf::Rx(Arc::from(other.to_vec())),
+                };
+                match t.dest {
+                    Dest::Node(to) => self.queue.push_back((to as usize - 1, from, frame)),
+                    Dest::AllOthers => {
+                        for j in (0..n).filter(|&j| j != i) {
+                            self.queue.push_back((j, from, frame.clone()));
+                        }
+                    }
+                }
+            }
+            while let Some(ev) = self.engines[i].poll_event() {
+                self.events[i].push(ev);
+            }
+            while let Some(b) = self.engines[i].poll_release() {
+                self.released.push(b);
+            }
+        }
+
+        fn step(&mut self) -> bool {
+            if let Some((to, from, frame)) = self.queue.pop_front() {
+                let now = self.now;
+                self.engines[to].handle_packet(now, from, frame);
+                self.drain(to);
+                return true;
+            }
+            let Some(next) = self.engines.iter().filter_map(|e| e.poll_timeout()).min() else {
+                return false;
+            };
+            self.now = self.now.max(next);
+            for i in 0..self.engines.len() {
+                if self.engines[i]
+                    .poll_timeout()
+                    .is_some_and(|d| d <= self.now)
+                {
+                    let now = self.now;
+                    self.engines[i].handle_timeout(now);
+                    self.drain(i);
+                }
+            }
+            true
+        }
+
+        fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Net) -> bool) -> bool {
+            let end = self.now + limit;
+            while self.now < end {
+                if done(self) {
+                    return true;
+                }
+                if !self.step() {
+                    break;
+                }
+            }
+            done(self)
+        }
+
+        /// Every delivery at node `i + 1`: (sender, guarantee, bytes).
+        fn delivered(&self, i: usize) -> Vec<(MemberAddr, Guarantee, Vec<u8>)> {
+            self.events[i]
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Deliver {
+                        sender,
+                        guarantee,
+                        payload,
+                        ..
+                    } => Some((*sender, *guarantee, payload.bytes().to_vec())),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn payload(len: usize, k: usize) -> Vec<u8> {
+        (0..len).map(|b| (b * 31 + k * 7 + b / 251) as u8).collect()
+    }
+
+    /// The sizes the zero-copy tests send: empty, one byte, around one
+    /// frame's room, several frames, 1 MiB.
+    fn sizes(cap: usize) -> Vec<usize> {
+        let room = cap - 6 - mcast_header_len(group().len());
+        vec![0, 1, room - 1, room, room + 1, 5 * cap + 3, 1 << 20]
+    }
+
+    /// A buffer whose headers stay outside (`headers_inside` false; any
+    /// request for write access panics) is sent by reference, byte for
+    /// byte as the copying path sends the same message, and delivered the
+    /// same everywhere; its sender delivers it from the buffer itself and
+    /// hands the buffer back once every frame is stable.
+    #[test]
+    fn shared_buffers_are_sent_by_reference_as_the_copying_path_sends() {
+        let mut zc = Net::new(3);
+        let mut copied = Net::new(3);
+        let cap = zc.engines[0].frame_payload_cap();
+        let g = group();
+        for (k, len) in sizes(cap).into_iter().enumerate() {
+            for guarantee in [Guarantee::Agreed, Guarantee::Safe] {
+                let bytes = payload(len, k);
+                // the payload sits in the middle of the buffer, no headroom
+                let mut mem = vec![0xEEu8; len + 3];
+                mem[1..1 + len].copy_from_slice(&bytes);
+                let buf: Arc<[u8]> = Arc::from(mem);
+                let (lo, hi) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len());
+                let zc_before = zc.mcasts[0].len();
+                let copied_before = copied.mcasts[0].len();
+                zc.gathers.clear();
+                zc.mcasts_without_shared = 0;
+                let now = zc.now;
+                zc.engines[0]
+                    .submit_zc(
+                        now,
+                        PID,
+                        &g,
+                        guarantee,
+                        TestBuf::Shared(buf.clone()),
+                        1..1 + len,
+                    )
+                    .expect("submit_zc");
+                zc.drain(0);
+                let now = copied.now;
+                let iov = [&bytes[..]];
+                let req = Request::Mcast {
+                    pid: PID,
+                    group: &g,
+                    guarantee,
+                    iov: &iov,
+                };
+                copied.engines[0].submit(now, req).expect("submit");
+                copied.drain(0);
+                for net in [&mut zc, &mut copied] {
+                    let want = net.delivered(0).len() + 1;
+                    assert!(
+                        net.run_until(Duration::from_millis(60_000), |n| (0..3)
+                            .all(|i| n.delivered(i).len() == want)),
+                        "size {len}: not delivered"
+                    );
+                }
+                // the same frames on the wire
+                assert_eq!(
+                    zc.mcasts[0][zc_before..],
+                    copied.mcasts[0][copied_before..],
+                    "size {len} {guarantee:?}: the wire differs from the copying path"
+                );
+                // every payload byte went out by reference to the buffer,
+                // behind nothing but headers
+                assert_eq!(zc.mcasts_without_shared, 0, "size {len}: a copied frame");
+                let frames = (mcast_header_len(g.len()) + len).div_ceil(cap - 6);
+                assert_eq!(zc.gathers.len(), frames, "size {len}: frames");
+                let by_ref: usize = zc.gathers.iter().map(|s| s.len).sum();
+                assert_eq!(by_ref, len, "size {len}: bytes sent by reference");
+                for s in &zc.gathers {
+                    assert_eq!(s.buf, lo);
+                    assert!(s.len == 0 || (s.seg > lo && s.seg + s.len < hi));
+                    assert!(
+                        s.head_len <= crate::totem::pg::ZC_HEADROOM + mcast_header_len(g.len())
+                    );
+                }
+                // every node delivered the same message
+                for i in 0..3 {
+                    let got = zc.delivered(i).pop().expect("delivery");
+                    assert_eq!(got, copied.delivered(i).pop().expect("delivery"));
+                    assert_eq!(got.2, bytes, "size {len}: node {} got other bytes", i + 1);
+                    assert_eq!(got.1, guarantee);
+                }
+                // the sender's own delivery reads the buffer
+                let own = zc.events[0].iter().rev().find_map(|e| match e {
+                    Event::Deliver { payload, .. } => Some(payload.bytes().as_ptr() as usize),
+                    _ => None,
+                });
+                if len > 0 {
+                    assert_eq!(own, Some(lo + 1), "size {len}: own delivery was copied");
+                }
+            }
+        }
+        // once stable, the buffer comes back, once per frame that read it
+        zc.events.iter_mut().for_each(Vec::clear);
+        zc.released.clear();
+        let buf: Arc<[u8]> = Arc::from(&b"x"[..]);
+        let now = zc.now;
+        let shared = TestBuf::Shared(buf.clone());
+        zc.engines[0]
+            .submit_zc(now, PID, &g, Guarantee::Agreed, shared, 0..1)
+            .expect("submit_zc");
+        zc.drain(0);
+        let mine = |n: &Net| {
+            n.released
+                .iter()
+                .filter(|b| matches!(b, TestBuf::Shared(s) if Arc::ptr_eq(s, &buf)))
+                .count()
+        };
+        assert!(zc.run_until(Duration::from_millis(5_000), |n| mine(n) == 1));
+        zc.run_until(Duration::from_millis(1_000), |_| false);
+        assert_eq!(mine(&zc), 1);
+    }
 }

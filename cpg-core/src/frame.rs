@@ -3,7 +3,8 @@
 //!
 //! A driver passes its buffers in by ownership of a handle ([`FrameBuf`]);
 //! Totem keeps frames as [`FrameRef`]s (its own memory, a received buffer,
-//! or a zero-copy buffer with headers in its headroom), hands frames to
+//! a zero-copy buffer with headers in its headroom, or headers in its own
+//! memory followed by a piece of a zero-copy buffer), hands frames to
 //! send out as [`Transmit`]s, and messages to deliver as [`Payload`]s (a
 //! range of a frame). A refused zero-copy send gives its buffer back in a
 //! [`ZcError`].
@@ -23,11 +24,28 @@ use crate::types::NodeId;
 /// Clones share the same bytes (an `Arc`-like handle). The engine writes
 /// frame headers into a zero-copy buffer's headroom only through
 /// [`FrameBuf::unique_mut`], i.e. while it holds the only handle, so bytes
-/// that the network may be reading are never written.
+/// that the network may be reading are never written. A buffer that
+/// someone outside the engine can still write (a client's shared memory)
+/// says so with [`FrameBuf::headers_inside`]: then it is never written at
+/// all.
 pub trait FrameBuf: Clone + AsRef<[u8]> {
     /// Mutable access while this is the only handle to the bytes.
     fn unique_mut(&mut self) -> Option<&mut [u8]> {
         None
+    }
+
+    /// Whether the engine may put headers into this buffer's headroom (through
+    /// [`FrameBuf::unique_mut`]) when it is sent zero copy.
+    ///
+    /// `false` is for memory another party can write while the engine
+    /// holds it, such as a client process's shared memory: headers written
+    /// there could be rewritten (a forged pid, group or seq) between the
+    /// engine's write and the network's read. Such a buffer holds only the
+    /// payload: the engine never calls `unique_mut` on it, builds every
+    /// header in its own memory and sends the payload by reference
+    /// ([`FrameRef::Gather`] frames), at any size, never copying it.
+    fn headers_inside(&self) -> bool {
+        true
     }
 }
 
@@ -70,11 +88,17 @@ pub enum FrameRef<F> {
         /// Byte range of the frame inside it.
         range: core::ops::Range<usize>,
     },
-    /// Zero copy, one piece of a fragmented message: the frame is `head`
+    /// Zero copy with the headers in engine memory: the frame is `head`
     /// (headers built by the engine) followed by `buf[range]` (the piece,
-    /// never copied). Drivers send it as two iovecs.
+    /// never copied). Drivers send it as two iovecs. A piece of a
+    /// fragmented message, or a whole message from a buffer whose headers
+    /// stay outside it ([`FrameBuf::headers_inside`]).
+    ///
+    /// Inside the engine, a queued message of such a buffer is a `Gather`
+    /// too: its CPG header as `head`, its payload as `buf[range]`.
     Gather {
-        /// Frame, multicast and packing headers.
+        /// Frame, multicast and packing headers (and, in the first piece
+        /// of a message whose headers stay outside its buffer, its CPG header).
         head: Arc<[u8]>,
         /// The zero-copy buffer.
         buf: F,
@@ -101,6 +125,20 @@ impl<F: AsRef<[u8]>> FrameRef<F> {
             FrameRef::Gather { .. } => None,
             _ => Some(self.segments()[0]),
         }
+    }
+    /// `range` of the concatenated segments, as its part in each segment
+    /// (either may be empty); `None` if it reaches past the end.
+    pub fn slices(&self, range: core::ops::Range<usize>) -> Option<[&[u8]; 2]> {
+        let [a, b] = self.segments();
+        if range.start > range.end || range.end > a.len() + b.len() {
+            return None;
+        }
+        let cut = |at: usize| at.min(a.len());
+        let rest = |at: usize| at.saturating_sub(a.len());
+        Some([
+            &a[cut(range.start)..cut(range.end)],
+            &b[rest(range.start)..rest(range.end)],
+        ])
     }
     /// Length in bytes.
     pub fn len(&self) -> usize {
@@ -165,12 +203,22 @@ pub struct Payload<F> {
 }
 
 impl<F: AsRef<[u8]>> Payload<F> {
-    /// The message bytes (a payload always lies in one contiguous segment).
+    /// The message bytes. Every payload the engine hands to the application
+    /// lies in one segment of `src` (for a `Gather`, inside `head` or inside
+    /// the buffer's piece); one that spans both (only ever seen inside the
+    /// engine: a queued message with its CPG header in front) reads as empty,
+    /// see [`Payload::segments`].
     pub fn bytes(&self) -> &[u8] {
-        self.src
-            .contiguous()
-            .and_then(|b| b.get(self.range.clone()))
-            .unwrap_or(&[])
+        match self.segments() {
+            [a, []] => a,
+            [[], b] => b,
+            _ => &[],
+        }
+    }
+    /// The message bytes as their part in each segment of `src`, in order
+    /// (either may be empty; both are for a range outside `src`).
+    pub fn segments(&self) -> [&[u8]; 2] {
+        self.src.slices(self.range.clone()).unwrap_or([&[], &[]])
     }
     /// Length in bytes.
     pub fn len(&self) -> usize {
@@ -203,5 +251,102 @@ impl<F> core::fmt::Debug for ZcError<F> {
 impl<F> From<ZcError<F>> for crate::types::CsError {
     fn from(e: ZcError<F>) -> crate::types::CsError {
         e.error
+    }
+}
+
+/// A driver buffer for the unit tests: a received frame (`Rx`, writable
+/// while unique), or memory someone else can still write (`Shared`, headers
+/// kept outside), on which any request for write access fails the test.
+#[cfg(test)]
+pub(crate) mod testing {
+    use alloc::sync::Arc;
+
+    use super::FrameBuf;
+
+    #[derive(Debug, Clone)]
+    pub(crate) enum TestBuf {
+        Rx(Arc<[u8]>),
+        Shared(Arc<[u8]>),
+    }
+
+    impl AsRef<[u8]> for TestBuf {
+        fn as_ref(&self) -> &[u8] {
+            match self {
+                TestBuf::Rx(b) | TestBuf::Shared(b) => b,
+            }
+        }
+    }
+
+    impl FrameBuf for TestBuf {
+        fn unique_mut(&mut self) -> Option<&mut [u8]> {
+            match self {
+                TestBuf::Rx(b) => Arc::get_mut(b),
+                TestBuf::Shared(_) => panic!("the engine asked to write a headers-outside buffer"),
+            }
+        }
+        fn headers_inside(&self) -> bool {
+            matches!(self, TestBuf::Rx(_))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::TestBuf;
+    use super::*;
+
+    fn gather() -> FrameRef<TestBuf> {
+        FrameRef::Gather {
+            head: Arc::from(&b"HEAD"[..]),
+            buf: TestBuf::Shared(Arc::from(&b"..payload.."[..])),
+            range: 2..9,
+        }
+    }
+
+    #[test]
+    fn slices_split_a_range_at_the_segment_boundary() {
+        let f = gather();
+        assert_eq!(f.segments(), [&b"HEAD"[..], &b"payload"[..]]);
+        assert_eq!(f.slices(0..11), Some([&b"HEAD"[..], &b"payload"[..]]));
+        assert_eq!(f.slices(1..3), Some([&b"EA"[..], &b""[..]]));
+        assert_eq!(f.slices(4..7), Some([&b""[..], &b"pay"[..]]));
+        assert_eq!(f.slices(3..6), Some([&b"D"[..], &b"pa"[..]]));
+        assert_eq!(f.slices(11..11), Some([&b""[..], &b""[..]]));
+        assert_eq!(f.slices(5..12), None);
+        let own: FrameRef<TestBuf> = FrameRef::Own(Arc::from(&b"abc"[..]));
+        assert_eq!(own.slices(1..3), Some([&b"bc"[..], &b""[..]]));
+    }
+
+    /// A payload inside either segment of a gather reads as its bytes (the
+    /// application's view of a node's own message whose header stays
+    /// outside its buffer); one across the boundary has no contiguous bytes.
+    #[test]
+    fn payload_bytes_of_a_gather() {
+        let p = |range| Payload {
+            src: gather(),
+            range,
+        };
+        assert_eq!(p(4..11).bytes(), b"payload");
+        assert_eq!(p(0..4).bytes(), b"HEAD");
+        assert_eq!(p(5..7).bytes(), b"ay");
+        assert_eq!(p(4..4).bytes(), b"");
+        assert_eq!(p(3..11).bytes(), b"");
+        assert_eq!(p(3..11).segments(), [&b"D"[..], &b"payload"[..]]);
+        assert_eq!(p(3..12).bytes(), b"", "out of range");
+        assert_eq!(p(3..12).segments(), [&b""[..], &b""[..]]);
+        let rx = Payload {
+            src: FrameRef::Rx(TestBuf::Rx(Arc::from(&b"frame"[..]))),
+            range: 1..4,
+        };
+        assert_eq!(rx.bytes(), b"ram");
+    }
+
+    #[test]
+    fn only_test_buffers_that_say_so_keep_headers_outside() {
+        let a: Arc<[u8]> = Arc::from(&b"x"[..]);
+        assert!(a.headers_inside());
+        assert!(alloc::vec![1u8].headers_inside());
+        assert!(TestBuf::Rx(a.clone()).headers_inside());
+        assert!(!TestBuf::Shared(a).headers_inside());
     }
 }

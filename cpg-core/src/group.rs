@@ -333,7 +333,10 @@ impl Groups {
     /// Zero-copy mcast: `buf[payload]` is the application's message; the
     /// CPG header is written into the headroom in front of it, and Totem
     /// sends it from there. Without enough headroom, or if the buffer is
-    /// shared, the message is copied once like a normal mcast.
+    /// shared, the message is copied once like a normal mcast. A buffer
+    /// that keeps its headers outside (`FrameBuf::headers_inside` false)
+    /// is neither written nor copied: its CPG header is built in engine
+    /// memory and Totem sends the payload by reference behind it.
     pub(crate) fn submit_zc<F: FrameBuf>(
         &mut self,
         now: Instant,
@@ -364,6 +367,15 @@ impl Groups {
             _ => return refuse(CsError::NotExist, buf),
         }
         let hdr = mcast_header_len(group.len());
+        if !buf.headers_inside() {
+            let mut head: Arc<[u8]> = core::iter::repeat_n(0u8, hdr).collect();
+            let written = Arc::get_mut(&mut head)
+                .is_some_and(|h| emit_mcast_header(pid, group, guarantee, h).is_ok());
+            if !written {
+                return refuse(CsError::Library, buf);
+            }
+            return totem.submit_gather(now, head, buf, payload, guarantee);
+        }
         if payload.start >= hdr {
             if let Some(bytes) = buf.unique_mut() {
                 if emit_mcast_header(
@@ -436,9 +448,17 @@ impl Groups {
         totem: &mut Totem<F>,
         out: &mut VecDeque<Event<F>>,
     ) {
-        let msg = match CpgMsg::parse(payload.bytes()) {
-            Ok(m) => m,
-            Err(_) => {
+        // One of this node's messages whose buffer keeps its headers
+        // outside comes in two segments: its CPG header (engine memory),
+        // then the application's bytes (the buffer). Any other lies in one.
+        let (bytes, outside) = match payload.segments() {
+            [[], b] => (b, 0),
+            [a, b] => (a, b.len()),
+        };
+        let msg = match CpgMsg::parse(bytes) {
+            Ok(m) if outside == 0 => m,
+            Ok(m @ CpgMsg::Mcast { payload: [], .. }) => m,
+            _ => {
                 self.malformed += 1;
                 return;
             }
@@ -498,7 +518,8 @@ impl Groups {
                     .get(&group)
                     .is_some_and(|m| m.binary_search(&addr).is_ok());
                 if known && self.listeners(&group) {
-                    let range = payload.range.end - data.len()..payload.range.end;
+                    // `data` or the second segment: one of them is empty
+                    let range = payload.range.end - (data.len() + outside)..payload.range.end;
                     totem.stats.app_delivered += 1;
                     // moved, not cloned: a clone and a drop are two atomic
                     // operations on a frame's count shared with the threads

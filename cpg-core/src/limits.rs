@@ -112,7 +112,9 @@ pub struct Config {
     /// Zero-copy messages at least this long (CPG header included) get
     /// frames of their own and are never copied in user space; shorter ones
     /// are packed with others by copy (one frame per tiny message would cost
-    /// more than the copy). Measured by `benches/benches/totem.rs`.
+    /// more than the copy). Measured by `benches/benches/totem.rs`. A
+    /// buffer that keeps its headers outside (`FrameBuf::headers_inside`
+    /// false) is never copied, whatever its length.
     pub zc_copy_threshold: usize,
     /// Bytes of frames each receive window may hold above the highest seq a
     /// token has shown this node: frames the ring has not reached yet as far

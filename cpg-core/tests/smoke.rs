@@ -4,14 +4,11 @@
 //! `cpg_sim::perfect::Cluster`; the simulator's faulty network (`cpg-sim`)
 //! does the rest.
 
-use std::sync::Arc;
-
 use cpg_core::engine::{ConfigChange, Engine, EngineOptions, Event, Request};
 use cpg_core::limits::Config;
 use cpg_core::{CsError, Duration, GroupName, Guarantee, Instant, Reason};
+use cpg_sim::network::Frame;
 use cpg_sim::perfect::Cluster;
-
-type Frame = Arc<[u8]>;
 
 /// `n` nodes with `seq_base` and each configuration adjusted by `tweak`.
 fn cluster_with(n: usize, seq_base: u32, tweak: impl Fn(&mut Config)) -> Cluster {
@@ -308,7 +305,7 @@ fn zc_buf(payload: &[u8]) -> (Frame, std::ops::Range<usize>) {
     let h = cpg_core::limits::ZC_HEADROOM;
     let mut v = vec![0u8; h + payload.len()];
     v[h..].copy_from_slice(payload);
-    (Arc::from(v), h..h + payload.len())
+    (v.into(), h..h + payload.len())
 }
 
 /// Every frame that carried a zero-copy message at or above the threshold

@@ -101,6 +101,9 @@ pub enum ViolationKind {
     DatagramTooBig,
     /// The run exceeded its step or packet budget (a message storm or livelock).
     Runaway,
+    /// A zero-copy message from a buffer whose headers stay outside it was
+    /// sent or delivered to its sender other than by reference to it.
+    PayloadCopied,
 }
 
 /// A broken invariant: what, where, and the evidence.
@@ -1512,13 +1515,12 @@ pub fn deliver(
     guarantee: Guarantee,
     bytes: &[u8],
 ) -> SimEvent {
-    let frame: Frame = bytes.to_vec().into();
     Event::Deliver {
         group: group.clone(),
         sender,
         guarantee,
         payload: cpg_core::engine::Payload {
-            src: cpg_core::engine::FrameRef::Own(frame),
+            src: cpg_core::engine::FrameRef::Own(bytes.into()),
             range: 0..bytes.len(),
         },
     }

@@ -94,6 +94,11 @@ pub struct Workload {
     pub churn_prob: f64,
     /// Probability per action of a policy probe (mcast to a group not joined → NOT_EXIST).
     pub probe_prob: f64,
+    /// Probability a message is sent zero copy from a buffer whose headers
+    /// stay outside it (a client's shared memory, [`Frame::shared_memory`]);
+    /// the simulator then checks it went out by reference (see
+    /// [`SimCounters::zc_frames`]).
+    pub zero_copy: f64,
 }
 
 impl Workload {
@@ -109,6 +114,7 @@ impl Workload {
             safe_prob: 0.3,
             churn_prob: 0.0,
             probe_prob: 0.0,
+            zero_copy: 0.0,
         }
     }
     /// No messages at all (joins only).
@@ -241,6 +247,7 @@ impl SimOptions {
                 0.0
             },
             probe_prob: 0.02,
+            zero_copy: 0.0,
         };
         SimOptions {
             nodes,
@@ -310,6 +317,28 @@ pub struct SimCounters {
     pub recovery_datagrams: u64,
     /// The largest datagram emitted.
     pub largest_datagram: usize,
+    /// Mcasts accepted zero copy from a buffer whose headers stay outside it.
+    pub zc_accepted: u64,
+    /// Datagrams that read such a buffer (each checked to be a gather of
+    /// engine-built headers and a range of the buffer).
+    pub zc_frames: u64,
+    /// Payload bytes those datagrams read from the buffers.
+    pub zc_bytes_by_ref: u64,
+    /// Such messages delivered to their sender, each checked to be read
+    /// from its buffer and to have gone out whole by reference to it.
+    pub zc_self_checked: u64,
+}
+
+/// A message sent zero copy from a buffer whose headers stay outside it,
+/// until its sender delivers it: which of its bytes went out by reference.
+#[derive(Debug, Clone)]
+struct ZcTrack {
+    /// A handle on the buffer: its memory is not reused while tracked.
+    _buf: Frame,
+    /// Addresses of the payload.
+    payload: std::ops::Range<usize>,
+    /// Address ranges of the payload that datagrams read.
+    sent: Vec<std::ops::Range<usize>>,
 }
 
 /// Coverage counters, summed over nodes (and seeds).
@@ -475,6 +504,11 @@ pub struct Sim {
     pub healed_at: Option<Instant>,
     /// When convergence was reached.
     pub converged_at: Option<Instant>,
+    /// Zero-copy messages from buffers whose headers stay outside them, by
+    /// key, until their sender delivers them.
+    zc_tracks: BTreeMap<MsgKey, ZcTrack>,
+    /// The same, by the address of the payload's first byte.
+    zc_by_addr: BTreeMap<usize, MsgKey>,
 }
 
 fn is_illegal_transition(from: State, to: State) -> bool {
@@ -557,6 +591,8 @@ impl Sim {
             last_timeout_at: BTreeMap::new(),
             healed_at: None,
             converged_at: None,
+            zc_tracks: BTreeMap::new(),
+            zc_by_addr: BTreeMap::new(),
             opts,
             rng: ChaCha8Rng::seed_from_u64(0),
         };
@@ -738,17 +774,25 @@ impl Sim {
                 );
                 return Err(self.fail(v));
             }
+            if t.frame.buf().is_some_and(Frame::is_shared_memory) {
+                if let Err(v) = self.zc_sent(node, &t.frame) {
+                    return Err(self.fail(v));
+                }
+            }
             self.counters.datagrams_sent += 1;
             self.counters.recovery_datagrams += u64::from(recovering);
             self.counters.largest_datagram = self.counters.largest_datagram.max(t.frame.len());
             let frame: Frame = match t.frame {
-                FrameRef::Own(b) => b,
+                FrameRef::Own(b) => b.into(),
                 FrameRef::Rx(f) => f,
                 other => other.to_vec().into(),
             };
             self.net.send(&mut self.rng, self.now, node, t.dest, frame);
         }
         for ev in out.events {
+            if let Err(v) = self.zc_delivered(node, &ev) {
+                return Err(self.fail(v));
+            }
             self.observe(i, &ev);
             let world = NodesWorld {
                 nodes: &self.nodes,
@@ -757,6 +801,93 @@ impl Sim {
             if let Err(v) = self.checkers.on_event(node, &ev, &world) {
                 return Err(self.fail(v));
             }
+        }
+        Ok(())
+    }
+
+    /// A datagram that reads a buffer whose headers stay outside it: it
+    /// must be engine-built headers followed by a range of the buffer
+    /// (never the buffer as a whole frame, which would put headers inside
+    /// it, nor its bytes copied into the headers). Notes the bytes it read.
+    fn zc_sent(&mut self, node: NodeId, frame: &FrameRef<Frame>) -> Result<(), Violation> {
+        let FrameRef::Gather { head, buf, range } = frame else {
+            return Err(Violation::at(
+                ViolationKind::PayloadCopied,
+                node,
+                "a buffer whose headers stay outside it went out as a whole frame",
+            ));
+        };
+        if head.len() > cpg_core::limits::ZC_HEADROOM {
+            return Err(Violation::at(
+                ViolationKind::PayloadCopied,
+                node,
+                format!("{} bytes in engine memory in front of a piece of a shared buffer: more than headers", head.len()),
+            ));
+        }
+        self.counters.zc_frames += 1;
+        self.counters.zc_bytes_by_ref += range.len() as u64;
+        let at = buf.as_ptr() as usize + range.start;
+        let sent = at..at + range.len();
+        // A frame re-sent after its message was delivered to its sender is
+        // no longer tracked (and its buffer, still held, not reused).
+        let Some((_, key)) = self.zc_by_addr.range(..=at).next_back() else {
+            return Ok(());
+        };
+        if let Some(t) = self.zc_tracks.get_mut(key) {
+            if t.payload.start <= sent.start && sent.end <= t.payload.end {
+                t.sent.push(sent);
+            }
+        }
+        Ok(())
+    }
+
+    /// Its own delivery of a message it sent from a buffer whose headers
+    /// stay outside it: read from that buffer, and every byte of it went
+    /// out by reference to the buffer.
+    fn zc_delivered(&mut self, node: NodeId, ev: &Event<Frame>) -> Result<(), Violation> {
+        let Event::Deliver {
+            sender, payload, ..
+        } = ev
+        else {
+            return Ok(());
+        };
+        if sender.nodeid != node {
+            return Ok(());
+        }
+        let bytes = payload.bytes();
+        let Ok(key) = payload::decode(bytes) else {
+            return Ok(()); // the checkers report it
+        };
+        let Some(mut t) = self.zc_tracks.remove(&key) else {
+            return Ok(());
+        };
+        self.zc_by_addr.remove(&t.payload.start);
+        self.counters.zc_self_checked += 1;
+        if bytes.as_ptr() as usize != t.payload.start {
+            return Err(Violation::at(
+                ViolationKind::PayloadCopied,
+                node,
+                format!("message {key} delivered to its sender from a copy, not its buffer"),
+            ));
+        }
+        t.sent.sort_by_key(|r| r.start);
+        let mut covered = t.payload.start;
+        for r in &t.sent {
+            if r.start > covered {
+                break;
+            }
+            covered = covered.max(r.end);
+        }
+        if covered < t.payload.end {
+            return Err(Violation::at(
+                ViolationKind::PayloadCopied,
+                node,
+                format!(
+                    "message {key}: bytes {}.. of {} never went out by reference to its buffer",
+                    covered - t.payload.start,
+                    t.payload.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -922,8 +1053,16 @@ impl Sim {
         }
         self.nodes[i].crash();
         self.checkers.on_crash(node);
+        self.zc_forget(node);
         self.counters.crashes += 1;
         self.note(format!("node {node}: CRASH"));
+    }
+
+    /// Its engine is gone: so are the messages it was sending zero copy.
+    fn zc_forget(&mut self, node: NodeId) {
+        self.zc_tracks.retain(|k, _| k.node != node);
+        let tracks = &self.zc_tracks;
+        self.zc_by_addr.retain(|_, k| tracks.contains_key(k));
     }
 
     /// Partition the cluster into `groups` (unnamed nodes are alone).
@@ -1082,15 +1221,41 @@ impl Sim {
             return Ok(Err(CsError::Library));
         };
         let before = e.state();
-        let r = e.submit(
-            now,
-            Request::Mcast {
-                pid,
-                group: &group,
-                guarantee: m.guarantee,
-                iov: &slices,
-            },
-        );
+        let mut shared = None;
+        let r = if m.zero_copy {
+            // The payload alone, where a client put it (no headroom, no
+            // particular alignment), in memory it could still write.
+            let at = (m.key.counter % 7) as usize;
+            let mut mem = vec![0u8; at + bytes.len() + 3];
+            mem[at..at + bytes.len()].copy_from_slice(&bytes);
+            let buf = Frame::shared_memory(mem.into());
+            let start = buf.as_ptr() as usize + at;
+            shared = Some((buf.clone(), start..start + bytes.len()));
+            e.submit_zc(now, pid, &group, m.guarantee, buf, at..at + bytes.len())
+                .map_err(|z| z.error)
+        } else {
+            e.submit(
+                now,
+                Request::Mcast {
+                    pid,
+                    group: &group,
+                    guarantee: m.guarantee,
+                    iov: &slices,
+                },
+            )
+        };
+        if let (Ok(()), Some((buf, payload))) = (&r, shared) {
+            self.counters.zc_accepted += 1;
+            self.zc_by_addr.insert(payload.start, m.key);
+            self.zc_tracks.insert(
+                m.key,
+                ZcTrack {
+                    _buf: buf,
+                    payload,
+                    sent: Vec::new(),
+                },
+            );
+        }
         if r.is_ok() {
             let sent = Sent {
                 group: group.clone(),
@@ -1120,6 +1285,35 @@ impl Sim {
         guarantee: Guarantee,
         len: usize,
     ) -> Result<Result<(), CsError>, Box<SimError>> {
+        self.mcast_as(node, pid, group, guarantee, len, false)
+    }
+
+    /// As [`Sim::mcast`], zero copy from a buffer whose headers stay
+    /// outside it ([`Frame::shared_memory`]), as cpgd sends from a client's
+    /// shared memory: the simulator checks it goes out by reference.
+    ///
+    /// # Errors
+    /// A violation.
+    pub fn mcast_zc(
+        &mut self,
+        node: NodeId,
+        pid: u32,
+        group: usize,
+        guarantee: Guarantee,
+        len: usize,
+    ) -> Result<Result<(), CsError>, Box<SimError>> {
+        self.mcast_as(node, pid, group, guarantee, len, true)
+    }
+
+    fn mcast_as(
+        &mut self,
+        node: NodeId,
+        pid: u32,
+        group: usize,
+        guarantee: Guarantee,
+        len: usize,
+        zero_copy: bool,
+    ) -> Result<Result<(), CsError>, Box<SimError>> {
         let i = self.i(node);
         let p = self.nodes[i]
             .procs
@@ -1140,6 +1334,7 @@ impl Sim {
             guarantee,
             len,
             parts: 1,
+            zero_copy,
         };
         self.submit_msg(i, p, &m)
     }
@@ -1240,6 +1435,8 @@ impl Sim {
                         Guarantee::Agreed
                     };
                     let parts = self.rng.gen_range(1..=3);
+                    // drawn only when on: other runs keep their random streams
+                    let zero_copy = w.zero_copy > 0.0 && self.rng.gen_bool(w.zero_copy);
                     let pid = self.nodes[i].procs[p].pid;
                     let counter = self.nodes[i].procs[p].counter;
                     self.nodes[i].procs[p].counter += 1;
@@ -1254,6 +1451,7 @@ impl Sim {
                         guarantee,
                         len,
                         parts,
+                        zero_copy,
                     };
                     match self.submit_msg(i, p, &m)? {
                         Ok(()) => {}
@@ -1317,6 +1515,7 @@ impl Sim {
             guarantee: Guarantee::Agreed,
             len: 40,
             parts: 1,
+            zero_copy: false,
         };
         match self.submit_msg(i, p, &m)? {
             Err(CsError::NotExist) | Err(CsError::TryAgain) => {
@@ -1866,6 +2065,10 @@ impl Sim {
             ("sim.leaves", k.leaves),
             ("sim.policy_probes", k.probes),
             ("sim.steps", k.steps),
+            ("sim.zc_accepted", k.zc_accepted),
+            ("sim.zc_frames", k.zc_frames),
+            ("sim.zc_bytes_by_ref", k.zc_bytes_by_ref),
+            ("sim.zc_self_checked", k.zc_self_checked),
             ("check.ring_installs", self.checkers.ring.installs),
             ("check.totem_deliveries", self.checkers.order.deliveries),
             ("check.vs_compared", self.checkers.vs.compared),

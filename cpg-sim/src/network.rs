@@ -14,13 +14,100 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use cpg_core::engine::Dest;
+use cpg_core::engine::{Dest, FrameBuf};
 use cpg_core::{Duration, Instant, NodeId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-/// The frame type the simulator hands to engines (`F` of `Engine<F>`).
-pub type Frame = Arc<[u8]>;
+/// The buffer type the simulator hands to engines (`F` of `Engine<F>`):
+/// shared bytes, as an `Arc<[u8]>` (received frames, zero-copy buffers
+/// with headroom), or, made with [`Frame::shared_memory`], a buffer that
+/// stands for memory a client process can still write (cpgd's shared
+/// memory). That one keeps its headers outside
+/// ([`FrameBuf::headers_inside`] is false) and fails the run, by a panic,
+/// if the engine ever asks to write into it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    bytes: Arc<[u8]>,
+    shared_memory: bool,
+}
+
+impl Frame {
+    /// A buffer someone outside the engine can still write.
+    pub fn shared_memory(bytes: Arc<[u8]>) -> Frame {
+        Frame {
+            bytes,
+            shared_memory: true,
+        }
+    }
+
+    /// Made by [`Frame::shared_memory`].
+    pub fn is_shared_memory(&self) -> bool {
+        self.shared_memory
+    }
+
+    /// The bytes behind the handle (clones share them).
+    pub fn arc(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
+}
+
+impl FrameBuf for Frame {
+    fn unique_mut(&mut self) -> Option<&mut [u8]> {
+        assert!(
+            !self.shared_memory,
+            "the engine asked for write access to a buffer whose headers stay outside it"
+        );
+        Arc::get_mut(&mut self.bytes)
+    }
+
+    fn headers_inside(&self) -> bool {
+        !self.shared_memory
+    }
+}
+
+impl core::ops::Deref for Frame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl From<Arc<[u8]>> for Frame {
+    fn from(bytes: Arc<[u8]>) -> Frame {
+        Frame {
+            bytes,
+            shared_memory: false,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Frame {
+    fn from(bytes: Vec<u8>) -> Frame {
+        Arc::<[u8]>::from(bytes).into()
+    }
+}
+
+impl From<&[u8]> for Frame {
+    fn from(bytes: &[u8]) -> Frame {
+        Arc::<[u8]>::from(bytes).into()
+    }
+}
+
+impl core::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.shared_memory {
+            write!(f, "shared memory ")?;
+        }
+        self.bytes.fmt(f)
+    }
+}
 
 /// Sender id used for frames "from" a node outside the node list.
 pub const ALIEN_NODE: NodeId = 0x00A1_1E55;

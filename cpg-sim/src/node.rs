@@ -81,6 +81,9 @@ pub struct PendingMsg {
     pub len: usize,
     /// Split into this many iovecs.
     pub parts: usize,
+    /// Sent with `submit_zc` from a buffer whose headers stay outside it
+    /// ([`crate::network::Frame::shared_memory`]) instead of copied.
+    pub zero_copy: bool,
 }
 
 /// A simulated application process on a node.

@@ -15,7 +15,6 @@
 //! simulator's own, written once.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use cpg_core::engine::{Dest, Engine, EngineOptions, Event, FrameRef, Request, State};
 use cpg_core::limits::Config;
@@ -35,6 +34,9 @@ pub struct BufSend {
     pub seg: usize,
     /// Bytes sent from it.
     pub len: usize,
+    /// Bytes in engine memory sent in front of them (the headers of a
+    /// gather; 0 when the frame lies wholly in the buffer).
+    pub head_len: usize,
 }
 
 /// N engines over a lossless, in-order, zero-delay network.
@@ -301,20 +303,24 @@ impl Cluster {
             if self.record {
                 if let Some(b) = t.frame.buf() {
                     let [head, body] = t.frame.segments();
-                    let seg = if body.is_empty() { head } else { body };
+                    let (seg, head_len) = match t.frame {
+                        FrameRef::Gather { .. } => (body, head.len()),
+                        _ => (head, 0),
+                    };
                     self.buf_sends.push(BufSend {
                         buf: b.as_ptr() as usize,
                         seg: seg.as_ptr() as usize,
                         len: seg.len(),
+                        head_len,
                     });
                 }
             }
             // Whole frames travel as they are (shared, never written);
             // pieces of a zero-copy buffer are copied into one frame.
             let frame: Frame = match t.frame {
-                FrameRef::Own(a) => a,
+                FrameRef::Own(a) => a.into(),
                 FrameRef::Rx(f) => f,
-                other => Arc::from(other.to_vec()),
+                other => other.to_vec().into(),
             };
             match t.dest {
                 Dest::Node(to) => self.queue.push_back(((to - 1) as usize, from, frame)),

@@ -679,29 +679,58 @@ impl<F: FrameBuf> Totem<F> {
         msg: core::ops::Range<usize>,
         guarantee: Guarantee,
     ) -> Result<(), ZcError<F>> {
-        if self.shut_down {
+        let in_buf = msg.end <= buf.as_ref().len();
+        if let Err(error) = self.admit_zc(msg.len(), in_buf) {
             return Err(ZcError {
-                error: CsError::Library,
-                buf: Some(buf),
-            });
-        }
-        if msg.len() > self.cfg.max_message_size + 1024 || msg.end > buf.as_ref().len() {
-            return Err(ZcError {
-                error: CsError::TooBig,
-                buf: Some(buf),
-            });
-        }
-        if self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames {
-            self.stats.try_again += 1;
-            self.update_flow_control();
-            return Err(ZcError {
-                error: CsError::TryAgain,
+                error,
                 buf: Some(buf),
             });
         }
         self.send_queue.push_zc(buf, msg, guarantee);
         self.update_flow_control();
         self.event_signal(now);
+        Ok(())
+    }
+
+    /// Queue a message whose buffer is never written nor copied: `head`
+    /// (its CPG header, built in engine memory) followed by `buf[payload]`
+    /// (see `FrameBuf::headers_inside`). Its frames are all
+    /// `FrameRef::Gather`s reading the payload from `buf`.
+    pub(crate) fn submit_gather(
+        &mut self,
+        now: Instant,
+        head: Arc<[u8]>,
+        buf: F,
+        payload: core::ops::Range<usize>,
+        guarantee: Guarantee,
+    ) -> Result<(), ZcError<F>> {
+        let in_buf = payload.start <= payload.end && payload.end <= buf.as_ref().len();
+        if let Err(error) = self.admit_zc(head.len() + payload.len(), in_buf) {
+            return Err(ZcError {
+                error,
+                buf: Some(buf),
+            });
+        }
+        self.send_queue.push_gather(head, buf, payload, guarantee);
+        self.update_flow_control();
+        self.event_signal(now);
+        Ok(())
+    }
+
+    /// Whether the send queue takes a zero-copy message of `len` bytes
+    /// (CPG header included) whose range lies in its buffer (`in_buf`).
+    fn admit_zc(&mut self, len: usize, in_buf: bool) -> Result<(), CsError> {
+        if self.shut_down {
+            return Err(CsError::Library);
+        }
+        if len > self.cfg.max_message_size + 1024 || !in_buf {
+            return Err(CsError::TooBig);
+        }
+        if self.send_queue.frames_estimate(self.frame_payload_cap()) >= self.cfg.send_queue_frames {
+            self.stats.try_again += 1;
+            self.update_flow_control();
+            return Err(CsError::TryAgain);
+        }
         Ok(())
     }
 

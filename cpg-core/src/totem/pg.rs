@@ -28,17 +28,32 @@ pub(crate) const ZC_HEADROOM: usize = MCAST_HEADER_LEN + PACK_HEADER_LEN + PACK_
 
 #[derive(Debug, Clone)]
 struct OutMsg<F> {
-    /// Where the message lives: `Own` (copied at submit) or `Rx` (the
-    /// application's zero-copy buffer).
+    /// Where the message lives: `Own` (copied at submit), `Rx` (the
+    /// application's zero-copy buffer, the CPG header written into its
+    /// headroom) or `Gather` (the CPG header in engine memory, then the
+    /// payload in a buffer that is never written nor copied).
     src: FrameRef<F>,
-    /// The message's byte range inside `src`.
+    /// The message's byte range inside `src` (its segments concatenated).
     msg: Range<usize>,
     guarantee: Guarantee,
     /// Bytes already placed in frames.
     offset: usize,
     /// Fragment number of the frame that carried the previous piece.
     frag: u8,
-    zero_copy: bool,
+}
+
+impl<F> OutMsg<F> {
+    /// Whether the message goes out in frames of its own, read from its
+    /// buffer by reference: a zero-copy message of at least `zc_threshold`
+    /// bytes, and any message whose buffer must not be copied (`Gather`).
+    /// Others are packed with their neighbours by copy.
+    fn own_frames(&self, zc_threshold: usize) -> bool {
+        match self.src {
+            FrameRef::Gather { .. } => true,
+            FrameRef::Rx(_) => self.msg.len() >= zc_threshold,
+            FrameRef::Own(_) | FrameRef::Slot { .. } => false,
+        }
+    }
 }
 
 /// One of this node's messages (or a piece of it) inside one of its frames:
@@ -70,13 +85,36 @@ pub(crate) enum FramePlan<F> {
         msg: Range<usize>,
         guarantee: Guarantee,
     },
-    /// One piece of a zero-copy message, sent after engine-built headers.
+    /// One piece of a zero-copy message, `own.src[piece]`, sent after
+    /// engine-built headers: the bytes of it inside the source's `head` (a
+    /// CPG header kept outside the buffer) are copied into the frame's
+    /// headers, the rest is read from the buffer.
     Piece {
         header: PackHeader,
-        buf: F,
         piece: Range<usize>,
         own: OwnItem<F>,
     },
+}
+
+/// `src[piece]` of a zero-copy message as its frame carries it: the part
+/// inside the source's `head` (the CPG header of a buffer that keeps its
+/// headers outside; none for `Rx`), which goes into the frame's headers,
+/// then the buffer and the range of the rest inside it, sent by reference.
+pub(crate) fn piece_parts<F>(
+    src: &FrameRef<F>,
+    piece: Range<usize>,
+) -> Option<(&[u8], &F, Range<usize>)> {
+    match src {
+        FrameRef::Rx(buf) => Some((&[], buf, piece)),
+        FrameRef::Gather { head, buf, range } => {
+            let hl = head.len();
+            let in_head = head.get(piece.start.min(hl)..piece.end.min(hl))?;
+            let at = |i: usize| range.start + i.saturating_sub(hl);
+            let rest = at(piece.start)..at(piece.end);
+            (rest.end <= range.end).then_some((in_head, buf, rest))
+        }
+        FrameRef::Own(_) | FrameRef::Slot { .. } => None,
+    }
 }
 
 /// A FIFO of application messages waiting for the token.
@@ -85,6 +123,9 @@ pub(crate) struct SendQueue<F> {
     msgs: VecDeque<OutMsg<F>>,
     /// Unsent bytes.
     bytes: usize,
+    /// Queued messages whose buffer keeps its headers outside: each takes
+    /// frames of its own, however short (see `frames_estimate`).
+    gather: usize,
 }
 
 impl<F> Default for SendQueue<F> {
@@ -92,6 +133,7 @@ impl<F> Default for SendQueue<F> {
         SendQueue {
             msgs: VecDeque::new(),
             bytes: 0,
+            gather: 0,
         }
     }
 }
@@ -107,7 +149,6 @@ impl<F: FrameBuf> SendQueue<F> {
             guarantee,
             offset: 0,
             frag: 0,
-            zero_copy: false,
         });
     }
 
@@ -126,7 +167,6 @@ impl<F: FrameBuf> SendQueue<F> {
             guarantee,
             offset: 0,
             frag: 0,
-            zero_copy: false,
         });
     }
 
@@ -145,7 +185,7 @@ impl<F: FrameBuf> SendQueue<F> {
             let estimate = if n == 0 {
                 0
             } else {
-                (bytes + n * PACK_ITEM_OVERHEAD).div_ceil(cap).max(1)
+                (bytes + n * PACK_ITEM_OVERHEAD).div_ceil(cap).max(1) + self.gather
             };
             if estimate >= limit {
                 break;
@@ -167,7 +207,31 @@ impl<F: FrameBuf> SendQueue<F> {
             guarantee,
             offset: 0,
             frag: 0,
-            zero_copy: true,
+        });
+    }
+
+    /// Queue a message whose buffer is never written nor copied: `head`
+    /// (its CPG header, engine memory) followed by `buf[payload]`.
+    pub(crate) fn push_gather(
+        &mut self,
+        head: Arc<[u8]>,
+        buf: F,
+        payload: Range<usize>,
+        guarantee: Guarantee,
+    ) {
+        let len = head.len() + payload.len();
+        self.bytes += len;
+        self.gather += 1;
+        self.msgs.push_back(OutMsg {
+            src: FrameRef::Gather {
+                head,
+                buf,
+                range: payload,
+            },
+            msg: 0..len,
+            guarantee,
+            offset: 0,
+            frag: 0,
         });
     }
 
@@ -176,7 +240,9 @@ impl<F: FrameBuf> SendQueue<F> {
     }
 
     /// Frames the queue still needs with `cap` payload bytes per frame (an
-    /// upper bound: every message may start a frame of its own).
+    /// upper bound: every message may start a frame of its own). A message
+    /// whose headers stay outside its buffer is never packed with others,
+    /// so it counts a frame more: a queue of short ones needs one frame each.
     pub(crate) fn frames_estimate(&self, cap: usize) -> usize {
         if self.msgs.is_empty() {
             0
@@ -184,6 +250,7 @@ impl<F: FrameBuf> SendQueue<F> {
             (self.bytes + self.msgs.len() * PACK_ITEM_OVERHEAD)
                 .div_ceil(cap.max(1))
                 .max(1)
+                + self.gather
         }
     }
 
@@ -208,8 +275,9 @@ impl<F: FrameBuf> SendQueue<F> {
     }
 
     /// Plan one frame of `cap` payload bytes (packing header included).
-    /// Zero-copy messages of at least `zc_threshold` bytes get frames of
-    /// their own and are never copied; smaller ones are packed by copy.
+    /// Zero-copy messages of at least `zc_threshold` bytes, and every
+    /// message whose buffer keeps its headers outside, get frames of their
+    /// own and are never copied; smaller ones are packed by copy.
     pub(crate) fn take_frame(
         &mut self,
         cap: usize,
@@ -217,15 +285,19 @@ impl<F: FrameBuf> SendQueue<F> {
         zc_threshold: usize,
     ) -> Option<FramePlan<F>> {
         let head = self.msgs.front_mut()?;
-        if head.zero_copy && head.msg.len() >= zc_threshold {
+        if head.own_frames(zc_threshold) {
             let remaining = head.msg.len() - head.offset;
             let single =
                 head.offset == 0 && remaining + PACK_HEADER_LEN + PACK_ITEM_OVERHEAD <= cap;
-            let unique = match &mut head.src {
-                FrameRef::Rx(buf) => buf.unique_mut().is_some(),
-                _ => false,
-            };
-            if single && head.msg.start >= ZC_HEADROOM && unique {
+            // Only a buffer whose CPG header is in its headroom takes the
+            // frame headers there too; `unique_mut` is never asked of any other.
+            let in_place = single
+                && head.msg.start >= ZC_HEADROOM
+                && match &mut head.src {
+                    FrameRef::Rx(buf) => buf.unique_mut().is_some(),
+                    _ => false,
+                };
+            if in_place {
                 let m = self.msgs.pop_front()?;
                 self.bytes -= remaining;
                 let FrameRef::Rx(buf) = m.src else {
@@ -253,24 +325,21 @@ impl<F: FrameBuf> SendQueue<F> {
                 complete,
                 guarantee: head.guarantee,
             };
-            let FrameRef::Rx(buf) = &head.src else {
-                return None;
-            };
-            let buf = buf.clone();
             self.bytes -= piece_len;
             if complete {
-                self.msgs.pop_front();
+                if let Some(OutMsg {
+                    src: FrameRef::Gather { .. },
+                    ..
+                }) = self.msgs.pop_front()
+                {
+                    self.gather -= 1;
+                }
             } else {
                 header.fragmented = Self::next_frag(frag_counter);
                 head.frag = header.fragmented;
                 head.offset += piece_len;
             }
-            return Some(FramePlan::Piece {
-                header,
-                buf,
-                piece,
-                own,
-            });
+            return Some(FramePlan::Piece { header, piece, own });
         }
 
         let mut header = PackHeader::default();
@@ -282,7 +351,7 @@ impl<F: FrameBuf> SendQueue<F> {
             if used + PACK_ITEM_OVERHEAD >= cap {
                 break;
             }
-            if head.zero_copy && head.msg.len() >= zc_threshold {
+            if head.own_frames(zc_threshold) {
                 break; // it gets frames of its own
             }
             let avail = (cap - used - PACK_ITEM_OVERHEAD).min(u16::MAX as usize);
@@ -546,5 +615,177 @@ impl Assemblies {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::testing::TestBuf;
+
+    const CAP: usize = 1000;
+    /// Payload bytes one frame carries besides its packing header.
+    const PIECE: usize = CAP - PACK_HEADER_LEN - PACK_ITEM_OVERHEAD;
+    const HEAD: &[u8] = b"cpg-header";
+
+    /// A buffer that keeps its headers outside, `payload_len` bytes of
+    /// payload at offset 3.
+    fn shared(payload_len: usize) -> (TestBuf, Range<usize>) {
+        let bytes: Vec<u8> = (0..payload_len + 5).map(|i| i as u8).collect();
+        (TestBuf::Shared(Arc::from(bytes)), 3..3 + payload_len)
+    }
+
+    /// One planned frame of a message whose headers stay outside: its
+    /// packing header, the bytes copied into the frame's headers, the
+    /// buffer range read by reference, and the own item.
+    struct Planned {
+        header: PackHeader,
+        prefix: Vec<u8>,
+        range: Range<usize>,
+        complete: bool,
+    }
+
+    fn plan_all(q: &mut SendQueue<TestBuf>, threshold: usize) -> Vec<Planned> {
+        let mut frag = 0u8;
+        let mut out = Vec::new();
+        while let Some(plan) = q.take_frame(CAP, &mut frag, threshold) {
+            let FramePlan::Piece { header, piece, own } = plan else {
+                panic!("a message whose headers stay outside got a frame that is not a gather");
+            };
+            let (prefix, buf, range) = piece_parts(&own.src, piece.clone()).expect("parts");
+            assert!(matches!(buf, TestBuf::Shared(_)));
+            assert_eq!(prefix.len() + range.len(), piece.len());
+            out.push(Planned {
+                header,
+                prefix: prefix.to_vec(),
+                range,
+                complete: own.complete,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn every_size_goes_out_by_reference_in_frames_of_its_own() {
+        let sizes = [
+            0,
+            1,
+            100,
+            PIECE - HEAD.len() - 1,
+            PIECE - HEAD.len(),
+            PIECE - HEAD.len() + 1,
+            3 * PIECE,
+            3 * PIECE + 7,
+        ];
+        for len in sizes {
+            let (buf, payload) = shared(len);
+            let mut q = SendQueue::default();
+            q.push_gather(Arc::from(HEAD), buf, payload.clone(), Guarantee::Safe);
+            // far below the copy threshold still: never packed by copy
+            let frames = plan_all(&mut q, usize::MAX);
+            let expect = (HEAD.len() + len).div_ceil(PIECE).max(1);
+            assert_eq!(frames.len(), expect, "size {len}");
+            assert_eq!(frames[0].prefix, HEAD, "size {len}: CPG header first");
+            assert!(frames[1..].iter().all(|f| f.prefix.is_empty()));
+            // the buffer ranges tile the payload, in order
+            let mut at = payload.start;
+            for (k, f) in frames.iter().enumerate() {
+                assert_eq!(f.range.start, at, "size {len} frame {k}");
+                at = f.range.end;
+                let last = k + 1 == frames.len();
+                assert_eq!(f.complete, last);
+                assert_eq!(f.header.fragmented != 0, !last);
+                if k > 0 {
+                    assert_eq!(f.header.continuation, frames[k - 1].header.fragmented);
+                } else {
+                    assert_eq!(f.header.continuation, 0);
+                }
+                assert!(f.prefix.len() + f.range.len() <= PIECE);
+            }
+            assert_eq!(at, payload.end, "size {len}");
+            assert!(q.is_empty());
+            assert_eq!(q.frames_estimate(CAP), 0);
+            assert_eq!(q.bytes, 0);
+        }
+    }
+
+    /// Small copied messages around it are packed among themselves, never
+    /// with it, and the queue's estimate counts it as a frame of its own.
+    #[test]
+    fn never_packed_with_its_neighbours() {
+        let mut q: SendQueue<TestBuf> = SendQueue::default();
+        let small: Arc<[u8]> = Arc::from(&b"small"[..]);
+        q.push(small.clone(), Guarantee::Agreed);
+        let (buf, payload) = shared(1);
+        q.push_gather(Arc::from(HEAD), buf, payload.clone(), Guarantee::Agreed);
+        q.push(small.clone(), Guarantee::Agreed);
+        q.push(small, Guarantee::Agreed);
+        assert_eq!(q.frames_estimate(CAP), 2);
+        let mut frag = 0;
+        let threshold = 1024;
+        let Some(FramePlan::Packed { pieces, .. }) = q.take_frame(CAP, &mut frag, threshold) else {
+            panic!("the first small message is packed");
+        };
+        assert_eq!(pieces.len(), 1);
+        let Some(FramePlan::Piece { piece, own, .. }) = q.take_frame(CAP, &mut frag, threshold)
+        else {
+            panic!("the shared buffer's message gets a frame of its own");
+        };
+        let (prefix, _, range) = piece_parts(&own.src, piece).expect("parts");
+        assert_eq!((prefix, range), (HEAD, payload));
+        assert_eq!(q.frames_estimate(CAP), 1);
+        let Some(FramePlan::Packed { pieces, .. }) = q.take_frame(CAP, &mut frag, threshold) else {
+            panic!("the two after it share a frame");
+        };
+        assert_eq!(pieces.len(), 2);
+        assert!(q.take_frame(CAP, &mut frag, threshold).is_none());
+    }
+
+    /// A message cut by a ring change starts over with its header.
+    #[test]
+    fn a_restarted_message_sends_its_header_again() {
+        let (buf, payload) = shared(2 * PIECE);
+        let mut q = SendQueue::default();
+        q.push_gather(Arc::from(HEAD), buf, payload.clone(), Guarantee::Agreed);
+        let mut frag = 0;
+        assert!(q.take_frame(CAP, &mut frag, 0).is_some());
+        assert!(q.restart_partial());
+        let frames = plan_all(&mut q, 0);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].prefix, HEAD);
+        assert_eq!(frames[0].range.start, payload.start);
+        assert_eq!(frames[2].range.end, payload.end);
+    }
+
+    /// An `Rx` buffer (headers in its headroom) keeps its paths: in place
+    /// when alone in a frame and unique, pieces after engine headers when
+    /// shared, packed by copy below the threshold.
+    #[test]
+    fn headroom_buffers_keep_their_paths() {
+        let mut bytes = alloc::vec![0u8; ZC_HEADROOM + 20];
+        bytes[ZC_HEADROOM..].fill(7);
+        let rx: Arc<[u8]> = Arc::from(bytes);
+        let msg = ZC_HEADROOM..ZC_HEADROOM + 20;
+        let mut frag = 0;
+        let mut q = SendQueue::default();
+        q.push_zc(TestBuf::Rx(rx.clone()), msg.clone(), Guarantee::Agreed);
+        // `rx` is still held here: not unique, so a piece
+        assert!(matches!(
+            q.take_frame(CAP, &mut frag, 0),
+            Some(FramePlan::Piece { .. })
+        ));
+        q.push_zc(TestBuf::Rx(rx.clone()), msg.clone(), Guarantee::Agreed);
+        assert!(matches!(
+            q.take_frame(CAP, &mut frag, 21),
+            Some(FramePlan::Packed { .. })
+        ));
+        drop(rx);
+        let mut bytes = alloc::vec![0u8; ZC_HEADROOM + 20];
+        bytes[ZC_HEADROOM..].fill(7);
+        q.push_zc(TestBuf::Rx(Arc::from(bytes)), msg, Guarantee::Agreed);
+        assert!(matches!(
+            q.take_frame(CAP, &mut frag, 0),
+            Some(FramePlan::InPlace { .. })
+        ));
     }
 }

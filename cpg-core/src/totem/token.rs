@@ -4,7 +4,7 @@
 
 use alloc::sync::Arc;
 
-use super::pg::{Assembled, FramePlan, OwnItem, ZC_HEADROOM};
+use super::pg::{piece_parts, Assembled, FramePlan, OwnItem, ZC_HEADROOM};
 use super::sets;
 use super::timer::Timer;
 use super::window::{seq_le, seq_lt, seq_min, Insert, Stored, Window};
@@ -618,14 +618,15 @@ impl<F: FrameBuf> Totem<F> {
                     Some(Arc::from([own])),
                 ))
             }
-            FramePlan::Piece {
-                header,
-                buf,
-                piece,
-                own,
-            } => {
+            FramePlan::Piece { header, piece, own } => {
                 let guarantee = own.guarantee;
-                let mut head = alloc::vec![0u8; ZC_HEADROOM];
+                // The piece's bytes in engine memory (a CPG header kept
+                // outside its buffer) follow the frame headers; the rest
+                // is read from the buffer.
+                let (prefix, buf, range) = piece_parts(&own.src, piece.clone())?;
+                let mut head: Arc<[u8]> =
+                    core::iter::repeat_n(0u8, ZC_HEADROOM + prefix.len()).collect();
+                let bytes = Arc::get_mut(&mut head)?;
                 let repr = McastRepr {
                     ring_id,
                     seq,
@@ -634,18 +635,19 @@ impl<F: FrameBuf> Totem<F> {
                     payload: &[],
                 };
                 let payload_len = ZC_HEADROOM - MCAST_HEADER_LEN + piece.len();
-                wire::emit_mcast_head(me, cluster, &repr, payload_len, &mut head).ok()?;
+                wire::emit_mcast_head(me, cluster, &repr, payload_len, bytes).ok()?;
                 wire::pack::emit_single_item_head(
                     header,
                     piece.len(),
-                    &mut head[MCAST_HEADER_LEN..],
+                    &mut bytes[MCAST_HEADER_LEN..],
                 )
                 .ok()?;
+                bytes[ZC_HEADROOM..].copy_from_slice(prefix);
                 let flen = ZC_HEADROOM + piece.len();
                 let frame = FrameRef::Gather {
-                    head: Arc::from(head),
-                    buf,
-                    range: piece,
+                    head,
+                    buf: buf.clone(),
+                    range,
                 };
                 Some((
                     frame,
