@@ -875,6 +875,13 @@ impl cpg_core::engine::FrameBuf for RxBuf {
             }
         }
     }
+
+    /// An external range (a cpgd client's slot) holds only the payload: the
+    /// engine builds every header in its own memory and sends the range by
+    /// reference, so nothing the client can rewrite is a header.
+    fn headers_inside(&self) -> bool {
+        !matches!(&*self.0, RxInner::External(_))
+    }
 }
 
 impl fmt::Debug for RxBuf {

@@ -215,6 +215,13 @@ impl Live {
         }
     }
 
+    /// The zero-copy region's address and length in this process.
+    pub(crate) fn zc_region_addr(&self) -> Option<(usize, usize)> {
+        self.region
+            .as_ref()
+            .map(|r| (r.base().as_ptr() as usize, r.len()))
+    }
+
     /// Slots whose sends are all done are free again.
     fn reap_slots(&mut self) {
         if let Some(r) = &self.region {

@@ -102,8 +102,23 @@ struct Conn {
     handle_armed: bool,
 }
 
+/// What tests ask of the loop's node (zero-copy proofs), and what it
+/// answers: requests are applied between iterations.
+#[derive(Debug, Default)]
+struct Probe {
+    /// Start (true) or stop recording the sends that read driver buffers.
+    record: Option<bool>,
+    recording: bool,
+    sends: Vec<cpg_std::testing::BufSend>,
+    /// Each live connection's zero-copy region in the daemon: (address, length).
+    regions: Vec<(usize, usize)>,
+    /// The transport's counters.
+    transport: Option<cpg_uring::Snapshot>,
+}
+
 /// A running daemon: the node, the socket, the loop's thread.
 pub struct Daemon {
+    probe: Arc<Mutex<Probe>>,
     stop: Arc<AtomicBool>,
     stop_fd: Arc<EventFd>,
     mode: Arc<Mutex<StopMode>>,
@@ -161,7 +176,9 @@ impl Daemon {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
             .map_err(|e| DaemonError::Socket(e.into()))?;
         let own_uid = rustix::process::getuid().as_raw();
+        let probe = Arc::new(Mutex::new(Probe::default()));
         let mut lp = Loop {
+            probe: probe.clone(),
             node: Some(node),
             listener,
             epoll,
@@ -207,6 +224,7 @@ impl Daemon {
             socket.display()
         );
         Ok(Daemon {
+            probe,
             stop,
             stop_fd,
             mode,
@@ -225,6 +243,29 @@ impl Daemon {
     /// Counters now.
     pub fn stats(&self) -> DaemonStats {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start (`true`, clearing earlier records) or stop recording which
+    /// bytes every send that reads a driver buffer reads (zero-copy
+    /// proofs); applied by the loop within a few milliseconds.
+    #[doc(hidden)]
+    pub fn record_buf_sends(&self, on: bool) {
+        self.probe.lock().unwrap_or_else(|e| e.into_inner()).record = Some(on);
+        self.stop_fd.signal();
+    }
+
+    /// The sends recorded so far, each live connection's zero-copy region
+    /// in this process (address, length), and the transport's counters.
+    #[doc(hidden)]
+    pub fn buf_sends(
+        &self,
+    ) -> (
+        Vec<cpg_std::testing::BufSend>,
+        Vec<(usize, usize)>,
+        Option<cpg_uring::Snapshot>,
+    ) {
+        let p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        (p.sends.clone(), p.regions.clone(), p.transport)
     }
 
     /// Stop: close every connection (clients answer LIBRARY), stop the
@@ -285,6 +326,7 @@ impl Stopper {
 }
 
 struct Loop {
+    probe: Arc<Mutex<Probe>>,
     node: Option<Node>,
     listener: UnixListener,
     epoll: OwnedFd,
@@ -356,6 +398,7 @@ impl Loop {
                 self.visit(id, now);
             }
             self.publish_stats();
+            self.serve_probe();
         }
     }
 
@@ -675,6 +718,29 @@ impl Loop {
             }
         }
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    fn serve_probe(&mut self) {
+        let Some(node) = self.node.as_ref() else {
+            return;
+        };
+        let mut p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(on) = p.record.take() {
+            cpg_std::testing::record_buf_sends(node, on);
+            p.recording = on;
+        }
+        if p.recording {
+            p.sends = cpg_std::testing::buf_sends(node);
+            p.regions = self
+                .conns
+                .values()
+                .filter_map(|c| match &c.state {
+                    ConnState::Live(l) => l.zc_region_addr(),
+                    ConnState::Hello { .. } => None,
+                })
+                .collect();
+            p.transport = node.transport_counters();
+        }
     }
 
     fn shutdown(&mut self, mode: StopMode) {
