@@ -279,6 +279,11 @@ impl Live {
                     continue;
                 }
                 self.blocked_events = true;
+                // the node may have evicted the handle meanwhile (its queue
+                // reached the cap while the client read nothing)
+                if self.cpg.local_get() == Err(CsError::Library) {
+                    return self.evicted();
+                }
                 return Verdict::Keep;
             }
             self.blocked_events = false;
@@ -289,20 +294,24 @@ impl Live {
             match self.cpg.dispatch(DispatchFlags::OneNonblocking) {
                 Ok(()) => {}
                 Err(CsError::TryAgain) | Err(CsError::BadHandle) => return Verdict::Keep,
-                Err(_) => {
-                    // evicted by the node's slow-consumer policy (or the
-                    // node stopped): the last word goes in the reserve
-                    let mut o = lock(&self.out);
-                    o.reply(&Event::Evicted {
-                        error: CsError::Library,
-                    });
-                    if o.publish() {
-                        self.client_wake.signal();
-                    }
-                    return Verdict::Disconnect(Cut::Evicted);
-                }
+                // evicted by the node's slow-consumer policy (or the node
+                // stopped)
+                Err(_) => return self.evicted(),
             }
         }
+    }
+
+    /// The handle is gone under the client: the last word goes in the
+    /// reply reserve (the socket's close says the same if even that is full).
+    fn evicted(&mut self) -> Verdict {
+        let mut o = lock(&self.out);
+        o.reply(&Event::Evicted {
+            error: CsError::Library,
+        });
+        if o.publish() {
+            self.client_wake.signal();
+        }
+        Verdict::Disconnect(Cut::Evicted)
     }
 
     fn take_requests(&mut self) -> Verdict {

@@ -79,6 +79,11 @@ pub enum StopMode {
     Abrupt,
 }
 
+/// How often a connection whose event ring is full is looked at anyway:
+/// the node may evict its handle meanwhile (its fd, out of the epoll set
+/// then, would not say so).
+const BLOCKED_CHECK: Duration = Duration::from_millis(50);
+
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_STOP: u64 = 1;
 const KIND_SOCKET: u64 = 0;
@@ -98,7 +103,8 @@ struct Conn {
     sock: UnixStream,
     cred: PeerCred,
     state: ConnState,
-    /// The handle's fd is in the epoll set for reading.
+    /// The handle's fd is in the epoll set for reading (not while the
+    /// event ring is full).
     handle_armed: bool,
 }
 
@@ -188,6 +194,7 @@ impl Daemon {
             zc_threshold: config.engine.zc_copy_threshold,
             conns: HashMap::new(),
             next_id: 1,
+            next_blocked_check: Instant::now(),
             stats: stats.clone(),
             totals: DaemonStats::default(),
         };
@@ -336,6 +343,7 @@ struct Loop {
     zc_threshold: usize,
     conns: HashMap<u64, Conn>,
     next_id: u64,
+    next_blocked_check: Instant,
     stats: Arc<Mutex<DaemonStats>>,
     totals: DaemonStats,
 }
@@ -383,12 +391,17 @@ impl Loop {
                     }
                 }
             }
-            // connections waiting for the engine, or past their Hello deadline
+            // connections waiting for the engine, past their Hello deadline,
+            // or blocked on a full event ring for a while
             let now = Instant::now();
+            let check_blocked = now >= self.next_blocked_check;
+            if check_blocked {
+                self.next_blocked_check = now + BLOCKED_CHECK;
+            }
             for (&id, c) in &self.conns {
                 let due = match &c.state {
                     ConnState::Hello { deadline, .. } => *deadline <= now,
-                    ConnState::Live(l) => l.is_stalled(),
+                    ConnState::Live(l) => l.is_stalled() || (check_blocked && l.blocked_events),
                 };
                 if due && !ready.contains(&id) {
                     ready.push(id);
@@ -411,6 +424,9 @@ impl Loop {
                     t = t.min(deadline.saturating_duration_since(now));
                 }
                 ConnState::Live(l) if l.is_stalled() => t = t.min(Duration::from_millis(1)),
+                ConnState::Live(l) if l.blocked_events => {
+                    t = t.min(self.next_blocked_check.saturating_duration_since(now));
+                }
                 ConnState::Live(_) => {}
             }
         }
@@ -628,7 +644,9 @@ impl Loop {
         match verdict {
             Verdict::Keep => {
                 // the handle's fd stays in the set only while its events can
-                // be written (else it would report ready in a loop)
+                // be written (else it would report ready in a loop); a
+                // blocked connection is looked at every BLOCKED_CHECK for
+                // its handle's eviction
                 let ConnState::Live(l) = &c.state else {
                     return;
                 };

@@ -339,3 +339,101 @@ fn a_zero_copy_message_is_sent_from_the_client_slot() {
     d2.stop(StopMode::Graceful);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// This process's resident memory (VmRSS), in bytes.
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Run as a child by `a_client_that_never_dispatches_is_evicted_and_memory_stays_bounded`:
+/// joins "flood", sends 2,000 messages of 64 KiB (131 MB) while draining
+/// its own events, and reports the parent's PROCDOWN.
+#[test]
+fn child_floods() {
+    let Ok(path) = std::env::var("CPGD_TEST_CHILD_FLOOD_SOCKET") else {
+        return;
+    };
+    let parent: u32 = std::env::var("CPGD_TEST_PARENT_PID")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = Raw::connect(std::path::Path::new(&path)).unwrap();
+    join(&mut c, b"flood");
+    let msg = vec![0x5au8; 65_536];
+    let mut procdown = false;
+    let mut sent = 0u32;
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    // keep flooding after the eviction: the daemon's memory must not grow
+    while !(procdown && sent >= 2_000) && std::time::Instant::now() < end {
+        if sent < 2_000
+            && c.try_send(Op::Mcast {
+                guarantee: Guarantee::Agreed,
+                reply: false,
+                total_len: msg.len() as u32,
+                piece: &msg,
+            })
+        {
+            sent += 1;
+            continue;
+        }
+        for (info, body) in c.drain_now() {
+            if let Ok(Event::Confchg { left, .. }) = Event::parse(info.kind, info.flags, &body) {
+                procdown |= left
+                    .iter()
+                    .any(|(m, r)| m.pid == parent && r == cpg_core::Reason::ProcDown);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("CHILD-RESULT sent {sent} procdown {procdown}");
+}
+
+#[test]
+fn a_client_that_never_dispatches_is_evicted_and_memory_stays_bounded() {
+    let dir = temp_dir("evict");
+    let mut file = cluster_file(&dir, 1);
+    // a small cap: 2 × 1 MiB + 64 KiB of undispatched events per handle
+    file.max_message_size = 1 << 20;
+    let d = Daemon::start(&node_config(&file, &dir, 1)).expect("cpgd starts");
+    let mut slow = Raw::connect(d.socket()).unwrap();
+    join(&mut slow, b"flood");
+    let before = rss();
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new(exe)
+        .args(["--exact", "child_floods", "--nocapture"])
+        .env("CPGD_TEST_CHILD_FLOOD_SOCKET", d.socket())
+        .env("CPGD_TEST_PARENT_PID", std::process::id().to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the slow client never reads its event ring
+    let cut = slow.is_cut(Duration::from_secs(60));
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        cut,
+        "the slow client is evicted: {:?}; child: {text}",
+        d.stats()
+    );
+    assert!(
+        text.contains("procdown true"),
+        "the flooder saw PROCDOWN: {text}"
+    );
+    let s = d.stats();
+    assert_eq!(s.evicted, 1, "{s:?}");
+    let grown = rss().saturating_sub(before);
+    eprintln!("flood: {text}; daemon grew by {} KiB; {s:?}", grown / 1024);
+    assert!(
+        grown < 64 << 20,
+        "the daemon's memory stays bounded: grew by {grown} bytes"
+    );
+    d.stop(StopMode::Graceful);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -92,6 +92,37 @@ impl Raw {
         req_id
     }
 
+    /// Try to send one request record without waiting: `false` when the
+    /// request ring is full.
+    pub fn try_send(&mut self, op: Op<'_>) -> bool {
+        let r = Request {
+            req_id: self.next_id,
+            op,
+        };
+        match self.conn.requests.write(&r, 0) {
+            Ok(()) => {
+                self.next_id += 1;
+                self.publish();
+                true
+            }
+            Err(cpg_ipc::ring::WriteError::Full) => false,
+            Err(e) => panic!("request ring: {e:?}"),
+        }
+    }
+
+    /// Every event waiting now (without blocking).
+    pub fn drain_now(&mut self) -> Vec<(RecordInfo, Vec<u8>)> {
+        let mut out = Vec::new();
+        let _ = self.conn.events.refresh();
+        while let Ok(Some(info)) = self.conn.events.next_into(&mut self.body) {
+            out.push((info, self.body.clone()));
+        }
+        if self.conn.events.release() {
+            self.conn.daemon_wake.signal();
+        }
+        out
+    }
+
     pub fn publish(&mut self) {
         if self.conn.requests.publish() {
             self.conn.daemon_wake.signal();
