@@ -130,7 +130,8 @@ impl std::fmt::Debug for ModelV1 {
     }
 }
 
-/// A CPG handle on a [`Node`]. Dropping it finalizes it.
+/// A CPG handle on a [`Node`] ([`Cpg::model_initialize`]) or on a
+/// connection to `cpgd` ([`Cpg::connect`]). Dropping it finalizes it.
 pub struct Cpg {
     node: Arc<dyn DynNode>,
     handle: u64,
@@ -193,8 +194,51 @@ impl Cpg {
         })
     }
 
-    /// The raw `cpg_handle_t` (random check value in the high 32 bits, slot
-    /// index in the low 32).
+    /// `cpg_model_initialize` on a connection to `cpgd`, the per-host
+    /// daemon (`docs/spec/ipc.md`): one connection per handle, as in
+    /// Corosync. The socket is `socket`, else `$CPGD_SOCKET`
+    /// ([`crate::SOCKET_ENV`]), else [`crate::DEFAULT_SOCKET`]. The handle
+    /// behaves as one opened on an embedded [`Node`].
+    ///
+    /// # Errors
+    /// `INVALID_PARAM` for a flag other than 0x01 (before connecting);
+    /// the daemon's refusal (`ACCESS` for a user it does not serve,
+    /// `TRY_AGAIN` while it is not yet in a ring, `NO_RESOURCES` at its
+    /// connection limit, `VERSION`); `LIBRARY` when no daemon listens.
+    pub fn connect(
+        socket: Option<&std::path::Path>,
+        model: ModelV1,
+        context: Context,
+    ) -> Result<Cpg, CsError> {
+        let path = crate::client::socket_path(socket);
+        let client = crate::client::ClientNode::connect(&path, model.flags)?;
+        let options = HandleOptions {
+            flags: model.flags,
+            wants_totem: model.totem_confchg.is_some(),
+            callbacks: Arc::new(Mutex::new(model)),
+        };
+        let (handle, fd, staging) = client.open(std::process::id(), options, context)?;
+        Ok(Cpg {
+            node: client,
+            handle,
+            fd,
+            staging,
+        })
+    }
+
+    /// `cpg_initialize` on a connection to `cpgd` at the default socket
+    /// (`$CPGD_SOCKET`, else [`crate::DEFAULT_SOCKET`]): model v1 without a
+    /// totem callback, no context.
+    ///
+    /// # Errors
+    /// As [`Cpg::connect`].
+    pub fn initialize_daemon(callbacks: Callbacks) -> Result<Cpg, CsError> {
+        Self::connect(None, callbacks.into(), None)
+    }
+
+    /// The raw `cpg_handle_t` (random check value in the high 32 bits; the
+    /// low 32: the slot index on a node, the daemon's connection id on a
+    /// connection).
     pub fn handle(&self) -> u64 {
         self.handle
     }
