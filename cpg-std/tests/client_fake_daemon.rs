@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cpg_core::ipc::header;
 use cpg_core::ipc::{
     Assembly, Event, EventKind, Hello, IterEntries, IterEntry, List, Message, Model, Op, Reply,
     ReplyBody, Request, RequestKind, Split, RING_CAPACITY_MIN,
@@ -711,6 +712,72 @@ fn the_fd_is_level_triggered() {
     daemon.join();
     assert!(readable(&cpg, 20_000), "readable once the daemon is gone");
     assert_eq!(cpg.dispatch(DispatchFlags::All), Err(CsError::Library));
+}
+
+#[test]
+fn the_fd_stays_readable_while_another_thread_waits_for_a_reply() {
+    let (check_tx, check_rx) = mpsc::channel::<()>();
+    let (checked_tx, checked_rx) = mpsc::channel::<()>();
+    let daemon = Daemon::start(0, move |f| {
+        let g = f.accept_join();
+        let me = f.me();
+        let r = f.expect(RequestKind::MembershipGet);
+        // an event while the client waits for this reply
+        f.deliver(&g, me, b"meanwhile");
+        // until the waiting thread read it and went back to sleep: the
+        // event ring is empty and consumer_sleeping set again (read in
+        // that order, the flag is the one set after the read)
+        let base = f.d.layout.events_region.offset as usize;
+        let word = |off| f.d.mem.atomic_u64(base + off).unwrap();
+        let head = word(header::offset::HEAD).load(Ordering::Acquire);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let tail = word(header::offset::TAIL).load(Ordering::Acquire);
+            let sleeping =
+                f.d.mem
+                    .atomic_u32(base + header::offset::CONSUMER_SLEEPING)
+                    .unwrap()
+                    .load(Ordering::SeqCst);
+            if tail == head && sleeping != 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the client did not read");
+            std::thread::yield_now();
+        }
+        check_tx.send(()).unwrap();
+        checked_rx.recv().unwrap();
+        f.reply(
+            &r,
+            Ok(ReplyBody::Membership {
+                total: 1,
+                offset: 0,
+                members: List::from_slice(&[me]),
+            }),
+        );
+        f.accept_finalize();
+    });
+    let (model, log) = recorder(false);
+    let cpg = Arc::new(daemon.connect(model).unwrap());
+    let g = group("mt");
+    cpg.join(&g).unwrap();
+    cpg.dispatch(DispatchFlags::One).unwrap();
+    assert!(!readable(&cpg, 0));
+    let c = cpg.clone();
+    let asking = std::thread::spawn(move || c.membership_get(&g));
+    check_rx.recv().unwrap();
+    assert!(
+        readable(&cpg, 0),
+        "an event is queued while the other thread sleeps on the eventfd"
+    );
+    checked_tx.send(()).unwrap();
+    assert_eq!(asking.join().unwrap().unwrap(), [me()]);
+    cpg.dispatch(DispatchFlags::All).unwrap();
+    assert!(
+        matches!(&taken(&log)[..], [Ev::Conf { .. }, Ev::Msg { data, .. }] if data == b"meanwhile")
+    );
+    assert!(!readable(&cpg, 0), "drained");
+    cpg.finalize().unwrap();
+    daemon.join();
 }
 
 #[test]

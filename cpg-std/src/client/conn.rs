@@ -64,7 +64,12 @@ pub(super) struct Fds {
     pub(super) client_wake: EventFd,
     /// Signalled by this client: requests waiting, event room made.
     pub(super) daemon_wake: EventFd,
-    /// What `fd_get` returns: an epoll fd over `client_wake` and `sock`.
+    /// This side's own: signalled while a thread sleeps waiting for a
+    /// reply (or room) with events in the queue, which it cannot leave
+    /// `client_wake` signalled for (it sleeps on it).
+    pub(super) pending: EventFd,
+    /// What `fd_get` returns: an epoll fd over `client_wake`, `pending`
+    /// and `sock`.
     pub(super) poll: Arc<OwnedFd>,
 }
 
@@ -197,6 +202,8 @@ pub(super) struct State {
     /// This side wrote the client eventfd and did not drain it since: the
     /// pollable fd is readable.
     pub(super) efd_set: bool,
+    /// `Fds::pending` is signalled.
+    pub(super) pending_set: bool,
     /// Records were read since the pollable fd was last made right (see
     /// [`ClientNode::settle_if_needed`]).
     pub(super) unsettled: bool,
@@ -243,23 +250,22 @@ impl ClientNode {
             cpg_ipc::setup::connect(path, Hello { model }).map_err(|e| e.cs_error())?;
         let c = ClientConn::attach(welcome, fds).map_err(|_| CsError::Library)?;
         let zc_region = c.zc_region();
+        let pending = EventFd::new().map_err(|_| CsError::NoResources)?;
         let poll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|_| CsError::NoResources)?;
-        // Level-triggered: readable while the eventfd counts (this side
-        // keeps it so while events are pending) or the socket hung up.
-        epoll::add(
-            &poll,
-            &c.client_wake,
-            epoll::EventData::new_u64(0),
-            epoll::EventFlags::IN,
-        )
-        .map_err(|_| CsError::NoResources)?;
-        epoll::add(
-            &poll,
-            &sock,
-            epoll::EventData::new_u64(1),
-            epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
-        )
-        .map_err(|_| CsError::NoResources)?;
+        // Level-triggered: readable while an eventfd counts (this side
+        // keeps one so while events are pending) or the socket hung up.
+        let sources = [
+            (c.client_wake.as_fd(), epoll::EventFlags::IN),
+            (pending.as_fd(), epoll::EventFlags::IN),
+            (
+                sock.as_fd(),
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+            ),
+        ];
+        for (i, (fd, flags)) in sources.into_iter().enumerate() {
+            epoll::add(&poll, fd, epoll::EventData::new_u64(i as u64), flags)
+                .map_err(|_| CsError::NoResources)?;
+        }
         let check = random_check();
         let state = State {
             conn: Some(Conn {
@@ -286,6 +292,7 @@ impl ClientNode {
             poller: false,
             waiters: 0,
             efd_set: false,
+            pending_set: false,
             unsettled: false,
             broke: None,
         };
@@ -297,6 +304,7 @@ impl ClientNode {
                 sock,
                 client_wake: c.client_wake,
                 daemon_wake: c.daemon_wake,
+                pending,
                 poll: Arc::new(poll),
             },
             welcome,
@@ -402,6 +410,13 @@ impl ClientNode {
                 g = self.cond.wait(g).unwrap_or_else(|e| e.into_inner());
                 g.waiters -= 1;
                 continue;
+            }
+            if !g.ev.is_empty() && !g.pending_set {
+                // events wait in the queue, and this thread drains
+                // client_wake when it wakes: the pollable fd says so
+                // through the other eventfd
+                self.fds.pending.signal();
+                g.pending_set = true;
             }
             let c = g.conn.as_mut().expect("checked above");
             match c.rx.prepare_sleep() {
@@ -659,6 +674,10 @@ impl State {
                 self.efd_set = true;
             }
             return;
+        }
+        if self.pending_set {
+            fds.pending.drain();
+            self.pending_set = false;
         }
         if self.poller {
             // it sleeps with consumer_sleeping set; draining would steal

@@ -22,12 +22,15 @@
 //! event ring and keeps the events it reads past, in order, for the next
 //! dispatch.
 //!
-//! The pollable fd (`fd_get`) is an epoll fd over the client eventfd and
-//! the socket, level-triggered: readable while this side keeps the eventfd
-//! counting (it does while events are pending: a dispatch that leaves
-//! events behind signals it again), when the daemon signals it (it does
-//! when `consumer_sleeping` is set, which a dispatch that drains the ring
-//! leaves set), and once the socket hangs up (the daemon died, or this side
+//! The pollable fd (`fd_get`) is an epoll fd over the client eventfd, an
+//! eventfd of this side's own and the socket, level-triggered: readable
+//! while this side keeps the client eventfd counting (it does while events
+//! are pending: a dispatch that leaves events behind signals it again),
+//! when the daemon signals it (it does when `consumer_sleeping` is set,
+//! which a dispatch that drains the ring leaves set), while a thread
+//! sleeps on the client eventfd (waiting for a reply) with events queued
+//! (the own eventfd then, since the sleeper drains the other when it
+//! wakes), and once the socket hangs up (the daemon died, or this side
 //! closed it: finalize, a protocol error).
 
 mod conn;
