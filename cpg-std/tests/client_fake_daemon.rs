@@ -1059,6 +1059,7 @@ fn finalize_inside_a_callback_and_busy_dispatch() {
     let model = ModelV1 {
         confchg: Some(Box::new(|cpg, _| {
             assert_eq!(cpg.dispatch(DispatchFlags::All), Err(CsError::Busy));
+            assert_eq!(cpg.local_get(), Ok(NODE), "any call from a callback");
             cpg.finalize().unwrap();
         })),
         ..Default::default()
@@ -1148,6 +1149,68 @@ fn one_thread_dispatches_while_another_multicasts() {
     assert_eq!(dispatcher.join().unwrap(), Err(CsError::BadHandle));
     daemon.join();
     eprintln!("{N} messages, {try_again} TRY_AGAIN");
+}
+
+#[test]
+fn a_request_waits_for_a_message_in_pieces_to_end() {
+    let (blocked_tx, blocked_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let large: Vec<u8> = (0..300_000u32).map(|i| (i * 13) as u8).collect();
+    let l2 = large.clone();
+    let daemon = Daemon::start(0, move |f| {
+        let g = f.accept_join();
+        let me = f.me();
+        // not reading until the sender is blocked halfway through
+        let base = f.d.layout.requests_region.offset as usize;
+        let word = |off| f.d.mem.atomic_u64(base + off).unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while word(header::offset::HEAD).load(Ordering::Acquire) < (RING_CAPACITY_MIN / 2) as u64 {
+            assert!(Instant::now() < deadline);
+            std::thread::yield_now();
+        }
+        blocked_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        // the message whole, then the membership request: nothing went
+        // between the pieces (read_mcast checks)
+        let (_, msg) = f.read_mcast();
+        assert!(msg == l2);
+        let r = f.expect(RequestKind::MembershipGet);
+        f.reply(
+            &r,
+            Ok(ReplyBody::Membership {
+                total: 1,
+                offset: 0,
+                members: List::from_slice(&[me]),
+            }),
+        );
+        f.deliver(&g, me, b"done");
+        f.accept_finalize();
+    });
+    let (model, log) = recorder(false);
+    let cpg = Arc::new(daemon.connect(model).unwrap());
+    let g = group("pieces");
+    cpg.join(&g).unwrap();
+    let c = cpg.clone();
+    let sender = std::thread::spawn(move || send(&c, &large));
+    blocked_rx.recv().unwrap();
+    let c = cpg.clone();
+    let asking = std::thread::spawn(move || c.membership_get(&g));
+    assert_eq!(
+        send(&cpg, b"x"),
+        Err(CsError::TryAgain),
+        "the ring is held by the message in pieces"
+    );
+    // widen the window for the request to wait behind the message (the
+    // outcome does not depend on it)
+    std::thread::sleep(Duration::from_millis(20));
+    go_tx.send(()).unwrap();
+    assert_eq!(sender.join().unwrap(), Ok(()));
+    assert_eq!(asking.join().unwrap().unwrap(), [me()]);
+    while !taken(&log).iter().any(|e| matches!(e, Ev::Msg { .. })) {
+        cpg.dispatch(DispatchFlags::One).unwrap();
+    }
+    cpg.finalize().unwrap();
+    daemon.join();
 }
 
 #[test]
