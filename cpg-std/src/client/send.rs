@@ -152,7 +152,9 @@ impl ClientNode {
                 return Err(CsError::Library);
             }
         }
-        let need: usize = lens.map(|n| record_len(n).unwrap_or(usize::MAX)).sum();
+        let need = lens.fold(0usize, |a, n| {
+            a.saturating_add(record_len(n).unwrap_or(usize::MAX))
+        });
         if need <= ring.capacity() / 2 {
             // it fits once the daemon has read what is in the ring
             let e = self.full(&mut g);
