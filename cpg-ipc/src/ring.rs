@@ -139,6 +139,31 @@ impl RingTx {
         Ok(self.prod.can_reserve(body_len, keep))
     }
 
+    /// Whether records of these body lengths, written one after the other,
+    /// all fit now keeping `keep` free after each (after a refresh if they
+    /// do not fit as last seen). Nothing is written: a writer whose records
+    /// must be consecutive (the pieces of one message) checks first, and
+    /// writes none rather than some.
+    ///
+    /// # Errors
+    /// `Corrupt` for an impossible tail.
+    pub fn fits_all<I>(&mut self, body_lens: I, keep: usize) -> Result<bool, WriteError>
+    where
+        I: Iterator<Item = usize> + Clone,
+    {
+        // `Producer` is a value: reserving on a copy is a dry run.
+        let dry = |mut p: Producer| {
+            body_lens
+                .clone()
+                .all(|n| p.reserve_keeping(n, keep).is_ok())
+        };
+        if dry(self.prod) {
+            return Ok(true);
+        }
+        self.refresh()?;
+        Ok(dry(self.prod))
+    }
+
     fn reserve(&mut self, body_len: usize, keep: usize) -> Result<Reservation, WriteError> {
         match self.prod.reserve_keeping(body_len, keep) {
             Err(RingError::Full) => {
@@ -416,6 +441,26 @@ mod tests {
         assert_eq!(body, big);
         assert!(rx.release(), "the producer waits: signal it");
         assert!(tx.fits(big.len(), 0).unwrap());
+    }
+
+    #[test]
+    fn fits_all_is_a_dry_run() {
+        let (mut tx, mut rx) = pair();
+        let quarter = RING_CAPACITY_MIN / 4;
+        let kind = cpg_core::ipc::RequestKind::McastMore as u16;
+        assert!(tx.fits_all([quarter - 8; 3].into_iter(), 0).unwrap());
+        assert!(!tx.fits_all([quarter; 5].into_iter(), 0).unwrap());
+        assert_eq!(tx.free(), RING_CAPACITY_MIN, "nothing written");
+        tx.write_parts(kind, 0, &[&vec![1u8; quarter]], 0).unwrap();
+        tx.write_parts(kind, 0, &[&vec![2u8; quarter]], 0).unwrap();
+        tx.publish();
+        assert!(!tx.fits_all([quarter; 2].into_iter(), 0).unwrap());
+        // the consumer makes room: the dry run refreshes the tail
+        rx.refresh().unwrap();
+        let mut body = Vec::new();
+        rx.next_into(&mut body).unwrap().unwrap();
+        rx.release();
+        assert!(tx.fits_all([quarter; 2].into_iter(), 0).unwrap());
     }
 
     #[test]

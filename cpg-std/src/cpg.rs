@@ -11,14 +11,16 @@
 //! `dispatch` return `BAD_HANDLE` (`docs/ARCHITECTURE.md` "Threads").
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use cpg_core::ipc::IterScope;
 use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, RingId};
 
 use crate::handles::dispatch::{DispatchMode, EventSink, HandleEvent};
-use crate::handles::ops::{DynNode, HandleOptions};
+use crate::handles::ops::{DynNode, HandleOptions, IterStart};
 use crate::handles::staging::Staging;
 use crate::node::Node;
 
@@ -128,7 +130,8 @@ impl std::fmt::Debug for ModelV1 {
     }
 }
 
-/// A CPG handle on a [`Node`]. Dropping it finalizes it.
+/// A CPG handle on a [`Node`] ([`Cpg::model_initialize`]) or on a
+/// connection to `cpgd` ([`Cpg::connect`]). Dropping it finalizes it.
 pub struct Cpg {
     node: Arc<dyn DynNode>,
     handle: u64,
@@ -207,8 +210,51 @@ impl Cpg {
         })
     }
 
-    /// The raw `cpg_handle_t` (random check value in the high 32 bits, slot
-    /// index in the low 32).
+    /// `cpg_model_initialize` on a connection to `cpgd`, the per-host
+    /// daemon (`docs/spec/ipc.md`): one connection per handle, as in
+    /// Corosync. The socket is `socket`, else `$CPGD_SOCKET`
+    /// ([`crate::SOCKET_ENV`]), else [`crate::DEFAULT_SOCKET`]. The handle
+    /// behaves as one opened on an embedded [`Node`].
+    ///
+    /// # Errors
+    /// `INVALID_PARAM` for a flag other than 0x01 (before connecting);
+    /// the daemon's refusal (`ACCESS` for a user it does not serve,
+    /// `TRY_AGAIN` while it is not yet in a ring, `NO_RESOURCES` at its
+    /// connection limit, `VERSION`); `LIBRARY` when no daemon listens.
+    pub fn connect(
+        socket: Option<&std::path::Path>,
+        model: ModelV1,
+        context: Context,
+    ) -> Result<Cpg, CsError> {
+        let path = crate::client::socket_path(socket);
+        let client = crate::client::ClientNode::connect(&path, model.flags)?;
+        let options = HandleOptions {
+            flags: model.flags,
+            wants_totem: model.totem_confchg.is_some(),
+            callbacks: Arc::new(Mutex::new(model)),
+        };
+        let (handle, fd, staging) = client.open(std::process::id(), options, context)?;
+        Ok(Cpg {
+            node: client,
+            handle,
+            fd,
+            staging,
+        })
+    }
+
+    /// `cpg_initialize` on a connection to `cpgd` at the default socket
+    /// (`$CPGD_SOCKET`, else [`crate::DEFAULT_SOCKET`]): model v1 without a
+    /// totem callback, no context.
+    ///
+    /// # Errors
+    /// As [`Cpg::connect`].
+    pub fn initialize_daemon(callbacks: Callbacks) -> Result<Cpg, CsError> {
+        Self::connect(None, callbacks.into(), None)
+    }
+
+    /// The raw `cpg_handle_t` (random check value in the high 32 bits; the
+    /// low 32: the slot index on a node, the daemon's connection id on a
+    /// connection).
     pub fn handle(&self) -> u64 {
         self.handle
     }
@@ -380,11 +426,24 @@ impl Cpg {
         ty: IterationType,
         group: Option<&GroupName>,
     ) -> Result<Iteration, CsError> {
-        let entries = self.snapshot(ty, group)?;
+        let scope = match (ty, group) {
+            (IterationType::OneGroup, Some(name)) => IterScope::OneGroup(name.clone()),
+            (IterationType::NameOnly, None) => IterScope::NameOnly,
+            (IterationType::All, None) => IterScope::All,
+            _ => return Err(CsError::InvalidParam),
+        };
+        let source = match self.node.iteration_initialize(self.handle, &scope)? {
+            IterStart::Snapshot(entries) => IterSource::Snapshot(entries.into_iter()),
+            IterStart::Daemon(id) => IterSource::Daemon {
+                id,
+                batch: VecDeque::new(),
+                ended: false,
+            },
+        };
         Ok(Iteration {
             node: self.node.clone(),
             parent: self.handle,
-            entries: entries.into_iter(),
+            source,
             finalized: false,
         })
     }
@@ -423,8 +482,7 @@ impl Cpg {
     /// # Errors
     /// `BAD_HANDLE` (the buffer is freed all the same).
     pub fn zcb_free(&self, buf: ZcBuf) -> Result<(), CsError> {
-        drop(buf);
-        self.node.check(self.handle, true)
+        self.node.zcb_free(self.handle, buf)
     }
 
     /// `cpg_zcb_mcast_joined`: multicast the first `len` bytes of `buf`
@@ -446,43 +504,6 @@ impl Cpg {
     ) -> Result<(), ZcSendError> {
         self.node
             .zcb_mcast(&self.staging, self.handle, guarantee, buf, len)
-    }
-}
-
-impl Cpg {
-    /// The group table now, as `cpg_iteration_initialize` walks it.
-    fn snapshot(
-        &self,
-        ty: IterationType,
-        group: Option<&GroupName>,
-    ) -> Result<Vec<IterationDescription>, CsError> {
-        let entry = |group: &GroupName, nodeid, pid| IterationDescription {
-            group: group.clone(),
-            nodeid,
-            pid,
-        };
-        match (ty, group) {
-            (IterationType::OneGroup, Some(name)) => Ok(self
-                .node
-                .membership(self.handle, name)?
-                .into_iter()
-                .map(|m| entry(name, m.nodeid, m.pid))
-                .collect()),
-            (IterationType::NameOnly, None) => {
-                let mut out = Vec::new();
-                self.node
-                    .groups(self.handle, &mut |name, _| out.push(entry(name, 0, 0)))?;
-                Ok(out)
-            }
-            (IterationType::All, None) => {
-                let mut out = Vec::new();
-                self.node.groups(self.handle, &mut |name, members| {
-                    out.extend(members.iter().map(|m| entry(name, m.nodeid, m.pid)));
-                })?;
-                Ok(out)
-            }
-            _ => Err(CsError::InvalidParam),
-        }
     }
 }
 
@@ -530,12 +551,24 @@ impl Drop for Cpg {
     }
 }
 
-/// `cpg_iteration_*`: a snapshot walked with [`Iteration::next_entry`].
+/// `cpg_iteration_*`: a snapshot of the group table walked with
+/// [`Iteration::next_entry`] (taken by the embedded node at initialize, or
+/// kept by cpgd and fetched in batches of up to 16).
 pub struct Iteration {
     node: Arc<dyn DynNode>,
     parent: u64,
-    entries: std::vec::IntoIter<IterationDescription>,
+    source: IterSource,
     finalized: bool,
+}
+
+/// Where an iteration's entries come from.
+enum IterSource {
+    Snapshot(std::vec::IntoIter<IterationDescription>),
+    Daemon {
+        id: u32,
+        batch: VecDeque<IterationDescription>,
+        ended: bool,
+    },
 }
 
 impl Iteration {
@@ -549,7 +582,16 @@ impl Iteration {
             return Err(CsError::BadHandle);
         }
         self.node.check(self.parent, false)?;
-        self.entries.next().ok_or(CsError::NoSections)
+        match &mut self.source {
+            IterSource::Snapshot(entries) => entries.next().ok_or(CsError::NoSections),
+            IterSource::Daemon { id, batch, ended } => {
+                if batch.is_empty() && !*ended {
+                    batch.extend(self.node.iteration_next(self.parent, *id)?);
+                    *ended = batch.is_empty();
+                }
+                batch.pop_front().ok_or(CsError::NoSections)
+            }
+        }
     }
 
     /// `cpg_iteration_finalize`.
@@ -561,7 +603,19 @@ impl Iteration {
             return Err(CsError::BadHandle);
         }
         self.finalized = true;
-        self.node.check(self.parent, true)
+        match self.source {
+            IterSource::Snapshot(_) => self.node.check(self.parent, true),
+            IterSource::Daemon { id, .. } => self.node.iteration_finalize(self.parent, id, true),
+        }
+    }
+}
+
+impl Drop for Iteration {
+    fn drop(&mut self) {
+        if let (false, IterSource::Daemon { id, .. }) = (self.finalized, &self.source) {
+            // the daemon's snapshot is freed now, not at the handle's end
+            let _ = self.node.iteration_finalize(self.parent, *id, false);
+        }
     }
 }
 

@@ -1,16 +1,18 @@
-//! `cpg-std`: the Corosync CPG API on an embedded engine.
+//! `cpg-std`: the Corosync CPG API on an embedded engine, or over a
+//! connection to `cpgd`.
 //!
 //! | item | what |
 //! |---|---|
 //! | [`Node`] | one engine on its transport's threads: io_uring by default, plain UDP syscalls by choice ([`config::TransportKind`]), or in-process ([`loopback`], for tests and examples) |
-//! | [`Cpg`] ([`cpg`]) | every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5) |
+//! | [`Cpg`] ([`cpg`]) | every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5); opened on a [`Node`] ([`Cpg::model_initialize`]) or on a connection to the per-host daemon ([`Cpg::connect`], `docs/spec/ipc.md`), and the same on both |
 //! | [`group`] | the idiomatic layer beside `Cpg`: [`Member`] (leaves on drop), [`Event`], [`SendError`] |
 //! | [`config`] | the TOML node configuration and its validation; [`ConfigBuilder`] builds a [`NodeConfig`] in code |
 //! | errors | [`StartError`] (and [`StateError`], the persisted ring seq), [`ConfigError`], [`CsError`] |
 //!
 //! Inside (not exported): `handles` (one node's engine, its handle table,
-//! staging areas and mailboxes), `transport` (the transports and their
-//! trait), `node`, `state` (the persisted ring sequence number).
+//! staging areas and mailboxes), `client` (a handle that is a connection
+//! to cpgd), `transport` (the transports and their trait), `node`, `state`
+//! (the persisted ring sequence number).
 //!
 //! No protocol logic lives here: the engine (`cpg-core`) decides order,
 //! membership and confchgs; this crate keeps each handle's view (one group
@@ -75,9 +77,14 @@
 //! stops reading a client's requests while its event queue is full), so a
 //! sender that outruns its own dispatch is slowed down, not evicted; mcast
 //! when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
-#![forbid(unsafe_code)]
+//!
+//! `unsafe` is denied crate-wide and allowed in one module, the daemon
+//! client's zero-copy buffers (`client::zc`: a slot of the shared zc
+//! region as a byte slice).
+#![deny(unsafe_code)]
 
 mod builder;
+mod client;
 pub mod config;
 pub mod cpg;
 // The `cpgtool` line protocol, shared by the binary and the tests; not
@@ -97,6 +104,7 @@ mod transport;
 pub use crate::transport::loopback;
 
 pub use crate::builder::ConfigBuilder;
+pub use crate::client::{DEFAULT_SOCKET, SOCKET_ENV};
 pub use crate::config::{ConfigError, ConfigFile, NodeConfig};
 pub use crate::cpg::{
     Callbacks, ConfChg, Context, Cpg, Delivery, DispatchFlags, FlowControlState, Iteration,

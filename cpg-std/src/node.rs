@@ -12,8 +12,8 @@ use cpg_core::NodeId;
 
 use crate::config::NodeConfig;
 pub use crate::error::StartError;
-use crate::handles::ops::DynNode;
 pub use crate::handles::ops::NodeStatus;
+use crate::handles::ops::{DynNode, NodeControl};
 use crate::handles::{NodeState, NodeStats};
 use crate::state::RingSeqStore;
 use crate::transport::loopback::LoopbackNet;
@@ -23,7 +23,10 @@ use crate::transport::{Running, Transport};
 /// [`crate::Cpg::model_initialize`]. Dropping it stops it gracefully.
 pub struct Node {
     node_id: NodeId,
+    /// What handles opened on it call.
     node: Arc<dyn DynNode>,
+    /// The same state, as the node's own controls.
+    control: Arc<dyn NodeControl>,
     running: Option<Box<dyn Running>>,
 }
 
@@ -73,7 +76,8 @@ impl Node {
         let running = transport.spawn(state.clone())?;
         Ok(Node {
             node_id: config.node_id,
-            node: state,
+            node: state.clone(),
+            control: state,
             running: Some(running),
         })
     }
@@ -85,12 +89,12 @@ impl Node {
 
     /// Totem state, ring id and members now.
     pub fn status(&self) -> NodeStatus {
-        self.node.status()
+        self.control.status()
     }
 
     /// Handle-layer counters.
     pub fn stats(&self) -> NodeStats {
-        self.node.stats()
+        self.control.stats()
     }
 
     /// The transport's counters (the io_uring driver's), if it keeps any.
@@ -113,6 +117,10 @@ impl Node {
         self.node.clone()
     }
 
+    pub(crate) fn control(&self) -> &dyn NodeControl {
+        &*self.control
+    }
+
     /// Stop gracefully: a LEAVE tells the others at once; open handles
     /// answer `LIBRARY` from now on.
     pub fn stop(mut self) {
@@ -126,7 +134,7 @@ impl Node {
     }
 
     fn halt(&mut self, graceful: bool) {
-        self.node.shutdown(graceful);
+        self.control.shutdown(graceful);
         if let Some(r) = self.running.take() {
             r.stop();
         }

@@ -33,10 +33,10 @@ pub fn model_initialize_with_pid(
 /// transmit of `node` that reads from a driver buffer (a zero-copy
 /// buffer), which bytes it reads.
 pub fn record_buf_sends(node: &Node, on: bool) {
-    node.dyn_node().record_buf_sends(on);
+    node.control().record_buf_sends(on);
 }
 
 /// The sends of `node` recorded since [`record_buf_sends`].
 pub fn buf_sends(node: &Node) -> Vec<BufSend> {
-    node.dyn_node().buf_sends()
+    node.control().buf_sends()
 }

@@ -301,6 +301,28 @@ pub const fn mcast_more_piece_max(body_max: usize) -> usize {
     body_max.saturating_sub(MCAST_MORE_HEADER_LEN)
 }
 
+/// The bytes of a `MCAST` body in front of its first piece (`req_id`,
+/// guarantee, `total_len`, reserved zeros): for a writer that gathers the
+/// piece from several buffers straight into the ring, so the payload is
+/// copied once. The record's flags carry [`FLAG_REPLY`]; the piece follows
+/// at offset [`MCAST_HEADER_LEN`] and must be what [`Message::emit_body`]
+/// accepts (at most `total_len` bytes, non-empty unless the message is).
+pub fn mcast_header(req_id: u32, guarantee: Guarantee, total_len: u32) -> [u8; MCAST_HEADER_LEN] {
+    let mut h = [0u8; MCAST_HEADER_LEN];
+    put_u32(&mut h, field::REQ_ID, req_id);
+    put_u8(&mut h, field::GUARANTEE, guarantee as u8);
+    put_u32(&mut h, field::TOTAL_LEN, total_len);
+    h
+}
+
+/// The bytes of a `MCAST_MORE` body in front of its piece (`req_id`,
+/// reserved zeros), as [`mcast_header`]; the piece must be non-empty.
+pub fn mcast_more_header(req_id: u32) -> [u8; MCAST_MORE_HEADER_LEN] {
+    let mut h = [0u8; MCAST_MORE_HEADER_LEN];
+    put_u32(&mut h, field::REQ_ID, req_id);
+    h
+}
+
 fn guarantee_at(body: &[u8]) -> Result<Guarantee, MsgError> {
     Guarantee::from_u8(get_u8(body, field::GUARANTEE)).ok_or(MsgError::Malformed)
 }
@@ -847,6 +869,26 @@ mod tests {
         assert_eq!(bad.emit_body(&mut [0; 64]), Err(MsgError::Malformed));
         let bad = req(1, Op::McastMore { piece: b"" });
         assert_eq!(bad.emit_body(&mut [0; 64]), Err(MsgError::Malformed));
+    }
+
+    #[test]
+    fn mcast_headers_are_the_emitted_prefixes() {
+        let piece = b"payload";
+        let m = req(
+            7,
+            Op::Mcast {
+                guarantee: Guarantee::Safe,
+                reply: false,
+                total_len: 100,
+                piece,
+            },
+        );
+        assert_eq!(
+            &emit(&m)[..MCAST_HEADER_LEN],
+            &mcast_header(7, Guarantee::Safe, 100)
+        );
+        let more = req(7, Op::McastMore { piece });
+        assert_eq!(&emit(&more)[..MCAST_MORE_HEADER_LEN], &mcast_more_header(7));
     }
 
     #[test]

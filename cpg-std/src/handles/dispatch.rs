@@ -25,6 +25,30 @@ thread_local! {
     static DISPATCHING: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// This thread dispatches handle `h` of node `key` until the mark drops.
+pub(crate) struct DispatchMark((usize, u64));
+
+impl DispatchMark {
+    /// Mark (node key, handle) as dispatched by this thread.
+    ///
+    /// # Errors
+    /// `BUSY` if it already is: a callback calling dispatch on its own
+    /// handle (instead of a deadlock on the callbacks' lock).
+    pub(crate) fn new(key: (usize, u64)) -> Result<DispatchMark, CsError> {
+        if DISPATCHING.with(|d| d.borrow().contains(&key)) {
+            return Err(CsError::Busy);
+        }
+        DISPATCHING.with(|d| d.borrow_mut().push(key));
+        Ok(DispatchMark(key))
+    }
+}
+
+impl Drop for DispatchMark {
+    fn drop(&mut self) {
+        DISPATCHING.with(|d| d.borrow_mut().retain(|k| *k != self.0));
+    }
+}
+
 /// How [`DispatchOps::dispatch`] takes events: `one` batch of one event, or
 /// batches until drained; `block` waits for an event when none is pending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,17 +143,7 @@ impl<F: FrameBuf + Send + Sync + 'static> DispatchOps for NodeState<F> {
             let s = g.live(h)?;
             (s.callbacks.clone(), s.mail.clone(), s.gone.clone(), half)
         };
-        if DISPATCHING.with(|d| d.borrow().contains(&key)) {
-            return Err(CsError::Busy);
-        }
-        DISPATCHING.with(|d| d.borrow_mut().push(key));
-        struct Unmark((usize, u64));
-        impl Drop for Unmark {
-            fn drop(&mut self) {
-                DISPATCHING.with(|d| d.borrow_mut().retain(|k| *k != self.0));
-            }
-        }
-        let _unmark = Unmark(key);
+        let _mark = DispatchMark::new(key)?;
         // One lock of the handle's mailbox (not the node's) moves a batch of
         // events out; the callbacks then run without it. Between callbacks
         // only the `gone` flag is read.

@@ -1,15 +1,21 @@
-//! What the API layer calls on a node, object safe ([`DynNode`]) so
-//! [`crate::Cpg`] and [`crate::Node`] are not generic over the
-//! transport's buffer type: open and finalize a handle, join, leave,
-//! queries, and node control. Sending ([`SendOps`], in [`super::send`])
-//! and dispatch ([`DispatchOps`], in [`super::dispatch`]) are supertraits,
-//! implemented where their code is.
+//! What the API layer calls on a node, object safe so [`crate::Cpg`] and
+//! [`crate::Node`] are not generic over the transport's buffer type:
+//! [`DynNode`], a handle's functions (open and finalize, join, leave,
+//! queries), and [`NodeControl`], the node's own (stop, counters). Sending
+//! ([`SendOps`], in [`super::send`]) and dispatch ([`DispatchOps`], in
+//! [`super::dispatch`]) are supertraits of [`DynNode`], implemented where
+//! their code is.
+//!
+//! [`DynNode`] has two implementations: the embedded node here
+//! ([`super::NodeState`]) and a connection to cpgd
+//! ([`crate::client::ClientNode`]), so a `Cpg` behaves the same on both.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cpg_core::engine::{FrameBuf, Request, State};
+use cpg_core::ipc::IterScope;
 use cpg_core::{CsError, GroupName, MemberAddr, NodeId, Reason, RingId};
 use rustix::event::EventfdFlags;
 
@@ -18,6 +24,7 @@ use super::mailbox::Mailbox;
 use super::send::SendOps;
 use super::staging::Staging;
 use super::{lock, BufSend, Callbacks, Context, HState, HandleState, NodeState, NodeStats, Slot};
+use crate::cpg::IterationDescription;
 
 /// A snapshot of the engine's membership state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +67,34 @@ pub(crate) trait DynNode: SendOps + DispatchOps + Send + Sync {
     fn flow_control(&self, h: u64) -> Result<bool, CsError>;
     fn context_get(&self, h: u64) -> Result<Context, CsError>;
     fn context_set(&self, h: u64, c: Context) -> Result<(), CsError>;
-    /// Every group and its members, as this node knows them.
-    fn groups(
-        &self,
-        h: u64,
-        visit: &mut dyn FnMut(&GroupName, &[MemberAddr]),
-    ) -> Result<(), CsError>;
-    // node control
+    /// `cpg_iteration_initialize` (the scope is checked by the caller): a
+    /// snapshot of the group table taken here, or an iteration the daemon
+    /// keeps (its entries come from [`DynNode::iteration_next`]).
+    fn iteration_initialize(&self, h: u64, scope: &IterScope) -> Result<IterStart, CsError>;
+    /// The next entries of a daemon's iteration; empty past the end.
+    fn iteration_next(&self, h: u64, id: u32) -> Result<Vec<IterationDescription>, CsError> {
+        let _ = (h, id);
+        Err(CsError::BadHandle)
+    }
+    /// `cpg_iteration_finalize` of a daemon's iteration; `wait` false (a
+    /// dropped iteration): send it, wait for nothing.
+    fn iteration_finalize(&self, h: u64, id: u32, wait: bool) -> Result<(), CsError> {
+        let _ = (id, wait);
+        self.check(h, true)
+    }
+}
+
+/// How an iteration starts: every entry now, or the daemon's iteration id.
+pub(crate) enum IterStart {
+    /// A snapshot taken by the embedded node.
+    Snapshot(Vec<IterationDescription>),
+    /// An iteration cpgd keeps; the client fetches it in batches.
+    Daemon(u32),
+}
+
+/// The node's own controls, beside its handles' ([`DynNode`]): what
+/// [`crate::Node`] calls.
+pub(crate) trait NodeControl: Send + Sync {
     fn shutdown(&self, graceful: bool);
     fn stats(&self) -> NodeStats;
     fn status(&self) -> NodeStatus;
@@ -260,19 +288,32 @@ impl<F: FrameBuf + Send + Sync + 'static> DynNode for NodeState<F> {
         Ok(())
     }
 
-    fn groups(
-        &self,
-        h: u64,
-        visit: &mut dyn FnMut(&GroupName, &[MemberAddr]),
-    ) -> Result<(), CsError> {
+    fn iteration_initialize(&self, h: u64, scope: &IterScope) -> Result<IterStart, CsError> {
+        let entry = |group: &GroupName, nodeid, pid| IterationDescription {
+            group: group.clone(),
+            nodeid,
+            pid,
+        };
         let mut g = lock(&self.locked);
         g.live(h)?;
-        for (name, members) in g.engine.groups().groups() {
-            visit(name, members);
-        }
-        Ok(())
+        let groups = g.engine.groups();
+        let entries = match scope {
+            IterScope::OneGroup(name) => groups
+                .members(name)
+                .into_iter()
+                .map(|m| entry(name, m.nodeid, m.pid))
+                .collect(),
+            IterScope::NameOnly => groups.groups().map(|(name, _)| entry(name, 0, 0)).collect(),
+            IterScope::All => groups
+                .groups()
+                .flat_map(|(name, members)| members.iter().map(|m| entry(name, m.nodeid, m.pid)))
+                .collect(),
+        };
+        Ok(IterStart::Snapshot(entries))
     }
+}
 
+impl<F: FrameBuf + Send + Sync + 'static> NodeControl for NodeState<F> {
     fn shutdown(&self, graceful: bool) {
         let now = self.now();
         let mut g = lock(&self.locked);

@@ -50,6 +50,9 @@ pub(crate) trait SendOps {
         buf: ZcBuf,
         len: usize,
     ) -> Result<(), ZcSendError>;
+    /// `zcb_free`: the buffer goes back (dropping it would do the same; a
+    /// daemon connection also waits for the daemon's answer).
+    fn zcb_free(&self, h: u64, buf: ZcBuf) -> Result<(), CsError>;
 }
 
 impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
@@ -173,6 +176,11 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
             return r.or_else(|e| back(e, buf));
         }
         self.zcb_mcast_locked(h, guarantee, buf, len)
+    }
+
+    fn zcb_free(&self, h: u64, buf: ZcBuf) -> Result<(), CsError> {
+        drop(buf);
+        self.check(h, true)
     }
 }
 

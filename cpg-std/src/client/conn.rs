@@ -1,0 +1,744 @@
+//! The connection: setup (`Hello`, `Welcome`, the mapping), the state
+//! behind the connection's one lock, requests and their replies, and
+//! waiting (the ring wake-ups of `docs/spec/ipc.md` §5, the daemon's death
+//! on the socket), and the pollable fd.
+//!
+//! Waiting: at most one thread sleeps in `poll` on the client eventfd and
+//! the socket (the *poller*); every other thread that must wait sleeps on
+//! the condvar and is woken by the poller, which reads the event ring after
+//! each wake-up. Any thread that reads records while a poller sleeps kicks
+//! it (a write to the client eventfd), so nothing it waits for is missed.
+//! Nobody drains the eventfd while a poller sleeps: its wake-up would be
+//! lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+
+use cpg_core::ipc::{Hello, Message, Model, Op, Reply, ReplyBody, Request, RequestKind, Welcome};
+use cpg_core::pool::SlotId;
+use cpg_core::{CsError, GroupName, MemberAddr};
+use cpg_ipc::ring::WriteError;
+use cpg_ipc::{ClientConn, EventFd, RingRx, RingTx, SharedMem};
+use rustix::event::epoll;
+
+use super::events::Events;
+use crate::cpg::IterationDescription;
+use crate::handles::route::MODEL_V1_DELIVER_INITIAL_TOTEM_CONF;
+use crate::handles::{Callbacks, Context};
+
+/// The connection's lock, held.
+pub(super) type Guard<'a> = MutexGuard<'a, State>;
+
+/// A handle that is a connection to cpgd (one connection per handle, as
+/// in Corosync): what [`crate::Cpg::connect`] opens.
+pub(crate) struct ClientNode {
+    /// The handle's value: a random check in the high 32 bits.
+    pub(super) handle: u64,
+    /// The connection's state, under its one lock.
+    pub(super) st: Mutex<State>,
+    /// Threads waiting while another one polls.
+    pub(super) cond: Condvar,
+    /// The socket and the eventfds; closed when the last reference goes
+    /// (a thread may poll them while another finalizes).
+    pub(super) fds: Fds,
+    /// What the daemon said at setup.
+    pub(super) welcome: Welcome,
+    /// The zero-copy region in the mapping: (offset, length).
+    pub(super) zc_region: (usize, usize),
+    /// This node itself, for the zero-copy buffers it hands out (they give
+    /// their slot back when dropped).
+    pub(super) me: Weak<ClientNode>,
+}
+
+/// The file descriptors of a connection.
+pub(super) struct Fds {
+    /// Carries nothing after setup: its hang-up is the daemon's death.
+    pub(super) sock: UnixStream,
+    /// Signalled by the daemon: events waiting, request room made.
+    pub(super) client_wake: EventFd,
+    /// Signalled by this client: requests waiting, event room made.
+    pub(super) daemon_wake: EventFd,
+    /// This side's own: signalled while a thread sleeps waiting for a
+    /// reply (or room) with events in the queue, which it cannot leave
+    /// `client_wake` signalled for (it sleeps on it).
+    pub(super) pending: EventFd,
+    /// What `fd_get` returns: an epoll fd over `client_wake`, `pending`
+    /// and `sock`.
+    pub(super) poll: Arc<OwnedFd>,
+}
+
+/// Where a handle is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Open,
+    /// `finalize` started (on some thread): every other call is BAD_HANDLE.
+    Finalizing,
+    Finalized,
+}
+
+/// The mapping and the two ring ends.
+pub(super) struct Conn {
+    pub(super) mem: Arc<SharedMem>,
+    pub(super) tx: RingTx,
+    pub(super) rx: RingRx,
+}
+
+/// A request whose reply is due.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) kind: RequestKind,
+    /// The group of a `JOIN` or `LEAVE` (its reply moves the join state).
+    pub(super) group: Option<GroupName>,
+}
+
+/// A successful reply's body, owned (read out of the ring).
+#[derive(Debug, Clone)]
+pub(super) enum Answer {
+    Done,
+    ZcAlloc {
+        slot: SlotId,
+        offset: u64,
+        capacity: u32,
+    },
+    Membership {
+        total: u32,
+        offset: u32,
+        members: Vec<MemberAddr>,
+    },
+    LocalGet,
+    IterationInitialize(u32),
+    IterationNext(Vec<IterationDescription>),
+    FlowControl(bool),
+}
+
+impl Answer {
+    fn new(body: &ReplyBody<'_>) -> Answer {
+        match *body {
+            ReplyBody::Done => Answer::Done,
+            ReplyBody::ZcAlloc {
+                slot,
+                offset,
+                capacity,
+            } => Answer::ZcAlloc {
+                slot,
+                offset,
+                capacity,
+            },
+            ReplyBody::Membership {
+                total,
+                offset,
+                members,
+            } => Answer::Membership {
+                total,
+                offset,
+                members: members.iter().collect(),
+            },
+            ReplyBody::LocalGet { .. } => Answer::LocalGet,
+            ReplyBody::IterationInitialize { iter_id } => Answer::IterationInitialize(iter_id),
+            ReplyBody::IterationNext { entries } => Answer::IterationNext(
+                entries
+                    .iter()
+                    .map(|e| IterationDescription {
+                        group: e.group,
+                        nodeid: e.nodeid,
+                        pid: e.pid,
+                    })
+                    .collect(),
+            ),
+            ReplyBody::FlowControlState { enabled } => Answer::FlowControl(enabled),
+        }
+    }
+}
+
+/// Everything about a connection that changes, under its one lock.
+pub(super) struct State {
+    /// `None` once finalized (the mapping goes when the last zero-copy
+    /// buffer does).
+    pub(super) conn: Option<Conn>,
+    pub(super) phase: Phase,
+    /// The daemon hung up, or broke the protocol (then this side closed).
+    pub(super) dead: bool,
+    /// The daemon evicted this handle (`EVICTED`), or its queue went over
+    /// its bound.
+    pub(super) evicted: bool,
+    /// `open` ran (a connection is one handle).
+    pub(super) opened: bool,
+    pub(super) callbacks: Option<Callbacks>,
+    pub(super) context: Context,
+    /// The handle's events and join state.
+    pub(super) ev: Events,
+    /// The next `req_id` to try.
+    next_req: u32,
+    /// Requests a thread waits for.
+    pub(super) awaiting: HashMap<u32, Pending>,
+    /// Their replies, until taken.
+    pub(super) replies: HashMap<u32, Result<Answer, CsError>>,
+    /// Requests nobody waits for (sent from a drop, or whose waiter gave
+    /// up): the reply is read and dropped.
+    pub(super) detached: HashMap<u32, Pending>,
+    /// Error replies nobody waited for (an asynchronous `MCAST` the daemon
+    /// refused: a correct client never gets one).
+    pub(super) async_errors: u64,
+    /// A message in pieces holds the request ring (nothing else may go
+    /// between its pieces).
+    pub(super) tx_busy: bool,
+    /// A `JOIN` or `LEAVE` is in flight (one at a time, as the embedded
+    /// node's are atomic).
+    pub(super) join_busy: bool,
+    /// Zero-copy slots this handle holds: offset in the region → end.
+    pub(super) zc_live: BTreeMap<u64, u64>,
+    /// Slots of dropped buffers still to give back (`ZC_FREE`).
+    pub(super) zc_frees: Vec<SlotId>,
+    /// A thread sleeps in `poll` (see the module docs).
+    pub(super) poller: bool,
+    /// Threads sleeping on the condvar.
+    pub(super) waiters: usize,
+    /// This side wrote the client eventfd and did not drain it since: the
+    /// pollable fd is readable.
+    pub(super) efd_set: bool,
+    /// `Fds::pending` is signalled.
+    pub(super) pending_set: bool,
+    /// Records were read since the pollable fd was last made right (see
+    /// [`ClientNode::settle_if_needed`]).
+    pub(super) unsettled: bool,
+    /// Why the connection was closed by this side (for the logs).
+    pub(super) broke: Option<&'static str>,
+}
+
+static CHECK_SEED: AtomicU64 = AtomicU64::new(0);
+
+/// A random non-zero check value for a handle (not all ones: libqb's
+/// bypass value).
+fn random_check() -> u32 {
+    let hasher = std::collections::hash_map::RandomState::new();
+    loop {
+        let mut h = hasher.build_hasher();
+        h.write_u64(CHECK_SEED.fetch_add(1, Ordering::Relaxed));
+        h.write_u64(crate::handles::monotonic_now().0);
+        let v = h.finish() as u32;
+        if v != 0 && v != u32::MAX {
+            return v;
+        }
+    }
+}
+
+impl ClientNode {
+    /// Connect to the daemon at `path` as a model v1 handle with `flags`,
+    /// map the connection and check it.
+    ///
+    /// # Errors
+    /// `INVALID_PARAM` for a flag other than 0x01 (before connecting); the
+    /// daemon's `REFUSED` code (`ACCESS`, `TRY_AGAIN`, `VERSION`, ...);
+    /// `LIBRARY` when no daemon answers or the setup breaks the protocol;
+    /// `NO_RESOURCES` without an epoll fd.
+    pub(crate) fn connect(path: &Path, flags: u32) -> Result<Arc<ClientNode>, CsError> {
+        if flags & !MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0 {
+            return Err(CsError::InvalidParam);
+        }
+        let model = if flags & MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0 {
+            Model::V1InitialTotemConfchg
+        } else {
+            Model::V1
+        };
+        let (sock, welcome, fds) =
+            cpg_ipc::setup::connect(path, Hello { model }).map_err(|e| e.cs_error())?;
+        let c = ClientConn::attach(welcome, fds).map_err(|_| CsError::Library)?;
+        let zc_region = c.zc_region();
+        let pending = EventFd::new().map_err(|_| CsError::NoResources)?;
+        let poll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|_| CsError::NoResources)?;
+        // Level-triggered: readable while an eventfd counts (this side
+        // keeps one so while events are pending) or the socket hung up.
+        let sources = [
+            (c.client_wake.as_fd(), epoll::EventFlags::IN),
+            (pending.as_fd(), epoll::EventFlags::IN),
+            (
+                sock.as_fd(),
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+            ),
+        ];
+        for (i, (fd, flags)) in sources.into_iter().enumerate() {
+            epoll::add(&poll, fd, epoll::EventData::new_u64(i as u64), flags)
+                .map_err(|_| CsError::NoResources)?;
+        }
+        let check = random_check();
+        let state = State {
+            conn: Some(Conn {
+                mem: c.mem,
+                tx: c.requests,
+                rx: c.events,
+            }),
+            phase: Phase::Open,
+            dead: false,
+            evicted: false,
+            opened: false,
+            callbacks: None,
+            context: None,
+            ev: Events::new(&welcome, flags),
+            next_req: 1,
+            awaiting: HashMap::new(),
+            replies: HashMap::new(),
+            detached: HashMap::new(),
+            async_errors: 0,
+            tx_busy: false,
+            join_busy: false,
+            zc_live: BTreeMap::new(),
+            zc_frees: Vec::new(),
+            poller: false,
+            waiters: 0,
+            efd_set: false,
+            pending_set: false,
+            unsettled: false,
+            broke: None,
+        };
+        Ok(Arc::new_cyclic(|me| ClientNode {
+            handle: (u64::from(check) << 32) | (welcome.conn_id & 0xFFFF_FFFF),
+            st: Mutex::new(state),
+            cond: Condvar::new(),
+            fds: Fds {
+                sock,
+                client_wake: c.client_wake,
+                daemon_wake: c.daemon_wake,
+                pending,
+                poll: Arc::new(poll),
+            },
+            welcome,
+            zc_region,
+            me: me.clone(),
+        }))
+    }
+
+    pub(super) fn lock(&self) -> Guard<'_> {
+        crate::lock(&self.st)
+    }
+
+    /// This connection's identity for zero-copy buffers and dispatch marks.
+    pub(super) fn key(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Wake the threads sleeping on the condvar (only if some are: a
+    /// notify is a syscall even without waiters).
+    pub(super) fn notify(&self, g: &State) {
+        if g.waiters > 0 {
+            self.cond.notify_all();
+        }
+    }
+
+    /// Read what the daemon published (see [`State::pump`]); a poller
+    /// sleeping meanwhile is kicked and waiters notified, since what was
+    /// read may be theirs.
+    pub(super) fn pump(&self, g: &mut State) -> bool {
+        let got = g.pump(&self.fds);
+        if got {
+            g.unsettled = true;
+            self.wake_waiters(g);
+        }
+        got
+    }
+
+    /// Make every waiting thread check again: the condvar's, and the
+    /// poller, kicked through the eventfd (a state it may wait for
+    /// changed: records read, the ring let go by a message in pieces, a
+    /// finalize).
+    pub(super) fn wake_waiters(&self, g: &mut State) {
+        if g.poller {
+            self.fds.client_wake.signal();
+            g.efd_set = true;
+        }
+        self.notify(g);
+    }
+
+    /// Whether the daemon hung up (a syscall: for calls answered locally
+    /// that Corosync would answer through the daemon, and for a
+    /// `TRY_AGAIN` that might be a dead daemon's full ring).
+    pub(super) fn probe(&self, g: &mut State) -> bool {
+        if !g.dead && cpg_ipc::setup::peer_gone(self.fds.sock.as_fd()) {
+            self.pump(g);
+            g.on_dead();
+        }
+        g.dead
+    }
+
+    /// Leave the lock with the pollable fd right: readable while events
+    /// are pending; otherwise drained, with `consumer_sleeping` set so the
+    /// daemon's next event signals it (`docs/spec/ipc.md` §5).
+    pub(super) fn finish(&self, mut g: Guard<'_>) {
+        g.settle(&self.fds);
+    }
+
+    /// [`ClientNode::finish`] if this call read records (a send that read
+    /// the event ring for flow control); else nothing, so a send costs no
+    /// syscall for the fd.
+    pub(super) fn settle_if_needed(&self, g: Guard<'_>) {
+        if g.unsettled {
+            self.finish(g);
+        }
+    }
+
+    /// Wait until `ready` answers (it runs under the lock, after every
+    /// wake-up and every read of the event ring), the daemon dies, or the
+    /// handle is finalized. `ready` sees the daemon's death first as
+    /// `dead`; if it answers nothing then, the wait ends with `LIBRARY`.
+    pub(super) fn wait<'a, T>(
+        &'a self,
+        mut g: Guard<'a>,
+        mut ready: impl FnMut(&mut State) -> Option<Result<T, CsError>>,
+    ) -> (Guard<'a>, Result<T, CsError>) {
+        loop {
+            if let Some(r) = ready(&mut g) {
+                return (g, r);
+            }
+            self.pump(&mut g);
+            if let Some(r) = ready(&mut g) {
+                return (g, r);
+            }
+            // nothing will ever come: never sleep
+            if g.conn.is_none() {
+                return (g, Err(CsError::BadHandle));
+            }
+            if g.dead || g.evicted {
+                return (g, Err(CsError::Library));
+            }
+            if g.poller {
+                g.waiters += 1;
+                g = self.cond.wait(g).unwrap_or_else(|e| e.into_inner());
+                g.waiters -= 1;
+                continue;
+            }
+            if !g.ev.is_empty() && !g.pending_set {
+                // events wait in the queue, and this thread drains
+                // client_wake when it wakes: the pollable fd says so
+                // through the other eventfd
+                self.fds.pending.signal();
+                g.pending_set = true;
+            }
+            let c = g.conn.as_mut().expect("checked above");
+            match c.rx.prepare_sleep() {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => {
+                    g.broken(&self.fds, "impossible event ring head");
+                    continue;
+                }
+            }
+            g.poller = true;
+            drop(g);
+            let r = self.fds.client_wake.wait(self.fds.sock.as_fd(), -1);
+            g = self.lock();
+            g.poller = false;
+            // The wake-up is consumed under the lock; every waiter then
+            // re-checks the rings (and sets its flags again) before it
+            // sleeps, so nothing signalled meanwhile is lost.
+            self.fds.client_wake.drain();
+            g.efd_set = false;
+            if let Some(c) = g.conn.as_ref() {
+                c.rx.awake();
+            }
+            if !matches!(r, Ok((_, false))) {
+                // hang-up: what the daemon published before it (a FINALIZE
+                // reply, an EVICTED) is still read
+                self.pump(&mut g);
+                g.on_dead();
+            }
+            self.notify(&g);
+        }
+    }
+
+    /// Send `op` and wait for its reply, once there is room in the request
+    /// ring, no message in pieces holds it, and (for a join or leave) no
+    /// other join or leave is in flight. `gate` says when to give up
+    /// (checked before sending and while waiting; a reply that came is
+    /// taken first).
+    pub(super) fn send_and_wait<'a>(
+        &'a self,
+        g: Guard<'a>,
+        op: Op<'_>,
+        group: Option<GroupName>,
+        gate: impl Fn(&State) -> Option<CsError>,
+    ) -> (Guard<'a>, Result<Answer, CsError>) {
+        let kind = op.kind();
+        let join_leave = matches!(kind, RequestKind::Join | RequestKind::Leave);
+        let mut req = Request { req_id: 0, op };
+        let body_len = req.body_len();
+        let (mut g, room) = self.wait(g, |s| {
+            if let Some(e) = gate(s) {
+                return Some(Err(e));
+            }
+            if s.tx_busy || (join_leave && s.join_busy) {
+                return None;
+            }
+            s.flush_frees(&self.fds);
+            s.room(&self.fds, body_len)
+        });
+        if let Err(e) = room {
+            return (g, Err(e));
+        }
+        req.req_id = g.alloc_id();
+        let id = req.req_id;
+        if let Err(e) = g.write(&self.fds, &req) {
+            return (g, Err(e));
+        }
+        match kind {
+            RequestKind::Join => g.ev.join_inflight = group.clone(),
+            RequestKind::Leave => g.ev.leave_inflight = group.clone(),
+            _ => {}
+        }
+        if join_leave {
+            g.join_busy = true;
+        }
+        g.awaiting.insert(id, Pending { kind, group });
+        g.publish(&self.fds);
+        self.wait(g, |s| {
+            if let Some(r) = s.replies.remove(&id) {
+                return Some(r);
+            }
+            let e = gate(s).or((s.dead || s.evicted).then_some(CsError::Library))?;
+            // a reply that comes later is read and dropped
+            if let Some(p) = s.awaiting.remove(&id) {
+                s.detached.insert(id, p);
+            }
+            Some(Err(e))
+        })
+    }
+
+    /// [`ClientNode::send_and_wait`] for a handle's ordinary request: gives
+    /// up with `BAD_HANDLE` once finalize started, `LIBRARY` once the
+    /// daemon is gone.
+    pub(super) fn request(&self, h: u64, op: Op<'_>) -> Result<Answer, CsError> {
+        let g = self.lock();
+        g.check(self.handle, h, false)?;
+        let group = match &op {
+            Op::Join { group } | Op::Leave { group } => Some(group.clone()),
+            _ => None,
+        };
+        let (g, r) = self.send_and_wait(g, op, group, State::gate);
+        self.finish(g);
+        r
+    }
+
+    /// Send `op` with no one waiting for its reply (from a drop): now if
+    /// the request ring has room, else not at all.
+    pub(super) fn send_detached(&self, g: &mut State, op: Op<'_>) -> bool {
+        if g.phase != Phase::Open || g.dead || g.evicted || g.tx_busy {
+            return false;
+        }
+        let kind = op.kind();
+        let mut req = Request { req_id: 0, op };
+        if g.fits_now(&self.fds, req.body_len()) != Ok(true) {
+            return false;
+        }
+        req.req_id = g.alloc_id();
+        if g.write(&self.fds, &req).is_err() {
+            return false;
+        }
+        g.detached.insert(req.req_id, Pending { kind, group: None });
+        g.publish(&self.fds);
+        true
+    }
+}
+
+impl State {
+    /// `BAD_HANDLE` for another handle or once finalize started, `LIBRARY`
+    /// (unless `local_only`) once the daemon is gone or evicted this handle.
+    pub(super) fn check(&self, handle: u64, h: u64, local_only: bool) -> Result<(), CsError> {
+        if h != handle {
+            return Err(CsError::BadHandle);
+        }
+        match self.gate() {
+            Some(CsError::Library) if local_only => Ok(()),
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Why an ordinary call must stop now, if it must.
+    pub(super) fn gate(&self) -> Option<CsError> {
+        if self.phase != Phase::Open {
+            Some(CsError::BadHandle)
+        } else if self.dead || self.evicted {
+            Some(CsError::Library)
+        } else {
+            None
+        }
+    }
+
+    /// A `req_id` no request in flight has.
+    pub(super) fn alloc_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_req;
+            self.next_req = self.next_req.wrapping_add(1);
+            if !self.awaiting.contains_key(&id) && !self.detached.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Room for a request of `body_len` now: `Some(Ok)`; `None`: wait (the
+    /// daemon is asked for a wake-up when it makes room); `Some(Err)`: the
+    /// daemon published an impossible tail (the connection is closed).
+    pub(super) fn room(&mut self, fds: &Fds, body_len: usize) -> Option<Result<(), CsError>> {
+        let c = self.conn.as_mut()?;
+        let r = match c.tx.fits(body_len, 0) {
+            Ok(true) => Ok(true),
+            Ok(false) => c.tx.prepare_wait(body_len, 0),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(_) => {
+                self.broken(fds, "impossible request ring tail");
+                Some(Err(CsError::Library))
+            }
+        }
+    }
+
+    /// Room for a request of `body_len` now, without asking the daemon
+    /// for a wake-up (a send that answers TRY_AGAIN waits for nothing).
+    pub(super) fn fits_now(&mut self, fds: &Fds, body_len: usize) -> Result<bool, CsError> {
+        let c = self.conn.as_mut().ok_or(CsError::BadHandle)?;
+        c.tx.fits(body_len, 0).map_err(|_| {
+            self.broken(fds, "impossible request ring tail");
+            CsError::Library
+        })
+    }
+
+    /// Write one request record (not yet published).
+    pub(super) fn write(&mut self, fds: &Fds, req: &Request<'_>) -> Result<(), CsError> {
+        let c = self.conn.as_mut().ok_or(CsError::BadHandle)?;
+        match c.tx.write(req, 0) {
+            Ok(()) => Ok(()),
+            Err(WriteError::Full) => Err(CsError::TryAgain),
+            Err(WriteError::TooLarge | WriteError::Msg(_)) => Err(CsError::InvalidParam),
+            Err(WriteError::Corrupt) => {
+                self.broken(fds, "impossible request ring tail");
+                Err(CsError::Library)
+            }
+        }
+    }
+
+    /// Publish what was written; signal the daemon only if it sleeps.
+    pub(super) fn publish(&mut self, fds: &Fds) {
+        if let Some(c) = self.conn.as_mut() {
+            if c.tx.publish() {
+                fds.daemon_wake.signal();
+            }
+        }
+    }
+
+    /// The daemon hung up: every call answers `LIBRARY`; queued events are
+    /// dropped (as an evicted or stopped embedded handle's).
+    pub(super) fn on_dead(&mut self) {
+        if !self.dead {
+            self.dead = true;
+            self.ev.clear();
+        }
+    }
+
+    /// The daemon broke the protocol (a malformed event, an impossible
+    /// index, a slot that is not this handle's to write): close the
+    /// connection as if it had died (`docs/spec/ipc.md` §10).
+    pub(super) fn broken(&mut self, fds: &Fds, why: &'static str) {
+        if self.broke.is_none() {
+            self.broke = Some(why);
+        }
+        self.on_dead();
+        // the daemon sees the hang-up; the pollable fd becomes readable
+        let _ = fds.sock.shutdown(Shutdown::Both);
+    }
+
+    /// See [`ClientNode::finish`].
+    fn settle(&mut self, fds: &Fds) {
+        self.unsettled = false;
+        if self.dead || self.evicted {
+            // readable for good, as an evicted embedded handle's: the
+            // socket's hang-up says so too, once the daemon closes it
+            if !self.efd_set {
+                fds.client_wake.signal();
+                self.efd_set = true;
+            }
+            return;
+        }
+        let Some(c) = self.conn.as_mut() else {
+            return;
+        };
+        if !self.ev.is_empty() || c.rx.has_records() {
+            if !self.efd_set {
+                fds.client_wake.signal();
+                self.efd_set = true;
+            }
+            return;
+        }
+        if self.pending_set {
+            fds.pending.drain();
+            self.pending_set = false;
+        }
+        if self.poller {
+            // it sleeps with consumer_sleeping set; draining would steal
+            // its wake-up
+            return;
+        }
+        fds.client_wake.drain();
+        self.efd_set = false;
+        match c.rx.prepare_sleep() {
+            Ok(true) => {}
+            Ok(false) => {
+                fds.client_wake.signal();
+                self.efd_set = true;
+            }
+            Err(_) => self.broken(fds, "impossible event ring head"),
+        }
+    }
+
+    /// A reply read from the ring: to its waiter, or dropped if nobody
+    /// waits; the join state moves with `JOIN`/`LEAVE` answers in ring
+    /// order. `Err`: a reply to no request, or of another kind.
+    pub(super) fn on_reply(&mut self, r: &Reply<'_>) -> Result<(), &'static str> {
+        let id = r.req_id;
+        let (p, awaited) = match self.awaiting.remove(&id) {
+            Some(p) => (p, true),
+            None => match self.detached.remove(&id) {
+                Some(p) => (p, false),
+                None => {
+                    if matches!(r.op, RequestKind::Mcast | RequestKind::McastZc)
+                        && r.result.is_err()
+                    {
+                        // an asynchronous send the daemon refused
+                        self.async_errors += 1;
+                        return Ok(());
+                    }
+                    return Err("a reply to no request");
+                }
+            },
+        };
+        if p.kind != r.op {
+            return Err("a reply of another kind than its request");
+        }
+        let result = r.result.as_ref().map(Answer::new).map_err(|e| *e);
+        match (p.kind, &result, p.group) {
+            (RequestKind::Join, Ok(_), Some(g)) => self.ev.on_join_reply(g),
+            (RequestKind::Leave, Ok(_), Some(g)) => self.ev.on_leave_reply(&g),
+            (RequestKind::FlowControlStateGet, Ok(Answer::FlowControl(on)), _) => {
+                self.ev.fc = *on;
+            }
+            _ => {}
+        }
+        if matches!(p.kind, RequestKind::Join | RequestKind::Leave) {
+            self.join_busy = false;
+            self.ev.join_inflight = None;
+            self.ev.leave_inflight = None;
+        }
+        if awaited {
+            self.replies.insert(id, result);
+        } else if result.is_err() {
+            self.async_errors += 1;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,528 @@
+//! Events: the event ring read into the handle's queue (a message in
+//! pieces reassembled, a confchg in parts joined, `FLOW_CONTROL` and
+//! `EVICTED` taken as state), the join state the daemon's replies and the
+//! handle's own confchgs imply (what `mcast` is answered from), and
+//! dispatch: one event at a time out of the queue to the callbacks, run
+//! with no lock held.
+//!
+//! Records are read in ring order, whoever reads them (a dispatcher, or a
+//! thread waiting for its reply, which keeps the events it reads past for
+//! the next dispatch). Anything the protocol does not allow (a record that
+//! does not parse, a piece out of place, a reply to no request) closes the
+//! connection: `LIBRARY` from then on (`docs/spec/ipc.md` §10).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use cpg_core::ipc::{Assembly, Event, Message, Welcome};
+use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
+
+use super::conn::{ClientNode, Fds, State};
+use crate::handles::dispatch::{
+    ConfChg, Delivery, DispatchMark, DispatchMode, DispatchOps, EventSink, HandleEvent,
+};
+use crate::handles::mailbox::EVENT_OVERHEAD;
+use crate::handles::route::MODEL_V1_DELIVER_INITIAL_TOTEM_CONF;
+
+/// Most entries of one confchg's three lists together, reassembled from
+/// parts: far above any real group (64 nodes), low enough that a lying
+/// daemon cannot make this process allocate without bound.
+const CONFCHG_ENTRIES_MAX: usize = 1 << 20;
+
+/// A group membership change, its parts joined.
+pub(super) struct ConfChgOwned {
+    group: GroupName,
+    members: Vec<MemberAddr>,
+    left: Vec<(MemberAddr, Reason)>,
+    joined: Vec<(MemberAddr, Reason)>,
+}
+
+/// An event of the handle's queue, read out of the event ring.
+pub(super) enum ClientEvent {
+    Deliver {
+        group: GroupName,
+        sender: MemberAddr,
+        /// The record body (a message in one piece) or the reassembled
+        /// message; the message is `msg` of it.
+        body: Vec<u8>,
+        msg: Range<usize>,
+    },
+    ConfChg(ConfChgOwned),
+    Totem(RingId, Vec<NodeId>),
+}
+
+impl ClientEvent {
+    /// What it counts against the queue's bound (as the embedded
+    /// mailbox's events do).
+    fn cost(&self) -> usize {
+        EVENT_OVERHEAD
+            + match self {
+                ClientEvent::Deliver { msg, .. } => msg.len(),
+                ClientEvent::ConfChg(c) => 8 * (c.members.len() + c.left.len() + c.joined.len()),
+                ClientEvent::Totem(_, nodes) => 4 * nodes.len(),
+            }
+    }
+
+    /// The event as the callbacks see it.
+    fn view(&self) -> HandleEvent<'_> {
+        match self {
+            ClientEvent::Deliver {
+                group,
+                sender,
+                body,
+                msg,
+            } => HandleEvent::Deliver(Delivery {
+                group,
+                sender: *sender,
+                // DELIVER does not carry the guarantee (docs/spec/ipc.md
+                // §6): every guarantee is at least AGREED.
+                guarantee: Guarantee::Agreed,
+                msg: &body[msg.clone()],
+            }),
+            ClientEvent::ConfChg(c) => HandleEvent::ConfChg(ConfChg {
+                group: &c.group,
+                members: &c.members,
+                left: &c.left,
+                joined: &c.joined,
+            }),
+            ClientEvent::Totem(ring, nodes) => HandleEvent::Totem(*ring, nodes),
+        }
+    }
+}
+
+/// The handle's place in its group, as the daemon's replies and the own
+/// confchgs say (the embedded node's `HState`, plus not joined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JoinState {
+    None,
+    JoinStarted(GroupName),
+    Joined(GroupName),
+    /// `joined`: the own join was delivered before the leave was asked.
+    LeaveStarted {
+        group: GroupName,
+        joined: bool,
+    },
+}
+
+/// The handle's queue and what reading the event ring keeps track of.
+pub(super) struct Events {
+    queue: VecDeque<ClientEvent>,
+    /// Sum of the queued events' costs.
+    bytes: usize,
+    /// Above it the handle closes itself (see [`Events::new`]).
+    bytes_max: usize,
+    /// A message in pieces: the record checks, and what came so far.
+    asm: Assembly,
+    partial: Option<(GroupName, MemberAddr, Vec<u8>)>,
+    /// A confchg in parts (MORE), until its last part.
+    parts: Option<ConfChgOwned>,
+    join: JoinState,
+    /// A `JOIN`/`LEAVE` sent, not yet answered: its own confchg may come
+    /// before the reply if the daemon writes them so.
+    pub(super) join_inflight: Option<GroupName>,
+    pub(super) leave_inflight: Option<GroupName>,
+    /// The node's flow control, as the last `FLOW_CONTROL` event (or
+    /// `FLOW_CONTROL_STATE_GET` reply) said.
+    pub(super) fc: bool,
+    node_id: NodeId,
+    /// This process as the daemon sees it (`SO_PEERCRED`): `getpid()`,
+    /// or what the own join confchg shows if the daemon runs in another
+    /// pid namespace.
+    me_pid: u32,
+    flags: u32,
+    /// A totem callback is registered: every `TOTEM_CONFCHG` is queued.
+    pub(super) wants_totem: bool,
+    /// The own join confchg was just read and the initial totem confchg
+    /// was asked for: the next record may be it.
+    initial_totem_next: bool,
+    message_max: usize,
+}
+
+impl Events {
+    pub(super) fn new(w: &Welcome, flags: u32) -> Events {
+        let message_max = w.message_max as usize;
+        Events {
+            queue: VecDeque::new(),
+            bytes: 0,
+            // The daemon evicts a handle whose queue reaches its cap (two
+            // maximum messages and 64 KiB by default). Events read past
+            // while waiting for replies are kept here, not there: a handle
+            // that never dispatches but keeps asking closes itself at twice
+            // that plus a ring, so its memory stays bounded too.
+            bytes_max: 2 * (2 * message_max + (64 << 10)) + w.event_capacity as usize,
+            asm: Assembly::new(),
+            partial: None,
+            parts: None,
+            join: JoinState::None,
+            join_inflight: None,
+            leave_inflight: None,
+            fc: false,
+            node_id: w.node_id,
+            me_pid: std::process::id(),
+            flags,
+            wants_totem: false,
+            initial_totem_next: false,
+            message_max,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub(super) fn pop(&mut self) -> Option<ClientEvent> {
+        let ev = self.queue.pop_front()?;
+        self.bytes -= ev.cost();
+        Some(ev)
+    }
+
+    fn push(&mut self, ev: ClientEvent) -> Result<(), &'static str> {
+        self.bytes += ev.cost();
+        self.queue.push_back(ev);
+        if self.bytes > self.bytes_max {
+            return Err("undispatched events over the handle's bound");
+        }
+        Ok(())
+    }
+
+    /// Drop every queued and partial event (evicted, dead, finalized).
+    pub(super) fn clear(&mut self) {
+        self.queue.clear();
+        self.bytes = 0;
+        self.asm.abort();
+        self.partial = None;
+        self.parts = None;
+        self.initial_totem_next = false;
+    }
+
+    /// Whether `mcast` may send: joined, or joining (a send is ordered
+    /// after the join and delivered).
+    pub(super) fn can_send(&self) -> bool {
+        matches!(self.join, JoinState::JoinStarted(_) | JoinState::Joined(_))
+    }
+
+    /// The daemon took this handle's `JOIN`.
+    pub(super) fn on_join_reply(&mut self, group: GroupName) {
+        if self.join == JoinState::None {
+            self.join = JoinState::JoinStarted(group);
+        }
+        // else the own join confchg came first: already joined
+    }
+
+    /// The daemon took this handle's `LEAVE`.
+    pub(super) fn on_leave_reply(&mut self, group: &GroupName) {
+        self.join = match std::mem::replace(&mut self.join, JoinState::None) {
+            JoinState::Joined(g) if g == *group => JoinState::LeaveStarted {
+                group: g,
+                joined: true,
+            },
+            JoinState::JoinStarted(g) if g == *group => JoinState::LeaveStarted {
+                group: g,
+                joined: false,
+            },
+            // None: the own leave confchg came first
+            other => other,
+        };
+    }
+
+    /// A confchg of the handle's group moves its join state (as the
+    /// embedded router's); whether it is the own join.
+    fn on_confchg(&mut self, c: &ConfChgOwned) -> bool {
+        let node = self.node_id;
+        let joins = |pid: u32| {
+            c.joined
+                .iter()
+                .any(|(m, r)| *r == Reason::Join && m.nodeid == node && m.pid == pid)
+        };
+        let me = MemberAddr {
+            nodeid: node,
+            pid: self.me_pid,
+        };
+        let leaves = c.left.iter().any(|(m, _)| *m == me);
+        match &self.join {
+            JoinState::JoinStarted(g)
+            | JoinState::LeaveStarted {
+                group: g,
+                joined: false,
+            } if *g == c.group => {
+                if !joins(self.me_pid) {
+                    // The daemon sends nothing of a group before the own
+                    // join (cpg-api §6.1), so this is it: under another pid
+                    // namespace the daemon knows this process by another pid.
+                    let mut candidates = c
+                        .joined
+                        .iter()
+                        .filter(|(m, r)| *r == Reason::Join && m.nodeid == node);
+                    if let (Some((m, _)), None) = (candidates.next(), candidates.next()) {
+                        self.me_pid = m.pid;
+                    }
+                }
+                if !joins(self.me_pid) {
+                    return false;
+                }
+                self.join = match &self.join {
+                    JoinState::JoinStarted(g) => JoinState::Joined(g.clone()),
+                    _ => JoinState::LeaveStarted {
+                        group: c.group.clone(),
+                        joined: true,
+                    },
+                };
+                true
+            }
+            JoinState::None
+                if self.join_inflight.as_ref() == Some(&c.group) && joins(self.me_pid) =>
+            {
+                self.join = JoinState::Joined(c.group.clone());
+                true
+            }
+            JoinState::Joined(g)
+                if *g == c.group && self.leave_inflight.as_ref() == Some(g) && leaves =>
+            {
+                self.join = JoinState::None;
+                false
+            }
+            JoinState::LeaveStarted {
+                group,
+                joined: true,
+            } if *group == c.group && leaves => {
+                self.join = JoinState::None;
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+impl State {
+    /// Read every record the daemon published: replies to their waiters,
+    /// events into the queue. Whether anything was read. A record the
+    /// protocol does not allow closes the connection.
+    pub(super) fn pump(&mut self, fds: &Fds) -> bool {
+        if self.dead || self.evicted {
+            return false;
+        }
+        let Some(c) = self.conn.as_mut() else {
+            return false;
+        };
+        match c.rx.refresh() {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(_) => {
+                self.broken(fds, "impossible event ring head");
+                return false;
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(c) = self.conn.as_mut() {
+            match c.rx.next_into(&mut body) {
+                Ok(None) => break,
+                Ok(Some(info)) => {
+                    if let Err(why) = self.on_record(info.kind, info.flags, &mut body) {
+                        self.broken(fds, why);
+                        return true;
+                    }
+                    if self.evicted {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    self.broken(fds, "corrupt event ring");
+                    return true;
+                }
+            }
+        }
+        // records are copied out: their room goes back at once
+        if let Some(c) = self.conn.as_mut() {
+            if c.rx.release() {
+                fds.daemon_wake.signal();
+            }
+        }
+        true
+    }
+
+    /// One record (its body in `body`, which a delivery in one piece keeps).
+    fn on_record(&mut self, kind: u16, flags: u16, body: &mut Vec<u8>) -> Result<(), &'static str> {
+        let ev = Event::parse(kind, flags, body).map_err(|_| "malformed event")?;
+        let ev_state = &mut self.ev;
+        match ev {
+            Event::Reply(r) => return self.on_reply(&r),
+            // not part of any message: allowed between pieces too
+            Event::FlowControl { enabled } => ev_state.fc = enabled,
+            Event::Evicted { .. } => {
+                self.evicted = true;
+                ev_state.clear();
+            }
+            Event::Deliver {
+                group,
+                sender,
+                total_len,
+                piece,
+            } => {
+                ev_state.initial_totem_next = false;
+                if ev_state.parts.is_some() {
+                    return Err("a delivery between a confchg's parts");
+                }
+                if total_len as usize > ev_state.message_max {
+                    return Err("a delivery above the largest message");
+                }
+                let p = ev_state
+                    .asm
+                    .first(0, total_len, piece.len())
+                    .map_err(|_| "a delivery between another's pieces")?;
+                if p.complete {
+                    // `piece` lies in `body`: keep the body, no second copy
+                    let start = piece.as_ptr() as usize - body.as_ptr() as usize;
+                    let msg = start..start + piece.len();
+                    ev_state.push(ClientEvent::Deliver {
+                        group,
+                        sender,
+                        body: std::mem::take(body),
+                        msg,
+                    })?;
+                } else {
+                    let mut buf = Vec::with_capacity(total_len as usize);
+                    buf.extend_from_slice(piece);
+                    ev_state.partial = Some((group, sender, buf));
+                }
+            }
+            Event::DeliverMore { piece } => {
+                ev_state.initial_totem_next = false;
+                let p = ev_state
+                    .asm
+                    .more(0, piece.len())
+                    .map_err(|_| "a delivery piece out of place")?;
+                let (_, _, buf) = ev_state
+                    .partial
+                    .as_mut()
+                    .ok_or("a delivery piece out of place")?;
+                buf.extend_from_slice(piece);
+                if p.complete {
+                    let (group, sender, body) = ev_state.partial.take().expect("checked above");
+                    let msg = 0..body.len();
+                    ev_state.push(ClientEvent::Deliver {
+                        group,
+                        sender,
+                        body,
+                        msg,
+                    })?;
+                }
+            }
+            Event::Confchg {
+                group,
+                more,
+                members,
+                left,
+                joined,
+            } => {
+                ev_state.initial_totem_next = false;
+                if !ev_state.asm.is_idle() {
+                    return Err("a confchg between a delivery's pieces");
+                }
+                let parts = ev_state.parts.get_or_insert_with(|| ConfChgOwned {
+                    group: group.clone(),
+                    members: Vec::new(),
+                    left: Vec::new(),
+                    joined: Vec::new(),
+                });
+                if parts.group != group {
+                    return Err("confchg parts of two groups");
+                }
+                parts.members.extend(members.iter());
+                parts.left.extend(left.iter());
+                parts.joined.extend(joined.iter());
+                if parts.members.len() + parts.left.len() + parts.joined.len() > CONFCHG_ENTRIES_MAX
+                {
+                    return Err("a confchg of too many parts");
+                }
+                if more {
+                    return Ok(());
+                }
+                let c = ev_state.parts.take().expect("inserted above");
+                let own_join = ev_state.on_confchg(&c);
+                ev_state.push(ClientEvent::ConfChg(c))?;
+                ev_state.initial_totem_next =
+                    own_join && ev_state.flags & MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0;
+            }
+            Event::TotemConfchg { ring_id, members } => {
+                let initial = std::mem::take(&mut ev_state.initial_totem_next);
+                if !ev_state.asm.is_idle() || ev_state.parts.is_some() {
+                    return Err("a totem confchg between a message's pieces");
+                }
+                // As the embedded node: every totem confchg to a handle with
+                // a totem callback, and the initial one (right after the own
+                // join) to a handle that asked for it; none to the others.
+                if ev_state.wants_totem || initial {
+                    ev_state.push(ClientEvent::Totem(ring_id, members.iter().collect()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DispatchOps for ClientNode {
+    fn dispatch(
+        &self,
+        h: u64,
+        mode: DispatchMode,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), CsError> {
+        let callbacks = {
+            let g = self.lock();
+            g.check(self.handle, h, false)?;
+            g.callbacks.clone().ok_or(CsError::BadHandle)?
+        };
+        let _mark = DispatchMark::new((self.key(), h))?;
+        let mut done = 0usize;
+        loop {
+            let mut g = self.lock();
+            let next = if mode.block {
+                let (g2, r) = self.wait(g, |s| match s.gate() {
+                    Some(e) => Some(Err(e)),
+                    None => s.ev.pop().map(Ok),
+                });
+                g = g2;
+                r.map(Some)
+            } else {
+                match g.gate() {
+                    Some(e) => Err(e),
+                    None => {
+                        if g.ev.is_empty() {
+                            self.pump(&mut g);
+                        }
+                        match g.ev.pop() {
+                            Some(ev) => Ok(Some(ev)),
+                            // nothing pending: is there still a daemon?
+                            None if self.probe(&mut g) => Err(CsError::Library),
+                            None => g.gate().map_or(Ok(None), Err),
+                        }
+                    }
+                }
+            };
+            self.finish(g);
+            let Some(ev) = next? else {
+                // ALL: drained; ONE_NONBLOCKING: nothing pending
+                return if mode.one && done == 0 {
+                    Err(CsError::TryAgain)
+                } else {
+                    Ok(())
+                };
+            };
+            {
+                // no connection lock while a callback runs: it may call
+                // anything, finalize included
+                let mut cb = crate::lock(&callbacks);
+                sink.event(&mut *cb, ev.view());
+            }
+            drop(ev);
+            done += 1;
+            // finalized (BAD_HANDLE), evicted or the daemon gone (LIBRARY)
+            if let Some(e) = self.lock().gate() {
+                return Err(e);
+            }
+            if mode.one {
+                return Ok(());
+            }
+        }
+    }
+}

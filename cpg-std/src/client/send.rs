@@ -1,0 +1,290 @@
+//! `mcast_joined` over the request ring, asynchronous as Corosync's
+//! (`docs/spec/ipc.md` §7): answered here from what this side knows (the
+//! join state, the largest message, flow control, room in the ring),
+//! never by waiting for the daemon, which replies to a send only to
+//! refuse it (a correct client never gets such a reply).
+//!
+//! A message whose records fit the ring's free room is written whole, its
+//! pieces (§8) gathered from the caller's iovecs straight into the ring
+//! (one copy), and published at once; one that does not fit now is
+//! `TRY_AGAIN`. Only a message whose records take more than half the ring
+//! (1 MiB rings: messages above ~512 KiB, where Corosync's own library
+//! also switches to a synchronous fragmented send) is written as room
+//! appears, holding the ring so nothing goes between its pieces.
+
+use std::io::IoSlice;
+use std::ops::Range;
+
+use cpg_core::ipc::request::MCAST_MORE_HEADER_LEN;
+use cpg_core::ipc::request::{mcast_header, mcast_more_header, MCAST_HEADER_LEN};
+use cpg_core::ipc::ring::record_len;
+use cpg_core::ipc::{RequestKind, Split};
+use cpg_core::{CsError, Guarantee};
+
+use super::conn::{ClientNode, Guard, State};
+use crate::handles::send::SendOps;
+use crate::handles::staging::Staging;
+use crate::handles::zc::{ZcBuf, ZcSendError};
+
+/// The bytes `range` of the concatenation of `iov`, as slices of it.
+fn gather<'a>(iov: &[&'a [u8]], range: Range<usize>, out: &mut Vec<&'a [u8]>) {
+    let mut at = 0usize;
+    for part in iov {
+        let (start, end) = (at, at + part.len());
+        at = end;
+        if end <= range.start || part.is_empty() {
+            continue;
+        }
+        if start >= range.end {
+            break;
+        }
+        let from = range.start.max(start) - start;
+        let to = range.end.min(end) - start;
+        out.push(&part[from..to]);
+    }
+}
+
+/// Body length of piece `i` (the first is an `MCAST`, the rest
+/// `MCAST_MORE`s).
+fn piece_body(i: usize, r: &Range<usize>) -> usize {
+    if i == 0 {
+        MCAST_HEADER_LEN + r.len()
+    } else {
+        MCAST_MORE_HEADER_LEN + r.len()
+    }
+}
+
+/// Write piece `i` (`r` of the message `iov`) of the message `req_id`.
+fn write_piece(
+    g: &mut State,
+    req_id: u32,
+    guarantee: Guarantee,
+    total: u32,
+    iov: &[&[u8]],
+    i: usize,
+    r: Range<usize>,
+) -> Result<(), cpg_ipc::ring::WriteError> {
+    let first = mcast_header(req_id, guarantee, total);
+    let more = mcast_more_header(req_id);
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(iov.len() + 1);
+    let kind = if i == 0 {
+        parts.push(&first);
+        RequestKind::Mcast
+    } else {
+        parts.push(&more);
+        RequestKind::McastMore
+    };
+    gather(iov, r, &mut parts);
+    let c = g.conn.as_mut().expect("an open handle has its connection");
+    c.tx.write_parts(kind as u16, 0, &parts, 0)
+}
+
+impl ClientNode {
+    /// The checks `mcast` answers locally, in the embedded node's order
+    /// (the handle, then TOO_BIG, NOT_EXIST, TRY_AGAIN).
+    pub(super) fn send_checks(&self, g: &mut Guard<'_>, len: usize) -> Result<(), CsError> {
+        if let Some(e) = g.gate() {
+            return Err(e);
+        }
+        if len > self.welcome.message_max as usize {
+            return Err(CsError::TooBig);
+        }
+        if !g.ev.can_send() {
+            return Err(CsError::NotExist);
+        }
+        if g.tx_busy {
+            // another thread's message in pieces holds the ring
+            return Err(CsError::TryAgain);
+        }
+        if g.ev.fc {
+            // advisory (spec §7); read the ring for the edge that ends it
+            self.pump(g);
+            if let Some(e) = g.gate() {
+                return Err(e);
+            }
+            if g.ev.fc {
+                return Err(CsError::TryAgain);
+            }
+        }
+        g.flush_frees(&self.fds);
+        Ok(())
+    }
+
+    /// `TRY_AGAIN` for a full request ring, unless the daemon is gone.
+    pub(super) fn full(&self, g: &mut State) -> CsError {
+        if self.probe(g) {
+            CsError::Library
+        } else {
+            CsError::TryAgain
+        }
+    }
+
+    fn mcast_parts(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
+        let total: usize = iov.iter().map(|p| p.len()).sum();
+        let mut g = self.lock();
+        g.check(self.handle, h, false)?;
+        if let Err(e) = self.send_checks(&mut g, total) {
+            self.settle_if_needed(g);
+            return Err(e);
+        }
+        let total32 = u32::try_from(total).map_err(|_| CsError::TooBig)?;
+        let c = g.conn.as_mut().expect("an open handle has its connection");
+        let ring = c.tx.ring();
+        let split = Split::mcast(total, ring.body_max());
+        let lens = split.clone().enumerate().map(|(i, r)| piece_body(i, &r));
+        match c.tx.fits_all(lens.clone(), 0) {
+            Ok(true) => {
+                let req_id = g.alloc_id();
+                for (i, r) in split.enumerate() {
+                    if write_piece(&mut g, req_id, guarantee, total32, iov, i, r).is_err() {
+                        // checked to fit: only a broken tail gets here
+                        g.broken(&self.fds, "impossible request ring tail");
+                        return Err(CsError::Library);
+                    }
+                }
+                g.publish(&self.fds);
+                self.settle_if_needed(g);
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(_) => {
+                g.broken(&self.fds, "impossible request ring tail");
+                return Err(CsError::Library);
+            }
+        }
+        let need = lens.fold(0usize, |a, n| {
+            a.saturating_add(record_len(n).unwrap_or(usize::MAX))
+        });
+        if need <= ring.capacity() / 2 {
+            // it fits once the daemon has read what is in the ring
+            let e = self.full(&mut g);
+            self.settle_if_needed(g);
+            return Err(e);
+        }
+        self.mcast_large(g, guarantee, total32, iov, split)
+    }
+
+    /// A message larger than half the ring: written as room appears,
+    /// holding the ring (`tx_busy`) until its last piece.
+    fn mcast_large<'a>(
+        &'a self,
+        mut g: Guard<'a>,
+        guarantee: Guarantee,
+        total: u32,
+        iov: &[&[u8]],
+        split: Split,
+    ) -> Result<(), CsError> {
+        g.tx_busy = true;
+        let req_id = g.alloc_id();
+        let mut pieces = split.enumerate().peekable();
+        let r = loop {
+            while let Some((i, r)) = pieces.peek().cloned() {
+                let len = piece_body(i, &r);
+                let c = g.conn.as_mut().expect("finalize waits for tx_busy");
+                match c.tx.fits(len, 0) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(_) => {
+                        g.broken(&self.fds, "impossible request ring tail");
+                        break;
+                    }
+                }
+                if write_piece(&mut g, req_id, guarantee, total, iov, i, r).is_err() {
+                    g.broken(&self.fds, "impossible request ring tail");
+                    break;
+                }
+                pieces.next();
+            }
+            g.publish(&self.fds);
+            let Some((i, r)) = pieces.peek().cloned() else {
+                break Ok(());
+            };
+            let len = piece_body(i, &r);
+            // Finalize waits for the message to end (nothing may go between
+            // its pieces); only the daemon's death stops it halfway.
+            let (g2, room) = self.wait(g, |s| {
+                if s.dead || s.evicted {
+                    return Some(Err(CsError::Library));
+                }
+                s.room(&self.fds, len)
+            });
+            g = g2;
+            if let Err(e) = room {
+                break Err(e);
+            }
+        };
+        g.tx_busy = false;
+        // requests held back behind the message go now
+        self.wake_waiters(&mut g);
+        self.finish(g);
+        r
+    }
+}
+
+impl SendOps for ClientNode {
+    fn mcast_joined(
+        &self,
+        _staging: &Staging,
+        h: u64,
+        guarantee: Guarantee,
+        iov: &[IoSlice<'_>],
+    ) -> Result<(), CsError> {
+        match iov {
+            [one] => self.mcast_parts(h, guarantee, &[&**one]),
+            _ => {
+                let parts: Vec<&[u8]> = iov.iter().map(|s| &**s).collect();
+                self.mcast_parts(h, guarantee, &parts)
+            }
+        }
+    }
+
+    fn zcb_alloc(&self, _staging: &Staging, h: u64, size: usize) -> Result<ZcBuf, CsError> {
+        self.zc_alloc(h, size)
+    }
+
+    fn zcb_mcast(
+        &self,
+        _staging: &Staging,
+        h: u64,
+        guarantee: Guarantee,
+        buf: ZcBuf,
+        len: usize,
+    ) -> Result<(), ZcSendError> {
+        if buf.node == self.key() && len <= buf.capacity() && buf.storage.is_small() {
+            // a heap buffer: its message goes by copy, as an MCAST
+            return self
+                .mcast_parts(h, guarantee, &[&buf[..len]])
+                .map_err(|error| ZcSendError {
+                    error,
+                    buf: Some(buf),
+                });
+        }
+        self.zc_mcast(h, guarantee, buf, len)
+    }
+
+    fn zcb_free(&self, h: u64, buf: ZcBuf) -> Result<(), CsError> {
+        self.zc_free(h, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gather;
+
+    #[test]
+    fn gather_cuts_across_iovecs() {
+        let iov: [&[u8]; 4] = [b"abc", b"", b"defg", b"hi"];
+        let mut out = Vec::new();
+        gather(&iov, 2..7, &mut out);
+        assert_eq!(out, [&b"c"[..], b"defg"]);
+        out.clear();
+        gather(&iov, 0..9, &mut out);
+        assert_eq!(out.concat(), b"abcdefghi");
+        out.clear();
+        gather(&iov, 7..9, &mut out);
+        assert_eq!(out, [&b"hi"[..]]);
+        out.clear();
+        gather(&iov, 0..0, &mut out);
+        assert!(out.is_empty());
+    }
+}
