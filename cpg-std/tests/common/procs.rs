@@ -19,6 +19,27 @@ use cpg_std::Reason;
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The `cpgtool` binary: Cargo's path in cpg-std's tests; from another
+/// package's tests (cpgd's), the one beside the test binary's directory,
+/// built first if it is not there.
+pub fn cpgtool_exe() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_cpgtool") {
+        return PathBuf::from(p);
+    }
+    let deps = std::env::current_exe().unwrap();
+    let dir = deps.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let exe = dir.join("cpgtool");
+    if !exe.exists() {
+        let profile = if dir.ends_with("release") { "--release" } else { "--quiet" };
+        let st = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args(["build", profile, "-p", "cpg-std", "--bin", "cpgtool"])
+            .status()
+            .expect("cargo build cpgtool");
+        assert!(st.success(), "cargo build -p cpg-std --bin cpgtool failed");
+    }
+    exe
+}
+
 pub struct NodeProc {
     pub child: Child,
     stdin: ChildStdin,
@@ -106,11 +127,21 @@ impl Procs {
 
     /// Start (or restart) node `id`'s process.
     pub fn spawn(&mut self, id: u32, extra: &[&str]) {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cpgtool"))
-            .args(["node", "--config"])
-            .arg(&self.config)
-            .args(["--nodeid", &id.to_string()])
-            .args(extra)
+        let config = self.config.display().to_string();
+        let nodeid = id.to_string();
+        let mut args = vec!["node", "--config", &config, "--nodeid", &nodeid];
+        args.extend_from_slice(extra);
+        self.spawn_node_args(id, &args);
+    }
+
+    /// Start (or restart) process `id` as `cpgtool ARGS` (a `node` process,
+    /// or a cpgd client: `node --daemon SOCKET`).
+    pub fn spawn_node_args(&mut self, id: u32, args: &[&str]) {
+        if self.nodes.len() < id as usize {
+            self.nodes.resize_with(id as usize, || None);
+        }
+        let mut child = std::process::Command::new(cpgtool_exe())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -135,6 +135,11 @@ pub(crate) struct BenchArgs {
     /// Keep the run's directory (config, member stderr) for inspection.
     #[arg(long)]
     pub keep: bool,
+    /// The members are client processes of one cpgd (Corosync's topology:
+    /// one node, M processes over shared memory) instead of M nodes. The
+    /// `cpgd` binary is taken from beside this one.
+    #[arg(long)]
+    pub daemon: bool,
 }
 
 // ---- driver ---------------------------------------------------------------
@@ -155,6 +160,7 @@ struct Row {
     max_messages: Option<u32>,
     transport: TransportKind,
     crypto: CryptoArg,
+    daemon: bool,
 }
 
 /// One row's result (per member: the mean over the member processes).
@@ -197,8 +203,11 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
     })?;
     let config = dir.join("cluster.toml");
     let (netmtu, window, maxm) = (row.netmtu, row.window, row.max_messages);
+    let socket = dir.join("cpgd.sock");
+    let sock = socket.clone();
+    let daemon = row.daemon;
     write_config_with(
-        row.members,
+        if row.daemon { 1 } else { row.members },
         &config,
         &dir.join("state"),
         1000,
@@ -214,10 +223,25 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
             if let Some(v) = maxm {
                 f.totem.max_messages = Some(v);
             }
+            if daemon {
+                f.ipc.socket = sock;
+            }
         },
     )?;
     let eng = ConfigFile::load(&config)?.validate(Some(1))?.engine;
-    let r = run_row_in(exe, row, &config, show_progress, &eng);
+    let cpgd = if row.daemon {
+        Some(start_cpgd(exe, &config, &socket, &dir)?)
+    } else {
+        None
+    };
+    let attach = match &cpgd {
+        Some(_) => Attach::Daemon(&socket),
+        None => Attach::Nodes(&config),
+    };
+    let r = run_row_in(exe, row, attach, show_progress, &eng);
+    if let Some(mut d) = cpgd {
+        stop_cpgd(&mut d);
+    }
     if !keep {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
@@ -226,15 +250,72 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
     r
 }
 
+/// Where the members get their handles.
+#[derive(Clone, Copy)]
+enum Attach<'a> {
+    /// A node each, from this config.
+    Nodes(&'a Path),
+    /// Clients of the cpgd at this socket.
+    Daemon(&'a Path),
+}
+
+/// Start `cpgd --config CONFIG` (from beside `exe`) and wait until it
+/// accepts connections on `socket`.
+fn start_cpgd(exe: &Path, config: &Path, socket: &Path, dir: &Path) -> Res<std::process::Child> {
+    let bin = exe.with_file_name("cpgd");
+    let err = std::fs::File::create(dir.join("cpgd.stderr")).map_err(|source| Error::File {
+        path: dir.join("cpgd.stderr"),
+        source,
+    })?;
+    let mut child = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .map_err(|source| Error::File { path: bin, source })?;
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(Error::Failed(format!(
+                "cpgd exited at start (see {})",
+                dir.join("cpgd.stderr").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop_cpgd(&mut child);
+    Err(Error::TimedOut.context("cpgd did not listen"))
+}
+
+/// SIGTERM, then wait (SIGKILL after 10 s).
+fn stop_cpgd(child: &mut std::process::Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn run_row_in(
     exe: &Path,
     row: &Row,
-    config: &Path,
+    attach: Attach<'_>,
     show_progress: bool,
     eng: &cpg_core::limits::Config,
 ) -> Res<RowResult> {
     let load = loadavg();
-    let mut c = spawn_members(exe, row, config)?;
+    let mut c = spawn_members(exe, row, attach)?;
     for id in 1..=row.members {
         c.wait_event(id, Duration::from_secs(90), |e| {
             matches!(e, Event::Ready { .. })
@@ -250,16 +331,20 @@ fn run_row_in(
 }
 
 /// Start the row's `bench-member` processes.
-fn spawn_members(exe: &Path, row: &Row, config: &Path) -> Res<Cluster> {
-    let cfg = config.to_path_buf();
+fn spawn_members(exe: &Path, row: &Row, attach: Attach<'_>) -> Res<Cluster> {
+    let (flag, path) = match attach {
+        Attach::Nodes(p) => ("--config", p.to_path_buf()),
+        Attach::Daemon(p) => ("--daemon", p.to_path_buf()),
+    };
+    let daemon = matches!(attach, Attach::Daemon(_));
     let r = row.clone();
     Cluster::start_with(exe, row.members, move |id| {
         let mut v: Vec<String> = vec![
             "bench-member".into(),
-            "--config".into(),
-            cfg.display().to_string(),
+            flag.into(),
+            path.display().to_string(),
             "--nodeid".into(),
-            id.to_string(),
+            if daemon { "1".into() } else { id.to_string() },
             "--members".into(),
             r.members.to_string(),
             "--size".into(),
@@ -432,7 +517,7 @@ fn human_size(n: usize) -> String {
 
 fn to_json(r: &RowResult) -> Value {
     let mut v = json!({
-        "system":"cpg-rs","members":r.row.members,"size":r.row.size,
+        "system":if r.row.daemon { "cpg-rs-cpgd" } else { "cpg-rs" },"members":r.row.members,"size":r.row.size,
         "guarantee":r.row.guarantee.name(),"send":r.row.send.name(),"seconds":(r.secs * 1000.0).round() / 1000.0,
         "msgs_per_sec":(r.msgs_per_sec * 10.0).round() / 10.0,
         "mb_per_sec":(r.mb_per_sec * 1000.0).round() / 1000.0,
@@ -620,6 +705,7 @@ fn base_row(a: &BenchArgs) -> Row {
         max_messages: a.max_messages,
         transport: TransportKind::from(a.transport),
         crypto: a.crypto,
+        daemon: a.daemon,
     }
 }
 

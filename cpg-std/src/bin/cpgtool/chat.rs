@@ -11,7 +11,8 @@ use cpg_std::{
     MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
 };
 
-use crate::config::{group_name, start_node};
+use crate::attach::{AttachArgs, Attached};
+use crate::config::group_name;
 use crate::error::{Error, Res};
 
 /// `HH:MM:SS.mmm` (UTC), testcpg's time stamp.
@@ -96,12 +97,8 @@ fn model() -> ModelV1 {
     }
 }
 
-pub(crate) fn chat(config: &Path, nodeid: Option<u32>, group: &str) -> Res<()> {
-    let node = start_node(config, nodeid)?;
-    let cpg = Cpg::model_initialize(&node, model(), None).map_err(|source| Error::Cpg {
-        call: "model_initialize",
-        source,
-    })?;
+pub(crate) fn chat(attach: &AttachArgs, group: &str) -> Res<()> {
+    let Attached { node, cpg, .. } = attach.open(model())?;
     let cpg = Arc::new(cpg);
     let local = cpg.local_get().map_err(|source| Error::Cpg {
         call: "local_get",
@@ -130,8 +127,57 @@ pub(crate) fn chat(config: &Path, nodeid: Option<u32>, group: &str) -> Res<()> {
         r.map_or_else(|e| e.code(), |()| cpg_core::types::CS_OK)
     );
     let _ = dispatcher.join();
-    node.stop();
+    if let Some(n) = node {
+        n.stop();
+    }
     Ok(())
+}
+
+/// `cpgtool groups`: every group and its members through cpgd, in
+/// corosync-cpgtool's layout.
+pub(crate) fn groups(socket: Option<&Path>) -> Res<()> {
+    let cpg = Cpg::connect(socket, ModelV1::default(), None).map_err(|source| Error::Cpg {
+        call: "connect (cpgd)",
+        source,
+    })?;
+    let it = cpg
+        .iteration_initialize(IterationType::All, None)
+        .map_err(|source| Error::Cpg {
+            call: "iteration_initialize",
+            source,
+        })?;
+    let mut by_group: std::collections::BTreeMap<Vec<u8>, Vec<(u32, u32)>> = Default::default();
+    for d in it {
+        by_group
+            .entry(d.group.as_bytes().to_vec())
+            .or_default()
+            .push((d.nodeid, d.pid));
+    }
+    println!("Group Name\t       PID\t   Node ID");
+    for (g, mut members) in by_group {
+        members.sort_unstable();
+        println!("{}", printable(&g));
+        for (node, pid) in members {
+            println!("\t\t{pid:>10}\t{node:>10}");
+        }
+    }
+    let _ = cpg.finalize();
+    Ok(())
+}
+
+/// A group name as corosync-cpgtool shows it: printable bytes as they are,
+/// a trailing NUL dropped, anything else as `\xNN`.
+fn printable(name: &[u8]) -> String {
+    let name = name.strip_suffix(&[0]).unwrap_or(name);
+    name.iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
 }
 
 /// One stdin line: a command or a message; `false` to quit.

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use cpg_std::config::TransportKind;
 
+mod attach;
 mod bench;
 mod chat;
 mod cluster;
@@ -69,27 +70,28 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Transport::Uring)]
         transport: Transport,
     },
-    /// Run a node and behave like Corosync's testcpg: stdin lines are
+    /// Behave like Corosync's testcpg on a node of its own (`--config`) or
+    /// as a client of the host's cpgd (`--daemon [SOCKET]`): stdin lines are
     /// multicast; deliveries, confchgs and totem confchgs are printed.
     /// Commands: /members, /groups, /leave, /join NAME, /quit.
     Chat {
-        /// Cluster configuration (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// This node (overrides the file's nodeid).
-        #[arg(long)]
-        nodeid: Option<u32>,
+        #[command(flatten)]
+        attach: attach::AttachArgs,
         /// Group to join.
         group: String,
     },
-    /// Run one node process controlled by JSON lines on stdin.
+    /// Every group and its members, as corosync-cpgtool prints them (a
+    /// client of cpgd by default, or `--config` for a node of its own).
+    Groups {
+        /// cpgd's socket (default `CPGD_SOCKET`, then /run/cpgd/cpgd.sock).
+        #[arg(long)]
+        daemon: Option<PathBuf>,
+    },
+    /// One node process (or cpgd client, `--daemon`) controlled by JSON
+    /// lines on stdin.
     Node {
-        /// Cluster configuration (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// This node (overrides the file's nodeid).
-        #[arg(long)]
-        nodeid: Option<u32>,
+        #[command(flatten)]
+        attach: attach::AttachArgs,
         /// Join this group at once.
         #[arg(long)]
         join: Option<String>,
@@ -169,17 +171,13 @@ fn main() {
             token_ms,
             transport: transport.into(),
         }),
-        Cmd::Chat {
-            config,
-            nodeid,
-            group,
-        } => chat::chat(&config, nodeid, &group),
+        Cmd::Chat { attach, group } => chat::chat(&attach, &group),
+        Cmd::Groups { daemon } => chat::groups(daemon.as_deref()),
         Cmd::Node {
-            config,
-            nodeid,
+            attach,
             join,
             verbose,
-        } => node::node_main(&config, nodeid, join, verbose),
+        } => node::node_main(&attach, join, verbose),
         Cmd::Bench(a) => bench::bench_main(&a),
         Cmd::BenchMember(a) => member::member_main(&a),
         Cmd::Config {

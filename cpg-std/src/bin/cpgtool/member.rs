@@ -24,12 +24,15 @@ use crate::proto::{self, Event, MemberResult};
 /// `cpgtool bench-member` (started by `cpgtool bench`).
 #[derive(Args, Clone, Debug)]
 pub(crate) struct MemberArgs {
-    /// Cluster configuration (TOML).
-    #[arg(long)]
-    pub config: PathBuf,
-    /// This node.
+    /// Cluster configuration (TOML): a node of this process's own.
+    #[arg(long, required_unless_present = "daemon")]
+    pub config: Option<PathBuf>,
+    /// This node (with `--daemon`: cpgd's node).
     #[arg(long)]
     pub nodeid: u32,
+    /// Be a client of this cpgd socket instead of running a node.
+    #[arg(long, conflicts_with = "config")]
+    pub daemon: Option<PathBuf>,
     /// Members to wait for.
     #[arg(long)]
     pub members: u32,
@@ -240,7 +243,8 @@ fn wait_for_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, word
 
 /// A member's node, handle and counters.
 struct Member {
-    node: Node,
+    /// None for a client of cpgd.
+    node: Option<Node>,
     cpg: Arc<Cpg>,
     st: Arc<MemberState>,
     me: NodeId,
@@ -283,8 +287,11 @@ struct Tally {
 impl Member {
     /// Start the node, open the handle, join the group.
     fn start(a: &MemberArgs) -> Res<Member> {
-        let node = start_node(&a.config, Some(a.nodeid))?;
-        let me = node.node_id();
+        let node = match &a.config {
+            Some(c) if a.daemon.is_none() => Some(start_node(c, Some(a.nodeid))?),
+            _ => None,
+        };
+        let me = node.as_ref().map_or(a.nodeid, Node::node_id);
         let pid = std::process::id();
         let st = Arc::new(MemberState {
             msgs: AtomicU64::new(0),
@@ -292,7 +299,11 @@ impl Member {
             counts: Mutex::new(Counts::default()),
         });
         let model = counting_model(&st, me, pid);
-        let cpg = Cpg::model_initialize(&node, model, None).map_err(|source| Error::Cpg {
+        let cpg = match &node {
+            Some(n) => Cpg::model_initialize(n, model, None),
+            None => Cpg::connect(a.daemon.as_deref(), model, None),
+        }
+        .map_err(|source| Error::Cpg {
             call: "model_initialize",
             source,
         })?;
@@ -372,7 +383,7 @@ impl Member {
 
     /// The sending window: `seconds` of sends, with progress lines.
     fn run(&self, seconds: f64) -> Run {
-        let rot0 = self.node.status().engine.token_visits;
+        let rot0 = self.token_visits();
         let m0 = self.st.msgs.load(Ordering::Relaxed);
         let b0 = self.st.bytes.load(Ordering::Relaxed);
         let t0 = Instant::now();
@@ -394,7 +405,7 @@ impl Member {
         let t1 = Instant::now();
         let m1 = self.st.msgs.load(Ordering::Relaxed);
         let b1 = self.st.bytes.load(Ordering::Relaxed);
-        let rot1 = self.node.status().engine.token_visits;
+        let rot1 = self.token_visits();
         progress.store(false, Ordering::Relaxed);
         let _ = prog.join();
         Run {
@@ -542,7 +553,17 @@ impl Member {
         if let Some(d) = dispatcher {
             let _ = d.join();
         }
-        self.node.stop();
+        if let Some(n) = self.node {
+            n.stop();
+        }
+    }
+
+    /// The node's token visits so far (0 for a client of cpgd, which does
+    /// not see them).
+    fn token_visits(&self) -> u64 {
+        self.node
+            .as_ref()
+            .map_or(0, |n| n.status().engine.token_visits)
     }
 }
 

@@ -27,7 +27,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IoSlice;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -39,7 +38,8 @@ use cpg_std::{
 };
 use serde::Serialize;
 
-use crate::config::{group_name, start_node_with};
+use crate::attach::{AttachArgs, Attached};
+use crate::config::group_name;
 use crate::error::{Error, Res};
 use crate::message::{check_message, fill_message, sized, HEADER};
 use crate::proto::{
@@ -202,7 +202,8 @@ fn send_numbered(
 
 /// The running node process: its node, handle, tally and stream state.
 struct NodeProc {
-    node: Node,
+    /// None for a client of cpgd.
+    node: Option<Node>,
     me: u32,
     cpg: Arc<Cpg>,
     out: Arc<Out>,
@@ -271,7 +272,7 @@ impl NodeProc {
     }
 
     fn status(&self) -> Status {
-        let st = self.node.status();
+        let st = self.node.as_ref().map(|n| n.status());
         let t = lock(&self.tally);
         Status {
             delivered: t.delivered,
@@ -279,10 +280,14 @@ impl NodeProc {
             corrupt: t.corrupt,
             fifo_violations: t.fifo_violations,
             per_sender: t.per_sender.clone(),
-            ring: st.ring_id.to_string(),
-            members: st.members,
-            transport: self.node.transport_counters().map(|c| Box::new(c.into())),
-            handles: Some(Box::new(self.node.stats().into())),
+            ring: st.as_ref().map(|s| s.ring_id.to_string()).unwrap_or_default(),
+            members: st.map(|s| s.members).unwrap_or_default(),
+            transport: self
+                .node
+                .as_ref()
+                .and_then(|n| n.transport_counters())
+                .map(|c| Box::new(c.into())),
+            handles: self.node.as_ref().map(|n| Box::new(n.stats().into())),
         }
     }
 
@@ -349,19 +354,17 @@ fn run_stream(cpg: &Cpg, me: u32, s: &Stream, stop: &AtomicBool, seq: &AtomicU64
 
 /// `cpgtool node`: start the node, report `ready`, optionally join, then
 /// handle commands until `quit` or the end of stdin.
-pub(crate) fn node_main(
-    config: &Path,
-    nodeid: Option<u32>,
-    join: Option<String>,
-    verbose: bool,
-) -> Res<()> {
-    let (node, settings) = start_node_with(config, nodeid)?;
-    let me = node.node_id();
+pub(crate) fn node_main(attach: &AttachArgs, join: Option<String>, verbose: bool) -> Res<()> {
     let out = Arc::new(Out(Mutex::new(std::io::stdout())));
     let tally = Arc::new(Mutex::new(Tally::new()));
     let model = model(tally.clone(), out.clone(), verbose);
-    let cpg = Cpg::model_initialize(&node, model, None).map_err(|source| Error::Cpg {
-        call: "model_initialize",
+    let Attached {
+        node,
+        cpg,
+        max_message_size,
+    } = attach.open(model)?;
+    let me = cpg.local_get().map_err(|source| Error::Cpg {
+        call: "local_get",
         source,
     })?;
     let cpg = Arc::new(cpg);
@@ -384,9 +387,7 @@ pub(crate) fn node_main(
         stream_stop: Arc::new(AtomicBool::new(false)),
         seq: Arc::new(AtomicU64::new(0)),
         streaming: Arc::new(AtomicBool::new(false)),
-        limits: proto::Limits {
-            max_message_size: settings.engine.max_message_size,
-        },
+        limits: proto::Limits { max_message_size },
     };
     let mut stdin = std::io::stdin().lock();
     let mut line = Vec::new();
@@ -412,6 +413,8 @@ pub(crate) fn node_main(
     p.stream_stop.store(true, Ordering::SeqCst);
     let _ = p.cpg.finalize();
     let _ = dispatcher.join();
-    p.node.stop();
+    if let Some(n) = p.node {
+        n.stop();
+    }
     Ok(())
 }
