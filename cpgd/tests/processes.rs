@@ -7,7 +7,6 @@
 //! own clients; a restarted cpgd serves new clients.
 
 #[path = "../../cpg-std/tests/common/procs.rs"]
-#[allow(dead_code)]
 mod procs;
 
 use std::path::{Path, PathBuf};
@@ -81,7 +80,6 @@ impl Daemons {
         c.kill().unwrap();
         c.wait().unwrap();
     }
-
 }
 
 impl Drop for Daemons {
@@ -160,7 +158,11 @@ fn three_daemons_two_clients_each_order_kills_and_restart() {
     for &c in &ids {
         for size in [1usize << 20, 16 << 20] {
             let m = p.wait_deliver(at, c, |m| m.len == size);
-            assert_eq!(m.intact, Some(true), "client {c}: {size} B message corrupted");
+            assert_eq!(
+                m.intact,
+                Some(true),
+                "client {c}: {size} B message corrupted"
+            );
         }
     }
     let st: Vec<Status> = ids
@@ -236,7 +238,12 @@ fn three_daemons_two_clients_each_order_kills_and_restart() {
     d.spawn(3);
     spawn_client(&mut p, 7, &d.socket(3));
     let at = p.mark();
-    assert!(p.call_ok(7, Command::Join { group: "order".into() }));
+    assert!(p.call_ok(
+        7,
+        Command::Join {
+            group: "order".into()
+        }
+    ));
     for c in [1, 3, 4, 7] {
         p.wait_confchg(at, c, |x| x.members.len() == 4);
     }

@@ -27,10 +27,18 @@ pub fn cpgtool_exe() -> PathBuf {
         return PathBuf::from(p);
     }
     let deps = std::env::current_exe().unwrap();
-    let dir = deps.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let dir = deps
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .to_path_buf();
     let exe = dir.join("cpgtool");
     if !exe.exists() {
-        let profile = if dir.ends_with("release") { "--release" } else { "--quiet" };
+        let profile = if dir.ends_with("release") {
+            "--release"
+        } else {
+            "--quiet"
+        };
         let st = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
             .args(["build", profile, "-p", "cpg-std", "--bin", "cpgtool"])
             .status()

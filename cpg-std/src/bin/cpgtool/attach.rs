@@ -34,15 +34,6 @@ pub(crate) struct Attached {
     pub max_message_size: usize,
 }
 
-impl Attached {
-    /// Stop the embedded node (nothing for a daemon client).
-    pub fn stop(self) {
-        if let Some(n) = self.node {
-            n.stop();
-        }
-    }
-}
-
 impl AttachArgs {
     /// The daemon socket asked for, if any (`None` inside: the default).
     pub fn daemon_socket(&self) -> Option<Option<PathBuf>> {

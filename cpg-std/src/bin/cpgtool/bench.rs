@@ -270,6 +270,7 @@ fn start_cpgd(exe: &Path, config: &Path, socket: &Path, dir: &Path) -> Res<std::
     let mut child = std::process::Command::new(&bin)
         .arg("--config")
         .arg(config)
+        .args(["--nodeid", "1"])
         .stdout(std::process::Stdio::null())
         .stderr(err)
         .spawn()

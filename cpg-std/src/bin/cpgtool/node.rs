@@ -280,7 +280,10 @@ impl NodeProc {
             corrupt: t.corrupt,
             fifo_violations: t.fifo_violations,
             per_sender: t.per_sender.clone(),
-            ring: st.as_ref().map(|s| s.ring_id.to_string()).unwrap_or_default(),
+            ring: st
+                .as_ref()
+                .map(|s| s.ring_id.to_string())
+                .unwrap_or_default(),
             members: st.map(|s| s.members).unwrap_or_default(),
             transport: self
                 .node
