@@ -288,21 +288,41 @@ impl Cpg {
     pub fn dispatch(&self, flags: DispatchFlags) -> Result<(), CsError> {
         let mode = match flags {
             DispatchFlags::One => DispatchMode {
-                one: true,
+                limit: 1,
                 block: true,
             },
             DispatchFlags::All => DispatchMode {
-                one: false,
+                limit: usize::MAX,
                 block: false,
             },
             DispatchFlags::Blocking => DispatchMode {
-                one: false,
+                limit: usize::MAX,
                 block: true,
             },
             DispatchFlags::OneNonblocking => DispatchMode {
-                one: true,
+                limit: 1,
                 block: false,
             },
+        };
+        self.node
+            .dispatch(self.handle, mode, &mut RunCallbacks { cpg: self })
+    }
+
+    /// Dispatch at most `limit` pending events without waiting: cpgd moves
+    /// a bounded batch into a client's event ring per call (one node lock,
+    /// one mailbox lock per batch), never more than the ring can take soon.
+    ///
+    /// # Errors
+    /// As [`Cpg::dispatch`] with `OneNonblocking` (`TRY_AGAIN`: nothing
+    /// pending); `INVALID_PARAM` for a limit of 0.
+    #[doc(hidden)]
+    pub fn dispatch_up_to(&self, limit: usize) -> Result<(), CsError> {
+        if limit == 0 {
+            return Err(CsError::InvalidParam);
+        }
+        let mode = DispatchMode {
+            limit,
+            block: false,
         };
         self.node
             .dispatch(self.handle, mode, &mut RunCallbacks { cpg: self })

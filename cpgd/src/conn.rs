@@ -18,7 +18,7 @@ use cpg_core::ipc::{
 use cpg_core::limits::CPG_MEMBERS_MAX;
 use cpg_core::{CsError, GroupName, Guarantee};
 use cpg_ipc::{DaemonConn, PeerCred, RingRx, SharedMem};
-use cpg_std::cpg::{DispatchFlags, FlowControlState, Iteration, IterationType, ModelV1};
+use cpg_std::cpg::{FlowControlState, Iteration, IterationType, ModelV1};
 use cpg_std::{Cpg, Node};
 
 use crate::events::EventOut;
@@ -126,6 +126,10 @@ pub(crate) struct Live {
 /// Records and bytes one visit may take from a connection (fairness).
 const VISIT_RECORDS: usize = 256;
 const VISIT_EVENTS: usize = 256;
+/// Events one dispatch moves into the ring: what does not fit waits in the
+/// connection (at most this many events beyond the ring), the rest stays in
+/// the handle's bounded queue.
+const DISPATCH_BATCH: usize = 32;
 
 impl Live {
     /// Open the handle for `cred.pid` on `node` with the connection's
@@ -290,8 +294,8 @@ impl Live {
             if n >= VISIT_EVENTS {
                 return Verdict::Keep;
             }
-            n += 1;
-            match self.cpg.dispatch(DispatchFlags::OneNonblocking) {
+            n += DISPATCH_BATCH;
+            match self.cpg.dispatch_up_to(DISPATCH_BATCH) {
                 Ok(()) => {}
                 Err(CsError::TryAgain) | Err(CsError::BadHandle) => return Verdict::Keep,
                 // evicted by the node's slow-consumer policy (or the node

@@ -502,7 +502,7 @@ impl DispatchOps for ClientNode {
             self.finish(g);
             let Some(ev) = next? else {
                 // ALL: drained; ONE_NONBLOCKING: nothing pending
-                return if mode.one && done == 0 {
+                return if mode.limited() && done == 0 {
                     Err(CsError::TryAgain)
                 } else {
                     Ok(())
@@ -520,7 +520,7 @@ impl DispatchOps for ClientNode {
             if let Some(e) = self.lock().gate() {
                 return Err(e);
             }
-            if mode.one {
+            if done >= mode.limit {
                 return Ok(());
             }
         }

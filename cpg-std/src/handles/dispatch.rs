@@ -49,12 +49,21 @@ impl Drop for DispatchMark {
     }
 }
 
-/// How [`DispatchOps::dispatch`] takes events: `one` batch of one event, or
-/// batches until drained; `block` waits for an event when none is pending.
+/// How [`DispatchOps::dispatch`] takes events: at most `limit` events
+/// (`usize::MAX`: until drained, or forever when blocking); `block` waits
+/// for an event when none is pending. Non-blocking with a limit, nothing
+/// pending is `TRY_AGAIN` (ONE_NONBLOCKING); without one it is `Ok` (ALL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DispatchMode {
-    pub(crate) one: bool,
+    pub(crate) limit: usize,
     pub(crate) block: bool,
+}
+
+impl DispatchMode {
+    /// Whether "nothing pending" is `TRY_AGAIN` rather than `Ok`.
+    pub(crate) fn limited(&self) -> bool {
+        self.limit != usize::MAX
+    }
 }
 
 /// A message handed to the deliver callback (valid during the call).
@@ -147,8 +156,7 @@ impl<F: FrameBuf + Send + Sync + 'static> DispatchOps for NodeState<F> {
         // One lock of the handle's mailbox (not the node's) moves a batch of
         // events out; the callbacks then run without it. Between callbacks
         // only the `gone` flag is read.
-        let one = mode.one;
-        let max = if one { 1 } else { DISPATCH_BATCH };
+        let limited = mode.limited();
         let mut batch: VecDeque<MailEvent<F>> = VecDeque::new();
         let mut done = 0usize;
         loop {
@@ -161,13 +169,14 @@ impl<F: FrameBuf + Send + Sync + 'static> DispatchOps for NodeState<F> {
                         lock(&self.locked).live(h)?;
                         return Err(CsError::Library);
                     }
+                    let max = DISPATCH_BATCH.min(mode.limit - done);
                     let (n, before) = Mailbox::pop_batch(&mail, &mut m, max, &mut batch);
                     if n > 0 {
                         break before;
                     }
                     if !mode.block {
                         // ALL: drained; ONE_NONBLOCKING: nothing pending
-                        return if one && done == 0 {
+                        return if limited && done == 0 {
                             Err(CsError::TryAgain)
                         } else {
                             Ok(())
@@ -212,7 +221,7 @@ impl<F: FrameBuf + Send + Sync + 'static> DispatchOps for NodeState<F> {
                 }
             }
             drop(cb);
-            if one {
+            if done >= mode.limit {
                 return Ok(());
             }
         }
