@@ -342,6 +342,38 @@ impl RingRx {
         }))
     }
 
+    /// The next record without copying its body: its kind and flags, and
+    /// where the body lies in the mapping (offset, length). The bytes stay
+    /// the consumer's until [`RingRx::release`]; the producer may still
+    /// scribble on them (a lying peer), so copy what decides anything.
+    ///
+    /// # Errors
+    /// As [`RingRx::next_into`].
+    pub fn next_in_place(&mut self) -> Result<Option<(RecordInfo, usize, usize)>, RingError> {
+        let data = self.words.data();
+        let mem = &self.words.mem;
+        let rec = self.cons.next(self.dir, |pos| {
+            let mut h = [0u8; RECORD_HEADER_LEN];
+            mem.copy_out(data + pos, &mut h);
+            h
+        })?;
+        Ok(rec.map(|r| {
+            (
+                RecordInfo {
+                    kind: r.kind,
+                    flags: r.flags,
+                },
+                data + r.body.start,
+                r.body.len(),
+            )
+        }))
+    }
+
+    /// The mapping the ring lies in.
+    pub fn mem(&self) -> &Arc<SharedMem> {
+        &self.words.mem
+    }
+
     /// Release every record read (Release store of the tail), then the
     /// wake-up check: `true` if the producer waits for room and must be
     /// signalled.

@@ -12,8 +12,8 @@ use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cpg_core::ipc::{
-    Assembly, Event, IterEntries, IterEntry, IterScope, List, Message, Op, Reply, ReplyBody,
-    Request, RequestKind, ITERATION_BATCH_MAX,
+    Assembly, Event, IterEntries, IterEntry, IterScope, List, Message, Op, PieceHead, Reply,
+    ReplyBody, Request, RequestKind, ITERATION_BATCH_MAX,
 };
 use cpg_core::limits::CPG_MEMBERS_MAX;
 use cpg_core::{CsError, GroupName, Guarantee};
@@ -334,11 +334,9 @@ impl Live {
                 Ok(_) => {}
                 Err(_) => return Verdict::Disconnect(Cut::Malformed("request ring indices")),
             }
-            let mut body = std::mem::take(&mut self.body);
-            let rec = self.requests.next_into(&mut body);
-            let v = match rec {
+            let (info, at, len) = match self.requests.next_in_place() {
+                Ok(Some(r)) => r,
                 Ok(None) => {
-                    self.body = body;
                     // sleep until the client signals (the flag stays set)
                     match self.requests.prepare_sleep() {
                         Ok(true) => return Verdict::Keep,
@@ -348,16 +346,39 @@ impl Live {
                         }
                     }
                 }
-                Ok(Some(info)) => {
-                    self.counters.requests += 1;
-                    match Request::parse(info.kind, info.flags, &body) {
-                        Ok(req) => self.handle(req),
+                Err(_) => return Verdict::Disconnect(Cut::Malformed("request ring record")),
+            };
+            self.counters.requests += 1;
+            let v = match PieceHead::len_for(info.kind) {
+                // a message piece: its head is parsed from a private copy,
+                // its bytes go to the engine from the ring (one copy)
+                Some(head_len) if len >= head_len => {
+                    let mut head = [0u8; 16];
+                    let head = &mut head[..head_len];
+                    self.mem.copy_out(at, head);
+                    match PieceHead::parse(info.kind, info.flags, head, len - head_len) {
+                        Ok(h) => {
+                            let mem = self.mem.clone();
+                            let piece = mem
+                                .shared_bytes(at + head_len, len - head_len)
+                                .unwrap_or(&[]);
+                            self.piece(h, piece)
+                        }
                         Err(_) => Verdict::Disconnect(Cut::Malformed("request record")),
                     }
                 }
-                Err(_) => Verdict::Disconnect(Cut::Malformed("request ring record")),
+                _ => {
+                    let mut body = std::mem::take(&mut self.body);
+                    body.resize(len, 0);
+                    self.mem.copy_out(at, &mut body);
+                    let v = match Request::parse(info.kind, info.flags, &body) {
+                        Ok(req) => self.handle(req),
+                        Err(_) => Verdict::Disconnect(Cut::Malformed("request record")),
+                    };
+                    self.body = body;
+                    v
+                }
             };
-            self.body = body;
             if v != Verdict::Keep || self.stalled.is_some() {
                 return v;
             }
@@ -376,7 +397,7 @@ impl Live {
     fn handle(&mut self, req: Request<'_>) -> Verdict {
         let id = req.req_id;
         let kind = req.op.kind();
-        if self.partial.is_some() && kind != RequestKind::McastMore {
+        if self.partial.is_some() && !matches!(req.op, Op::McastMore { .. }) {
             return Verdict::Disconnect(Cut::Malformed("a request inside a message's pieces"));
         }
         match req.op {
@@ -394,54 +415,15 @@ impl Live {
                 total_len,
                 piece,
             } => {
-                if total_len as usize > self.message_max {
-                    if self.assembly.first(id, total_len, piece.len()).is_err() {
-                        return Verdict::Disconnect(Cut::Malformed("MCAST pieces"));
-                    }
-                    self.done(id, kind, Err(CsError::TooBig));
-                    self.finish_or_keep_partial(id, guarantee, reply, Vec::new(), true);
-                    return Verdict::Keep;
-                }
-                let first = match self.assembly.first(id, total_len, piece.len()) {
-                    Ok(p) => p,
-                    Err(_) => return Verdict::Disconnect(Cut::Malformed("MCAST pieces")),
-                };
-                if first.complete {
-                    return self.send(id, guarantee, reply, piece);
-                }
-                let mut data = Vec::with_capacity(total_len as usize);
-                data.extend_from_slice(piece);
-                self.partial = Some(Partial {
+                let h = PieceHead::Mcast {
                     req_id: id,
                     guarantee,
                     reply,
-                    data,
-                    refused: false,
-                });
-            }
-            Op::McastMore { piece } => {
-                let p = match self.assembly.more(id, piece.len()) {
-                    Ok(p) => p,
-                    Err(_) => return Verdict::Disconnect(Cut::Malformed("MCAST_MORE pieces")),
+                    total_len,
                 };
-                let Some(partial) = self.partial.as_mut() else {
-                    return Verdict::Disconnect(Cut::Malformed("MCAST_MORE without MCAST"));
-                };
-                if !partial.refused {
-                    partial.data.extend_from_slice(piece);
-                }
-                if p.complete {
-                    let partial = self.partial.take().expect("checked above");
-                    if !partial.refused {
-                        return self.send(
-                            partial.req_id,
-                            partial.guarantee,
-                            partial.reply,
-                            &partial.data,
-                        );
-                    }
-                }
+                return self.piece(h, piece);
             }
+            Op::McastMore { piece } => return self.piece(PieceHead::More { req_id: id }, piece),
             Op::McastZc {
                 guarantee,
                 reply,
@@ -549,6 +531,72 @@ impl Live {
             }
         }
         Verdict::Keep
+    }
+
+    /// An `MCAST` or `MCAST_MORE` piece (`piece` may lie in shared memory:
+    /// it is only copied, never looked at).
+    fn piece(&mut self, head: PieceHead, piece: &[u8]) -> Verdict {
+        if self.partial.is_some() && matches!(head, PieceHead::Mcast { .. }) {
+            return Verdict::Disconnect(Cut::Malformed("a request inside a message's pieces"));
+        }
+        match head {
+            PieceHead::Mcast {
+                req_id: id,
+                guarantee,
+                reply,
+                total_len,
+            } => {
+                if total_len as usize > self.message_max {
+                    if self.assembly.first(id, total_len, piece.len()).is_err() {
+                        return Verdict::Disconnect(Cut::Malformed("MCAST pieces"));
+                    }
+                    self.done(id, RequestKind::Mcast, Err(CsError::TooBig));
+                    self.finish_or_keep_partial(id, guarantee, reply, Vec::new(), true);
+                    return Verdict::Keep;
+                }
+                let first = match self.assembly.first(id, total_len, piece.len()) {
+                    Ok(p) => p,
+                    Err(_) => return Verdict::Disconnect(Cut::Malformed("MCAST pieces")),
+                };
+                if first.complete {
+                    return self.send(id, guarantee, reply, piece);
+                }
+                let mut data = Vec::with_capacity(total_len as usize);
+                data.extend_from_slice(piece);
+                self.partial = Some(Partial {
+                    req_id: id,
+                    guarantee,
+                    reply,
+                    data,
+                    refused: false,
+                });
+                Verdict::Keep
+            }
+            PieceHead::More { req_id: id } => {
+                let p = match self.assembly.more(id, piece.len()) {
+                    Ok(p) => p,
+                    Err(_) => return Verdict::Disconnect(Cut::Malformed("MCAST_MORE pieces")),
+                };
+                let Some(partial) = self.partial.as_mut() else {
+                    return Verdict::Disconnect(Cut::Malformed("MCAST_MORE without MCAST"));
+                };
+                if !partial.refused {
+                    partial.data.extend_from_slice(piece);
+                }
+                if p.complete {
+                    let partial = self.partial.take().expect("checked above");
+                    if !partial.refused {
+                        return self.send(
+                            partial.req_id,
+                            partial.guarantee,
+                            partial.reply,
+                            &partial.data,
+                        );
+                    }
+                }
+                Verdict::Keep
+            }
+        }
     }
 
     fn finish_or_keep_partial(

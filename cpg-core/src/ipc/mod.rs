@@ -76,7 +76,7 @@ pub use event::{ConfchgParts, Event, EventKind, Reply, ReplyBody};
 pub use header::{ConnLayout, LayoutError};
 pub use list::{Entry, IterEntries, IterEntriesIter, IterEntry, List, ListIter};
 pub use pieces::{Assembly, PieceError, Split};
-pub use request::{IterScope, Op, Request, RequestKind};
+pub use request::{IterScope, Op, PieceHead, Request, RequestKind};
 pub use ring::{
     Consumer, Corrupt, Pad, Producer, Record, RecordHeader, Reservation, Ring, RingError,
 };

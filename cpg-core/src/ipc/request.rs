@@ -323,6 +323,83 @@ pub fn mcast_more_header(req_id: u32) -> [u8; MCAST_MORE_HEADER_LEN] {
     h
 }
 
+/// What an `MCAST` or `MCAST_MORE` record says in front of its piece:
+/// the daemon parses this from a private copy of the head and hands the
+/// piece (which decides nothing) to the engine straight from the ring, so
+/// a message is not copied out of shared memory twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceHead {
+    /// `MCAST`: a message, whole or its first piece.
+    Mcast {
+        /// Its request.
+        req_id: u32,
+        /// The guarantee asked for.
+        guarantee: Guarantee,
+        /// Reply on success too.
+        reply: bool,
+        /// Bytes of the whole message.
+        total_len: u32,
+    },
+    /// `MCAST_MORE`: the next piece of the message of `req_id`.
+    More {
+        /// The request of its `MCAST`.
+        req_id: u32,
+    },
+}
+
+impl PieceHead {
+    /// Bytes of the head in front of the piece, for a record of `kind`
+    /// (`None` for kinds without a piece).
+    pub const fn len_for(kind: u16) -> Option<usize> {
+        match RequestKind::from_u16(kind) {
+            Some(RequestKind::Mcast) => Some(MCAST_HEADER_LEN),
+            Some(RequestKind::McastMore) => Some(MCAST_MORE_HEADER_LEN),
+            _ => None,
+        }
+    }
+
+    /// Parse `head` (exactly [`PieceHead::len_for`] bytes) of a record of
+    /// `kind` with `flags` whose piece is `piece_len` bytes: the checks
+    /// [`Request::parse`] makes, without the piece's bytes.
+    ///
+    /// # Errors
+    /// As [`Request::parse`] for the same record.
+    pub fn parse(kind: u16, flags: u16, head: &[u8], piece_len: usize) -> Result<PieceHead, MsgError> {
+        let k = RequestKind::from_u16(kind).ok_or(MsgError::UnknownKind(kind))?;
+        match k {
+            RequestKind::Mcast => {
+                check_flags(flags, FLAG_REPLY)?;
+                check_exact(head, field::PIECE)?;
+                let guarantee = guarantee_at(head)?;
+                check_zero(head, field::GUARANTEE_RESERVED)?;
+                check_zero(head, field::MCAST_RESERVED)?;
+                let total_len = get_u32(head, field::TOTAL_LEN);
+                if (piece_len as u64) > u64::from(total_len) || (piece_len == 0 && total_len > 0) {
+                    return Err(MsgError::Malformed);
+                }
+                Ok(PieceHead::Mcast {
+                    req_id: get_u32(head, field::REQ_ID),
+                    guarantee,
+                    reply: flags & FLAG_REPLY != 0,
+                    total_len,
+                })
+            }
+            RequestKind::McastMore => {
+                check_flags(flags, 0)?;
+                check_exact(head, field::MORE_PIECE)?;
+                check_zero(head, field::MORE_RESERVED)?;
+                if piece_len == 0 {
+                    return Err(MsgError::Malformed);
+                }
+                Ok(PieceHead::More {
+                    req_id: get_u32(head, field::REQ_ID),
+                })
+            }
+            _ => Err(MsgError::UnknownKind(kind)),
+        }
+    }
+}
+
 fn guarantee_at(body: &[u8]) -> Result<Guarantee, MsgError> {
     Guarantee::from_u8(get_u8(body, field::GUARANTEE)).ok_or(MsgError::Malformed)
 }
@@ -572,6 +649,36 @@ mod tests {
 
     use super::*;
     use crate::ipc::strategies::{group_name, guarantee, leak};
+
+    proptest! {
+        /// The head parser agrees with the whole-record parser on any bytes.
+        #[test]
+        fn piece_head_agrees_with_parse(
+            more in any::<bool>(),
+            flags in 0u16..4,
+            body in vec(any::<u8>(), 0..64),
+        ) {
+            let kind = if more { RequestKind::McastMore } else { RequestKind::Mcast } as u16;
+            let head_len = PieceHead::len_for(kind).unwrap();
+            let whole = Request::parse(kind, flags, &body);
+            if body.len() < head_len {
+                prop_assert!(whole.is_err());
+            } else {
+                let head = PieceHead::parse(kind, flags, &body[..head_len], body.len() - head_len);
+                match (whole, head) {
+                    (Ok(Request { req_id, op: Op::Mcast { guarantee, reply, total_len, .. } }),
+                     Ok(PieceHead::Mcast { req_id: r, guarantee: g, reply: y, total_len: t })) => {
+                        prop_assert_eq!((req_id, guarantee, reply, total_len), (r, g, y, t));
+                    }
+                    (Ok(Request { req_id, op: Op::McastMore { .. } }), Ok(PieceHead::More { req_id: r })) => {
+                        prop_assert_eq!(req_id, r);
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
+                }
+            }
+        }
+    }
 
     fn name(s: &[u8]) -> GroupName {
         GroupName::new(s).unwrap()
