@@ -331,11 +331,13 @@ impl RingRx {
         let Some(rec) = rec else {
             return Ok(None);
         };
+        // appended from the shared bytes, not zero-filled then copied over:
+        // the body is copied once, and only ever read from the copy
+        let src = mem
+            .shared_bytes(data + rec.body.start, rec.body.len())
+            .ok_or(RingError::DataTooShort)?;
         body.clear();
-        body.resize(rec.body.len(), 0);
-        if !mem.copy_out(data + rec.body.start, body) {
-            return Err(RingError::DataTooShort);
-        }
+        body.extend_from_slice(src);
         Ok(Some(RecordInfo {
             kind: rec.kind,
             flags: rec.flags,
@@ -367,6 +369,25 @@ impl RingRx {
                 r.body.len(),
             )
         }))
+    }
+
+    /// [`RingRx::next_in_place`], but only if `want` accepts the record's
+    /// kind and flags; otherwise the record stays next.
+    ///
+    /// # Errors
+    /// As [`RingRx::next_into`].
+    pub fn next_in_place_if(
+        &mut self,
+        want: impl FnOnce(&RecordInfo) -> bool,
+    ) -> Result<Option<(RecordInfo, usize, usize)>, RingError> {
+        let before = self.cons;
+        match self.next_in_place()? {
+            Some(r) if want(&r.0) => Ok(Some(r)),
+            _ => {
+                self.cons = before;
+                Ok(None)
+            }
+        }
     }
 
     /// The mapping the ring lies in.

@@ -364,7 +364,12 @@ impl PieceHead {
     ///
     /// # Errors
     /// As [`Request::parse`] for the same record.
-    pub fn parse(kind: u16, flags: u16, head: &[u8], piece_len: usize) -> Result<PieceHead, MsgError> {
+    pub fn parse(
+        kind: u16,
+        flags: u16,
+        head: &[u8],
+        piece_len: usize,
+    ) -> Result<PieceHead, MsgError> {
         let k = RequestKind::from_u16(kind).ok_or(MsgError::UnknownKind(kind))?;
         match k {
             RequestKind::Mcast => {

@@ -113,7 +113,11 @@ pub(super) struct Events {
     bytes_max: usize,
     /// A message in pieces: the record checks, and what came so far.
     asm: Assembly,
-    partial: Option<(GroupName, MemberAddr, Vec<u8>)>,
+    /// A delivery arriving in pieces: its group, sender, and the buffer
+    /// whose bytes from `.3` on are the message so far (the first record's
+    /// body, its header kept in front and its group name cut off, so the
+    /// first piece is never copied a second time).
+    partial: Option<(GroupName, MemberAddr, Vec<u8>, usize)>,
     /// A confchg in parts (MORE), until its last part.
     parts: Option<ConfChgOwned>,
     join: JoinState,
@@ -313,7 +317,22 @@ impl State {
             }
         }
         let mut body = Vec::new();
-        while let Some(c) = self.conn.as_mut() {
+        while self.conn.is_some() {
+            if self.ev.partial.is_some() {
+                // the next piece of a delivery goes straight from the ring
+                // into its buffer
+                match self.more_in_place() {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(why) => {
+                        self.broken(fds, why);
+                        return true;
+                    }
+                }
+            }
+            let Some(c) = self.conn.as_mut() else {
+                break;
+            };
             match c.rx.next_into(&mut body) {
                 Ok(None) => break,
                 Ok(Some(info)) => {
@@ -338,6 +357,54 @@ impl State {
             }
         }
         true
+    }
+
+    /// If the next record is a `DELIVER_MORE`, append its piece to the
+    /// delivery in progress without an intermediate copy (the checks of
+    /// `Event::parse` for it: no flags, a non-empty piece, within the
+    /// announced length). `Ok(false)`: the next record is something else
+    /// (or none), left for the ordinary path.
+    fn more_in_place(&mut self) -> Result<bool, &'static str> {
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(false);
+        };
+        let more = cpg_core::ipc::EventKind::DeliverMore as u16;
+        let Some((info, at, len)) =
+            c.rx.next_in_place_if(|i| i.kind == more)
+                .map_err(|_| "corrupt event ring")?
+        else {
+            return Ok(false);
+        };
+        if info.flags != 0 || len == 0 {
+            return Err("malformed event");
+        }
+        let ev_state = &mut self.ev;
+        ev_state.initial_totem_next = false;
+        let p = ev_state
+            .asm
+            .more(0, len)
+            .map_err(|_| "a delivery piece out of place")?;
+        let (_, _, buf, _) = ev_state
+            .partial
+            .as_mut()
+            .ok_or("a delivery piece out of place")?;
+        // appended from the shared bytes (not zero-filled, then copied over)
+        let src =
+            c.rx.mem()
+                .shared_bytes(at, len)
+                .ok_or("corrupt event ring")?;
+        buf.extend_from_slice(src);
+        if p.complete {
+            let (group, sender, body, start) = ev_state.partial.take().expect("checked above");
+            let msg = start..body.len();
+            ev_state.push(ClientEvent::Deliver {
+                group,
+                sender,
+                body,
+                msg,
+            })?;
+        }
+        Ok(true)
     }
 
     /// One record (its body in `body`, which a delivery in one piece keeps).
@@ -380,9 +447,14 @@ impl State {
                         msg,
                     })?;
                 } else {
-                    let mut buf = Vec::with_capacity(total_len as usize);
-                    buf.extend_from_slice(piece);
-                    ev_state.partial = Some((group, sender, buf));
+                    // the body becomes the buffer: the piece stays where it
+                    // lies, the group name behind it goes, the rest follows
+                    let start = piece.as_ptr() as usize - body.as_ptr() as usize;
+                    let plen = piece.len();
+                    let mut buf = std::mem::take(body);
+                    buf.truncate(start + plen);
+                    buf.reserve_exact(total_len as usize - plen);
+                    ev_state.partial = Some((group, sender, buf, start));
                 }
             }
             Event::DeliverMore { piece } => {
@@ -391,14 +463,15 @@ impl State {
                     .asm
                     .more(0, piece.len())
                     .map_err(|_| "a delivery piece out of place")?;
-                let (_, _, buf) = ev_state
+                let (_, _, buf, _) = ev_state
                     .partial
                     .as_mut()
                     .ok_or("a delivery piece out of place")?;
                 buf.extend_from_slice(piece);
                 if p.complete {
-                    let (group, sender, body) = ev_state.partial.take().expect("checked above");
-                    let msg = 0..body.len();
+                    let (group, sender, body, start) =
+                        ev_state.partial.take().expect("checked above");
+                    let msg = start..body.len();
                     ev_state.push(ClientEvent::Deliver {
                         group,
                         sender,
