@@ -18,6 +18,8 @@
 # each, system cpg-rs) and/or "daemon" (one cpgd and M client processes
 # over shared memory, system cpg-rs-cpgd: the topology of Corosync's rows).
 # With "daemon" alone the report compares cpg-rs-cpgd with Corosync.
+# --daemon-netmtu N (default 65535): cpgd's netmtu; knet's PMTU discovery
+# gives Corosync's single node loopback's MTU the same way.
 #
 # --repeat N runs the whole set of rows N times (spread over time, which
 # helps on a shared machine); the report keeps each row's best repeat.
@@ -48,6 +50,7 @@ sched_rr=no
 repeat=1
 out=""
 ours_topologies="nodes"
+daemon_netmtu=65535
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -68,6 +71,7 @@ while [ $# -gt 0 ]; do
 	--repeat) repeat="$2"; shift 2 ;;
 	--out) out="$2"; shift 2 ;;
 	--ours) ours_topologies="$2"; shift 2 ;;
+	--daemon-netmtu) daemon_netmtu="$2"; shift 2 ;;
 	-h|--help) sed -n '2,32p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
@@ -320,7 +324,9 @@ run_ours_row() { # SYSTEM M SIZE G SEND LAT
 	local tag="$system-m$m-$size-$g-$send$([ "$lat" = 1 ] && echo -lat)-r$rep"
 	local extra=()
 	[ "$lat" = 1 ] && extra=(--latency)
-	[ "$system" = cpg-rs-cpgd ] && extra+=(--daemon)
+	# cpgd's single node on loopback uses loopback's path MTU, as knet's
+	# PMTU discovery gives Corosync's single node (totem netmtu follows it)
+	[ "$system" = cpg-rs-cpgd ] && extra+=(--daemon --netmtu "$daemon_netmtu")
 	local bound
 	bound=$(awk -v s="$seconds" -v m="$m" 'BEGIN { printf "%d", s + 120 }')
 	timeout --kill-after=5 "$bound" "$cpgtool" bench --members "$m" --size "$size" --guarantee "$g" \
