@@ -193,6 +193,13 @@ pub(super) struct State {
     pub(super) join_busy: bool,
     /// Zero-copy slots this handle holds: offset in the region → end.
     pub(super) zc_live: BTreeMap<u64, u64>,
+    /// Slots allocated ahead (`ZC_ALLOC` sent with nobody waiting, its
+    /// reply kept here): `zcb_alloc` takes one without a round trip to the
+    /// daemon. (slot, offset, capacity); still the client's in the daemon's
+    /// eyes, given back with the connection.
+    pub(super) zc_stash: Vec<(SlotId, u64, u32)>,
+    /// `ZC_ALLOC`s sent ahead whose reply has not come yet.
+    pub(super) zc_prefetching: usize,
     /// Slots of dropped buffers still to give back (`ZC_FREE`).
     pub(super) zc_frees: Vec<SlotId>,
     /// A thread sleeps in `poll` (see the module docs).
@@ -288,6 +295,8 @@ impl ClientNode {
             tx_busy: false,
             join_busy: false,
             zc_live: BTreeMap::new(),
+            zc_stash: Vec::new(),
+            zc_prefetching: 0,
             zc_frees: Vec::new(),
             poller: false,
             waiters: 0,
@@ -733,6 +742,19 @@ impl State {
             self.join_busy = false;
             self.ev.join_inflight = None;
             self.ev.leave_inflight = None;
+        }
+        if !awaited && p.kind == RequestKind::ZcAlloc {
+            // a slot allocated ahead: kept for the next zcb_alloc
+            self.zc_prefetching = self.zc_prefetching.saturating_sub(1);
+            if let Ok(Answer::ZcAlloc {
+                slot,
+                offset,
+                capacity,
+            }) = result
+            {
+                self.zc_stash.push((slot, offset, capacity));
+            }
+            return Ok(());
         }
         if awaited {
             self.replies.insert(id, result);

@@ -2,13 +2,16 @@
 //! the connection's zc region, which the daemon registered with io_uring,
 //! so the kernel sends the payload from where the application wrote it.
 //!
-//! `zcb_alloc` asks the daemon for a slot (`ZC_ALLOC`) and hands out its
-//! bytes in the shared mapping as the buffer; `zcb_mcast_joined` names the
+//! `zcb_alloc` takes a slot the daemon gave (`ZC_ALLOC`) and hands out
+//! its bytes in the shared mapping as the buffer: one allocated ahead when
+//! there is one (a few `ZC_ALLOC`s are kept in flight with nobody waiting,
+//! so a stream of zero-copy sends costs no round trip per buffer), else
+//! asked for and waited for; `zcb_mcast_joined` names the
 //! slot in `MCAST_ZC` (the slot passes to the daemon, the buffer is
 //! consumed); `zcb_free`, or dropping the buffer, gives it back
 //! (`ZC_FREE`). A buffer below the copy threshold
-//! (`ZC_COPY_THRESHOLD_DEFAULT`, the engine's default: below it a message
-//! is copied into a packed frame anyway) lives on the heap and goes as an
+//! (`ZC_COPY_THRESHOLD_DEFAULT`, a node's default `zc_copy_threshold`:
+//! below it cpgd copies the message into a packed frame anyway) lives on the heap and goes as an
 //! `MCAST`, without a round trip; so does every buffer when the daemon
 //! offers no zc region.
 //!
@@ -23,7 +26,11 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
 use cpg_core::ipc::{Message, Op, Request};
-use cpg_core::limits::ZC_COPY_THRESHOLD_DEFAULT;
+// the node's default (cpgd copies a zero-copy message below it anyway)
+use crate::config::ZC_COPY_THRESHOLD_DEFAULT;
+
+/// Zero-copy slots a handle keeps allocated ahead (and in flight to be).
+const ZC_PREFETCH: usize = 4;
 use cpg_core::pool::SlotId;
 use cpg_core::{CsError, Guarantee};
 use cpg_ipc::SharedMem;
@@ -156,13 +163,17 @@ impl ClientNode {
             });
         }
         let len = u32::try_from(size).map_err(|_| CsError::TooBig)?;
-        let (slot, offset, capacity) = match self.request(h, Op::ZcAlloc { len })? {
-            Answer::ZcAlloc {
-                slot,
-                offset,
-                capacity,
-            } => (slot, offset, capacity),
-            _ => return Err(CsError::Library),
+        let stashed = self.take_stashed(size);
+        let (slot, offset, capacity) = match stashed {
+            Some(s) => s,
+            None => match self.request(h, Op::ZcAlloc { len })? {
+                Answer::ZcAlloc {
+                    slot,
+                    offset,
+                    capacity,
+                } => (slot, offset, capacity),
+                _ => return Err(CsError::Library),
+            },
         };
         let mut g = self.lock();
         // the reply's slot must be this handle's alone, inside the region:
@@ -201,6 +212,47 @@ impl ClientNode {
             }),
             node: self.key(),
         })
+    }
+
+    /// A slot allocated ahead that holds `size` bytes (the smallest such).
+    /// Slots stashed that are too small for this size go back.
+    fn take_stashed(&self, size: usize) -> Option<(SlotId, u64, u32)> {
+        let mut g = self.lock();
+        if g.gate().is_some() {
+            return None;
+        }
+        let best = g
+            .zc_stash
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.2 as usize >= size)
+            .min_by_key(|(_, s)| s.2)
+            .map(|(i, _)| i);
+        let got = best.map(|i| g.zc_stash.swap_remove(i));
+        // the stash follows the sizes asked for: smaller slots go back
+        let small: Vec<SlotId> = g
+            .zc_stash
+            .iter()
+            .filter(|s| (s.2 as usize) < size)
+            .map(|s| s.0)
+            .collect();
+        if !small.is_empty() {
+            g.zc_stash.retain(|s| s.2 as usize >= size);
+            g.zc_frees.extend(small);
+            g.flush_frees(&self.fds);
+        }
+        got
+    }
+
+    /// After a zero-copy send (its slot passed to the daemon): allocate a
+    /// replacement ahead, so a stream of zero-copy sends finds its next
+    /// slot without a round trip.
+    fn prefetch(&self, g: &mut State, len: u32) {
+        if g.zc_prefetching + g.zc_stash.len() < ZC_PREFETCH
+            && self.send_detached(g, Op::ZcAlloc { len })
+        {
+            g.zc_prefetching += 1;
+        }
     }
 
     /// `zcb_mcast_joined` of a slot: `MCAST_ZC { slot, offset 0, len }`.
@@ -256,6 +308,8 @@ impl ClientNode {
         g.publish(&self.fds);
         g.zc_live.remove(&slot.offset);
         slot.passed = true;
+        let cap = u32::try_from(slot.len).unwrap_or(u32::MAX);
+        self.prefetch(&mut g, cap);
         self.settle_if_needed(g);
         Ok(())
     }
