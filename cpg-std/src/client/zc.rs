@@ -30,7 +30,7 @@ use cpg_core::ipc::{Message, Op, Request};
 use crate::config::ZC_COPY_THRESHOLD_DEFAULT;
 
 /// Zero-copy slots a handle keeps allocated ahead (and in flight to be).
-const ZC_PREFETCH: usize = 4;
+const ZC_PREFETCH: usize = 2;
 use cpg_core::pool::SlotId;
 use cpg_core::{CsError, Guarantee};
 use cpg_ipc::SharedMem;
