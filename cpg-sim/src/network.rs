@@ -191,7 +191,7 @@ pub struct FaultOptions {
     /// its delay starts once it is out: the token queues behind the frames
     /// its holder sent before it, as on a real NIC. Receivers' links are
     /// not modelled (Totem has one sender at a time). Not a fault: the
-    /// scaling run (`benches`, `scaling`) sets it, the sweeps do not.
+    /// scaling run (`benches::scaling`) sets it, the sweeps do not.
     pub link_bits_per_sec: u64,
 }
 
@@ -1081,7 +1081,10 @@ mod tests {
         );
         // A link idle since then starts afresh.
         net.send(&mut rng, Instant(1_000_000), 1, Dest::Node(3), frame(4));
-        assert_eq!(net.next_ready().map(|x| x.0), Some(Instant(1_000_000 + wire + d)));
+        assert_eq!(
+            net.next_ready().map(|x| x.0),
+            Some(Instant(1_000_000 + wire + d))
+        );
     }
 
     #[test]
