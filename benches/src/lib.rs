@@ -2,11 +2,15 @@
 //! the workload they share on the engine in memory: N engines on
 //! `cpg_sim::perfect::Cluster` (a lossless, zero-delay network driven as
 //! fast as the engines allow: the simulator without faults, without its
-//! checkers), one group, every node multicasting.
+//! checkers), one group, every node multicasting; and [`scaling`], how
+//! cost grows with the ring, on the simulator's network in simulated time
+//! (`cargo run --release -p benches --bin scaling`).
 
 use cpg_core::engine::{EngineOptions, Request};
 use cpg_core::{Duration, GroupName, Guarantee};
 use cpg_sim::perfect::Cluster;
+
+pub mod scaling;
 
 /// A frame in the in-memory network.
 pub type Frame = cpg_sim::network::Frame;

@@ -838,6 +838,11 @@ impl FifoChecker {
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
     }
+    /// How many messages [`FifoChecker::undelivered_own`] would list,
+    /// without listing them (a load generator asks after every step).
+    pub fn undelivered_own_count(&self, node: NodeId) -> usize {
+        self.own_pending.get(&node).map_or(0, BTreeSet::len)
+    }
     /// Nodes (current incarnations) that delivered `key`.
     pub fn delivered_by(&self, key: &MsgKey) -> Vec<NodeId> {
         self.seen

@@ -7,6 +7,9 @@
 //! (malformed frames derived from real ones), replay of old captured
 //! frames, symmetric partitions (node groups), one-way link blocks and
 //! scripted drop rules. Loopback (`Dest::Node(self)`) is never faulted.
+//! Optionally each sender's link has a speed
+//! ([`FaultOptions::link_bits_per_sec`]): its copies then leave one after
+//! the other, so a frame's size costs time.
 //!
 //! Everything random comes from the caller's one seeded PRNG; nothing here
 //! iterates a `HashMap`, so a seed replays exactly.
@@ -181,7 +184,21 @@ pub struct FaultOptions {
     pub one_way: bool,
     /// Mean time between random fault actions (partition, crash, block).
     pub fault_interval: Duration,
+    /// Speed of each node's uplink in bits per second; 0 = unlimited (a
+    /// frame leaves the moment it is sent). Otherwise every copy a node
+    /// sends (udpu: a multicast is one unicast per peer) occupies its link
+    /// for its size plus [`WIRE_OVERHEAD`] bytes, one after the other, and
+    /// its delay starts once it is out: the token queues behind the frames
+    /// its holder sent before it, as on a real NIC. Receivers' links are
+    /// not modelled (Totem has one sender at a time). Not a fault: the
+    /// scaling run (`benches::scaling`) sets it, the sweeps do not.
+    pub link_bits_per_sec: u64,
 }
+
+/// Bytes a frame costs on the wire besides its own with a link speed set
+/// ([`FaultOptions::link_bits_per_sec`]): IPv4 and UDP headers (28) plus
+/// Ethernet's header, FCS, preamble and inter-frame gap (38).
+pub const WIRE_OVERHEAD: usize = 28 + 38;
 
 impl FaultOptions {
     /// A perfect network with a small fixed delay and a little jitter.
@@ -199,6 +216,7 @@ impl FaultOptions {
             crashes: false,
             one_way: false,
             fault_interval: Duration::from_millis(1000),
+            link_bits_per_sec: 0,
         }
     }
 
@@ -246,6 +264,7 @@ impl FaultOptions {
             crashes: on(rng, 0.5),
             one_way: on(rng, 0.3),
             fault_interval: Duration::from_millis(rng.gen_range(300..3_000)),
+            link_bits_per_sec: 0,
         }
     }
 
@@ -448,6 +467,8 @@ pub struct Network {
     tampers: Vec<TamperRule>,
     history: VecDeque<(NodeId, Dest, Frame)>,
     capture: Option<Vec<(NodeId, Dest, Frame)>>,
+    /// When each sender's link is free again (with a link speed set).
+    link_free: BTreeMap<NodeId, Instant>,
     /// Cluster id of the simulated cluster (for foreign-cluster garbage).
     pub cluster_id: u32,
     /// Counters.
@@ -468,6 +489,7 @@ impl Network {
             tampers: Vec::new(),
             history: VecDeque::new(),
             capture: None,
+            link_free: BTreeMap::new(),
             cluster_id,
             stats: NetStats::default(),
         }
@@ -645,6 +667,21 @@ impl Network {
         self.queue.clear();
     }
 
+    /// When a copy of `len` bytes `from` sends at `now` is out on its link
+    /// (`now` itself without a link speed).
+    fn transmit(&mut self, from: NodeId, now: Instant, len: usize) -> Instant {
+        let bps = self.faults.link_bits_per_sec;
+        if bps == 0 {
+            return now;
+        }
+        let bits = (len + WIRE_OVERHEAD) as u128 * 8;
+        let ns = (bits * 1_000_000_000).div_ceil(u128::from(bps));
+        let start = self.link_free.get(&from).map_or(now, |&t| t.max(now));
+        let done = start + Duration(u64::try_from(ns).unwrap_or(u64::MAX));
+        self.link_free.insert(from, done);
+        done
+    }
+
     fn delay(&self, rng: &mut ChaCha8Rng) -> Duration {
         let mut d = self.faults.delay_base.0;
         if self.faults.jitter_mean.0 > 0 {
@@ -794,6 +831,8 @@ impl Network {
                 );
             }
         }
+        // The sender's link carries the copy whatever becomes of it later.
+        let departs = self.transmit(from, now, frame.len());
         if !self.connected(from, to) {
             self.stats.cut += 1;
             return;
@@ -806,7 +845,7 @@ impl Network {
             self.stats.lost += 1;
             return;
         }
-        let at = now + self.delay(rng);
+        let at = departs + self.delay(rng);
         let mut frame = self.tampered(from, frame);
         if self.faults.corrupt > 0.0
             && frame_kind(&frame) != Some(header::KIND_MCAST)
@@ -1007,6 +1046,45 @@ mod tests {
         }
         let order: Vec<u8> = drain(&mut net).iter().map(|p| p.frame[39]).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_link_speed_queues_each_senders_copies() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut f = FaultOptions::none();
+        f.jitter_mean = Duration::ZERO;
+        f.delay_base = Duration::from_micros(50);
+        // 8 Gbit/s: one byte per nanosecond.
+        f.link_bits_per_sec = 8_000_000_000;
+        let mut net = Network::new(&[1, 2, 3], f, 7);
+        let wire = (40 + WIRE_OVERHEAD) as u64;
+        // A multicast is one copy per peer, one after the other on node 1's
+        // link; node 2's link is its own; node 1's next frame waits its turn.
+        net.send(&mut rng, Instant(0), 1, Dest::AllOthers, frame(1));
+        net.send(&mut rng, Instant(0), 2, Dest::Node(3), frame(2));
+        net.send(&mut rng, Instant(0), 1, Dest::Node(2), frame(3));
+        let mut got: Vec<(u64, NodeId, NodeId, u8)> = Vec::new();
+        while let Some((t, _)) = net.next_ready() {
+            if let Some(Some(p)) = net.pop_ready(t) {
+                got.push((t.0, p.from, p.to, p.frame[39]));
+            }
+        }
+        let d = 50_000;
+        assert_eq!(
+            got,
+            vec![
+                (wire + d, 1, 2, 1),
+                (wire + d, 2, 3, 2),
+                (2 * wire + d, 1, 3, 1),
+                (3 * wire + d, 1, 2, 3),
+            ]
+        );
+        // A link idle since then starts afresh.
+        net.send(&mut rng, Instant(1_000_000), 1, Dest::Node(3), frame(4));
+        assert_eq!(
+            net.next_ready().map(|x| x.0),
+            Some(Instant(1_000_000 + wire + d))
+        );
     }
 
     #[test]
