@@ -63,6 +63,7 @@ pub const EXCERPT_CHARS_MAX: usize = 80;
 pub const ZCB_MAX_MIN: usize = 1024 * 1024;
 pub use cpg_uring::{ZeroCopy, RX_HEADROOM};
 
+pub mod corosync;
 pub mod ipc;
 mod queue;
 pub mod ranges;
@@ -432,6 +433,9 @@ pub enum ConfigError {
     /// An `[ipc]` setting the daemon cannot use (the message names it).
     #[error("{0}")]
     Ipc(String),
+    /// A corosync.conf that cannot be carried over.
+    #[error("corosync.conf: {0}")]
+    Corosync(#[from] corosync::CorosyncConfError),
     /// Receive buffer count not a power of two.
     #[error("pool.rx_buffers = {0} must be a power of two in {range}", range = ranges::POOL_RX_BUFFERS)]
     RxBuffers(usize),

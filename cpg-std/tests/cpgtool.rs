@@ -209,3 +209,47 @@ fn bench_prints_one_json_line_per_run() {
     assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{v}");
     assert!(l["samples"].as_u64().unwrap() > 0, "{v}");
 }
+
+#[test]
+fn config_from_corosync_writes_our_toml_and_names_what_it_drops() {
+    let dir = std::env::temp_dir().join(format!("cpgtool-from-cs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("corosync.conf");
+    std::fs::write(
+        &conf,
+        "totem {\n version: 2\n cluster_name: prod\n token: 5000\n crypto_cipher: aes256\n \
+         crypto_hash: sha256\n}\nquorum {\n provider: corosync_votequorum\n}\nnodelist {\n \
+         node {\n  nodeid: 1\n  ring0_addr: 10.0.0.1\n }\n node {\n  nodeid: 2\n  \
+         ring0_addr: 10.0.0.2\n  ring1_addr: 10.1.0.2\n }\n}\n",
+    )
+    .unwrap();
+    let out = dir.join("cpg.toml");
+    let o = Command::new(EXE)
+        .args(["config", "--from-corosync"])
+        .arg(&conf)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("quorum"), "{err}");
+    assert!(err.contains("ring1_addr"), "{err}");
+    let f = cpg_std::ConfigFile::load(&out).unwrap();
+    assert_eq!(f.cluster_name, "prod");
+    assert_eq!(f.totem.token_ms, Some(5000));
+    assert_eq!(f.nodelist.len(), 2);
+    assert_eq!(f.nodelist[1].addr, "10.0.0.2:5405".parse().unwrap());
+    // a host name is refused with the reason, nothing written
+    std::fs::write(&conf, "totem {\n cluster_name: x\n}\nnodelist {\n node {\n  nodeid: 1\n  ring0_addr: node1\n }\n}\n").unwrap();
+    let o = Command::new(EXE)
+        .args(["config", "--from-corosync"])
+        .arg(&conf)
+        .arg("--out")
+        .arg(dir.join("no.toml"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an IPv4 address"));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -10,20 +10,24 @@ use cpgd::{Daemon, StopMode};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 const USAGE: &str =
-    "usage: cpgd --config FILE [--nodeid N] [--log-level error|warn|info|debug|trace]
+    "usage: cpgd (--config FILE | --corosync-conf FILE) [--nodeid N] [--log-level error|warn|info|debug|trace]
 
 Runs one CPG node for this host and serves client processes on the
-[ipc] socket of FILE (default /run/cpgd/cpgd.sock). Clients: Cpg::connect
+[ipc] socket of FILE (default /run/cpgd/cpgd.sock). With --corosync-conf,
+Corosync's file is read directly (what it does not carry over is logged);
+the node is --nodeid, else the nodelist entry whose address is local. Clients: Cpg::connect
 in Rust, cpgtool chat --daemon, cpgtool groups.";
 
 struct Args {
     config: PathBuf,
+    corosync: bool,
     nodeid: Option<u32>,
     level: log::LevelFilter,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut config = None;
+    let mut corosync = false;
     let mut nodeid = None;
     let mut level = std::env::var("CPGD_LOG")
         .ok()
@@ -34,6 +38,12 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--config" | "-c" => {
                 config = Some(PathBuf::from(it.next().ok_or("--config needs a file")?))
+            }
+            "--corosync-conf" => {
+                config = Some(PathBuf::from(
+                    it.next().ok_or("--corosync-conf needs a file")?,
+                ));
+                corosync = true;
             }
             "--nodeid" | "-n" => {
                 let v = it.next().ok_or("--nodeid needs a number")?;
@@ -52,7 +62,8 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(Args {
-        config: config.ok_or("--config FILE is required")?,
+        config: config.ok_or("--config FILE or --corosync-conf FILE is required")?,
+        corosync,
         nodeid,
         level,
     })
@@ -70,14 +81,28 @@ fn main() -> ExitCode {
         }
     };
     cpgd::logger::init(args.level);
-    let file = match cpg_std::ConfigFile::load(&args.config) {
+    let loaded = if args.corosync {
+        cpg_std::config::corosync::load(&args.config).map(|(f, notes)| {
+            for n in notes {
+                log::warn!(target: "cpgd", "{}: {}", args.config.display(), n.0);
+            }
+            f
+        })
+    } else {
+        cpg_std::ConfigFile::load(&args.config)
+    };
+    let file = match loaded {
         Ok(f) => f,
         Err(e) => {
             log::error!(target: "cpgd", "{e}");
             return ExitCode::from(1);
         }
     };
-    let config = match file.validate(args.nodeid) {
+    let nodeid = args
+        .nodeid
+        .or_else(|| file.nodeid)
+        .or_else(|| local_node(&file));
+    let config = match file.validate(nodeid) {
         Ok(c) => c,
         Err(e) => {
             log::error!(target: "cpgd", "{}: {e}", args.config.display());
@@ -109,4 +134,13 @@ fn main() -> ExitCode {
     daemon.wait();
     handle.close();
     ExitCode::SUCCESS
+}
+
+/// The nodelist entry whose address belongs to this host (Corosync finds
+/// its node the same way): the first one a UDP socket can bind to.
+fn local_node(file: &cpg_std::ConfigFile) -> Option<u32> {
+    file.nodelist
+        .iter()
+        .find(|n| std::net::UdpSocket::bind((*n.addr.ip(), 0)).is_ok())
+        .map(|n| n.nodeid)
 }

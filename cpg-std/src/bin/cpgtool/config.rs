@@ -163,3 +163,24 @@ pub(crate) fn write_config_with(
         source,
     })
 }
+
+/// `cpgtool config --from-corosync FILE --out F`: corosync.conf as our
+/// TOML; what is not carried over one to one is named on stderr.
+pub(crate) fn from_corosync(conf: &Path, out: &Path) -> Res<()> {
+    let (f, notes) = cpg_std::config::corosync::load(conf)?;
+    for n in &notes {
+        eprintln!("cpgtool config: {}: {}", conf.display(), n.0);
+    }
+    std::fs::write(out, f.to_toml()).map_err(|source| Error::File {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    println!(
+        "cpgtool config: wrote {} from {} ({} node(s); {} note(s) above)",
+        out.display(),
+        conf.display(),
+        f.nodelist.len(),
+        notes.len()
+    );
+    Ok(())
+}

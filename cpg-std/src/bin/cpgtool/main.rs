@@ -107,6 +107,10 @@ enum Cmd {
     BenchMember(member::MemberArgs),
     /// Write a configuration for N nodes on free 127.0.0.1 ports.
     Config {
+        /// Read this corosync.conf instead and write it as our TOML (every
+        /// setting not carried over is named on stderr).
+        #[arg(long)]
+        from_corosync: Option<PathBuf>,
         /// Nodes.
         #[arg(long, default_value_t = 3)]
         nodes: u32,
@@ -181,6 +185,12 @@ fn main() {
         Cmd::Bench(a) => bench::bench_main(&a),
         Cmd::BenchMember(a) => member::member_main(&a),
         Cmd::Config {
+            from_corosync: Some(conf),
+            out,
+            ..
+        } => config::from_corosync(&conf, &out),
+        Cmd::Config {
+            from_corosync: None,
             nodes,
             out,
             state_dir,
