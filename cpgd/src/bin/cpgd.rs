@@ -98,10 +98,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let nodeid = args
-        .nodeid
-        .or_else(|| file.nodeid)
-        .or_else(|| local_node(&file));
+    let nodeid = args.nodeid.or(file.nodeid).or_else(|| local_node(&file));
     let config = match file.validate(nodeid) {
         Ok(c) => c,
         Err(e) => {
