@@ -132,6 +132,7 @@ pub struct Daemon {
     stats: Arc<Mutex<DaemonStats>>,
     socket: PathBuf,
     node_id: cpg_core::NodeId,
+    node_probe: cpg_std::testing::NodeProbe,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -175,6 +176,7 @@ impl Daemon {
             .set_nonblocking(true)
             .map_err(DaemonError::Socket)?;
         let node = Node::start(config).map_err(DaemonError::Node)?;
+        let node_probe = cpg_std::testing::probe(&node);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_fd = Arc::new(EventFd::new().map_err(DaemonError::Socket)?);
         let mode = Arc::new(Mutex::new(StopMode::Graceful));
@@ -239,6 +241,7 @@ impl Daemon {
             stats,
             socket,
             node_id: config.node_id,
+            node_probe,
         })
     }
 
@@ -273,6 +276,14 @@ impl Daemon {
     ) {
         let p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
         (p.sends.clone(), p.regions.clone(), p.transport)
+    }
+
+    /// The node's status, counters and freeze switch, read from the
+    /// caller's thread (tests: the ring formed, evictions, a request held
+    /// in flight).
+    #[doc(hidden)]
+    pub fn node_probe(&self) -> &cpg_std::testing::NodeProbe {
+        &self.node_probe
     }
 
     /// Stop: close every connection (clients answer LIBRARY), stop the
