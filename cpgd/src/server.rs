@@ -779,15 +779,19 @@ impl Loop {
                 self.close(id, Cut::Finalized);
             }
         } else {
-            // as if the process died: no leave is sent, sockets just close
+            // As if the process died: nothing is sent, sockets just close.
+            // The node dies first: dropping a connection drops its handle,
+            // which finalizes it, and on a live node that multicasts a
+            // LEAVE (the others would see PROCDOWN for each client, before
+            // the NODEDOWN a dead daemon gives).
+            if let Some(node) = self.node.take() {
+                node.kill();
+            }
             self.conns.clear();
         }
         self.publish_stats();
         if let Some(node) = self.node.take() {
-            match mode {
-                StopMode::Graceful => node.stop(),
-                StopMode::Abrupt => node.kill(),
-            }
+            node.stop();
         }
         log::info!(target: "cpgd", "stopped: {:?}", self.totals);
     }
