@@ -908,6 +908,11 @@ fn zero_copy_buffers_are_slots_of_the_shared_region() {
         f.accept_join();
         let me = f.me();
         let (zc_off, _) = f.d.zc_region();
+        // above the largest slot class: the daemon says TOO_BIG (the
+        // largest message is no bound of a slot)
+        let r = f.expect(RequestKind::ZcAlloc);
+        assert_eq!(r.req().op, Op::ZcAlloc { len: MSG_MAX + 1 });
+        f.reply(&r, Err(CsError::TooBig));
         // alloc → slot (1, gen 5) at 8 KiB
         let r = f.expect(RequestKind::ZcAlloc);
         assert_eq!(r.req().op, Op::ZcAlloc { len: 4096 });
@@ -999,7 +1004,7 @@ fn zero_copy_buffers_are_slots_of_the_shared_region() {
     assert_eq!(
         cpg.zcb_alloc(MSG_MAX as usize + 1).err(),
         Some(CsError::TooBig),
-        "above the largest message, locally"
+        "above the largest slot, from the daemon"
     );
     let mut buf = cpg.zcb_alloc(4096).unwrap();
     assert_eq!(buf.capacity(), 4096);
