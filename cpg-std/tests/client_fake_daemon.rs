@@ -579,8 +579,7 @@ fn a_reply_passes_undispatched_events_which_stay_queued_in_order() {
                 }),
             );
         }
-        let r = f.expect(RequestKind::FlowControlStateGet);
-        f.reply(&r, Ok(ReplyBody::FlowControlState { enabled: false }));
+        // (flow_control_state_get is answered locally: no FLOW_CONTROL came)
         // iteration: 18 entries in batches of 16, then NO_SECTIONS
         let entries: Vec<IterEntry> = (0..18)
             .map(|pid| IterEntry {
@@ -673,8 +672,15 @@ fn the_fd_is_level_triggered() {
         let me = f.me();
         f.deliver(&g, me, b"one");
         // replied after both events: the client reads them past
-        let r = f.expect(RequestKind::FlowControlStateGet);
-        f.reply(&r, Ok(ReplyBody::FlowControlState { enabled: false }));
+        let r = f.expect(RequestKind::MembershipGet);
+        f.reply(
+            &r,
+            Ok(ReplyBody::Membership {
+                total: 1,
+                offset: 0,
+                members: List::from_slice(&[me]),
+            }),
+        );
         // the client's mcast, answered once its dispatch drained the ring
         let (_, msg) = f.read_mcast();
         f.deliver(&g, me, &msg);
@@ -690,7 +696,7 @@ fn the_fd_is_level_triggered() {
     let fd1 = raw(&cpg);
     assert!(!readable(&cpg, 0));
     cpg.join(&group("fd")).unwrap();
-    cpg.flow_control_state_get().unwrap();
+    cpg.membership_get(&group("fd")).unwrap();
     assert!(readable(&cpg, 0), "two events pending");
     cpg.dispatch(DispatchFlags::One).unwrap();
     assert!(readable(&cpg, 0), "one event still pending: still readable");
@@ -1222,6 +1228,7 @@ fn a_request_waits_for_a_message_in_pieces_to_end() {
 fn try_again_when_the_ring_is_full_or_flow_control_is_on() {
     let (filled_tx, filled_rx) = mpsc::channel::<usize>();
     let (ack_tx, ack_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
     let daemon = Daemon::start(0, move |f| {
         let g = f.accept_join();
         // not reading: the client fills the ring
@@ -1231,8 +1238,8 @@ fn try_again_when_the_ring_is_full_or_flow_control_is_on() {
         }
         f.send(&Event::FlowControl { enabled: true });
         ack_tx.send(()).unwrap();
-        let r = f.expect(RequestKind::FlowControlStateGet);
-        f.reply(&r, Ok(ReplyBody::FlowControlState { enabled: true }));
+        // flow_control_state_get is answered from the event, locally
+        go_rx.recv().unwrap();
         f.send(&Event::FlowControl { enabled: false });
         ack_tx.send(()).unwrap();
         let (_, msg) = f.read_mcast();
@@ -1264,6 +1271,7 @@ fn try_again_when_the_ring_is_full_or_flow_control_is_on() {
     cpg.dispatch(DispatchFlags::All).unwrap();
     assert_eq!(send(&cpg, b"x"), Err(CsError::TryAgain));
     assert_eq!(cpg.flow_control_state_get(), Ok(FlowControlState::Enabled));
+    go_tx.send(()).unwrap();
     ack_rx.recv().unwrap();
     // a send reads the ring for the edge that ends it
     send(&cpg, b"after").unwrap();

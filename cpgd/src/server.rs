@@ -199,6 +199,7 @@ impl Daemon {
             next_blocked_check: Instant::now(),
             stats: stats.clone(),
             totals: DaemonStats::default(),
+            flow_control: false,
         };
         epoll::add(
             &lp.epoll,
@@ -357,6 +358,8 @@ struct Loop {
     next_blocked_check: Instant,
     stats: Arc<Mutex<DaemonStats>>,
     totals: DaemonStats,
+    /// The node's flow control as the connections were last told.
+    flow_control: bool,
 }
 
 impl Loop {
@@ -421,6 +424,7 @@ impl Loop {
             for &id in &ready {
                 self.visit(id, now);
             }
+            self.flow_control_edge();
             self.publish_stats();
             self.serve_probe();
         }
@@ -429,6 +433,10 @@ impl Loop {
     fn timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let mut t = Duration::from_millis(500);
+        if self.flow_control {
+            // the edge that ends it comes from the engine, not from a fd
+            t = t.min(Duration::from_millis(1));
+        }
         for c in self.conns.values() {
             match &c.state {
                 ConnState::Hello { deadline, .. } => {
@@ -620,6 +628,40 @@ impl Loop {
         log::debug!(target: "cpgd", "client pid {} uid {} connected (connection {id})", cred.pid, cred.uid);
         if !ok {
             self.close(id, Cut::Malformed("epoll registration"));
+        }
+    }
+
+    /// Send every connection `FLOW_CONTROL` on each edge of the node's
+    /// flow control (`docs/spec/ipc.md` §7): clients answer
+    /// `flow_control_state_get` from it without a request, which would wait
+    /// behind the multicasts this loop holds back exactly while flow
+    /// control is on (and a client's mcast answers TRY_AGAIN early). It
+    /// turns on when the engine's send queue fills, so a multicast the
+    /// engine refused has stalled a connection; it turns off as the queue
+    /// drains, looked for every millisecond meanwhile ([`Loop::timeout`]).
+    fn flow_control_edge(&mut self) {
+        let live = || {
+            self.conns.values().filter_map(|c| match &c.state {
+                ConnState::Live(l) => Some(l),
+                ConnState::Hello { .. } => None,
+            })
+        };
+        if !self.flow_control && !live().any(|l| l.is_stalled()) {
+            return;
+        }
+        let Some(on) = live().find_map(|l| l.node_flow_control()) else {
+            // nobody to tell: a new connection starts with it off
+            self.flow_control = false;
+            return;
+        };
+        if on == self.flow_control {
+            return;
+        }
+        self.flow_control = on;
+        for c in self.conns.values_mut() {
+            if let ConnState::Live(l) = &mut c.state {
+                l.flow_control(on);
+            }
         }
     }
 
