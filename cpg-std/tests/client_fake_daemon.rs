@@ -1282,6 +1282,39 @@ fn try_again_when_the_ring_is_full_or_flow_control_is_on() {
     daemon.join();
 }
 
+/// A send while the handle's own LEAVE is in the ring, unanswered, is
+/// TRY_AGAIN: written, it would go after the LEAVE, where the daemon
+/// refuses it, although the send had said CS_OK.
+#[test]
+fn a_send_while_the_own_leave_is_unanswered_is_try_again() {
+    let (leave_tx, leave_rx) = mpsc::channel::<()>();
+    let (tried_tx, tried_rx) = mpsc::channel::<()>();
+    let daemon = Daemon::start(0, move |f| {
+        let g = f.accept_join();
+        let me = f.me();
+        let r = f.expect(RequestKind::Leave);
+        leave_tx.send(()).unwrap();
+        tried_rx.recv().unwrap();
+        f.ok(&r);
+        f.confchg(&g, &[], &[(me, Reason::Leave)], &[]);
+        f.accept_finalize();
+    });
+    let cpg = Arc::new(daemon.connect(ModelV1::default()).unwrap());
+    let g = group("lv");
+    cpg.join(&g).unwrap();
+    let leaver = {
+        let (cpg, g) = (cpg.clone(), g.clone());
+        std::thread::spawn(move || cpg.leave(&g))
+    };
+    leave_rx.recv().unwrap();
+    assert_eq!(send(&cpg, b"x"), Err(CsError::TryAgain), "leave in flight");
+    tried_tx.send(()).unwrap();
+    assert_eq!(leaver.join().unwrap(), Ok(()));
+    assert_eq!(send(&cpg, b"x"), Err(CsError::NotExist), "leaving");
+    cpg.finalize().unwrap();
+    daemon.join();
+}
+
 #[test]
 fn the_join_state_follows_replies_and_own_confchgs() {
     let daemon = Daemon::start(0, |f| {
