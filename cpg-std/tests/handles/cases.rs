@@ -1181,8 +1181,9 @@ pub fn multicasts_racing_a_leave_are_delivered_before_it_or_refused<C: Cluster>(
         h.cpg.join(&g).unwrap();
         assert!(h.wait_members(&g, 1));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Arc::new(AtomicUsize::new(0));
         let sender = {
-            let (h, stop) = (h.clone(), stop.clone());
+            let (h, stop, started) = (h.clone(), stop.clone(), started.clone());
             std::thread::spawn(move || {
                 let mut accepted = 0u32;
                 let mut k = 0u32;
@@ -1202,7 +1203,10 @@ pub fn multicasts_racing_a_leave_are_delivered_before_it_or_refused<C: Cluster>(
                         })
                     };
                     match r {
-                        Ok(()) => accepted += 1,
+                        Ok(()) => {
+                            accepted += 1;
+                            started.store(1, Ordering::Relaxed);
+                        }
                         Err(CsError::TryAgain) => std::thread::yield_now(),
                         Err(CsError::NotExist) => break,
                         Err(e) => panic!("mcast: {e}"),
@@ -1211,6 +1215,8 @@ pub fn multicasts_racing_a_leave_are_delivered_before_it_or_refused<C: Cluster>(
                 accepted
             })
         };
+        // the sender is under way (a loaded machine may start it late)
+        assert!(until(|| started.load(Ordering::Relaxed) > 0));
         std::thread::sleep(std::time::Duration::from_millis(20));
         let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
