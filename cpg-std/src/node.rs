@@ -121,6 +121,17 @@ impl Node {
         &*self.control
     }
 
+    /// The node's controls and its transport's freeze switch, apart from
+    /// the node ([`crate::testing::probe`]).
+    pub(crate) fn probe_parts(
+        &self,
+    ) -> (Arc<dyn NodeControl>, Option<Arc<crate::transport::Gate>>) {
+        (
+            self.control.clone(),
+            self.running.as_ref().and_then(|r| r.gate()),
+        )
+    }
+
     /// Stop gracefully: a LEAVE tells the others at once; open handles
     /// answer `LIBRARY` from now on.
     pub fn stop(mut self) {

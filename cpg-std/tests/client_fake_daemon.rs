@@ -579,8 +579,7 @@ fn a_reply_passes_undispatched_events_which_stay_queued_in_order() {
                 }),
             );
         }
-        let r = f.expect(RequestKind::FlowControlStateGet);
-        f.reply(&r, Ok(ReplyBody::FlowControlState { enabled: false }));
+        // (flow_control_state_get is answered locally: no FLOW_CONTROL came)
         // iteration: 18 entries in batches of 16, then NO_SECTIONS
         let entries: Vec<IterEntry> = (0..18)
             .map(|pid| IterEntry {
@@ -673,8 +672,15 @@ fn the_fd_is_level_triggered() {
         let me = f.me();
         f.deliver(&g, me, b"one");
         // replied after both events: the client reads them past
-        let r = f.expect(RequestKind::FlowControlStateGet);
-        f.reply(&r, Ok(ReplyBody::FlowControlState { enabled: false }));
+        let r = f.expect(RequestKind::MembershipGet);
+        f.reply(
+            &r,
+            Ok(ReplyBody::Membership {
+                total: 1,
+                offset: 0,
+                members: List::from_slice(&[me]),
+            }),
+        );
         // the client's mcast, answered once its dispatch drained the ring
         let (_, msg) = f.read_mcast();
         f.deliver(&g, me, &msg);
@@ -690,7 +696,7 @@ fn the_fd_is_level_triggered() {
     let fd1 = raw(&cpg);
     assert!(!readable(&cpg, 0));
     cpg.join(&group("fd")).unwrap();
-    cpg.flow_control_state_get().unwrap();
+    cpg.membership_get(&group("fd")).unwrap();
     assert!(readable(&cpg, 0), "two events pending");
     cpg.dispatch(DispatchFlags::One).unwrap();
     assert!(readable(&cpg, 0), "one event still pending: still readable");
@@ -908,6 +914,11 @@ fn zero_copy_buffers_are_slots_of_the_shared_region() {
         f.accept_join();
         let me = f.me();
         let (zc_off, _) = f.d.zc_region();
+        // above the largest slot class: the daemon says TOO_BIG (the
+        // largest message is no bound of a slot)
+        let r = f.expect(RequestKind::ZcAlloc);
+        assert_eq!(r.req().op, Op::ZcAlloc { len: MSG_MAX + 1 });
+        f.reply(&r, Err(CsError::TooBig));
         // alloc → slot (1, gen 5) at 8 KiB
         let r = f.expect(RequestKind::ZcAlloc);
         assert_eq!(r.req().op, Op::ZcAlloc { len: 4096 });
@@ -999,7 +1010,7 @@ fn zero_copy_buffers_are_slots_of_the_shared_region() {
     assert_eq!(
         cpg.zcb_alloc(MSG_MAX as usize + 1).err(),
         Some(CsError::TooBig),
-        "above the largest message, locally"
+        "above the largest slot, from the daemon"
     );
     let mut buf = cpg.zcb_alloc(4096).unwrap();
     assert_eq!(buf.capacity(), 4096);
@@ -1217,6 +1228,7 @@ fn a_request_waits_for_a_message_in_pieces_to_end() {
 fn try_again_when_the_ring_is_full_or_flow_control_is_on() {
     let (filled_tx, filled_rx) = mpsc::channel::<usize>();
     let (ack_tx, ack_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
     let daemon = Daemon::start(0, move |f| {
         let g = f.accept_join();
         // not reading: the client fills the ring
@@ -1226,8 +1238,8 @@ fn try_again_when_the_ring_is_full_or_flow_control_is_on() {
         }
         f.send(&Event::FlowControl { enabled: true });
         ack_tx.send(()).unwrap();
-        let r = f.expect(RequestKind::FlowControlStateGet);
-        f.reply(&r, Ok(ReplyBody::FlowControlState { enabled: true }));
+        // flow_control_state_get is answered from the event, locally
+        go_rx.recv().unwrap();
         f.send(&Event::FlowControl { enabled: false });
         ack_tx.send(()).unwrap();
         let (_, msg) = f.read_mcast();
@@ -1259,12 +1271,46 @@ fn try_again_when_the_ring_is_full_or_flow_control_is_on() {
     cpg.dispatch(DispatchFlags::All).unwrap();
     assert_eq!(send(&cpg, b"x"), Err(CsError::TryAgain));
     assert_eq!(cpg.flow_control_state_get(), Ok(FlowControlState::Enabled));
+    go_tx.send(()).unwrap();
     ack_rx.recv().unwrap();
     // a send reads the ring for the edge that ends it
     send(&cpg, b"after").unwrap();
     while !taken(&log).iter().any(|e| matches!(e, Ev::Msg { .. })) {
         cpg.dispatch(DispatchFlags::One).unwrap();
     }
+    cpg.finalize().unwrap();
+    daemon.join();
+}
+
+/// A send while the handle's own LEAVE is in the ring, unanswered, is
+/// TRY_AGAIN: written, it would go after the LEAVE, where the daemon
+/// refuses it, although the send had said CS_OK.
+#[test]
+fn a_send_while_the_own_leave_is_unanswered_is_try_again() {
+    let (leave_tx, leave_rx) = mpsc::channel::<()>();
+    let (tried_tx, tried_rx) = mpsc::channel::<()>();
+    let daemon = Daemon::start(0, move |f| {
+        let g = f.accept_join();
+        let me = f.me();
+        let r = f.expect(RequestKind::Leave);
+        leave_tx.send(()).unwrap();
+        tried_rx.recv().unwrap();
+        f.ok(&r);
+        f.confchg(&g, &[], &[(me, Reason::Leave)], &[]);
+        f.accept_finalize();
+    });
+    let cpg = Arc::new(daemon.connect(ModelV1::default()).unwrap());
+    let g = group("lv");
+    cpg.join(&g).unwrap();
+    let leaver = {
+        let (cpg, g) = (cpg.clone(), g.clone());
+        std::thread::spawn(move || cpg.leave(&g))
+    };
+    leave_rx.recv().unwrap();
+    assert_eq!(send(&cpg, b"x"), Err(CsError::TryAgain), "leave in flight");
+    tried_tx.send(()).unwrap();
+    assert_eq!(leaver.join().unwrap(), Ok(()));
+    assert_eq!(send(&cpg, b"x"), Err(CsError::NotExist), "leaving");
     cpg.finalize().unwrap();
     daemon.join();
 }

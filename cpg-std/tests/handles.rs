@@ -2,974 +2,122 @@
 //! of the API, every error code of `docs/spec/cpg-api.md` §0, dispatch modes, threads, slow
 //! consumers. Nodes run on their own threads exactly as with a socket
 //! transport; only the wire is a channel.
+//!
+//! The cases are `handles/cases.rs`, shared with `cpgd/tests/handles.rs`,
+//! which runs them on daemons; this file runs them on embedded nodes
+//! ([`Embedded`]), and holds the cases that only an embedded node can
+//! express.
 
 mod common;
+#[macro_use]
+#[path = "handles/cases.rs"]
+mod cases;
 
-use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
+use cases::Cluster;
 use common::*;
 use cpg_core::Duration as CoreDuration;
 use cpg_std::loopback::LoopbackNet;
-use cpg_std::{
-    testing, Callbacks, Cpg, CsError, DispatchFlags, FlowControlState, GroupName, Guarantee,
-    IterationType, MemberAddr, ModelV1, Node, NodeConfig, Reason,
-};
+use cpg_std::testing::{self, NodeProbe};
+use cpg_std::{Callbacks, Context, Cpg, CsError, ModelV1, Node, NodeConfig, Reason};
+
+/// Nodes `1..=n` on one loopback network, handles opened on them
+/// (`testing::model_initialize_with_pid`: one test process plays many).
+struct Embedded {
+    net: LoopbackNet,
+    nodes: Vec<Option<Node>>,
+}
 
 fn tweak(c: &mut NodeConfig) {
     // robust under a loaded 2-core machine: token 2 s
     c.engine.token = CoreDuration::from_millis(2000);
 }
 
-fn cluster(n: u32) -> (LoopbackNet, Vec<Node>) {
-    cluster_with(n, tweak)
-}
-
-fn cluster_with(n: u32, f: impl Fn(&mut NodeConfig)) -> (LoopbackNet, Vec<Node>) {
-    let net = LoopbackNet::new();
-    let nodes = net
-        .cluster(n, |c| {
-            tweak(c);
-            f(c)
-        })
-        .unwrap();
-    assert!(
-        converged(&nodes.iter().collect::<Vec<_>>()),
-        "ring did not form"
-    );
-    (net, nodes)
-}
-
-/// A config's largest message set to `max`, and the handles' queue cap to
-/// the smallest that takes it (two such messages and 64 KiB).
-fn small_queues(c: &mut NodeConfig, max: usize) {
-    c.engine.max_message_size = max;
-    c.handle_queue_bytes = cpg_std::config::handle_queue_bytes_min(max);
-}
-
-/// One node whose messages are at most `max` bytes and whose handles'
-/// queues are capped at the least that takes them ([`small_queues`]), and
-/// one handle joined to group `name` (the network must outlive the node).
-fn one_node_joined(max: usize, name: &str) -> (LoopbackNet, Node, H, GroupName) {
-    let net = LoopbackNet::new();
-    let mut c = NodeConfig::in_memory(1, &[1]);
-    tweak(&mut c);
-    small_queues(&mut c, max);
-    let node = net.start(&c).unwrap();
-    assert!(converged(&[&node]));
-    let g = group(name);
-    let h = H::open(&node, 1);
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_members(&g, 1));
-    (net, node, h, g)
-}
-
-fn send(h: &H, g: Guarantee, data: &[u8]) -> Result<(), CsError> {
-    h.cpg.mcast_joined(g, &[IoSlice::new(data)])
-}
-
-#[test]
-fn three_nodes_total_order_fifo_safe_and_agreed() {
-    let (_net, nodes) = cluster(3);
-    let g = group("GROUP\0");
-    let hs = join_all(&nodes, 100, &g);
-    for k in 0..100u32 {
-        for (i, h) in hs.iter().enumerate() {
-            let guarantee = if k % 3 == 0 {
-                Guarantee::Safe
-            } else {
-                Guarantee::Agreed
-            };
-            let msg = format!("n{i}-{k}");
-            // two iovecs, concatenated
-            let (a, b) = msg.as_bytes().split_at(2);
-            loop {
-                match h
-                    .cpg
-                    .mcast_joined(guarantee, &[IoSlice::new(a), IoSlice::new(b)])
-                {
-                    Ok(()) => break,
-                    Err(CsError::TryAgain) => std::thread::yield_now(),
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        }
-    }
-    for h in &hs {
-        assert!(h.wait_msgs(300), "all 300 delivered");
-    }
-    let d0 = hs[0].rec.msgs();
-    for h in &hs[1..] {
-        assert_eq!(h.rec.msgs(), d0, "same total order");
-    }
-    for i in 0..3 {
-        let mine: Vec<Vec<u8>> = d0
-            .iter()
-            .filter(|m| m.starts_with(format!("n{i}-").as_bytes()))
-            .cloned()
-            .collect();
-        let expect: Vec<Vec<u8>> = (0..100).map(|k| format!("n{i}-{k}").into_bytes()).collect();
-        assert_eq!(mine, expect, "FIFO for sender {i}");
-    }
-    // senders are identified as (nodeid, pid)
-    let ev = hs[0].rec.events();
-    assert!(ev
-        .iter()
-        .any(|e| matches!(e, Ev::Msg { from, .. } if *from == MemberAddr { nodeid: 2, pid: 100 })));
-}
-
-#[test]
-fn own_join_confchg_and_initial_totem_confchg() {
-    let (_net, mut nodes) = cluster(2);
-    let g = group("t");
-    let a = H::open_totem(&nodes[0], 1);
-    let plain = H::open_with(&nodes[0], 2, true, 0); // totem cb, no initial flag
-    a.cpg.join(&g).unwrap();
-    plain.cpg.join(&g).unwrap();
-    assert!(a.wait_joined(&g));
-    assert!(plain.wait_joined(&g));
-    let ev = a.rec.events();
-    let i = ev
-        .iter()
-        .position(|e| matches!(e, Ev::Conf { joined, .. } if joined.iter().any(|(m, r)| m.pid == 1 && *r == Reason::Join)))
-        .unwrap();
-    match ev.get(i + 1) {
-        Some(Ev::Totem { members, ring }) => {
-            assert_eq!(members, &vec![1, 2]);
-            assert_ne!(ring.seq, 0);
-        }
-        other => {
-            panic!("expected the initial totem confchg right after the own join, got {other:?}")
-        }
-    }
-    let pe = plain.rec.events();
-    let j = pe
-        .iter()
-        .position(|e| matches!(e, Ev::Conf { joined, .. } if joined.iter().any(|(m, r)| m.pid == 2 && *r == Reason::Join)))
-        .unwrap();
-    assert!(
-        !matches!(pe.get(j + 1), Some(Ev::Totem { .. })),
-        "no initial totem confchg without the flag"
-    );
-    // a ring change reaches every handle with the totem callback, joined or not
-    let idle = H::open_with(&nodes[1], 3, true, 0);
-    nodes.remove(1).kill();
-    assert!(plain.wait(|e| e
-        .iter()
-        .any(|e| matches!(e, Ev::Totem { members, .. } if members == &vec![1]))));
-    drop(idle);
-}
-
-#[test]
-fn exist_for_second_join_and_same_process_twice() {
-    let (_net, nodes) = cluster(1);
-    let (g, g2) = (group("a"), group("b"));
-    let h = H::open(&nodes[0], 7);
-    h.cpg.join(&g).unwrap();
-    assert_eq!(h.cpg.join(&g), Err(CsError::Exist), "same group again");
-    assert_eq!(h.cpg.join(&g2), Err(CsError::Exist), "one group per handle");
-    let same_pid = H::open(&nodes[0], 7);
-    assert_eq!(
-        same_pid.cpg.join(&g),
-        Err(CsError::Exist),
-        "same (nodeid, pid) in the same group"
-    );
-    same_pid.cpg.join(&g2).unwrap();
-    let other_pid = H::open(&nodes[0], 8);
-    other_pid.cpg.join(&g).unwrap();
-    assert!(h.wait_members(&g, 2));
-    // still EXIST once the join completed
-    assert_eq!(h.cpg.join(&g), Err(CsError::Exist));
-}
-
-#[test]
-fn not_exist_for_mcast_and_leave_without_a_join() {
-    let (_net, nodes) = cluster(1);
-    let (g, other) = (group("a"), group("b"));
-    let h = H::open(&nodes[0], 1);
-    assert_eq!(
-        send(&h, Guarantee::Agreed, b"x"),
-        Err(CsError::NotExist),
-        "mcast never joined"
-    );
-    assert_eq!(
-        h.cpg.leave(&g),
-        Err(CsError::NotExist),
-        "leave never joined"
-    );
-    h.cpg.join(&g).unwrap();
-    // mcast while the join is requested but not yet delivered: accepted
-    send(&h, Guarantee::Agreed, b"early").unwrap();
-    assert_eq!(
-        h.cpg.leave(&other),
-        Err(CsError::NotExist),
-        "leave with another group's name"
-    );
-    assert!(
-        h.wait_msgs(1),
-        "the early message is delivered after the join"
-    );
-    h.cpg.leave(&g).unwrap();
-    assert_eq!(
-        send(&h, Guarantee::Agreed, b"late"),
-        Err(CsError::NotExist),
-        "mcast after leave requested"
-    );
-    assert_eq!(h.cpg.leave(&g), Err(CsError::NotExist), "second leave");
-    let me = h.me();
-    assert!(h.wait(|e| e
-        .iter()
-        .any(|e| matches!(e, Ev::Conf { left, .. } if left.contains(&(me, Reason::Leave))))));
-    assert_eq!(
-        send(&h, Guarantee::Agreed, b"after"),
-        Err(CsError::NotExist),
-        "mcast after the leave"
-    );
-    assert_eq!(h.rec.msgs(), vec![b"early".to_vec()]);
-}
-
-#[test]
-fn join_again_after_leave() {
-    let (_net, nodes) = cluster(2);
-    let (g1, g2) = (group("one"), group("two"));
-    let h = H::open(&nodes[0], 1);
-    let peer = H::open(&nodes[1], 1);
-    peer.cpg.join(&g1).unwrap();
-    h.cpg.join(&g1).unwrap();
-    assert!(h.wait_members(&g1, 2));
-    h.cpg.leave(&g1).unwrap();
-    let me = h.me();
-    assert!(h.wait(|e| e
-        .iter()
-        .any(|e| matches!(e, Ev::Conf { left, .. } if left.contains(&(me, Reason::Leave))))));
-    assert!(peer.wait(|e| e
-        .iter()
-        .any(|e| matches!(e, Ev::Conf { left, .. } if left.contains(&(me, Reason::Leave))))));
-    let n_before = h.rec.events().len();
-    // the old group's traffic no longer reaches it
-    send(&peer, Guarantee::Agreed, b"g1-after").unwrap();
-    assert!(peer.wait(|e| e
-        .iter()
-        .any(|e| matches!(e, Ev::Msg { data, .. } if data == b"g1-after"))));
-    // join another group, then the first again
-    h.cpg.join(&g2).unwrap();
-    assert!(h.wait_joined(&g2));
-    h.cpg.leave(&g2).unwrap();
-    assert!(h.wait(|e| e
-        .iter()
-        .filter(|e| matches!(e, Ev::Conf { left, .. } if left.contains(&(me, Reason::Leave))))
-        .count()
-        == 2));
-    h.cpg.join(&g1).unwrap();
-    assert!(h.wait_members(&g1, 2));
-    send(&h, Guarantee::Agreed, b"back").unwrap();
-    assert!(peer.wait(|e| e
-        .iter()
-        .any(|e| matches!(e, Ev::Msg { data, .. } if data == b"back"))));
-    let later = &h.rec.events()[n_before..];
-    assert!(
-        !later
-            .iter()
-            .any(|e| matches!(e, Ev::Msg { data, .. } if data == b"g1-after")),
-        "no traffic between leave and rejoin"
-    );
-}
-
-#[test]
-fn try_again_join_while_own_leave_in_flight() {
-    let (net, nodes) = cluster(1);
-    let g = group("a");
-    let h = H::open(&nodes[0], 1);
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_joined(&g));
-    net.set_frozen(1, true);
-    h.cpg.leave(&g).unwrap();
-    assert_eq!(
-        h.cpg.join(&g),
-        Err(CsError::TryAgain),
-        "own leave not yet delivered"
-    );
-    assert_eq!(h.cpg.join(&group("b")), Err(CsError::TryAgain));
-    net.set_frozen(1, false);
-    let me = h.me();
-    assert!(h.wait(|e| e
-        .iter()
-        .any(|e| matches!(e, Ev::Conf { left, .. } if left.contains(&(me, Reason::Leave))))));
-    h.cpg.join(&g).unwrap();
-}
-
-#[test]
-fn try_again_and_flow_control_when_the_send_queue_is_full() {
-    let (net, nodes) = cluster_with(1, |c| c.engine.send_queue_frames = 64);
-    let g = group("fc");
-    let h = H::open(&nodes[0], 1);
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_joined(&g));
-    assert_eq!(
-        h.cpg.flow_control_state_get(),
-        Ok(FlowControlState::Disabled)
-    );
-    net.set_frozen(1, true);
-    let body = vec![7u8; 1000];
-    let mut accepted = 0usize;
-    let err = loop {
-        match send(&h, Guarantee::Agreed, &body) {
-            Ok(()) => accepted += 1,
-            Err(e) => break e,
-        }
-        assert!(accepted < 100_000, "the queue never filled");
-    };
-    assert_eq!(err, CsError::TryAgain);
-    assert_eq!(
-        h.cpg.flow_control_state_get(),
-        Ok(FlowControlState::Enabled)
-    );
-    // a zero-copy send under flow control: TRY_AGAIN and the buffer comes back
-    let mut zb = h.cpg.zcb_alloc(2000).unwrap();
-    zb[..4].copy_from_slice(b"zcb!");
-    let e = h
-        .cpg
-        .zcb_mcast_joined(Guarantee::Agreed, zb, 2000)
-        .unwrap_err();
-    assert_eq!(e.error, CsError::TryAgain);
-    let zb = e.buf.expect("buffer returned");
-    assert_eq!(&zb[..4], b"zcb!");
-    net.set_frozen(1, false);
-    // nothing accepted is lost
-    assert!(h.wait_msgs(accepted), "every accepted message delivered");
-    assert!(until(
-        || h.cpg.flow_control_state_get() == Ok(FlowControlState::Disabled)
-    ));
-    h.cpg.zcb_mcast_joined(Guarantee::Agreed, zb, 2000).unwrap();
-    assert!(h.wait_msgs(accepted + 1));
-}
-
-#[test]
-fn try_again_from_one_nonblocking_and_dispatch_modes() {
-    let (_net, nodes) = cluster(1);
-    let g = group("d");
-    let h = H::open(&nodes[0], 1);
-    assert_eq!(
-        h.cpg.dispatch(DispatchFlags::OneNonblocking),
-        Err(CsError::TryAgain)
-    );
-    assert_eq!(
-        h.cpg.dispatch(DispatchFlags::All),
-        Ok(()),
-        "ALL with nothing pending is OK"
-    );
-    h.cpg.join(&g).unwrap();
-    for i in 0..3u8 {
-        send(&h, Guarantee::Agreed, &[i]).unwrap();
-    }
-    // ONE blocks until the first event (the own join confchg)
-    assert_eq!(h.cpg.dispatch(DispatchFlags::One), Ok(()));
-    assert_eq!(h.rec.events().len(), 1);
-    assert!(matches!(h.rec.events()[0], Ev::Conf { .. }));
-    // wait until the three messages are queued (fd readable), then one at a time
-    assert!(until(|| {
-        let _ = h.cpg.dispatch(DispatchFlags::OneNonblocking);
-        h.rec.msg_count() >= 1
-    }));
-    assert_eq!(h.rec.msg_count(), 1, "ONE_NONBLOCKING dispatches one");
-    assert!(h.wait_msgs(3));
-    assert_eq!(
-        h.cpg.dispatch(DispatchFlags::OneNonblocking),
-        Err(CsError::TryAgain)
-    );
-}
-
-#[test]
-fn fd_is_readable_exactly_while_events_are_pending() {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let (_net, nodes) = cluster(1);
-    let h = H::open(&nodes[0], 1);
-    let fd1 = h.cpg.fd_get().unwrap().as_raw_fd_for_test();
-    for _ in 0..1000 {
-        assert_eq!(
-            h.cpg.fd_get().unwrap().as_raw_fd_for_test(),
-            fd1,
-            "stable fd"
-        );
-    }
-    let ready = |t: i64| {
-        let mut fds = [PollFd::new(&h.cpg, PollFlags::IN)];
-        poll(
-            &mut fds,
-            Some(&Timespec {
-                tv_sec: t,
-                tv_nsec: 0,
-            }),
-        )
-        .unwrap()
-            == 1
-    };
-    assert!(!ready(0));
-    h.cpg.join(&group("fd")).unwrap();
-    assert!(ready(30), "readable once the own join confchg is queued");
-    h.cpg.dispatch(DispatchFlags::All).unwrap();
-    assert!(!ready(0), "drained: not readable");
-    h.cpg.finalize().unwrap();
-    assert!(ready(0), "a finalized handle's fd stays readable");
-    assert_eq!(h.cpg.dispatch(DispatchFlags::All), Err(CsError::BadHandle));
-}
-
-trait RawFdForTest {
-    fn as_raw_fd_for_test(&self) -> i32;
-}
-impl RawFdForTest for std::os::fd::BorrowedFd<'_> {
-    fn as_raw_fd_for_test(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd()
+impl Embedded {
+    fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node running")
     }
 }
 
-#[test]
-fn bad_handle_after_finalize() {
-    let (_net, nodes) = cluster(1);
-    let g = group("bh");
-    let h = H::open(&nodes[0], 1);
-    h.cpg.join(&g).unwrap();
-    let mut it = h
-        .cpg
-        .iteration_initialize(IterationType::All, None)
-        .unwrap();
-    h.cpg.finalize().unwrap();
-    let c = &h.cpg;
-    assert_eq!(c.finalize(), Err(CsError::BadHandle), "second finalize");
-    assert_eq!(c.join(&g), Err(CsError::BadHandle));
-    assert_eq!(c.leave(&g), Err(CsError::BadHandle));
-    assert_eq!(send(&h, Guarantee::Agreed, b"x"), Err(CsError::BadHandle));
-    assert_eq!(c.dispatch(DispatchFlags::All), Err(CsError::BadHandle));
-    assert_eq!(c.local_get(), Err(CsError::BadHandle));
-    assert_eq!(c.membership_get(&g).err(), Some(CsError::BadHandle));
-    assert_eq!(c.flow_control_state_get().err(), Some(CsError::BadHandle));
-    assert_eq!(c.context_get().err(), Some(CsError::BadHandle));
-    assert_eq!(c.context_set(None), Err(CsError::BadHandle));
-    assert_eq!(c.max_atomic_msgsize_get(), Err(CsError::BadHandle));
-    assert_eq!(c.fd_get().err(), Some(CsError::BadHandle));
-    assert_eq!(c.zcb_alloc(10).err(), Some(CsError::BadHandle));
-    assert_eq!(
-        c.iteration_initialize(IterationType::All, None).err(),
-        Some(CsError::BadHandle)
-    );
-    assert_eq!(
-        it.next_entry(),
-        Err(CsError::BadHandle),
-        "iterations die with their handle"
-    );
-    // a new handle reuses the slot with another check value
-    let h2 = H::open(&nodes[0], 2);
-    assert_ne!(h2.cpg.handle(), h.cpg.handle());
-    assert_eq!(
-        h2.cpg.handle() & 0xFFFF_FFFF,
-        h.cpg.handle() & 0xFFFF_FFFF,
-        "same slot"
-    );
-    assert_eq!(
-        h.cpg.local_get(),
-        Err(CsError::BadHandle),
-        "stale handle stays stale"
-    );
-    assert_eq!(h2.cpg.local_get(), Ok(1));
-}
+impl Cluster for Embedded {
+    const REUSES_HANDLE_SLOTS: bool = true;
 
-#[test]
-fn invalid_param_cases() {
-    let (net, nodes) = cluster(1);
-    let r = Cpg::model_initialize(
-        &nodes[0],
-        ModelV1 {
-            flags: 0x2,
-            ..Default::default()
-        },
-        None,
-    );
-    assert_eq!(r.err(), Some(CsError::InvalidParam), "unknown model flag");
-    let h = H::open(&nodes[0], 1);
-    let g = group("ip");
-    assert_eq!(
-        h.cpg
-            .iteration_initialize(IterationType::OneGroup, None)
-            .err(),
-        Some(CsError::InvalidParam)
-    );
-    assert_eq!(
-        h.cpg
-            .iteration_initialize(IterationType::All, Some(&g))
-            .err(),
-        Some(CsError::InvalidParam)
-    );
-    assert_eq!(
-        h.cpg
-            .iteration_initialize(IterationType::NameOnly, Some(&g))
-            .err(),
-        Some(CsError::InvalidParam)
-    );
-    h.cpg.join(&g).unwrap();
-    let zb = h.cpg.zcb_alloc(100).unwrap();
-    let e = h
-        .cpg
-        .zcb_mcast_joined(Guarantee::Agreed, zb, 101)
-        .unwrap_err();
-    assert_eq!(e.error, CsError::InvalidParam, "len beyond the buffer");
-    assert!(e.buf.is_some());
-    // a buffer of another node
-    let other = net.start(&{
-        let mut c = NodeConfig::in_memory(9, &[9]);
-        tweak(&mut c);
+    fn start(n: u32, f: &dyn Fn(&mut NodeConfig)) -> Embedded {
+        let net = LoopbackNet::new();
+        let nodes = net
+            .cluster(n, |c| {
+                tweak(c);
+                f(c)
+            })
+            .unwrap();
+        let c = Embedded {
+            net,
+            nodes: nodes.into_iter().map(Some).collect(),
+        };
+        let probes: Vec<NodeProbe> = (0..n as usize).map(|i| c.probe(i)).collect();
+        assert!(cases::converged(&probes), "ring did not form");
         c
-    });
-    let other = other.unwrap();
-    let h9 = H::open(&other, 1);
-    let zb9 = h9.cpg.zcb_alloc(10).unwrap();
-    let e = h
-        .cpg
-        .zcb_mcast_joined(Guarantee::Agreed, zb9, 10)
-        .unwrap_err();
-    assert_eq!(e.error, CsError::InvalidParam, "buffer from another node");
-}
-
-#[test]
-fn name_too_long() {
-    assert_eq!(
-        GroupName::new(&[b'x'; 129]).err(),
-        Some(CsError::NameTooLong)
-    );
-    let max = GroupName::new(&[b'x'; 128]).unwrap();
-    let (_net, nodes) = cluster(1);
-    let h = H::open(&nodes[0], 1);
-    h.cpg.join(&max).unwrap();
-    assert!(h.wait_joined(&max));
-    // length counts: "GROUP" and "GROUP\0" are different groups
-    let h2 = H::open(&nodes[0], 2);
-    h2.cpg.join(&group("GROUP")).unwrap();
-    let h3 = H::open(&nodes[0], 2);
-    h3.cpg.join(&group("GROUP\0")).unwrap();
-}
-
-#[test]
-fn too_big_for_mcast_zcb_alloc_and_zcb_mcast() {
-    let (_net, nodes) = cluster_with(1, |c| c.engine.max_message_size = 100_000);
-    let g = group("big");
-    let h = H::open(&nodes[0], 1);
-    h.cpg.join(&g).unwrap();
-    let big = vec![1u8; 100_001];
-    assert_eq!(send(&h, Guarantee::Agreed, &big), Err(CsError::TooBig));
-    let half = vec![1u8; 50_000];
-    assert_eq!(
-        h.cpg.mcast_joined(
-            Guarantee::Agreed,
-            &[IoSlice::new(&half), IoSlice::new(&half)]
-        ),
-        Ok(()),
-        "exactly the max"
-    );
-    assert_eq!(
-        h.cpg.mcast_joined(
-            Guarantee::Agreed,
-            &[IoSlice::new(&half), IoSlice::new(&half), IoSlice::new(b"!")]
-        ),
-        Err(CsError::TooBig)
-    );
-    let zmax = 1024 * 1024 + 4096 - 256;
-    assert_eq!(
-        h.cpg.zcb_alloc(zmax + 1).err(),
-        Some(CsError::TooBig),
-        "above the largest slot"
-    );
-    let zb = h.cpg.zcb_alloc(200_000).unwrap();
-    let e = h
-        .cpg
-        .zcb_mcast_joined(Guarantee::Agreed, zb, 150_000)
-        .unwrap_err();
-    assert_eq!(e.error, CsError::TooBig);
-    assert!(h.wait_msgs(1));
-}
-
-#[test]
-fn no_space_when_membership_array_is_too_small() {
-    let (_net, nodes) = cluster(2);
-    let g = group("m");
-    let hs: Vec<H> = (0..3)
-        .map(|i| H::open(&nodes[i % 2], 10 + i as u32))
-        .collect();
-    for h in &hs {
-        h.cpg.join(&g).unwrap();
     }
-    assert!(hs[0].wait_members(&g, 3));
-    let outsider = H::open(&nodes[1], 99);
-    assert!(until(|| outsider.cpg.membership_get(&g).unwrap().len() == 3));
-    let mut small = [MemberAddr::default(); 2];
-    let mut needed = 0;
-    assert_eq!(
-        outsider
-            .cpg
-            .membership_get_into(&g, &mut small, &mut needed),
-        Err(CsError::NoSpace)
-    );
-    assert_eq!(needed, 3);
-    assert_eq!(
-        small,
-        [MemberAddr::default(); 2],
-        "nothing written past or within capacity"
-    );
-    let mut enough = [MemberAddr::default(); 5];
-    assert_eq!(
-        outsider
-            .cpg
-            .membership_get_into(&g, &mut enough, &mut needed),
-        Ok(3)
-    );
-    let expect = [
-        MemberAddr { nodeid: 1, pid: 10 },
-        MemberAddr { nodeid: 1, pid: 12 },
-        MemberAddr { nodeid: 2, pid: 11 },
-    ];
-    assert_eq!(&enough[..3], &expect[..], "sorted by (nodeid, pid)");
-    assert_eq!(
-        outsider.cpg.membership_get(&group("nobody")).unwrap(),
-        vec![],
-        "unknown group: empty"
-    );
-}
 
-#[test]
-fn iteration_name_only_one_group_all_and_no_sections() {
-    let (_net, nodes) = cluster(1);
-    let (a, b) = (group("a"), group("b"));
-    let h1 = H::open(&nodes[0], 1);
-    let h2 = H::open(&nodes[0], 2);
-    let h3 = H::open(&nodes[0], 3);
-    h1.cpg.join(&a).unwrap();
-    h2.cpg.join(&a).unwrap();
-    h3.cpg.join(&b).unwrap();
-    assert!(h1.wait_members(&a, 2));
-    assert!(h3.wait_joined(&b));
-    let names: Vec<_> = h1
-        .cpg
-        .iteration_initialize(IterationType::NameOnly, None)
-        .unwrap()
-        .map(|d| (d.group, d.nodeid, d.pid))
-        .collect();
-    assert_eq!(names, vec![(a.clone(), 0, 0), (b.clone(), 0, 0)]);
-    let one: Vec<_> = h1
-        .cpg
-        .iteration_initialize(IterationType::OneGroup, Some(&a))
-        .unwrap()
-        .map(|d| d.pid)
-        .collect();
-    assert_eq!(one, vec![1, 2]);
-    let mut all = h1
-        .cpg
-        .iteration_initialize(IterationType::All, None)
-        .unwrap();
-    let mut n = 0;
-    loop {
-        match all.next_entry() {
-            Ok(_) => n += 1,
-            Err(e) => {
-                assert_eq!(e, CsError::NoSections, "past the end");
-                break;
-            }
-        }
+    fn open_model(
+        &self,
+        i: usize,
+        pid: u32,
+        model: ModelV1,
+        context: Context,
+    ) -> Result<Cpg, CsError> {
+        testing::model_initialize_with_pid(self.node(i), pid, model, context)
     }
-    assert_eq!(n, 3);
-    assert_eq!(all.next_entry(), Err(CsError::NoSections));
-    all.finalize().unwrap();
-    assert_eq!(
-        all.finalize(),
-        Err(CsError::BadHandle),
-        "iteration finalized twice"
-    );
-    assert_eq!(all.next_entry(), Err(CsError::BadHandle));
-    // a snapshot: later changes are not seen
-    let mut snap = h1
-        .cpg
-        .iteration_initialize(IterationType::OneGroup, Some(&b))
-        .unwrap();
-    h1.cpg.leave(&a).unwrap();
-    h2.cpg.finalize().unwrap();
-    assert_eq!(snap.next_entry().map(|d| d.pid), Ok(3));
-    assert_eq!(snap.next_entry(), Err(CsError::NoSections));
-}
 
-#[test]
-fn local_get_context_and_max_atomic() {
-    let (_net, nodes) = cluster(2);
-    let h = H::open(&nodes[1], 1);
-    assert_eq!(h.cpg.local_get(), Ok(2));
-    assert_eq!(h.cpg.max_atomic_msgsize_get(), Ok(1_047_552));
-    assert!(h.cpg.context_get().unwrap().is_none());
-    h.cpg.context_set(Some(Arc::new(42u32))).unwrap();
-    let c = h.cpg.context_get().unwrap().unwrap();
-    assert_eq!(c.downcast_ref::<u32>(), Some(&42));
-    // per-handle isolation
-    let others: Vec<Cpg> = (0..20)
-        .map(|i| {
-            testing::model_initialize_with_pid(
-                &nodes[0],
-                100 + i,
-                ModelV1::default(),
-                Some(Arc::new(i)),
-            )
-            .unwrap()
-        })
-        .collect();
-    for (i, c) in others.iter().enumerate() {
-        assert_eq!(
-            c.context_get().unwrap().unwrap().downcast_ref::<u32>(),
-            Some(&(i as u32))
-        );
+    fn open_legacy(&self, i: usize, callbacks: Callbacks) -> Result<Cpg, CsError> {
+        Cpg::initialize(self.node(i), callbacks)
     }
-    // the legacy constructor
-    let legacy = Cpg::initialize(&nodes[0], Callbacks::default()).unwrap();
-    assert_eq!(legacy.local_get(), Ok(1));
-}
 
-#[test]
-fn blocked_dispatch_while_another_thread_mcasts_then_finalize_wakes_it() {
-    let (_net, nodes) = cluster(2);
-    let g = group("cpgbench");
-    let count = Arc::new(AtomicUsize::new(0));
-    let c2 = count.clone();
-    let model = ModelV1 {
-        deliver: Some(Box::new(move |_, _| {
-            c2.fetch_add(1, Ordering::SeqCst);
-        })),
-        ..Default::default()
-    };
-    let cpg = Arc::new(testing::model_initialize_with_pid(&nodes[0], 5, model, None).unwrap());
-    let peer = H::open(&nodes[1], 6);
-    cpg.join(&g).unwrap();
-    peer.cpg.join(&g).unwrap();
-    // messages ordered before the peer's own JOIN are not the peer's to
-    // deliver: send once it is in
-    assert!(peer.wait_members(&g, 2));
-    let d = cpg.clone();
-    let dispatcher = std::thread::spawn(move || d.dispatch(DispatchFlags::Blocking));
-    let s = cpg.clone();
-    let total = 2000;
-    let sender = std::thread::spawn(move || {
-        let mut sent = 0;
-        while sent < total {
-            match s.mcast_joined(Guarantee::Agreed, &[IoSlice::new(&[0u8; 100])]) {
-                Ok(()) => sent += 1,
-                Err(CsError::TryAgain) => std::thread::sleep(std::time::Duration::from_millis(1)),
-                Err(e) => panic!("{e}"),
-            }
-        }
-    });
-    sender.join().unwrap();
-    assert!(
-        until(|| count.load(Ordering::SeqCst) == total),
-        "blocked dispatcher delivered everything"
-    );
-    assert!(peer.wait_msgs(total));
-    assert!(!dispatcher.is_finished(), "BLOCKING keeps waiting");
-    cpg.finalize().unwrap();
-    assert_eq!(dispatcher.join().unwrap(), Err(CsError::BadHandle));
-    // the peer sees PROCDOWN for the finalized, joined handle
-    assert!(peer.wait(|e| e
-        .iter()
-        .any(|e| matches!(e, Ev::Conf { left, .. } if left.contains(&(MemberAddr { nodeid: 1, pid: 5 }, Reason::ProcDown))))));
-}
-
-#[test]
-fn finalize_from_another_thread_wakes_dispatch_one() {
-    let (_net, nodes) = cluster(1);
-    let cpg = Arc::new(Cpg::model_initialize(&nodes[0], ModelV1::default(), None).unwrap());
-    let d = cpg.clone();
-    let t = std::thread::spawn(move || d.dispatch(DispatchFlags::One));
-    std::thread::sleep(std::time::Duration::from_millis(50)); // let it block (not needed for correctness)
-    cpg.finalize().unwrap();
-    assert_eq!(t.join().unwrap(), Err(CsError::BadHandle));
-}
-
-#[test]
-fn finalize_inside_a_callback_stops_dispatch_with_bad_handle() {
-    let (_net, nodes) = cluster(1);
-    let g = group("cb");
-    let model = ModelV1 {
-        confchg: Some(Box::new(|cpg, _| {
-            assert_eq!(
-                cpg.dispatch(DispatchFlags::All),
-                Err(CsError::Busy),
-                "no recursive dispatch"
-            );
-            cpg.finalize().unwrap();
-        })),
-        ..Default::default()
-    };
-    let cpg = Cpg::model_initialize(&nodes[0], model, None).unwrap();
-    cpg.join(&g).unwrap();
-    assert_eq!(
-        cpg.dispatch(DispatchFlags::Blocking),
-        Err(CsError::BadHandle)
-    );
-}
-
-#[test]
-fn slow_consumer_is_evicted_and_the_others_see_procdown() {
-    // node 1 caps each handle's queue at 96 KiB (messages of at most 16
-    // KiB); node 2 keeps the default cap
-    let net = LoopbackNet::new();
-    let mk = |id, small: bool| {
-        let mut c = NodeConfig::in_memory(id, &[1, 2]);
-        tweak(&mut c);
-        if small {
-            small_queues(&mut c, 16 * 1024);
-        }
-        net.start(&c).unwrap()
-    };
-    let nodes = [mk(1, true), mk(2, false)];
-    assert!(converged(&nodes.iter().collect::<Vec<_>>()));
-    let g = group("slow");
-    let slow = H::open(&nodes[0], 1);
-    let fast = Arc::new(H::open(&nodes[1], 2));
-    let other = Arc::new(H::open(&nodes[1], 3));
-    slow.cpg.join(&g).unwrap();
-    fast.cpg.join(&g).unwrap();
-    other.cpg.join(&g).unwrap();
-    assert!(fast.wait_members(&g, 3));
-    assert!(other.wait_members(&g, 3));
-    // `slow` never dispatches from here on; `other` dispatches on a thread
-    let o = other.clone();
-    let dispatcher = std::thread::spawn(move || o.cpg.dispatch(DispatchFlags::Blocking));
-    let body = vec![9u8; 1000];
-    let total = 300; // 300 KB > 96 KiB
-    let mut sent = 0;
-    while sent < total {
-        match send(&fast, Guarantee::Agreed, &body) {
-            Ok(()) => sent += 1,
-            Err(CsError::TryAgain) => {
-                let _ = fast.cpg.dispatch(DispatchFlags::All);
-            }
-            Err(e) => panic!("{e}"),
-        }
+    fn pid(&self, pid: u32) -> u32 {
+        pid
     }
-    let slow_addr = MemberAddr { nodeid: 1, pid: 1 };
-    let procdown = |e: &[Ev]| {
-        e.iter().any(
-            |e| matches!(e, Ev::Conf { left, .. } if left.contains(&(slow_addr, Reason::ProcDown))),
-        )
-    };
-    assert!(fast.wait(procdown), "remote member sees PROCDOWN");
-    assert!(
-        until(|| procdown(&other.rec.events())),
-        "a member dispatching on another thread sees PROCDOWN too"
-    );
-    assert!(fast.wait_msgs(total), "the ring did not stall");
-    assert!(
-        until(|| other.rec.msg_count() == total),
-        "a consumer that keeps up lost nothing"
-    );
-    assert_eq!(slow.cpg.dispatch(DispatchFlags::All), Err(CsError::Library));
-    assert_eq!(send(&slow, Guarantee::Agreed, b"x"), Err(CsError::Library));
-    assert_eq!(slow.cpg.join(&g), Err(CsError::Library));
-    assert_eq!(slow.cpg.local_get(), Err(CsError::Library));
-    assert_eq!(nodes[0].stats().evictions, 1);
-    assert_eq!(nodes[1].stats().evictions, 0);
-    assert_eq!(
-        slow.cpg.finalize(),
-        Ok(()),
-        "an evicted handle can still be finalized"
-    );
-    other.cpg.finalize().unwrap();
-    assert_eq!(dispatcher.join().unwrap(), Err(CsError::BadHandle));
-}
 
-#[test]
-fn library_after_the_node_stops() {
-    let (_net, mut nodes) = cluster(1);
-    let h = H::open(&nodes[0], 1);
-    h.cpg.join(&group("x")).unwrap();
-    nodes.remove(0).stop();
-    assert_eq!(h.cpg.dispatch(DispatchFlags::All), Err(CsError::Library));
-    assert_eq!(send(&h, Guarantee::Agreed, b"x"), Err(CsError::Library));
-    assert_eq!(h.cpg.finalize(), Ok(()));
-}
-
-#[test]
-fn killed_node_gives_nodedown_and_survivors_keep_delivering() {
-    let (_net, mut nodes) = cluster(3);
-    let g = group("nd");
-    let hs = join_all(&nodes, 50, &g);
-    let dead = hs.into_iter().collect::<Vec<_>>();
-    let (survivors, victim): (Vec<_>, Vec<_>) = dead
-        .into_iter()
-        .partition(|h| h.cpg.local_get().unwrap() != 3);
-    nodes.remove(2).kill();
-    drop(victim);
-    for h in &survivors {
-        assert!(h.wait(|e| e.iter().any(|e| matches!(e, Ev::Conf { left, .. } if left.iter().any(|(m, r)| m.nodeid == 3 && *r == Reason::NodeDown)))));
+    fn stop(&mut self, i: usize) {
+        self.nodes[i].take().expect("node running").stop();
     }
-    send(&survivors[0], Guarantee::Safe, b"after").unwrap();
-    for h in &survivors {
-        assert!(h.wait(|e| e
-            .iter()
-            .any(|e| matches!(e, Ev::Msg { data, .. } if data == b"after"))));
+
+    fn kill(&mut self, i: usize) {
+        self.nodes[i].take().expect("node running").kill();
+    }
+
+    fn probe(&self, i: usize) -> NodeProbe {
+        testing::probe(self.node(i))
+    }
+
+    fn sent_from(&self, _i: usize, addr: usize) -> usize {
+        addr
+    }
+
+    fn ring_bytes(&self) -> usize {
+        0
     }
 }
 
-#[test]
-fn zero_copy_sends_read_from_inside_the_buffer() {
-    let (_net, nodes) = cluster(3);
-    let g = group("zc");
-    let hs = join_all(&nodes, 1, &g);
-    let threshold = cpg_std::config::ZC_COPY_THRESHOLD_DEFAULT;
-    for (k, size) in [100usize, 1024, 1400, threshold, 300_000, 1_000_000]
-        .into_iter()
-        .enumerate()
-    {
-        let (start, sends) = zcb_send_recorded(&nodes[0], &hs, k, size);
-        let sends: Vec<_> = sends
-            .into_iter()
-            .filter(|s| s.read_addr >= start - 256 && s.read_addr < start + size)
-            .collect();
-        if size >= threshold {
-            assert!(
-                !sends.is_empty(),
-                "size {size}: no send read from the zcb buffer"
-            );
-            let covered: usize = sends.iter().map(|s| s.read_len).sum();
-            assert!(
-                covered >= size,
-                "size {size}: the whole payload was sent from the buffer"
-            );
-        }
-        for s in &sends {
-            assert!(
-                s.read_addr >= s.buf_addr && s.read_addr + s.read_len <= s.buf_addr + s.buf_len,
-                "read outside the buffer"
-            );
-            assert!(
-                s.buf_addr <= start && start + size <= s.buf_addr + s.buf_len,
-                "the buffer is the zcb slot"
-            );
-        }
-        if size < threshold {
-            assert!(sends.is_empty(), "small zcb messages are packed by copy");
-        }
-    }
-}
+handle_cases!(Embedded);
 
+/// Embedded only: three members of one group on one node, two of them
+/// joining in one node's order (over cpgd, one test process is one member
+/// per node, and members on two nodes have no such order).
 #[test]
 fn leave_before_the_own_join_is_delivered_is_ordered_after_it() {
-    let (net, nodes) = cluster(1);
+    let c = Embedded::start(1, &|_| {});
+    let node = c.node(0);
     let g = group("early-leave");
-    let a = H::open(&nodes[0], 1);
+    let a = H::open(node, 1);
     a.cpg.join(&g).unwrap();
     assert!(a.wait_joined(&g));
-    net.set_frozen(1, true);
-    let c = H::open(&nodes[0], 3);
-    let b = H::open(&nodes[0], 2);
-    c.cpg.join(&g).unwrap(); // ordered before b's join: b must not see it
+    c.net.set_frozen(1, true);
+    let cc = H::open(node, 3);
+    let b = H::open(node, 2);
+    cc.cpg.join(&g).unwrap(); // ordered before b's join: b must not see it
     b.cpg.join(&g).unwrap();
     b.cpg.leave(&g).unwrap(); // returns at once, ordered after the join
     assert_eq!(b.cpg.leave(&g), Err(CsError::NotExist));
-    net.set_frozen(1, false);
+    c.net.set_frozen(1, false);
     let bm = b.me();
     assert!(b.wait(|e| e
         .iter()
@@ -988,170 +136,10 @@ fn leave_before_the_own_join_is_delivered_is_ordered_after_it() {
     assert!(a.wait_members(&g, 3));
 }
 
-#[test]
-fn a_sender_outrunning_its_own_dispatch_gets_try_again_not_eviction() {
-    // a 96 KiB queue cap; the handle multicasts without dispatching
-    let cap = 96 * 1024;
-    let (_net, node, h, _g) = one_node_joined(16 * 1024, "backpressure");
-    let body = vec![7u8; 1000];
-    let (mut accepted, mut refused) = (0usize, 0usize);
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while refused < 100 && std::time::Instant::now() < end {
-        match send(&h, Guarantee::Agreed, &body) {
-            Ok(()) => accepted += 1,
-            Err(CsError::TryAgain) => {
-                refused += 1;
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            Err(e) => panic!("{e} after {accepted} accepted"),
-        }
-    }
-    assert!(refused > 0, "back-pressure never answered TRY_AGAIN");
-    assert!(accepted * 1000 < cap, "{accepted} accepted past the cap");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(node.stats().evictions, 0, "the sender was evicted");
-    assert!(h.wait_msgs(accepted), "an accepted message was lost");
-    // dispatching frees the queue: sends are accepted again
-    assert_eq!(send(&h, Guarantee::Agreed, &body), Ok(()));
-    assert!(h.wait_msgs(accepted + 1));
-}
-
-/// A message of `max_message_size` is taken on every send path (copied,
-/// through a pool buffer, and zcb) by a handle with the smallest queue cap
-/// that allows it: the staged paths must not refuse it forever. (A
-/// message can no longer be larger than half the cap: the cap holds two of
-/// the largest and 64 KiB.)
-#[test]
-fn a_maximum_size_message_is_accepted_on_every_send_path() {
-    let (_net, node, h, _g) = one_node_joined(40 * 1024, "big");
-    let retry = |f: &dyn Fn() -> Result<(), CsError>| {
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match f() {
-                Err(CsError::TryAgain) if std::time::Instant::now() < end => {
-                    std::thread::sleep(std::time::Duration::from_millis(2))
-                }
-                r => return r,
-            }
-        }
-    };
-    // 12 KiB (staged copy path), 40 KiB (pool-buffer copy path)
-    for (k, size) in [12 * 1024usize, 40 * 1024].into_iter().enumerate() {
-        let body = vec![k as u8 + 1; size];
-        assert_eq!(
-            retry(&|| send(&h, Guarantee::Agreed, &body)),
-            Ok(()),
-            "copy {size}"
-        );
-        assert!(h.wait_msgs(k + 1), "copy {size} not delivered");
-        assert_eq!(h.rec.msgs()[k], body);
-    }
-    // 40 KiB zcb (staged zero-copy path)
-    let r = retry(&|| {
-        let mut b = h.cpg.zcb_alloc(40 * 1024)?;
-        b.fill(9);
-        h.cpg
-            .zcb_mcast_joined(Guarantee::Agreed, b, 40 * 1024)
-            .map_err(|e| e.error)
-    });
-    assert_eq!(r, Ok(()), "zcb 40 KiB");
-    assert!(h.wait_msgs(3), "zcb 40 KiB not delivered");
-    assert_eq!(h.rec.msgs()[2], vec![9u8; 40 * 1024]);
-    assert_eq!(node.stats().evictions, 0);
-}
-
-/// One thread multicasts (copied and zcb, small and large) as fast as it
-/// can while another leaves the group: every multicast answered CS_OK is
-/// delivered to the sender before its own leave, none after; the others
-/// answer TRY_AGAIN or NOT_EXIST. (A message staged while the leave was
-/// being submitted used to be CS_OK and then refused by the engine.)
-#[test]
-fn multicasts_racing_a_leave_are_delivered_before_it_or_refused() {
-    for round in 0..3u8 {
-        let (_net, nodes) = cluster(1);
-        let g = group("race");
-        let h = std::sync::Arc::new(H::open(&nodes[0], 1));
-        h.cpg.join(&g).unwrap();
-        assert!(h.wait_members(&g, 1));
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sender = {
-            let (h, stop) = (h.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut accepted = 0u32;
-                let mut k = 0u32;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    k += 1;
-                    let size = [16usize, 3000, 20_000][(k % 3) as usize];
-                    let mut body = vec![round; size];
-                    body[..4].copy_from_slice(&k.to_le_bytes());
-                    let r = if k % 2 == 0 {
-                        send(&h, Guarantee::Agreed, &body)
-                    } else {
-                        h.cpg.zcb_alloc(size).and_then(|mut b| {
-                            b.copy_from_slice(&body);
-                            h.cpg
-                                .zcb_mcast_joined(Guarantee::Agreed, b, size)
-                                .map_err(|e| e.error)
-                        })
-                    };
-                    match r {
-                        Ok(()) => accepted += 1,
-                        Err(CsError::TryAgain) => std::thread::yield_now(),
-                        Err(CsError::NotExist) => break,
-                        Err(e) => panic!("mcast: {e}"),
-                    }
-                }
-                accepted
-            })
-        };
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match h.cpg.leave(&g) {
-                Ok(()) => break,
-                Err(CsError::TryAgain) if std::time::Instant::now() < end => {
-                    std::thread::yield_now()
-                }
-                Err(e) => panic!("leave: {e}"),
-            }
-        }
-        // wait for the own leave, then stop the sender
-        let me = h.me();
-        let gb = g.as_bytes().to_vec();
-        assert!(h.wait(|e| e.iter().any(|e| matches!(e, Ev::Conf { group, left, .. } if *group == gb && left.iter().any(|(m, _)| *m == me)))));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let accepted = sender.join().unwrap() as usize;
-        let evs = h.rec.events();
-        let leave_at = evs
-            .iter()
-            .position(|e| matches!(e, Ev::Conf { left, .. } if left.iter().any(|(m, _)| *m == me)))
-            .unwrap();
-        let before = evs[..leave_at]
-            .iter()
-            .filter(|e| matches!(e, Ev::Msg { .. }))
-            .count();
-        let after = evs[leave_at..]
-            .iter()
-            .filter(|e| matches!(e, Ev::Msg { .. }))
-            .count();
-        assert_eq!(
-            before, accepted,
-            "round {round}: CS_OK multicasts delivered before the leave"
-        );
-        assert_eq!(
-            after, 0,
-            "round {round}: a multicast delivered after the own leave"
-        );
-        assert!(
-            accepted > 0,
-            "round {round}: nothing was sent before the leave"
-        );
-    }
-}
-
-/// The in-process loopback transport sends from no external memory.
+/// Embedded only: the in-process loopback transport sends from no
+/// external memory.
 #[test]
 fn loopback_nodes_have_no_external_regions() {
-    let (_net, nodes) = cluster(1);
-    assert!(nodes[0].external_regions().is_none());
+    let c = Embedded::start(1, &|_| {});
+    assert!(c.node(0).external_regions().is_none());
 }

@@ -242,6 +242,24 @@ impl Live {
         self.stalled.is_some()
     }
 
+    /// The node's flow control now, as this connection's handle reads it.
+    pub(crate) fn node_flow_control(&self) -> Option<bool> {
+        self.cpg
+            .flow_control_state_get()
+            .ok()
+            .map(|s| s == FlowControlState::Enabled)
+    }
+
+    /// Tell the client of an edge of the node's flow control: the event
+    /// goes in order with the others, and the client is woken if it sleeps.
+    pub(crate) fn flow_control(&mut self, enabled: bool) {
+        let mut o = lock(&self.out);
+        o.flow_control(enabled);
+        if o.publish() {
+            self.client_wake.signal();
+        }
+    }
+
     /// Zero-copy slots the client holds.
     pub(crate) fn zc_in_use(&self) -> usize {
         self.zc.in_use()

@@ -160,6 +160,11 @@ impl EventOut {
         });
     }
 
+    /// An edge of the node's flow control (`docs/spec/ipc.md` §7).
+    pub(crate) fn flow_control(&mut self, enabled: bool) {
+        self.put_msg(&Event::FlowControl { enabled });
+    }
+
     /// A reply: into the reserve, never held (the daemon takes a request
     /// only when its reply fits). `false` if it did not fit after all.
     pub(crate) fn reply(&mut self, ev: &Event<'_>) -> bool {

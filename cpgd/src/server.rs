@@ -132,6 +132,7 @@ pub struct Daemon {
     stats: Arc<Mutex<DaemonStats>>,
     socket: PathBuf,
     node_id: cpg_core::NodeId,
+    node_probe: cpg_std::testing::NodeProbe,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -175,6 +176,7 @@ impl Daemon {
             .set_nonblocking(true)
             .map_err(DaemonError::Socket)?;
         let node = Node::start(config).map_err(DaemonError::Node)?;
+        let node_probe = cpg_std::testing::probe(&node);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_fd = Arc::new(EventFd::new().map_err(DaemonError::Socket)?);
         let mode = Arc::new(Mutex::new(StopMode::Graceful));
@@ -197,6 +199,7 @@ impl Daemon {
             next_blocked_check: Instant::now(),
             stats: stats.clone(),
             totals: DaemonStats::default(),
+            flow_control: false,
         };
         epoll::add(
             &lp.epoll,
@@ -239,6 +242,7 @@ impl Daemon {
             stats,
             socket,
             node_id: config.node_id,
+            node_probe,
         })
     }
 
@@ -273,6 +277,14 @@ impl Daemon {
     ) {
         let p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
         (p.sends.clone(), p.regions.clone(), p.transport)
+    }
+
+    /// The node's status, counters and freeze switch, read from the
+    /// caller's thread (tests: the ring formed, evictions, a request held
+    /// in flight).
+    #[doc(hidden)]
+    pub fn node_probe(&self) -> &cpg_std::testing::NodeProbe {
+        &self.node_probe
     }
 
     /// Stop: close every connection (clients answer LIBRARY), stop the
@@ -346,6 +358,8 @@ struct Loop {
     next_blocked_check: Instant,
     stats: Arc<Mutex<DaemonStats>>,
     totals: DaemonStats,
+    /// The node's flow control as the connections were last told.
+    flow_control: bool,
 }
 
 impl Loop {
@@ -410,6 +424,7 @@ impl Loop {
             for &id in &ready {
                 self.visit(id, now);
             }
+            self.flow_control_edge();
             self.publish_stats();
             self.serve_probe();
         }
@@ -418,6 +433,10 @@ impl Loop {
     fn timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let mut t = Duration::from_millis(500);
+        if self.flow_control {
+            // the edge that ends it comes from the engine, not from a fd
+            t = t.min(Duration::from_millis(1));
+        }
         for c in self.conns.values() {
             match &c.state {
                 ConnState::Hello { deadline, .. } => {
@@ -612,6 +631,40 @@ impl Loop {
         }
     }
 
+    /// Send every connection `FLOW_CONTROL` on each edge of the node's
+    /// flow control (`docs/spec/ipc.md` §7): clients answer
+    /// `flow_control_state_get` from it without a request, which would wait
+    /// behind the multicasts this loop holds back exactly while flow
+    /// control is on (and a client's mcast answers TRY_AGAIN early). It
+    /// turns on when the engine's send queue fills, so a multicast the
+    /// engine refused has stalled a connection; it turns off as the queue
+    /// drains, looked for every millisecond meanwhile ([`Loop::timeout`]).
+    fn flow_control_edge(&mut self) {
+        let live = || {
+            self.conns.values().filter_map(|c| match &c.state {
+                ConnState::Live(l) => Some(l),
+                ConnState::Hello { .. } => None,
+            })
+        };
+        if !self.flow_control && !live().any(|l| l.is_stalled()) {
+            return;
+        }
+        let Some(on) = live().find_map(|l| l.node_flow_control()) else {
+            // nobody to tell: a new connection starts with it off
+            self.flow_control = false;
+            return;
+        };
+        if on == self.flow_control {
+            return;
+        }
+        self.flow_control = on;
+        for c in self.conns.values_mut() {
+            if let ConnState::Live(l) = &mut c.state {
+                l.flow_control(on);
+            }
+        }
+    }
+
     fn refuse(&mut self, id: u64, code: CsError) {
         self.totals.refused += 1;
         if let Some(c) = self.conns.get_mut(&id) {
@@ -768,15 +821,19 @@ impl Loop {
                 self.close(id, Cut::Finalized);
             }
         } else {
-            // as if the process died: no leave is sent, sockets just close
+            // As if the process died: nothing is sent, sockets just close.
+            // The node dies first: dropping a connection drops its handle,
+            // which finalizes it, and on a live node that multicasts a
+            // LEAVE (the others would see PROCDOWN for each client, before
+            // the NODEDOWN a dead daemon gives).
+            if let Some(node) = self.node.take() {
+                node.kill();
+            }
             self.conns.clear();
         }
         self.publish_stats();
         if let Some(node) = self.node.take() {
-            match mode {
-                StopMode::Graceful => node.stop(),
-                StopMode::Abrupt => node.kill(),
-            }
+            node.stop();
         }
         log::info!(target: "cpgd", "stopped: {:?}", self.totals);
     }

@@ -192,10 +192,21 @@ impl DynNode for ClientNode {
     }
 
     fn flow_control(&self, h: u64) -> Result<bool, CsError> {
-        match self.request(h, Op::FlowControlStateGet)? {
-            Answer::FlowControl(on) => Ok(on),
-            a => unexpected(a),
-        }
+        // Answered from the daemon's FLOW_CONTROL events, read now
+        // (docs/spec/ipc.md §6): a FLOW_CONTROL_STATE_GET request would
+        // wait behind the multicasts the daemon holds back while flow
+        // control is on, which is when it is asked. A dead daemon is
+        // reported as Corosync's round trip would.
+        let mut g = self.lock();
+        g.check(self.handle, h, false)?;
+        self.pump(&mut g);
+        let r = if self.probe(&mut g) {
+            Err(CsError::Library)
+        } else {
+            g.gate().map_or(Ok(g.ev.fc), Err)
+        };
+        self.settle_if_needed(g);
+        r
     }
 
     fn context_get(&self, h: u64) -> Result<Context, CsError> {

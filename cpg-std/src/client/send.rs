@@ -92,6 +92,15 @@ impl ClientNode {
         if !g.ev.can_send() {
             return Err(CsError::NotExist);
         }
+        if g.ev.leave_inflight.is_some() {
+            // A LEAVE is in the ring, not yet answered: a message written
+            // now goes after it, where the daemon refuses it (NOT_EXIST)
+            // once the leave is taken, although this call would have said
+            // CS_OK. Whether it is NOT_EXIST or a send depends on the
+            // daemon's answer to the leave (it may refuse it): until then,
+            // TRY_AGAIN.
+            return Err(CsError::TryAgain);
+        }
         if g.tx_busy {
             // another thread's message in pieces holds the ring
             return Err(CsError::TryAgain);

@@ -153,15 +153,23 @@ impl ClientNode {
     /// `zcb_alloc`.
     pub(super) fn zc_alloc(&self, h: u64, size: usize) -> Result<ZcBuf, CsError> {
         self.lock().check(self.handle, h, false)?;
-        if size > self.welcome.message_max as usize {
-            return Err(CsError::TooBig);
-        }
         if size < ZC_COPY_THRESHOLD_DEFAULT || self.zc_region.1 == 0 {
+            // a heap buffer is sent as an MCAST: its bound is the largest
+            // message
+            if size > self.welcome.message_max as usize {
+                return Err(CsError::TooBig);
+            }
             return Ok(ZcBuf {
                 storage: Box::new(SmallZc(vec![0u8; size])),
                 node: self.key(),
             });
         }
+        // A slot may be larger than the largest message: the daemon answers
+        // TOO_BIG above its largest slot class only (docs/spec/ipc.md §9), as
+        // an embedded node does above its largest pool slot, and a send of
+        // more than the largest message is TOO_BIG at `zcb_mcast_joined`
+        // (cpg-api §0). Refusing here above the largest message made
+        // `zcb_alloc` answer differently on the two backends.
         let len = u32::try_from(size).map_err(|_| CsError::TooBig)?;
         let stashed = self.take_stashed(size);
         let (slot, offset, capacity) = match stashed {

@@ -174,4 +174,7 @@ impl Running for LoopbackRunning {
             let _ = t.join();
         }
     }
+    fn gate(&self) -> Option<Arc<Gate>> {
+        Some(self.gate.clone())
+    }
 }

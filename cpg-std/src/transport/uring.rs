@@ -22,7 +22,7 @@ use cpg_uring::{
     TransportConfig, Waker,
 };
 
-use super::{NodeState, Running, StepInput, Transport, ZcAllocator};
+use super::{Gate, NodeState, Running, StepInput, Transport, ZcAllocator};
 use crate::config::{NodeConfig, TransportKind};
 use crate::error::StartError;
 
@@ -107,10 +107,15 @@ struct UringHost {
     core: Arc<NodeState<RxBuf>>,
     stop: Arc<AtomicBool>,
     drained: bool,
+    /// Tests freeze the engine here, as the loopback transport's threads
+    /// do (frames wait in the socket, application calls still reach the
+    /// engine): cpgd's tests hold a request in flight that way.
+    gate: Arc<Gate>,
 }
 
 impl Host for UringHost {
     fn step(&mut self, _now: Instant, input: Input, out: &mut Outputs) {
+        self.gate.pass();
         let input = match input {
             Input::Start | Input::Wake => StepInput::Wake,
             Input::Packet { from, frame } => StepInput::Packet(from, frame),
@@ -137,6 +142,7 @@ impl Host for UringHost {
 
 struct UringRunning {
     stop: Arc<AtomicBool>,
+    gate: Arc<Gate>,
     waker: Waker,
     counters: Arc<cpg_uring::Counters>,
     external: ExternalRegions,
@@ -159,10 +165,12 @@ impl Transport for UringTransport {
         let counters = self.driver.counters();
         let external = self.driver.external_regions();
         let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(Gate::default());
         let mut host = UringHost {
             core,
             stop: stop.clone(),
             drained: false,
+            gate: gate.clone(),
         };
         let mut driver = self.driver;
         let id = driver.node_id();
@@ -175,6 +183,7 @@ impl Transport for UringTransport {
             })?;
         Ok(Box::new(UringRunning {
             stop,
+            gate,
             waker,
             counters,
             external,
@@ -185,6 +194,8 @@ impl Transport for UringTransport {
 
 impl Running for UringRunning {
     fn stop(self: Box<Self>) {
+        // a frozen loop could not see the stop
+        self.gate.set(false);
         self.stop.store(true, Ordering::Release);
         self.waker.wake();
         let _ = self.thread.join();
@@ -194,5 +205,8 @@ impl Running for UringRunning {
     }
     fn external_regions(&self) -> Option<ExternalRegions> {
         Some(self.external.clone())
+    }
+    fn gate(&self) -> Option<Arc<Gate>> {
+        Some(self.gate.clone())
     }
 }

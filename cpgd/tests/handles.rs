@@ -1,0 +1,181 @@
+//! The handle tests of `cpg-std/tests/handles.rs`, the same cases
+//! (`cpg-std/tests/handles/cases.rs`), on `cpgd`: `n` daemons in this
+//! process, one node each on loopback UDP (io_uring), and every handle a
+//! connection to one of them (`Cpg::connect`). The API must behave as on
+//! an embedded node: the same codes, the same events in the same order.
+
+#[path = "../../cpg-std/tests/common/mod.rs"]
+mod common;
+#[path = "common/mod.rs"]
+mod daemon;
+#[macro_use]
+#[path = "../../cpg-std/tests/handles/cases.rs"]
+mod cases;
+
+use std::path::PathBuf;
+
+use cases::Cluster;
+use cpg_std::testing::NodeProbe;
+use cpg_std::{Callbacks, Context, Cpg, CsError, ModelV1, NodeConfig};
+use cpgd::{Daemon, StopMode};
+
+/// Daemons for nodes `1..=n` in a temp dir, each serving its own socket.
+struct Daemons {
+    dir: PathBuf,
+    daemons: Vec<Option<Daemon>>,
+    sockets: Vec<PathBuf>,
+    probes: Vec<NodeProbe>,
+    /// Node 1's request and event rings, in bytes.
+    ring_bytes: usize,
+}
+
+impl Daemons {
+    fn socket(&self, i: usize) -> &std::path::Path {
+        &self.sockets[i]
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for d in self.daemons.iter_mut().filter_map(Option::take) {
+            d.stop(StopMode::Graceful);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One line of `/proc/self/maps`: a mapping's address range, its offset
+/// in the file, and the file (device and inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mapping {
+    start: usize,
+    end: usize,
+    offset: usize,
+    file: (u64, u64),
+}
+
+fn mappings() -> Vec<Mapping> {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+    maps.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (range, _perms, offset, dev, inode) =
+                (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            let (start, end) = range.split_once('-')?;
+            let (major, minor) = dev.split_once(':')?;
+            let inode: u64 = inode.parse().ok()?;
+            if inode == 0 {
+                return None;
+            }
+            let dev = (u64::from_str_radix(major, 16).ok()? << 32)
+                | u64::from_str_radix(minor, 16).ok()?;
+            Some(Mapping {
+                start: usize::from_str_radix(start, 16).ok()?,
+                end: usize::from_str_radix(end, 16).ok()?,
+                offset: usize::from_str_radix(offset, 16).ok()?,
+                file: (dev, inode),
+            })
+        })
+        .collect()
+}
+
+impl Cluster for Daemons {
+    const REUSES_HANDLE_SLOTS: bool = false;
+
+    fn start(n: u32, tweak: &dyn Fn(&mut NodeConfig)) -> Daemons {
+        let dir = daemon::temp_dir("handles");
+        let mut file = daemon::cluster_file(&dir, n);
+        // fast, but robust on a loaded 2-core machine
+        file.totem.token_ms = Some(1000);
+        let mut d = Daemons {
+            dir,
+            daemons: Vec::new(),
+            sockets: Vec::new(),
+            probes: Vec::new(),
+            ring_bytes: 0,
+        };
+        for id in 1..=n {
+            let mut c = daemon::node_config(&file, &d.dir, id);
+            tweak(&mut c);
+            if id == 1 {
+                d.ring_bytes = c.ipc.request_ring_bytes + c.ipc.event_ring_bytes;
+            }
+            let daemon = Daemon::start(&c).expect("cpgd starts");
+            d.sockets.push(daemon.socket().to_path_buf());
+            d.probes.push(daemon.node_probe().clone());
+            d.daemons.push(Some(daemon));
+        }
+        assert!(cases::converged(&d.probes), "ring did not form");
+        d
+    }
+
+    fn open_model(
+        &self,
+        i: usize,
+        _pid: u32,
+        model: ModelV1,
+        context: Context,
+    ) -> Result<Cpg, CsError> {
+        Cpg::connect(Some(self.socket(i)), model, context)
+    }
+
+    fn open_legacy(&self, i: usize, callbacks: Callbacks) -> Result<Cpg, CsError> {
+        Cpg::connect(Some(self.socket(i)), callbacks.into(), None)
+    }
+
+    fn pid(&self, _pid: u32) -> u32 {
+        std::process::id()
+    }
+
+    fn stop(&mut self, i: usize) {
+        self.daemons[i]
+            .take()
+            .expect("daemon running")
+            .stop(StopMode::Graceful);
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.daemons[i]
+            .take()
+            .expect("daemon running")
+            .stop(StopMode::Abrupt);
+    }
+
+    fn probe(&self, i: usize) -> NodeProbe {
+        self.probes[i].clone()
+    }
+
+    /// The client and the daemon map the connection's memfd each (both in
+    /// this process): the daemon's address of a client slot's byte is at
+    /// the same offset of the file in the other mapping of it. A buffer
+    /// below the copy threshold is on the client's heap (no file): the
+    /// daemon never sees it.
+    fn sent_from(&self, _i: usize, addr: usize) -> usize {
+        let maps = mappings();
+        let Some(client) = maps.iter().find(|m| m.start <= addr && addr < m.end) else {
+            return addr;
+        };
+        let at = addr - client.start + client.offset;
+        let others: Vec<&Mapping> = maps
+            .iter()
+            .filter(|m| {
+                m.file == client.file
+                    && m.start != client.start
+                    && m.offset <= at
+                    && at < m.offset + (m.end - m.start)
+            })
+            .collect();
+        assert_eq!(
+            others.len(),
+            1,
+            "one daemon mapping of {client:?}: {others:?}"
+        );
+        others[0].start + (at - others[0].offset)
+    }
+
+    fn ring_bytes(&self) -> usize {
+        self.ring_bytes
+    }
+}
+
+handle_cases!(Daemons);
