@@ -1028,7 +1028,7 @@ fn zero_copy_buffers_are_slots_of_the_shared_region() {
     ) {
         cpg.dispatch(DispatchFlags::One).unwrap();
     }
-    drop(cpg.zcb_alloc(2000).unwrap());
+    drop(cpg.zcb_alloc(3000).unwrap());
     let buf = cpg.zcb_alloc(8000).unwrap();
     cpg.zcb_free(buf).unwrap();
     let mut small = cpg.zcb_alloc(100).unwrap();

@@ -229,6 +229,18 @@ impl ClientNode {
         if g.gate().is_some() {
             return None;
         }
+        if g.zc_stash.is_empty() && g.zc_prefetching > 0 {
+            // a slot asked for ahead is on its way: wait for it rather than
+            // ask again (the same round trip, one slot fewer held)
+            let (g2, _) = self.wait(g, |s| {
+                if !s.zc_stash.is_empty() || s.zc_prefetching == 0 {
+                    Some(Ok(()))
+                } else {
+                    s.gate().map(Err)
+                }
+            });
+            g = g2;
+        }
         let best = g
             .zc_stash
             .iter()
@@ -249,6 +261,8 @@ impl ClientNode {
             g.zc_frees.extend(small);
             g.flush_frees(&self.fds);
         }
+        // events read while waiting stay pollable
+        self.finish(g);
         got
     }
 
