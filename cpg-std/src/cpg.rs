@@ -436,6 +436,19 @@ impl Cpg {
         Ok(MAX_ATOMIC_MSGSIZE)
     }
 
+    /// The largest message this handle's node takes (its
+    /// `max_message_size`, 64 MiB by default): every message up to it is
+    /// delivered whole, as one callback, on every member or on none; a
+    /// larger one is `TOO_BIG`. What `libcpg.so.4` answers for
+    /// `cpg_max_atomic_msgsize_get`.
+    ///
+    /// # Errors
+    /// `BAD_HANDLE`.
+    pub fn max_message_size(&self) -> Result<usize, CsError> {
+        self.node.check(self.handle, true)?;
+        Ok(self.node.message_max())
+    }
+
     /// `cpg_iteration_initialize`: a snapshot of the group table now.
     ///
     /// # Errors

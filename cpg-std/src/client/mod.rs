@@ -211,6 +211,10 @@ impl DynNode for ClientNode {
         Ok(())
     }
 
+    fn message_max(&self) -> usize {
+        self.welcome.message_max as usize
+    }
+
     fn iteration_initialize(&self, h: u64, scope: &IterScope) -> Result<IterStart, CsError> {
         let op = Op::IterationInitialize {
             scope: scope.clone(),
