@@ -325,8 +325,8 @@ pub unsafe extern "C" fn cpg_membership_get(
     boundary(|| {
         cptr::non_null(member_list)?;
         // SAFETY: NULL or readable (caller).
-        let cap = unsafe { cptr::read(member_list_entries.cast_const()) }
-            .ok_or(CsError::InvalidParam)?;
+        let cap =
+            unsafe { cptr::read(member_list_entries.cast_const()) }.ok_or(CsError::InvalidParam)?;
         let cap = usize::try_from(cap).map_err(|_| CsError::InvalidParam)?;
         // SAFETY: NULL or readable (caller).
         let g = unsafe { cptr::group_name(group_name.cast_const()) }?;
@@ -421,12 +421,11 @@ pub unsafe extern "C" fn cpg_zcb_alloc(
 pub extern "C" fn cpg_zcb_free(handle: cpg_handle_t, buffer: *mut c_void) -> cs_error_t {
     boundary(|| {
         let h = table::handle(handle)?;
-        let buf = h
-            .zc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(buffer as usize))
-            .ok_or(CsError::InvalidParam)?;
+        let buf =
+            h.zc.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(buffer as usize))
+                .ok_or(CsError::InvalidParam)?;
         h.cpg.zcb_free(buf)
     })
 }
@@ -516,7 +515,11 @@ pub unsafe extern "C" fn cpg_iteration_next(
     boundary(|| {
         cptr::non_null(description)?;
         let it = table::iteration(handle)?;
-        let e = it.it.lock().unwrap_or_else(|e| e.into_inner()).next_entry()?;
+        let e = it
+            .it
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_entry()?;
         let d = cpg_iteration_description_t {
             group: cptr::c_name(&e.group),
             nodeid: e.nodeid,

@@ -100,7 +100,11 @@ fn table() -> MutexGuard<'static, Table> {
         // unloaded while it has handles: dlclose of a library with
         // registered atfork handlers is glibc's business, as for any).
         unsafe {
-            libc::pthread_atfork(Some(atfork_prepare), Some(atfork_parent), Some(atfork_child));
+            libc::pthread_atfork(
+                Some(atfork_prepare),
+                Some(atfork_parent),
+                Some(atfork_child),
+            );
         }
     });
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
