@@ -499,7 +499,8 @@ impl Loop {
                 }
             }
             ConnState::Live(_) => {
-                if setup::peer_gone(c.sock.as_fd()) {
+                // nothing but doorbell echo requests comes after Welcome
+                if cpg_ipc::bell::answer(c.sock.as_fd()) == cpg_ipc::bell::Incoming::HangUp {
                     self.close(id, Cut::HangUp);
                 }
             }
@@ -570,6 +571,8 @@ impl Loop {
             self.node.as_ref().expect("node"),
             cred,
             initial,
+            hello.totem,
+            &self.conns[&id].sock,
             dc,
             &self.ipc.zc_pool,
             self.message_max,
