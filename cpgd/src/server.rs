@@ -770,16 +770,19 @@ impl Loop {
             for id in ids {
                 self.close(id, Cut::Finalized);
             }
-        } else {
-            // as if the process died: no leave is sent, sockets just close
-            self.conns.clear();
-        }
-        self.publish_stats();
-        if let Some(node) = self.node.take() {
-            match mode {
-                StopMode::Graceful => node.stop(),
-                StopMode::Abrupt => node.kill(),
+            self.publish_stats();
+            if let Some(node) = self.node.take() {
+                node.stop();
             }
+        } else {
+            // As if the process died: the node goes first, so dropping the
+            // connections' handles sends nothing (no leave, no PROCDOWN:
+            // the others see the node go, NODEDOWN); sockets just close.
+            if let Some(node) = self.node.take() {
+                node.kill();
+            }
+            self.conns.clear();
+            self.publish_stats();
         }
         log::info!(target: "cpgd", "stopped: {:?}", self.totals);
     }
