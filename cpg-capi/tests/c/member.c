@@ -14,7 +14,8 @@
  *         confchg GROUP members=N/P,... left=N/P/R,... joined=N/P/R,...
  *         totem nodes=N,...
  *         deliver N/P len=L fnv=H
- *         sent count=C bytes=B sum=S | stats delivered=C bytes=B sum=S
+ *         sent count=C bytes=B sum=S | stats delivered=C bytes=B sum=S chain=H
+ *         (sum: of the messages' FNV-1a; chain: over them in delivery order)
  *         idle readable=0|1 | rc CALL CODE | dispatch-error CODE
  */
 #include "check.h"
@@ -23,7 +24,7 @@
 
 static int quiet;
 static uint64_t delivered, delivered_bytes;
-static uint32_t delivered_sum;
+static uint32_t delivered_sum, delivered_chain = 2166136261u;
 static struct cpg_name group;
 
 static void print_group(const struct cpg_name *g)
@@ -62,6 +63,8 @@ static void deliver(cpg_handle_t h, const struct cpg_name *g, uint32_t nodeid,
 	delivered++;
 	delivered_bytes += len;
 	delivered_sum += f;
+	/* order-sensitive: equal on two members only for one total order */
+	delivered_chain = (delivered_chain ^ f) * 16777619u;
 	if (!quiet)
 		printf("deliver %u/%u len=%zu fnv=%08x\n", nodeid, pid, len, f);
 }
@@ -162,8 +165,8 @@ static void command(char *line)
 	} else if (sscanf(line, "burst %lu %lu %lu", &a, &b, &c) == 3) {
 		burst(a, b, c);
 	} else if (strcmp(line, "stats") == 0) {
-		printf("stats delivered=%" PRIu64 " bytes=%" PRIu64 " sum=%08x\n", delivered,
-		       delivered_bytes, delivered_sum);
+		printf("stats delivered=%" PRIu64 " bytes=%" PRIu64 " sum=%08x chain=%08x\n",
+		       delivered, delivered_bytes, delivered_sum, delivered_chain);
 	} else if (strcmp(line, "quiet") == 0) {
 		quiet = 1;
 		printf("rc quiet 1\n");
