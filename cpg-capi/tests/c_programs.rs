@@ -585,6 +585,74 @@ fn the_library_exports_exactly_debians_symbols() {
     }
 }
 
+/// A binary built against a libcpg with all 20 functions at
+/// `COROSYNC_CPG_1.0` (Corosync ≥ 3.1.9 versions the 8 that 3.1.7 leaves
+/// unversioned) runs on ours too: its versioned references bind to our
+/// unversioned definitions.
+#[test]
+fn binaries_linked_at_corosync_3_1_9_versions_run_on_ours() {
+    let b = built();
+    let dir = b.lib.join("cpg-3.1.9-style");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = std::fs::read_to_string(manifest().join("libcpg.exports")).unwrap();
+    let names: Vec<&str> = names.split_whitespace().collect();
+    let src: String = names
+        .iter()
+        .map(|n| format!("int {n}(void) {{ return 0; }}\n"))
+        .collect();
+    std::fs::write(dir.join("stub.c"), src).unwrap();
+    std::fs::write(
+        dir.join("all.versions"),
+        format!(
+            "COROSYNC_CPG_1.0 {{ global: {}; local: *; }};\n",
+            names.join("; ")
+        ),
+    )
+    .unwrap();
+    let o = Command::new(cc())
+        .current_dir(&dir)
+        .args([
+            "-shared",
+            "-fPIC",
+            "-o",
+            "libcpg.so.4",
+            "stub.c",
+            "-Wl,--version-script=all.versions",
+            "-Wl,-soname,libcpg.so.4",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_file(dir.join("libcpg.so"));
+    std::os::unix::fs::symlink("libcpg.so.4", dir.join("libcpg.so")).unwrap();
+    let prog = dir.join("order");
+    let o = Command::new(cc())
+        .args(["-std=gnu11", "-pthread", "-I"])
+        .arg(manifest().join("include"))
+        .arg("-o")
+        .arg(&prog)
+        .arg(manifest().join("tests/c/order.c"))
+        .arg("-L")
+        .arg(&dir)
+        .arg("-lcpg")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    if let Some(objdump) = which("objdump") {
+        let t = Command::new(objdump).arg("-T").arg(&prog).output().unwrap();
+        let t = String::from_utf8(t.stdout).unwrap();
+        assert!(
+            t.lines()
+                .any(|l| l.contains("(COROSYNC_CPG_1.0)") && l.ends_with(" cpg_model_initialize")),
+            "the program asks for cpg_model_initialize@COROSYNC_CPG_1.0:\n{t}"
+        );
+    }
+    let c = Cluster::start("v319", 1);
+    let (code, out, err) = run(&prog, &[], &c.socket(1), LONG);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" 0 failures"), "{out}");
+}
+
 /// Our header and Corosync's give the same sizes, offsets and values
 /// (`_Static_assert`s in both builds, and their printouts compared).
 #[test]
