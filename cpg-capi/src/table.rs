@@ -95,10 +95,9 @@ extern "C" fn atfork_child() {
 
 fn table() -> MutexGuard<'static, Table> {
     ATFORK.call_once(|| {
-        // SAFETY: the three handlers are `extern "C" fn()` that live for
-        // the whole program (statics of this library, which is never
-        // unloaded while it has handles: dlclose of a library with
-        // registered atfork handlers is glibc's business, as for any).
+        // SAFETY: the three handlers are `extern "C" fn()` of this
+        // library, valid while it is loaded; glibc's pthread_atfork records
+        // this library's `__dso_handle` and drops them at its dlclose.
         unsafe {
             libc::pthread_atfork(
                 Some(atfork_prepare),

@@ -3,7 +3,7 @@
 //! doorbell bytes ([`crate::bell`]); each side keeps it open and watches it
 //! for the other's hang-up.
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -118,10 +118,22 @@ pub fn listen(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
+/// Write a setup record with `MSG_NOSIGNAL`: a peer that closed is an
+/// error here, never a `SIGPIPE` (the client library runs inside C
+/// programs, which do not ignore it as Rust's runtime does).
 fn write_setup(sock: &mut UnixStream, msg: &Setup) -> io::Result<()> {
     let mut buf = [0u8; SETUP_RECORD_MAX];
     let n = emit_record(msg, &mut buf).map_err(|_| io::Error::other("setup record"))?;
-    sock.write_all(&buf[..n])
+    let mut at = 0;
+    while at < n {
+        match rustix::net::send(&*sock, &buf[at..n], SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => at += k,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Client: connect to the daemon at `path`, say `hello`, and take the

@@ -9,8 +9,23 @@
 
 #include <signal.h>
 
+static int delivered;
+
+static void deliver(cpg_handle_t h, const struct cpg_name *g, uint32_t nodeid,
+		    uint32_t pid, void *msg, size_t len)
+{
+	(void)h;
+	(void)g;
+	(void)nodeid;
+	(void)pid;
+	(void)msg;
+	(void)len;
+	delivered++;
+}
+
 int main(int argc, char **argv)
 {
+	cpg_callbacks_t cb = { deliver, NULL };
 	cpg_handle_t h;
 	struct cpg_name g = name_of("zcleak", 0);
 	void *bufs[10];
@@ -18,7 +33,7 @@ int main(int argc, char **argv)
 	int i, sent = 0;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	EXPECT_RC(cpg_initialize(&h, NULL), CS_OK);
+	EXPECT_RC(cpg_initialize(&h, &cb), CS_OK);
 	EXPECT_RC(cpg_join(h, &g), CS_OK);
 	for (i = 0; i < 10; i++) {
 		bufs[i] = NULL;
@@ -31,6 +46,10 @@ int main(int argc, char **argv)
 			sent++;
 	}
 	CHECK(sent == 4, "sent %d", sent);
+	/* delivered back: cpgd took them (a process gone with requests still
+	 * in its ring would lose them, as with Corosync) */
+	WAIT_FOR(h, delivered == sent, 30000);
+	CHECK(delivered == sent, "delivered %d", delivered);
 	printf("holding 10 buffers, sent from %d\n", sent);
 	finish("zcleak");
 	fflush(stdout);
