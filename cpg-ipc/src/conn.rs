@@ -233,8 +233,14 @@ mod tests {
             d.requests.release();
             s
         });
-        let (sock, welcome, fds) =
-            crate::setup::connect(&path, Hello { model: Model::V1 }).unwrap();
+        let (sock, welcome, fds) = crate::setup::connect(
+            &path,
+            Hello {
+                model: Model::V1,
+                totem: false,
+            },
+        )
+        .unwrap();
         assert_eq!(welcome.conn_id, 77);
         let mut c = ClientConn::attach(welcome, fds).unwrap();
         let req = Request {

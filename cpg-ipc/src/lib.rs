@@ -10,6 +10,7 @@
 //! | [`ring`] | the two ends of a shared ring ([`RingTx`], [`RingRx`]): the index words as atomics with the orderings of `cpg_core::ipc::wake`, records copied in and out |
 //! | [`wake`] | eventfds: signal, drain, wait with a dead-peer socket beside them |
 //! | [`setup`] | the Unix socket: listen, connect, `Hello`, `Welcome` with three fds, `Refused`, `SO_PEERCRED` |
+//! | [`bell`] | the doorbell bytes on that socket (the application polls it): ring, echo, count, drain |
 //! | [`conn`] | one connection's shared state as each side sees it ([`DaemonConn`], [`ClientConn`]) |
 //!
 //! Both `cpgd` and the client library (`cpg-std`'s daemon backend) build on
@@ -17,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bell;
 pub mod conn;
 pub mod ring;
 pub mod setup;
@@ -24,7 +26,7 @@ pub mod shm;
 pub mod wake;
 
 pub use conn::{ClientConn, ConnError, DaemonConn};
-pub use ring::{RingRx, RingTx};
+pub use ring::{RingRx, RingTx, Wake};
 pub use setup::{PeerCred, SetupError};
 pub use shm::SharedMem;
 pub use wake::EventFd;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cpg_core::ipc::header::{offset, HEADER_LEN};
 use cpg_core::ipc::ring::{RECORD_ALIGN, RECORD_HEADER_LEN};
-use cpg_core::ipc::wake::{wants_wakeup, AWAKE, SLEEPING, WAITING};
+use cpg_core::ipc::wake::{wants_wakeup, AWAKE, BELL, SLEEPING, WAITING};
 use cpg_core::ipc::{
     Consumer, Direction, Message, MsgError, Producer, Reservation, Ring, RingError,
 };
@@ -68,6 +68,25 @@ impl Words {
 /// wake-up (the swap makes it once per sleep).
 fn take_flag(flag: &AtomicU32) -> bool {
     wants_wakeup(flag.load(Ordering::Relaxed)) && wants_wakeup(flag.swap(AWAKE, Ordering::Relaxed))
+}
+
+/// Clear `bits` of a flag word; which of them were set (the
+/// read-modify-write makes each wake-up once per sleep).
+fn take_bits(flag: &AtomicU32, bits: u32) -> u32 {
+    if flag.load(Ordering::Relaxed) & bits == 0 {
+        return 0;
+    }
+    flag.fetch_and(!bits, Ordering::Relaxed) & bits
+}
+
+/// Whom a publish must wake (`cpg_core::ipc::wake`, "Which eventfd, and
+/// the doorbell").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wake {
+    /// A consumer thread sleeps on its eventfd: signal it.
+    pub eventfd: bool,
+    /// The consumer armed its doorbell: write one byte on its socket.
+    pub bell: bool,
 }
 
 /// What went wrong writing a record.
@@ -228,7 +247,9 @@ impl RingTx {
     }
 
     /// Publish what was written (Release), then the wake-up check: `true`
-    /// if the consumer said it sleeps and must be signalled.
+    /// if a consumer thread said it sleeps on its eventfd and must be
+    /// signalled. The doorbell bit is left alone: no event is in this
+    /// batch (see [`RingTx::publish_events`]).
     pub fn publish(&mut self) -> bool {
         if self.prod.head() == self.prod.published() {
             return false;
@@ -237,7 +258,28 @@ impl RingTx {
             .head()
             .store(self.prod.publish(), Ordering::Release);
         fence(Ordering::SeqCst);
-        take_flag(self.words.consumer_sleeping())
+        take_bits(self.words.consumer_sleeping(), SLEEPING) != 0
+    }
+
+    /// [`RingTx::publish`] of a batch holding events (the daemon's event
+    /// ring): the doorbell is taken too.
+    pub fn publish_events(&mut self) -> Wake {
+        if self.prod.head() == self.prod.published() {
+            return Wake::default();
+        }
+        self.words
+            .head()
+            .store(self.prod.publish(), Ordering::Release);
+        fence(Ordering::SeqCst);
+        let flag = self.words.consumer_sleeping();
+        if flag.load(Ordering::Relaxed) == AWAKE {
+            return Wake::default();
+        }
+        let old = flag.swap(AWAKE, Ordering::Relaxed);
+        Wake {
+            eventfd: old & !BELL != 0,
+            bell: old & BELL != 0,
+        }
     }
 
     /// Whether something written is not yet published.
@@ -409,17 +451,18 @@ impl RingRx {
         take_flag(self.words.producer_waiting())
     }
 
-    /// About to sleep on an empty ring: set `consumer_sleeping`, fence,
-    /// re-check the head. `Ok(true)`: still empty, sleep (the flag stays set
-    /// until the producer's wake-up swaps it, or [`RingRx::awake`]).
-    /// `Ok(false)`: records arrived, the flag is cleared.
+    /// About to sleep on an empty ring: set the `SLEEPING` bit of
+    /// `consumer_sleeping`, fence, re-check the head. `Ok(true)`: still
+    /// empty, sleep (the bit stays set until the producer's wake-up clears
+    /// it, or [`RingRx::awake`]). `Ok(false)`: records arrived, the bit is
+    /// cleared. The doorbell bit is left as it is.
     ///
     /// # Errors
     /// `Corrupt` for an impossible head.
     pub fn prepare_sleep(&mut self) -> Result<bool, RingError> {
         self.words
             .consumer_sleeping()
-            .store(SLEEPING, Ordering::Relaxed);
+            .fetch_or(SLEEPING, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if self.refresh()? {
             self.awake();
@@ -428,11 +471,43 @@ impl RingRx {
         Ok(true)
     }
 
-    /// Clear `consumer_sleeping` (woken, or not going to sleep after all).
+    /// Clear the `SLEEPING` bit (woken, or not going to sleep after all).
     pub fn awake(&self) {
         self.words
             .consumer_sleeping()
-            .store(AWAKE, Ordering::Relaxed);
+            .fetch_and(!SLEEPING, Ordering::Relaxed);
+    }
+
+    /// Arm the doorbell (the event ring's consumer, its socket drained):
+    /// set the `BELL` bit, fence, re-check the head. `Ok(true)`: still
+    /// empty, the next event rings. `Ok(false)`: records arrived meanwhile
+    /// (the bit stays set: [`RingRx::disarm_bell`] says whether the
+    /// producer took it).
+    ///
+    /// # Errors
+    /// `Corrupt` for an impossible head.
+    pub fn arm_bell(&mut self) -> Result<bool, RingError> {
+        self.words
+            .consumer_sleeping()
+            .fetch_or(BELL, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Ok(!self.refresh()?)
+    }
+
+    /// Whether the `BELL` bit is set (armed, not taken by the producer).
+    pub fn bell_armed(&self) -> bool {
+        self.words.consumer_sleeping().load(Ordering::Relaxed) & BELL != 0
+    }
+
+    /// Clear the `BELL` bit: `true` if it was still set (no doorbell byte
+    /// is coming for what was published), `false` if the producer took it
+    /// (one is, or came).
+    pub fn disarm_bell(&self) -> bool {
+        self.words
+            .consumer_sleeping()
+            .fetch_and(!BELL, Ordering::Relaxed)
+            & BELL
+            != 0
     }
 }
 
@@ -473,6 +548,59 @@ mod tests {
         assert_eq!(Request::parse(info.kind, info.flags, &body), Ok(join));
         assert_eq!(rx.next_into(&mut body).unwrap(), None);
         assert!(!rx.release(), "the producer does not wait");
+    }
+
+    #[test]
+    fn the_doorbell_rings_for_events_only_and_survives_sleeps() {
+        let (mut tx, mut rx) = pair();
+        let rec = |tx: &mut RingTx| {
+            let kind = cpg_core::ipc::RequestKind::McastMore as u16;
+            tx.write_parts(kind, 0, &[b"x"], 0).unwrap();
+        };
+        let drain = |rx: &mut RingRx| {
+            rx.refresh().unwrap();
+            let mut body = Vec::new();
+            while rx.next_into(&mut body).unwrap().is_some() {}
+            rx.release();
+        };
+        assert!(rx.arm_bell().unwrap(), "empty: armed");
+        // a thread sleeps and wakes: the doorbell stays armed
+        assert!(rx.prepare_sleep().unwrap());
+        rec(&mut tx);
+        assert!(tx.publish(), "a reply wakes the sleeper only");
+        rx.awake();
+        drain(&mut rx);
+        rec(&mut tx);
+        assert_eq!(
+            tx.publish_events(),
+            Wake {
+                eventfd: false,
+                bell: true
+            },
+            "an event rings the armed doorbell"
+        );
+        rec(&mut tx);
+        assert_eq!(tx.publish_events(), Wake::default(), "once per arming");
+        assert!(!rx.disarm_bell(), "the producer took it");
+        drain(&mut rx);
+        // armed, then records appear before the check: not taken
+        rec(&mut tx);
+        let head = tx.prod.publish();
+        tx.words.head().store(head, Ordering::Release);
+        assert!(!rx.arm_bell().unwrap(), "records came: the caller decides");
+        assert!(rx.disarm_bell(), "still set: no byte is coming");
+        drain(&mut rx);
+        // both bits at once
+        assert!(rx.arm_bell().unwrap());
+        assert!(rx.prepare_sleep().unwrap());
+        rec(&mut tx);
+        assert_eq!(
+            tx.publish_events(),
+            Wake {
+                eventfd: true,
+                bell: true
+            }
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The Unix stream socket: connection setup and file descriptors only
-//! (`docs/spec/ipc.md` §2). After `Welcome` it carries nothing; each side
-//! keeps it open and watches it for the other's hang-up.
+//! The Unix stream socket: connection setup and file descriptors
+//! (`docs/spec/ipc.md` §2). After `Welcome` it carries no record, only
+//! doorbell bytes ([`crate::bell`]); each side keeps it open and watches it
+//! for the other's hang-up.
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -117,10 +118,22 @@ pub fn listen(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
+/// Write a setup record with `MSG_NOSIGNAL`: a peer that closed is an
+/// error here, never a `SIGPIPE` (the client library runs inside C
+/// programs, which do not ignore it as Rust's runtime does).
 fn write_setup(sock: &mut UnixStream, msg: &Setup) -> io::Result<()> {
     let mut buf = [0u8; SETUP_RECORD_MAX];
     let n = emit_record(msg, &mut buf).map_err(|_| io::Error::other("setup record"))?;
-    sock.write_all(&buf[..n])
+    let mut at = 0;
+    while at < n {
+        match rustix::net::send(&*sock, &buf[at..n], SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => at += k,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Client: connect to the daemon at `path`, say `hello`, and take the
@@ -253,19 +266,23 @@ pub fn send_refused(sock: &mut UnixStream, code: CsError) -> io::Result<()> {
     write_setup(sock, &Setup::Refused(code))
 }
 
-/// Whether the peer of `sock` has hung up (or sent bytes it should not:
-/// after setup the socket carries nothing, so either is the end).
+/// Whether the peer of `sock` hung up (or the socket failed): a
+/// zero-timeout `poll` for `POLLRDHUP`. Bytes waiting to be read (the
+/// doorbell) are not a hang-up, and a hang-up behind them is one.
 pub fn peer_gone(sock: BorrowedFd<'_>) -> bool {
-    let mut b = [0u8; 1];
-    match rustix::net::recv(
-        sock,
-        &mut b,
-        rustix::net::RecvFlags::DONTWAIT | rustix::net::RecvFlags::PEEK,
-    ) {
-        Ok((0, _)) => true,
-        Ok(_) => true,
-        Err(rustix::io::Errno::AGAIN) => false,
-        Err(rustix::io::Errno::INTR) => false,
-        Err(_) => true,
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&sock, PollFlags::RDHUP)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        match poll(&mut fds, Some(&zero)) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return true,
+        }
     }
+    let r = fds[0].revents();
+    r.intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL)
 }

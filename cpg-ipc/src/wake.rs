@@ -40,8 +40,9 @@ impl EventFd {
     }
 
     /// Wait until this eventfd is signalled or `dead` (the peer's socket)
-    /// reports a hang-up or data, at most `timeout_ms` (-1: forever).
-    /// Returns `(signalled, peer_event)`.
+    /// reports a hang-up, at most `timeout_ms` (-1: forever). Returns
+    /// `(signalled, peer_event)`. Bytes on the socket (the doorbell, which
+    /// is for the application's poll) do not end the wait.
     ///
     /// # Errors
     /// `poll` failed (other than `EINTR`, which is retried).
@@ -52,7 +53,7 @@ impl EventFd {
         });
         let mut fds = [
             PollFd::new(&self.0, PollFlags::IN),
-            PollFd::new(&dead, PollFlags::IN | PollFlags::RDHUP),
+            PollFd::new(&dead, PollFlags::RDHUP),
         ];
         loop {
             match rustix::event::poll(&mut fds, timeout.as_ref()) {

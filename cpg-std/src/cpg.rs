@@ -3,7 +3,7 @@
 //! Every function of `docs/spec/cpg-api.md` §4 is here, with the decisions of
 //! §0: `Result<_, CsError>` (Corosync's numeric codes), `&[IoSlice]` for
 //! `mcast_joined`, a [`ZcBuf`] moved into [`Cpg::zcb_mcast_joined`], the
-//! handle's eventfd through [`AsFd`], and [`Cpg::dispatch`] in the four
+//! handle's pollable fd through [`AsFd`], and [`Cpg::dispatch`] in the four
 //! Corosync modes.
 //!
 //! A `Cpg` is `Send + Sync`: one thread may block in `dispatch` while
@@ -179,6 +179,25 @@ impl Cpg {
         Self::model_initialize_with_pid(node, pid, model, context)
     }
 
+    /// As [`Cpg::model_initialize_for_process`], for a client of a daemon
+    /// whose model's callbacks forward events elsewhere: `totem_events`
+    /// says whether the handle receives every totem confchg (the client
+    /// has a totem callback), whatever `model.totem_confchg` is (it must be
+    /// set for the initial one the flag asks for to be handed out).
+    ///
+    /// # Errors
+    /// As [`Cpg::model_initialize`].
+    #[doc(hidden)]
+    pub fn model_initialize_for_client(
+        node: &Node,
+        pid: u32,
+        model: ModelV1,
+        totem_events: bool,
+        context: Context,
+    ) -> Result<Cpg, CsError> {
+        Self::open_on(node, pid, model, totem_events, context)
+    }
+
     /// As [`Cpg::model_initialize`], as process `pid`: lets one process
     /// play several CPG processes (members are `(nodeid, pid)`; the
     /// idiomatic layer's `JoinOptions::pid`, and tests through
@@ -192,13 +211,24 @@ impl Cpg {
         model: ModelV1,
         context: Context,
     ) -> Result<Cpg, CsError> {
+        let totem = model.totem_confchg.is_some();
+        Self::open_on(node, pid, model, totem, context)
+    }
+
+    fn open_on(
+        node: &Node,
+        pid: u32,
+        model: ModelV1,
+        wants_totem: bool,
+        context: Context,
+    ) -> Result<Cpg, CsError> {
         if model.flags & !MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0 {
             return Err(CsError::InvalidParam);
         }
         let node = node.dyn_node();
         let options = HandleOptions {
             flags: model.flags,
-            wants_totem: model.totem_confchg.is_some(),
+            wants_totem,
             callbacks: Arc::new(Mutex::new(model)),
         };
         let (handle, fd, staging) = node.open(pid, options, context)?;
@@ -227,7 +257,8 @@ impl Cpg {
         context: Context,
     ) -> Result<Cpg, CsError> {
         let path = crate::client::socket_path(socket);
-        let client = crate::client::ClientNode::connect(&path, model.flags)?;
+        let totem = model.totem_confchg.is_some();
+        let client = crate::client::ClientNode::connect(&path, model.flags, totem)?;
         let options = HandleOptions {
             flags: model.flags,
             wants_totem: model.totem_confchg.is_some(),
@@ -269,7 +300,9 @@ impl Cpg {
     }
 
     /// `cpg_fd_get`: poll it for readability; readable while events are
-    /// pending (and forever once the handle is finalized or evicted).
+    /// pending (and forever once the handle is finalized or evicted). On
+    /// an embedded node an eventfd; on a connection to cpgd the
+    /// connection's Unix socket (its `SO_PEERCRED` names the daemon).
     ///
     /// # Errors
     /// `BAD_HANDLE` after finalize.
@@ -434,6 +467,19 @@ impl Cpg {
     pub fn max_atomic_msgsize_get(&self) -> Result<u32, CsError> {
         self.node.check(self.handle, true)?;
         Ok(MAX_ATOMIC_MSGSIZE)
+    }
+
+    /// The largest message this handle's node takes (its
+    /// `max_message_size`, 64 MiB by default): every message up to it is
+    /// delivered whole, as one callback, on every member or on none; a
+    /// larger one is `TOO_BIG`. What `libcpg.so.4` answers for
+    /// `cpg_max_atomic_msgsize_get`.
+    ///
+    /// # Errors
+    /// `BAD_HANDLE`.
+    pub fn max_message_size(&self) -> Result<usize, CsError> {
+        self.node.check(self.handle, true)?;
+        Ok(self.node.message_max())
     }
 
     /// `cpg_iteration_initialize`: a snapshot of the group table now.

@@ -20,6 +20,7 @@ use cpg_core::ipc::{
     ReplyBody, Request, RequestKind, Split, RING_CAPACITY_MIN,
 };
 use cpg_core::pool::SlotId;
+use cpg_ipc::bell as setup_bell;
 use cpg_ipc::ring::WriteError;
 use cpg_ipc::{setup, DaemonConn};
 use cpg_std::{
@@ -91,9 +92,10 @@ impl Fake {
                 });
             }
             if self.d.requests.prepare_sleep().unwrap() {
-                let (_, peer) = self.d.daemon_wake.wait(self.sock.as_fd(), 500).unwrap();
+                let (_, peer) = self.d.daemon_wake.wait(self.sock.as_fd(), 50).unwrap();
                 self.d.daemon_wake.drain();
                 self.d.requests.awake();
+                self.echoes();
                 if peer && !self.d.requests.refresh().unwrap() {
                     return None;
                 }
@@ -114,37 +116,58 @@ impl Fake {
         while self.next().is_some() {}
     }
 
-    fn wait_room(&mut self, body_len: usize) {
-        let deadline = Instant::now() + PATIENCE;
-        if self.d.events.publish() {
+    /// Answer the client's echo requests on the socket, as cpgd does.
+    fn echoes(&mut self) {
+        while let setup_bell::Incoming::Answered(_) = setup_bell::answer(self.sock.as_fd()) {}
+    }
+
+    /// Publish what was written and wake the client as cpgd does: its
+    /// sleeping thread through its eventfd, its application through the
+    /// doorbell when `events` (not for replies alone).
+    fn publish(&mut self, events: bool) {
+        let wake = if events {
+            self.d.events.publish_events()
+        } else {
+            cpg_ipc::Wake {
+                eventfd: self.d.events.publish(),
+                bell: false,
+            }
+        };
+        if wake.eventfd {
             self.d.client_wake.signal();
         }
+        if wake.bell {
+            setup_bell::ring(self.sock.as_fd());
+        }
+    }
+
+    fn wait_room(&mut self, body_len: usize, events: bool) {
+        let deadline = Instant::now() + PATIENCE;
+        self.publish(events);
         while !self.d.events.prepare_wait(body_len, 0).unwrap() {
-            self.d.daemon_wake.wait(self.sock.as_fd(), 500).unwrap();
+            self.d.daemon_wake.wait(self.sock.as_fd(), 50).unwrap();
             self.d.daemon_wake.drain();
+            self.echoes();
             assert!(Instant::now() < deadline, "fake daemon: no event room");
         }
     }
 
     fn send(&mut self, ev: &Event<'_>) {
+        let events = !matches!(ev, Event::Reply(_) | Event::Evicted { .. });
         loop {
             match self.d.events.write(ev, 0) {
                 Ok(()) => break,
-                Err(WriteError::Full) => self.wait_room(ev.body_len()),
+                Err(WriteError::Full) => self.wait_room(ev.body_len(), events),
                 Err(e) => panic!("fake daemon: {e:?}"),
             }
         }
-        if self.d.events.publish() {
-            self.d.client_wake.signal();
-        }
+        self.publish(events);
     }
 
     /// A record as is (for malformed ones).
     fn send_raw(&mut self, kind: u16, flags: u16, body: &[u8]) {
         self.d.events.write_parts(kind, flags, &[body], 0).unwrap();
-        if self.d.events.publish() {
-            self.d.client_wake.signal();
-        }
+        self.publish(true);
     }
 
     fn reply(&mut self, r: &Rec, result: Result<ReplyBody<'_>, CsError>) {

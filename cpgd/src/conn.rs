@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::io::IoSlice;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cpg_core::ipc::{
@@ -100,6 +102,8 @@ pub(crate) struct Live {
     requests: RingRx,
     pub(crate) daemon_wake: cpg_ipc::EventFd,
     pub(crate) client_wake: cpg_ipc::EventFd,
+    /// The connection's socket (a duplicate): the client's doorbell.
+    bell: OwnedFd,
     pub(crate) out: Arc<Mutex<EventOut>>,
     zc: ZcSlots,
     body: Vec<u8>,
@@ -133,11 +137,16 @@ const DISPATCH_BATCH: usize = 32;
 
 impl Live {
     /// Open the handle for `cred.pid` on `node` with the connection's
-    /// callbacks writing into its event ring.
+    /// callbacks writing into its event ring. `totem`: the client has a
+    /// totem callback (`Hello`): it gets every totem confchg, else only
+    /// the initial one `initial_totem` asks for, as an embedded handle.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         node: &Node,
         cred: PeerCred,
         initial_totem: bool,
+        totem: bool,
+        sock: &UnixStream,
         conn: DaemonConn,
         zc_pool: &cpg_core::pool::PoolConfig,
         message_max: usize,
@@ -161,8 +170,8 @@ impl Live {
             confchg: Some(Box::new(move |_, c| {
                 lock(&o2).confchg(c.group, c.members, c.left, c.joined);
             })),
-            // Always registered: a client without a totem callback drops
-            // the event; the initial one only with the model's flag.
+            // Registered so the initial one can come; the node hands out
+            // every totem confchg only if the client has a callback.
             totem_confchg: Some(Box::new(move |_, ring, nodes| {
                 lock(&o3).totem(ring, nodes);
             })),
@@ -172,7 +181,11 @@ impl Live {
                 0
             },
         };
-        let cpg = Cpg::model_initialize_for_process(node, cred.pid, model, None)?;
+        let cpg = Cpg::model_initialize_for_client(node, cred.pid, model, totem, None)?;
+        let bell = sock
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|_| CsError::NoResources)?;
         let region_off = usize::try_from(layout.zc_region.offset).map_err(|_| CsError::Library)?;
         let region_len = usize::try_from(layout.zc_region.len).map_err(|_| CsError::Library)?;
         let zc = ZcSlots::new(zc_pool, region_off).ok_or(CsError::NoResources)?;
@@ -193,6 +206,7 @@ impl Live {
             requests,
             daemon_wake,
             client_wake,
+            bell,
             out,
             zc,
             body: Vec::new(),
@@ -276,10 +290,12 @@ impl Live {
         }
         let v = self.take_requests();
         // publish whatever replies and events were written
-        let mut wake = lock(&self.out).publish();
-        wake |= self.requests.release();
-        if wake {
+        let wake = lock(&self.out).publish();
+        if wake.eventfd | self.requests.release() {
             self.client_wake.signal();
+        }
+        if wake.bell {
+            cpg_ipc::bell::ring(self.bell.as_fd());
         }
         if lock(&self.out).broken {
             return Verdict::Disconnect(Cut::Malformed("event ring indices"));
@@ -330,8 +346,12 @@ impl Live {
         o.reply(&Event::Evicted {
             error: CsError::Library,
         });
-        if o.publish() {
+        let wake = o.publish();
+        if wake.eventfd {
             self.client_wake.signal();
+        }
+        if wake.bell {
+            cpg_ipc::bell::ring(self.bell.as_fd());
         }
         Verdict::Disconnect(Cut::Evicted)
     }

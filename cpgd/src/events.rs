@@ -12,7 +12,7 @@ use cpg_core::ipc::event::{EventKind, DELIVER_HEADER_LEN};
 use cpg_core::ipc::{ConfchgParts, Event, List, Message, Split, EVENT_RESERVE};
 use cpg_core::{GroupName, MemberAddr, NodeId, Reason, RingId};
 use cpg_ipc::ring::WriteError;
-use cpg_ipc::RingTx;
+use cpg_ipc::{RingTx, Wake};
 
 /// A record that did not fit the ring yet.
 #[derive(Debug)]
@@ -35,6 +35,9 @@ pub(crate) struct EventOut {
     pub(crate) records: u64,
     /// Bytes of message payload copied into the ring.
     pub(crate) payload_bytes: u64,
+    /// An event was written since the last publish: it rings the client's
+    /// doorbell if armed (a reply alone never does).
+    events_unpublished: bool,
 }
 
 impl EventOut {
@@ -46,6 +49,7 @@ impl EventOut {
             broken: false,
             records: 0,
             payload_bytes: 0,
+            events_unpublished: false,
         }
     }
 
@@ -75,6 +79,7 @@ impl EventOut {
             match self.tx.write_parts(kind, flags, parts, EVENT_RESERVE) {
                 Ok(()) => {
                     self.records += 1;
+                    self.events_unpublished = true;
                     return;
                 }
                 Err(WriteError::Full) => {}
@@ -106,6 +111,7 @@ impl EventOut {
             {
                 Ok(()) => {
                     self.records += 1;
+                    self.events_unpublished = true;
                     self.held_bytes -= h.body.len();
                     self.held.pop_front();
                 }
@@ -191,9 +197,17 @@ impl EventOut {
         }
     }
 
-    /// Publish; `true` if the client sleeps and must be woken.
-    pub(crate) fn publish(&mut self) -> bool {
-        self.tx.publish()
+    /// Publish; whom to wake: a client thread sleeping on its eventfd,
+    /// and (for a batch with an event) the application's doorbell.
+    pub(crate) fn publish(&mut self) -> Wake {
+        if std::mem::take(&mut self.events_unpublished) {
+            self.tx.publish_events()
+        } else {
+            Wake {
+                eventfd: self.tx.publish(),
+                bell: false,
+            }
+        }
     }
 
     /// About to wait for room: ask the client to signal when it consumes.

@@ -518,7 +518,8 @@ impl Loop {
                 }
             }
             ConnState::Live(_) => {
-                if setup::peer_gone(c.sock.as_fd()) {
+                // nothing but doorbell echo requests comes after Welcome
+                if cpg_ipc::bell::answer(c.sock.as_fd()) == cpg_ipc::bell::Incoming::HangUp {
                     self.close(id, Cut::HangUp);
                 }
             }
@@ -589,6 +590,8 @@ impl Loop {
             self.node.as_ref().expect("node"),
             cred,
             initial,
+            hello.totem,
+            &self.conns[&id].sock,
             dc,
             &self.ipc.zc_pool,
             self.message_max,
@@ -820,20 +823,19 @@ impl Loop {
             for id in ids {
                 self.close(id, Cut::Finalized);
             }
+            self.publish_stats();
+            if let Some(node) = self.node.take() {
+                node.stop();
+            }
         } else {
-            // As if the process died: nothing is sent, sockets just close.
-            // The node dies first: dropping a connection drops its handle,
-            // which finalizes it, and on a live node that multicasts a
-            // LEAVE (the others would see PROCDOWN for each client, before
-            // the NODEDOWN a dead daemon gives).
+            // As if the process died: the node goes first, so dropping the
+            // connections' handles sends nothing (no leave, no PROCDOWN:
+            // the others see the node go, NODEDOWN); sockets just close.
             if let Some(node) = self.node.take() {
                 node.kill();
             }
             self.conns.clear();
-        }
-        self.publish_stats();
-        if let Some(node) = self.node.take() {
-            node.stop();
+            self.publish_stats();
         }
         log::info!(target: "cpgd", "stopped: {:?}", self.totals);
     }

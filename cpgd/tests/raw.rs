@@ -437,3 +437,66 @@ fn a_client_that_never_dispatches_is_evicted_and_memory_stays_bounded() {
     d.stop(StopMode::Graceful);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Whether `fd` is readable within `ms`.
+fn readable(fd: std::os::fd::BorrowedFd<'_>, ms: i64) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let t = Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    };
+    poll(&mut fds, Some(&t)).unwrap() == 1
+}
+
+#[test]
+fn the_pollable_fd_is_the_socket_to_the_daemon_rung_for_events_only() {
+    use cpg_std::{Cpg, DispatchFlags, ModelV1};
+    use std::io::IoSlice;
+    let (dir, d) = start_one("doorbell");
+    let cpg = Cpg::connect(Some(d.socket()), ModelV1::default(), None).unwrap();
+    let fd = cpg.fd_get().unwrap();
+    // a Unix stream socket whose peer is the daemon: Pacemaker's check
+    let cred = rustix::net::sockopt::socket_peercred(fd).unwrap();
+    assert_eq!(cred.pid.as_raw_nonzero().get() as u32, std::process::id());
+    assert_eq!(cred.uid, rustix::process::getuid());
+    assert_eq!(
+        rustix::net::sockopt::socket_type(fd).unwrap(),
+        rustix::net::SocketType::STREAM
+    );
+    assert!(!readable(fd, 0), "nothing pending");
+    let g = GroupName::new(b"bell").unwrap();
+    cpg.join(&g).unwrap();
+    assert!(readable(fd, 10_000), "the own join confchg rings");
+    cpg.dispatch(DispatchFlags::All).unwrap();
+    assert!(!readable(fd, 0), "drained");
+    // replies never ring: a request round trip leaves it unreadable
+    for _ in 0..50 {
+        cpg.membership_get(&g).unwrap();
+        cpg.local_get().unwrap();
+    }
+    assert!(!readable(fd, 50), "no event, no doorbell");
+    cpg.mcast_joined(Guarantee::Agreed, &[IoSlice::new(b"one")])
+        .unwrap();
+    cpg.mcast_joined(Guarantee::Agreed, &[IoSlice::new(b"two")])
+        .unwrap();
+    assert!(readable(fd, 10_000), "a message rings");
+    // level-triggered: readable until every event was dispatched, one per
+    // wake-up
+    let mut n = 0;
+    while readable(fd, 2_000) {
+        cpg.dispatch(DispatchFlags::One).unwrap();
+        n += 1;
+        assert!(n <= 2, "readable with nothing pending");
+    }
+    assert_eq!(n, 2);
+    assert_eq!(
+        cpg.dispatch(DispatchFlags::OneNonblocking),
+        Err(CsError::TryAgain)
+    );
+    // the daemon goes: readable for good, LIBRARY
+    d.stop(StopMode::Graceful);
+    assert!(readable(fd, 10_000));
+    assert_eq!(cpg.dispatch(DispatchFlags::All), Err(CsError::Library));
+    let _ = std::fs::remove_dir_all(dir);
+}

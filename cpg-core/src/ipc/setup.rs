@@ -4,12 +4,15 @@
 //!
 //! Each message is one record on the stream, framed like a ring record
 //! (8-byte header, body padded to 8: [`super::emit_record`],
-//! [`super::parse_record`]). After `Welcome` the socket carries nothing;
-//! it stays open for the life of the connection, and its hang-up is how
-//! each side learns that the other is gone.
+//! [`super::parse_record`]). After `Welcome` the socket carries no record:
+//! it stays open for the life of the connection, its hang-up is how each
+//! side learns that the other is gone, and it is the fd an application
+//! polls (`cpg_fd_get`), made readable by single doorbell bytes
+//! ([`super::wake`], "The doorbell").
 //!
 //! ```text
-//! HELLO    0x0101  0..4 magic "CPGD" | 4..6 version | 6..8 reserved | 8..12 model (1) | 12..16 model flags
+//! HELLO    0x0101  0..4 magic "CPGD" | 4..6 version | 6..8 options (bit 0: totem callback)
+//!                  8..12 model (1) | 12..16 model flags
 //! WELCOME  0x0102  0..2 version | 2..4 reserved | 4..8 node id | 8..16 connection id
 //!                  16..20 request ring capacity | 20..24 event ring capacity | 24..32 zc region bytes
 //!                  32..36 max message bytes | 36..40 reserved
@@ -57,7 +60,7 @@ mod hello {
     use crate::ipc::codec::Field;
     pub(super) const MAGIC: Field = 0..4;
     pub(super) const VERSION: Field = 4..6;
-    pub(super) const RESERVED: Field = 6..8;
+    pub(super) const OPTIONS: Field = 6..8;
     pub(super) const MODEL: Field = 8..12;
     pub(super) const MODEL_FLAGS: Field = 12..16;
     pub(super) const LEN: usize = 16;
@@ -96,7 +99,8 @@ pub const FD_MEMFD: usize = 0;
 /// data, event ring room).
 pub const FD_DAEMON_WAKE: usize = 1;
 /// Index of the client's eventfd: the daemon signals it (event ring data,
-/// request ring room); the fd an application polls.
+/// request ring room) for the client's sleeping threads. (The application
+/// polls the socket: [`super::wake`], "Which eventfd, and the doorbell".)
 pub const FD_CLIENT_WAKE: usize = 2;
 
 /// `cpg_model_t` with its flags: what the handle asked for at
@@ -113,12 +117,19 @@ pub enum Model {
 const MODEL_V1: u32 = 1;
 /// `CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`.
 const FLAG_INITIAL_TOTEM_CONF: u32 = 1;
+/// `Hello` option: the handle has a totem confchg callback.
+const OPTION_TOTEM: u16 = 1;
 
 /// The client's first record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hello {
     /// The handle's model.
     pub model: Model,
+    /// The handle has a totem confchg callback: the daemon sends it every
+    /// `TOTEM_CONFCHG` (without one, only the initial one its model asks
+    /// for), so every event the daemon writes is one the client
+    /// dispatches (as an embedded handle's).
+    pub totem: bool,
 }
 
 /// The daemon's answer: the connection exists. The three fds travel in the
@@ -197,7 +208,7 @@ impl Message<'_> for Setup {
             Setup::Hello(h) => {
                 put_u32(out, hello::MAGIC, HELLO_MAGIC);
                 put_u16(out, hello::VERSION, VERSION);
-                put_zero(out, hello::RESERVED);
+                put_u16(out, hello::OPTIONS, if h.totem { OPTION_TOTEM } else { 0 });
                 put_u32(out, hello::MODEL, MODEL_V1);
                 let flags = match h.model {
                     Model::V1 => 0,
@@ -246,7 +257,10 @@ impl Message<'_> for Setup {
                     return Err(MsgError::UnsupportedVersion(version));
                 }
                 check_exact(body, hello::LEN)?;
-                check_zero(body, hello::RESERVED)?;
+                let options = get_u16(body, hello::OPTIONS);
+                if options & !OPTION_TOTEM != 0 {
+                    return Err(MsgError::Reserved);
+                }
                 if get_u32(body, hello::MODEL) != MODEL_V1 {
                     return Err(MsgError::Malformed);
                 }
@@ -255,7 +269,10 @@ impl Message<'_> for Setup {
                     FLAG_INITIAL_TOTEM_CONF => Model::V1InitialTotemConfchg,
                     _ => return Err(MsgError::Malformed),
                 };
-                Ok(Setup::Hello(Hello { model }))
+                Ok(Setup::Hello(Hello {
+                    model,
+                    totem: options & OPTION_TOTEM != 0,
+                }))
             }
             SetupKind::Welcome => {
                 check_exact(body, welcome::LEN)?;
@@ -293,10 +310,10 @@ mod tests {
     use super::*;
     use crate::ipc::{emit_record, parse_record, record_bytes_len, RING_CAPACITY_MIN};
 
-    /// HELLO record: model V1 with the initial totem confchg.
+    /// HELLO record: model V1 with the initial totem confchg, a totem callback.
     static HELLO_BYTES: [u8; 24] = [
         16, 0, 0, 0, 0x01, 0x01, 0, 0, // header
-        b'C', b'P', b'G', b'D', 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0,
+        b'C', b'P', b'G', b'D', 1, 0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0,
     ];
     /// WELCOME record: node 3, connection 0x0102030405060708, rings of 64
     /// KiB and 1 MiB, 2 pages of zero-copy region, 64 MiB messages.
@@ -326,6 +343,7 @@ mod tests {
                 &HELLO_BYTES,
                 Setup::Hello(Hello {
                     model: Model::V1InitialTotemConfchg,
+                    totem: true,
                 }),
             ),
             (&WELCOME_BYTES, Setup::Welcome(welcome())),
@@ -409,7 +427,10 @@ mod tests {
             Err(MsgError::UnsupportedVersion(9))
         );
         let mut b = hello.clone();
-        b[6] = 1;
+        b[6] = 2;
+        assert_eq!(parse(SetupKind::Hello, &b), Err(MsgError::Reserved));
+        let mut b = hello.clone();
+        b[7] = 0x80;
         assert_eq!(parse(SetupKind::Hello, &b), Err(MsgError::Reserved));
         let mut b = hello.clone();
         b[8] = 2;
@@ -460,12 +481,13 @@ mod tests {
 
     fn setup() -> impl Strategy<Value = Setup> {
         prop_oneof![
-            any::<bool>().prop_map(|b| Setup::Hello(Hello {
+            (any::<bool>(), any::<bool>()).prop_map(|(b, totem)| Setup::Hello(Hello {
                 model: if b {
                     Model::V1
                 } else {
                     Model::V1InitialTotemConfchg
-                }
+                },
+                totem,
             })),
             (
                 1..=u32::MAX,

@@ -62,12 +62,43 @@
 //! a locked instruction, on x86; `dmb ish` on aarch64), never a syscall
 //! while the other side is awake. Publish once per batch, not per record.
 //!
-//! # Which eventfd
+//! # Which eventfd, and the doorbell
 //!
-//! A connection has two ([`super::setup::Welcome`]): the daemon's, which
-//! the client signals (request ring data, event ring room), and the
-//! client's, which the daemon signals (event ring data, request ring
-//! room). The client's is the fd an application polls (`cpg_fd_get`).
+//! A connection has two eventfds ([`super::setup::Welcome`]): the
+//! daemon's, which the client signals (request ring data, event ring
+//! room), and the client's, which the daemon signals (event ring data,
+//! request ring room) and which the client's own threads sleep on while
+//! they wait for a reply, for room, or (blocking dispatch) for an event.
+//!
+//! The fd an application polls (`cpg_fd_get`) is neither: it is the
+//! connection's Unix socket, as Corosync's is (Pacemaker checks the
+//! daemon's credentials on it with `SO_PEERCRED`). It is readable while
+//! events are pending because the daemon writes one *doorbell* byte on it
+//! when it publishes events while the client has armed the doorbell, and
+//! the client reads the bytes back only when nothing is pending. The
+//! `consumer_sleeping` word of the event ring carries two bits for this:
+//!
+//! | bit | set by the client | the daemon, publishing |
+//! |---|---|---|
+//! | [`SLEEPING`] | a thread of it is going to sleep on its eventfd | any record (an event or a reply): clear it, signal the eventfd |
+//! | [`BELL`] | nothing is pending and the socket was drained: the application may be polling it | an event (`DELIVER`, `DELIVER_MORE`, `CONFCHG`, `TOTEM_CONFCHG`): clear it, write [`DOORBELL`] on the socket |
+//!
+//! Both are the protocol above with the eventfd (or the socket) as the
+//! wake-up: the client arms `BELL` (C1), fences (C2) and looks at the
+//! head again (C3); only then is the drained socket a promise that the
+//! next event rings it. Replies never ring the doorbell, so a thread
+//! waiting for its reply never makes the application's fd readable; the
+//! client's threads clear and set their own bit only (`fetch_and`,
+//! `fetch_or`), never the other.
+//!
+//! One case needs the daemon once more: events published between the
+//! client's drain and its arming (C3 sees them, and the daemon, which
+//! published before the bit was set, rang nothing). The client then writes
+//! [`ECHO_REQUEST`] on the socket, and the daemon answers every byte it
+//! reads there with one [`ECHO`] byte, so the socket turns readable for
+//! events already read. A byte count per call bounds it (one answer per
+//! byte read, at most a few bytes per visit): a client that floods the
+//! socket costs the daemon what flooding its eventfd costs.
 //!
 //! # References
 //! `docs/spec/ipc.md` "Wake-ups"; the Linux kernel's
@@ -77,8 +108,19 @@
 
 /// A flag word's value while its side is running.
 pub const AWAKE: u32 = 0;
-/// `consumer_sleeping` while the consumer is (about to be) asleep.
+/// `consumer_sleeping` bit: a consumer thread is (about to be) asleep on
+/// its eventfd.
 pub const SLEEPING: u32 = 1;
+/// `consumer_sleeping` bit of the event ring: the client's socket is
+/// drained and nothing is pending; write [`DOORBELL`] on it with the next
+/// event (see "Which eventfd, and the doorbell").
+pub const BELL: u32 = 2;
+/// The byte the daemon writes on the socket for [`BELL`].
+pub const DOORBELL: u8 = 1;
+/// The byte the daemon writes on the socket for each byte it reads there.
+pub const ECHO: u8 = 2;
+/// The byte a client writes on the socket to have an [`ECHO`] back.
+pub const ECHO_REQUEST: u8 = 3;
 /// `producer_waiting` while the producer waits for room.
 pub const WAITING: u32 = 1;
 

@@ -1,10 +1,10 @@
 //! The connection: setup (`Hello`, `Welcome`, the mapping), the state
 //! behind the connection's one lock, requests and their replies, and
 //! waiting (the ring wake-ups of `docs/spec/ipc.md` §5, the daemon's death
-//! on the socket), and the pollable fd.
+//! on the socket), and the pollable fd (the socket, with its doorbell).
 //!
 //! Waiting: at most one thread sleeps in `poll` on the client eventfd and
-//! the socket (the *poller*); every other thread that must wait sleeps on
+//! the socket's hang-up (the *poller*); every other thread that must wait sleeps on
 //! the condvar and is woken by the poller, which reads the event ring after
 //! each wake-up. Any thread that reads records while a poller sleeps kicks
 //! it (a write to the client eventfd), so nothing it waits for is missed.
@@ -13,9 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::net::Shutdown;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -25,7 +23,6 @@ use cpg_core::pool::SlotId;
 use cpg_core::{CsError, GroupName, MemberAddr};
 use cpg_ipc::ring::WriteError;
 use cpg_ipc::{ClientConn, EventFd, RingRx, RingTx, SharedMem};
-use rustix::event::epoll;
 
 use super::events::Events;
 use crate::cpg::IterationDescription;
@@ -58,19 +55,15 @@ pub(crate) struct ClientNode {
 
 /// The file descriptors of a connection.
 pub(super) struct Fds {
-    /// Carries nothing after setup: its hang-up is the daemon's death.
-    pub(super) sock: UnixStream,
-    /// Signalled by the daemon: events waiting, request room made.
+    /// The Unix socket to cpgd: what `fd_get` returns (its peer is the
+    /// daemon, `SO_PEERCRED` says so), readable through doorbell bytes
+    /// while events are pending and for good once the daemon hangs up.
+    pub(super) sock: Arc<OwnedFd>,
+    /// Signalled by the daemon: events or replies waiting, request room
+    /// made (this side's threads sleep on it, never the application).
     pub(super) client_wake: EventFd,
     /// Signalled by this client: requests waiting, event room made.
     pub(super) daemon_wake: EventFd,
-    /// This side's own: signalled while a thread sleeps waiting for a
-    /// reply (or room) with events in the queue, which it cannot leave
-    /// `client_wake` signalled for (it sleeps on it).
-    pub(super) pending: EventFd,
-    /// What `fd_get` returns: an epoll fd over `client_wake`, `pending`
-    /// and `sock`.
-    pub(super) poll: Arc<OwnedFd>,
 }
 
 /// Where a handle is in its life.
@@ -156,6 +149,53 @@ impl Answer {
     }
 }
 
+/// The doorbell on the socket as this side knows it. The application's
+/// fd is readable while a byte is there; this side reads them back only
+/// when nothing is pending, after every byte it knows of came.
+#[derive(Debug, Default)]
+pub(super) struct Bell {
+    /// The `BELL` bit was set by this side and not seen taken since.
+    pub(super) armed: bool,
+    /// Doorbell bytes the daemon sent or is sending, not yet read.
+    pub(super) owed: usize,
+    /// Echoes asked for, not yet read.
+    pub(super) echoes: usize,
+}
+
+impl Bell {
+    /// Most time spent waiting for owed bytes (the daemon writes them
+    /// right after it takes the bit; this is for a daemon descheduled in
+    /// between, and a bound for one that died without closing).
+    const PATIENCE_MS: i64 = 1000;
+
+    /// Read the bytes on the socket until every owed one came (or the
+    /// patience ran out, or the daemon hung up).
+    fn collect(&mut self, sock: BorrowedFd<'_>) {
+        let end =
+            std::time::Instant::now() + std::time::Duration::from_millis(Self::PATIENCE_MS as u64);
+        loop {
+            let n = cpg_ipc::bell::pending(sock);
+            if n > 0 {
+                let (read, echoes) = cpg_ipc::bell::drain(sock, n);
+                self.echoes = self.echoes.saturating_sub(echoes);
+                self.owed = self.owed.saturating_sub(read - echoes);
+            }
+            if self.owed == 0 && self.echoes == 0 {
+                return;
+            }
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero()
+                || cpg_ipc::setup::peer_gone(sock)
+                || !cpg_ipc::bell::wait_readable(sock, left.as_millis() as i64)
+            {
+                self.owed = 0;
+                self.echoes = 0;
+                return;
+            }
+        }
+    }
+}
+
 /// Everything about a connection that changes, under its one lock.
 pub(super) struct State {
     /// `None` once finalized (the mapping goes when the last zero-copy
@@ -206,11 +246,8 @@ pub(super) struct State {
     pub(super) poller: bool,
     /// Threads sleeping on the condvar.
     pub(super) waiters: usize,
-    /// This side wrote the client eventfd and did not drain it since: the
-    /// pollable fd is readable.
-    pub(super) efd_set: bool,
-    /// `Fds::pending` is signalled.
-    pub(super) pending_set: bool,
+    /// The doorbell as this side knows it (see [`Bell`]).
+    pub(super) bell: Bell,
     /// Records were read since the pollable fd was last made right (see
     /// [`ClientNode::settle_if_needed`]).
     pub(super) unsettled: bool,
@@ -237,14 +274,19 @@ fn random_check() -> u32 {
 
 impl ClientNode {
     /// Connect to the daemon at `path` as a model v1 handle with `flags`,
-    /// map the connection and check it.
+    /// map the connection and check it. `totem`: the handle has a totem
+    /// callback (the daemon sends every totem confchg, else only the
+    /// initial one `flags` may ask for).
     ///
     /// # Errors
     /// `INVALID_PARAM` for a flag other than 0x01 (before connecting); the
     /// daemon's `REFUSED` code (`ACCESS`, `TRY_AGAIN`, `VERSION`, ...);
-    /// `LIBRARY` when no daemon answers or the setup breaks the protocol;
-    /// `NO_RESOURCES` without an epoll fd.
-    pub(crate) fn connect(path: &Path, flags: u32) -> Result<Arc<ClientNode>, CsError> {
+    /// `LIBRARY` when no daemon answers or the setup breaks the protocol.
+    pub(crate) fn connect(
+        path: &Path,
+        flags: u32,
+        totem: bool,
+    ) -> Result<Arc<ClientNode>, CsError> {
         if flags & !MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0 {
             return Err(CsError::InvalidParam);
         }
@@ -254,25 +296,9 @@ impl ClientNode {
             Model::V1
         };
         let (sock, welcome, fds) =
-            cpg_ipc::setup::connect(path, Hello { model }).map_err(|e| e.cs_error())?;
+            cpg_ipc::setup::connect(path, Hello { model, totem }).map_err(|e| e.cs_error())?;
         let c = ClientConn::attach(welcome, fds).map_err(|_| CsError::Library)?;
         let zc_region = c.zc_region();
-        let pending = EventFd::new().map_err(|_| CsError::NoResources)?;
-        let poll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|_| CsError::NoResources)?;
-        // Level-triggered: readable while an eventfd counts (this side
-        // keeps one so while events are pending) or the socket hung up.
-        let sources = [
-            (c.client_wake.as_fd(), epoll::EventFlags::IN),
-            (pending.as_fd(), epoll::EventFlags::IN),
-            (
-                sock.as_fd(),
-                epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
-            ),
-        ];
-        for (i, (fd, flags)) in sources.into_iter().enumerate() {
-            epoll::add(&poll, fd, epoll::EventData::new_u64(i as u64), flags)
-                .map_err(|_| CsError::NoResources)?;
-        }
         let check = random_check();
         let state = State {
             conn: Some(Conn {
@@ -300,8 +326,7 @@ impl ClientNode {
             zc_frees: Vec::new(),
             poller: false,
             waiters: 0,
-            efd_set: false,
-            pending_set: false,
+            bell: Bell::default(),
             unsettled: false,
             broke: None,
         };
@@ -310,11 +335,9 @@ impl ClientNode {
             st: Mutex::new(state),
             cond: Condvar::new(),
             fds: Fds {
-                sock,
+                sock: Arc::new(OwnedFd::from(sock)),
                 client_wake: c.client_wake,
                 daemon_wake: c.daemon_wake,
-                pending,
-                poll: Arc::new(poll),
             },
             welcome,
             zc_region,
@@ -358,7 +381,6 @@ impl ClientNode {
     pub(super) fn wake_waiters(&self, g: &mut State) {
         if g.poller {
             self.fds.client_wake.signal();
-            g.efd_set = true;
         }
         self.notify(g);
     }
@@ -420,13 +442,9 @@ impl ClientNode {
                 g.waiters -= 1;
                 continue;
             }
-            if !g.ev.is_empty() && !g.pending_set {
-                // events wait in the queue, and this thread drains
-                // client_wake when it wakes: the pollable fd says so
-                // through the other eventfd
-                self.fds.pending.signal();
-                g.pending_set = true;
-            }
+            // Events this thread reads past while it sleeps keep the
+            // application's fd readable by themselves: the daemon rang the
+            // doorbell when it published them, or a byte was already there.
             let c = g.conn.as_mut().expect("checked above");
             match c.rx.prepare_sleep() {
                 Ok(true) => {}
@@ -445,7 +463,6 @@ impl ClientNode {
             // re-checks the rings (and sets its flags again) before it
             // sleeps, so nothing signalled meanwhile is lost.
             self.fds.client_wake.drain();
-            g.efd_set = false;
             if let Some(c) = g.conn.as_ref() {
                 c.rx.awake();
             }
@@ -659,49 +676,98 @@ impl State {
         }
         self.on_dead();
         // the daemon sees the hang-up; the pollable fd becomes readable
-        let _ = fds.sock.shutdown(Shutdown::Both);
+        let _ = rustix::net::shutdown(&*fds.sock, rustix::net::Shutdown::Both);
     }
 
-    /// See [`ClientNode::finish`].
+    /// See [`ClientNode::finish`]: the doorbell protocol's client side
+    /// (`cpg_core::ipc::wake`, "Which eventfd, and the doorbell").
     fn settle(&mut self, fds: &Fds) {
         self.unsettled = false;
-        if self.dead || self.evicted {
-            // readable for good, as an evicted embedded handle's: the
-            // socket's hang-up says so too, once the daemon closes it
-            if !self.efd_set {
-                fds.client_wake.signal();
-                self.efd_set = true;
+        // A dead daemon closed the socket, an eviction closes it, a broken
+        // connection was shut down here: readable for good already.
+        if self.dead || self.evicted || self.conn.is_none() {
+            return;
+        }
+        let sock = fds.sock.as_fd();
+        loop {
+            if self.dead || self.evicted {
+                return;
             }
-            return;
-        }
-        let Some(c) = self.conn.as_mut() else {
-            return;
-        };
-        if !self.ev.is_empty() || c.rx.has_records() {
-            if !self.efd_set {
-                fds.client_wake.signal();
-                self.efd_set = true;
+            let Some(c) = self.conn.as_mut() else {
+                return;
+            };
+            if !self.ev.is_empty() || c.rx.has_records() {
+                self.keep_readable(sock);
+                return;
             }
-            return;
-        }
-        if self.pending_set {
-            fds.pending.drain();
-            self.pending_set = false;
-        }
-        if self.poller {
-            // it sleeps with consumer_sleeping set; draining would steal
-            // its wake-up
-            return;
-        }
-        fds.client_wake.drain();
-        self.efd_set = false;
-        match c.rx.prepare_sleep() {
-            Ok(true) => {}
-            Ok(false) => {
-                fds.client_wake.signal();
-                self.efd_set = true;
+            // Nothing pending: read what is owed and was left, then arm the
+            // doorbell and look at the ring once more.
+            if self.bell.armed && !c.rx.bell_armed() {
+                // the daemon took it for events read since: its byte is owed
+                self.bell.armed = false;
+                self.bell.owed += 1;
             }
-            Err(_) => self.broken(fds, "impossible event ring head"),
+            self.bell.collect(sock);
+            let left = cpg_ipc::bell::pending(sock);
+            let c = self.conn.as_mut().expect("checked above");
+            match c.rx.arm_bell() {
+                Ok(true) => {
+                    let (_, echoes) = cpg_ipc::bell::drain(sock, left);
+                    self.bell.echoes = self.bell.echoes.saturating_sub(echoes);
+                    self.bell.armed = true;
+                    return;
+                }
+                Ok(false) => {
+                    // Published meanwhile (or before the daemon saw the
+                    // bit): whether it still owes a byte for it.
+                    if !c.rx.disarm_bell() {
+                        self.bell.owed += 1;
+                    }
+                    self.bell.armed = false;
+                    if !self.pump(fds) {
+                        continue;
+                    }
+                }
+                Err(_) => {
+                    self.broken(fds, "impossible event ring head");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Events are pending: make sure the socket is readable (a byte is
+    /// there or owed), asking the daemon for an echo if nothing else
+    /// makes it so.
+    fn keep_readable(&mut self, sock: BorrowedFd<'_>) {
+        if self.bell.owed > 0 || self.bell.echoes > 0 {
+            return;
+        }
+        if self.bell.armed {
+            if let Some(c) = self.conn.as_ref() {
+                if !c.rx.bell_armed() {
+                    // the daemon took it for these events: its byte comes
+                    self.bell.armed = false;
+                    self.bell.owed += 1;
+                    return;
+                }
+            }
+        }
+        if cpg_ipc::bell::pending(sock) > 0 {
+            return;
+        }
+        if self.bell.armed {
+            if let Some(c) = self.conn.as_ref() {
+                if !c.rx.disarm_bell() {
+                    self.bell.owed += 1;
+                    self.bell.armed = false;
+                    return;
+                }
+            }
+            self.bell.armed = false;
+        }
+        if cpg_ipc::bell::request_echo(sock) {
+            self.bell.echoes += 1;
         }
     }
 

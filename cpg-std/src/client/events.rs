@@ -341,6 +341,9 @@ impl State {
                         return true;
                     }
                     if self.evicted {
+                        // the daemon closes the socket too; shut down here
+                        // so the application's fd is readable at once
+                        let _ = rustix::net::shutdown(&*fds.sock, rustix::net::Shutdown::Both);
                         break;
                     }
                 }

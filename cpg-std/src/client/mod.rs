@@ -22,16 +22,16 @@
 //! event ring and keeps the events it reads past, in order, for the next
 //! dispatch.
 //!
-//! The pollable fd (`fd_get`) is an epoll fd over the client eventfd, an
-//! eventfd of this side's own and the socket, level-triggered: readable
-//! while this side keeps the client eventfd counting (it does while events
-//! are pending: a dispatch that leaves events behind signals it again),
-//! when the daemon signals it (it does when `consumer_sleeping` is set,
-//! which a dispatch that drains the ring leaves set), while a thread
-//! sleeps on the client eventfd (waiting for a reply) with events queued
-//! (the own eventfd then, since the sleeper drains the other when it
-//! wakes), and once the socket hangs up (the daemon died, or this side
-//! closed it: finalize, a protocol error).
+//! The pollable fd (`fd_get`) is the connection's socket, as Corosync's
+//! is (its peer credentials are the daemon's), level-triggered through
+//! doorbell bytes (`docs/spec/ipc.md` §5): the daemon writes one with the
+//! first event after this side armed the doorbell; this side reads them
+//! back only when it returns with nothing pending, and arms again. So it
+//! is readable while events are pending (a dispatch that leaves events
+//! behind leaves the byte), never for a reply alone, and for good once the
+//! socket hangs up (the daemon died, or this side closed it: finalize, an
+//! eviction, a protocol error). This side's threads sleep on the client
+//! eventfd, not on the socket.
 
 mod conn;
 mod events;
@@ -92,10 +92,12 @@ impl DynNode for ClientNode {
         g.callbacks = Some(options.callbacks);
         g.context = context;
         g.ev.wants_totem = options.wants_totem;
+        // the doorbell armed: the application may poll from now on
+        self.finish(g);
         // No staging: the request ring is this handle's queue.
         Ok((
             self.handle,
-            self.fds.poll.clone(),
+            self.fds.sock.clone(),
             Arc::new(Staging::default()),
         ))
     }
@@ -124,7 +126,7 @@ impl DynNode for ClientNode {
         g.replies.clear();
         // the daemon sees the hang-up (if it has not closed first), and
         // the pollable fd stays readable from now on
-        let _ = self.fds.sock.shutdown(std::net::Shutdown::Both);
+        let _ = rustix::net::shutdown(&*self.fds.sock, rustix::net::Shutdown::Both);
         self.wake_waiters(&mut g);
         // a finalized handle is gone whatever the daemon said, as
         // Corosync's; one the daemon evicted or lost finalizes fine
@@ -220,6 +222,10 @@ impl DynNode for ClientNode {
         g.check(self.handle, h, true)?;
         g.context = c;
         Ok(())
+    }
+
+    fn message_max(&self) -> usize {
+        self.welcome.message_max as usize
     }
 
     fn iteration_initialize(&self, h: u64, scope: &IterScope) -> Result<IterStart, CsError> {

@@ -67,6 +67,8 @@ pub(crate) trait DynNode: SendOps + DispatchOps + Send + Sync {
     fn flow_control(&self, h: u64) -> Result<bool, CsError>;
     fn context_get(&self, h: u64) -> Result<Context, CsError>;
     fn context_set(&self, h: u64, c: Context) -> Result<(), CsError>;
+    /// The largest message the node takes (`max_message_size`).
+    fn message_max(&self) -> usize;
     /// `cpg_iteration_initialize` (the scope is checked by the caller): a
     /// snapshot of the group table taken here, or an iteration the daemon
     /// keeps (its entries come from [`DynNode::iteration_next`]).
@@ -286,6 +288,10 @@ impl<F: FrameBuf + Send + Sync + 'static> DynNode for NodeState<F> {
     fn context_set(&self, h: u64, c: Context) -> Result<(), CsError> {
         lock(&self.locked).get_mut(h)?.context = c;
         Ok(())
+    }
+
+    fn message_max(&self) -> usize {
+        lock(&self.locked).engine.config().max_message_size
     }
 
     fn iteration_initialize(&self, h: u64, scope: &IterScope) -> Result<IterStart, CsError> {

@@ -72,7 +72,13 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(path: &Path) -> Result<Raw, SetupError> {
-        let (sock, welcome, fds) = setup::connect(path, Hello { model: Model::V1 })?;
+        let (sock, welcome, fds) = setup::connect(
+            path,
+            Hello {
+                model: Model::V1,
+                totem: false,
+            },
+        )?;
         let conn = ClientConn::attach(welcome, fds).expect("attach");
         Ok(Raw {
             sock,
