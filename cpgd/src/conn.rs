@@ -269,8 +269,12 @@ impl Live {
     pub(crate) fn flow_control(&mut self, enabled: bool) {
         let mut o = lock(&self.out);
         o.flow_control(enabled);
-        if o.publish() {
+        let wake = o.publish();
+        if wake.eventfd {
             self.client_wake.signal();
+        }
+        if wake.bell {
+            cpg_ipc::bell::ring(self.bell.as_fd());
         }
     }
 
