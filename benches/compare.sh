@@ -15,8 +15,11 @@
 #          [--sched-rr] [--repeat N] [--out DIR] [--ours "nodes daemon"]
 #
 # --ours picks our topologies: "nodes" (M member processes, one ring node
-# each, system cpg-rs) and/or "daemon" (one cpgd and M client processes
-# over shared memory, system cpg-rs-cpgd: the topology of Corosync's rows).
+# each, system cpg-rs), "daemon" (one cpgd and M client processes over
+# shared memory, system cpg-rs-cpgd: the topology of Corosync's rows)
+# and/or "libcpg" (the very cpgload binary of Corosync's rows, run on our
+# libcpg.so.4 through LD_LIBRARY_PATH against one cpgd: system
+# cpg-rs-libcpg, the identical-binary comparison).
 # With "daemon" alone the report compares cpg-rs-cpgd with Corosync.
 # --daemon-netmtu N (default 65535): cpgd's netmtu; knet's PMTU discovery
 # gives Corosync's single node loopback's MTU the same way.
@@ -115,6 +118,7 @@ stop_corosync() {
 }
 cleanup() {
 	stop_corosync
+	if declare -f stop_cpgd >/dev/null; then stop_cpgd; fi
 	local d
 	for d in "${cs_dirs[@]+"${cs_dirs[@]}"}"; do
 		rm -rf "$d"
@@ -340,6 +344,48 @@ run_ours_row() { # SYSTEM M SIZE G SEND LAT
 		error_row "$system" "$m" "$size" "$g" "$send" "$lat"
 	fi
 }
+# ---------------------------------------------------------------- ours, libcpg.so.4
+cpgd_pid=""
+cpgd_dir=""
+capi_dir="$repo/target/capi"
+start_cpgd() { # one cpgd on a free port, its socket in a run dir; libcpg.so.4 built
+	if [ "$do_build" = 1 ]; then
+		(cd "$repo" && timeout 1800 cpg-capi/build-lib.sh --out "$capi_dir") >"$out/logs/capi-build.log" 2>&1 ||
+			{ log "cpg-capi/build-lib.sh failed (logs/capi-build.log)"; return 1; }
+	fi
+	[ -f "$capi_dir/libcpg.so.4" ] || return 1
+	cpgd_dir="$(mktemp -d /tmp/cpgbench-cpgd.XXXXXX)"
+	"$cpgtool" config --nodes 1 --crypto none --out "$cpgd_dir/cpg.toml" \
+		--state-dir "$cpgd_dir/state" >/dev/null 2>"$out/logs/cpgd.config" || return 1
+	sed -i -e "s|^socket = .*|socket = \"$cpgd_dir/cpgd.sock\"|" \
+		-e "s|^netmtu = .*|netmtu = $daemon_netmtu|" "$cpgd_dir/cpg.toml"
+	"$repo/target/release/cpgd" --config "$cpgd_dir/cpg.toml" --nodeid 1 --log-level warn \
+		>"$out/logs/cpgd.stdout" 2>"$out/logs/cpgd.stderr" &
+	cpgd_pid=$!
+	local deadline=$((SECONDS + 30))
+	while [ $SECONDS -lt $deadline ]; do
+		[ -S "$cpgd_dir/cpgd.sock" ] && return 0
+		kill -0 "$cpgd_pid" 2>/dev/null || return 1
+		sleep 0.2
+	done
+	return 1
+}
+stop_cpgd() {
+	if [ -n "$cpgd_pid" ]; then
+		kill -TERM "$cpgd_pid" 2>/dev/null || true
+		wait "$cpgd_pid" 2>/dev/null || true
+		cpgd_pid=""
+	fi
+	[ -n "$cpgd_dir" ] && rm -rf "$cpgd_dir"
+	cpgd_dir=""
+}
+run_libcpg_row() { # SYSTEM M SIZE G SEND LAT: Corosync's row, the same cpgload binary, on ours
+	(
+		export LD_LIBRARY_PATH="$capi_dir" CPGD_SOCKET="$cpgd_dir/cpgd.sock"
+		run_corosync_row "$@"
+	)
+}
+
 if [ "$do_ours" = 1 ]; then
 	if [ "$do_build" = 1 ] && command -v cargo >/dev/null 2>&1; then
 		log "building cpgtool and cpgd (cargo build --release -p cpg-std --bin cpgtool -p cpgd)"
@@ -353,6 +399,15 @@ if [ "$do_ours" = 1 ]; then
 				for_each_row run_ours_row cpg-rs ;;
 			daemon) log "cpg-rs-cpgd (one cpgd, M clients): running rows (${seconds}s each)"
 				for_each_row run_ours_row cpg-rs-cpgd ;;
+			libcpg)
+				if start_cpgd; then
+					log "cpg-rs-libcpg (cpgload on our libcpg.so.4, one cpgd): running rows (${seconds}s each)"
+					for_each_row run_libcpg_row cpg-rs-libcpg
+					stop_cpgd
+				else
+					row_error="cpgd or libcpg.so.4 did not come up (logs/cpgd.*)"
+					for_each_row error_row cpg-rs-libcpg
+				fi ;;
 			*) log "unknown --ours topology $topo" ;;
 			esac
 		done
@@ -371,6 +426,7 @@ fi
 meta_line end
 report_args=()
 [ "$ours_topologies" = daemon ] && report_args=(--ours-system cpg-rs-cpgd)
+[ "$ours_topologies" = libcpg ] && report_args=(--ours-system cpg-rs-libcpg)
 python3 "$here/report.py" "$results" "${report_args[@]+"${report_args[@]}"}" --svg "$out/chart.svg" \
 	--json-out "$out/report.json" | tee "$out/report.txt"
 log "results in $out"
