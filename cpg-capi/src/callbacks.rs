@@ -28,10 +28,11 @@ pub(crate) fn deliver(h: cpg_handle_t, f: cpg_deliver_fn_t) -> Option<DeliverFn>
         let name = c_name(d.group);
         scratch.clear();
         scratch.extend_from_slice(d.msg);
-        // SAFETY: `f` is the application's deliver_fn (the contract of
+        // Why this is sound: `f` is the application's deliver_fn (the contract of
         // cpg_initialize / cpg_model_initialize); every pointer passed is
         // valid for the call: `name` on this stack, `scratch` holding
         // exactly `msg_len` bytes this closure owns.
+        // SAFETY: the application's own deliver_fn, called with pointers valid for the call.
         unsafe {
             f(
                 h,

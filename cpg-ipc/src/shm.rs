@@ -73,10 +73,11 @@ impl SharedMem {
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<SharedMem> {
-        // SAFETY: a fresh mapping chosen by the kernel (null hint, no
+        // Why this is sound: a fresh mapping chosen by the kernel (null hint, no
         // MAP_FIXED) cannot alias any Rust object; `len` bytes of `fd`
         // exist (created so, or checked by `attach`), and the size is sealed
         // (daemon side) so the pages stay backed while mapped.
+        // SAFETY: a fresh kernel-chosen mapping of `len` existing, sealed bytes.
         let p = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
@@ -124,10 +125,11 @@ impl SharedMem {
         let Some(src) = self.check(offset, dst.len()) else {
             return false;
         };
-        // SAFETY: `src..src+len` lies in the live mapping (`check`); `dst` is
+        // Why this is sound: `src..src+len` lies in the live mapping (`check`); `dst` is
         // private memory, so the ranges do not overlap. The other process may
         // write these bytes meanwhile: every byte value is a valid `u8`, and
         // callers validate what they copied, never the shared original.
+        // SAFETY: in-range shared source, private destination, no overlap.
         unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
         true
     }
@@ -162,10 +164,11 @@ impl SharedMem {
         if p as usize % std::mem::align_of::<AtomicU64>() != 0 {
             return None;
         }
-        // SAFETY: aligned, inside the mapping for as long as `&self` lives;
+        // Why this is sound: aligned, inside the mapping for as long as `&self` lives;
         // the word is only ever accessed atomically by both processes (the
         // protocol's index and flag words), and `AtomicU64` has the size and
         // layout of `u64`.
+        // SAFETY: aligned, in the live mapping, only ever accessed atomically.
         Some(unsafe { &*p.cast::<AtomicU64>() })
     }
 
@@ -188,11 +191,12 @@ impl SharedMem {
     /// decision (a lying client can only change its own message).
     pub fn shared_bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
         let p = self.check(offset, len)?;
-        // SAFETY: inside the live mapping for the borrow of `self`. The bytes
+        // Why this is sound: inside the live mapping for the borrow of `self`. The bytes
         // may change under us (another process writes them): `u8` has no
         // invalid values, and the contract above keeps every use to handing
         // them to the kernel or copying them, so no code depends on two
         // reads agreeing.
+        // SAFETY: in the live mapping; opaque bytes no decision reads twice.
         Some(unsafe { std::slice::from_raw_parts(p, len) })
     }
 

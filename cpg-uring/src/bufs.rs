@@ -751,12 +751,13 @@ impl RxBuf {
         match Arc::get_mut(&mut self.0)? {
             RxInner::Ring(frame) => {
                 let len = frame.len;
-                // SAFETY: `Arc::get_mut` proved this the only handle, so no
+                // Why this is sound: `Arc::get_mut` proved this the only handle, so no
                 // other borrow of the bytes exists; the buffer is the user's
                 // (taken from the kernel in `RxRing::take`, re-provided only
                 // after this handle drops), so the kernel does not write it;
                 // `ptr..ptr+len` lies inside the live mapping (`_map`), as
                 // `take` checked. The borrow ends before `frame.len` changes.
+                // SAFETY: a held receive buffer, only handle, inside the live mapping.
                 let bytes = unsafe { std::slice::from_raw_parts_mut(frame.ptr.as_ptr(), len) };
                 let n = match f(bytes) {
                     Ok(n) => n,

@@ -703,11 +703,12 @@ impl Ring {
             iov_base: base.cast(),
             iov_len: len,
         }];
-        // SAFETY: `base..base+len` is mapped while `region` lives (the
+        // Why this is sound: `base..base+len` is mapped while `region` lives (the
         // `ExternalRegion` contract); the entry below keeps the `Arc` until
         // the buffer is unregistered (`ext_unregister`) or the ring is
         // destroyed. The kernel pins the pages; their contents may change
         // at any time, which the kernel does not mind.
+        // SAFETY: the region stays mapped and registered while the entry holds it.
         let r = unsafe {
             self.uring
                 .submitter()
@@ -863,12 +864,13 @@ impl Ring {
             _ => opcode::Send::new(Fd(fd), ptr, len).build(),
         }
         .user_data(ud);
-        // SAFETY: `ptr..ptr+len` is `src`'s memory, kept alive and unwritten
+        // Why this is sound: `ptr..ptr+len` is `src`'s memory, kept alive and unwritten
         // by us in `self.sends` until the final CQE (see `Tx`; an external
         // region may be written by its owner's client, which changes what
         // is sent, not what is valid); a buffer index is named only when
         // the bytes lie in that registered buffer, which stays registered
         // until then (`ext_send_done`).
+        // SAFETY: every buffer the entry names outlives the operation.
         unsafe { self.push(e) };
         Ok(kind)
     }

@@ -69,7 +69,7 @@ unsafe impl Sync for ZcSlot {}
 
 impl ZcStorage for ZcSlot {
     fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr+len` lies in the mapping `self._mem` keeps alive
+        // Why this is sound: `ptr..ptr+len` lies in the mapping `self._mem` keeps alive
         // (checked by `SharedMem::range_ptr` at alloc). No other slice in
         // this process covers these bytes: `zc_alloc` refuses a slot that
         // overlaps a live one, and the rings lie outside the zc region
@@ -77,6 +77,7 @@ impl ZcStorage for ZcSlot {
         // until it is named in `MCAST_ZC` or `ZC_FREE`, which consumes this
         // value; a daemon that broke that could only change byte values
         // (every `u8` is valid), as `SharedMem::shared_bytes` says.
+        // SAFETY: this value's own slot, inside the live mapping.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
