@@ -251,26 +251,15 @@ impl RingTx {
     /// signalled. The doorbell bit is left alone: no event is in this
     /// batch (see [`RingTx::publish_events`]).
     pub fn publish(&mut self) -> bool {
-        if self.prod.head() == self.prod.published() {
-            return false;
-        }
-        self.words
-            .head()
-            .store(self.prod.publish(), Ordering::Release);
-        fence(Ordering::SeqCst);
-        take_bits(self.words.consumer_sleeping(), SLEEPING) != 0
+        self.store_head() && take_bits(self.words.consumer_sleeping(), SLEEPING) != 0
     }
 
     /// [`RingTx::publish`] of a batch holding events (the daemon's event
     /// ring): the doorbell is taken too.
     pub fn publish_events(&mut self) -> Wake {
-        if self.prod.head() == self.prod.published() {
+        if !self.store_head() {
             return Wake::default();
         }
-        self.words
-            .head()
-            .store(self.prod.publish(), Ordering::Release);
-        fence(Ordering::SeqCst);
         let flag = self.words.consumer_sleeping();
         if flag.load(Ordering::Relaxed) == AWAKE {
             return Wake::default();
@@ -280,6 +269,19 @@ impl RingTx {
             eventfd: old & !BELL != 0,
             bell: old & BELL != 0,
         }
+    }
+
+    /// Store the head (Release) and fence (the wake-up protocol's P1, P2);
+    /// `false` when nothing new was written.
+    fn store_head(&mut self) -> bool {
+        if self.prod.head() == self.prod.published() {
+            return false;
+        }
+        self.words
+            .head()
+            .store(self.prod.publish(), Ordering::Release);
+        fence(Ordering::SeqCst);
+        true
     }
 
     /// Whether something written is not yet published.
@@ -363,27 +365,19 @@ impl RingRx {
     /// `RingError::Corrupt` for an impossible header or index: the peer is
     /// broken or lying.
     pub fn next_into(&mut self, body: &mut Vec<u8>) -> Result<Option<RecordInfo>, RingError> {
-        let data = self.words.data();
-        let mem = &self.words.mem;
-        let rec = self.cons.next(self.dir, |pos| {
-            let mut h = [0u8; RECORD_HEADER_LEN];
-            mem.copy_out(data + pos, &mut h);
-            h
-        })?;
-        let Some(rec) = rec else {
+        let Some((info, at, len)) = self.next_in_place()? else {
             return Ok(None);
         };
         // appended from the shared bytes, not zero-filled then copied over:
         // the body is copied once, and only ever read from the copy
-        let src = mem
-            .shared_bytes(data + rec.body.start, rec.body.len())
+        let src = self
+            .words
+            .mem
+            .shared_bytes(at, len)
             .ok_or(RingError::DataTooShort)?;
         body.clear();
         body.extend_from_slice(src);
-        Ok(Some(RecordInfo {
-            kind: rec.kind,
-            flags: rec.flags,
-        }))
+        Ok(Some(info))
     }
 
     /// The next record without copying its body: its kind and flags, and
