@@ -267,10 +267,18 @@ impl Live {
     /// Tell the client of an edge of the node's flow control: the event
     /// goes in order with the others, and the client is woken if it sleeps.
     pub(crate) fn flow_control(&mut self, enabled: bool) {
-        let mut o = lock(&self.out);
-        o.flow_control(enabled);
-        let wake = o.publish();
-        if wake.eventfd {
+        let wake = {
+            let mut o = lock(&self.out);
+            o.flow_control(enabled);
+            o.publish()
+        };
+        self.wake(wake, false);
+    }
+
+    /// Wake the client as the event ring's publish said (and, with
+    /// `eventfd`, for room made in its request ring).
+    fn wake(&self, wake: cpg_ipc::ring::Wake, eventfd: bool) {
+        if wake.eventfd || eventfd {
             self.client_wake.signal();
         }
         if wake.bell {
@@ -295,12 +303,8 @@ impl Live {
         let v = self.take_requests();
         // publish whatever replies and events were written
         let wake = lock(&self.out).publish();
-        if wake.eventfd | self.requests.release() {
-            self.client_wake.signal();
-        }
-        if wake.bell {
-            cpg_ipc::bell::ring(self.bell.as_fd());
-        }
+        let room = self.requests.release();
+        self.wake(wake, room);
         if lock(&self.out).broken {
             return Verdict::Disconnect(Cut::Malformed("event ring indices"));
         }
@@ -351,12 +355,8 @@ impl Live {
             error: CsError::Library,
         });
         let wake = o.publish();
-        if wake.eventfd {
-            self.client_wake.signal();
-        }
-        if wake.bell {
-            cpg_ipc::bell::ring(self.bell.as_fd());
-        }
+        drop(o);
+        self.wake(wake, false);
         Verdict::Disconnect(Cut::Evicted)
     }
 
