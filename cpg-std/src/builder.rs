@@ -1,7 +1,7 @@
 //! [`ConfigBuilder`]: a [`NodeConfig`] built in code instead of read from a
 //! TOML file, checked by the same [`ConfigFile::validate`].
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,15 +43,18 @@ impl ConfigBuilder {
     /// An empty node list in cluster `cluster_name`, defaults elsewhere.
     pub fn new(cluster_name: &str) -> ConfigBuilder {
         ConfigBuilder {
-            file: ConfigFile::new(cluster_name, &[]),
+            file: ConfigFile::new::<SocketAddr>(cluster_name, &[]),
             node_id: None,
         }
     }
 
     /// Add node `id` on `addr`.
     #[must_use]
-    pub fn node(mut self, id: NodeId, addr: SocketAddrV4) -> Self {
-        self.file.nodelist.push(NodeEntry { nodeid: id, addr });
+    pub fn node(mut self, id: NodeId, addr: impl Into<SocketAddr>) -> Self {
+        self.file.nodelist.push(NodeEntry {
+            nodeid: id,
+            addr: addr.into(),
+        });
         self
     }
 
@@ -61,7 +64,7 @@ impl ConfigBuilder {
     pub fn local_nodes(mut self, ids: &[NodeId], base_port: u16) -> Self {
         for (i, &id) in ids.iter().enumerate() {
             let port = base_port.wrapping_add(i as u16);
-            self = self.node(id, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+            self = self.node(id, (Ipv4Addr::LOCALHOST, port));
         }
         self
     }

@@ -1,7 +1,8 @@
 //! The node configuration file (TOML) and its validation.
 //!
 //! One file describes a whole cluster: the cluster name, the static node
-//! list (nodeid → IPv4 `address:port`), timers, sizes and the state
+//! list (nodeid → IPv4 or IPv6 `address:port`, `"[fd00::1]:5405"` for
+//! IPv6), timers, sizes and the state
 //! directory. A process picks its own node by `nodeid` (in the file, or
 //! given on the command line), so `cpgtool demo` writes one file for every
 //! node it starts.
@@ -45,7 +46,7 @@
 //! policy, [`SlowConsumer`], lives beside it in `config/queue.rs`).
 
 use std::io::Read;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use cpg_core::limits::{self, ZC_HEADROOM};
@@ -156,8 +157,10 @@ pub(crate) const TRANSPORT_UDP_SETTING: &str = "transport = \"udp\"";
 pub struct NodeEntry {
     /// Totem node id (non-zero).
     pub nodeid: NodeId,
-    /// IPv4 `address:port` the node's UDP socket binds to.
-    pub addr: SocketAddrV4,
+    /// `address:port` the node's UDP socket binds to: IPv4
+    /// (`"10.0.0.1:5405"`) or IPv6 (`"[fd00::1]:5405"`); every node of a
+    /// link in one family.
+    pub addr: SocketAddr,
 }
 
 /// `[totem]`: timers and flow control, Corosync's names with a unit suffix.
@@ -284,7 +287,8 @@ pub struct ConfigFile {
     /// `ringseq-<nodeid>`); several nodes may share it.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// The path MTU (Corosync's `netmtu`): the whole IP packet; frames are 28 B smaller.
+    /// The path MTU (Corosync's `netmtu`): the whole IP packet; frames are
+    /// 28 B (IPv4) or 48 B (IPv6) smaller, the larger if the ring has both.
     #[serde(default = "default_netmtu")]
     pub netmtu: usize,
     /// Largest message `mcast` accepts (above it TOO_BIG).
@@ -397,7 +401,21 @@ pub enum ConfigError {
         /// Second node.
         b: NodeId,
         /// The address.
-        addr: SocketAddrV4,
+        addr: SocketAddr,
+    },
+    /// A link whose nodes are not all of one address family.
+    #[error("nodelist: link {link} mixes address families: node {a} at {addr_a}, node {b} at {addr_b} (one family per link)")]
+    LinkFamilyMismatch {
+        /// The link number.
+        link: u8,
+        /// A node of one family.
+        a: NodeId,
+        /// Its address.
+        addr_a: SocketAddr,
+        /// A node of the other family.
+        b: NodeId,
+        /// Its address.
+        addr_b: SocketAddr,
     },
     /// Port 0 in the node list.
     #[error("nodelist: node {0} has port 0; give a real port")]
@@ -501,7 +519,10 @@ impl ConfigFile {
     }
 
     /// A configuration for `nodes` (nodeid, address), defaults elsewhere.
-    pub fn new(cluster_name: &str, nodes: &[(NodeId, SocketAddrV4)]) -> ConfigFile {
+    pub fn new<A: Into<SocketAddr> + Copy>(
+        cluster_name: &str,
+        nodes: &[(NodeId, A)],
+    ) -> ConfigFile {
         ConfigFile {
             cluster_name: cluster_name.to_string(),
             cluster_id: None,
@@ -521,7 +542,10 @@ impl ConfigFile {
             ipc: IpcSection::default(),
             nodelist: nodes
                 .iter()
-                .map(|&(nodeid, addr)| NodeEntry { nodeid, addr })
+                .map(|&(nodeid, addr)| NodeEntry {
+                    nodeid,
+                    addr: addr.into(),
+                })
                 .collect(),
         }
     }
@@ -564,6 +588,21 @@ impl ConfigFile {
         }
         if me == 0 {
             return Err(ConfigError::ZeroNodeId);
+        }
+        if let Some(first) = self.nodelist.first() {
+            if let Some(other) = self
+                .nodelist
+                .iter()
+                .find(|n| n.addr.is_ipv4() != first.addr.is_ipv4())
+            {
+                return Err(ConfigError::LinkFamilyMismatch {
+                    link: 0,
+                    a: first.nodeid,
+                    addr_a: first.addr,
+                    b: other.nodeid,
+                    addr_b: other.addr,
+                });
+            }
         }
         if !self.nodelist.iter().any(|n| n.nodeid == me) {
             return Err(ConfigError::NotInNodeList(me));
@@ -652,6 +691,13 @@ impl ConfigFile {
         if let Some(v) = send_queue_frames {
             engine.send_queue_frames = v;
         }
+        // The frame budget holds on every path of the ring: the largest
+        // IP + UDP header of its links' families.
+        engine.frame_overhead = if self.nodelist.iter().any(|n| n.addr.is_ipv6()) {
+            limits::IPV6_UDP_OVERHEAD
+        } else {
+            limits::IPV4_UDP_OVERHEAD
+        };
         match (self.crypto, &self.key_file) {
             (Crypto::None, _) => {}
             (_, None) => return Err(ConfigError::KeyFileMissing),
@@ -741,7 +787,7 @@ pub struct NodeConfig {
     /// Cluster name.
     pub cluster_name: String,
     /// Every node and its address, in file order.
-    pub nodes: Vec<(NodeId, SocketAddrV4)>,
+    pub nodes: Vec<(NodeId, SocketAddr)>,
     /// The engine's settings.
     pub engine: limits::Config,
     /// The zero-copy pool's shape.
@@ -773,7 +819,7 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// This node's own address.
-    pub fn addr(&self) -> SocketAddrV4 {
+    pub fn addr(&self) -> SocketAddr {
         self.nodes
             .iter()
             .find(|(n, _)| *n == self.node_id)
@@ -784,12 +830,12 @@ impl NodeConfig {
     /// Settings for a node with no socket (the in-process loopback
     /// transport, tests): `node_id` in `nodes`, fast timers, defaults elsewhere.
     pub fn in_memory(node_id: NodeId, nodes: &[NodeId]) -> NodeConfig {
-        let list: Vec<(NodeId, SocketAddrV4)> = nodes
+        let list: Vec<(NodeId, SocketAddr)> = nodes
             .iter()
             .map(|&n| {
                 (
                     n,
-                    SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 20000 + (n % 40000) as u16),
+                    SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 20000 + (n % 40000) as u16)),
                 )
             })
             .collect();

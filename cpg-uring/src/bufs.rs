@@ -32,7 +32,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -48,8 +48,8 @@ use crate::external::{ExternalError, ExternalRegion};
 use crate::waker::Waker;
 
 /// Bytes reserved in front of a received datagram in each receive buffer:
-/// the `io_uring_recvmsg_out` header (16) and the source `sockaddr_in` (16),
-/// rounded up.
+/// the `io_uring_recvmsg_out` header (16) and the source address (a
+/// `sockaddr_in6`, 28, the larger of the two families), rounded up.
 pub const RX_HEADROOM: usize = 64;
 
 /// Lock `m`, taking the guard even if a thread panicked while holding it:
@@ -912,8 +912,8 @@ const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
 pub(crate) struct RecvFrame {
     /// The datagram (possibly truncated: see `truncated`).
     pub frame: RxBuf,
-    /// Source address, if it was an IPv4 one.
-    pub source: Option<SocketAddrV4>,
+    /// Source address (IPv4 or IPv6), if the kernel gave one.
+    pub source: Option<SocketAddr>,
     /// The datagram did not fit the buffer (MSG_TRUNC).
     pub truncated: bool,
 }
@@ -1076,7 +1076,7 @@ impl RxRing {
             self.provide(bid);
             return None;
         };
-        let source = parse_sockaddr_in(out.name_data());
+        let source = parse_sockaddr(out.name_data());
         let payload = out.payload_data();
         let truncated = out.is_payload_truncated();
         let ptr = NonNull::new(payload.as_ptr().cast_mut()).unwrap_or(NonNull::dangling());
@@ -1108,21 +1108,34 @@ impl RxRing {
     }
 }
 
-/// An IPv4 `sockaddr_in` as the kernel wrote it (family in native order,
-/// port and address in network order).
-pub(crate) fn parse_sockaddr_in(b: &[u8]) -> Option<SocketAddrV4> {
-    if b.len() < 8 {
+/// A `sockaddr_in` or `sockaddr_in6` as the kernel wrote it (family in
+/// native order, port and address in network order); `None` for another
+/// family or a short name.
+pub(crate) fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes([*b.first()?, *b.get(1)?]));
+    if family == libc::AF_INET {
+        let a: [u8; 8] = b.get(..8)?.try_into().ok()?;
+        let port = u16::from_be_bytes([a[2], a[3]]);
+        return Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(a[4], a[5], a[6], a[7]),
+            port,
+        )));
+    }
+    if family != libc::AF_INET6 {
         return None;
     }
-    let family = u16::from_ne_bytes([b[0], b[1]]);
-    if i32::from(family) != libc::AF_INET {
-        return None;
-    }
-    let port = u16::from_be_bytes([b[2], b[3]]);
-    Some(SocketAddrV4::new(
-        Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+    // family 2 | port 2 | flowinfo 4 | address 16 | scope id 4
+    let a: [u8; 28] = b.get(..28)?.try_into().ok()?;
+    let port = u16::from_be_bytes([a[2], a[3]]);
+    let flow = u32::from_be_bytes([a[4], a[5], a[6], a[7]]);
+    let ip: [u8; 16] = a[8..24].try_into().ok()?;
+    let scope = u32::from_ne_bytes([a[24], a[25], a[26], a[27]]);
+    Some(SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::from(ip),
         port,
-    ))
+        flow,
+        scope,
+    )))
 }
 
 #[cfg(test)]
@@ -1240,6 +1253,14 @@ mod tests {
         let f = ring.take(2, block.len(), &mh).unwrap();
         assert_eq!(f.frame.as_ref(), b"hello");
         assert_eq!(f.source, Some("127.0.0.1:5405".parse().unwrap()));
+        let mut v6 = [0u8; 28];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[2..4].copy_from_slice(&5405u16.to_be_bytes());
+        v6[8..24].copy_from_slice(&"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(parse_sockaddr(&v6), Some("[fd00::1]:5405".parse().unwrap()));
+        assert_eq!(parse_sockaddr(&v6[..27]), None, "short sockaddr_in6");
+        assert_eq!(parse_sockaddr(&name[..7]), None, "short sockaddr_in");
+        assert_eq!(parse_sockaddr(&[]), None);
         assert_eq!(f.frame.buffer_id(), Some(2));
         assert_eq!(ring.available(), 3);
         assert!(ring.take(2, block.len(), &mh).is_none(), "taken twice");

@@ -53,7 +53,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -103,10 +103,10 @@ pub struct TransportConfig {
     /// This node's id.
     pub node_id: NodeId,
     /// Address to bind (port 0 picks a free port; see [`Driver::local_addr`]).
-    pub bind: SocketAddrV4,
+    pub bind: SocketAddr,
     /// Every other node of the node list with its address (an entry for
     /// this node itself is ignored). May be set later with [`Driver::set_peers`].
-    pub peers: Vec<(NodeId, SocketAddrV4)>,
+    pub peers: Vec<(NodeId, SocketAddr)>,
     /// Zero-copy policy.
     pub zerocopy: ZeroCopy,
     /// Smallest frame `ZeroCopy::Auto` sends with `SendZc`.
@@ -150,12 +150,12 @@ impl TransportConfig {
     /// entry pins nothing).
     pub fn new(
         node_id: NodeId,
-        bind: SocketAddrV4,
-        peers: Vec<(NodeId, SocketAddrV4)>,
+        bind: impl Into<SocketAddr>,
+        peers: Vec<(NodeId, SocketAddr)>,
     ) -> TransportConfig {
         TransportConfig {
             node_id,
-            bind,
+            bind: bind.into(),
             peers,
             zerocopy: ZeroCopy::Auto,
             zc_min_len: 16 * 1024,
@@ -429,7 +429,7 @@ pub trait Host {
 #[derive(Debug)]
 struct Peer {
     id: NodeId,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     /// Connected socket (io_uring mode).
     fd: Option<OwnedFd>,
     loopback: bool,
@@ -445,10 +445,10 @@ pub struct Driver {
     // Dropped first: the ring cancels and drains before sockets and memory go.
     backend: Backend,
     node_id: NodeId,
-    local: SocketAddrV4,
+    local: SocketAddr,
     main: OwnedFd,
     peers: Vec<Peer>,
-    by_addr: HashMap<SocketAddrV4, NodeId>,
+    by_addr: HashMap<SocketAddr, NodeId>,
     by_id: HashMap<NodeId, usize>,
     zerocopy: ZeroCopy,
     zc_min_len: usize,
@@ -612,7 +612,7 @@ impl Driver {
     /// # Errors
     /// Duplicate ids or addresses, or a per-peer socket that cannot be
     /// bound/connected; also refused while sends are in flight.
-    pub fn set_peers(&mut self, peers: &[(NodeId, SocketAddrV4)]) -> Result<(), DriverError> {
+    pub fn set_peers(&mut self, peers: &[(NodeId, SocketAddr)]) -> Result<(), DriverError> {
         if let Backend::Uring(ring) = &self.backend {
             if ring.sends_live() > 0 || (1..=self.peers.len()).any(|s| ring.recv_armed(s as u16)) {
                 return Err(DriverError::Config(
@@ -668,12 +668,12 @@ impl Driver {
     }
 
     /// The bound address (with the port the kernel picked for port 0).
-    pub fn local_addr(&self) -> SocketAddrV4 {
+    pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
     /// The peers in force: (id, address), this node excluded.
-    pub fn peers(&self) -> Vec<(NodeId, SocketAddrV4)> {
+    pub fn peers(&self) -> Vec<(NodeId, SocketAddr)> {
         self.peers.iter().map(|p| (p.id, p.addr)).collect()
     }
 
@@ -1283,11 +1283,8 @@ impl Driver {
                         Counters::inc(&self.counters.rx_truncated);
                         continue;
                     }
-                    let src = from.and_then(|a| std::net::SocketAddr::try_from(a).ok());
-                    let Some(id) = (match src {
-                        Some(std::net::SocketAddr::V4(a)) => self.by_addr.get(&a).copied(),
-                        _ => None,
-                    }) else {
+                    let src = from.and_then(|a| SocketAddr::try_from(a).ok());
+                    let Some(id) = src.and_then(|a| self.by_addr.get(&a).copied()) else {
                         Counters::inc(&self.counters.rx_unknown_source);
                         continue;
                     };
@@ -1338,7 +1335,7 @@ fn count_open(c: &Counters, opened: Option<Result<(), OpenError>>) -> bool {
 
 /// `sendmsg` of one or two segments on a nonblocking socket, waiting up to
 /// 10 ms for room.
-fn send_blocking(fd: &OwnedFd, segs: [&[u8]; 2], addr: SocketAddrV4) -> io::Result<usize> {
+fn send_blocking(fd: &OwnedFd, segs: [&[u8]; 2], addr: SocketAddr) -> io::Result<usize> {
     let iov = [io::IoSlice::new(segs[0]), io::IoSlice::new(segs[1])];
     let iov = if segs[1].is_empty() {
         &iov[..1]
@@ -1414,7 +1411,7 @@ mod tests {
 
     #[test]
     fn default_config_fits_default_memlock() {
-        let c = TransportConfig::new(1, "127.0.0.1:0".parse().unwrap(), vec![]);
+        let c = TransportConfig::new(1, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), vec![]);
         let pool = c.pool.region_len().unwrap();
         assert!(pool + c.rx_buffers * c.rx_buffer_size < 8 << 20);
     }

@@ -456,7 +456,8 @@ impl Ring {
         let probe = probe_ring(&uring)?;
         // SAFETY: an all-zero `msghdr` is a valid value (null pointers, zero lengths).
         let mut msghdr = Box::new(RecvHdr(unsafe { std::mem::zeroed() }));
-        msghdr.0.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // room for either family's source address (the larger is IPv6's)
+        msghdr.0.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
         Ok(Ring {
             uring,
             region: None,

@@ -9,7 +9,7 @@
 //! Any I/O beyond setup: the ring does the sending and receiving.
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
@@ -17,17 +17,23 @@ use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
 /// Socket buffer size asked for (SO_RCVBUF / SO_SNDBUF, forced when allowed).
 pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 
-fn udp_socket(nonblocking: bool) -> io::Result<OwnedFd> {
+/// A UDP socket of `addr`'s family. An IPv6 one is IPv6 only: a link
+/// has one family, and a v4-mapped peer would be a second name for an
+/// IPv4 node.
+fn udp_socket(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
     let mut flags = SocketFlags::CLOEXEC;
     if nonblocking {
         flags |= SocketFlags::NONBLOCK;
     }
-    Ok(rustix::net::socket_with(
-        AddressFamily::INET,
-        SocketType::DGRAM,
-        flags,
-        None,
-    )?)
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let s = rustix::net::socket_with(family, SocketType::DGRAM, flags, None)?;
+    if addr.is_ipv6() {
+        sockopt::set_ipv6_v6only(&s, true)?;
+    }
+    Ok(s)
 }
 
 /// Ask for `bytes` of receive and send buffer: the `*FORCE` options (root
@@ -44,19 +50,16 @@ pub(crate) fn size_buffers(fd: impl AsFd, bytes: usize) -> usize {
     sockopt::socket_recv_buffer_size(fd).unwrap_or(0)
 }
 
-/// The IPv4 address a socket is bound to.
-pub(crate) fn local_addr(fd: impl AsFd) -> io::Result<SocketAddrV4> {
+/// The address a socket is bound to.
+pub(crate) fn local_addr(fd: impl AsFd) -> io::Result<SocketAddr> {
     let a = rustix::net::getsockname(fd)?;
-    match SocketAddr::try_from(a) {
-        Ok(SocketAddr::V4(v4)) => Ok(v4),
-        _ => Err(io::ErrorKind::InvalidData.into()),
-    }
+    SocketAddr::try_from(a).map_err(|_| io::ErrorKind::InvalidData.into())
 }
 
 /// Bind without any sharing option, to learn whether `addr` is free (and,
 /// for port 0, which port the kernel picks). The socket is closed again.
-fn probe_free(addr: SocketAddrV4) -> io::Result<SocketAddrV4> {
-    let s = udp_socket(true)?;
+fn probe_free(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let s = udp_socket(&addr, true)?;
     rustix::net::bind(&s, &addr)?;
     local_addr(&s)
 }
@@ -65,23 +68,20 @@ fn probe_free(addr: SocketAddrV4) -> io::Result<SocketAddrV4> {
 /// per-peer sockets can share its port. Port 0 picks a free port. A port
 /// already in use by anyone (another node, say) is refused with
 /// `AddrInUse`, even if that user set SO_REUSEPORT too.
-pub(crate) fn bind_shared(addr: SocketAddrV4, bytes: usize) -> io::Result<(OwnedFd, SocketAddrV4)> {
+pub(crate) fn bind_shared(addr: SocketAddr, bytes: usize) -> io::Result<(OwnedFd, SocketAddr)> {
     let addr = probe_free(addr)?;
-    let s = udp_socket(false)?;
+    let s = udp_socket(&addr, false)?;
     sockopt::set_socket_reuseport(&s, true)?;
     bind_sized(s, addr, bytes)
 }
 
 /// A plain nonblocking socket bound to `addr` (the syscall fallback).
-pub(crate) fn bind_exclusive(
-    addr: SocketAddrV4,
-    bytes: usize,
-) -> io::Result<(OwnedFd, SocketAddrV4)> {
-    bind_sized(udp_socket(true)?, addr, bytes)
+pub(crate) fn bind_exclusive(addr: SocketAddr, bytes: usize) -> io::Result<(OwnedFd, SocketAddr)> {
+    bind_sized(udp_socket(&addr, true)?, addr, bytes)
 }
 
 /// Bind `s` to `addr`, size its buffers; the socket and its address.
-fn bind_sized(s: OwnedFd, addr: SocketAddrV4, bytes: usize) -> io::Result<(OwnedFd, SocketAddrV4)> {
+fn bind_sized(s: OwnedFd, addr: SocketAddr, bytes: usize) -> io::Result<(OwnedFd, SocketAddr)> {
     rustix::net::bind(&s, &addr)?;
     size_buffers(&s, bytes);
     let local = local_addr(&s)?;
@@ -91,11 +91,18 @@ fn bind_sized(s: OwnedFd, addr: SocketAddrV4, bytes: usize) -> io::Result<(Owned
 /// A socket bound to `local` (shared with the listening socket) and
 /// connected to `peer`.
 pub(crate) fn connect_peer(
-    local: SocketAddrV4,
-    peer: SocketAddrV4,
+    local: SocketAddr,
+    peer: SocketAddr,
     bytes: usize,
 ) -> io::Result<OwnedFd> {
-    let s = udp_socket(false)?;
+    if local.is_ipv4() != peer.is_ipv4() {
+        // one family per link: say so rather than EAFNOSUPPORT
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("peer {peer} is not of the family of {local} (one family per link)"),
+        ));
+    }
+    let s = udp_socket(&local, false)?;
     sockopt::set_socket_reuseport(&s, true)?;
     rustix::net::bind(&s, &local)?;
     rustix::net::connect(&s, &peer)?;
@@ -106,12 +113,36 @@ pub(crate) fn connect_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// Whether this host has `::1` (an IPv6-less kernel or namespace has not).
+    pub(crate) fn have_ipv6_loopback() -> bool {
+        std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn ipv6_shared_port_and_family_checked() {
+        if !have_ipv6_loopback() {
+            eprintln!("skipping: no IPv6 loopback (::1) here");
+            return;
+        }
+        let lo6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
+        let (_a, a) = bind_shared(lo6, 1 << 16).unwrap();
+        assert!(a.is_ipv6() && a.port() != 0);
+        let (_b, b) = bind_shared(lo6, 1 << 16).unwrap();
+        let c = connect_peer(a, b, 1 << 16).unwrap();
+        assert_eq!(local_addr(&c).unwrap(), a);
+        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 5405));
+        let e = connect_peer(a, v4, 1 << 16).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("one family per link"), "{e}");
+    }
 
     #[test]
     #[cfg_attr(miri, ignore)]
     fn shared_port_and_in_use_refused() {
-        let lo = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let lo = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let (_a, a) = bind_shared(lo, 1 << 16).unwrap();
         assert_ne!(a.port(), 0);
         let (_b, b) = bind_shared(lo, 1 << 16).unwrap();

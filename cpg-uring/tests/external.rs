@@ -8,7 +8,7 @@
 //! missing; every wait has a deadline and ends on a condition, not a sleep.
 #![cfg(target_os = "linux")]
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +66,7 @@ fn zc_modes() -> Vec<ZeroCopy> {
 }
 
 fn config(id: NodeId, zc: ZeroCopy) -> TransportConfig {
-    let mut c = TransportConfig::new(id, "127.0.0.1:0".parse().unwrap(), vec![]);
+    let mut c = TransportConfig::new(id, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), vec![]);
     c.zerocopy = zc;
     c
 }
@@ -75,7 +75,7 @@ fn config(id: NodeId, zc: ZeroCopy) -> TransportConfig {
 fn pair(a: TransportConfig, b: TransportConfig) -> (Driver, Driver) {
     let mut a = Driver::new(a).expect("driver a");
     let mut b = Driver::new(b).expect("driver b");
-    let all: Vec<(NodeId, SocketAddrV4)> = [&a, &b]
+    let all: Vec<(NodeId, SocketAddr)> = [&a, &b]
         .iter()
         .map(|d| (d.node_id(), d.local_addr()))
         .collect();

@@ -4,7 +4,7 @@
 //! loops stop on their own, never sleep-and-hope.
 #![cfg(target_os = "linux")]
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -62,8 +62,7 @@ fn cluster(cfgs: Vec<TransportConfig>) -> Vec<Driver> {
         .into_iter()
         .map(|c| Driver::new(c).expect("driver"))
         .collect();
-    let all: Vec<(NodeId, SocketAddrV4)> =
-        ds.iter().map(|d| (d.node_id(), d.local_addr())).collect();
+    let all: Vec<(NodeId, SocketAddr)> = ds.iter().map(|d| (d.node_id(), d.local_addr())).collect();
     for d in &mut ds {
         d.set_peers(&all).unwrap();
     }

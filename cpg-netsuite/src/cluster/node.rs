@@ -42,7 +42,7 @@ impl NodeProc {
             .args(["--nodeid", &id.to_string(), "--verbose"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         // The node dies with the suite even when the suite is SIGKILLed and
         // no cleanup of ours can run (the parent-death signal survives exec).
         // SAFETY: the closure runs in the forked child before exec and only
@@ -56,7 +56,19 @@ impl NodeProc {
         let mut child = cmd.spawn().map_err(|e| format!("spawn node {id}: {e}"))?;
         let stdin = child.stdin.take().ok_or("node stdin")?;
         let stdout = child.stdout.take().ok_or("node stdout")?;
+        let stderr = child.stderr.take().ok_or("node stderr")?;
         let member = (id, child.id());
+        // stderr (the node's log lines: a link down or up, ...) goes on to
+        // ours as before, and into the log as `{"ev":"stderr","line":...}`
+        // for the checks that look for a line
+        let err_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("node {id}: {line}");
+                err_log.push(member, serde_json::json!({"ev": "stderr", "line": line}));
+            }
+        });
         let log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {

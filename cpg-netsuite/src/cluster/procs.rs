@@ -4,7 +4,7 @@
 //! seqs each stream had accepted).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,14 +60,31 @@ impl Cluster {
         dir: &Path,
         load: Load,
     ) -> Result<Cluster, String> {
-        let nodes: Vec<(u32, SocketAddrV4)> = (1..=topo.nodes())
-            .map(|i| (i, SocketAddrV4::new(topo.addr(i), PORT)))
+        Self::start_with(cpgtool, topo, dir, load, |_| {})
+    }
+
+    /// As [`Cluster::start`], node `i` at its link 0 address (IPv4 or
+    /// IPv6, [`Topology::link_addr`]), with `tweak` applied to the config
+    /// before it is written (more links, their mode, timers).
+    ///
+    /// # Errors
+    /// As [`Cluster::start`].
+    pub fn start_with(
+        cpgtool: &Path,
+        topo: &Topology,
+        dir: &Path,
+        load: Load,
+        tweak: impl FnOnce(&mut ConfigFile),
+    ) -> Result<Cluster, String> {
+        let nodes: Vec<(u32, SocketAddr)> = (1..=topo.nodes())
+            .map(|i| (i, SocketAddr::new(topo.link_addr(0, i), PORT)))
             .collect();
         let mut file = ConfigFile::new("netsuite", &nodes);
         file.state_dir = dir.join("state");
         file.totem.token_ms = Some(load.token_ms);
         // failure detection = token + consensus, whatever the node count
         file.totem.token_coefficient_ms = Some(0);
+        tweak(&mut file);
         let config = dir.join("cluster.toml");
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         std::fs::write(&config, file.to_toml())

@@ -11,4 +11,4 @@ mod udp;
 pub use cmd::{exists, output_in, run, run_in};
 pub use rules::Fault;
 pub use stage::{Stage, StageParams, StageStats};
-pub use topology::{cleanup_all, install_signal_cleanup, sweep_stale, Topology};
+pub use topology::{cleanup_all, install_signal_cleanup, sweep_stale, Family, Topology};

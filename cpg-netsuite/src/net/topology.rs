@@ -6,6 +6,14 @@
 //! counting topologies of this process. Node `i` has `10.77.0.<i>/24` on its
 //! `eth0`; that address exists only inside its namespace.
 //!
+//! [`Topology::with_links`] builds one bridge per link (`br<l>` in the
+//! bridge namespace, `eth<l>` in each node): link `l` of node `i` is
+//! `10.77.<l>.<i>/24` on an IPv4 link and `fd00:77:0:<l>::<i>/64` (a unique
+//! local address, added without duplicate address detection so it is
+//! usable at once) on an IPv6 one. [`Topology::cut_link`] drops every
+//! datagram of one link in every node (iptables or ip6tables on `eth<l>`,
+//! both ways), as a pulled cable or a dead switch would.
+//!
 //! Cleanup: [`Topology`] deletes its namespaces on drop (after killing any
 //! process still inside them; every iptables rule lives in a namespace and
 //! goes with it). A panic unwinds through that drop; SIGINT, SIGTERM and
@@ -13,11 +21,20 @@
 //! ([`install_signal_cleanup`]); namespaces left by a run that was killed
 //! outright are swept by the next one ([`sweep_stale`]).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 
-use super::cmd::run;
+use super::cmd::{run, run_in};
+
+/// The address family of one link of a [`Topology`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `10.77.<link>.<i>/24`.
+    V4,
+    /// `fd00:77:0:<link>::<i>/64`.
+    V6,
+}
 
 /// Namespaces of live topologies, for the signal handler.
 static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -28,6 +45,7 @@ const PREFIX: &str = "cpgns-";
 pub struct Topology {
     base: String,
     nodes: u32,
+    links: Vec<Family>,
 }
 
 impl Topology {
@@ -36,12 +54,25 @@ impl Topology {
     /// # Errors
     /// The first `ip` command that failed; whatever was created is removed.
     pub fn create(nodes: u32) -> Result<Topology, String> {
+        Self::with_links(nodes, &[Family::V4])
+    }
+
+    /// Create namespaces for nodes `1..=nodes` with one bridge per link, of
+    /// the families given (link 0 first; at most 8).
+    ///
+    /// # Errors
+    /// The first `ip` command that failed; whatever was created is removed.
+    pub fn with_links(nodes: u32, links: &[Family]) -> Result<Topology, String> {
+        if links.is_empty() || links.len() > 8 {
+            return Err(format!("{} links: 1..=8", links.len()));
+        }
         install_signal_cleanup();
         sweep_stale();
         let k = NEXT.fetch_add(1, Ordering::SeqCst);
         let t = Topology {
             base: format!("{PREFIX}{}-{k}", std::process::id()),
             nodes,
+            links: links.to_vec(),
         };
         // registered before the first namespace exists, so a failure or a
         // signal half way still removes what was made
@@ -53,27 +84,95 @@ impl Topology {
     fn build(&self) -> Result<(), String> {
         let br = self.bridge_ns();
         run("ip", &["netns", "add", &br])?;
-        run("ip", &["-n", &br, "link", "add", "br0", "type", "bridge"])?;
-        run("ip", &["-n", &br, "link", "set", "br0", "up"])?;
         for i in 1..=self.nodes {
             let ns = self.ns(i);
-            let port = format!("p{i}");
-            let addr = format!("{}/24", self.addr(i));
             run("ip", &["netns", "add", &ns])?;
-            run(
-                "ip",
-                &[
-                    "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                    "netns", &br,
-                ],
-            )?;
-            run(
-                "ip",
-                &["-n", &br, "link", "set", &port, "master", "br0", "up"],
-            )?;
-            run("ip", &["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
             run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        for (l, family) in self.links.iter().enumerate() {
+            let bridge = format!("br{l}");
+            run("ip", &["-n", &br, "link", "add", &bridge, "type", "bridge"])?;
+            run("ip", &["-n", &br, "link", "set", &bridge, "up"])?;
+            for i in 1..=self.nodes {
+                let ns = self.ns(i);
+                let eth = format!("eth{l}");
+                // link 0 keeps the names of the one-link topology
+                let port = if l == 0 {
+                    format!("p{i}")
+                } else {
+                    format!("p{i}l{l}")
+                };
+                run(
+                    "ip",
+                    &[
+                        "-n", &ns, "link", "add", &eth, "type", "veth", "peer", "name", &port,
+                        "netns", &br,
+                    ],
+                )?;
+                run(
+                    "ip",
+                    &["-n", &br, "link", "set", &port, "master", &bridge, "up"],
+                )?;
+                let addr = self.link_addr(l as u8, i);
+                match family {
+                    Family::V4 => {
+                        let a = format!("{addr}/24");
+                        run("ip", &["-n", &ns, "addr", "add", &a, "dev", &eth])?;
+                    }
+                    Family::V6 => {
+                        let a = format!("{addr}/64");
+                        run(
+                            "ip",
+                            &["-n", &ns, "-6", "addr", "add", &a, "dev", &eth, "nodad"],
+                        )?;
+                    }
+                }
+                run("ip", &["-n", &ns, "link", "set", &eth, "up"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `i`'s address on link `link` (inside its namespace only).
+    pub fn link_addr(&self, link: u8, i: u32) -> IpAddr {
+        match self.links.get(usize::from(link)) {
+            Some(Family::V6) => IpAddr::V6(Ipv6Addr::new(
+                0xfd00,
+                0x77,
+                0,
+                u16::from(link),
+                0,
+                0,
+                0,
+                i as u16,
+            )),
+            _ => IpAddr::V4(Ipv4Addr::new(10, 77, link, i as u8)),
+        }
+    }
+
+    /// The links' families, link 0 first.
+    pub fn links(&self) -> &[Family] {
+        &self.links
+    }
+
+    /// Drop (`cut = true`) or pass again every datagram of link `link`, in
+    /// and out of every node: a dead cable or switch, while the other
+    /// links keep working.
+    ///
+    /// # Errors
+    /// The first iptables command that failed.
+    pub fn cut_link(&self, link: u8, cut: bool) -> Result<(), String> {
+        let tool = match self.links.get(usize::from(link)) {
+            Some(Family::V4) => "iptables",
+            Some(Family::V6) => "ip6tables",
+            None => return Err(format!("no link {link}")),
+        };
+        let eth = format!("eth{link}");
+        let op = if cut { "-I" } else { "-D" };
+        for i in 1..=self.nodes {
+            let ns = self.ns(i);
+            run_in(&ns, tool, &["-w", op, "INPUT", "-i", &eth, "-j", "DROP"])?;
+            run_in(&ns, tool, &["-w", op, "OUTPUT", "-o", &eth, "-j", "DROP"])?;
         }
         Ok(())
     }

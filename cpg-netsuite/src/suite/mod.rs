@@ -1,5 +1,6 @@
 //! The fault phases, the profiles that size them, the runner and its report.
 
+pub mod links;
 mod phase;
 mod report;
 mod run;

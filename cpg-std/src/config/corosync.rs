@@ -17,11 +17,11 @@
 //! | `totem.interface.mcastport` / `knet_link`'s port, default 5405 | the port of every address |
 //!
 //! Refused (an error naming it): a node without `nodeid` or `ring0_addr`,
-//! an address that is not an IPv4 literal (a host name, IPv6: not yet),
+//! an address that is not an IPv4 or IPv6 literal (a host name),
 //! an `aes128`/`aes192`/`3des` cipher without `aes256`-level strength
 //! kept silent (we always use AES-256-GCM; noted), a number out of range.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use super::{ConfigFile, Crypto};
 
@@ -263,13 +263,13 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
             let a = addr.ok_or_else(|| {
                 CorosyncConfError::Refused(format!("nodelist: node {id} without ring0_addr"))
             })?;
-            let ip: Ipv4Addr = a.parse().map_err(|_| {
+            let ip: IpAddr = a.parse().map_err(|_| {
                 CorosyncConfError::Refused(format!(
-                    "nodelist: node {id}: ring0_addr {a:?} is not an IPv4 address (host names and \
-                     IPv6 are not supported yet)"
+                    "nodelist: node {id}: ring0_addr {a:?} is not an IPv4 or IPv6 address \
+                     (host names are not supported: name the address)"
                 ))
             })?;
-            nodes.push((id, SocketAddrV4::new(ip, port)));
+            nodes.push((id, SocketAddr::new(ip, port)));
         }
     }
     if nodes.is_empty() {
@@ -353,7 +353,7 @@ mod tests {
         let host = DEBIAN.replace("127.0.0.1", "node1.example");
         assert!(matches!(
             to_config(&parse(&host).unwrap()),
-            Err(CorosyncConfError::Refused(m)) if m.contains("not an IPv4")
+            Err(CorosyncConfError::Refused(m)) if m.contains("not an IPv4 or IPv6")
         ));
         let bad = DEBIAN.replace("nodeid: 1", "nodeid: one");
         assert!(to_config(&parse(&bad).unwrap()).is_err());

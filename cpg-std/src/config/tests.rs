@@ -319,7 +319,10 @@ fn the_default_queue_cap_holds_two_maximum_size_messages() {
     assert_eq!(c.slow_consumer, SlowConsumer::Evict);
     c.check_queue().unwrap();
     // what ConfigFile::new writes derives it too
-    let f = ConfigFile::new("t", &[(1, "127.0.0.1:5405".parse().unwrap())]);
+    let f = ConfigFile::new(
+        "t",
+        &[(1, "127.0.0.1:5405".parse::<std::net::SocketAddr>().unwrap())],
+    );
     assert_eq!(
         f.validate(Some(1)).unwrap().handle_queue_bytes,
         HANDLE_QUEUE_BYTES_DEFAULT
@@ -414,4 +417,51 @@ fn the_throttle_is_bounded_by_the_token() {
         c.throttle_stall_limit(),
         std::time::Duration::from_millis(200)
     );
+}
+
+#[test]
+fn ipv6_nodes_and_their_frame_budget() {
+    let v6 = GOOD
+        .replace("127.0.0.1:5405", "[fd00::1]:5405")
+        .replace("127.0.0.1:5406", "[fd00::2]:5405");
+    let f = ConfigFile::parse(&v6, "t.toml").unwrap();
+    let c = f.validate(Some(2)).unwrap();
+    assert_eq!(c.addr(), "[fd00::2]:5405".parse().unwrap());
+    assert_eq!(c.engine.frame_overhead, limits::IPV6_UDP_OVERHEAD);
+    assert_eq!(c.engine.frame_max(), 1500 - 48);
+    let v4 = ConfigFile::parse(GOOD, "t.toml").unwrap();
+    let c4 = v4.validate(Some(2)).unwrap();
+    assert_eq!(c4.engine.frame_max(), 1500 - 28);
+    // the seal's trailer comes on top of the IPv6 headers
+    let sealed = format!("crypto = \"encrypt\"\nkey_file = \"/k\"\n{v6}");
+    let c = ConfigFile::parse(&sealed, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap();
+    assert_eq!(
+        c.engine.frame_overhead,
+        limits::IPV6_UDP_OVERHEAD + cpg_core::seal::SEAL_OVERHEAD
+    );
+    // round trip keeps the brackets
+    let again = ConfigFile::parse(&f.to_toml(), "again").unwrap();
+    assert_eq!(again, f);
+    // one family per link
+    let mixed = GOOD.replace("127.0.0.1:5406", "[fd00::2]:5405");
+    let e = ConfigFile::parse(&mixed, "t.toml")
+        .unwrap()
+        .validate(Some(1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::LinkFamilyMismatch {
+                link: 0,
+                a: 1,
+                b: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("one family per link"), "{e}");
 }

@@ -109,7 +109,14 @@ impl Cluster {
         let mut key: Option<KeyMaterial> = None;
         let name = format!("forge-{name}-{crypto:?}").to_lowercase();
         let p = Procs::start_with(&name, 3, &["--verbose"], |f| {
-            addr = f.nodelist.iter().map(|n| n.addr).collect();
+            addr = f
+                .nodelist
+                .iter()
+                .map(|n| match n.addr {
+                    std::net::SocketAddr::V4(a) => a,
+                    std::net::SocketAddr::V6(a) => panic!("the forge speaks IPv4 only: {a}"),
+                })
+                .collect();
             sniffer.watch(addr.iter().map(|a| a.port()));
             if let Some(mode) = crypto.mode() {
                 let path = f.state_dir.with_file_name("authkey");

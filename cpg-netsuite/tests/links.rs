@@ -1,0 +1,44 @@
+//! IPv6 and redundant links in network namespaces (`cpg_netsuite::suite::links`):
+//! a ring over IPv6 ULA addresses, and links cut one at a time under load
+//! with no membership change.
+//!
+//! Needs root, `ip`, `iptables` and `ip6tables`; without them each test
+//! says why and passes, except under `CI=true`, where a missing
+//! prerequisite fails the test rather than hiding it.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use cpg_netsuite::suite::links::{self, LinkReport};
+
+/// One run at a time (and not beside the fault phases of `faults.rs`, a
+/// separate test binary that cargo runs after this one).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(name: &str, f: impl FnOnce(&std::path::Path) -> LinkReport) {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let missing = cpg_netsuite::missing_prerequisite().or_else(|| {
+        (!cpg_netsuite::net::exists("ip6tables"))
+            .then(|| "`ip6tables` not found (apt-get install iptables)".to_string())
+    });
+    if let Some(why) = missing {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the link tests cannot run in CI: {why}"
+        );
+        eprintln!("skipping {name}: {why}");
+        return;
+    }
+    let cpgtool = cpg_netsuite::find_cpgtool().unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let r = f(&cpgtool);
+    println!("{name}: {r} ({:.1} s)", t.elapsed().as_secs_f64());
+    assert!(r.passed(), "{name} failed: {r}");
+}
+
+#[test]
+fn ring_over_ipv6_delivers_in_order() {
+    run("ipv6", links::run_ipv6);
+}
