@@ -131,6 +131,14 @@ counters! {
     token_rotations,
     /// Engine: ring changes (mirrored from the host).
     ring_changes,
+    /// Link heartbeats (pings and pongs) sent, never counted as frames
+    /// of the engine (`crate::links`).
+    link_heartbeats_sent,
+    /// Link heartbeats received and taken (never handed to the host).
+    link_heartbeats_received,
+    /// Link heartbeats dropped: malformed, of another cluster, or naming
+    /// another sender, receiver or link than the one they came from.
+    link_heartbeats_bad,
 }
 
 impl Counters {

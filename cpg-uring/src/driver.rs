@@ -2,17 +2,22 @@
 //!
 //! # The loop (io_uring)
 //!
-//! 1. Arm a multishot `RecvMsg` on every socket (the bound one and one
-//!    connected socket per peer), an eventfd read (the [`Waker`]) and, when
-//!    the host asks for one, an absolute timeout.
+//! 1. Arm a multishot `RecvMsg` on every socket (per link, the bound one
+//!    and one connected socket per peer), an eventfd read (the [`Waker`])
+//!    and, when the host or the link heartbeats ask for one, an absolute
+//!    timeout.
 //! 2. Call [`Host::step`] with [`Input::Start`], then wait for completions.
 //! 3. For each completion: a datagram becomes [`Input::Packet`] (the source
-//!    address looked up in the peer list), a wake [`Input::Wake`], the
-//!    current timeout [`Input::Timeout`]; send completions and zero-copy
-//!    notifications release what the send read.
+//!    address looked up in the peer list; a link heartbeat is answered or
+//!    taken here and never reaches the host), a wake [`Input::Wake`], the
+//!    host's deadline [`Input::Timeout`] (a heartbeat round when it is
+//!    due); send completions and zero-copy notifications release what the
+//!    send read.
 //! 4. After each `step`, the host's [`Outputs`] are sent at once:
 //!    `Dest::AllOthers` → one send per peer, `Dest::Node(id)` → that peer,
-//!    this node → a user-space loopback (no syscall, no copy).
+//!    over the link [`crate::links`] picks (passive: its best live link;
+//!    active: round-robin), this node → a user-space loopback (no
+//!    syscall, no copy).
 //! 5. At the end of a batch: re-provide receive buffers whose last
 //!    [`RxBuf`] was dropped, re-arm receives that ended (no `more` flag, or
 //!    ENOBUFS once buffers are back), re-arm the wake, move the timeout if
@@ -60,6 +65,7 @@ use std::sync::Arc;
 use cpg_core::engine::{Dest, FrameRef, Transmit};
 use cpg_core::pool::{ClassSpec, PoolConfig, HEADROOM_DEFAULT};
 use cpg_core::seal::OpenError;
+use cpg_core::wire::is_link_frame;
 use cpg_core::{Instant, NodeId};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvFlags, SendFlags};
@@ -67,10 +73,17 @@ use rustix::net::{RecvFlags, SendFlags};
 use crate::bufs::{Region, RegionError, RxBuf, RxRing, SlotAlloc, TxSource, RX_HEADROOM};
 use crate::counters::Counters;
 use crate::external::{Command, ExternalRegions, NotFixed, RegionId, RegionStatus};
+use crate::links::{
+    self, Candidate, LinkMode, LinkPing, LinkSpec, LinkState, LinkStatus, LinkStatusHandle,
+    LINKS_MAX,
+};
 use crate::ring::{Completion, ExtRemoved, Probe, Ring, SendKind, FIXED_OWN, FIXED_TABLE_MAX};
 use crate::seal::{FrameSeal, SealSpec};
 use crate::socket;
 use crate::waker::Waker;
+
+mod heartbeat;
+use heartbeat::check_links;
 
 /// The current CLOCK_MONOTONIC time as an engine [`Instant`] (the clock the
 /// loop passes to [`Host::step`] and its timeouts use).
@@ -140,6 +153,17 @@ pub struct TransportConfig {
     /// are. The engine's `frame_overhead` must then include
     /// `cpg_core::seal::SEAL_OVERHEAD`.
     pub seal: Option<SealSpec>,
+    /// Links beyond link 0 (`bind` and `peers` are link 0), numbers 1..=7.
+    pub links: Vec<LinkSpec>,
+    /// Link 0's priority (higher is preferred in passive mode).
+    pub link0_priority: u8,
+    /// How frames are spread over a peer's live links.
+    pub link_mode: LinkMode,
+    /// Link heartbeats; `None` sends none and counts every link up (one
+    /// link has nothing to fail over to).
+    pub link_ping: Option<LinkPing>,
+    /// The cluster id heartbeats carry (one of another cluster is dropped).
+    pub cluster_id: u32,
 }
 
 impl TransportConfig {
@@ -168,6 +192,11 @@ impl TransportConfig {
             external_fixed_max: 256,
             fallback_syscalls: false,
             seal: None,
+            links: Vec::new(),
+            link0_priority: 1,
+            link_mode: LinkMode::Passive,
+            link_ping: None,
+            cluster_id: 0,
         }
     }
 }
@@ -426,13 +455,33 @@ pub trait Host {
     fn batch_done(&mut self) {}
 }
 
+/// One link of this node: its number, priority and bound socket.
 #[derive(Debug)]
-struct Peer {
-    id: NodeId,
+struct Link {
+    number: u8,
+    priority: u8,
+    local: SocketAddr,
+    main: OwnedFd,
+}
+
+/// A peer on one link.
+#[derive(Debug)]
+struct PeerLink {
     addr: SocketAddr,
     /// Connected socket (io_uring mode).
     fd: Option<OwnedFd>,
     loopback: bool,
+    state: LinkState,
+}
+
+#[derive(Debug)]
+struct Peer {
+    id: NodeId,
+    /// By link index (the driver's `links`); `None` where the peer has no
+    /// address on that link.
+    links: Vec<Option<PeerLink>>,
+    /// Round-robin position (active mode).
+    rr: usize,
 }
 
 enum Backend {
@@ -445,11 +494,20 @@ pub struct Driver {
     // Dropped first: the ring cancels and drains before sockets and memory go.
     backend: Backend,
     node_id: NodeId,
-    local: SocketAddr,
-    main: OwnedFd,
+    /// Link 0 first; each with its bound socket.
+    links: Vec<Link>,
     peers: Vec<Peer>,
-    by_addr: HashMap<SocketAddr, NodeId>,
+    /// Source address → (peer index, link index).
+    by_addr: HashMap<SocketAddr, (usize, usize)>,
     by_id: HashMap<NodeId, usize>,
+    /// Every socket the loop receives on, by ring socket id.
+    socks: Vec<std::os::fd::RawFd>,
+    link_mode: LinkMode,
+    link_ping: Option<LinkPing>,
+    /// When the next heartbeat round is due.
+    link_next: Option<Instant>,
+    cluster_id: u32,
+    link_status: LinkStatusHandle,
     zerocopy: ZeroCopy,
     zc_min_len: usize,
     rx_copy_below: usize,
@@ -479,7 +537,7 @@ impl fmt::Debug for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Driver")
             .field("node_id", &self.node_id)
-            .field("local", &self.local)
+            .field("links", &self.links)
             .field("peers", &self.peers)
             .field("fallback", &matches!(self.backend, Backend::Syscalls))
             .finish()
@@ -534,6 +592,7 @@ impl Driver {
             what: format!("bind {}", cfg.bind),
             err,
         };
+        check_links(&cfg)?;
         let (backend, main, local) = if cfg.fallback_syscalls {
             let (main, local) =
                 socket::bind_exclusive(cfg.bind, cfg.socket_buffer).map_err(bind_err)?;
@@ -574,15 +633,43 @@ impl Driver {
                 socket::bind_shared(cfg.bind, cfg.socket_buffer).map_err(bind_err)?;
             (Backend::Uring(Box::new(ring)), main, local)
         };
+        let mut links = vec![Link {
+            number: 0,
+            priority: cfg.link0_priority,
+            local,
+            main,
+        }];
+        for l in &cfg.links {
+            let err = |err| DriverError::Socket {
+                what: format!("bind {} (link {})", l.bind, l.number),
+                err,
+            };
+            let (main, local) = match backend {
+                Backend::Syscalls => socket::bind_exclusive(l.bind, cfg.socket_buffer),
+                Backend::Uring(_) => socket::bind_shared(l.bind, cfg.socket_buffer),
+            }
+            .map_err(err)?;
+            links.push(Link {
+                number: l.number,
+                priority: l.priority,
+                local,
+                main,
+            });
+        }
         let external = ExternalRegions::new(waker.clone());
         let mut d = Driver {
             backend,
             node_id: cfg.node_id,
-            local,
-            main,
+            links,
             peers: Vec::new(),
             by_addr: HashMap::new(),
             by_id: HashMap::new(),
+            socks: Vec::new(),
+            link_mode: cfg.link_mode,
+            link_ping: cfg.link_ping,
+            link_next: None,
+            cluster_id: cfg.cluster_id,
+            link_status: LinkStatusHandle::default(),
             zerocopy: cfg.zerocopy,
             zc_min_len: cfg.zc_min_len,
             rx_copy_below: cfg.rx_copy_below,
@@ -603,78 +690,183 @@ impl Driver {
             fatal: None,
         };
         d.set_peers(&cfg.peers)?;
+        for l in &cfg.links {
+            d.set_link_peers(l.number, &l.peers)?;
+        }
         Ok(d)
     }
 
-    /// Replace the peer list (before [`Driver::run`], or between runs).
-    /// An entry for this node is ignored.
+    /// Replace link 0's peer list (before [`Driver::run`], or between
+    /// runs). An entry for this node is ignored.
     ///
     /// # Errors
     /// Duplicate ids or addresses, or a per-peer socket that cannot be
     /// bound/connected; also refused while sends are in flight.
     pub fn set_peers(&mut self, peers: &[(NodeId, SocketAddr)]) -> Result<(), DriverError> {
+        self.set_link_peers(0, peers)
+    }
+
+    /// Replace the peer list of link `number` (as [`Driver::set_peers`]).
+    ///
+    /// # Errors
+    /// As [`Driver::set_peers`]; also a link this driver does not have, or
+    /// a peer of another address family than the link's.
+    pub fn set_link_peers(
+        &mut self,
+        number: u8,
+        peers: &[(NodeId, SocketAddr)],
+    ) -> Result<(), DriverError> {
         if let Backend::Uring(ring) = &self.backend {
-            if ring.sends_live() > 0 || (1..=self.peers.len()).any(|s| ring.recv_armed(s as u16)) {
+            if ring.sends_live() > 0 || (0..self.socks.len()).any(|s| ring.recv_armed(s as u16)) {
                 return Err(DriverError::Config(
                     "set_peers while the loop has operations on the old peers".into(),
                 ));
             }
         }
-        let mut list = Vec::new();
-        let mut by_addr = HashMap::new();
-        let mut by_id = HashMap::new();
+        let li = self
+            .links
+            .iter()
+            .position(|l| l.number == number)
+            .ok_or_else(|| DriverError::Config(format!("no link {number}")))?;
+        let local = self.links[li].local;
+        let heartbeats = self.link_ping.is_some();
+        let mut fresh: Vec<(NodeId, PeerLink)> = Vec::new();
+        let mut seen: HashMap<SocketAddr, NodeId> = HashMap::new();
         for &(id, addr) in peers {
             if id == self.node_id {
                 continue;
             }
+            let taken_elsewhere = self
+                .by_addr
+                .get(&addr)
+                .is_some_and(|&(_, l)| l != li);
             if id == 0
-                || by_id.insert(id, list.len()).is_some()
-                || by_addr.insert(addr, id).is_some()
+                || fresh.iter().any(|(n, _)| *n == id)
+                || seen.insert(addr, id).is_some()
+                || taken_elsewhere
             {
                 return Err(DriverError::Config(format!(
                     "peer {id} at {addr}: zero or duplicate id or address"
                 )));
             }
-            if addr == self.local {
+            if self.links.iter().any(|l| l.local == addr) {
                 return Err(DriverError::Config(format!(
                     "peer {id} has this node's address {addr}"
                 )));
             }
+            if addr.is_ipv4() != local.is_ipv4() {
+                return Err(DriverError::Config(format!(
+                    "peer {id} at {addr} on link {number}: not of the link's family ({local}); \
+                     one family per link"
+                )));
+            }
             let fd = match self.backend {
                 Backend::Uring(_) => Some(
-                    socket::connect_peer(self.local, addr, self.socket_buffer).map_err(|err| {
+                    socket::connect_peer(local, addr, self.socket_buffer).map_err(|err| {
                         DriverError::Socket {
-                            what: format!("socket {} connected to peer {id} at {addr}", self.local),
+                            what: format!("socket {local} connected to peer {id} at {addr}"),
                             err,
                         }
                     })?,
                 ),
                 Backend::Syscalls => None,
             };
-            list.push(Peer {
+            fresh.push((
                 id,
-                addr,
-                fd,
-                loopback: addr.ip().is_loopback(),
-            });
+                PeerLink {
+                    addr,
+                    fd,
+                    loopback: addr.ip().is_loopback(),
+                    state: LinkState::new(heartbeats),
+                },
+            ));
         }
-        if list.len() >= usize::from(u16::MAX) {
+        let n_links = self.links.len();
+        for p in &mut self.peers {
+            p.links.resize_with(n_links, || None);
+            p.links[li] = None;
+        }
+        for (id, pl) in fresh {
+            let i = match self.peers.iter().position(|p| p.id == id) {
+                Some(i) => i,
+                None => {
+                    self.peers.push(Peer {
+                        id,
+                        links: (0..n_links).map(|_| None).collect(),
+                        rr: 0,
+                    });
+                    self.peers.len() - 1
+                }
+            };
+            self.peers[i].links[li] = Some(pl);
+        }
+        self.peers.retain(|p| p.links.iter().any(Option::is_some));
+        if self.peers.len() * n_links >= usize::from(u16::MAX) {
             return Err(DriverError::Config("too many peers".into()));
         }
-        self.peers = list;
-        self.by_addr = by_addr;
-        self.by_id = by_id;
+        self.index_peers();
         Ok(())
     }
 
-    /// The bound address (with the port the kernel picked for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// Rebuild the lookups, the socket table and the published status
+    /// after the peers changed.
+    fn index_peers(&mut self) {
+        self.by_addr.clear();
+        self.by_id.clear();
+        self.socks = self.links.iter().map(|l| l.main.as_raw_fd()).collect();
+        for (pi, p) in self.peers.iter().enumerate() {
+            self.by_id.insert(p.id, pi);
+            for (li, pl) in p.links.iter().enumerate() {
+                if let Some(pl) = pl {
+                    self.by_addr.insert(pl.addr, (pi, li));
+                    if let Some(fd) = &pl.fd {
+                        self.socks.push(fd.as_raw_fd());
+                    }
+                }
+            }
+        }
+        self.recv_started = vec![false; self.socks.len()];
+        let links = &self.links;
+        links::publish(
+            &self.link_status,
+            self.peers.iter().flat_map(|p| {
+                p.links.iter().enumerate().filter_map(move |(li, pl)| {
+                    let pl = pl.as_ref()?;
+                    let l = &links[li];
+                    Some((p.id, l.number, l.priority, l.local, pl.addr, &pl.state))
+                })
+            }),
+        );
     }
 
-    /// The peers in force: (id, address), this node excluded.
+    /// The bound address of link 0 (with the port the kernel picked for
+    /// port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.links[0].local
+    }
+
+    /// Every link's number and bound address, link 0 first.
+    pub fn local_addrs(&self) -> Vec<(u8, SocketAddr)> {
+        self.links.iter().map(|l| (l.number, l.local)).collect()
+    }
+
+    /// The peers in force on link 0: (id, address), this node excluded.
     pub fn peers(&self) -> Vec<(NodeId, SocketAddr)> {
-        self.peers.iter().map(|p| (p.id, p.addr)).collect()
+        self.peers
+            .iter()
+            .filter_map(|p| Some((p.id, p.links.first()?.as_ref()?.addr)))
+            .collect()
+    }
+
+    /// Every (peer, link)'s status now.
+    pub fn link_status(&self) -> Vec<LinkStatus> {
+        self.link_status.snapshot()
+    }
+
+    /// A handle that reads [`Driver::link_status`] from any thread, while
+    /// the loop runs.
+    pub fn link_status_handle(&self) -> LinkStatusHandle {
+        self.link_status.clone()
     }
 
     /// This node's id.
@@ -748,6 +940,7 @@ impl Driver {
             return self.run_syscalls(host);
         }
         self.sync_external();
+        self.start_heartbeats(now());
         self.step(host, now(), Input::Start);
         self.flush();
         while !host.should_stop() {
@@ -958,7 +1151,7 @@ impl Driver {
         self.loopback.push_back(frame);
     }
 
-    fn use_zc(&self, peer: &Peer, len: usize) -> bool {
+    fn use_zc(&self, peer: &PeerLink, len: usize) -> bool {
         match self.zerocopy {
             ZeroCopy::Never => false,
             ZeroCopy::Always => true,
@@ -968,10 +1161,32 @@ impl Driver {
         }
     }
 
+    /// Send to peer `i` over the link the mode picks.
     fn send_to(&mut self, i: usize, src: TxSource) {
-        let Some(peer) = self.peers.get(i) else {
+        let mode = self.link_mode;
+        let Some(p) = self.peers.get_mut(i) else {
             return;
         };
+        let mut cands = [(0, 0, 0, false); LINKS_MAX];
+        let mut n = 0;
+        for (li, pl) in p.links.iter().enumerate() {
+            if let (Some(pl), Some(slot)) = (pl, cands.get_mut(n)) {
+                let l = &self.links[li];
+                *slot = (li, l.number, l.priority, pl.state.is_up()) as Candidate;
+                n += 1;
+            }
+        }
+        if let Some(li) = links::pick(mode, &cands[..n], &mut p.rr) {
+            self.send_on(i, li, src);
+        }
+    }
+
+    /// Send to peer `i` over link index `li`.
+    fn send_on(&mut self, i: usize, li: usize, src: TxSource) {
+        let Some(peer) = self.peers.get(i).and_then(|p| p.links.get(li)?.as_ref()) else {
+            return;
+        };
+        peer.state.shared.count_tx();
         let zc = self.use_zc(peer, src.len());
         let ext = src.is_external();
         let c = &self.counters;
@@ -1019,7 +1234,7 @@ impl Driver {
             }
             Backend::Syscalls => {
                 let [a, b] = src.segments();
-                let r = send_blocking(&self.main, [a, b], peer.addr);
+                let r = send_blocking(&self.links[li].main, [a, b], peer.addr);
                 Counters::inc(if b.is_empty() {
                     &c.sends_plain
                 } else {
@@ -1071,16 +1286,24 @@ impl Driver {
                     Counters::inc(&counters.rx_truncated);
                     return;
                 }
-                let Some(from) = f.source.and_then(|a| self.by_addr.get(&a).copied()) else {
+                let Some((pi, li)) = f.source.and_then(|a| self.by_addr.get(&a).copied()) else {
                     Counters::inc(&counters.rx_unknown_source);
                     return;
                 };
+                let from = self.peers[pi].id;
                 let mut f = f;
                 if let Some(seal) = &mut self.seal {
                     let opened = f.frame.open_in_place(|b| seal.open(from, b));
                     if !count_open(&counters, opened) {
                         return;
                     }
+                }
+                if let Some(pl) = &self.peers[pi].links[li] {
+                    pl.state.shared.count_rx();
+                }
+                if is_link_frame(f.frame.as_ref()) {
+                    self.on_heartbeat(pi, li, t, f.frame.as_ref());
+                    return;
                 }
                 let low = match &mut self.backend {
                     Backend::Uring(ring) => ring.rx_mut().is_some_and(|rx| {
@@ -1116,8 +1339,14 @@ impl Driver {
             Completion::Timeout { gen, .. } => {
                 if self.timer.is_some_and(|(g, _)| g == gen) {
                     self.timer = None;
-                    Counters::inc(&counters.timeouts_fired);
-                    self.step(host, t, Input::Timeout);
+                    if self.link_next.is_some_and(|d| d <= t) {
+                        self.heartbeat_round(t);
+                    }
+                    // the timer may have been the heartbeats' alone
+                    if self.out.next_timeout.is_some_and(|d| d <= t) {
+                        Counters::inc(&counters.timeouts_fired);
+                        self.step(host, t, Input::Timeout);
+                    }
                 }
             }
             Completion::Send(s) => {
@@ -1162,7 +1391,7 @@ impl Driver {
             None => 0,
         };
         if available > 0 {
-            let socks = 1 + self.peers.len();
+            let socks = self.socks.len();
             if self.recv_started.len() < socks {
                 self.recv_started.resize(socks, false);
             }
@@ -1171,11 +1400,7 @@ impl Driver {
                 if ring.recv_armed(sock) {
                     continue;
                 }
-                let fd = if s == 0 {
-                    self.main.as_raw_fd()
-                } else {
-                    self.peers[s - 1].fd.as_ref().map_or(-1, |f| f.as_raw_fd())
-                };
+                let fd = self.socks[s];
                 if fd < 0 || ring.arm_recv(sock, fd).is_err() {
                     continue;
                 }
@@ -1188,7 +1413,10 @@ impl Driver {
         if !ring.wake_armed() {
             ring.arm_wake(self.waker.fd().as_raw_fd());
         }
-        let want = self.out.next_timeout;
+        let want = match (self.out.next_timeout, self.link_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if self.timer.map(|(_, d)| d) != want {
             if let Some((g, _)) = self.timer.take() {
                 ring.remove_timeout(g);
@@ -1201,19 +1429,25 @@ impl Driver {
         }
     }
 
-    /// The syscall fallback: `poll` on the socket and the eventfd, with the
-    /// host's deadline as the poll timeout.
+    /// The syscall fallback: `poll` on every link's socket and the
+    /// eventfd, with the earlier of the host's deadline and the next
+    /// heartbeat round as the poll timeout.
     fn run_syscalls(&mut self, host: &mut impl Host) -> Result<(), DriverError> {
         self.sync_external();
+        self.start_heartbeats(now());
         self.step(host, now(), Input::Start);
         let mut buf = vec![0u8; 65_536];
         let mut fired: Option<Instant> = None;
+        let mut ready = vec![false; self.links.len()];
         while !host.should_stop() {
             if let Some(e) = self.fatal.take() {
                 return Err(e);
             }
             self.deliver_loopback(host);
             let t = now();
+            if self.link_next.is_some_and(|d| d <= t) {
+                self.heartbeat_round(t);
+            }
             let deadline = self.out.next_timeout.filter(|d| Some(*d) != fired);
             if let Some(d) = deadline {
                 if d <= t {
@@ -1224,25 +1458,31 @@ impl Driver {
                 }
             }
             host.batch_done();
+            let wake_at = match (deadline, self.link_next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let timeout = if !self.loopback.is_empty() {
                 Some(rustix::event::Timespec {
                     tv_sec: 0,
                     tv_nsec: 0,
                 })
             } else {
-                deadline.map(|d| {
-                    let ns = d.0 - t.0;
+                wake_at.map(|d| {
+                    let ns = d.0.saturating_sub(t.0);
                     rustix::event::Timespec {
                         tv_sec: (ns / 1_000_000_000) as i64,
                         tv_nsec: (ns % 1_000_000_000) as i64,
                     }
                 })
             };
-            let (sock_ready, wake_ready) = {
-                let mut fds = [
-                    PollFd::new(&self.main, PollFlags::IN),
-                    PollFd::from_borrowed_fd(self.waker.fd(), PollFlags::IN),
-                ];
+            let wake_ready = {
+                let mut fds: Vec<PollFd<'_>> = self
+                    .links
+                    .iter()
+                    .map(|l| PollFd::new(&l.main, PollFlags::IN))
+                    .collect();
+                fds.push(PollFd::from_borrowed_fd(self.waker.fd(), PollFlags::IN));
                 match rustix::event::poll(&mut fds, timeout.as_ref()) {
                     Ok(_) => {}
                     Err(rustix::io::Errno::INTR) => continue,
@@ -1253,7 +1493,10 @@ impl Driver {
                         })
                     }
                 }
-                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
+                for (r, fd) in ready.iter_mut().zip(&fds) {
+                    *r = !fd.revents().is_empty();
+                }
+                fds.last().is_some_and(|fd| !fd.revents().is_empty())
             };
             let t = now();
             if wake_ready {
@@ -1264,52 +1507,65 @@ impl Driver {
                 Counters::inc(&self.counters.wakes);
                 self.step(host, t, Input::Wake);
             }
-            if sock_ready {
-                for _ in 0..256 {
-                    let (n, from) = match rustix::net::recvfrom(
-                        &self.main,
-                        &mut buf[..],
-                        RecvFlags::DONTWAIT | RecvFlags::TRUNC,
-                    ) {
-                        Ok((_, n, from)) => (n, from),
-                        Err(rustix::io::Errno::AGAIN) => break,
-                        Err(rustix::io::Errno::INTR) => continue,
-                        Err(_) => {
-                            Counters::inc(&self.counters.recv_errors);
-                            continue;
-                        }
-                    };
-                    if n > buf.len() {
-                        Counters::inc(&self.counters.rx_truncated);
-                        continue;
-                    }
-                    let src = from.and_then(|a| SocketAddr::try_from(a).ok());
-                    let Some(id) = src.and_then(|a| self.by_addr.get(&a).copied()) else {
-                        Counters::inc(&self.counters.rx_unknown_source);
-                        continue;
-                    };
-                    let n = match &mut self.seal {
-                        Some(seal) => {
-                            let opened = seal.open(id, &mut buf[..n]);
-                            let len = opened.unwrap_or(0);
-                            if !count_open(&self.counters, Some(opened.map(|_| ()))) {
-                                continue;
-                            }
-                            len
-                        }
-                        None => n,
-                    };
-                    // The fallback receives into one scratch buffer and
-                    // copies each datagram out (counted).
-                    let frame = RxBuf::from_heap(Arc::from(&buf[..n]));
-                    Counters::add(&self.counters.bytes_copied, n as u64);
-                    Counters::inc(&self.counters.frames_received);
-                    Counters::add(&self.counters.bytes_received, n as u64);
-                    self.step(host, now(), Input::Packet { from: id, frame });
-                }
+            for li in (0..ready.len()).filter(|&li| ready[li]) {
+                self.recv_syscalls(host, li, &mut buf);
             }
         }
         Ok(())
+    }
+
+    /// Up to 256 datagrams from link `li`'s socket (the syscall fallback).
+    fn recv_syscalls(&mut self, host: &mut impl Host, li: usize, buf: &mut [u8]) {
+        for _ in 0..256 {
+            let (n, from) = match rustix::net::recvfrom(
+                &self.links[li].main,
+                &mut buf[..],
+                RecvFlags::DONTWAIT | RecvFlags::TRUNC,
+            ) {
+                Ok((_, n, from)) => (n, from),
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => {
+                    Counters::inc(&self.counters.recv_errors);
+                    continue;
+                }
+            };
+            if n > buf.len() {
+                Counters::inc(&self.counters.rx_truncated);
+                continue;
+            }
+            let src = from.and_then(|a| SocketAddr::try_from(a).ok());
+            let Some((pi, pli)) = src.and_then(|a| self.by_addr.get(&a).copied()) else {
+                Counters::inc(&self.counters.rx_unknown_source);
+                continue;
+            };
+            let id = self.peers[pi].id;
+            let n = match &mut self.seal {
+                Some(seal) => {
+                    let opened = seal.open(id, &mut buf[..n]);
+                    let len = opened.unwrap_or(0);
+                    if !count_open(&self.counters, Some(opened.map(|_| ()))) {
+                        continue;
+                    }
+                    len
+                }
+                None => n,
+            };
+            if let Some(pl) = &self.peers[pi].links[pli] {
+                pl.state.shared.count_rx();
+            }
+            if is_link_frame(&buf[..n]) {
+                self.on_heartbeat(pi, pli, now(), &buf[..n]);
+                continue;
+            }
+            // The fallback receives into one scratch buffer and
+            // copies each datagram out (counted).
+            let frame = RxBuf::from_heap(Arc::from(&buf[..n]));
+            Counters::add(&self.counters.bytes_copied, n as u64);
+            Counters::inc(&self.counters.frames_received);
+            Counters::add(&self.counters.bytes_received, n as u64);
+            self.step(host, now(), Input::Packet { from: id, frame });
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //! | `send` | sends in flight and the two-step `SendZc` completion | no |
 //! | `seal` | frame sealing: `ring`'s AES-256-GCM behind `cpg_core::seal`, [`SealSpec`], [`EpochSource`] | no |
 //! | `socket` | UDP sockets (rustix) | no |
-//! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`] | no |
+//! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`]; `driver/heartbeat` its link heartbeats | no |
+//! | `links` | redundant links: [`LinkSpec`], [`LinkMode`], [`LinkPing`], the heartbeat state machine, the choice of link, [`LinkStatus`] | no |
 //! | `counters` | [`Counters`] | no |
 //!
 //! The crate knows nothing about groups or message meaning: a [`Host`]
@@ -28,6 +29,7 @@ mod bufs;
 mod counters;
 mod driver;
 mod external;
+mod links;
 mod ring;
 mod seal;
 mod send;
@@ -43,6 +45,9 @@ pub use driver::{
 pub use external::{
     ExternalError, ExternalRegion, ExternalRegions, NotFixed, RegionId, RegionStatus,
     EXTERNAL_REGION_MAX,
+};
+pub use links::{
+    LinkMode, LinkPing, LinkSpec, LinkStatus, LinkStatusHandle, LINKS_MAX, LOG_TARGET as LINK_LOG_TARGET,
 };
 pub use ring::{probe, Probe};
 pub use seal::{EpochSource, RingAesGcm, SealSpec};

@@ -36,6 +36,7 @@ pub mod commit;
 pub mod cpg;
 pub mod frame;
 pub mod join;
+pub mod link;
 pub mod mcast;
 pub mod pack;
 pub mod token;
@@ -47,6 +48,7 @@ pub use frame::{
     Kind, Packet,
 };
 pub use join::JoinRepr;
+pub use link::{is_link_frame, LinkKind, LinkRepr, LINK_FRAME_LEN, LINK_MAGIC};
 pub use mcast::McastRepr;
 pub use pack::{PackHeader, Packed};
 pub use token::{RtrEntry, TokenRepr};
