@@ -54,6 +54,7 @@ impl ConfigBuilder {
         self.file.nodelist.push(NodeEntry {
             nodeid: id,
             addr: addr.into(),
+            links: Vec::new(),
         });
         self
     }

@@ -66,9 +66,12 @@ pub use cpg_uring::{ZeroCopy, RX_HEADROOM};
 
 pub mod corosync;
 pub mod ipc;
+pub mod links;
 mod queue;
 pub mod ranges;
+pub use cpg_uring::LinkMode;
 pub use ipc::{IpcConfig, IpcSection, DEFAULT_SOCKET};
+pub use links::{LinkConfig, LinkEntry, Links};
 use queue::check_queue;
 pub use queue::{
     handle_queue_bytes_min, SlowConsumer, HANDLE_QUEUE_BYTES_DEFAULT, HANDLE_QUEUE_BYTES_MAX,
@@ -159,8 +162,12 @@ pub struct NodeEntry {
     pub nodeid: NodeId,
     /// `address:port` the node's UDP socket binds to: IPv4
     /// (`"10.0.0.1:5405"`) or IPv6 (`"[fd00::1]:5405"`); every node of a
-    /// link in one family.
+    /// link in one family. Link 0.
     pub addr: SocketAddr,
+    /// The node's addresses on links 1, 2, ... (redundant links, see
+    /// [`links`]): every node lists as many.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<SocketAddr>,
 }
 
 /// `[totem]`: timers and flow control, Corosync's names with a unit suffix.
@@ -318,6 +325,17 @@ pub struct ConfigFile {
     /// the same file on every node, readable by the owner only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// How frames are spread over redundant links: `passive` (the best
+    /// live link) or `active` (round-robin over live links).
+    #[serde(default, skip_serializing_if = "links::is_default_mode")]
+    pub link_mode: LinkMode,
+    /// Link heartbeat period (0 or absent: token / 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ping_interval_ms: Option<u64>,
+    /// A link without a heartbeat answer this long is down (0 or absent:
+    /// token / 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ping_timeout_ms: Option<u64>,
     /// Timers and flow control.
     #[serde(default)]
     pub totem: TotemSection,
@@ -326,6 +344,9 @@ pub struct ConfigFile {
     pub pool: PoolSection,
     /// The static node list.
     pub nodelist: Vec<NodeEntry>,
+    /// Per-link settings (`[[link]] number, priority`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link: Vec<LinkEntry>,
     /// How `cpgd` serves client processes (ignored by an embedded node).
     #[serde(default)]
     pub ipc: IpcSection,
@@ -402,6 +423,45 @@ pub enum ConfigError {
         b: NodeId,
         /// The address.
         addr: SocketAddr,
+    },
+    /// A node with more than [`cpg_uring::LINKS_MAX`] links.
+    #[error("nodelist: node {node} has {count} links (addr and {extra} in links); at most {max}", extra = .count - 1, max = cpg_uring::LINKS_MAX)]
+    TooManyLinks {
+        /// The node.
+        node: NodeId,
+        /// Its links.
+        count: usize,
+    },
+    /// Nodes with different numbers of links.
+    #[error("nodelist: node {a} has {a_links} links, node {b} has {b_links}: every node must be on every link")]
+    LinkCountMismatch {
+        /// A node.
+        a: NodeId,
+        /// Its links.
+        a_links: usize,
+        /// Another.
+        b: NodeId,
+        /// Its links.
+        b_links: usize,
+    },
+    /// A `[[link]]` number given twice.
+    #[error("[[link]] number {0} appears twice")]
+    DuplicateLinkNumber(u8),
+    /// A `[[link]]` for a link no node has.
+    #[error("[[link]] number {number}: the nodes have {links} links (0..={last})", last = .links - 1)]
+    UnknownLink {
+        /// The number.
+        number: u8,
+        /// Links the nodes have.
+        links: usize,
+    },
+    /// A heartbeat timeout not above its interval.
+    #[error("link_ping_timeout_ms ({timeout:?}) must be longer than link_ping_interval_ms ({interval:?})")]
+    LinkPing {
+        /// The interval in force.
+        interval: std::time::Duration,
+        /// The timeout in force.
+        timeout: std::time::Duration,
     },
     /// A link whose nodes are not all of one address family.
     #[error("nodelist: link {link} mixes address families: node {a} at {addr_a}, node {b} at {addr_b} (one family per link)")]
@@ -537,6 +597,10 @@ impl ConfigFile {
             transport: TransportKind::default(),
             crypto: Crypto::None,
             key_file: None,
+            link_mode: LinkMode::default(),
+            link_ping_interval_ms: None,
+            link_ping_timeout_ms: None,
+            link: Vec::new(),
             totem: TotemSection::default(),
             pool: PoolSection::default(),
             ipc: IpcSection::default(),
@@ -545,6 +609,7 @@ impl ConfigFile {
                 .map(|&(nodeid, addr)| NodeEntry {
                     nodeid,
                     addr: addr.into(),
+                    links: Vec::new(),
                 })
                 .collect(),
         }
@@ -588,21 +653,6 @@ impl ConfigFile {
         }
         if me == 0 {
             return Err(ConfigError::ZeroNodeId);
-        }
-        if let Some(first) = self.nodelist.first() {
-            if let Some(other) = self
-                .nodelist
-                .iter()
-                .find(|n| n.addr.is_ipv4() != first.addr.is_ipv4())
-            {
-                return Err(ConfigError::LinkFamilyMismatch {
-                    link: 0,
-                    a: first.nodeid,
-                    addr_a: first.addr,
-                    b: other.nodeid,
-                    addr_b: other.addr,
-                });
-            }
         }
         if !self.nodelist.iter().any(|n| n.nodeid == me) {
             return Err(ConfigError::NotInNodeList(me));
@@ -691,9 +741,11 @@ impl ConfigFile {
         if let Some(v) = send_queue_frames {
             engine.send_queue_frames = v;
         }
+        let token = std::time::Duration::from_nanos(engine.token_effective().as_nanos());
+        let links = links::validate(self, token)?;
         // The frame budget holds on every path of the ring: the largest
         // IP + UDP header of its links' families.
-        engine.frame_overhead = if self.nodelist.iter().any(|n| n.addr.is_ipv6()) {
+        engine.frame_overhead = if links.any_ipv6 {
             limits::IPV6_UDP_OVERHEAD
         } else {
             limits::IPV4_UDP_OVERHEAD
@@ -745,6 +797,7 @@ impl ConfigFile {
             crypto: self.crypto,
             key_file: self.key_file.clone(),
             ipc,
+            links,
         })
     }
 }
@@ -815,6 +868,8 @@ pub struct NodeConfig {
     pub key_file: Option<PathBuf>,
     /// How `cpgd` serves client processes.
     pub ipc: IpcConfig,
+    /// Redundant links beyond link 0 (`nodes`), their mode and heartbeats.
+    pub links: Links,
 }
 
 impl NodeConfig {

@@ -102,6 +102,13 @@ impl Node {
         self.running.as_ref().and_then(|r| r.counters())
     }
 
+    /// Every (peer, link)'s status (up or down by its heartbeats, the last
+    /// heartbeat's age and round trip, datagrams each way, times down), by
+    /// peer then link; `None` on the in-process loopback transport.
+    pub fn link_status(&self) -> Option<Vec<cpg_uring::LinkStatus>> {
+        self.running.as_ref().and_then(|r| r.link_status())
+    }
+
     /// The io_uring driver's handle for memory sent from in place, not
     /// owned by the node (cpgd's client regions: `cpg_uring::RxBuf::external`
     /// frames are sent from them; adding a region registers it as a fixed

@@ -380,3 +380,96 @@ fn ipv6_loopback_ring_delivers_in_order() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Three nodes with two links on loopback (link 0 on 127.0.0.1, link 1 on
+/// `::1` where the host has it, else 127.0.0.1 on other ports): every
+/// (peer, link) comes up by its heartbeats; passive mode carries the
+/// frames on link 0 alone (link 1 sees heartbeats only), active mode
+/// spreads them over both; the io_uring and the syscall backends alike.
+#[test]
+fn two_links_come_up_and_carry_frames_by_mode() {
+    use cpg_std::config::LinkMode;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    let v6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok();
+    let free = |v6: bool| -> SocketAddr {
+        let s = if v6 {
+            UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap()
+        } else {
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()
+        };
+        s.local_addr().unwrap()
+    };
+    for (mode, transport) in [
+        (LinkMode::Passive, cpg_std::config::TransportKind::Uring),
+        (LinkMode::Active, cpg_std::config::TransportKind::Uring),
+        (LinkMode::Passive, cpg_std::config::TransportKind::Udp),
+    ] {
+        let dir = tmp(&format!("links-{mode:?}-{transport:?}"));
+        let mut f = config(3, ZeroCopy::Auto, &dir);
+        for n in &mut f.nodelist {
+            n.links = vec![free(v6)];
+        }
+        f.link_mode = mode;
+        f.transport = transport;
+        let nodes = start_all(&f);
+        let all_up = || {
+            nodes.iter().all(|n| {
+                let s = n.link_status().expect("the driver has links");
+                s.len() == 4 && s.iter().all(|l| l.up && l.rtt.is_some())
+            })
+        };
+        let t0 = std::time::Instant::now();
+        while !all_up() && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(all_up(), "{mode:?}: {:?}", nodes[0].link_status());
+        let before = nodes[0].link_status().unwrap();
+        let g = group("links");
+        let hs = join_all(&nodes, 11, &g);
+        for k in 0..300u32 {
+            let m = vec![k as u8; 200 + (k as usize * 37) % 2000];
+            hs[(k % 3) as usize]
+                .cpg
+                .mcast_joined(Guarantee::Agreed, &[IoSlice::new(&m)])
+                .unwrap();
+        }
+        for h in &hs {
+            assert!(h.wait_msgs(300), "{mode:?}: not all delivered");
+        }
+        assert_eq!(hs[1].rec.msgs(), hs[0].rec.msgs());
+        assert_eq!(hs[2].rec.msgs(), hs[0].rec.msgs());
+        let after = nodes[0].link_status().unwrap();
+        let sent = |link: u8| -> u64 {
+            after
+                .iter()
+                .zip(&before)
+                .filter(|(a, _)| a.link == link)
+                .map(|(a, b)| a.frames_tx - b.frames_tx)
+                .sum()
+        };
+        let (l0, l1) = (sent(0), sent(1));
+        // heartbeats: a ping and a pong per peer every 125 ms or so
+        let beats = 2 * 2 * (t0.elapsed().as_millis() as u64 / 100 + 20);
+        match mode {
+            LinkMode::Passive => assert!(
+                l0 > 100 && l1 <= beats,
+                "passive: link 0 sent {l0}, link 1 {l1} (heartbeats ≤ {beats})"
+            ),
+            LinkMode::Active => assert!(
+                l0 > 50 && l1 > 50 && l1 > beats / 4,
+                "active: link 0 sent {l0}, link 1 {l1}"
+            ),
+        }
+        assert!(after.iter().all(|l| l.down_count == 0), "{after:?}");
+        let t = nodes[0].transport_counters().unwrap();
+        assert!(
+            t.link_heartbeats_received > 0 && t.link_heartbeats_bad == 0,
+            "{t:?}"
+        );
+        drop(hs);
+        for n in nodes {
+            n.stop();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

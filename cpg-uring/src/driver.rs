@@ -736,10 +736,7 @@ impl Driver {
             if id == self.node_id {
                 continue;
             }
-            let taken_elsewhere = self
-                .by_addr
-                .get(&addr)
-                .is_some_and(|&(_, l)| l != li);
+            let taken_elsewhere = self.by_addr.get(&addr).is_some_and(|&(_, l)| l != li);
             if id == 0
                 || fresh.iter().any(|(n, _)| *n == id)
                 || seen.insert(addr, id).is_some()

@@ -47,7 +47,8 @@ pub use external::{
     EXTERNAL_REGION_MAX,
 };
 pub use links::{
-    LinkMode, LinkPing, LinkSpec, LinkStatus, LinkStatusHandle, LINKS_MAX, LOG_TARGET as LINK_LOG_TARGET,
+    LinkMode, LinkPing, LinkSpec, LinkStatus, LinkStatusHandle, LINKS_MAX,
+    LOG_TARGET as LINK_LOG_TARGET,
 };
 pub use ring::{probe, Probe};
 pub use seal::{EpochSource, RingAesGcm, SealSpec};

@@ -167,7 +167,8 @@ impl LinkStatusHandle {
                     local: e.local,
                     remote: e.remote,
                     up: s.up.load(Ordering::Relaxed),
-                    heartbeat_age: ns(last).map(|_| Duration::from_nanos(now.0.saturating_sub(last))),
+                    heartbeat_age: ns(last)
+                        .map(|_| Duration::from_nanos(now.0.saturating_sub(last))),
                     rtt: ns(s.rtt.load(Ordering::Relaxed)),
                     frames_tx: s.tx.load(Ordering::Relaxed),
                     frames_rx: s.rx.load(Ordering::Relaxed),
@@ -254,7 +255,9 @@ impl LinkState {
 /// Log a change of (peer, link) the way operators grep for it.
 pub(crate) fn log_change(change: Change, link: u8, peer: NodeId, remote: SocketAddr) {
     match change {
-        Change::Down => log::warn!(target: LOG_TARGET, "link {link} to node {peer} down ({remote}: no heartbeat)"),
+        Change::Down => {
+            log::warn!(target: LOG_TARGET, "link {link} to node {peer} down ({remote}: no heartbeat)")
+        }
         Change::Up => log::info!(target: LOG_TARGET, "link {link} to node {peer} up ({remote})"),
     }
 }
@@ -316,13 +319,25 @@ mod tests {
         let mut rr = 0;
         // (index, number, priority, up)
         let c = [(0, 0, 1, true), (1, 1, 1, true), (2, 2, 5, false)];
-        assert_eq!(pick(LinkMode::Passive, &c, &mut rr), Some(0), "tie: lowest number");
+        assert_eq!(
+            pick(LinkMode::Passive, &c, &mut rr),
+            Some(0),
+            "tie: lowest number"
+        );
         let c = [(0, 0, 1, true), (1, 1, 2, true)];
-        assert_eq!(pick(LinkMode::Passive, &c, &mut rr), Some(1), "higher priority");
+        assert_eq!(
+            pick(LinkMode::Passive, &c, &mut rr),
+            Some(1),
+            "higher priority"
+        );
         let c = [(0, 0, 1, false), (1, 1, 2, true)];
         assert_eq!(pick(LinkMode::Passive, &c, &mut rr), Some(1));
         let c = [(0, 0, 1, false), (1, 1, 0, false)];
-        assert_eq!(pick(LinkMode::Passive, &c, &mut rr), Some(0), "none live: best configured");
+        assert_eq!(
+            pick(LinkMode::Passive, &c, &mut rr),
+            Some(0),
+            "none live: best configured"
+        );
         assert_eq!(pick(LinkMode::Passive, &[], &mut rr), None);
     }
 
@@ -344,7 +359,11 @@ mod tests {
         let timeout = Duration::from_millis(300);
         let mut s = LinkState::new(true);
         assert!(!s.is_up());
-        assert_eq!(s.check(ms(1000), timeout), None, "never up: nothing to report");
+        assert_eq!(
+            s.check(ms(1000), timeout),
+            None,
+            "never up: nothing to report"
+        );
         assert_eq!(s.on_pong(ms(1010), ms(1000).0), Some(Change::Up));
         assert_eq!(s.on_pong(ms(1100), ms(1095).0), None);
         assert_eq!(s.check(ms(1400), timeout), None, "300 ms: still fresh");

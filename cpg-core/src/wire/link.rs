@@ -194,7 +194,10 @@ mod tests {
         assert_eq!(LinkRepr::parse(&k, 7), Err(WireError::UnknownKind(2)));
         let mut v = b;
         v[2] = 9;
-        assert_eq!(LinkRepr::parse(&v, 7), Err(WireError::UnsupportedVersion(9)));
+        assert_eq!(
+            LinkRepr::parse(&v, 7),
+            Err(WireError::UnsupportedVersion(9))
+        );
         let mut z = b;
         z[8..12].fill(0);
         assert_eq!(LinkRepr::parse(&z, 7), Err(WireError::Malformed));

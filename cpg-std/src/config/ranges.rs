@@ -193,4 +193,6 @@ pub const ALL: &[Range] = &[
     super::ipc::IPC_MAX_CONNECTIONS,
     super::ipc::IPC_ZC_SLOT_SIZE,
     super::ipc::IPC_ZC_SLOT_COUNT,
+    super::links::LINK_PING_INTERVAL_MS,
+    super::links::LINK_PING_TIMEOUT_MS,
 ];

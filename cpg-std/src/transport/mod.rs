@@ -51,6 +51,11 @@ pub(crate) trait Running: Send + Sync {
     fn counters(&self) -> Option<cpg_uring::Snapshot> {
         None
     }
+    /// Every (peer, link)'s status, if the transport has links (the
+    /// `cpg-uring` driver's).
+    fn link_status(&self) -> Option<Vec<cpg_uring::LinkStatus>> {
+        None
+    }
     /// The handle that adds memory the transport sends from in place
     /// (cpgd's client regions), if it has one (the `cpg-uring` driver's).
     fn external_regions(&self) -> Option<cpg_uring::ExternalRegions> {

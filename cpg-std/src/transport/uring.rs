@@ -55,6 +55,29 @@ fn transport_config(config: &NodeConfig) -> TransportConfig {
     tc.rx_buffer_size = config.rx_buffer_size;
     tc.pool = config.pool.clone();
     tc.fallback_syscalls = config.transport == TransportKind::Udp;
+    let l = &config.links;
+    tc.link0_priority = l.link0_priority;
+    tc.link_mode = l.mode;
+    tc.link_ping = l.ping;
+    tc.cluster_id = config.engine.cluster_id;
+    tc.links = l
+        .extra
+        .iter()
+        .filter_map(|x| {
+            let bind = x.addrs.iter().find(|(n, _)| *n == config.node_id)?.1;
+            Some(cpg_uring::LinkSpec {
+                number: x.number,
+                priority: x.priority,
+                bind,
+                peers: x
+                    .addrs
+                    .iter()
+                    .filter(|(n, _)| *n != config.node_id)
+                    .copied()
+                    .collect(),
+            })
+        })
+        .collect();
     tc
 }
 
@@ -145,6 +168,7 @@ struct UringRunning {
     gate: Arc<Gate>,
     waker: Waker,
     counters: Arc<cpg_uring::Counters>,
+    links: cpg_uring::LinkStatusHandle,
     external: ExternalRegions,
     thread: JoinHandle<()>,
 }
@@ -163,6 +187,7 @@ impl Transport for UringTransport {
         let w = waker.clone();
         core.set_waker(Arc::new(move || w.wake()));
         let counters = self.driver.counters();
+        let links = self.driver.link_status_handle();
         let external = self.driver.external_regions();
         let stop = Arc::new(AtomicBool::new(false));
         let gate = Arc::new(Gate::default());
@@ -186,6 +211,7 @@ impl Transport for UringTransport {
             gate,
             waker,
             counters,
+            links,
             external,
             thread,
         }))
@@ -202,6 +228,9 @@ impl Running for UringRunning {
     }
     fn counters(&self) -> Option<cpg_uring::Snapshot> {
         Some(self.counters.snapshot())
+    }
+    fn link_status(&self) -> Option<Vec<cpg_uring::LinkStatus>> {
+        Some(self.links.snapshot())
     }
     fn external_regions(&self) -> Option<ExternalRegions> {
         Some(self.external.clone())
