@@ -42,3 +42,21 @@ fn run(name: &str, f: impl FnOnce(&std::path::Path) -> LinkReport) {
 fn ring_over_ipv6_delivers_in_order() {
     run("ipv6", links::run_ipv6);
 }
+
+/// Passive mode: link 0 carries everything; cutting it moves the ring to
+/// link 1 with no membership change; cutting link 1 (standing by) costs
+/// nothing but its heartbeats.
+#[test]
+fn passive_link_cut_under_load_changes_no_membership() {
+    run("links-passive", |p| {
+        links::run_link_cuts(p, cpg_std::config::LinkMode::Passive)
+    });
+}
+
+/// Active mode: both links carry frames; either cut leaves the other.
+#[test]
+fn active_link_cut_under_load_changes_no_membership() {
+    run("links-active", |p| {
+        links::run_link_cuts(p, cpg_std::config::LinkMode::Active)
+    });
+}

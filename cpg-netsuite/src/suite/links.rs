@@ -8,13 +8,15 @@
 //! | [`run_ipv6`] | one IPv6 link (ULA addresses inside the namespaces) | the stream | a ring of all, the checker clean |
 //! | [`run_link_cuts`] | link 0 IPv4, link 1 IPv6 (one family per link, two families in the ring) | cut link 0 under load, restore, cut link 1, restore | no ring change, nothing lost, order kept, each cut logged as `link N to node X down` and its repair as `up` |
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cpg_std::config::ConfigFile;
+use cpg_std::config::{ConfigFile, LinkMode};
 
 use crate::check::check;
-use crate::cluster::{Cluster, Event, Load, Record};
+use crate::cluster::{Cluster, Event, Load, Member, Record, PORT};
 use crate::net::{Family, Topology};
 
 /// The load of these runs: the short profile's (1 s token, 200 messages/s
@@ -65,12 +67,88 @@ pub fn run_ipv6(cpgtool: &Path) -> LinkReport {
         cpgtool,
         "ipv6",
         &[Family::V6],
-        |_| {},
+        |_, _| {},
         |_, _, _| {
             std::thread::sleep(Duration::from_secs(4));
             Ok(())
         },
     )
+}
+
+/// How long a link stays cut: many heartbeat timeouts (333 ms with the
+/// 1 s token) and several token timeouts, so a failover that did not
+/// happen would have cost the ring.
+pub const CUT: Duration = Duration::from_secs(3);
+
+/// Three nodes on two links (link 0 IPv4 `10.77.0.<i>`, link 1 IPv6
+/// `fd00:77:0:1::<i>`) in `mode`, streaming: link 0 is cut in every node
+/// for [`CUT`], restored, then link 1 the same. Every node must log each
+/// cut link down towards both peers and up again after the repair, and
+/// the run must end with no ring change and the checker clean.
+pub fn run_link_cuts(cpgtool: &Path, mode: LinkMode) -> LinkReport {
+    run(
+        cpgtool,
+        &format!("cuts-{mode:?}").to_lowercase(),
+        &[Family::V4, Family::V6],
+        |f, topo| {
+            for n in &mut f.nodelist {
+                n.links = vec![SocketAddr::new(topo.link_addr(1, n.nodeid), PORT)];
+            }
+            f.link_mode = mode;
+        },
+        |c, topo, rep| {
+            for link in [0u8, 1] {
+                let mark = c.log().lock().len();
+                topo.cut_link(link, true)?;
+                std::thread::sleep(CUT);
+                let mark_up = c.log().lock().len();
+                let down = link_lines(&c.log().snapshot()[mark..mark_up], link, "down");
+                // (up lines may come while the rules go, node by node)
+                topo.cut_link(link, false)?;
+                let mark = mark_up;
+                // up again within a few heartbeat rounds
+                let up = (0..40).find_map(|_| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let up = link_lines(&c.log().snapshot()[mark..], link, "up");
+                    (up.len() == 6).then_some(up)
+                });
+                // each of 3 nodes towards each of its 2 peers
+                if down.len() != 6 {
+                    rep.failures.push(format!(
+                        "link {link} cut: `link {link} to node X down` logged for {down:?}, \
+                         not all 6 (node, peer) pairs"
+                    ));
+                }
+                if up.is_none() {
+                    rep.failures.push(format!(
+                        "link {link} restored: not logged up for all 6 (node, peer) pairs within 4 s"
+                    ));
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The (node, peer) pairs that logged `link <link> to node <peer> <what>`.
+fn link_lines(records: &[Record], link: u8, what: &str) -> BTreeSet<(Member, u32)> {
+    let head = format!("link {link} to node ");
+    records
+        .iter()
+        .filter_map(|r| match &r.ev {
+            Event::Other(v) if v["ev"] == "stderr" => {
+                let line = v["line"].as_str()?;
+                let rest = &line[line.find(&head)? + head.len()..];
+                let (peer, tail) = rest.split_once(' ')?;
+                if tail.starts_with(what) {
+                    Some((r.who, peer.parse().ok()?))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// One run: a topology of `links`, a cluster configured by `tweak`, the
@@ -79,7 +157,7 @@ fn run(
     cpgtool: &Path,
     name: &str,
     links: &[Family],
-    tweak: impl FnOnce(&mut ConfigFile),
+    tweak: impl FnOnce(&mut ConfigFile, &Topology),
     during: impl FnOnce(&Cluster, &Topology, &mut LinkReport) -> Result<(), String>,
 ) -> LinkReport {
     let mut rep = LinkReport::default();
@@ -105,14 +183,14 @@ fn run_inner(
     cpgtool: &Path,
     links: &[Family],
     dir: &Path,
-    tweak: impl FnOnce(&mut ConfigFile),
+    tweak: impl FnOnce(&mut ConfigFile, &Topology),
     during: impl FnOnce(&Cluster, &Topology, &mut LinkReport) -> Result<(), String>,
     rep: &mut LinkReport,
     log_out: &mut Option<crate::cluster::Log>,
 ) -> Result<(), String> {
     let topo = Topology::with_links(3, links)?;
     let all = [1, 2, 3];
-    let mut c = Cluster::start_with(cpgtool, &topo, dir, LOAD, tweak)?;
+    let mut c = Cluster::start_with(cpgtool, &topo, dir, LOAD, |f| tweak(f, &topo))?;
     *log_out = Some(c.log().clone());
     c.join(&all)?;
     if !c.wait_whole(Duration::from_secs(30)) {
@@ -142,9 +220,21 @@ fn run_inner(
             )
         })
         .count() as u64;
+    // a ring change is a ring id other than the one all were in at the
+    // start (a node may report the ring it is in twice: transitional and
+    // regular configuration)
+    let ring_of = |r: &Record| match &r.ev {
+        Event::Totem { ring, .. } => Some(ring.clone()),
+        _ => None,
+    };
+    let start_ring = records[..start.min(records.len())]
+        .iter()
+        .rev()
+        .find_map(ring_of);
     rep.ring_changes = after
         .iter()
-        .filter(|r| matches!(r.ev, Event::Totem { .. }))
+        .filter_map(ring_of)
+        .filter(|r| Some(r) != start_ring.as_ref())
         .count();
     // 3 nodes × 200/s × 2 s of stream at the least, seen by 3 receivers
     if rep.delivered < 3 * 3 * 200 {

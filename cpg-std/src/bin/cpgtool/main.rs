@@ -24,6 +24,7 @@ mod cluster;
 mod config;
 mod demo;
 mod error;
+mod logger;
 mod member;
 mod message;
 mod node;

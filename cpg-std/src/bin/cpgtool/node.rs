@@ -358,6 +358,7 @@ fn run_stream(cpg: &Cpg, me: u32, s: &Stream, stop: &AtomicBool, seq: &AtomicU64
 /// `cpgtool node`: start the node, report `ready`, optionally join, then
 /// handle commands until `quit` or the end of stdin.
 pub(crate) fn node_main(attach: &AttachArgs, join: Option<String>, verbose: bool) -> Res<()> {
+    crate::logger::init();
     let out = Arc::new(Out(Mutex::new(std::io::stdout())));
     let tally = Arc::new(Mutex::new(Tally::new()));
     let model = model(tally.clone(), out.clone(), verbose);
