@@ -10,20 +10,28 @@
 //! |---|---|
 //! | `totem.cluster_name` | `cluster_name` |
 //! | `nodelist.node { nodeid, ring0_addr }` | `[[nodelist]] nodeid, addr = ring0_addr:port` |
+//! | `ring1_addr` .. `ring7_addr` (or `linkN_addr`) | `links = [...]` (link 1, 2, ...; contiguous from 0) |
+//! | `totem.link_mode` `passive` / `rr` / `active` | `link_mode` passive / active (ours is round-robin, knet's `rr`; knet's `active` sends every packet on every link, ours one: noted) |
+//! | `totem.interface { linknumber, knet_link_priority }` | `[[link]] number, priority` |
+//! | `totem.interface { knet_ping_interval, knet_ping_timeout }` (ms) | `link_ping_interval_ms`, `link_ping_timeout_ms` (one pair for all links: the smallest given, noted when they differ) |
 //! | `totem.token`, `token_coefficient`, `consensus`, `join`, `merge`, `hold` (ms) | `totem.*_ms` |
 //! | `totem.window_size`, `max_messages`, `token_retransmits_before_loss_const`, `fail_recv_const`, `seqno_unchanged_const`, `miss_count_const` | the same |
 //! | `totem.netmtu` | `netmtu` |
 //! | `totem.crypto_cipher` / `crypto_hash` (`none`/`aes256`.../`sha256`...) | `crypto` none / encrypt (AES-256-GCM, its own tag) |
-//! | `totem.interface.mcastport` / `knet_link`'s port, default 5405 | the port of every address |
+//! | `totem.interface.mcastport` / `knet_port`, default 5405 | the port of every address of that interface's link |
 //!
 //! Refused (an error naming it): a node without `nodeid` or `ring0_addr`,
+//! a link number above 7, link numbers with a gap, `ringN_addr` and
+//! `linkN_addr` both for one N, an unknown `link_mode`,
 //! an address that is not an IPv4 or IPv6 literal (a host name),
 //! an `aes128`/`aes192`/`3des` cipher without `aes256`-level strength
 //! kept silent (we always use AES-256-GCM; noted), a number out of range.
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{ConfigFile, Crypto};
+use cpg_uring::{LinkMode, LINKS_MAX};
+
+use super::{ConfigFile, Crypto, LinkEntry};
 
 /// Largest file accepted (as our own TOML): 1 MiB.
 pub const COROSYNC_CONF_MAX: usize = 1 << 20;
@@ -160,7 +168,10 @@ fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, CorosyncConfErr
 pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConfError> {
     let mut notes = Vec::new();
     let mut cluster_name = None;
-    let mut port = DEFAULT_PORT;
+    let mut ports = [DEFAULT_PORT; LINKS_MAX];
+    let mut link_mode = LinkMode::Passive;
+    let mut priorities: Vec<LinkEntry> = Vec::new();
+    let mut pings: Vec<(u8, &str, u64)> = Vec::new();
     let mut cipher = "none".to_string();
     let mut hash = "none".to_string();
     let mut totem = super::TotemSection::default();
@@ -189,6 +200,33 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
                 "crypto_hash" => hash = v.to_string(),
                 "secauth" if v == "off" => {}
                 "secauth" => cipher = "aes256".into(),
+                "link_mode" => {
+                    link_mode = match v {
+                        "passive" => LinkMode::Passive,
+                        "rr" => {
+                            notes.push(Note(
+                                "totem.link_mode rr: link_mode = \"active\" (ours is the same \
+                                 round-robin over live links)"
+                                    .into(),
+                            ));
+                            LinkMode::Active
+                        }
+                        "active" => {
+                            notes.push(Note(
+                                "totem.link_mode active: link_mode = \"active\", which sends each \
+                                 frame over one live link in turn (knet's rr), not over every \
+                                 live link at once"
+                                    .into(),
+                            ));
+                            LinkMode::Active
+                        }
+                        other => {
+                            return Err(CorosyncConfError::Refused(format!(
+                                "totem.link_mode {other:?}: passive, active or rr"
+                            )))
+                        }
+                    }
+                }
                 "transport" => notes.push(Note(format!(
                     "totem.transport: {v}: we speak our own UDP unicast (udpu-like, io_uring); \
                      not wire-compatible with Corosync's"
@@ -197,16 +235,45 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
             }
         }
         for iface in blocks(t, "interface") {
+            let refused = |k: &str, v: &str| {
+                CorosyncConfError::Refused(format!("totem.interface.{k} = {v:?}"))
+            };
+            let mut link = 0u8;
+            for (k, v) in pairs(iface) {
+                if k == "linknumber" || k == "ringnumber" {
+                    link = v.parse().map_err(|_| refused(k, v))?;
+                    if usize::from(link) >= LINKS_MAX {
+                        return Err(CorosyncConfError::Refused(format!(
+                            "totem.interface.{k} = {link}: at most {} links (0..={})",
+                            LINKS_MAX,
+                            LINKS_MAX - 1
+                        )));
+                    }
+                }
+            }
             for (k, v) in pairs(iface) {
                 match k {
-                    "mcastport" | "knet_port" => {
-                        port = v.parse().map_err(|_| {
-                            CorosyncConfError::Refused(format!("totem.interface.{k} = {v:?}"))
-                        })?
-                    }
                     "linknumber" | "ringnumber" => {}
+                    "mcastport" | "knet_port" => {
+                        ports[usize::from(link)] = v.parse().map_err(|_| refused(k, v))?
+                    }
+                    "knet_link_priority" => {
+                        let priority = v.parse().map_err(|_| refused(k, v))?;
+                        priorities.retain(|e| e.number != link);
+                        priorities.push(LinkEntry {
+                            number: link,
+                            priority,
+                        });
+                    }
+                    "knet_ping_interval" | "knet_ping_timeout" => {
+                        pings.push((link, k, v.parse().map_err(|_| refused(k, v))?))
+                    }
+                    "knet_pong_count" => notes.push(Note(format!(
+                        "totem.interface.knet_pong_count {v}: a link is up from its first \
+                         heartbeat answer, ignored"
+                    ))),
                     other => notes.push(Note(format!(
-                        "totem.interface.{other}: not supported (one link), ignored"
+                        "totem.interface.{other}: not supported, ignored"
                     ))),
                 }
             }
@@ -236,10 +303,11 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
         }
     };
     let mut nodes = Vec::new();
+    let mut node_links: Vec<Vec<SocketAddr>> = Vec::new();
     for nl in blocks(items, "nodelist") {
         for n in blocks(nl, "node") {
             let mut id = None;
-            let mut addr = None;
+            let mut addrs: [Option<(&str, &str)>; LINKS_MAX] = [None; LINKS_MAX];
             for (k, v) in pairs(n) {
                 match k {
                     "nodeid" => {
@@ -247,12 +315,20 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
                             CorosyncConfError::Refused(format!("nodelist: nodeid {v:?}"))
                         })?)
                     }
-                    "ring0_addr" => addr = Some(v.to_string()),
                     "name" => {}
-                    k if k.starts_with("ring") && k.ends_with("_addr") => {
-                        notes.push(Note(format!(
-                            "nodelist.node.{k}: redundant links are not supported yet, ignored"
-                        )))
+                    k if link_key(k).is_some() => {
+                        let Some(Some(l)) = link_key(k) else {
+                            return Err(CorosyncConfError::Refused(format!(
+                                "nodelist.node.{k}: at most {LINKS_MAX} links (ring0_addr..ring{}_addr)",
+                                LINKS_MAX - 1
+                            )));
+                        };
+                        if let Some((other, _)) = addrs[l] {
+                            return Err(CorosyncConfError::Refused(format!(
+                                "nodelist.node: {other} and {k} name the same link"
+                            )));
+                        }
+                        addrs[l] = Some((k, v));
                     }
                     other => notes.push(Note(format!("nodelist.node.{other}: ignored"))),
                 }
@@ -260,16 +336,30 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
             let id = id.ok_or_else(|| {
                 CorosyncConfError::Refused("nodelist: a node without nodeid".into())
             })?;
-            let a = addr.ok_or_else(|| {
-                CorosyncConfError::Refused(format!("nodelist: node {id} without ring0_addr"))
-            })?;
-            let ip: IpAddr = a.parse().map_err(|_| {
-                CorosyncConfError::Refused(format!(
-                    "nodelist: node {id}: ring0_addr {a:?} is not an IPv4 or IPv6 address \
-                     (host names are not supported: name the address)"
-                ))
-            })?;
-            nodes.push((id, SocketAddr::new(ip, port)));
+            if addrs[0].is_none() {
+                return Err(CorosyncConfError::Refused(format!(
+                    "nodelist: node {id} without ring0_addr"
+                )));
+            }
+            let count = addrs.iter().take_while(|a| a.is_some()).count();
+            if let Some((k, _)) = addrs[count..].iter().flatten().next() {
+                return Err(CorosyncConfError::Refused(format!(
+                    "nodelist: node {id}: {k} without ring{count}_addr: link numbers must run \
+                     from 0 without a gap"
+                )));
+            }
+            let mut list = Vec::new();
+            for (l, (k, a)) in addrs.iter().flatten().enumerate() {
+                let ip: IpAddr = a.parse().map_err(|_| {
+                    CorosyncConfError::Refused(format!(
+                        "nodelist: node {id}: {k} {a:?} is not an IPv4 or IPv6 address \
+                         (host names are not supported: name the address)"
+                    ))
+                })?;
+                list.push(SocketAddr::new(ip, ports[l]));
+            }
+            nodes.push((id, list[0]));
+            node_links.push(list.split_off(1));
         }
     }
     if nodes.is_empty() {
@@ -293,6 +383,30 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
     let name = cluster_name
         .ok_or_else(|| CorosyncConfError::Refused("totem.cluster_name is missing".into()))?;
     let mut f = ConfigFile::new(&name, &nodes);
+    for (n, links) in f.nodelist.iter_mut().zip(node_links) {
+        n.links = links;
+    }
+    f.link_mode = link_mode;
+    priorities.sort_by_key(|e| e.number);
+    f.link = priorities;
+    for (key, slot) in [
+        ("knet_ping_interval", &mut f.link_ping_interval_ms),
+        ("knet_ping_timeout", &mut f.link_ping_timeout_ms),
+    ] {
+        let given: Vec<(u8, u64)> = pings
+            .iter()
+            .filter(|(_, k, _)| *k == key)
+            .map(|&(l, _, v)| (l, v))
+            .collect();
+        *slot = given.iter().map(|&(_, v)| v).min();
+        if given.iter().any(|&(_, v)| Some(v) != *slot) {
+            notes.push(Note(format!(
+                "totem.interface.{key} differs between links {given:?}: one value for all \
+                 links, the smallest ({} ms)",
+                slot.unwrap_or(0)
+            )));
+        }
+    }
     f.totem = totem;
     if let Some(m) = netmtu {
         f.netmtu = m;
@@ -305,6 +419,16 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
         ));
     }
     Ok((f, notes))
+}
+
+/// The link of a node address key: `ring<N>_addr` or `link<N>_addr`;
+/// `Some(None)` for such a key with N above 7 (or not a number).
+fn link_key(k: &str) -> Option<Option<usize>> {
+    let n = k
+        .strip_suffix("_addr")?
+        .strip_prefix("ring")
+        .or_else(|| k.strip_suffix("_addr")?.strip_prefix("link"))?;
+    Some(n.parse::<usize>().ok().filter(|&n| n < LINKS_MAX))
 }
 
 /// Read and map the corosync.conf at `path`.
@@ -349,7 +473,7 @@ mod tests {
         assert_eq!(f.netmtu, 9000);
         assert_eq!(f.crypto, Crypto::Encrypt);
         assert_eq!(f.nodelist[0].addr, "10.0.0.2:6000".parse().unwrap());
-        assert!(notes.iter().any(|n| n.0.contains("ring1_addr")));
+        assert_eq!(f.nodelist[0].links, ["10.1.0.2:5405".parse().unwrap()]);
         let host = DEBIAN.replace("127.0.0.1", "node1.example");
         assert!(matches!(
             to_config(&parse(&host).unwrap()),
@@ -357,6 +481,104 @@ mod tests {
         ));
         let bad = DEBIAN.replace("nodeid: 1", "nodeid: one");
         assert!(to_config(&parse(&bad).unwrap()).is_err());
+    }
+
+    const KNET: &str = "totem {\n cluster_name: k\n token: 2000\n link_mode: passive\n interface {\n  linknumber: 0\n  knet_link_priority: 5\n  knet_ping_interval: 200\n  knet_ping_timeout: 600\n }\n interface {\n  linknumber: 1\n  mcastport: 5410\n  knet_link_priority: 9\n  knet_ping_interval: 100\n  knet_ping_timeout: 600\n  knet_pong_count: 2\n }\n}\nnodelist {\n node {\n  nodeid: 1\n  ring0_addr: 10.0.0.1\n  ring1_addr: fd00:1::1\n }\n node {\n  nodeid: 2\n  ring0_addr: 10.0.0.2\n  link1_addr: fd00:1::2\n }\n}\n";
+
+    #[test]
+    fn knet_links_modes_and_interfaces_map() {
+        let (f, notes) = to_config(&parse(KNET).unwrap()).unwrap();
+        assert_eq!(f.nodelist[0].addr, "10.0.0.1:5405".parse().unwrap());
+        assert_eq!(f.nodelist[0].links, ["[fd00:1::1]:5410".parse().unwrap()]);
+        assert_eq!(f.nodelist[1].links, ["[fd00:1::2]:5410".parse().unwrap()]);
+        assert_eq!(f.link_mode, LinkMode::Passive);
+        assert_eq!(
+            f.link,
+            [
+                LinkEntry {
+                    number: 0,
+                    priority: 5
+                },
+                LinkEntry {
+                    number: 1,
+                    priority: 9
+                }
+            ]
+        );
+        assert_eq!(f.link_ping_interval_ms, Some(100));
+        assert_eq!(f.link_ping_timeout_ms, Some(600));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.0.contains("knet_ping_interval differs")),
+            "{notes:?}"
+        );
+        assert!(
+            notes.iter().any(|n| n.0.contains("knet_pong_count")),
+            "{notes:?}"
+        );
+        let c = f.validate(Some(1)).unwrap();
+        assert_eq!(c.links.extra[0].priority, 9);
+        assert_eq!(c.links.link0_priority, 5);
+        assert_eq!(
+            c.engine.frame_max(),
+            1500 - 48,
+            "an IPv6 link: IPv6's budget"
+        );
+        // rr is our active; knet's active becomes it, with a note either way
+        for (mode, says) in [("rr", "same round-robin"), ("active", "not over every")] {
+            let t = KNET.replace("link_mode: passive", &format!("link_mode: {mode}"));
+            let (f, notes) = to_config(&parse(&t).unwrap()).unwrap();
+            assert_eq!(f.link_mode, LinkMode::Active);
+            assert!(
+                notes.iter().any(|n| n.0.contains(says)),
+                "{mode}: {notes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn link_refusals_name_the_reason() {
+        let refused = |t: &str, what: &str| match to_config(&parse(t).unwrap()) {
+            Err(CorosyncConfError::Refused(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("{what}: {other:?}"),
+        };
+        refused(
+            &KNET.replace("link_mode: passive", "link_mode: broadcast"),
+            "passive, active or rr",
+        );
+        refused(
+            &KNET.replace("ring1_addr: fd00:1::1", "ring8_addr: fd00:1::1"),
+            "at most 8 links",
+        );
+        refused(
+            &KNET.replace("ring1_addr: fd00:1::1", "ring2_addr: fd00:1::1"),
+            "without a gap",
+        );
+        refused(
+            &KNET.replace(
+                "ring1_addr: fd00:1::1",
+                "ring1_addr: fd00:1::1\n  link1_addr: fd00:1::9",
+            ),
+            "name the same link",
+        );
+        refused(
+            &KNET.replace("linknumber: 1", "linknumber: 8"),
+            "at most 8 links",
+        );
+        // mapped, then refused by validation with a typed error
+        let mixed = KNET.replace("link1_addr: fd00:1::2", "link1_addr: 10.1.0.2");
+        let (f, _) = to_config(&parse(&mixed).unwrap()).unwrap();
+        assert!(matches!(
+            f.validate(Some(1)),
+            Err(super::super::ConfigError::LinkFamilyMismatch { link: 1, .. })
+        ));
+        let fewer = KNET.replace("  link1_addr: fd00:1::2\n", "");
+        let (f, _) = to_config(&parse(&fewer).unwrap()).unwrap();
+        assert!(matches!(
+            f.validate(Some(1)),
+            Err(super::super::ConfigError::LinkCountMismatch { .. })
+        ));
     }
 
     #[test]
