@@ -474,6 +474,7 @@ mod tests {
         assert_eq!(f.crypto, Crypto::Encrypt);
         assert_eq!(f.nodelist[0].addr, "10.0.0.2:6000".parse().unwrap());
         assert_eq!(f.nodelist[0].links, ["10.1.0.2:5405".parse().unwrap()]);
+        assert!(notes.iter().any(|n| n.0.contains("key_file")), "{notes:?}");
         let host = DEBIAN.replace("127.0.0.1", "node1.example");
         assert!(matches!(
             to_config(&parse(&host).unwrap()),
