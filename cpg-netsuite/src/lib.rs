@@ -69,6 +69,12 @@
 //! prints one line per phase: detection and recovery times, the bound,
 //! the deliveries, and any failure with the path of the kept log.
 //!
+//! `tests/links.rs` ([`suite::links`]) changes the network under a steady
+//! ring instead: a ring over IPv6 ULA addresses, and two links (an IPv4
+//! and an IPv6 bridge) cut one at a time under load, in passive and in
+//! active mode, with no ring change allowed, the checker clean and each
+//! link's down and up logged by every node (needs `ip6tables` too).
+//!
 //! # Cleanup
 //!
 //! Namespaces are deleted when a phase ends, on panic (unwinding drops the

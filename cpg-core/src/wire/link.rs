@@ -1,6 +1,6 @@
 //! Link heartbeats: the transport's own ping and pong on each (peer, link),
 //! never handed to the engine. A driver with redundant links
-//! (`docs/spec/totem.md` §9) declares a link down and up by these alone,
+//! (`docs/spec/totem.md` §10) declares a link down and up by these alone,
 //! independent of the token. They travel like any datagram (sealed when
 //! frame sealing is on) and carry their own magic, so a receiver tells
 //! them from a Totem frame by the first two bytes.

@@ -1,5 +1,5 @@
 //! Redundant links in the configuration file (`cpg_uring::LinkSpec` is
-//! what they become; the model is `docs/spec/totem.md` §9).
+//! what they become; the model is `docs/spec/totem.md` §10).
 //!
 //! ```toml
 //! link_mode = "passive"          # or "active" (round-robin over live links)
