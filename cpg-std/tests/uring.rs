@@ -399,18 +399,44 @@ fn two_links_come_up_and_carry_frames_by_mode() {
         };
         s.local_addr().unwrap()
     };
-    for (mode, transport) in [
-        (LinkMode::Passive, cpg_std::config::TransportKind::Uring),
-        (LinkMode::Active, cpg_std::config::TransportKind::Uring),
-        (LinkMode::Passive, cpg_std::config::TransportKind::Udp),
+    use cpg_std::config::Crypto;
+    for (mode, transport, crypto) in [
+        (
+            LinkMode::Passive,
+            cpg_std::config::TransportKind::Uring,
+            Crypto::None,
+        ),
+        (
+            LinkMode::Active,
+            cpg_std::config::TransportKind::Uring,
+            Crypto::None,
+        ),
+        (
+            LinkMode::Passive,
+            cpg_std::config::TransportKind::Udp,
+            Crypto::None,
+        ),
+        // heartbeats sealed like every datagram, sharing the replay window
+        (
+            LinkMode::Active,
+            cpg_std::config::TransportKind::Uring,
+            Crypto::Encrypt,
+        ),
     ] {
-        let dir = tmp(&format!("links-{mode:?}-{transport:?}"));
+        let dir = tmp(&format!("links-{mode:?}-{transport:?}-{crypto:?}"));
         let mut f = config(3, ZeroCopy::Auto, &dir);
         for n in &mut f.nodelist {
             n.links = vec![free(v6)];
         }
         f.link_mode = mode;
         f.transport = transport;
+        if crypto != Crypto::None {
+            std::fs::create_dir_all(&dir).unwrap();
+            let key = dir.join("authkey");
+            cpg_std::crypto::generate_key(&key).unwrap();
+            f.crypto = crypto;
+            f.key_file = Some(key);
+        }
         let nodes = start_all(&f);
         let all_up = || {
             nodes.iter().all(|n| {
@@ -466,6 +492,12 @@ fn two_links_come_up_and_carry_frames_by_mode() {
             t.link_heartbeats_received > 0 && t.link_heartbeats_bad == 0,
             "{t:?}"
         );
+        if crypto != Crypto::None {
+            assert!(
+                t.frames_opened > 0 && t.open_bad_tag + t.open_replay == 0,
+                "{t:?}"
+            );
+        }
         drop(hs);
         for n in nodes {
             n.stop();

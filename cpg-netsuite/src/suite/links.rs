@@ -35,6 +35,9 @@ pub struct LinkReport {
     pub delivered: u64,
     /// Ring changes logged after the first ring of all (must be 0).
     pub ring_changes: usize,
+    /// Per cut link: from the cut to the last node logging it down, and
+    /// from the repair to the last node logging it up.
+    pub cuts: Vec<(u8, Duration, Option<Duration>)>,
     /// Liveness failures and errors.
     pub failures: Vec<String>,
     /// Safety violations the checker found.
@@ -54,8 +57,24 @@ impl std::fmt::Display for LinkReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "delivered {}, ring changes after start {}, failures {:?}, violations {:?}, logs {:?}",
-            self.delivered, self.ring_changes, self.failures, self.violations, self.logs
+            "delivered {}, ring changes after start {}, ",
+            self.delivered, self.ring_changes
+        )?;
+        for (link, down, up) in &self.cuts {
+            write!(
+                f,
+                "link {link} down logged by all after {:.0} ms, up after {}, ",
+                down.as_secs_f64() * 1e3,
+                up.map_or("never".into(), |u| format!(
+                    "{:.0} ms",
+                    u.as_secs_f64() * 1e3
+                ))
+            )?;
+        }
+        write!(
+            f,
+            "failures {:?}, violations {:?}, logs {:?}",
+            self.failures, self.violations, self.logs
         )
     }
 }
@@ -99,11 +118,14 @@ pub fn run_link_cuts(cpgtool: &Path, mode: LinkMode) -> LinkReport {
         |c, topo, rep| {
             for link in [0u8, 1] {
                 let mark = c.log().lock().len();
+                let cut_at = c.log().now();
                 topo.cut_link(link, true)?;
                 std::thread::sleep(CUT);
+                let mark_down = mark;
                 let mark_up = c.log().lock().len();
                 let down = link_lines(&c.log().snapshot()[mark..mark_up], link, "down");
                 // (up lines may come while the rules go, node by node)
+                let heal_at = c.log().now();
                 topo.cut_link(link, false)?;
                 let mark = mark_up;
                 // up again within a few heartbeat rounds
@@ -112,6 +134,19 @@ pub fn run_link_cuts(cpgtool: &Path, mode: LinkMode) -> LinkReport {
                     let up = link_lines(&c.log().snapshot()[mark..], link, "up");
                     (up.len() == 6).then_some(up)
                 });
+                let last = |from: usize, what: &str| {
+                    c.log().snapshot()[from..]
+                        .iter()
+                        .filter(|r| !link_lines(std::slice::from_ref(*r), link, what).is_empty())
+                        .map(|r| r.at)
+                        .max()
+                };
+                let down_after = last(mark_down, "down").map_or(CUT, |t| t.saturating_sub(cut_at));
+                let up_after = up
+                    .as_ref()
+                    .and(last(mark, "up"))
+                    .map(|t| t.saturating_sub(heal_at));
+                rep.cuts.push((link, down_after, up_after));
                 // each of 3 nodes towards each of its 2 peers
                 if down.len() != 6 {
                     rep.failures.push(format!(
