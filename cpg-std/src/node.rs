@@ -132,10 +132,16 @@ impl Node {
     /// the node ([`crate::testing::probe`]).
     pub(crate) fn probe_parts(
         &self,
-    ) -> (Arc<dyn NodeControl>, Option<Arc<crate::transport::Gate>>) {
+    ) -> (
+        Arc<dyn NodeControl>,
+        Option<Arc<crate::transport::Gate>>,
+        Option<cpg_uring::LinkStatusHandle>,
+    ) {
+        let running = self.running.as_ref();
         (
             self.control.clone(),
-            self.running.as_ref().and_then(|r| r.gate()),
+            running.and_then(|r| r.gate()),
+            running.and_then(|r| r.link_status_handle()),
         )
     }
 

@@ -7,7 +7,7 @@
 //! | [`model_initialize_with_pid`] | one test process playing several CPG processes |
 //! | [`record_buf_sends`], [`buf_sends`], [`BufSend`] | the zero-copy proof: which bytes each send read |
 //! | [`RingSeqStore`] | reading the persisted ring seq behind a node's back |
-//! | [`probe`], [`NodeProbe`] | a node's status, counters, sends and freeze switch, kept apart from the node (cpgd's tests reach the node a daemon runs through it) |
+//! | [`probe`], [`NodeProbe`] | a node's status, counters, link status, sends and freeze switch, kept apart from the node (cpgd's tests reach the node a daemon runs through it) |
 
 use std::sync::Arc;
 
@@ -55,6 +55,7 @@ pub fn buf_sends(node: &Node) -> Vec<BufSend> {
 pub struct NodeProbe {
     control: Arc<dyn NodeControl>,
     gate: Option<Arc<Gate>>,
+    links: Option<cpg_uring::LinkStatusHandle>,
 }
 
 impl std::fmt::Debug for NodeProbe {
@@ -65,8 +66,12 @@ impl std::fmt::Debug for NodeProbe {
 
 /// The probe of `node`.
 pub fn probe(node: &Node) -> NodeProbe {
-    let (control, gate) = node.probe_parts();
-    NodeProbe { control, gate }
+    let (control, gate, links) = node.probe_parts();
+    NodeProbe {
+        control,
+        gate,
+        links,
+    }
 }
 
 impl NodeProbe {
@@ -78,6 +83,11 @@ impl NodeProbe {
     /// As [`Node::stats`].
     pub fn stats(&self) -> NodeStats {
         self.control.stats()
+    }
+
+    /// As [`Node::link_status`] (after the node stopped: the last state).
+    pub fn link_status(&self) -> Option<Vec<cpg_uring::LinkStatus>> {
+        self.links.as_ref().map(|h| h.snapshot())
     }
 
     /// Freeze the node's engine (its transport stops before touching it;

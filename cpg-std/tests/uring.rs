@@ -450,6 +450,10 @@ fn two_links_come_up_and_carry_frames_by_mode() {
         }
         assert!(all_up(), "{mode:?}: {:?}", nodes[0].link_status());
         let before = nodes[0].link_status().unwrap();
+        // the probe (what cpgd's tests hold) sees the same table
+        let probed = cpg_std::testing::probe(&nodes[0]).link_status().unwrap();
+        assert_eq!(probed.len(), 4);
+        assert!(probed.iter().all(|l| l.up), "{probed:?}");
         let g = group("links");
         let hs = join_all(&nodes, 11, &g);
         for k in 0..300u32 {

@@ -54,6 +54,10 @@ pub(crate) trait Running: Send + Sync {
     /// Every (peer, link)'s status, if the transport has links (the
     /// `cpg-uring` driver's).
     fn link_status(&self) -> Option<Vec<cpg_uring::LinkStatus>> {
+        self.link_status_handle().map(|h| h.snapshot())
+    }
+    /// The handle that reads the links' status from any thread.
+    fn link_status_handle(&self) -> Option<cpg_uring::LinkStatusHandle> {
         None
     }
     /// The handle that adds memory the transport sends from in place

@@ -229,8 +229,8 @@ impl Running for UringRunning {
     fn counters(&self) -> Option<cpg_uring::Snapshot> {
         Some(self.counters.snapshot())
     }
-    fn link_status(&self) -> Option<Vec<cpg_uring::LinkStatus>> {
-        Some(self.links.snapshot())
+    fn link_status_handle(&self) -> Option<cpg_uring::LinkStatusHandle> {
+        Some(self.links.clone())
     }
     fn external_regions(&self) -> Option<ExternalRegions> {
         Some(self.external.clone())
