@@ -18,20 +18,30 @@ use crate::cptr::c_name;
 /// (one huge message must not pin its size for the handle's life).
 const SCRATCH_KEEP: usize = 1 << 20;
 
-/// `deliver_fn` as a closure. The callback gets a copy of the message in
-/// memory of its own: `msg` is writable in C (in-place byte-order fixups),
-/// and the library's copy of the event is not the callback's to write.
+/// `deliver_fn` as a closure. `msg` is writable in C (programs fix byte
+/// order in place), so the callback gets memory it may write: the
+/// delivery's own copy where it has one (every delivery from cpgd), else a
+/// copy in a buffer of this closure.
 pub(crate) fn deliver(h: cpg_handle_t, f: cpg_deliver_fn_t) -> Option<DeliverFn> {
     let f = f?;
     let mut scratch: Vec<u8> = Vec::new();
     Some(Box::new(move |_, d| {
         let name = c_name(d.group);
-        scratch.clear();
-        scratch.extend_from_slice(d.msg);
+        let len = d.msg.len();
+        let msg = match d.writable() {
+            Some(p) => p.as_ptr(),
+            None => {
+                scratch.clear();
+                scratch.extend_from_slice(d.msg);
+                scratch.as_mut_ptr()
+            }
+        };
         // Why this is sound: `f` is the application's deliver_fn (the contract of
         // cpg_initialize / cpg_model_initialize); every pointer passed is
-        // valid for the call: `name` on this stack, `scratch` holding
-        // exactly `msg_len` bytes this closure owns.
+        // valid for the call: `name` on this stack; `msg` either the
+        // delivery's own writable copy of `len` bytes (`Delivery::writable`:
+        // nothing reads `d.msg` after this call) or `scratch`, holding
+        // exactly `len` bytes this closure owns.
         // SAFETY: the application's own deliver_fn, called with pointers valid for the call.
         unsafe {
             f(
@@ -39,8 +49,8 @@ pub(crate) fn deliver(h: cpg_handle_t, f: cpg_deliver_fn_t) -> Option<DeliverFn>
                 &name,
                 d.sender.nodeid,
                 d.sender.pid,
-                scratch.as_mut_ptr().cast::<c_void>(),
-                scratch.len(),
+                msg.cast::<c_void>(),
+                len,
             )
         };
         if scratch.capacity() > SCRATCH_KEEP {

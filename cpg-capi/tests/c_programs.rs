@@ -705,7 +705,8 @@ fn messages_up_to_64_mib_arrive_as_one_callback() {
 }
 
 /// Three processes on two nodes: joins (reason 1), a leave (2) and a
-/// re-join, a SIGKILLed process (PROCDOWN, 5), a node that dies (NODEDOWN,
+/// re-join, a SIGKILLed process (PROCDOWN, 5), a node that stops answering
+/// (NODEDOWN, 3) and comes back (NODEUP, 4), a node that dies (NODEDOWN,
 /// 3); member lists sorted by (nodeid, pid); messages to everyone.
 #[test]
 fn three_processes_join_leave_and_die_with_their_reasons() {
@@ -770,6 +771,36 @@ fn three_processes_join_leave_and_die_with_their_reasons() {
     assert_eq!(cc.left, vec![(ib.0, ib.1, 5)]);
     assert_eq!(cc.members, sorted(vec![ia, ix]));
     assert_eq!(x.confchg(), cc);
+
+    // node 2 stops answering past the token timeout (its engine frozen,
+    // cpgd and its client alive): NODEDOWN (3) on node 1; thawed, it
+    // merges back: NODEUP (4), and node 2's member sees node 1's again
+    c.daemon(2).node_probe().set_frozen(true);
+    let cc = a.confchg();
+    assert_eq!(cc.left, vec![(ix.0, ix.1, 3)]);
+    assert_eq!(cc.members, vec![ia]);
+    a.expect(|l| l == "totem nodes=1", LONG);
+    c.daemon(2).node_probe().set_frozen(false);
+    let cc = a.confchg();
+    assert_eq!(cc.joined, vec![(ix.0, ix.1, 4)], "{cc:?}");
+    assert_eq!(cc.members, sorted(vec![ia, ix]));
+    a.expect(|l| l.starts_with("totem nodes=1,2"), LONG);
+    let cc = x.expect(
+        |l| l.starts_with("confchg ") && Confchg::parse(l).members == sorted(vec![ia, ix]),
+        LONG,
+    );
+    let cc = Confchg::parse(&cc);
+    assert!(
+        cc.joined.iter().all(|j| j.2 == 4 && j.0 == 1),
+        "node 2's member sees node 1's back with NODEUP: {cc:?}"
+    );
+    a.cmd("send after the merge");
+    for m in [&mut a, &mut x] {
+        m.expect(
+            |l| l.starts_with(&format!("deliver {}/{} len=15 ", ia.0, ia.1)),
+            LONG,
+        );
+    }
 
     // node 2 dies: node down, 3, for its member; its client gets LIBRARY
     c.stop(2, StopMode::Abrupt);

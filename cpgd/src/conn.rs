@@ -130,9 +130,10 @@ pub(crate) struct Live {
 /// Records and bytes one visit may take from a connection (fairness).
 const VISIT_RECORDS: usize = 256;
 const VISIT_EVENTS: usize = 256;
-/// Events one dispatch moves into the ring: what does not fit waits in the
-/// connection (at most this many events beyond the ring), the rest stays in
-/// the handle's bounded queue.
+/// Events one dispatch moves into the ring at most (fewer when recent
+/// deliveries were large, `EventOut::batch`): what does not fit waits in
+/// the connection (at most this many events beyond the ring), the rest
+/// stays in the handle's bounded queue.
 const DISPATCH_BATCH: usize = 32;
 
 impl Live {
@@ -336,8 +337,9 @@ impl Live {
             if n >= VISIT_EVENTS {
                 return Verdict::Keep;
             }
-            n += DISPATCH_BATCH;
-            match self.cpg.dispatch_up_to(DISPATCH_BATCH) {
+            let batch = lock(&self.out).batch(DISPATCH_BATCH);
+            n += batch;
+            match self.cpg.dispatch_up_to(batch) {
                 Ok(()) => {}
                 Err(CsError::TryAgain) | Err(CsError::BadHandle) => return Verdict::Keep,
                 // evicted by the node's slow-consumer policy (or the node

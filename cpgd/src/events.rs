@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 
 use cpg_core::ipc::event::{EventKind, DELIVER_HEADER_LEN};
 use cpg_core::ipc::{ConfchgParts, Event, List, Message, Split, EVENT_RESERVE};
+
 use cpg_core::{GroupName, MemberAddr, NodeId, Reason, RingId};
 use cpg_ipc::ring::WriteError;
 use cpg_ipc::{RingTx, Wake};
@@ -38,6 +39,9 @@ pub(crate) struct EventOut {
     /// An event was written since the last publish: it rings the client's
     /// doorbell if armed (a reply alone never does).
     events_unpublished: bool,
+    /// Ring bytes of a recent delivery: up at once on a larger one, down
+    /// slowly. Sizes the next dispatch so it fits the ring (see `batch`).
+    recent_event_bytes: usize,
 }
 
 impl EventOut {
@@ -50,7 +54,26 @@ impl EventOut {
             records: 0,
             payload_bytes: 0,
             events_unpublished: false,
+            recent_event_bytes: 0,
         }
+    }
+
+    /// How many events (at most `max`) the next dispatch may move: as many
+    /// recent-sized deliveries as the ring has room for, at least one.
+    /// Whatever a dispatch writes beyond the ring is copied into `held` and
+    /// copied again later: a fixed batch of large messages would send most
+    /// of them down that path (1 MiB messages, 4 MiB ring: a third of the
+    /// daemon's time), while small ones keep the whole batch.
+    pub(crate) fn batch(&mut self, max: usize) -> usize {
+        if self.recent_event_bytes == 0 {
+            return max;
+        }
+        if self.tx.refresh().is_err() {
+            self.broken = true;
+            return 1;
+        }
+        let room = self.tx.free().saturating_sub(EVENT_RESERVE);
+        (room / self.recent_event_bytes).clamp(1, max)
     }
 
     /// Nothing waits: the handle may be dispatched again.
@@ -143,6 +166,13 @@ impl EventOut {
             }
         }
         self.payload_bytes += msg.len() as u64;
+        let bytes = cpg_core::ipc::ring::record_len(msg.len() + DELIVER_HEADER_LEN + name.len())
+            .unwrap_or(usize::MAX);
+        self.recent_event_bytes = if bytes >= self.recent_event_bytes {
+            bytes
+        } else {
+            self.recent_event_bytes - (self.recent_event_bytes - bytes) / 16
+        };
     }
 
     /// A membership change, in parts of at most 128 entries per list.

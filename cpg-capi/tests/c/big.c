@@ -4,6 +4,7 @@
  * one callback with every byte right, one byte more is CS_ERR_TOO_BIG,
  * and messages in many iovecs around the ring's record size come whole.
  */
+#include <string.h>
 #include "check.h"
 
 static int delivers;
@@ -20,6 +21,8 @@ static void deliver(cpg_handle_t h, const struct cpg_name *g, uint32_t nodeid,
 	delivers++;
 	last_len = len;
 	last_sum = fnv1a(msg, len);
+	/* msg is writable, as in Corosync (programs fix byte order in place) */
+	memset(msg, 0x5a, len);
 }
 
 static void fill(unsigned char *p, size_t n, uint32_t seed)

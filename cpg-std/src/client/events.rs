@@ -63,22 +63,23 @@ impl ClientEvent {
             }
     }
 
-    /// The event as the callbacks see it.
-    fn view(&self) -> HandleEvent<'_> {
+    /// The event as the callbacks see it. A message is this event's own
+    /// copy, so the callback may write it (`Delivery::writable`).
+    fn view(&mut self) -> HandleEvent<'_> {
         match self {
             ClientEvent::Deliver {
                 group,
                 sender,
                 body,
                 msg,
-            } => HandleEvent::Deliver(Delivery {
+            } => HandleEvent::Deliver(Delivery::owned(
                 group,
-                sender: *sender,
+                *sender,
                 // DELIVER does not carry the guarantee (docs/spec/ipc.md
                 // §6): every guarantee is at least AGREED.
-                guarantee: Guarantee::Agreed,
-                msg: &body[msg.clone()],
-            }),
+                Guarantee::Agreed,
+                &mut body[msg.clone()],
+            )),
             ClientEvent::ConfChg(c) => HandleEvent::ConfChg(ConfChg {
                 group: &c.group,
                 members: &c.members,
@@ -576,7 +577,7 @@ impl DispatchOps for ClientNode {
                 }
             };
             self.finish(g);
-            let Some(ev) = next? else {
+            let Some(mut ev) = next? else {
                 // ALL: drained; ONE_NONBLOCKING: nothing pending
                 return if mode.limited() && done == 0 {
                     Err(CsError::TryAgain)

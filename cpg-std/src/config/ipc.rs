@@ -8,7 +8,7 @@
 //! uids = [1000]          # besides root and cpgd's own uid (Corosync's uidgid)
 //! gids = [985]
 //! request_ring_bytes = 1048576
-//! event_ring_bytes = 4194304
+//! event_ring_bytes = 8388608
 //! max_connections = 1024
 //! zc_classes = [ { slot_size = 65536, count = 32 }, { slot_size = 1048576, count = 8 } ]
 //! ```
@@ -94,7 +94,7 @@ fn default_request_ring() -> usize {
     1 << 20
 }
 fn default_event_ring() -> usize {
-    4 << 20
+    8 << 20
 }
 fn default_max_connections() -> usize {
     1024

@@ -7,6 +7,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
@@ -77,6 +78,51 @@ pub struct Delivery<'a> {
     pub guarantee: Guarantee,
     /// The message bytes.
     pub msg: &'a [u8],
+    /// `msg` as writable memory, where it is this delivery's own copy (a
+    /// cpgd client's); `None` where handles share it (an embedded node).
+    writable: Option<NonNull<u8>>,
+}
+
+impl<'a> Delivery<'a> {
+    pub(crate) fn shared(
+        group: &'a GroupName,
+        sender: MemberAddr,
+        guarantee: Guarantee,
+        msg: &'a [u8],
+    ) -> Delivery<'a> {
+        Delivery {
+            group,
+            sender,
+            guarantee,
+            msg,
+            writable: None,
+        }
+    }
+
+    pub(crate) fn owned(
+        group: &'a GroupName,
+        sender: MemberAddr,
+        guarantee: Guarantee,
+        msg: &'a mut [u8],
+    ) -> Delivery<'a> {
+        let writable = Some(NonNull::from(&mut *msg).cast::<u8>());
+        Delivery {
+            group,
+            sender,
+            guarantee,
+            msg,
+            writable,
+        }
+    }
+
+    /// Where the callback may write the message's `msg.len()` bytes in
+    /// place, if it is this delivery's own copy: the C library hands it
+    /// to `deliver_fn` (whose `msg` is writable in C) without copying.
+    /// After a write through it, `msg` must not be read again.
+    #[doc(hidden)]
+    pub fn writable(&self) -> Option<NonNull<u8>> {
+        self.writable
+    }
 }
 
 /// A group membership change handed to the confchg callback.
@@ -113,12 +159,12 @@ fn view<F: FrameBuf>(ev: &MailEvent<F>) -> HandleEvent<'_> {
             sender,
             guarantee,
             payload,
-        } => HandleEvent::Deliver(Delivery {
+        } => HandleEvent::Deliver(Delivery::shared(
             group,
-            sender: *sender,
-            guarantee: *guarantee,
-            msg: payload.bytes(),
-        }),
+            *sender,
+            *guarantee,
+            payload.bytes(),
+        )),
         MailEvent::ConfChg(c) => HandleEvent::ConfChg(ConfChg {
             group: &c.group,
             members: &c.members,
