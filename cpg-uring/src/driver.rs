@@ -717,7 +717,10 @@ impl Driver {
         peers: &[(NodeId, SocketAddr)],
     ) -> Result<(), DriverError> {
         if let Backend::Uring(ring) = &self.backend {
-            if ring.sends_live() > 0 || (0..self.socks.len()).any(|s| ring.recv_armed(s as u16)) {
+            // the links' bound sockets (ids 0..links) keep their receives
+            // and their ids; the peers' connected sockets are replaced
+            let peer_socks = self.links.len()..self.socks.len();
+            if ring.sends_live() > 0 || peer_socks.into_iter().any(|s| ring.recv_armed(s as u16)) {
                 return Err(DriverError::Config(
                     "set_peers while the loop has operations on the old peers".into(),
                 ));
@@ -798,10 +801,10 @@ impl Driver {
             self.peers[i].links[li] = Some(pl);
         }
         self.peers.retain(|p| p.links.iter().any(Option::is_some));
-        if self.peers.len() * n_links >= usize::from(u16::MAX) {
+        self.index_peers();
+        if self.socks.len() >= usize::from(u16::MAX) {
             return Err(DriverError::Config("too many peers".into()));
         }
-        self.index_peers();
         Ok(())
     }
 
@@ -822,7 +825,9 @@ impl Driver {
                 }
             }
         }
-        self.recv_started = vec![false; self.socks.len()];
+        // the bound sockets keep their ids (and whether they were armed)
+        self.recv_started.truncate(self.links.len());
+        self.recv_started.resize(self.socks.len(), false);
         let links = &self.links;
         links::publish(
             &self.link_status,

@@ -138,6 +138,6 @@ fn main() -> ExitCode {
 fn local_node(file: &cpg_std::ConfigFile) -> Option<u32> {
     file.nodelist
         .iter()
-        .find(|n| std::net::UdpSocket::bind((*n.addr.ip(), 0)).is_ok())
+        .find(|n| std::net::UdpSocket::bind((n.addr.ip(), 0)).is_ok())
         .map(|n| n.nodeid)
 }
