@@ -219,8 +219,8 @@ fn config_from_corosync_writes_our_toml_and_names_what_it_drops() {
         &conf,
         "totem {\n version: 2\n cluster_name: prod\n token: 5000\n crypto_cipher: aes256\n \
          crypto_hash: sha256\n}\nquorum {\n provider: corosync_votequorum\n}\nnodelist {\n \
-         node {\n  nodeid: 1\n  ring0_addr: 10.0.0.1\n }\n node {\n  nodeid: 2\n  \
-         ring0_addr: 10.0.0.2\n  ring1_addr: 10.1.0.2\n }\n}\n",
+         node {\n  nodeid: 1\n  ring0_addr: 10.0.0.1\n  ring1_addr: 10.1.0.1\n }\n node {\n  \
+         nodeid: 2\n  ring0_addr: 10.0.0.2\n  ring1_addr: 10.1.0.2\n  knet_x: 1\n }\n}\n",
     )
     .unwrap();
     let out = dir.join("cpg.toml");
@@ -234,12 +234,15 @@ fn config_from_corosync_writes_our_toml_and_names_what_it_drops() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("quorum"), "{err}");
-    assert!(err.contains("ring1_addr"), "{err}");
+    assert!(err.contains("knet_x"), "{err}");
     let f = cpg_std::ConfigFile::load(&out).unwrap();
     assert_eq!(f.cluster_name, "prod");
     assert_eq!(f.totem.token_ms, Some(5000));
     assert_eq!(f.nodelist.len(), 2);
     assert_eq!(f.nodelist[1].addr, "10.0.0.2:5405".parse().unwrap());
+    // ring1_addr is link 1
+    assert_eq!(f.nodelist[1].links, ["10.1.0.2:5405".parse().unwrap()]);
+    assert_eq!(f.validate(Some(1)).unwrap().links.extra.len(), 1);
     // a host name is refused with the reason, nothing written
     std::fs::write(&conf, "totem {\n cluster_name: x\n}\nnodelist {\n node {\n  nodeid: 1\n  ring0_addr: node1\n }\n}\n").unwrap();
     let o = Command::new(EXE)
@@ -250,6 +253,6 @@ fn config_from_corosync_writes_our_toml_and_names_what_it_drops() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not an IPv4 address"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an IPv4 or IPv6 address"));
     let _ = std::fs::remove_dir_all(dir);
 }

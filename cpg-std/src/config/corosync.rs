@@ -362,6 +362,21 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
             node_links.push(list.split_off(1));
         }
     }
+    if let Some(((a, la), (b, lb))) = nodes
+        .iter()
+        .zip(&node_links)
+        .zip(nodes.iter().zip(&node_links).skip(1))
+        .find(|((_, la), (_, lb))| la.len() != lb.len())
+    {
+        return Err(CorosyncConfError::Refused(format!(
+            "nodelist: node {} has {} links, node {} has {}: every node must be on every link \
+             (the same ringN_addr keys)",
+            a.0,
+            la.len() + 1,
+            b.0,
+            lb.len() + 1
+        )));
+    }
     if nodes.is_empty() {
         return Err(CorosyncConfError::Refused(
             "no nodelist: we need the static node list (nodelist { node { nodeid, ring0_addr } })"
@@ -575,11 +590,7 @@ mod tests {
             Err(super::super::ConfigError::LinkFamilyMismatch { link: 1, .. })
         ));
         let fewer = KNET.replace("  link1_addr: fd00:1::2\n", "");
-        let (f, _) = to_config(&parse(&fewer).unwrap()).unwrap();
-        assert!(matches!(
-            f.validate(Some(1)),
-            Err(super::super::ConfigError::LinkCountMismatch { .. })
-        ));
+        refused(&fewer, "every node must be on every link");
     }
 
     #[test]
