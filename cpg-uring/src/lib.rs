@@ -11,7 +11,7 @@
 //! | `send` | sends in flight and the two-step `SendZc` completion | no |
 //! | `seal` | frame sealing: `ring`'s AES-256-GCM behind `cpg_core::seal`, [`SealSpec`], [`EpochSource`] | no |
 //! | `socket` | UDP sockets (rustix) | no |
-//! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`]; `driver/heartbeat` its link heartbeats | no |
+//! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`]; `driver/peers` its (peer, link) table and sockets, `driver/heartbeat` its link heartbeats | no |
 //! | `links` | redundant links: [`LinkSpec`], [`LinkMode`], [`LinkPing`], the heartbeat state machine, the choice of link, [`LinkStatus`] | no |
 //! | `counters` | [`Counters`] | no |
 //!

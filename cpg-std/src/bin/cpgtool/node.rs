@@ -24,6 +24,8 @@
 //! (the count and digest of deliveries before it), `{"ev":"totem"}`,
 //! `{"ev":"deliver"}` (messages ≥ 64 KiB, or all with `--verbose`; `origin`,
 //! `seq` and `intact` are what the numbered message says of itself).
+//! Stderr carries the `log` facade's lines (`[warning] cpg::link: link 0
+//! to node 2 down (...)`; level from `CPG_LOG`, default info).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IoSlice;
