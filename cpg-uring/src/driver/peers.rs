@@ -188,3 +188,77 @@ impl Driver {
         self.link_status.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::links::{LinkPing, LinkSpec};
+    use crate::TransportConfig;
+    use std::time::Duration;
+
+    fn two_links() -> TransportConfig {
+        let mut c = TransportConfig::new(1, SocketAddr::from(([127, 0, 0, 1], 0)), vec![]);
+        // plain sockets: no io_uring needed to check the tables
+        c.fallback_syscalls = true;
+        c.links = vec![LinkSpec {
+            number: 3,
+            priority: 2,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peers: vec![],
+        }];
+        c.link_ping = Some(LinkPing::from_token(Duration::from_secs(1)));
+        c
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn links_get_peers_and_refuse_what_cannot_work() {
+        let mut d = Driver::new(two_links()).unwrap();
+        let a = |p: u16| SocketAddr::from(([127, 0, 0, 2], p));
+        d.set_peers(&[(2, a(1)), (3, a(2))]).unwrap();
+        d.set_link_peers(3, &[(2, a(11)), (3, a(12))]).unwrap();
+        let st = d.link_status();
+        assert_eq!(st.len(), 4);
+        assert_eq!(
+            st.iter().map(|s| (s.peer, s.link)).collect::<Vec<_>>(),
+            [(2, 0), (2, 3), (3, 0), (3, 3)]
+        );
+        assert!(st
+            .iter()
+            .all(|s| !s.up && s.priority == if s.link == 3 { 2 } else { 1 }));
+        assert_eq!(d.local_addrs().len(), 2);
+        assert_eq!(d.peers(), [(2, a(1)), (3, a(2))]);
+        // an address another link already uses
+        assert!(d.set_link_peers(3, &[(2, a(1))]).is_err());
+        // a link this node does not have
+        assert!(d.set_link_peers(5, &[(2, a(21))]).is_err());
+        // another family than the link's
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9));
+        let e = d.set_link_peers(3, &[(2, v6)]).unwrap_err().to_string();
+        assert!(e.contains("one family per link"), "{e}");
+        // the table is as it was after a refusal
+        assert_eq!(d.link_status().len(), 4);
+        // a peer only on link 3 is still a peer
+        d.set_peers(&[(2, a(1))]).unwrap();
+        assert_eq!(d.link_status().len(), 3);
+    }
+
+    #[test]
+    fn link_settings_are_checked_before_any_socket() {
+        let mut c = two_links();
+        c.links[0].number = 0;
+        assert!(Driver::new(c).is_err(), "link 0 twice");
+        let mut c = two_links();
+        c.links[0].number = 8;
+        assert!(Driver::new(c).is_err(), "link 8");
+        let mut c = two_links();
+        c.links.push(c.links[0].clone());
+        assert!(Driver::new(c).is_err(), "link 3 twice");
+        let mut c = two_links();
+        c.link_ping = Some(LinkPing {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+        });
+        assert!(Driver::new(c).is_err(), "timeout not above the interval");
+    }
+}
