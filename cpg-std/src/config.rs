@@ -31,6 +31,10 @@
 //! classes = [ { slot_size = 4096, count = 256 }, { slot_size = 1052672, count = 8 } ]
 //! ```
 //!
+//! A node may list more addresses, one per redundant link (`links = [...]`
+//! beside `addr`, with `link_mode`, `[[link]]` priorities and heartbeat
+//! timers): see [`links`].
+//!
 //! Every setting but `cluster_name` and `nodelist` has a default (Corosync's
 //! where Corosync has one). [`ConfigFile::validate`] turns a parsed file into
 //! a [`NodeConfig`] or names the first problem in an [`ConfigError`].
