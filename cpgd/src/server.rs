@@ -177,10 +177,18 @@ impl Daemon {
             .map_err(DaemonError::Socket)?;
         let node = Node::start(config).map_err(DaemonError::Node)?;
         let node_probe = cpg_std::testing::probe(&node);
+        let stats = Arc::new(Mutex::new(DaemonStats::default()));
+        let published = stats.clone();
+        // the IPC's own counters, as the loop last published them
+        let status = node.status_source().with_extra(Arc::new(move |c| {
+            let s = *published.lock().unwrap_or_else(|e| e.into_inner());
+            c.ipc_connections = s.connections as u64;
+            c.ipc_accepted = s.accepted;
+            c.ipc_cut = s.cut_malformed;
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let stop_fd = Arc::new(EventFd::new().map_err(DaemonError::Socket)?);
         let mode = Arc::new(Mutex::new(StopMode::Graceful));
-        let stats = Arc::new(Mutex::new(DaemonStats::default()));
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
             .map_err(|e| DaemonError::Socket(e.into()))?;
         let own_uid = rustix::process::getuid().as_raw();
@@ -200,6 +208,7 @@ impl Daemon {
             stats: stats.clone(),
             totals: DaemonStats::default(),
             flow_control: false,
+            status,
         };
         epoll::add(
             &lp.epoll,
@@ -360,6 +369,8 @@ struct Loop {
     totals: DaemonStats,
     /// The node's flow control as the connections were last told.
     flow_control: bool,
+    /// What `STATUS` answers (every connection holds a clone).
+    status: cpg_std::status::StatusSource,
 }
 
 impl Loop {
@@ -596,6 +607,7 @@ impl Loop {
             &self.ipc.zc_pool,
             self.message_max,
             self.zc_threshold,
+            self.status.clone(),
         ) {
             Ok(l) => l,
             Err(e) => {

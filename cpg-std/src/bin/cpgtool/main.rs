@@ -11,6 +11,8 @@
 //! - `cpgtool config --nodes N --out F`: write a config for N nodes
 //!   (frames encrypted with a key made beside it).
 //! - `cpgtool keygen PATH`: write a cluster key.
+//! - `cpgtool status [--daemon [SOCKET] | --node SOCKET] [--json] [--watch]`:
+//!   ring, members, links and counters of cpgd or of a `cpgtool node`.
 
 use std::path::PathBuf;
 
@@ -27,6 +29,7 @@ mod error;
 mod member;
 mod message;
 mod node;
+mod status;
 use cpg_std::cpgtool_proto as proto;
 
 use config::{CryptoArg, Protection, Transport};
@@ -98,7 +101,15 @@ enum Cmd {
         /// Report every delivery (not only messages of 64 KiB and more).
         #[arg(long)]
         verbose: bool,
+        /// Answer `cpgtool status --node PATH` on this Unix socket
+        /// (embedded nodes only).
+        #[arg(long)]
+        status_socket: Option<PathBuf>,
     },
+    /// The ring, its members, each link and the counters of cpgd (the
+    /// default) or of a `cpgtool node` (`--node SOCKET`), as
+    /// corosync-cfgtool -s and corosync-cmapctl -m stats show them.
+    Status(status::StatusArgs),
     /// Throughput and latency of M member processes in one group
     /// (`--matrix` runs every row); see `cpgtool bench --help`.
     Bench(bench::BenchArgs),
@@ -181,7 +192,9 @@ fn main() {
             attach,
             join,
             verbose,
-        } => node::node_main(&attach, join, verbose),
+            status_socket,
+        } => node::node_main(&attach, join, verbose, status_socket.as_deref()),
+        Cmd::Status(a) => status::status_main(&a),
         Cmd::Bench(a) => bench::bench_main(&a),
         Cmd::BenchMember(a) => member::member_main(&a),
         Cmd::Config {
