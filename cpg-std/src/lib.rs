@@ -96,6 +96,7 @@ pub mod crypto;
 mod error;
 pub mod group;
 mod handles;
+pub mod logger;
 mod node;
 mod state;
 pub mod status;

@@ -585,7 +585,7 @@ impl Loop {
         ) {
             Ok(d) => d,
             Err(e) => {
-                log::warn!(target: "cpgd", "connection of pid {}: {e}", cred.pid);
+                log::warn!(target: "cpgd::ipc", "connection of pid {}: {e}", cred.pid);
                 return self.refuse(id, CsError::NoResources);
             }
         };
@@ -611,7 +611,7 @@ impl Loop {
         ) {
             Ok(l) => l,
             Err(e) => {
-                log::warn!(target: "cpgd", "handle for pid {}: {e}", cred.pid);
+                log::warn!(target: "cpgd::ipc", "handle for pid {}: {e}", cred.pid);
                 return self.drop_conn(id);
             }
         };
@@ -640,7 +640,7 @@ impl Loop {
         c.state = ConnState::Live(Box::new(live));
         c.handle_armed = true;
         self.totals.accepted += 1;
-        log::debug!(target: "cpgd", "client pid {} uid {} connected (connection {id})", cred.pid, cred.uid);
+        log::debug!(target: "cpgd::ipc", "client pid {} uid {} connected (connection {id})", cred.pid, cred.uid);
         if !ok {
             self.close(id, Cut::Malformed("epoll registration"));
         }
@@ -752,15 +752,21 @@ impl Loop {
                 let _ = epoll::delete(&self.epoll, fd);
             }
             match cut {
-                Cut::HangUp => self.totals.hang_ups += 1,
-                Cut::Finalized => self.totals.finalized += 1,
+                Cut::HangUp => {
+                    self.totals.hang_ups += 1;
+                    log::debug!(target: "cpgd::ipc", "client pid {} disconnected (hang-up, connection {id})", c.cred.pid);
+                }
+                Cut::Finalized => {
+                    self.totals.finalized += 1;
+                    log::debug!(target: "cpgd::ipc", "client pid {} disconnected (finalized, connection {id})", c.cred.pid);
+                }
                 Cut::Evicted => {
                     self.totals.evicted += 1;
-                    log::warn!(target: "cpgd", "client pid {} evicted: it stopped dispatching", c.cred.pid);
+                    log::warn!(target: "cpgd::ipc", "client pid {} evicted: it stopped dispatching", c.cred.pid);
                 }
                 Cut::Malformed(why) => {
                     self.totals.cut_malformed += 1;
-                    log::warn!(target: "cpgd", "client pid {} disconnected: {why}", c.cred.pid);
+                    log::warn!(target: "cpgd::ipc", "client pid {} disconnected: {why}", c.cred.pid);
                 }
             }
             self.fold(&l);

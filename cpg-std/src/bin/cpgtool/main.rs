@@ -49,6 +49,28 @@ pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log on stderr at this level (off, error, warn, info, debug, trace;
+    /// default `CPG_LOG`, else off): the operator's lines (`cpg::totem`
+    /// memberships and token losses, `cpg::group` evictions). Child node
+    /// processes (demo, bench) inherit `CPG_LOG`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+/// The stderr logger at `--log-level`, else `CPG_LOG`, else off (so
+/// `demo`'s story and `node`'s JSON lines stay as they are by default).
+fn init_logging(flag: Option<&str>) -> Result<(), error::Error> {
+    let from_env = std::env::var("CPG_LOG").ok();
+    let level = match flag.or(from_env.as_deref()) {
+        None => log::LevelFilter::Off,
+        Some(l) => cpg_std::logger::parse_level(l).ok_or(error::Error::Usage(
+            "--log-level (or CPG_LOG): off, error, warn, info, debug or trace",
+        ))?,
+    };
+    if level != log::LevelFilter::Off {
+        cpg_std::logger::init(level);
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -172,6 +194,10 @@ fn tune_malloc() {}
 fn main() {
     tune_malloc();
     let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("cpgtool: {e}");
+        std::process::exit(2);
+    }
     let r = match cli.cmd {
         Cmd::Demo {
             nodes,
