@@ -91,7 +91,8 @@ status_counters! {
     try_again,
     /// Handles evicted as slow consumers.
     evictions,
-    /// Messages delivered to the node's handles.
+    /// Messages the node delivered up to its groups (once per message,
+    /// however many local members received it).
     deliveries,
     /// Handles open now (a gauge).
     handles,
