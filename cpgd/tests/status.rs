@@ -121,7 +121,7 @@ fn members(v: &Value) -> Vec<u64> {
 #[test]
 fn status_of_cpgd_with_two_clients_and_the_membership_line_after_a_kill() {
     let mut d = Daemons::start("status", 2);
-    let mut p = Procs::start(&"status-clients".to_string(), 0, |_| {});
+    let mut p = Procs::start("status-clients", 0, |_| {});
     for c in 1..=2 {
         let at = p.mark();
         let s = d.socket(1).display().to_string();
