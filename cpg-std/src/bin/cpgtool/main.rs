@@ -123,10 +123,6 @@ enum Cmd {
         /// Report every delivery (not only messages of 64 KiB and more).
         #[arg(long)]
         verbose: bool,
-        /// Answer `cpgtool status --node PATH` on this Unix socket
-        /// (embedded nodes only).
-        #[arg(long)]
-        status_socket: Option<PathBuf>,
     },
     /// The ring, its members, each link and the counters of cpgd (the
     /// default) or of a `cpgtool node` (`--node SOCKET`), as
@@ -218,8 +214,7 @@ fn main() {
             attach,
             join,
             verbose,
-            status_socket,
-        } => node::node_main(&attach, join, verbose, status_socket.as_deref()),
+        } => node::node_main(&attach, join, verbose),
         Cmd::Status(a) => status::status_main(&a),
         Cmd::Bench(a) => bench::bench_main(&a),
         Cmd::BenchMember(a) => member::member_main(&a),

@@ -362,33 +362,21 @@ fn run_stream(cpg: &Cpg, me: u32, s: &Stream, stop: &AtomicBool, seq: &AtomicU64
 
 /// `cpgtool node`: start the node, report `ready`, optionally join, then
 /// handle commands until `quit` or the end of stdin.
-pub(crate) fn node_main(
-    attach: &AttachArgs,
-    join: Option<String>,
-    verbose: bool,
-    status_socket: Option<&std::path::Path>,
-) -> Res<()> {
+pub(crate) fn node_main(attach: &AttachArgs, join: Option<String>, verbose: bool) -> Res<()> {
     let out = Arc::new(Out(Mutex::new(std::io::stdout())));
     let tally = Arc::new(Mutex::new(Tally::new()));
     let model = model(tally.clone(), out.clone(), verbose);
+    // `_status` serves `--status-socket` until the node stops
     let Attached {
         node,
         cpg,
         max_message_size,
+        status: _status,
     } = attach.open(model)?;
     let me = cpg.local_get().map_err(|source| Error::Cpg {
         call: "local_get",
         source,
     })?;
-    let _status = match (status_socket, &node) {
-        (Some(path), Some(n)) => Some(crate::status::serve(path, n.status_source())?),
-        (Some(_), None) => {
-            return Err(Error::Usage(
-                "--status-socket is for an embedded node (ask cpgd: cpgtool status --daemon)",
-            ))
-        }
-        (None, _) => None,
-    };
     let cpg = Arc::new(cpg);
     let d = cpg.clone();
     let dispatcher = std::thread::spawn(move || d.dispatch(DispatchFlags::Blocking));
