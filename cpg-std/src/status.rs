@@ -107,7 +107,9 @@ impl StatusSource {
             nodes: config
                 .nodes
                 .iter()
-                .map(|&(n, a)| (n, SocketAddr::V4(a)))
+                // `from`: the node list's addresses as they are typed
+                // (IPv4 today, any family once links carry IPv6)
+                .map(|&(n, a)| (n, SocketAddr::from(a)))
                 .collect(),
             extra: None,
         }
