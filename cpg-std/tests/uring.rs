@@ -450,6 +450,11 @@ fn two_links_come_up_and_carry_frames_by_mode() {
         }
         assert!(all_up(), "{mode:?}: {:?}", nodes[0].link_status());
         let before = nodes[0].link_status().unwrap();
+        // `cpgtool status` sees them: this node on 2 links, 2 peers × 2 links up
+        let report = nodes[0].status_report();
+        let up = report.links.iter().filter(|l| l.status == "up").count();
+        assert_eq!((report.links.len(), up), (6, 4), "{:?}", report.links);
+        assert!(report.text().contains("up"), "{}", report.text());
         // the probe (what cpgd's tests hold) sees the same table
         let probed = cpg_std::testing::probe(&nodes[0]).link_status().unwrap();
         assert_eq!(probed.len(), 4);

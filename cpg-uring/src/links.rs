@@ -97,6 +97,8 @@ pub struct LinkStatus {
     pub local: SocketAddr,
     /// The peer's.
     pub remote: SocketAddr,
+    /// Whether heartbeats watch it (off: `up` is not measured).
+    pub heartbeats: bool,
     /// Up by its heartbeats (always true when heartbeats are off).
     pub up: bool,
     /// Since the last pong (None: none yet, or heartbeats off).
@@ -114,6 +116,7 @@ pub struct LinkStatus {
 /// The shared, lock-free part of one (peer, link)'s state.
 #[derive(Debug, Default)]
 pub(crate) struct LinkShared {
+    heartbeats: AtomicBool,
     up: AtomicBool,
     tx: AtomicU64,
     rx: AtomicU64,
@@ -166,6 +169,7 @@ impl LinkStatusHandle {
                     priority: e.priority,
                     local: e.local,
                     remote: e.remote,
+                    heartbeats: s.heartbeats.load(Ordering::Relaxed),
                     up: s.up.load(Ordering::Relaxed),
                     heartbeat_age: ns(last)
                         .map(|_| Duration::from_nanos(now.0.saturating_sub(last))),
@@ -208,6 +212,7 @@ impl LinkState {
     pub(crate) fn new(heartbeats: bool) -> LinkState {
         let shared = Arc::new(LinkShared::default());
         shared.up.store(!heartbeats, Ordering::Relaxed);
+        shared.heartbeats.store(heartbeats, Ordering::Relaxed);
         LinkState {
             shared,
             up: !heartbeats,

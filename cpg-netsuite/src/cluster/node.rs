@@ -22,7 +22,7 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// Start `cpgtool node --config config --nodeid id --verbose` in `ns`.
+    /// Start `cpgtool node --config config --nodeid id --verbose --log-level info` in `ns`.
     ///
     /// # Errors
     /// The process could not be started.
@@ -40,6 +40,8 @@ impl NodeProc {
             .arg("--config")
             .arg(config)
             .args(["--nodeid", &id.to_string(), "--verbose"])
+            // the operator's log lines (a link down or up) on stderr
+            .args(["--log-level", "info"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

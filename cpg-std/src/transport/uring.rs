@@ -232,6 +232,9 @@ impl Running for UringRunning {
     fn link_status_handle(&self) -> Option<cpg_uring::LinkStatusHandle> {
         Some(self.links.clone())
     }
+    fn counters_handle(&self) -> Option<Arc<cpg_uring::Counters>> {
+        Some(self.counters.clone())
+    }
     fn external_regions(&self) -> Option<ExternalRegions> {
         Some(self.external.clone())
     }
