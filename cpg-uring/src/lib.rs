@@ -11,6 +11,7 @@
 //! | `send` | sends in flight and the two-step `SendZc` completion | no |
 //! | `seal` | frame sealing: `ring`'s AES-256-GCM behind `cpg_core::seal`, [`SealSpec`], [`EpochSource`] | no |
 //! | `socket` | UDP sockets (rustix) | no |
+//! | `pmtu` | the kernel's path MTU to a peer (`IP_MTU` / `IPV6_MTU`), for `netmtu = "auto"` | no |
 //! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`] | no |
 //! | `counters` | [`Counters`] | no |
 //!
@@ -28,6 +29,7 @@ mod bufs;
 mod counters;
 mod driver;
 mod external;
+mod pmtu;
 mod ring;
 mod seal;
 mod send;
@@ -44,6 +46,7 @@ pub use external::{
     ExternalError, ExternalRegion, ExternalRegions, NotFixed, RegionId, RegionStatus,
     EXTERNAL_REGION_MAX,
 };
+pub use pmtu::{path_mtu, socket_path_mtu};
 pub use ring::{probe, Probe};
 pub use seal::{EpochSource, RingAesGcm, SealSpec};
 pub use socket::SOCKET_BUFFER_BYTES;
