@@ -14,6 +14,7 @@
 //! | `pmtu` | the kernel's path MTU to a peer (`IP_MTU` / `IPV6_MTU`), for `netmtu = "auto"` | no |
 //! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`] | no |
 //! | `counters` | [`Counters`] | no |
+//! | `spin` | the adaptive spin before the loop sleeps ([`SPIN_DEFAULT`]) | no |
 //!
 //! The crate knows nothing about groups or message meaning: a [`Host`]
 //! (in `cpg-std`, an engine behind a mutex) turns inputs into outputs.
@@ -34,6 +35,7 @@ mod ring;
 mod seal;
 mod send;
 mod socket;
+mod spin;
 mod waker;
 
 pub use bufs::{Region, RegionError, RxBuf, SlotAlloc, RX_HEADROOM};
@@ -50,4 +52,5 @@ pub use pmtu::{path_mtu, socket_path_mtu};
 pub use ring::{probe, Probe};
 pub use seal::{EpochSource, RingAesGcm, SealSpec};
 pub use socket::SOCKET_BUFFER_BYTES;
+pub use spin::SPIN_DEFAULT;
 pub use waker::Waker;
