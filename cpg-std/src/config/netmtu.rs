@@ -209,6 +209,84 @@ mod tests {
         assert_eq!(r.rx_buffer_size, 9024);
     }
 
+    /// A veth pair into a network namespace of its own (root and `ip`
+    /// only; removed on drop, the namespace's end with it).
+    struct Veth {
+        ns: String,
+        dev: String,
+    }
+
+    impl Veth {
+        fn ip(args: &[&str]) -> bool {
+            std::process::Command::new("ip")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        }
+
+        /// `10.213.<n>.1` here, `10.213.<n>.2` in the namespace.
+        fn new(n: u8) -> Option<Veth> {
+            if !rustix::process::geteuid().is_root() {
+                return None;
+            }
+            let pid = std::process::id();
+            let v = Veth {
+                ns: format!("cpgmtu{pid}"),
+                dev: format!("cpgm{}", pid % 100_000),
+            };
+            let peer = format!("{}p", v.dev);
+            let (me, other) = (format!("10.213.{n}.1/24"), format!("10.213.{n}.2/24"));
+            let ok = Veth::ip(&["netns", "add", &v.ns])
+                && Veth::ip(&["link", "add", &v.dev, "type", "veth", "peer", "name", &peer])
+                && Veth::ip(&["link", "set", &peer, "netns", &v.ns])
+                && Veth::ip(&["addr", "add", &me, "dev", &v.dev])
+                && Veth::ip(&["link", "set", &v.dev, "up"])
+                && Veth::ip(&["-n", &v.ns, "addr", "add", &other, "dev", &peer])
+                && Veth::ip(&["-n", &v.ns, "link", "set", &peer, "up"]);
+            ok.then_some(v)
+        }
+
+        fn set_mtu(&self, mtu: usize) {
+            assert!(Veth::ip(&[
+                "link",
+                "set",
+                &self.dev,
+                "mtu",
+                &mtu.to_string()
+            ]));
+        }
+    }
+
+    impl Drop for Veth {
+        fn drop(&mut self) {
+            Veth::ip(&["link", "del", &self.dev]);
+            Veth::ip(&["netns", "del", &self.ns]);
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn auto_reads_a_veth_links_mtu() {
+        let Some(veth) = Veth::new(77) else {
+            eprintln!("skipped: needs root and `ip` (a veth pair into a namespace)");
+            return;
+        };
+        let text = "cluster_name = \"c\"\nstate_dir = \"/tmp\"\n\
+            [[nodelist]]\nnodeid = 1\naddr = \"10.213.77.1:5405\"\n\
+            [[nodelist]]\nnodeid = 2\naddr = \"10.213.77.2:5405\"\n";
+        let c = ConfigFile::parse(text, "t.toml")
+            .unwrap()
+            .validate(Some(1))
+            .unwrap();
+        for mtu in [1500, 9000, 1500] {
+            veth.set_mtu(mtu);
+            let r = c.with_path_mtu().unwrap();
+            assert_eq!(r.engine.netmtu, mtu);
+            assert_eq!(r.engine.frame_max(), mtu - limits::IPV4_UDP_OVERHEAD);
+        }
+    }
+
     #[test]
     #[cfg_attr(miri, ignore)]
     fn unreachable_peer_counts_as_the_default() {
