@@ -446,7 +446,9 @@ def meta(a, when):
                      "kernel": os.uname().release, "cpus": os.cpu_count(), "loadavg": loadavg(),
                      "uptime": run("uptime", check=False).stdout.strip(),
                      "corosync": m.group(1) if m else "?", "git": git, "seconds": a.seconds,
-                     "repeat": a.repeat, "nodes": a.nodes, "send": a.send}}
+                     "repeat": a.repeat, "nodes": a.nodes, "send": a.send,
+                     "mtus": a.mtus, "token_ms": a.token, "token_coefficient_ms": a.coef,
+                     "cpgtool": a.cpgtool}}
 
 
 def emit(a, obj):

@@ -199,7 +199,7 @@ def scaling_report(rows, metas):
     m0 = metas[0] if metas else {}
     tp = [r for r in rows if r.get("kind") == "throughput"]
     fo = [r for r in rows if r.get("kind") == "failover"]
-    mtu = tp[0]["mtu"] if tp else "?"
+    mtu = tp[0]["mtu"] if tp else (m0.get("mtus") or ["?"])[0]
     tok = fo[0]["token_ms"] if fo else "?"
     coef = fo[0]["token_coefficient_ms"] if fo else "?"
     out.append("MTU %s, crypto off, AGREED, %s s windows, best of %s; token %s ms, token_coefficient %s ms on both "
