@@ -633,7 +633,7 @@ def scaling(a):
                 log("Corosync did not form a ring of %d" % n)
         for rep in range(1, a.repeat + 1):
             for size in a.scale_sizes:
-                systems = ["cpg-rs"] + (["corosync-knet"] if cs else [])
+                systems = (["cpg-rs"] if a.ours else []) + (["corosync-knet"] if cs else [])
                 for system in systems:
                     tag = "scale-%s-n%d-%d-r%d" % (system, n, size, rep)
                     t0 = time.time()
@@ -656,25 +656,22 @@ def scaling(a):
         if cs:
             cs.stop()
         for rep in range(1, a.failover_repeat + 1):
-            times, err = failover_ours(a, topo, conf, "failover-cpg-rs-n%d-r%d" % (n, rep))
-            row = {"kind": "failover", "system": "cpg-rs", "nodes": n, "rep": rep, "token_ms": a.token,
-                   "token_coefficient_ms": a.coef, "formula_ms": formula, "loadavg": loadavg()}
-            if times:
-                row.update({"survivors_ms": times, "max_ms": max(times), "median_ms": statistics.median(times)})
-            if err:
-                row["error"] = err
-            emit(a, row)
-            log("failover cpg-rs n=%d: %s (formula %.0f ms) %s" % (n, times and "%.0f ms" % max(times), formula, err or ""))
-            if n in a.cs_failover:
-                times, err = failover_corosync(a, topo, key, "failover-cs-n%d-r%d" % (n, rep))
-                row = {"kind": "failover", "system": "corosync-knet", "nodes": n, "rep": rep, "token_ms": a.token,
+            systems = (["cpg-rs"] if a.ours else []) + (["corosync-knet"] if n in a.cs_failover else [])
+            for system in systems:
+                if system == "cpg-rs":
+                    times, err = failover_ours(a, topo, conf, "failover-cpg-rs-n%d-r%d" % (n, rep))
+                else:
+                    times, err = failover_corosync(a, topo, key, "failover-cs-n%d-r%d" % (n, rep))
+                row = {"kind": "failover", "system": system, "nodes": n, "rep": rep, "token_ms": a.token,
                        "token_coefficient_ms": a.coef, "formula_ms": formula, "loadavg": loadavg()}
                 if times:
-                    row.update({"survivors_ms": times, "max_ms": max(times), "median_ms": statistics.median(times)})
+                    row.update({"survivors_ms": times, "max_ms": max(times),
+                                "median_ms": statistics.median(times)})
                 if err:
                     row["error"] = err
                 emit(a, row)
-                log("failover corosync n=%d: %s (formula %.0f ms) %s" % (n, times and "%.0f ms" % max(times), formula, err or ""))
+                log("failover %s n=%d: %s (formula %.0f ms) %s" % (
+                    system, n, times and "%.0f ms" % max(times), formula, err or ""))
         topo.destroy()
     emit(a, meta(a, "end"))
 
@@ -702,6 +699,7 @@ def main():
     p.add_argument("--cs-scale", default="3 5", help="N at which Corosync's throughput rows run too")
     p.add_argument("--cs-failover", default="3 5")
     p.add_argument("--failover-repeat", type=int, default=2)
+    p.add_argument("--no-ours", action="store_true", help="scaling: Corosync's rows only")
     p.add_argument("--cpgtool", default=os.path.join(REPO, "target/release/cpgtool"))
     p.add_argument("--cpgload", default=os.path.join(HERE, "corosync/build/cpgload"))
     p.add_argument("--out", required=True)
@@ -711,6 +709,7 @@ def main():
     a.scale_nodes, a.scale_sizes = ints(a.scale_nodes), ints(a.scale_sizes)
     a.cs_scale, a.cs_failover = ints(a.cs_scale), ints(a.cs_failover)
     a.latency = not a.no_latency
+    a.ours = not a.no_ours
     if os.geteuid() != 0:
         sys.exit("netns_compare.py: root only (network namespaces)")
     os.makedirs(a.out, exist_ok=True)
