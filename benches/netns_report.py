@@ -7,6 +7,7 @@ usage: netns_report.py results.jsonl [--svg chart.svg] [--json-out report.json]
 import argparse
 import json
 import math
+import statistics
 
 SIZE_NAME = {64: "64 B", 1024: "1 KiB", 65536: "64 KiB", 1048576: "1 MiB"}
 TARGET = {64: 10.0, 1024: 5.0, 65536: 5.0, 1048576: 5.0}
@@ -235,7 +236,7 @@ def scaling_report(rows, metas):
 
         def fov(system):
             xs = sorted(r["max_ms"] for r in fo if r["nodes"] == n and r["system"] == system and "max_ms" in r)
-            return xs[len(xs) // 2] if xs else None
+            return statistics.median(xs) if xs else None
         fo_o, fo_c = fov("cpg-rs"), fov("corosync-knet")
         formula = next((r["formula_ms"] for r in fo if r["nodes"] == n), None)
         cells.append("-" if rot is None else "%s µs" % n0(rot))
@@ -250,6 +251,14 @@ def scaling_report(rows, metas):
         out.append("")
         out.append("Rows that failed (kept, not dropped):")
         out.extend("- " + e for e in errs)
+    lost = [r for r in tp if (r.get("lost") or 0) > 0]
+    if lost:
+        out.append("")
+        out.append("Rows where messages accepted in the window were not all delivered within the 10 s drain "
+                   "(`lost` > 0, `drained` false): " + "; ".join(
+                       "%s N=%d %s r%d: lost %s, %s msgs/s, rotation %s µs" % (
+                           r["system"], r["nodes"], sname(r["size"]), r["rep"], n0(r["lost"]),
+                           n0(r.get("msgs_per_sec")), n0(r.get("rotation_us"))) for r in lost))
     out.append("")
     out.append("Every failover try (slowest survivor, ms): " + "; ".join(
         "%s N=%d: %s" % (r["system"], r["nodes"], n0(r.get("max_ms")) if "max_ms" in r else "ERROR " + r.get("error", ""))
