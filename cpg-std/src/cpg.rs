@@ -431,6 +431,30 @@ impl Cpg {
         self.node.local_get(self.handle)
     }
 
+    /// The node's ring, members, links and counters, asked of cpgd
+    /// (`STATUS`, `docs/spec/ipc.md`): what `cpgtool status --daemon`
+    /// prints. Not a Corosync function.
+    ///
+    /// # Errors
+    /// `NOT_SUPPORTED` on a handle of an embedded node (ask the node:
+    /// [`crate::Node::status_report`]); `BAD_HANDLE`, `LIBRARY`.
+    pub fn status_report(&self) -> Result<crate::status::StatusReport, CsError> {
+        let first = self.node.status_page(self.handle, 0)?;
+        let mut links = first.links.clone();
+        // later pages, while the daemon says more links follow; a page
+        // that does not move on ends it (a node list that shrank)
+        while (links.len() as u64) < u64::from(first.link_total) {
+            let p = self.node.status_page(self.handle, links.len() as u32)?;
+            if p.links.is_empty() || p.link_offset as usize != links.len() {
+                break;
+            }
+            links.extend(p.links);
+        }
+        Ok(crate::status::StatusReport::from_page(
+            &first, links, "cpgd",
+        ))
+    }
+
     /// `cpg_flow_control_state_get`: real (spec §0).
     ///
     /// # Errors

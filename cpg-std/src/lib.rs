@@ -6,6 +6,7 @@
 //! | [`Node`] | one engine on its transport's threads: io_uring by default, plain UDP syscalls by choice ([`config::TransportKind`]), or in-process ([`loopback`], for tests and examples) |
 //! | [`Cpg`] ([`cpg`]) | every function of the CPG API (`docs/spec/cpg-api.md` §4), dispatch (§5); opened on a [`Node`] ([`Cpg::model_initialize`]) or on a connection to the per-host daemon ([`Cpg::connect`], `docs/spec/ipc.md`), and the same on both |
 //! | [`group`] | the idiomatic layer beside `Cpg`: [`Member`] (leaves on drop), [`Event`], [`SendError`] |
+//! | [`status`] | a node's ring, links and counters ([`Node::status_report`]; `cpgtool status`) |
 //! | [`config`] | the TOML node configuration and its validation; [`ConfigBuilder`] builds a [`NodeConfig`] in code |
 //! | errors | [`StartError`] (and [`StateError`], the persisted ring seq), [`ConfigError`], [`CsError`] |
 //!
@@ -95,8 +96,10 @@ pub mod crypto;
 mod error;
 pub mod group;
 mod handles;
+pub mod logger;
 mod node;
 mod state;
+pub mod status;
 #[doc(hidden)]
 pub mod testing;
 mod transport;

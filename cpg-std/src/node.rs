@@ -28,6 +28,8 @@ pub struct Node {
     /// The same state, as the node's own controls.
     control: Arc<dyn NodeControl>,
     running: Option<Box<dyn Running>>,
+    /// Ring, links and counters for `cpgtool status`.
+    pub(crate) status_source: crate::status::StatusSource,
 }
 
 impl std::fmt::Debug for Node {
@@ -74,11 +76,14 @@ impl Node {
     ) -> Result<Node, StartError> {
         let state = NodeState::<T::Frame>::new(config, store, transport.zc_allocator())?;
         let running = transport.spawn(state.clone())?;
+        let status_source =
+            crate::status::StatusSource::new(state.clone(), running.counters_handle(), config);
         Ok(Node {
             node_id: config.node_id,
             node: state.clone(),
             control: state,
             running: Some(running),
+            status_source,
         })
     }
 

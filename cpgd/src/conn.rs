@@ -125,6 +125,8 @@ pub(crate) struct Live {
     zc_inflight: HashMap<usize, cpg_core::pool::SlotId>,
     /// Below this a zero-copy message is copied (the node's `zc_copy_threshold`).
     zc_threshold: usize,
+    /// What `STATUS` answers.
+    status: cpg_std::status::StatusSource,
 }
 
 /// Records and bytes one visit may take from a connection (fairness).
@@ -152,6 +154,7 @@ impl Live {
         zc_pool: &cpg_core::pool::PoolConfig,
         message_max: usize,
         zc_threshold: usize,
+        status: cpg_std::status::StatusSource,
     ) -> Result<Live, CsError> {
         let DaemonConn {
             mem,
@@ -223,6 +226,7 @@ impl Live {
             registration,
             zc_inflight: HashMap::new(),
             zc_threshold,
+            status,
         })
     }
 
@@ -567,6 +571,12 @@ impl Live {
                         enabled: s == FlowControlState::Enabled,
                     }),
                 );
+            }
+            Op::Status { link_offset } => {
+                let st = self.status.clone();
+                st.reply_page(link_offset, |p| {
+                    self.reply(id, kind, Ok(ReplyBody::Status(*p)));
+                });
             }
             Op::Finalize => {
                 let r = self.cpg.finalize();

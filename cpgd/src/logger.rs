@@ -1,39 +1,5 @@
-//! A small logger for the `log` facade: one line per record on stderr
-//! (journald adds the time under systemd), the level from `--log-level`
-//! or `CPGD_LOG` (`error`, `warn`, `info`, `debug`, `trace`).
+//! The daemon's stderr logger for the `log` facade (`cpg_std::logger`,
+//! shared with cpgtool); the level from `--log-level` or `CPGD_LOG`
+//! (`error`, `warn`, `info`, `debug`, `trace`).
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
-
-struct Stderr;
-
-impl Log for Stderr {
-    fn enabled(&self, m: &Metadata<'_>) -> bool {
-        m.level() <= log::max_level()
-    }
-    fn log(&self, r: &Record<'_>) {
-        if self.enabled(r.metadata()) {
-            let tag = match r.level() {
-                Level::Error => "error",
-                Level::Warn => "warning",
-                Level::Info => "notice",
-                Level::Debug => "debug",
-                Level::Trace => "trace",
-            };
-            eprintln!("[{tag}] {}: {}", r.target(), r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
-static LOGGER: Stderr = Stderr;
-
-/// Parse a level name.
-pub fn parse_level(s: &str) -> Option<LevelFilter> {
-    s.parse().ok()
-}
-
-/// Install the logger at `level` (once; later calls only change the level).
-pub fn init(level: LevelFilter) {
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
-}
+pub use cpg_std::logger::{init, parse_level};

@@ -177,10 +177,18 @@ impl Daemon {
             .map_err(DaemonError::Socket)?;
         let node = Node::start(config).map_err(DaemonError::Node)?;
         let node_probe = cpg_std::testing::probe(&node);
+        let stats = Arc::new(Mutex::new(DaemonStats::default()));
+        let published = stats.clone();
+        // the IPC's own counters, as the loop last published them
+        let status = node.status_source().with_extra(Arc::new(move |c| {
+            let s = *published.lock().unwrap_or_else(|e| e.into_inner());
+            c.ipc_connections = s.connections as u64;
+            c.ipc_accepted = s.accepted;
+            c.ipc_cut = s.cut_malformed;
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let stop_fd = Arc::new(EventFd::new().map_err(DaemonError::Socket)?);
         let mode = Arc::new(Mutex::new(StopMode::Graceful));
-        let stats = Arc::new(Mutex::new(DaemonStats::default()));
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
             .map_err(|e| DaemonError::Socket(e.into()))?;
         let own_uid = rustix::process::getuid().as_raw();
@@ -200,6 +208,7 @@ impl Daemon {
             stats: stats.clone(),
             totals: DaemonStats::default(),
             flow_control: false,
+            status,
         };
         epoll::add(
             &lp.epoll,
@@ -360,6 +369,8 @@ struct Loop {
     totals: DaemonStats,
     /// The node's flow control as the connections were last told.
     flow_control: bool,
+    /// What `STATUS` answers (every connection holds a clone).
+    status: cpg_std::status::StatusSource,
 }
 
 impl Loop {
@@ -574,7 +585,7 @@ impl Loop {
         ) {
             Ok(d) => d,
             Err(e) => {
-                log::warn!(target: "cpgd", "connection of pid {}: {e}", cred.pid);
+                log::warn!(target: "cpgd::ipc", "connection of pid {}: {e}", cred.pid);
                 return self.refuse(id, CsError::NoResources);
             }
         };
@@ -596,10 +607,11 @@ impl Loop {
             &self.ipc.zc_pool,
             self.message_max,
             self.zc_threshold,
+            self.status.clone(),
         ) {
             Ok(l) => l,
             Err(e) => {
-                log::warn!(target: "cpgd", "handle for pid {}: {e}", cred.pid);
+                log::warn!(target: "cpgd::ipc", "handle for pid {}: {e}", cred.pid);
                 return self.drop_conn(id);
             }
         };
@@ -628,7 +640,7 @@ impl Loop {
         c.state = ConnState::Live(Box::new(live));
         c.handle_armed = true;
         self.totals.accepted += 1;
-        log::debug!(target: "cpgd", "client pid {} uid {} connected (connection {id})", cred.pid, cred.uid);
+        log::debug!(target: "cpgd::ipc", "client pid {} uid {} connected (connection {id})", cred.pid, cred.uid);
         if !ok {
             self.close(id, Cut::Malformed("epoll registration"));
         }
@@ -740,15 +752,21 @@ impl Loop {
                 let _ = epoll::delete(&self.epoll, fd);
             }
             match cut {
-                Cut::HangUp => self.totals.hang_ups += 1,
-                Cut::Finalized => self.totals.finalized += 1,
+                Cut::HangUp => {
+                    self.totals.hang_ups += 1;
+                    log::debug!(target: "cpgd::ipc", "client pid {} disconnected (hang-up, connection {id})", c.cred.pid);
+                }
+                Cut::Finalized => {
+                    self.totals.finalized += 1;
+                    log::debug!(target: "cpgd::ipc", "client pid {} disconnected (finalized, connection {id})", c.cred.pid);
+                }
                 Cut::Evicted => {
                     self.totals.evicted += 1;
-                    log::warn!(target: "cpgd", "client pid {} evicted: it stopped dispatching", c.cred.pid);
+                    log::warn!(target: "cpgd::ipc", "client pid {} evicted: it stopped dispatching", c.cred.pid);
                 }
                 Cut::Malformed(why) => {
                     self.totals.cut_malformed += 1;
-                    log::warn!(target: "cpgd", "client pid {} disconnected: {why}", c.cred.pid);
+                    log::warn!(target: "cpgd::ipc", "client pid {} disconnected: {why}", c.cred.pid);
                 }
             }
             self.fold(&l);

@@ -395,8 +395,27 @@ fn child_floods() {
     println!("CHILD-RESULT sent {sent} procdown {procdown}");
 }
 
+/// Every log record of this test process, as `target: message`.
+struct Capture(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        let line = format!("{}: {}", r.target(), r.args());
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
 #[test]
 fn a_client_that_never_dispatches_is_evicted_and_memory_stays_bounded() {
+    // the operator's eviction line: which process, node, group, and why
+    let _ = log::set_logger(&CAPTURE);
+    log::set_max_level(log::LevelFilter::Info);
     let dir = temp_dir("evict");
     let mut file = cluster_file(&dir, 1);
     // a small cap: 2 × 1 MiB + 64 KiB of undispatched events per handle
@@ -428,6 +447,12 @@ fn a_client_that_never_dispatches_is_evicted_and_memory_stays_bounded() {
     );
     let s = d.stats();
     assert_eq!(s.evicted, 1, "{s:?}");
+    let line = format!(
+        "cpg::group: process {} of node 1 evicted from group flood: its event queue reached handle_queue_bytes",
+        std::process::id()
+    );
+    let logged = CAPTURE.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(logged.contains(&line), "{line:?} in {logged:#?}");
     let grown = rss().saturating_sub(before);
     eprintln!("flood: {text}; daemon grew by {} KiB; {s:?}", grown / 1024);
     assert!(

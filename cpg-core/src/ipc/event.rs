@@ -14,6 +14,7 @@
 //!                          ITERATION_INITIALIZE 0..4 iteration id
 //!                          ITERATION_NEXT       0..4 count (1..=16) | count × (node id, pid, name_len, name)
 //!                          FLOW_CONTROL_STATE_GET  0 enabled (0/1) | 1..4 reserved
+//!                          STATUS               see [`super::status`]
 //!                          every other kind     empty
 //! 0x0302  DELIVER        0..4 node id | 4..8 pid | 8..12 total_len | 12 name_len | 13..16 reserved
 //!                        16..len−name_len first piece | the group name, last                -
@@ -40,6 +41,7 @@ use super::codec::{
 };
 use super::list::{IterEntries, List, ITER_ENTRY_HEADER_LEN};
 use super::request::RequestKind;
+use super::status::StatusReply;
 use super::ITERATION_BATCH_MAX;
 use crate::limits::{CPG_MEMBERS_MAX, GROUP_NAME_MAX, NODES_MAX};
 use crate::pool::SlotId;
@@ -186,10 +188,17 @@ pub(super) const fn reply_body_max() -> usize {
     if iteration > max {
         max = iteration;
     }
+    if super::status::STATUS_BODY_MAX > max {
+        max = super::status::STATUS_BODY_MAX;
+    }
     REPLY_HEADER_LEN + max
 }
 
 /// What a successful reply carries, by request kind.
+// `Status` carries its counters inline (a few hundred bytes): a reply is
+// made, emitted or read one at a time, never stored in bulk, and a view
+// over bytes instead would make every reader decode them itself.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyBody<'a> {
     /// Nothing: `JOIN`, `LEAVE`, `MCAST`, `MCAST_ZC`, `ZC_FREE`,
@@ -235,6 +244,8 @@ pub enum ReplyBody<'a> {
         /// `CPG_FLOW_CONTROL_ENABLED`.
         enabled: bool,
     },
+    /// `STATUS`: ring, members, a page of links, counters.
+    Status(StatusReply<'a>),
 }
 
 impl ReplyBody<'_> {
@@ -258,6 +269,7 @@ impl ReplyBody<'_> {
             ReplyBody::IterationInitialize { .. } => matches!(op, K::IterationInitialize),
             ReplyBody::IterationNext { .. } => matches!(op, K::IterationNext),
             ReplyBody::FlowControlState { .. } => matches!(op, K::FlowControlStateGet),
+            ReplyBody::Status(_) => matches!(op, K::Status),
         }
     }
 
@@ -273,6 +285,7 @@ impl ReplyBody<'_> {
                 reply::IT_ENTRIES.saturating_add(entries.wire_len())
             }
             ReplyBody::FlowControlState { .. } => flow::LEN,
+            ReplyBody::Status(s) => s.wire_len(),
         }
     }
 
@@ -290,6 +303,7 @@ impl ReplyBody<'_> {
                         || u64::from(*offset) + members.len() as u64 <= u64::from(*total))
             }
             ReplyBody::LocalGet { nodeid } => *nodeid != 0,
+            ReplyBody::Status(s) => s.is_valid(),
             ReplyBody::IterationNext { entries } => {
                 (1..=ITERATION_BATCH_MAX).contains(&entries.len())
             }
@@ -495,6 +509,7 @@ impl<'a> Message<'a> for Event<'a> {
                         put_u8(b, reply::FC_ENABLED, u8::from(enabled));
                         put_zero(b, reply::FC_RESERVED);
                     }
+                    Ok(ReplyBody::Status(s)) => s.emit(b),
                 }
             }
             Event::Deliver {
@@ -801,6 +816,7 @@ fn parse_reply(body: &[u8]) -> Result<Reply<'_>, MsgError> {
                 entries: IterEntries::parse(b.get(reply::IT_ENTRIES..).unwrap_or(&[]), count)?,
             }
         }
+        K::Status => ReplyBody::Status(StatusReply::parse(b)?),
         K::FlowControlStateGet => {
             check_exact(b, flow::LEN)?;
             check_zero(b, reply::FC_RESERVED)?;

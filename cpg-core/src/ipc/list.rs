@@ -7,7 +7,7 @@ use core::fmt;
 use super::codec::{get_name, get_name_len, get_u32, put_name, put_u32, MsgError};
 use crate::types::{GroupName, MemberAddr, NodeId, Reason};
 
-mod sealed {
+pub(super) mod sealed {
     pub trait Sealed {}
 }
 

@@ -69,6 +69,7 @@ pub mod pieces;
 pub mod request;
 pub mod ring;
 pub mod setup;
+pub mod status;
 pub mod wake;
 
 pub use codec::{emit_record, parse_record, record_bytes_len, Message, MsgError};
@@ -81,6 +82,10 @@ pub use ring::{
     Consumer, Corrupt, Pad, Producer, Record, RecordHeader, Reservation, Ring, RingError,
 };
 pub use setup::{Hello, Model, Setup, SetupKind, Welcome};
+pub use status::{
+    LinkState, StatusCounters, StatusLink, StatusReply, StatusState, STATUS_COUNTERS,
+    STATUS_LINKS_MAX,
+};
 
 /// The IPC version this build speaks (in `Hello` and the ring headers).
 pub const VERSION: u16 = 1;

@@ -19,6 +19,7 @@
 //! 0x020C  ITERATION_FINALIZE      4..8 iteration id                                      -
 //! 0x020D  FLOW_CONTROL_STATE_GET  -                                                      -
 //! 0x020E  FINALIZE                -                                                      -
+//! 0x020F  STATUS                  4..8 offset of the first link wanted                   -
 //! ```
 //!
 //! Every body is exactly as long as its fields; reserved bytes are zero;
@@ -52,11 +53,12 @@ pub enum RequestKind {
     IterationFinalize = 0x020C,
     FlowControlStateGet = 0x020D,
     Finalize = 0x020E,
+    Status = 0x020F,
 }
 
 impl RequestKind {
     /// Every request kind.
-    pub const ALL: [RequestKind; 14] = [
+    pub const ALL: [RequestKind; 15] = [
         RequestKind::Join,
         RequestKind::Leave,
         RequestKind::Mcast,
@@ -71,6 +73,7 @@ impl RequestKind {
         RequestKind::IterationFinalize,
         RequestKind::FlowControlStateGet,
         RequestKind::Finalize,
+        RequestKind::Status,
     ];
 
     /// Decode a record kind.
@@ -91,6 +94,7 @@ impl RequestKind {
             0x020C => IterationFinalize,
             0x020D => FlowControlStateGet,
             0x020E => Finalize,
+            0x020F => Status,
             _ => return None,
         })
     }
@@ -255,6 +259,12 @@ pub enum Op<'a> {
     FlowControlStateGet,
     /// `cpg_finalize`: the daemon replies, then closes the connection.
     Finalize,
+    /// Not a libcpg call: the node's ring, members, links and counters
+    /// (`cpgtool status`), links from `link_offset` on.
+    Status {
+        /// Index of the first link wanted.
+        link_offset: u32,
+    },
 }
 
 impl Op<'_> {
@@ -275,6 +285,7 @@ impl Op<'_> {
             Op::IterationFinalize { .. } => RequestKind::IterationFinalize,
             Op::FlowControlStateGet => RequestKind::FlowControlStateGet,
             Op::Finalize => RequestKind::Finalize,
+            Op::Status { .. } => RequestKind::Status,
         }
     }
 }
@@ -431,9 +442,10 @@ impl<'a> Message<'a> for Request<'a> {
             Op::Mcast { piece, .. } => field::PIECE.saturating_add(piece.len()),
             Op::McastMore { piece } => field::MORE_PIECE.saturating_add(piece.len()),
             Op::McastZc { .. } => field::MCAST_ZC_LEN,
-            Op::ZcAlloc { .. } | Op::IterationNext { .. } | Op::IterationFinalize { .. } => {
-                field::WORD.end
-            }
+            Op::ZcAlloc { .. }
+            | Op::IterationNext { .. }
+            | Op::IterationFinalize { .. }
+            | Op::Status { .. } => field::WORD.end,
             Op::ZcFree { .. } => field::WORD2.end,
             Op::MembershipGet { group, .. } => field::MG_NAME + group.len(),
             Op::LocalGet | Op::FlowControlStateGet | Op::Finalize => field::REQ_ID.end,
@@ -494,7 +506,7 @@ impl<'a> Message<'a> for Request<'a> {
                 put_u32(out, field::ZC_OFFSET, *offset);
                 put_u32(out, field::ZC_LEN, *n);
             }
-            Op::ZcAlloc { len: n } => put_u32(out, field::WORD, *n),
+            Op::ZcAlloc { len: n } | Op::Status { link_offset: n } => put_u32(out, field::WORD, *n),
             Op::IterationNext { iter_id } | Op::IterationFinalize { iter_id } => {
                 put_u32(out, field::WORD, *iter_id)
             }
@@ -594,6 +606,12 @@ impl<'a> Message<'a> for Request<'a> {
                 check_exact(body, field::WORD.end)?;
                 Op::ZcAlloc {
                     len: get_u32(body, field::WORD),
+                }
+            }
+            RequestKind::Status => {
+                check_exact(body, field::WORD.end)?;
+                Op::Status {
+                    link_offset: get_u32(body, field::WORD),
                 }
             }
             RequestKind::ZcFree => {
@@ -825,6 +843,11 @@ mod tests {
             ),
             (0, id(14), req(14, Op::FlowControlStateGet)),
             (0, id(0xFFFF_FFFF), req(0xFFFF_FFFF, Op::Finalize)),
+            (
+                0,
+                cat(&[&id(15), &id(24)]),
+                req(15, Op::Status { link_offset: 24 }),
+            ),
         ]
     }
 
@@ -835,7 +858,7 @@ mod tests {
             assert_eq!(RequestKind::from_u16(k as u16), Some(k));
         }
         assert_eq!(RequestKind::from_u16(0x0200), None);
-        assert_eq!(RequestKind::from_u16(0x020F), None);
+        assert_eq!(RequestKind::from_u16(0x0210), None);
     }
 
     #[test]
@@ -1068,6 +1091,7 @@ mod tests {
             .prop_map(|scope| Op::IterationInitialize { scope }),
             any::<u32>().prop_map(|iter_id| Op::IterationNext { iter_id }),
             any::<u32>().prop_map(|iter_id| Op::IterationFinalize { iter_id }),
+            any::<u32>().prop_map(|link_offset| Op::Status { link_offset }),
             Just(Op::FlowControlStateGet),
             Just(Op::Finalize),
         ];

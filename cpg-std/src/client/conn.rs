@@ -108,6 +108,7 @@ pub(super) enum Answer {
     IterationInitialize(u32),
     IterationNext(Vec<IterationDescription>),
     FlowControl(bool),
+    Status(Box<crate::status::StatusPage>),
 }
 
 impl Answer {
@@ -145,6 +146,7 @@ impl Answer {
                     .collect(),
             ),
             ReplyBody::FlowControlState { enabled } => Answer::FlowControl(enabled),
+            ReplyBody::Status(ref s) => Answer::Status(Box::new(crate::status::StatusPage::new(s))),
         }
     }
 }

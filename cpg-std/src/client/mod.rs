@@ -182,6 +182,13 @@ impl DynNode for ClientNode {
         }
     }
 
+    fn status_page(&self, h: u64, link_offset: u32) -> Result<crate::status::StatusPage, CsError> {
+        match self.request(h, Op::Status { link_offset })? {
+            Answer::Status(p) => Ok(*p),
+            _ => Err(CsError::Library),
+        }
+    }
+
     fn local_get(&self, h: u64) -> Result<NodeId, CsError> {
         // answered from Welcome (a daemon's node id never changes), but a
         // dead daemon is reported as Corosync's round trip would

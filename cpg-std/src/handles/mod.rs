@@ -53,6 +53,7 @@ use crate::state::RingSeqStore;
 pub(crate) mod dispatch;
 pub(crate) mod drive;
 pub(crate) mod mailbox;
+pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod route;
 pub(crate) mod send;
@@ -202,6 +203,8 @@ pub(crate) struct Locked<F> {
     /// Mailboxes pushed to since their last kick (shared with
     /// [`NodeState`], whose `batch_done` kicks them without the node lock).
     pub(crate) dirty: Arc<DirtyList<F>>,
+    /// The operator's log lines' memory (membership, token loss).
+    pub(crate) oplog: oplog::OpLog,
 }
 
 impl<F> Locked<F> {
@@ -297,6 +300,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
                 throttle,
                 defer_kicks: false,
                 dirty: dirty.clone(),
+                oplog: oplog::OpLog::default(),
             }),
             node_id,
             waker: OnceLock::new(),

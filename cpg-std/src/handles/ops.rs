@@ -73,6 +73,13 @@ pub(crate) trait DynNode: SendOps + DispatchOps + Send + Sync {
     /// snapshot of the group table taken here, or an iteration the daemon
     /// keeps (its entries come from [`DynNode::iteration_next`]).
     fn iteration_initialize(&self, h: u64, scope: &IterScope) -> Result<IterStart, CsError>;
+    /// One page of the node's status from a daemon (`STATUS`); an
+    /// embedded node answers [`crate::Node::status_report`] instead.
+    fn status_page(&self, h: u64, link_offset: u32) -> Result<crate::status::StatusPage, CsError> {
+        let _ = link_offset;
+        self.check(h, true)?;
+        Err(CsError::NotSupported)
+    }
     /// The next entries of a daemon's iteration; empty past the end.
     fn iteration_next(&self, h: u64, id: u32) -> Result<Vec<IterationDescription>, CsError> {
         let _ = (h, id);

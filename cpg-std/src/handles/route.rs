@@ -86,6 +86,8 @@ impl<F: FrameBuf + Send + Sync + 'static> Locked<F> {
                 break;
             }
         }
+        let token_ms = self.engine.config().token_effective().as_millis();
+        self.oplog.on_stats(self.engine.stats(), token_ms);
         if !self.defer_kicks {
             self.dirty.kick();
         }
@@ -194,7 +196,8 @@ impl<F: FrameBuf + Send + Sync + 'static> Locked<F> {
                     }
                 }
             }
-            Event::Config(_) | Event::FlowControl(_) | Event::Trace(_) => {}
+            Event::Config(change) => self.oplog.on_config(&change),
+            Event::FlowControl(_) | Event::Trace(_) => {}
         }
     }
 
@@ -252,7 +255,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Locked<F> {
             let peak = &mut self.stats.queue_peak_bytes;
             *peak = (*peak).max(s.mail.bytes());
             if !fits {
-                self.evict(i);
+                self.evict(i, "its event queue reached handle_queue_bytes");
             }
         }
     }
@@ -260,13 +263,15 @@ impl<F: FrameBuf + Send + Sync + 'static> Locked<F> {
     /// Evict the handle in slot `i`: its calls answer LIBRARY from now on,
     /// its queue is dropped, and its leave (PROCDOWN for the others) goes
     /// to the engine at the next pump (retried until taken).
-    pub(crate) fn evict(&mut self, i: usize) {
+    pub(crate) fn evict(&mut self, i: usize, why: &str) {
+        let me = self.engine.node_id();
         let Some(s) = self.slots[i].state.as_mut() else {
             return;
         };
         if s.evicted {
             return;
         }
+        super::oplog::evicted(s.pid, me, s.group.as_ref().map(|(g, _)| g), why);
         s.outbox.clear();
         s.evicted = true;
         s.stuck = None;

@@ -74,7 +74,10 @@ impl<F: FrameBuf + Send + Sync + 'static> Locked<F> {
             match s.stuck {
                 Some((p, since)) if p == pops => {
                     if now.duration_since(since) >= limit {
-                        self.evict(i);
+                        self.evict(
+                            i,
+                            "it dispatched nothing for the stall limit while over half its queue",
+                        );
                         self.stats.evictions_stalled += 1;
                     }
                 }

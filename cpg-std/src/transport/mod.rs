@@ -51,6 +51,11 @@ pub(crate) trait Running: Send + Sync {
     fn counters(&self) -> Option<cpg_uring::Snapshot> {
         None
     }
+    /// The live counters themselves (read later, from other threads:
+    /// `cpgtool status` through cpgd).
+    fn counters_handle(&self) -> Option<Arc<cpg_uring::Counters>> {
+        None
+    }
     /// The handle that adds memory the transport sends from in place
     /// (cpgd's client regions), if it has one (the `cpg-uring` driver's).
     fn external_regions(&self) -> Option<cpg_uring::ExternalRegions> {

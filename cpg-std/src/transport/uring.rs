@@ -203,6 +203,9 @@ impl Running for UringRunning {
     fn counters(&self) -> Option<cpg_uring::Snapshot> {
         Some(self.counters.snapshot())
     }
+    fn counters_handle(&self) -> Option<Arc<cpg_uring::Counters>> {
+        Some(self.counters.clone())
+    }
     fn external_regions(&self) -> Option<ExternalRegions> {
         Some(self.external.clone())
     }

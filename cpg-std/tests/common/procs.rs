@@ -63,6 +63,8 @@ pub struct Procs {
     /// Every event and reply received, in arrival order.
     pub seen: Vec<(u32, Report)>,
     cursor: usize,
+    /// Each process's stderr goes to `dir/stderr-<id>.log` (else inherited).
+    pub stderr_to_files: bool,
 }
 
 /// `n` distinct free UDP ports on 127.0.0.1 (all held while picking).
@@ -103,6 +105,32 @@ impl Procs {
         args: &[&str],
         tweak: impl FnOnce(&mut ConfigFile),
     ) -> Procs {
+        Procs::start_opts(name, n, args, false, tweak)
+    }
+
+    /// [`Procs::start_with`], each process's stderr in a file of its own
+    /// ([`Procs::stderr_of`]).
+    pub fn start_logged(
+        name: &str,
+        n: usize,
+        args: &[&str],
+        tweak: impl FnOnce(&mut ConfigFile),
+    ) -> Procs {
+        Procs::start_opts(name, n, args, true, tweak)
+    }
+
+    /// What process `id` wrote on stderr so far (with `stderr_to_files`).
+    pub fn stderr_of(&self, id: u32) -> String {
+        std::fs::read_to_string(self.dir.join(format!("stderr-{id}.log"))).unwrap_or_default()
+    }
+
+    fn start_opts(
+        name: &str,
+        n: usize,
+        args: &[&str],
+        stderr_to_files: bool,
+        tweak: impl FnOnce(&mut ConfigFile),
+    ) -> Procs {
         let dir = std::env::temp_dir().join(format!("cpg-procs-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -123,6 +151,7 @@ impl Procs {
             rx,
             seen: Vec::new(),
             cursor: 0,
+            stderr_to_files,
         };
         for id in 1..=n as u32 {
             p.spawn(id, args);
@@ -133,12 +162,14 @@ impl Procs {
         p
     }
 
-    /// Start (or restart) node `id`'s process.
+    /// Start (or restart) node `id`'s process; `{id}` in `extra` is
+    /// replaced by the node id (a status socket per node).
     pub fn spawn(&mut self, id: u32, extra: &[&str]) {
         let config = self.config.display().to_string();
         let nodeid = id.to_string();
+        let extra: Vec<String> = extra.iter().map(|a| a.replace("{id}", &nodeid)).collect();
         let mut args = vec!["node", "--config", &config, "--nodeid", &nodeid];
-        args.extend_from_slice(extra);
+        args.extend(extra.iter().map(String::as_str));
         self.spawn_node_args(id, &args);
     }
 
@@ -148,11 +179,21 @@ impl Procs {
         if self.nodes.len() < id as usize {
             self.nodes.resize_with(id as usize, || None);
         }
+        let stderr = if self.stderr_to_files {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(format!("stderr-{id}.log")))
+                .unwrap();
+            Stdio::from(f)
+        } else {
+            Stdio::inherit()
+        };
         let mut child = std::process::Command::new(cpgtool_exe())
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn cpgtool node");
         let stdin = child.stdin.take().unwrap();

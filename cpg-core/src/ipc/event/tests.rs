@@ -4,7 +4,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::ipc::list::IterEntry;
 use crate::ipc::strategies::{change, group_name, leak, member};
-use crate::ipc::{EVENT_RESERVE, REPLY_BODY_MAX};
+use crate::ipc::{
+    LinkState, StatusCounters, StatusLink, StatusReply, StatusState, EVENT_RESERVE, REPLY_BODY_MAX,
+};
 
 fn name(s: &[u8]) -> GroupName {
     GroupName::new(s).unwrap()
@@ -658,7 +660,59 @@ fn reply_body() -> impl Strategy<Value = (RequestKind, ReplyBody<'static>)> {
             K::FlowControlStateGet,
             ReplyBody::FlowControlState { enabled }
         )),
+        status_reply().prop_map(|s| (K::Status, ReplyBody::Status(s))),
     ]
+}
+
+fn status_link() -> impl Strategy<Value = StatusLink> {
+    (
+        1..=u32::MAX,
+        any::<u8>(),
+        0u8..=2,
+        prop_oneof![
+            any::<std::net::SocketAddrV4>().prop_map(std::net::SocketAddr::V4),
+            any::<std::net::SocketAddrV6>()
+                .prop_map(|a| std::net::SocketAddr::new((*a.ip()).into(), a.port())),
+        ],
+        proptest::option::of(0..u64::MAX),
+        proptest::option::of(0..u64::MAX),
+    )
+        .prop_map(
+            |(nodeid, link, st, addr, frames_rx, frames_tx)| StatusLink {
+                nodeid,
+                link,
+                state: LinkState::from_u8(st).unwrap(),
+                addr,
+                frames_rx,
+                frames_tx,
+            },
+        )
+}
+
+fn status_reply() -> impl Strategy<Value = StatusReply<'static>> {
+    (
+        1..=u32::MAX,
+        1u8..=4,
+        (any::<u32>(), any::<u64>()),
+        vec(any::<u8>(), 0..=255),
+        vec(1..=u32::MAX, 0..=crate::limits::NODES_MAX),
+        vec(status_link(), 0..=crate::ipc::STATUS_LINKS_MAX),
+        0..1000u32,
+        any::<[u64; crate::ipc::STATUS_COUNTERS]>(),
+    )
+        .prop_map(
+            |(node_id, st, (rep, seq), name, members, links, extra, c)| StatusReply {
+                node_id,
+                state: StatusState::from_u8(st).unwrap(),
+                ring: RingId { rep, seq },
+                cluster_name: leak(name),
+                members: List::from_slice(leak(members)),
+                link_total: links.len() as u32 + extra,
+                link_offset: extra,
+                links: List::from_slice(leak(links)),
+                counters: StatusCounters::from_array(c),
+            },
+        )
 }
 
 fn cs_error() -> impl Strategy<Value = CsError> {

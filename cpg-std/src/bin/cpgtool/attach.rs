@@ -24,6 +24,10 @@ pub(crate) struct AttachArgs {
     /// `CPGD_SOCKET`, then /run/cpgd/cpgd.sock).
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     pub daemon: Option<PathBuf>,
+    /// Answer `cpgtool status --node PATH` on this Unix socket (a node of
+    /// this process's own; ask cpgd with `cpgtool status --daemon`).
+    #[arg(long, conflicts_with = "daemon")]
+    pub status_socket: Option<PathBuf>,
 }
 
 /// A handle and, when embedded, the node it runs on.
@@ -32,6 +36,8 @@ pub(crate) struct Attached {
     pub cpg: Cpg,
     /// The largest message the node accepts.
     pub max_message_size: usize,
+    /// The status socket while it serves (`--status-socket`).
+    pub status: Option<crate::status::SocketGuard>,
 }
 
 impl AttachArgs {
@@ -53,6 +59,7 @@ impl AttachArgs {
                 node: None,
                 cpg,
                 max_message_size: cpg_core::limits::MAX_MESSAGE_SIZE_DEFAULT,
+                status: None,
             });
         }
         let config = self.config.as_ref().ok_or(Error::Usage(
@@ -63,10 +70,15 @@ impl AttachArgs {
             call: "model_initialize",
             source,
         })?;
+        let status = match &self.status_socket {
+            Some(path) => Some(crate::status::serve(path, node.status_source())?),
+            None => None,
+        };
         Ok(Attached {
             node: Some(node),
             cpg,
             max_message_size: settings.engine.max_message_size,
+            status,
         })
     }
 }

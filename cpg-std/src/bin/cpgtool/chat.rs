@@ -98,7 +98,13 @@ fn model() -> ModelV1 {
 }
 
 pub(crate) fn chat(attach: &AttachArgs, group: &str) -> Res<()> {
-    let Attached { node, cpg, .. } = attach.open(model())?;
+    // `_status` serves `--status-socket` until the chat ends
+    let Attached {
+        node,
+        cpg,
+        status: _status,
+        ..
+    } = attach.open(model())?;
     let cpg = Arc::new(cpg);
     let local = cpg.local_get().map_err(|source| Error::Cpg {
         call: "local_get",

@@ -11,6 +11,8 @@
 //! - `cpgtool config --nodes N --out F`: write a config for N nodes
 //!   (frames encrypted with a key made beside it).
 //! - `cpgtool keygen PATH`: write a cluster key.
+//! - `cpgtool status [--daemon [SOCKET] | --node SOCKET] [--json] [--watch]`:
+//!   ring, members, links and counters of cpgd or of a `cpgtool node`.
 
 use std::path::PathBuf;
 
@@ -27,6 +29,7 @@ mod error;
 mod member;
 mod message;
 mod node;
+mod status;
 use cpg_std::cpgtool_proto as proto;
 
 use config::{CryptoArg, Protection, Transport};
@@ -46,6 +49,28 @@ pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log on stderr at this level (off, error, warn, info, debug, trace;
+    /// default `CPG_LOG`, else off): the operator's lines (`cpg::totem`
+    /// memberships and token losses, `cpg::group` evictions). Child node
+    /// processes (demo, bench) inherit `CPG_LOG`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+/// The stderr logger at `--log-level`, else `CPG_LOG`, else off (so
+/// `demo`'s story and `node`'s JSON lines stay as they are by default).
+fn init_logging(flag: Option<&str>) -> Result<(), error::Error> {
+    let from_env = std::env::var("CPG_LOG").ok();
+    let level = match flag.or(from_env.as_deref()) {
+        None => log::LevelFilter::Off,
+        Some(l) => cpg_std::logger::parse_level(l).ok_or(error::Error::Usage(
+            "--log-level (or CPG_LOG): off, error, warn, info, debug or trace",
+        ))?,
+    };
+    if level != log::LevelFilter::Off {
+        cpg_std::logger::init(level);
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -99,6 +124,10 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// The ring, its members, each link and the counters of cpgd (the
+    /// default) or of a `cpgtool node` (`--node SOCKET`), as
+    /// corosync-cfgtool -s and corosync-cmapctl -m stats show them.
+    Status(status::StatusArgs),
     /// Throughput and latency of M member processes in one group
     /// (`--matrix` runs every row); see `cpgtool bench --help`.
     Bench(bench::BenchArgs),
@@ -161,6 +190,10 @@ fn tune_malloc() {}
 fn main() {
     tune_malloc();
     let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("cpgtool: {e}");
+        std::process::exit(2);
+    }
     let r = match cli.cmd {
         Cmd::Demo {
             nodes,
@@ -182,6 +215,7 @@ fn main() {
             join,
             verbose,
         } => node::node_main(&attach, join, verbose),
+        Cmd::Status(a) => status::status_main(&a),
         Cmd::Bench(a) => bench::bench_main(&a),
         Cmd::BenchMember(a) => member::member_main(&a),
         Cmd::Config {

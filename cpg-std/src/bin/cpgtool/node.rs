@@ -20,6 +20,11 @@
 //! while one runs (BUSY) is answered with the command's own reply,
 //! `ok: false`, the code and why. Nothing a line says can panic the node.
 //!
+//! With `--status-socket PATH` (an embedded node), each connection to
+//! that Unix socket gets the node's `StatusReport` as one JSON line
+//! (`cpgtool status --node PATH`); with `--log-level` (or `CPG_LOG`) the
+//! operator's log lines go to stderr, never into the JSON on stdout.
+//!
 //! Events on stdout: `{"ev":"ready"}`, `{"ev":"confchg",...,"delivered","digest"}`
 //! (the count and digest of deliveries before it), `{"ev":"totem"}`,
 //! `{"ev":"deliver"}` (messages ≥ 64 KiB, or all with `--verbose`; `origin`,
@@ -361,10 +366,12 @@ pub(crate) fn node_main(attach: &AttachArgs, join: Option<String>, verbose: bool
     let out = Arc::new(Out(Mutex::new(std::io::stdout())));
     let tally = Arc::new(Mutex::new(Tally::new()));
     let model = model(tally.clone(), out.clone(), verbose);
+    // `_status` serves `--status-socket` until the node stops
     let Attached {
         node,
         cpg,
         max_message_size,
+        status: _status,
     } = attach.open(model)?;
     let me = cpg.local_get().map_err(|source| Error::Cpg {
         call: "local_get",
