@@ -726,6 +726,19 @@ def main():
         compare(a)
     else:
         scaling(a)
+    prune_logs(a.logs)
+
+
+def prune_logs(d):
+    """Drop empty stderr files and those holding only our crypto = "none" warning."""
+    for f in os.listdir(d):
+        p = os.path.join(d, f)
+        if not f.endswith((".err", ".stderr")):
+            continue
+        with open(p, errors="replace") as fh:
+            lines = [l for l in fh if 'crypto = "none"' not in l]
+        if not lines:
+            os.remove(p)
 
 
 if __name__ == "__main__":
