@@ -10,7 +10,7 @@
 //! ```toml
 //! cluster_name = "demo"
 //! state_dir = "/var/lib/cpg"
-//! netmtu = 1500
+//! netmtu = "auto"           # or the path MTU in bytes, as Corosync's
 //! max_message_size = 67108864
 //! handle_queue_bytes = 0   # derived: 2 × max_message_size + 64 KiB
 //! slow_consumer = "evict"
@@ -71,11 +71,13 @@ pub use cpg_uring::{ZeroCopy, RX_HEADROOM};
 pub mod corosync;
 pub mod ipc;
 pub mod links;
+mod netmtu;
 mod queue;
 pub mod ranges;
 pub use cpg_uring::LinkMode;
 pub use ipc::{IpcConfig, IpcSection, DEFAULT_SOCKET};
 pub use links::{LinkConfig, LinkEntry, Links};
+pub use netmtu::NetMtu;
 use queue::check_queue;
 pub use queue::{
     handle_queue_bytes_min, SlowConsumer, HANDLE_QUEUE_BYTES_DEFAULT, HANDLE_QUEUE_BYTES_MAX,
@@ -258,9 +260,6 @@ impl Default for PoolSection {
     }
 }
 
-fn default_netmtu() -> usize {
-    limits::NETMTU_DEFAULT
-}
 fn default_max_message_size() -> usize {
     limits::MAX_MESSAGE_SIZE_DEFAULT
 }
@@ -299,9 +298,10 @@ pub struct ConfigFile {
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// The path MTU (Corosync's `netmtu`): the whole IP packet; frames are
-    /// 28 B (IPv4) or 48 B (IPv6) smaller, the larger if the ring has both.
-    #[serde(default = "default_netmtu")]
-    pub netmtu: usize,
+    /// 28 B (IPv4) or 48 B (IPv6) smaller, the larger if the ring has both. `"auto"` (the default): the kernel's path MTU to the
+    /// other nodes, read at start ([`NodeConfig::with_path_mtu`]).
+    #[serde(default)]
+    pub netmtu: NetMtu,
     /// Largest message `mcast` accepts (above it TOO_BIG).
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
@@ -403,6 +403,14 @@ pub enum ConfigError {
     /// `crypto` is on but no key file is named.
     #[error("crypto is \"authenticate\" or \"encrypt\" but key_file is not set: make one with `cpgtool keygen <path>` and copy it to every node")]
     KeyFileMissing,
+    /// `netmtu = "auto"` read a path MTU no frame fits.
+    #[error("netmtu = \"auto\": the path MTU to node {node} is {mtu} bytes, below {min}; set netmtu explicitly", min = limits::NETMTU_MIN)]
+    PathMtuTooSmall {
+        /// The peer (or this node, alone in its node list).
+        node: NodeId,
+        /// The path MTU the kernel reported.
+        mtu: usize,
+    },
     /// `nodeid` is not one of the node list's.
     #[error("nodeid {0} is not in the nodelist")]
     NotInNodeList(NodeId),
@@ -592,7 +600,7 @@ impl ConfigFile {
             cluster_id: None,
             nodeid: None,
             state_dir: default_state_dir(),
-            netmtu: default_netmtu(),
+            netmtu: NetMtu::Auto,
             max_message_size: default_max_message_size(),
             handle_queue_bytes: default_handle_queue_bytes(),
             slow_consumer: SlowConsumer::default(),
@@ -666,7 +674,11 @@ impl ConfigFile {
         }
         // Every number is checked as written, before it is converted or
         // combined with another: nothing below can overflow or wrap.
-        let netmtu = ranges::NETMTU.check_usize(self.netmtu)?;
+        // "auto" stands at the default until the node starts on a kernel path
+        let netmtu = match self.netmtu {
+            NetMtu::Bytes(v) => ranges::NETMTU.check_usize(v)?,
+            NetMtu::Auto => limits::NETMTU_DEFAULT,
+        };
         let max_message_size = ranges::MAX_MESSAGE_SIZE.check_usize(self.max_message_size)?;
         let handle_queue_bytes =
             match ranges::HANDLE_QUEUE_BYTES.check_usize(self.handle_queue_bytes)? {
@@ -793,6 +805,8 @@ impl ConfigFile {
             zcb_max: largest,
             rx_buffers: p.rx_buffers,
             rx_buffer_size,
+            rx_buffer_size_fixed: p.rx_buffer_size.is_some(),
+            netmtu: self.netmtu,
             state_dir: self.state_dir.clone(),
             handle_queue_bytes,
             slow_consumer: self.slow_consumer,
@@ -855,6 +869,11 @@ pub struct NodeConfig {
     pub rx_buffers: usize,
     /// Bytes per receive buffer.
     pub rx_buffer_size: usize,
+    /// Whether `rx_buffer_size` was set (else it follows the frame budget).
+    pub rx_buffer_size_fixed: bool,
+    /// `netmtu` as written: with `"auto"`, `engine.netmtu` is the default
+    /// until [`NodeConfig::with_path_mtu`] reads the path.
+    pub netmtu: NetMtu,
     /// State directory.
     pub state_dir: PathBuf,
     /// Per-handle queue cap (at least [`handle_queue_bytes_min`] of

@@ -49,6 +49,9 @@ impl Node {
     /// Settings that do not work together ([`StartError::Config`]), state,
     /// engine or transport set-up failures.
     pub fn start(config: &NodeConfig) -> Result<Node, StartError> {
+        // `netmtu = "auto"`: the kernel's path MTU, read once, before the
+        // engine and the receive buffers are sized (config/netmtu.rs)
+        let config = &config.with_path_mtu()?;
         // before any socket is bound (the handle layer checks it again)
         config.check_queue()?;
         Self::with_transport(

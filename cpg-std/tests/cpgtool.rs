@@ -191,7 +191,10 @@ fn bench_prints_one_json_line_per_run() {
         assert!(v["msgs_per_sec"].as_f64().unwrap() > 0.0, "{v}");
         assert!(v["mb_per_sec"].as_f64().unwrap() > 0.0, "{v}");
         assert!(v["latency_us"].is_null());
-        assert_eq!(v["settings"]["netmtu"], 1500);
+        // netmtu = "auto": loopback's path MTU (65,536 capped at 65,535)
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        let mtu = cpg_uring::path_mtu(lo.into(), (lo, 9).into()).unwrap();
+        assert_eq!(v["settings"]["netmtu"], mtu.min(65_535), "{v}");
         assert!(v["settings"]["window_size"].as_u64().is_some());
         assert!(v["settings"]["max_messages"].as_u64().is_some());
         assert!(v.get("error").is_none(), "{v}");

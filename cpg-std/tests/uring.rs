@@ -24,6 +24,11 @@ fn config(n: usize, zc: ZeroCopy, dir: &std::path::Path) -> ConfigFile {
     f.state_dir = dir.to_path_buf();
     f.zerocopy = zc;
     f.totem.token_ms = Some(1000);
+    // Corosync's 1500, as before `"auto"` became the default: the zero-copy
+    // proofs below are written for fragments of that size. (With loopback's
+    // auto 65,535 and zerocopy = "always", the 64 KiB zcb message is never
+    // delivered: an open bug of SendZc with 65,507-byte frames, issue 13.)
+    f.netmtu = 1500.into();
     f
 }
 

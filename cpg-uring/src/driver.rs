@@ -61,6 +61,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cpg_core::engine::{Dest, FrameRef, Transmit};
 use cpg_core::pool::{ClassSpec, PoolConfig, HEADROOM_DEFAULT};
@@ -79,6 +80,7 @@ use crate::links::{
 use crate::ring::{Completion, ExtRemoved, Probe, Ring, SendKind, FIXED_OWN, FIXED_TABLE_MAX};
 use crate::seal::{FrameSeal, SealSpec};
 use crate::socket;
+use crate::spin::{Spin, SPIN_DEFAULT};
 use crate::waker::Waker;
 
 mod heartbeat;
@@ -164,6 +166,9 @@ pub struct TransportConfig {
     pub link_ping: Option<LinkPing>,
     /// The cluster id heartbeats carry (one of another cluster is dropped).
     pub cluster_id: u32,
+    /// How long the io_uring loop polls for a completion before it sleeps,
+    /// while traffic is recent (`spin.rs`); zero never spins.
+    pub spin: Duration,
 }
 
 impl TransportConfig {
@@ -197,6 +202,7 @@ impl TransportConfig {
             link_mode: LinkMode::Passive,
             link_ping: None,
             cluster_id: 0,
+            spin: SPIN_DEFAULT,
         }
     }
 }
@@ -531,6 +537,8 @@ pub struct Driver {
     /// An error that ends the loop (a sealing epoch that could not be
     /// persisted: the node cannot send any more).
     fatal: Option<DriverError>,
+    /// Whether to poll a while before sleeping.
+    spin: Spin,
 }
 
 impl fmt::Debug for Driver {
@@ -688,6 +696,7 @@ impl Driver {
             ext_cmds: Vec::new(),
             ext_gone: Vec::new(),
             fatal: None,
+            spin: Spin::new(cfg.spin),
         };
         d.set_peers(&cfg.peers)?;
         for l in &cfg.links {
@@ -782,11 +791,20 @@ impl Driver {
             let wait = self.loopback.is_empty();
             let mut completions = std::mem::take(&mut self.completions);
             if let Backend::Uring(ring) = &mut self.backend {
-                ring.submit(wait).map_err(|err| DriverError::Io {
+                let io = |err| DriverError::Io {
                     what: "io_uring_enter",
                     err,
-                })?;
+                };
+                let started = wait.then(std::time::Instant::now);
+                if wait && self.spin.should_spin() {
+                    self.spin.spin(|| ring.poll_completions()).map_err(io)?;
+                }
+                // does not sleep when the spin found a completion
+                ring.submit(wait).map_err(io)?;
                 ring.reap(&mut completions);
+                if let Some(s) = started {
+                    self.spin.waited(s.elapsed());
+                }
             }
             let t = now();
             for c in completions.drain(..) {

@@ -11,9 +11,11 @@
 //! | `send` | sends in flight and the two-step `SendZc` completion | no |
 //! | `seal` | frame sealing: `ring`'s AES-256-GCM behind `cpg_core::seal`, [`SealSpec`], [`EpochSource`] | no |
 //! | `socket` | UDP sockets (rustix) | no |
+//! | `pmtu` | the kernel's path MTU to a peer (`IP_MTU` / `IPV6_MTU`), for `netmtu = "auto"` | no |
 //! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`]; `driver/peers` its (peer, link) table and sockets, `driver/heartbeat` its link heartbeats | no |
 //! | `links` | redundant links: [`LinkSpec`], [`LinkMode`], [`LinkPing`], the heartbeat state machine, the choice of link, [`LinkStatus`] | no |
 //! | `counters` | [`Counters`] | no |
+//! | `spin` | the adaptive spin before the loop sleeps ([`SPIN_DEFAULT`]) | no |
 //!
 //! The crate knows nothing about groups or message meaning: a [`Host`]
 //! (in `cpg-std`, an engine behind a mutex) turns inputs into outputs.
@@ -30,10 +32,12 @@ mod counters;
 mod driver;
 mod external;
 mod links;
+mod pmtu;
 mod ring;
 mod seal;
 mod send;
 mod socket;
+mod spin;
 mod waker;
 
 pub use bufs::{Region, RegionError, RxBuf, SlotAlloc, RX_HEADROOM};
@@ -50,7 +54,9 @@ pub use links::{
     LinkMode, LinkPing, LinkSpec, LinkStatus, LinkStatusHandle, LINKS_MAX,
     LOG_TARGET as LINK_LOG_TARGET,
 };
+pub use pmtu::{path_mtu, socket_path_mtu};
 pub use ring::{probe, Probe};
 pub use seal::{EpochSource, RingAesGcm, SealSpec};
 pub use socket::SOCKET_BUFFER_BYTES;
+pub use spin::SPIN_DEFAULT;
 pub use waker::Waker;

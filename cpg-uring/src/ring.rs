@@ -938,6 +938,21 @@ impl Ring {
         Ok(())
     }
 
+    /// Submit what is queued without waiting, which also runs the task
+    /// work that posts completions (the ring is `COOP_TASKRUN`: they are
+    /// only posted when this thread enters the kernel); whether any
+    /// completion is there to reap.
+    ///
+    /// # Errors
+    /// As [`Ring::submit`].
+    pub(crate) fn poll_completions(&mut self) -> io::Result<bool> {
+        if !self.uring.completion().is_empty() {
+            return Ok(true);
+        }
+        self.submit(false)?;
+        Ok(!self.uring.completion().is_empty())
+    }
+
     /// Submit everything queued, the backlog included (bounded retries).
     ///
     /// # Errors

@@ -424,7 +424,7 @@ pub fn to_config(items: &[Item]) -> Result<(ConfigFile, Vec<Note>), CorosyncConf
     }
     f.totem = totem;
     if let Some(m) = netmtu {
-        f.netmtu = m;
+        f.netmtu = m.into();
     }
     f.crypto = crypto;
     if crypto != Crypto::None {
@@ -485,7 +485,7 @@ mod tests {
         let (f, notes) = to_config(&parse(text).unwrap()).unwrap();
         assert_eq!(f.totem.token_ms, Some(5000));
         assert_eq!(f.totem.consensus_ms, Some(7000));
-        assert_eq!(f.netmtu, 9000);
+        assert_eq!(f.netmtu, 9000.into());
         assert_eq!(f.crypto, Crypto::Encrypt);
         assert_eq!(f.nodelist[0].addr, "10.0.0.2:6000".parse().unwrap());
         assert_eq!(f.nodelist[0].links, ["10.1.0.2:5405".parse().unwrap()]);

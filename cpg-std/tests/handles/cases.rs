@@ -431,7 +431,12 @@ pub fn try_again_join_while_own_leave_in_flight<C: Cluster>() {
 }
 
 pub fn try_again_and_flow_control_when_the_send_queue_is_full<C: Cluster>() {
-    let c = C::start(1, &|c| c.engine.send_queue_frames = 64);
+    // 64 frames of Corosync's 1500, not loopback's "auto" 65,535: at
+    // 65,507 B a frame the daemon's request ring fills first
+    let c = C::start(1, &|c| {
+        c.engine.send_queue_frames = 64;
+        c.netmtu = 1500.into();
+    });
     let g = group("fc");
     let h = open(&c, 0, 1);
     h.cpg.join(&g).unwrap();

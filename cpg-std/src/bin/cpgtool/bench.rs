@@ -109,7 +109,7 @@ pub(crate) struct BenchArgs {
     /// poll) instead of waiting on its fd.
     #[arg(long)]
     pub busy_poll: bool,
-    /// The path MTU (`netmtu`: the whole IP packet, up to 65,535; frames are 28 B smaller) instead of the default 1500.
+    /// The path MTU (`netmtu`: the whole IP packet, up to 65,535; frames are 28 B smaller) instead of the default "auto" (the kernel's path MTU: 65,535 on loopback).
     #[arg(long)]
     pub netmtu: Option<usize>,
     /// Totem `window_size` instead of the default.
@@ -215,7 +215,7 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
         &Protection::beside(&config, row.crypto.into()),
         |f| {
             if let Some(v) = netmtu {
-                f.netmtu = v;
+                f.netmtu = v.into();
             }
             if let Some(v) = window {
                 f.totem.window_size = Some(v);
@@ -228,7 +228,10 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
             }
         },
     )?;
-    let eng = ConfigFile::load(&config)?.validate(Some(1))?.engine;
+    let eng = ConfigFile::load(&config)?
+        .validate(Some(1))?
+        .with_path_mtu()?
+        .engine;
     let cpgd = if row.daemon {
         Some(start_cpgd(exe, &config, &socket, &dir)?)
     } else {
