@@ -35,6 +35,9 @@ fn run(name: &str, f: impl FnOnce(&std::path::Path) -> LinkReport) {
     let t = Instant::now();
     let r = f(&cpgtool);
     println!("{name}: {r} ({:.1} s)", t.elapsed().as_secs_f64());
+    for (link, text) in &r.status_during_cut {
+        println!("{name}: cpgtool status on node 1 while link {link} is cut:\n{text}");
+    }
     assert!(r.passed(), "{name} failed: {r}");
 }
 

@@ -21,8 +21,15 @@ pub struct NodeProc {
     stdin: ChildStdin,
 }
 
+/// Where node `id` of the cluster configured by `config` serves
+/// `cpgtool status --node` (beside the config).
+pub fn status_socket(config: &Path, id: u32) -> std::path::PathBuf {
+    config.with_file_name(format!("status-{id}.sock"))
+}
+
 impl NodeProc {
-    /// Start `cpgtool node --config config --nodeid id --verbose --log-level info` in `ns`.
+    /// Start `cpgtool node --config config --nodeid id --verbose --log-level
+    /// info --status-socket` ([`status_socket`]) in `ns`.
     ///
     /// # Errors
     /// The process could not be started.
@@ -42,6 +49,10 @@ impl NodeProc {
             .args(["--nodeid", &id.to_string(), "--verbose"])
             // the operator's log lines (a link down or up) on stderr
             .args(["--log-level", "info"])
+            // `cpgtool status --node` reads it (the path is outside the
+            // namespace's network, so the suite reaches it from anywhere)
+            .arg("--status-socket")
+            .arg(status_socket(config, id))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

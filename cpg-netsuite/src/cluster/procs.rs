@@ -118,6 +118,28 @@ impl Cluster {
         }
     }
 
+    /// `cpgtool status --node` of node `id`: its text report.
+    ///
+    /// # Errors
+    /// The command failed (the node gone, no answer).
+    pub fn status_text(&self, id: u32) -> Result<String, String> {
+        let sock = super::node::status_socket(&self.config, id);
+        let o = std::process::Command::new(&self.cpgtool)
+            .arg("status")
+            .arg("--node")
+            .arg(&sock)
+            .output()
+            .map_err(|e| format!("cpgtool status: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "cpgtool status --node {}: {}",
+                sock.display(),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        String::from_utf8(o.stdout).map_err(|e| format!("cpgtool status: {e}"))
+    }
+
     /// The shared log.
     pub fn log(&self) -> &Log {
         &self.log

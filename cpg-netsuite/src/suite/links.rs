@@ -44,6 +44,8 @@ pub struct LinkReport {
     pub violations: Vec<String>,
     /// The log, kept when the run failed.
     pub logs: Option<PathBuf>,
+    /// Per cut link: `cpgtool status` of node 1 in the middle of the cut.
+    pub status_during_cut: Vec<(u8, String)>,
 }
 
 impl LinkReport {
@@ -120,7 +122,29 @@ pub fn run_link_cuts(cpgtool: &Path, mode: LinkMode) -> LinkReport {
                 let mark = c.log().lock().len();
                 let cut_at = c.log().now();
                 topo.cut_link(link, true)?;
-                std::thread::sleep(CUT);
+                // what an operator sees mid-cut: the link down towards
+                // both peers, the ring as it was
+                std::thread::sleep(CUT / 2);
+                match c.status_text(1) {
+                    Ok(text) => {
+                        let down = text
+                            .lines()
+                            .skip_while(|l| *l != format!("LINK ID {link}"))
+                            .skip(1)
+                            .take_while(|l| l.starts_with('\t'))
+                            .filter(|l| l.contains("\tdown"))
+                            .count();
+                        if down != 2 {
+                            rep.failures.push(format!(
+                                "link {link} cut: cpgtool status on node 1 shows it down \
+                                 towards {down} peers, not 2:\n{text}"
+                            ));
+                        }
+                        rep.status_during_cut.push((link, text));
+                    }
+                    Err(e) => rep.failures.push(e),
+                }
+                std::thread::sleep(CUT - CUT / 2);
                 let mark_down = mark;
                 let mark_up = c.log().lock().len();
                 let down = link_lines(&c.log().snapshot()[mark..mark_up], link, "down");
