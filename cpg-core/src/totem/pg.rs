@@ -439,14 +439,21 @@ impl Assembly {
         }
     }
 
-    fn start(first: &[u8], hint: usize, max_len: usize, last_frag: u8, safe: bool) -> Assembly {
+    fn start(
+        first: &[u8],
+        hint: usize,
+        max_len: usize,
+        last_frag: u8,
+        safe: bool,
+        spare: &mut Spare,
+    ) -> Assembly {
         let cap = hint
             .min(first.len().saturating_mul(HINT_MAX_PIECES))
             .max(first.len().saturating_mul(2))
             .min(max_len)
             .max(first.len());
         let mut a = Assembly {
-            buf: zeroed(cap),
+            buf: spare.take(cap).unwrap_or_else(|| zeroed(cap)),
             len: 0,
             last_frag,
             valid: true,
@@ -476,6 +483,51 @@ impl Assembly {
     }
 }
 
+/// Buffers kept from at most this many delivered messages.
+const SPARE_MAX: usize = 8;
+/// Larger buffers are not kept (bounds what the spares hold).
+const SPARE_BYTES_MAX: usize = 1 << 20;
+
+/// Reassembly buffers of delivered messages, kept by reference: once every
+/// handle has dropped its message (the buffer is ours alone again), the
+/// next message of at most its size is written into it rather than into a
+/// fresh zero-filled allocation (the fill was 6.8 % of a profile of 64 KiB
+/// messages in 1500-byte frames; safe Rust cannot leave it out).
+#[derive(Debug, Clone, Default)]
+struct Spare {
+    bufs: Vec<Arc<[u8]>>,
+}
+
+impl Spare {
+    /// A buffer of at least `cap` (and at most 4 × `cap`) bytes that no one
+    /// else holds any more.
+    fn take(&mut self, cap: usize) -> Option<Arc<[u8]>> {
+        let i = self
+            .bufs
+            .iter_mut()
+            .position(|b| b.len() >= cap && b.len() / 4 <= cap && Arc::get_mut(b).is_some())?;
+        Some(self.bufs.swap_remove(i))
+    }
+
+    /// Keep a reference to the buffer of a message being delivered.
+    fn keep(&mut self, buf: &Arc<[u8]>) {
+        if buf.len() > SPARE_BYTES_MAX || buf.is_empty() {
+            return;
+        }
+        if self.bufs.len() == SPARE_MAX {
+            // the oldest is the likeliest to be free, but the newest
+            // replaces one still held if any is
+            let held = self
+                .bufs
+                .iter_mut()
+                .position(|b| Arc::get_mut(b).is_none())
+                .unwrap_or(0);
+            self.bufs.swap_remove(held);
+        }
+        self.bufs.push(buf.clone());
+    }
+}
+
 /// What the assemblies report while delivering a frame.
 pub(crate) enum Assembled<F> {
     /// A whole message.
@@ -495,6 +547,7 @@ pub(crate) struct Assemblies {
     max_len: usize,
     /// Length of each sender's last reassembled message (sizing hint).
     last_len: BTreeMap<NodeId, usize>,
+    spare: Spare,
 }
 
 impl Assemblies {
@@ -503,6 +556,7 @@ impl Assemblies {
             by_sender: BTreeMap::new(),
             max_len,
             last_len: BTreeMap::new(),
+            spare: Spare::default(),
         }
     }
 
@@ -567,6 +621,7 @@ impl Assemblies {
                             } else {
                                 Guarantee::Agreed
                             };
+                            self.spare.keep(&a.buf);
                             out(Assembled::Message {
                                 payload: Payload {
                                     src: FrameRef::Own(a.buf),
@@ -600,7 +655,14 @@ impl Assemblies {
                 let hint = self.last_len.get(&sender).copied().unwrap_or(0);
                 self.by_sender.insert(
                     sender,
-                    Assembly::start(item, hint, self.max_len, fragmented, guarantee.is_safe()),
+                    Assembly::start(
+                        item,
+                        hint,
+                        self.max_len,
+                        fragmented,
+                        guarantee.is_safe(),
+                        &mut self.spare,
+                    ),
                 );
                 continue;
             }
@@ -622,6 +684,30 @@ impl Assemblies {
 mod tests {
     use super::*;
     use crate::frame::testing::TestBuf;
+
+    #[test]
+    fn a_spare_buffer_is_reused_only_once_nobody_holds_it() {
+        let mut spare = Spare::default();
+        let delivered: Arc<[u8]> = zeroed(4096);
+        spare.keep(&delivered);
+        // a handle still holds the message: never written again
+        assert!(spare.take(1000).is_none());
+        drop(delivered);
+        // too small, or over four times the size asked for: left
+        assert!(spare.take(5000).is_none());
+        assert!(spare.take(1000).is_none());
+        let b = spare.take(2000).expect("free and of a fitting size");
+        assert_eq!(b.len(), 4096);
+        assert!(spare.take(2000).is_none(), "handed out once");
+        // bounded: the oldest free one makes room, large ones are not kept
+        let held: Vec<Arc<[u8]>> = (0..SPARE_MAX + 3).map(|_| zeroed(64)).collect();
+        for b in &held {
+            spare.keep(b);
+        }
+        assert_eq!(spare.bufs.len(), SPARE_MAX);
+        spare.keep(&zeroed(SPARE_BYTES_MAX + 1));
+        assert!(spare.bufs.iter().all(|b| b.len() == 64));
+    }
 
     const CAP: usize = 1000;
     /// Payload bytes one frame carries besides its packing header.
