@@ -1217,6 +1217,14 @@ impl Driver {
                     }
                 }
             }
+            Completion::ZcFallback { errno, queued } => {
+                Counters::inc(if queued {
+                    &counters.zc_fallback_copies
+                } else {
+                    &counters.send_errors
+                });
+                crate::send::zc_fallback_warn(errno);
+            }
             Completion::Internal => {}
             Completion::Bad { .. } => Counters::inc(&counters.bad_completions),
         }

@@ -291,6 +291,8 @@ pub(crate) enum SendKind {
 #[derive(Debug)]
 pub(crate) struct Tx {
     pub(crate) src: TxSource,
+    /// The socket it went to: a failed zero-copy send is re-sent copying.
+    fd: RawFd,
     /// Read by the kernel, never by us: kept alive only.
     _msg: Option<Box<MsgBox>>,
     /// The external table entry whose buffer index this send names: the
@@ -390,6 +392,12 @@ pub(crate) enum Completion {
         res: i32,
     },
     Send(SendCqe<Tx>),
+    /// A zero-copy send failed with `errno`; a copying send of the same
+    /// frame was queued in its place (`queued`), unless that was refused.
+    ZcFallback {
+        errno: i32,
+        queued: bool,
+    },
     /// Timeout removals: nothing to do.
     Internal,
     /// Undecodable, or a send CQE the table refused.
@@ -845,6 +853,7 @@ impl Ring {
         let (idx, gen) = self.sends.insert(
             Tx {
                 src,
+                fd,
                 _msg: None,
                 ext_slot,
             },
@@ -890,6 +899,7 @@ impl Ring {
         let (idx, gen) = self.sends.insert(
             Tx {
                 src,
+                fd,
                 _msg: Some(msg),
                 ext_slot: None,
             },
@@ -982,6 +992,8 @@ impl Ring {
         // External entries whose send completed (applied after the CQ
         // borrow ends: unregistering needs the submitter).
         let mut ext_done: Vec<u16> = Vec::new();
+        // Failed zero-copy sends to re-send copying (after the CQ borrow).
+        let mut retry: Vec<(RawFd, TxSource, i32)> = Vec::new();
         let mut cq = self.uring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -993,6 +1005,13 @@ impl Ring {
                     flags,
                 });
                 continue;
+            };
+            let failed = match ud {
+                UserData::Send { idx, gen } => self
+                    .sends
+                    .zc_failed(idx, gen, res, flags)
+                    .map(|t| (t.fd, t.src.clone())),
+                _ => None,
             };
             let c = match ud {
                 UserData::Recv { sock } => {
@@ -1031,7 +1050,12 @@ impl Ring {
                     Completion::Internal
                 }
                 UserData::Send { idx, gen } => match self.sends.on_cqe(idx, gen, res, flags) {
-                    Ok(s) => {
+                    Ok(mut s) => {
+                        if let Some(t) = failed {
+                            // Not a send error: the copy stands in for it.
+                            s.result = None;
+                            retry.push((t.0, t.1, -res));
+                        }
                         if let Some(r) = &s.released {
                             self.inflight = self.inflight.saturating_sub(1);
                             if let Some(slot) = r.src.ext_slot {
@@ -1053,6 +1077,28 @@ impl Ring {
         for slot in ext_done {
             self.ext_send_done(slot);
         }
+        for (fd, src, errno) in retry {
+            let queued = self.send_copy(fd, src);
+            out.push(Completion::ZcFallback { errno, queued });
+        }
+    }
+
+    /// Re-send `src` copying after its zero-copy send failed. A pool slot
+    /// counts the new send as pending, as the driver does before any send.
+    fn send_copy(&mut self, fd: RawFd, src: TxSource) -> bool {
+        if let Some(b) = src.slot_buf() {
+            if b.slot_begin_send().is_err() {
+                return false;
+            }
+        }
+        let slot = src.slot_buf().cloned();
+        if self.send(fd, src, false).is_ok() {
+            return true;
+        }
+        if let Some(b) = slot {
+            let _ = b.slot_send_done(false);
+        }
+        false
     }
 
     /// Cancel everything and wait (bounded) for the final completions;

@@ -124,6 +124,18 @@ impl<S> SendTable<S> {
         Some(p)
     }
 
+    /// The source of send `(idx, generation)` if this CQE is the failed
+    /// result of a zero-copy send: the caller may send a copy of it (a
+    /// zero-copy send can fail where a copying one would not, e.g.
+    /// `EMSGSIZE` when the datagram's pages exceed the skb's fragment
+    /// limit).
+    pub(crate) fn zc_failed(&self, idx: u32, generation: u16, res: i32, flags: u32) -> Option<&S> {
+        let e = self.entries.get(idx as usize)?;
+        let p = e.send.as_ref()?;
+        let failed = res < 0 && !cqueue::notif(flags) && !p.awaiting_notif;
+        (e.generation == generation && p.zc && failed).then_some(&p.src)
+    }
+
     /// A CQE with `user_data` naming send `(idx, generation)`.
     pub(crate) fn on_cqe(
         &mut self,
@@ -179,6 +191,19 @@ impl<S> SendTable<S> {
             notif: false,
         })
     }
+}
+
+/// Log the first zero-copy send that failed and went copying, once per
+/// process: it repeats for every frame of the same shape.
+pub(crate) fn zc_fallback_warn(errno: i32) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::warn!(
+            target: "cpg::transport",
+            "a zero-copy send failed ({}); such frames are sent copying",
+            std::io::Error::from_raw_os_error(errno)
+        );
+    });
 }
 
 #[cfg(test)]
@@ -273,6 +298,23 @@ mod tests {
         assert_eq!(c.result, Some(-111));
         assert!(c.released.unwrap().zc);
         assert_eq!(t.live(), 0);
+    }
+
+    #[test]
+    fn a_failed_zc_result_offers_its_source_for_a_copy() {
+        const EMSGSIZE: i32 = 90;
+        let mut t = SendTable::default();
+        let (i, g) = t.insert("zc", true);
+        let (pi, pg) = t.insert("plain", false);
+        // Only the failed result CQE of a zero-copy send, under its generation.
+        assert_eq!(t.zc_failed(i, g, -EMSGSIZE, MORE), Some(&"zc"));
+        assert_eq!(t.zc_failed(i, g.wrapping_add(1), -EMSGSIZE, MORE), None);
+        assert_eq!(t.zc_failed(i, g, 65_507, MORE), None);
+        assert_eq!(t.zc_failed(pi, pg, -EMSGSIZE, 0), None);
+        // The failed send still awaits its notification: no second offer.
+        t.on_cqe(i, g, -EMSGSIZE, MORE).unwrap();
+        assert_eq!(t.zc_failed(i, g, 0, NOTIF), None);
+        assert!(t.on_cqe(i, g, 0, NOTIF).unwrap().released.is_some());
     }
 
     #[test]
