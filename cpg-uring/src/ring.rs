@@ -32,7 +32,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use crate::bufs::{Mapping, RecvFrame, Region, RxRing, TxSource};
 use crate::external::{ExternalRegion, NotFixed, RegionId};
-use crate::send::{SendCqe, SendCqeError, SendTable};
+use crate::send::{self, SendCqe, SendCqeError, SendTable};
 
 /// `IORING_SEND_ZC_REPORT_USAGE` (Linux 6.2): the notification says whether
 /// the kernel copied after all.
@@ -270,6 +270,9 @@ pub(crate) enum SendKind {
     Plain,
     /// `SendMsgZc` of engine headers + a zero-copy buffer's bytes.
     GatherZc,
+    /// `SendMsg` of a gather frame zero copy was asked for but that spans
+    /// more pages than a zero-copy datagram may (the kernel would refuse).
+    GatherOverFrags,
     /// `SendMsg` of engine headers + a zero-copy buffer's bytes.
     GatherPlain,
 }
@@ -306,6 +309,11 @@ struct RecvHdr(libc::msghdr);
 
 // SAFETY: all pointers in it are null; it is plain data.
 unsafe impl Send for RecvHdr {}
+
+/// A raw segment as (address, length), for page arithmetic.
+fn seg((ptr, len): (*const u8, usize)) -> (usize, usize) {
+    (ptr as usize, len)
+}
 
 /// A `msghdr` with its two iovecs, for `SendMsg` / `SendMsgZc`.
 struct MsgBox {
@@ -430,6 +438,8 @@ pub(crate) struct Ring {
     /// Entries that did not fit the SQ; pushed before anything else.
     backlog: VecDeque<squeue::Entry>,
     report_usage: bool,
+    /// Pages a zero-copy datagram may span (see `TransportConfig`).
+    zc_max_frags: usize,
     probe: Probe,
 }
 
@@ -481,6 +491,7 @@ impl Ring {
             inflight: 0,
             backlog: VecDeque::new(),
             report_usage: probe.zc_report_usage,
+            zc_max_frags: usize::MAX,
             probe,
         })
     }
@@ -885,6 +896,12 @@ impl Ring {
         Ok(kind)
     }
 
+    /// Pages a zero-copy datagram may span; a gather frame over it is sent
+    /// copying.
+    pub(crate) fn set_zc_max_frags(&mut self, n: usize) {
+        self.zc_max_frags = n;
+    }
+
     fn send_gather(&mut self, fd: RawFd, src: TxSource, zc: bool) -> SendKind {
         let [a, b] = src.raw_segments();
         // SAFETY: an all-zero `msghdr` is a valid value.
@@ -896,6 +913,8 @@ impl Ring {
         msg.hdr.msg_iov = msg.iov.as_mut_ptr();
         msg.hdr.msg_iovlen = 2;
         let hdr: *const libc::msghdr = &msg.hdr;
+        // A copying send (over the frag limit) is a plain send to the table.
+        let over = zc && send::zc_frags(&[seg(a), seg(b)]) > self.zc_max_frags;
         let (idx, gen) = self.sends.insert(
             Tx {
                 src,
@@ -903,13 +922,18 @@ impl Ring {
                 _msg: Some(msg),
                 ext_slot: None,
             },
-            zc,
+            zc && !over,
         );
         let ud = UserData::Send { idx, gen }.to_u64();
-        let (e, kind) = if zc {
+        let (e, kind) = if zc && !over {
             (
                 opcode::SendMsgZc::new(Fd(fd), hdr).build(),
                 SendKind::GatherZc,
+            )
+        } else if over {
+            (
+                opcode::SendMsg::new(Fd(fd), hdr).build(),
+                SendKind::GatherOverFrags,
             )
         } else {
             (

@@ -206,6 +206,31 @@ pub(crate) fn zc_fallback_warn(errno: i32) {
     });
 }
 
+/// The kernel's default MAX_SKB_FRAGS.
+const MAX_SKB_FRAGS_DEFAULT: usize = 17;
+
+/// How many pages a zero-copy datagram may span: `net.core.max_skb_frags`
+/// (at most the kernel's MAX_SKB_FRAGS, and by default equal to it), or 17.
+pub(crate) fn max_skb_frags() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/max_skb_frags")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(MAX_SKB_FRAGS_DEFAULT)
+}
+
+/// The skb frags a zero-copy send of these segments takes: one per page
+/// each segment touches (the kernel pins and attaches user pages one by
+/// one).
+pub(crate) fn zc_frags(segments: &[(usize, usize)]) -> usize {
+    const PAGE: usize = 4096;
+    segments
+        .iter()
+        .filter(|&&(_, len)| len > 0)
+        .map(|&(addr, len)| (addr % PAGE + len).div_ceil(PAGE))
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use cpg_core::pool::{ClassSpec, Outcome, PoolConfig, SlotId, SlotState, VecPool};
@@ -315,6 +340,19 @@ mod tests {
         t.on_cqe(i, g, -EMSGSIZE, MORE).unwrap();
         assert_eq!(t.zc_failed(i, g, 0, NOTIF), None);
         assert!(t.on_cqe(i, g, 0, NOTIF).unwrap().released.is_some());
+    }
+
+    #[test]
+    fn zc_frags_counts_the_pages_each_segment_touches() {
+        assert_eq!(zc_frags(&[(0, 0)]), 0);
+        assert_eq!(zc_frags(&[(0, 4096)]), 1);
+        assert_eq!(zc_frags(&[(4095, 2)]), 2);
+        // 65,507 bytes alone fit in 17 pages wherever they start ...
+        assert_eq!(zc_frags(&[(0, 65_507)]), 16);
+        assert_eq!(zc_frags(&[(4095, 65_507)]), 17);
+        // ... behind a header page, an unaligned piece does not.
+        assert_eq!(zc_frags(&[(8192, 100), (0, 65_407)]), 17);
+        assert_eq!(zc_frags(&[(8192, 100), (1000, 65_407)]), 18);
     }
 
     #[test]

@@ -635,16 +635,30 @@ fn over_frags_frame(seq: u32) -> FrameRef<RxBuf> {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn a_refused_zero_copy_send_is_delivered_by_a_copy() {
+    over_frags(false);
+}
+
+/// The driver sees the same frames are over the frag limit and sends them
+/// copying at once: no `SendMsgZc`, nothing refused.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_gather_frame_over_the_frag_limit_is_sent_copying() {
+    over_frags(true);
+}
+
+fn over_frags(predict: bool) {
     require!();
     if !cpg_uring::probe().unwrap().sendmsg_zc {
         eprintln!("SKIP: no SendMsgZc");
         return;
     }
     const N: u32 = 8;
-    let mut ds = cluster(vec![
-        config(1, ZeroCopy::Always),
-        config(2, ZeroCopy::Never),
-    ]);
+    let mut ca = config(1, ZeroCopy::Always);
+    if !predict {
+        // Hand every frame to SendMsgZc, to be refused.
+        ca.zc_max_frags = Some(usize::MAX);
+    }
+    let mut ds = cluster(vec![ca, config(2, ZeroCopy::Never)]);
     let b = ds.pop().unwrap();
     let a = ds.pop().unwrap();
     let lb = Arc::new(Mutex::new(Log::default()));
@@ -653,9 +667,10 @@ fn a_refused_zero_copy_send_is_delivered_by_a_copy() {
     let ca = a.counters();
     let c2 = ca.clone();
     // Stop once every send (the refused ones and their copies) is released.
+    let notifs = if predict { 0 } else { u64::from(N) };
     ha.extra_stop = Some(Box::new(move || {
         let s = c2.snapshot();
-        s.zc_notifications == u64::from(N) && s.frames_sent == u64::from(N)
+        s.zc_notifications == notifs && s.frames_sent == u64::from(N)
     }));
     let hb = TestHost::new(1, N as usize, lb.clone());
     let (a, _ha, _b, _hb) = run_pair(a, ha, b, hb);
@@ -669,14 +684,25 @@ fn a_refused_zero_copy_send_is_delivered_by_a_copy() {
     assert_eq!(got, (0..N).map(|s| (s, 65_507)).collect::<Vec<_>>());
     assert_eq!(lb.lock().unwrap().bad, 0);
     let s = ca.snapshot();
-    eprintln!("over MAX_SKB_FRAGS: {s:?}");
+    eprintln!("over MAX_SKB_FRAGS, predict {predict}: {s:?}");
     assert_eq!(s.send_errors, 0);
-    assert_eq!(s.sends_gather_zc, u64::from(N));
-    // 17 is the kernel's default MAX_SKB_FRAGS (the sysctl, TCP's cap,
-    // defaults to it): there every SendMsgZc is refused and copied.
-    let frags = std::fs::read_to_string("/proc/sys/net/core/max_skb_frags");
-    if frags.is_ok_and(|f| f.trim() == "17") {
-        assert_eq!(s.zc_fallback_copies, u64::from(N));
+    // The driver's limit is net.core.max_skb_frags (17, the kernel's
+    // default MAX_SKB_FRAGS, TCP's cap): 18 pages are over it, and there the
+    // kernel refuses every SendMsgZc of these.
+    let limit = std::fs::read_to_string("/proc/sys/net/core/max_skb_frags")
+        .ok()
+        .and_then(|f| f.trim().parse::<u64>().ok())
+        .unwrap_or(17);
+    let n = u64::from(N);
+    if predict {
+        let over = if limit < 18 { n } else { 0 };
+        assert_eq!((s.zc_over_frags, s.sends_gather_zc), (over, n - over));
+        assert_eq!(s.zc_fallback_copies, 0);
+    } else {
+        assert_eq!((s.zc_over_frags, s.sends_gather_zc), (0, n));
+        if limit == 17 {
+            assert_eq!(s.zc_fallback_copies, n);
+        }
     }
     assert_eq!(a.sends_in_flight(), 0);
 }
