@@ -160,7 +160,9 @@ impl StatusSource {
             c.bytes_tx = t.bytes_sent;
             c.bytes_rx = t.bytes_received;
             c.sends_zc = t.sends_zc_fixed + t.sends_zc_heap + t.sends_gather_zc;
-            c.sends_copy = t.sends_write_fixed + t.sends_plain + t.sends_gather;
+            // a refused zero-copy send's copy is a copying send too
+            c.sends_copy =
+                t.sends_write_fixed + t.sends_plain + t.sends_gather + t.zc_fallback_copies;
             c.sends_zc_copied = t.zc_kernel_copied;
             c.bytes_copied = t.bytes_copied;
         }

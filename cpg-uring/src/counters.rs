@@ -76,6 +76,14 @@ counters! {
     /// sparse table, table full, or the kernel refused: RLIMIT_MEMLOCK,
     /// memory it cannot pin); they are sent from by the non-fixed paths.
     external_register_failures,
+    /// Zero-copy sends that failed (the kernel refused what a copy would
+    /// take, e.g. `EMSGSIZE` for a datagram over the skb fragment limit)
+    /// and were re-sent copying instead of being dropped.
+    zc_fallback_copies,
+    /// Gather frames zero copy would have sent but that span more pages
+    /// than a zero-copy datagram may (MAX_SKB_FRAGS): sent copying (also in
+    /// `sends_gather`), not handed to a `SendMsgZc` bound to fail.
+    zc_over_frags,
     /// Zero-copy notifications reaped.
     zc_notifications,
     /// Of those, how many said the kernel copied after all (loopback does).

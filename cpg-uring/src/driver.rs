@@ -126,6 +126,12 @@ pub struct TransportConfig {
     pub zerocopy: ZeroCopy,
     /// Smallest frame `ZeroCopy::Auto` sends with `SendZc`.
     pub zc_min_len: usize,
+    /// Pages a zero-copy datagram may span (the kernel's MAX_SKB_FRAGS: one
+    /// skb frag per page). A gather frame over it goes by a copying send
+    /// instead of a `SendMsgZc` the kernel would refuse (EMSGSIZE). `None`:
+    /// `net.core.max_skb_frags`, 17 if unreadable; `Some(usize::MAX)` never
+    /// predicts (a refused send is still re-sent copying).
+    pub zc_max_frags: Option<usize>,
     /// Submission queue entries (the completion queue gets four times that).
     pub ring_entries: u32,
     /// Receive buffers (a power of two, at most 32768).
@@ -188,6 +194,7 @@ impl TransportConfig {
             peers,
             zerocopy: ZeroCopy::Auto,
             zc_min_len: 16 * 1024,
+            zc_max_frags: None,
             ring_entries: 512,
             rx_buffers: 64,
             rx_buffer_size: 65_536 + RX_HEADROOM,
@@ -611,6 +618,7 @@ impl Driver {
                     cause: uring_cause(&err),
                     err,
                 })?;
+            ring.set_zc_max_frags(cfg.zc_max_frags.unwrap_or_else(crate::send::max_skb_frags));
             let probe = ring.probe().clone();
             let missing = probe.missing();
             if !missing.is_empty() {
@@ -1056,8 +1064,11 @@ impl Driver {
                             SendKind::WriteFixed => &c.sends_write_fixed,
                             SendKind::Plain => &c.sends_plain,
                             SendKind::GatherZc => &c.sends_gather_zc,
-                            SendKind::GatherPlain => &c.sends_gather,
+                            SendKind::GatherPlain | SendKind::GatherOverFrags => &c.sends_gather,
                         });
+                        if kind == SendKind::GatherOverFrags {
+                            Counters::inc(&c.zc_over_frags);
+                        }
                         if ext {
                             Counters::inc(match kind {
                                 SendKind::ZcFixed => &c.external_sends_zc_fixed,
@@ -1065,7 +1076,9 @@ impl Driver {
                                 SendKind::WriteFixed => &c.external_sends_write_fixed,
                                 SendKind::Plain => &c.external_sends_plain,
                                 SendKind::GatherZc => &c.external_sends_gather_zc,
-                                SendKind::GatherPlain => &c.external_sends_gather,
+                                SendKind::GatherPlain | SendKind::GatherOverFrags => {
+                                    &c.external_sends_gather
+                                }
                             });
                         }
                     }
@@ -1216,6 +1229,14 @@ impl Driver {
                         let _ = b.slot_send_done(rel.zc);
                     }
                 }
+            }
+            Completion::ZcFallback { errno, queued } => {
+                Counters::inc(if queued {
+                    &counters.zc_fallback_copies
+                } else {
+                    &counters.send_errors
+                });
+                crate::send::zc_fallback_warn(errno);
             }
             Completion::Internal => {}
             Completion::Bad { .. } => Counters::inc(&counters.bad_completions),

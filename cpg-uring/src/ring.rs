@@ -32,7 +32,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use crate::bufs::{Mapping, RecvFrame, Region, RxRing, TxSource};
 use crate::external::{ExternalRegion, NotFixed, RegionId};
-use crate::send::{SendCqe, SendCqeError, SendTable};
+use crate::send::{self, SendCqe, SendCqeError, SendTable};
 
 /// `IORING_SEND_ZC_REPORT_USAGE` (Linux 6.2): the notification says whether
 /// the kernel copied after all.
@@ -270,6 +270,9 @@ pub(crate) enum SendKind {
     Plain,
     /// `SendMsgZc` of engine headers + a zero-copy buffer's bytes.
     GatherZc,
+    /// `SendMsg` of a gather frame zero copy was asked for but that spans
+    /// more pages than a zero-copy datagram may (the kernel would refuse).
+    GatherOverFrags,
     /// `SendMsg` of engine headers + a zero-copy buffer's bytes.
     GatherPlain,
 }
@@ -291,6 +294,8 @@ pub(crate) enum SendKind {
 #[derive(Debug)]
 pub(crate) struct Tx {
     pub(crate) src: TxSource,
+    /// The socket it went to: a failed zero-copy send is re-sent copying.
+    fd: RawFd,
     /// Read by the kernel, never by us: kept alive only.
     _msg: Option<Box<MsgBox>>,
     /// The external table entry whose buffer index this send names: the
@@ -304,6 +309,11 @@ struct RecvHdr(libc::msghdr);
 
 // SAFETY: all pointers in it are null; it is plain data.
 unsafe impl Send for RecvHdr {}
+
+/// A raw segment as (address, length), for page arithmetic.
+fn seg((ptr, len): (*const u8, usize)) -> (usize, usize) {
+    (ptr as usize, len)
+}
 
 /// A `msghdr` with its two iovecs, for `SendMsg` / `SendMsgZc`.
 struct MsgBox {
@@ -390,6 +400,12 @@ pub(crate) enum Completion {
         res: i32,
     },
     Send(SendCqe<Tx>),
+    /// A zero-copy send failed with `errno`; a copying send of the same
+    /// frame was queued in its place (`queued`), unless that was refused.
+    ZcFallback {
+        errno: i32,
+        queued: bool,
+    },
     /// Timeout removals: nothing to do.
     Internal,
     /// Undecodable, or a send CQE the table refused.
@@ -422,6 +438,8 @@ pub(crate) struct Ring {
     /// Entries that did not fit the SQ; pushed before anything else.
     backlog: VecDeque<squeue::Entry>,
     report_usage: bool,
+    /// Pages a zero-copy datagram may span (see `TransportConfig`).
+    zc_max_frags: usize,
     probe: Probe,
 }
 
@@ -473,6 +491,7 @@ impl Ring {
             inflight: 0,
             backlog: VecDeque::new(),
             report_usage: probe.zc_report_usage,
+            zc_max_frags: usize::MAX,
             probe,
         })
     }
@@ -845,6 +864,7 @@ impl Ring {
         let (idx, gen) = self.sends.insert(
             Tx {
                 src,
+                fd,
                 _msg: None,
                 ext_slot,
             },
@@ -876,6 +896,12 @@ impl Ring {
         Ok(kind)
     }
 
+    /// Pages a zero-copy datagram may span; a gather frame over it is sent
+    /// copying.
+    pub(crate) fn set_zc_max_frags(&mut self, n: usize) {
+        self.zc_max_frags = n;
+    }
+
     fn send_gather(&mut self, fd: RawFd, src: TxSource, zc: bool) -> SendKind {
         let [a, b] = src.raw_segments();
         // SAFETY: an all-zero `msghdr` is a valid value.
@@ -887,19 +913,27 @@ impl Ring {
         msg.hdr.msg_iov = msg.iov.as_mut_ptr();
         msg.hdr.msg_iovlen = 2;
         let hdr: *const libc::msghdr = &msg.hdr;
+        // A copying send (over the frag limit) is a plain send to the table.
+        let over = zc && send::zc_frags(&[seg(a), seg(b)]) > self.zc_max_frags;
         let (idx, gen) = self.sends.insert(
             Tx {
                 src,
+                fd,
                 _msg: Some(msg),
                 ext_slot: None,
             },
-            zc,
+            zc && !over,
         );
         let ud = UserData::Send { idx, gen }.to_u64();
-        let (e, kind) = if zc {
+        let (e, kind) = if zc && !over {
             (
                 opcode::SendMsgZc::new(Fd(fd), hdr).build(),
                 SendKind::GatherZc,
+            )
+        } else if over {
+            (
+                opcode::SendMsg::new(Fd(fd), hdr).build(),
+                SendKind::GatherOverFrags,
             )
         } else {
             (
@@ -982,6 +1016,8 @@ impl Ring {
         // External entries whose send completed (applied after the CQ
         // borrow ends: unregistering needs the submitter).
         let mut ext_done: Vec<u16> = Vec::new();
+        // Failed zero-copy sends to re-send copying (after the CQ borrow).
+        let mut retry: Vec<(RawFd, TxSource, i32)> = Vec::new();
         let mut cq = self.uring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -993,6 +1029,13 @@ impl Ring {
                     flags,
                 });
                 continue;
+            };
+            let failed = match ud {
+                UserData::Send { idx, gen } => self
+                    .sends
+                    .zc_failed(idx, gen, res, flags)
+                    .map(|t| (t.fd, t.src.clone())),
+                _ => None,
             };
             let c = match ud {
                 UserData::Recv { sock } => {
@@ -1031,7 +1074,12 @@ impl Ring {
                     Completion::Internal
                 }
                 UserData::Send { idx, gen } => match self.sends.on_cqe(idx, gen, res, flags) {
-                    Ok(s) => {
+                    Ok(mut s) => {
+                        if let Some(t) = failed {
+                            // Not a send error: the copy stands in for it.
+                            s.result = None;
+                            retry.push((t.0, t.1, -res));
+                        }
                         if let Some(r) = &s.released {
                             self.inflight = self.inflight.saturating_sub(1);
                             if let Some(slot) = r.src.ext_slot {
@@ -1053,6 +1101,28 @@ impl Ring {
         for slot in ext_done {
             self.ext_send_done(slot);
         }
+        for (fd, src, errno) in retry {
+            let queued = self.send_copy(fd, src);
+            out.push(Completion::ZcFallback { errno, queued });
+        }
+    }
+
+    /// Re-send `src` copying after its zero-copy send failed. A pool slot
+    /// counts the new send as pending, as the driver does before any send.
+    fn send_copy(&mut self, fd: RawFd, src: TxSource) -> bool {
+        if let Some(b) = src.slot_buf() {
+            if b.slot_begin_send().is_err() {
+                return false;
+            }
+        }
+        let slot = src.slot_buf().cloned();
+        if self.send(fd, src, false).is_ok() {
+            return true;
+        }
+        if let Some(b) = slot {
+            let _ = b.slot_send_done(false);
+        }
+        false
     }
 
     /// Cancel everything and wait (bounded) for the final completions;

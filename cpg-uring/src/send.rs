@@ -124,6 +124,18 @@ impl<S> SendTable<S> {
         Some(p)
     }
 
+    /// The source of send `(idx, generation)` if this CQE is the failed
+    /// result of a zero-copy send: the caller may send a copy of it (a
+    /// zero-copy send can fail where a copying one would not, e.g.
+    /// `EMSGSIZE` when the datagram's pages exceed the skb's fragment
+    /// limit).
+    pub(crate) fn zc_failed(&self, idx: u32, generation: u16, res: i32, flags: u32) -> Option<&S> {
+        let e = self.entries.get(idx as usize)?;
+        let p = e.send.as_ref()?;
+        let failed = res < 0 && !cqueue::notif(flags) && !p.awaiting_notif;
+        (e.generation == generation && p.zc && failed).then_some(&p.src)
+    }
+
     /// A CQE with `user_data` naming send `(idx, generation)`.
     pub(crate) fn on_cqe(
         &mut self,
@@ -179,6 +191,44 @@ impl<S> SendTable<S> {
             notif: false,
         })
     }
+}
+
+/// Log the first zero-copy send that failed and went copying, once per
+/// process: it repeats for every frame of the same shape.
+pub(crate) fn zc_fallback_warn(errno: i32) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::warn!(
+            target: "cpg::transport",
+            "a zero-copy send failed ({}); such frames are sent copying",
+            std::io::Error::from_raw_os_error(errno)
+        );
+    });
+}
+
+/// The kernel's default MAX_SKB_FRAGS.
+const MAX_SKB_FRAGS_DEFAULT: usize = 17;
+
+/// How many pages a zero-copy datagram may span: `net.core.max_skb_frags`
+/// (at most the kernel's MAX_SKB_FRAGS, and by default equal to it), or 17.
+pub(crate) fn max_skb_frags() -> usize {
+    std::fs::read_to_string("/proc/sys/net/core/max_skb_frags")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(MAX_SKB_FRAGS_DEFAULT)
+}
+
+/// The skb frags a zero-copy send of these segments takes: one per page
+/// each segment touches (the kernel pins and attaches user pages one by
+/// one).
+pub(crate) fn zc_frags(segments: &[(usize, usize)]) -> usize {
+    const PAGE: usize = 4096;
+    segments
+        .iter()
+        .filter(|&&(_, len)| len > 0)
+        .map(|&(addr, len)| (addr % PAGE + len).div_ceil(PAGE))
+        .sum()
 }
 
 #[cfg(test)]
@@ -273,6 +323,36 @@ mod tests {
         assert_eq!(c.result, Some(-111));
         assert!(c.released.unwrap().zc);
         assert_eq!(t.live(), 0);
+    }
+
+    #[test]
+    fn a_failed_zc_result_offers_its_source_for_a_copy() {
+        const EMSGSIZE: i32 = 90;
+        let mut t = SendTable::default();
+        let (i, g) = t.insert("zc", true);
+        let (pi, pg) = t.insert("plain", false);
+        // Only the failed result CQE of a zero-copy send, under its generation.
+        assert_eq!(t.zc_failed(i, g, -EMSGSIZE, MORE), Some(&"zc"));
+        assert_eq!(t.zc_failed(i, g.wrapping_add(1), -EMSGSIZE, MORE), None);
+        assert_eq!(t.zc_failed(i, g, 65_507, MORE), None);
+        assert_eq!(t.zc_failed(pi, pg, -EMSGSIZE, 0), None);
+        // The failed send still awaits its notification: no second offer.
+        t.on_cqe(i, g, -EMSGSIZE, MORE).unwrap();
+        assert_eq!(t.zc_failed(i, g, 0, NOTIF), None);
+        assert!(t.on_cqe(i, g, 0, NOTIF).unwrap().released.is_some());
+    }
+
+    #[test]
+    fn zc_frags_counts_the_pages_each_segment_touches() {
+        assert_eq!(zc_frags(&[(0, 0)]), 0);
+        assert_eq!(zc_frags(&[(0, 4096)]), 1);
+        assert_eq!(zc_frags(&[(4095, 2)]), 2);
+        // 65,507 bytes alone fit in 17 pages wherever they start ...
+        assert_eq!(zc_frags(&[(0, 65_507)]), 16);
+        assert_eq!(zc_frags(&[(4095, 65_507)]), 17);
+        // ... behind a header page, an unaligned piece does not.
+        assert_eq!(zc_frags(&[(8192, 100), (0, 65_407)]), 17);
+        assert_eq!(zc_frags(&[(8192, 100), (1000, 65_407)]), 18);
     }
 
     #[test]

@@ -610,6 +610,103 @@ fn send_zc_notif_releases_slots_only_after_notification() {
     );
 }
 
+/// A 65,507-byte gather frame (100 header bytes + a piece starting 1,000
+/// bytes into a page): a zero-copy datagram takes one skb frag per page,
+/// here 1 + 17, over the kernel's MAX_SKB_FRAGS of 17.
+fn over_frags_frame(seq: u32) -> FrameRef<RxBuf> {
+    const LEN: usize = 65_507;
+    const SPLIT: usize = 100;
+    let p = pattern(seq, LEN);
+    let mut bytes: Arc<[u8]> = Arc::from(vec![0u8; LEN - SPLIT + 4096]);
+    let start = (4096 + 1000 - bytes.as_ptr() as usize % 4096) % 4096;
+    // Still unique: written in place, at the address just measured.
+    Arc::get_mut(&mut bytes).expect("unique")[start..start + LEN - SPLIT]
+        .copy_from_slice(&p[SPLIT..]);
+    assert_eq!((bytes.as_ptr() as usize + start) % 4096, 1000);
+    FrameRef::Gather {
+        head: Arc::from(&p[..SPLIT]),
+        buf: RxBuf::from_heap(bytes),
+        range: start..start + LEN - SPLIT,
+    }
+}
+
+/// The kernel refuses these zero-copy sends (EMSGSIZE); each frame must
+/// still arrive, re-sent copying, and no send counts as an error.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_refused_zero_copy_send_is_delivered_by_a_copy() {
+    over_frags(false);
+}
+
+/// The driver sees the same frames are over the frag limit and sends them
+/// copying at once: no `SendMsgZc`, nothing refused.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn a_gather_frame_over_the_frag_limit_is_sent_copying() {
+    over_frags(true);
+}
+
+fn over_frags(predict: bool) {
+    require!();
+    if !cpg_uring::probe().unwrap().sendmsg_zc {
+        eprintln!("SKIP: no SendMsgZc");
+        return;
+    }
+    const N: u32 = 8;
+    let mut ca = config(1, ZeroCopy::Always);
+    if !predict {
+        // Hand every frame to SendMsgZc, to be refused.
+        ca.zc_max_frags = Some(usize::MAX);
+    }
+    let mut ds = cluster(vec![ca, config(2, ZeroCopy::Never)]);
+    let b = ds.pop().unwrap();
+    let a = ds.pop().unwrap();
+    let lb = Arc::new(Mutex::new(Log::default()));
+    let mut ha = TestHost::new(2, 0, Arc::new(Mutex::new(Log::default())));
+    ha.start = (0..N).map(over_frags_frame).collect();
+    let ca = a.counters();
+    let c2 = ca.clone();
+    // Stop once every send (the refused ones and their copies) is released.
+    let notifs = if predict { 0 } else { u64::from(N) };
+    ha.extra_stop = Some(Box::new(move || {
+        let s = c2.snapshot();
+        s.zc_notifications == notifs && s.frames_sent == u64::from(N)
+    }));
+    let hb = TestHost::new(1, N as usize, lb.clone());
+    let (a, _ha, _b, _hb) = run_pair(a, ha, b, hb);
+    let got: Vec<(u32, usize)> = lb
+        .lock()
+        .unwrap()
+        .received
+        .iter()
+        .map(|r| (r.1, r.2))
+        .collect();
+    assert_eq!(got, (0..N).map(|s| (s, 65_507)).collect::<Vec<_>>());
+    assert_eq!(lb.lock().unwrap().bad, 0);
+    let s = ca.snapshot();
+    eprintln!("over MAX_SKB_FRAGS, predict {predict}: {s:?}");
+    assert_eq!(s.send_errors, 0);
+    // The driver's limit is net.core.max_skb_frags (17, the kernel's
+    // default MAX_SKB_FRAGS, TCP's cap): 18 pages are over it, and there the
+    // kernel refuses every SendMsgZc of these.
+    let limit = std::fs::read_to_string("/proc/sys/net/core/max_skb_frags")
+        .ok()
+        .and_then(|f| f.trim().parse::<u64>().ok())
+        .unwrap_or(17);
+    let n = u64::from(N);
+    if predict {
+        let over = if limit < 18 { n } else { 0 };
+        assert_eq!((s.zc_over_frags, s.sends_gather_zc), (over, n - over));
+        assert_eq!(s.zc_fallback_copies, 0);
+    } else {
+        assert_eq!((s.zc_over_frags, s.sends_gather_zc), (0, n));
+        if limit == 17 {
+            assert_eq!(s.zc_fallback_copies, n);
+        }
+    }
+    assert_eq!(a.sends_in_flight(), 0);
+}
+
 #[test]
 #[cfg_attr(miri, ignore)]
 fn fallback_syscalls_exchange() {
