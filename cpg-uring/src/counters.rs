@@ -103,7 +103,8 @@ counters! {
     rx_unknown_source,
     /// Datagrams larger than a receive buffer (dropped).
     rx_truncated,
-    /// Frames sealed (once per frame, whatever the number of peers).
+    /// Datagrams sealed: frames (once per frame, whatever the number of
+    /// peers) and link heartbeats.
     frames_sealed,
     /// Bytes written by sealing (the frames plus their trailers).
     bytes_sealed,

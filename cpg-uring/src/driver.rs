@@ -926,29 +926,21 @@ impl Driver {
             let to_self = matches!(t.dest, Dest::Node(id) if id == self.node_id);
             // Sealed once, then the same datagram to every peer; a frame to
             // this node never leaves the process and stays as it is.
-            let src = match &mut self.seal {
-                Some(seal) if !to_self => match seal.seal(
+            let src = if self.seal.is_some() && !to_self {
+                let dest = match t.dest {
+                    Dest::Node(id) => id,
+                    Dest::AllOthers => cpg_core::seal::DEST_ALL,
+                };
+                match self.seal_datagram(
                     src.segments(),
-                    match t.dest {
-                        Dest::Node(id) => id,
-                        Dest::AllOthers => cpg_core::seal::DEST_ALL,
-                    },
+                    dest,
+                    "sealing a frame (a new epoch could not be persisted)",
                 ) {
-                    Ok(sealed) => {
-                        Counters::inc(&self.counters.frames_sealed);
-                        Counters::add(&self.counters.bytes_sealed, sealed.len() as u64);
-                        TxSource::Heap(sealed)
-                    }
-                    Err(err) => {
-                        Counters::inc(&self.counters.seal_errors);
-                        self.fatal.get_or_insert(DriverError::Io {
-                            what: "sealing a frame (a new epoch could not be persisted)",
-                            err,
-                        });
-                        continue;
-                    }
-                },
-                _ => src,
+                    Some(sealed) => sealed,
+                    None => continue,
+                }
+            } else {
+                src
             };
             if src.len() > cpg_core::limits::FRAME_MAX {
                 Counters::inc(&self.counters.send_errors);
@@ -1015,6 +1007,29 @@ impl Driver {
     }
 
     /// Send to peer `i` over the link the mode picks.
+    /// `segments` sealed for `dest` (a node id or `DEST_ALL`) as one heap
+    /// datagram, counted; `None` without sealing, or after a seal error,
+    /// which stops the loop with `what` as its description.
+    fn seal_datagram(
+        &mut self,
+        segments: [&[u8]; 2],
+        dest: NodeId,
+        what: &'static str,
+    ) -> Option<TxSource> {
+        match self.seal.as_mut()?.seal(segments, dest) {
+            Ok(sealed) => {
+                Counters::inc(&self.counters.frames_sealed);
+                Counters::add(&self.counters.bytes_sealed, sealed.len() as u64);
+                Some(TxSource::Heap(sealed))
+            }
+            Err(err) => {
+                Counters::inc(&self.counters.seal_errors);
+                self.fatal.get_or_insert(DriverError::Io { what, err });
+                None
+            }
+        }
+    }
+
     fn send_to(&mut self, i: usize, src: TxSource) {
         let mode = self.link_mode;
         let Some(p) = self.peers.get_mut(i) else {

@@ -118,19 +118,17 @@ impl Driver {
     /// when sealing is on.
     fn send_heartbeat(&mut self, pi: usize, li: usize, hb: &LinkRepr) {
         let bytes = hb.emit();
-        let src = match &mut self.seal {
-            Some(seal) => match seal.seal([&bytes[..], &[]], hb.receiver) {
-                Ok(sealed) => TxSource::Heap(sealed),
-                Err(err) => {
-                    Counters::inc(&self.counters.seal_errors);
-                    self.fatal.get_or_insert(DriverError::Io {
-                        what: "sealing a heartbeat (a new epoch could not be persisted)",
-                        err,
-                    });
-                    return;
-                }
-            },
-            None => TxSource::Heap(std::sync::Arc::from(&bytes[..])),
+        let src = if self.seal.is_some() {
+            match self.seal_datagram(
+                [&bytes[..], &[]],
+                hb.receiver,
+                "sealing a heartbeat (a new epoch could not be persisted)",
+            ) {
+                Some(sealed) => sealed,
+                None => return,
+            }
+        } else {
+            TxSource::Heap(std::sync::Arc::from(&bytes[..]))
         };
         Counters::inc(&self.counters.link_heartbeats_sent);
         self.send_on(pi, li, src);
