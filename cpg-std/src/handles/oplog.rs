@@ -71,11 +71,13 @@ impl OpLog {
         }
     }
 
-    /// After the engine ran: a token loss it counted since the last call.
-    pub(crate) fn on_stats(&mut self, stats: &Stats, token_ms: u64) {
+    /// After the engine ran: a token loss it counted since the last call
+    /// (naming the effective token timeout of `config`).
+    pub(crate) fn on_stats(&mut self, stats: &Stats, config: &cpg_core::limits::Config) {
         let lost = stats.token_losses_operational + stats.token_losses_recovery;
         if lost > self.token_losses {
             self.token_losses = lost;
+            let token_ms = config.token_effective().as_millis();
             log::warn!(
                 target: TARGET_TOTEM,
                 "Token has not been received in {token_ms} ms; a processor failed, forming new configuration (token lost {lost} times)"

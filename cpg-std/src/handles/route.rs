@@ -86,8 +86,8 @@ impl<F: FrameBuf + Send + Sync + 'static> Locked<F> {
                 break;
             }
         }
-        let token_ms = self.engine.config().token_effective().as_millis();
-        self.oplog.on_stats(self.engine.stats(), token_ms);
+        self.oplog
+            .on_stats(self.engine.stats(), self.engine.config());
         if !self.defer_kicks {
             self.dirty.kick();
         }
