@@ -20,27 +20,8 @@ fn socket(id: u32) -> PathBuf {
     std::env::temp_dir().join(format!("cpg-status-{}-{id}.sock", std::process::id()))
 }
 
-/// `cpgtool status ARGS`'s stdout (it must succeed).
-fn cpgtool_status(args: &[&str]) -> String {
-    let out = std::process::Command::new(cpgtool_exe())
-        .arg("status")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run cpgtool status");
-    assert!(out.status.success(), "cpgtool status {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn json_of(sock: &Path) -> Value {
-    let s = sock.display().to_string();
-    serde_json::from_str(&cpgtool_status(&["--node", &s, "--json"])).expect("one JSON object")
-}
-
-fn counter(v: &Value, name: &str) -> u64 {
-    v["counters"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{name} in {v}"))
+    cpgtool_status_json(&["--node", &sock.display().to_string()])
 }
 
 #[test]
@@ -97,7 +78,7 @@ fn status_of_embedded_nodes_and_the_membership_line_after_a_kill() {
         assert!(l["addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
     }
     for name in cpg_core::ipc::StatusCounters::NAMES {
-        counter(&v, name);
+        status_counter(&v, name);
     }
     let report: StatusReport = serde_json::from_value(v.clone()).unwrap();
     assert_eq!(
@@ -120,15 +101,18 @@ fn status_of_embedded_nodes_and_the_membership_line_after_a_kill() {
         "deliveries",
     ] {
         assert!(
-            counter(&after, name) > counter(&v, name),
+            status_counter(&after, name) > status_counter(&v, name),
             "{name}: {} then {}",
-            counter(&v, name),
-            counter(&after, name)
+            status_counter(&v, name),
+            status_counter(&after, name)
         );
     }
-    assert!(counter(&after, "deliveries") >= 300);
-    assert!(counter(&after, "sends_copy") + counter(&after, "sends_zc") > 0);
-    assert_eq!(counter(&after, "ring_changes"), counter(&v, "ring_changes"));
+    assert!(status_counter(&after, "deliveries") >= 300);
+    assert!(status_counter(&after, "sends_copy") + status_counter(&after, "sends_zc") > 0);
+    assert_eq!(
+        status_counter(&after, "ring_changes"),
+        status_counter(&v, "ring_changes")
+    );
 
     // the text view
     let s1 = socket(1).display().to_string();
@@ -187,5 +171,5 @@ fn status_of_embedded_nodes_and_the_membership_line_after_a_kill() {
     assert!(token_lost, "a survivor logged the token loss");
     let v = json_of(&socket(1));
     assert_eq!(v["members"].as_array().unwrap().len(), 2);
-    assert!(counter(&v, "ring_changes") > counter(&after, "ring_changes"));
+    assert!(status_counter(&v, "ring_changes") > status_counter(&after, "ring_changes"));
 }

@@ -6,91 +6,17 @@
 //! NODEDOWN for its clients' members on the others and LIBRARY for its
 //! own clients; a restarted cpgd serves new clients.
 
+mod daemons;
 #[path = "../../cpg-std/tests/common/procs.rs"]
 mod procs;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cpg_std::config::ConfigFile;
 use cpg_std::cpgtool_proto::{Command, Guarantee, Reply, Status, Stream};
 use cpg_std::{CsError, Reason};
+use daemons::Daemons;
 use procs::*;
-
-/// The cpgd processes of a test, one per node, each with its own socket.
-struct Daemons {
-    dir: PathBuf,
-    file: ConfigFile,
-    procs: Vec<Option<Child>>,
-}
-
-impl Daemons {
-    fn start(name: &str, n: u32, tweak: impl FnOnce(&mut ConfigFile)) -> Daemons {
-        let dir = std::env::temp_dir().join(format!("cpgd-procs-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut file = ConfigFile::new(name, &local_nodes(n as usize));
-        file.state_dir = dir.join("state");
-        file.totem.token_ms = Some(2000);
-        file.totem.token_coefficient_ms = Some(0);
-        tweak(&mut file);
-        let mut d = Daemons {
-            dir,
-            file,
-            procs: (0..n).map(|_| None).collect(),
-        };
-        for id in 1..=n {
-            d.spawn(id);
-        }
-        d
-    }
-
-    fn socket(&self, id: u32) -> PathBuf {
-        self.dir.join(format!("cpgd-{id}.sock"))
-    }
-
-    fn config(&self, id: u32) -> PathBuf {
-        self.dir.join(format!("cpgd-{id}.toml"))
-    }
-
-    /// Start (or restart) daemon `id` and wait until it accepts.
-    fn spawn(&mut self, id: u32) {
-        let mut f = self.file.clone();
-        f.ipc.socket = self.socket(id);
-        std::fs::write(self.config(id), f.to_toml()).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cpgd"))
-            .arg("--config")
-            .arg(self.config(id))
-            .args(["--nodeid", &id.to_string(), "--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn cpgd");
-        self.procs[id as usize - 1] = Some(child);
-        let end = Instant::now() + DEADLINE;
-        while std::os::unix::net::UnixStream::connect(self.socket(id)).is_err() {
-            assert!(Instant::now() < end, "cpgd {id} never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self, id: u32) {
-        let mut c = self.procs[id as usize - 1].take().expect("running");
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-}
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for c in self.procs.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Client processes: `cpgtool node --daemon SOCKET`, ids from 1.
 fn clients(name: &str) -> Procs {

@@ -4,109 +4,20 @@
 //! asked), counters that move with traffic, `--json` with the right keys;
 //! a SIGKILLed cpgd is `Members left: 2` in the survivor's membership line.
 
+mod daemons;
 #[path = "../../cpg-std/tests/common/procs.rs"]
 mod procs;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::Instant;
 
-use cpg_std::config::ConfigFile;
 use cpg_std::cpgtool_proto::{Command, Stream};
+use daemons::Daemons;
 use procs::*;
 use serde_json::Value;
 
-struct Daemons {
-    dir: PathBuf,
-    procs: Vec<Option<Child>>,
-}
-
-impl Daemons {
-    fn start(name: &str, n: u32) -> Daemons {
-        let dir = std::env::temp_dir().join(format!("cpgd-status-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut file = ConfigFile::new(name, &local_nodes(n as usize));
-        file.state_dir = dir.join("state");
-        file.totem.token_ms = Some(2000);
-        file.totem.token_coefficient_ms = Some(0);
-        let mut d = Daemons {
-            dir,
-            procs: Vec::new(),
-        };
-        for id in 1..=n {
-            let mut f = file.clone();
-            f.ipc.socket = d.socket(id);
-            let config = d.dir.join(format!("cpgd-{id}.toml"));
-            std::fs::write(&config, f.to_toml()).unwrap();
-            let log = std::fs::File::create(d.log_path(id)).unwrap();
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_cpgd"))
-                .arg("--config")
-                .arg(&config)
-                .args(["--nodeid", &id.to_string(), "--log-level", "info"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn cpgd");
-            d.procs.push(Some(child));
-            let end = Instant::now() + DEADLINE;
-            while std::os::unix::net::UnixStream::connect(d.socket(id)).is_err() {
-                assert!(Instant::now() < end, "cpgd {id} never listened");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-        d
-    }
-
-    fn socket(&self, id: u32) -> PathBuf {
-        self.dir.join(format!("cpgd-{id}.sock"))
-    }
-
-    fn log_path(&self, id: u32) -> PathBuf {
-        self.dir.join(format!("cpgd-{id}.log"))
-    }
-
-    fn log(&self, id: u32) -> String {
-        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
-    }
-
-    fn kill(&mut self, id: u32) {
-        let mut c = self.procs[id as usize - 1].take().expect("running");
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-}
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for c in self.procs.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn status(args: &[&str]) -> String {
-    let out = std::process::Command::new(cpgtool_exe())
-        .arg("status")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run cpgtool status");
-    assert!(out.status.success(), "cpgtool status {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn json_of(sock: &Path) -> Value {
-    let s = sock.display().to_string();
-    serde_json::from_str(&status(&["--daemon", &s, "--json"])).expect("one JSON object")
-}
-
-fn counter(v: &Value, name: &str) -> u64 {
-    v["counters"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{name} in {v}"))
+    cpgtool_status_json(&["--daemon", &sock.display().to_string()])
 }
 
 fn members(v: &Value) -> Vec<u64> {
@@ -120,7 +31,7 @@ fn members(v: &Value) -> Vec<u64> {
 
 #[test]
 fn status_of_cpgd_with_two_clients_and_the_membership_line_after_a_kill() {
-    let mut d = Daemons::start("status", 2);
+    let mut d = Daemons::start_logged("status", 2);
     let mut p = Procs::start("status-clients", 0, |_| {});
     for c in 1..=2 {
         let at = p.mark();
@@ -154,12 +65,12 @@ fn status_of_cpgd_with_two_clients_and_the_membership_line_after_a_kill() {
         }
     }
     for name in cpg_core::ipc::StatusCounters::NAMES {
-        counter(&v, name);
+        status_counter(&v, name);
     }
     // the two clients (and the asking connection) are handles of cpgd 1
-    assert!(counter(&v, "handles") >= 2, "{v}");
-    assert!(counter(&v, "ipc_connections") >= 2, "{v}");
-    assert!(counter(&v, "ipc_accepted") >= 2, "{v}");
+    assert!(status_counter(&v, "handles") >= 2, "{v}");
+    assert!(status_counter(&v, "ipc_connections") >= 2, "{v}");
+    assert!(status_counter(&v, "ipc_accepted") >= 2, "{v}");
 
     let at = p.mark();
     p.send(1, &Command::Stream(Stream::new(300, 1000)));
@@ -174,16 +85,16 @@ fn status_of_cpgd_with_two_clients_and_the_membership_line_after_a_kill() {
         "deliveries",
     ] {
         assert!(
-            counter(&after, name) > counter(&v, name),
+            status_counter(&after, name) > status_counter(&v, name),
             "{name}: {} then {}",
-            counter(&v, name),
-            counter(&after, name)
+            status_counter(&v, name),
+            status_counter(&after, name)
         );
     }
     // the node delivered all 300 (once each, however many handles)
-    assert!(counter(&after, "deliveries") >= 300, "{after}");
+    assert!(status_counter(&after, "deliveries") >= 300, "{after}");
     let s1 = d.socket(1).display().to_string();
-    let text = status(&["--daemon", &s1]);
+    let text = cpgtool_status(&["--daemon", &s1]);
     for want in [
         "Local node ID 1, cluster status (cpgd)",
         "LINK ID 0",

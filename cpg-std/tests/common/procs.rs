@@ -48,6 +48,32 @@ pub fn cpgtool_exe() -> PathBuf {
     exe
 }
 
+/// `cpgtool status ARGS`'s stdout (it must succeed).
+pub fn cpgtool_status(args: &[&str]) -> String {
+    let out = std::process::Command::new(cpgtool_exe())
+        .arg("status")
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cpgtool status");
+    assert!(out.status.success(), "cpgtool status {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `cpgtool status ARGS --json`, parsed.
+pub fn cpgtool_status_json(args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    serde_json::from_str(&cpgtool_status(&a)).expect("one JSON object")
+}
+
+/// Counter `name` of a `cpgtool status --json` object (it must be there).
+pub fn status_counter(v: &serde_json::Value, name: &str) -> u64 {
+    v["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {v}"))
+}
+
 pub struct NodeProc {
     pub child: Child,
     stdin: ChildStdin,
