@@ -227,14 +227,7 @@ fn run(
     if let Err(e) = run_inner(cpgtool, links, &dir, tweak, during, &mut rep, &mut log) {
         rep.failures.push(e);
     }
-    if rep.passed() {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else if let Some(log) = log {
-        let path = dir.join("log.txt");
-        if log.dump(&path).is_ok() {
-            rep.logs = Some(path);
-        }
-    }
+    rep.logs = super::run::keep_or_clean(&dir, rep.passed(), log);
     rep
 }
 

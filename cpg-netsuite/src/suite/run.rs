@@ -40,15 +40,23 @@ pub fn run_phase(opts: &Options, phase: Phase) -> PhaseReport {
     if let Err(e) = run_inner(opts, phase, &dir, &mut rep, &mut log) {
         rep.failures.push(e);
     }
-    if rep.passed() && !opts.keep_logs {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else if let Some(log) = log {
-        let path = dir.join("log.txt");
-        if log.dump(&path).is_ok() {
-            rep.logs = Some(path);
-        }
-    }
+    rep.logs = keep_or_clean(&dir, rep.passed() && !opts.keep_logs, log);
     rep
+}
+
+/// A run's end: its directory removed (`clean`), or its log written there
+/// as `log.txt`, whose path is returned.
+pub(super) fn keep_or_clean(
+    dir: &Path,
+    clean: bool,
+    log: Option<crate::cluster::Log>,
+) -> Option<PathBuf> {
+    if clean {
+        let _ = std::fs::remove_dir_all(dir);
+        return None;
+    }
+    let path = dir.join("log.txt");
+    log?.dump(&path).ok().map(|_| path)
 }
 
 /// Sides of a partition: (the majority, the part cut off).
