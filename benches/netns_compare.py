@@ -80,16 +80,22 @@ def cleanup():
             pass
     live_procs.clear()
     for ns in list(live_ns):
-        for pid in ns_pids(ns):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        run("ip", "netns", "delete", ns, check=False)
-        live_ns.remove(ns)
+        delete_ns(ns)
     for d in tmp_dirs:
         shutil.rmtree(d, ignore_errors=True)
     tmp_dirs.clear()
+
+
+def delete_ns(ns):
+    """SIGKILL what runs in namespace `ns`, then delete it."""
+    for pid in ns_pids(ns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    run("ip", "netns", "delete", ns, check=False)
+    if ns in live_ns:
+        live_ns.remove(ns)
 
 
 def on_signal(sig, _frame):
@@ -133,14 +139,7 @@ class Topology:
 
     def destroy(self):
         for ns in [self.ns(i) for i in range(1, self.n + 1)] + [self.br]:
-            for pid in ns_pids(ns):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            run("ip", "netns", "delete", ns, check=False)
-            if ns in live_ns:
-                live_ns.remove(ns)
+            delete_ns(ns)
 
 
 # ------------------------------------------------------------------ child processes

@@ -67,6 +67,14 @@ def errors_of(rows):
                    for r in rows if r.get("error")})
 
 
+def append_errors(out, rows):
+    errs = errors_of(rows)
+    if errs:
+        out.append("")
+        out.append("Rows that failed (kept, not dropped):")
+        out.extend("- " + e for e in errs)
+
+
 def meta_lines(metas):
     out = []
     for m in metas:
@@ -127,11 +135,7 @@ def compare_report(rows, metas):
             summary.append({"crypto": crypto, "mtu": mtu, "row": "64 B round trip p99", "ratio": ratio,
                             "target": 2.0, "ours": ours and ours["p99"], "corosync": bt and bt["p99"],
                             "corosync_system": bt and bt["system"]})
-    errs = errors_of(rows)
-    if errs:
-        out.append("")
-        out.append("Rows that failed (kept, not dropped):")
-        out.extend("- " + e for e in errs)
+    append_errors(out, rows)
     lost = [r for r in rows if (r.get("lost") or 0) > 0]
     if lost:
         out.append("")
@@ -246,11 +250,7 @@ def scaling_report(rows, metas):
         srow.update({"rotation_us": rot, "failover_ours_ms": fo_o, "failover_cs_ms": fo_c, "formula_ms": formula})
         summ.append(srow)
         out.append("| %d | %s |" % (n, " | ".join(cells)))
-    errs = errors_of(rows)
-    if errs:
-        out.append("")
-        out.append("Rows that failed (kept, not dropped):")
-        out.extend("- " + e for e in errs)
+    append_errors(out, rows)
     lost = [r for r in tp if (r.get("lost") or 0) > 0]
     if lost:
         out.append("")
