@@ -324,6 +324,61 @@ pub struct Reply<'a> {
     pub result: Result<ReplyBody<'a>, CsError>,
 }
 
+/// A `DELIVER` body read in place: [`Event::Deliver`] with the group name
+/// left as the body's bytes, for a reader that keeps one copy of the name
+/// across many deliveries (a client's hot path) instead of a
+/// [`GroupName`] per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverHead<'a> {
+    /// The group name's bytes (at most 128).
+    pub group: &'a [u8],
+    /// The sending process.
+    pub sender: MemberAddr,
+    /// Bytes of the whole message.
+    pub total_len: u32,
+    /// The first piece.
+    pub piece: &'a [u8],
+}
+
+impl<'a> DeliverHead<'a> {
+    /// Parse a `DELIVER` body (flags checked by the caller: none).
+    ///
+    /// # Errors
+    /// As [`Event::Deliver`] in [`Message::parse`]: length errors,
+    /// [`MsgError::Reserved`], [`MsgError::NameTooLong`],
+    /// [`MsgError::Malformed`] (node id 0, a piece longer than its
+    /// message, an empty first piece of a non-empty message).
+    pub fn parse(body: &'a [u8]) -> Result<DeliverHead<'a>, MsgError> {
+        check_len(body, deliver::PIECE)?;
+        check_zero(body, deliver::RESERVED)?;
+        let name_len = get_name_len(body, deliver::NAME_LEN)?;
+        let name_at = body
+            .len()
+            .checked_sub(name_len)
+            .filter(|&at| at >= deliver::PIECE)
+            .ok_or(MsgError::LengthMismatch)?;
+        let group = body.get(name_at..).ok_or(MsgError::LengthMismatch)?;
+        let piece = body.get(deliver::PIECE..name_at).unwrap_or(&[]);
+        let sender = MemberAddr {
+            nodeid: get_u32(body, deliver::NODE_ID),
+            pid: get_u32(body, deliver::PID),
+        };
+        let total_len = get_u32(body, deliver::TOTAL_LEN);
+        if sender.nodeid == 0
+            || (piece.len() as u64) > u64::from(total_len)
+            || (piece.is_empty() && total_len > 0)
+        {
+            return Err(MsgError::Malformed);
+        }
+        Ok(DeliverHead {
+            group,
+            sender,
+            total_len,
+            piece,
+        })
+    }
+}
+
 /// An event record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event<'a> {
@@ -621,32 +676,12 @@ impl<'a> Message<'a> for Event<'a> {
         match kind {
             EventKind::Reply => parse_reply(body).map(Event::Reply),
             EventKind::Deliver => {
-                check_len(body, deliver::PIECE)?;
-                check_zero(body, deliver::RESERVED)?;
-                let name_len = get_name_len(body, deliver::NAME_LEN)?;
-                let name_at = body
-                    .len()
-                    .checked_sub(name_len)
-                    .filter(|&at| at >= deliver::PIECE)
-                    .ok_or(MsgError::LengthMismatch)?;
-                let group = get_name(body, name_at, name_len)?;
-                let piece = body.get(deliver::PIECE..name_at).unwrap_or(&[]);
-                let sender = MemberAddr {
-                    nodeid: get_u32(body, deliver::NODE_ID),
-                    pid: get_u32(body, deliver::PID),
-                };
-                let total_len = get_u32(body, deliver::TOTAL_LEN);
-                if sender.nodeid == 0
-                    || (piece.len() as u64) > u64::from(total_len)
-                    || (piece.is_empty() && total_len > 0)
-                {
-                    return Err(MsgError::Malformed);
-                }
+                let d = DeliverHead::parse(body)?;
                 Ok(Event::Deliver {
-                    group,
-                    sender,
-                    total_len,
-                    piece,
+                    group: GroupName::new(d.group).map_err(|_| MsgError::NameTooLong)?,
+                    sender: d.sender,
+                    total_len: d.total_len,
+                    piece: d.piece,
                 })
             }
             EventKind::DeliverMore => {

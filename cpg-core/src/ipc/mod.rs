@@ -73,7 +73,7 @@ pub mod status;
 pub mod wake;
 
 pub use codec::{emit_record, parse_record, record_bytes_len, Message, MsgError};
-pub use event::{ConfchgParts, Event, EventKind, Reply, ReplyBody};
+pub use event::{ConfchgParts, DeliverHead, Event, EventKind, Reply, ReplyBody};
 pub use header::{ConnLayout, LayoutError};
 pub use list::{Entry, IterEntries, IterEntriesIter, IterEntry, List, ListIter};
 pub use pieces::{Assembly, PieceError, Split};

@@ -13,8 +13,9 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 
-use cpg_core::ipc::{Assembly, Event, Message, Welcome};
+use cpg_core::ipc::{Assembly, DeliverHead, Event, EventKind, Message, Welcome};
 use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
 
 use super::conn::{ClientNode, Fds, State};
@@ -29,6 +30,14 @@ use crate::handles::route::MODEL_V1_DELIVER_INITIAL_TOTEM_CONF;
 /// daemon cannot make this process allocate without bound.
 const CONFCHG_ENTRIES_MAX: usize = 1 << 20;
 
+/// Message buffers kept for reuse after their delivery was dispatched, and
+/// the most bytes they may hold together: a stream of deliveries then
+/// allocates nothing (and a large one is not mapped, faulted in and
+/// unmapped again for every message), while an idle handle keeps at most
+/// this much.
+const SPARE_BUFFERS_MAX: usize = 32;
+const SPARE_BYTES_MAX: usize = 16 << 20;
+
 /// A group membership change, its parts joined.
 pub(super) struct ConfChgOwned {
     group: GroupName,
@@ -40,14 +49,16 @@ pub(super) struct ConfChgOwned {
 /// An event of the handle's queue, read out of the event ring.
 pub(super) enum ClientEvent {
     Deliver {
-        group: GroupName,
+        /// Shared with the deliveries before and after it (one group per
+        /// handle at a time): an event stays small to queue and move.
+        group: Arc<GroupName>,
         sender: MemberAddr,
         /// The record body (a message in one piece) or the reassembled
         /// message; the message is `msg` of it.
         body: Vec<u8>,
         msg: Range<usize>,
     },
-    ConfChg(ConfChgOwned),
+    ConfChg(Box<ConfChgOwned>),
     Totem(RingId, Vec<NodeId>),
 }
 
@@ -118,7 +129,13 @@ pub(super) struct Events {
     /// whose bytes from `.3` on are the message so far (the first record's
     /// body, its header kept in front and its group name cut off, so the
     /// first piece is never copied a second time).
-    partial: Option<(GroupName, MemberAddr, Vec<u8>, usize)>,
+    partial: Option<(Arc<GroupName>, MemberAddr, Vec<u8>, usize)>,
+    /// The group of the last delivery, shared by the next ones of it.
+    group: Option<Arc<GroupName>>,
+    /// Buffers of dispatched deliveries, for the next records (see
+    /// [`SPARE_BUFFERS_MAX`]); `spare_bytes` is their capacity.
+    spare: Vec<Vec<u8>>,
+    spare_bytes: usize,
     /// A confchg in parts (MORE), until its last part.
     parts: Option<ConfChgOwned>,
     join: JoinState,
@@ -157,6 +174,9 @@ impl Events {
             bytes_max: 2 * (2 * message_max + (64 << 10)) + w.event_capacity as usize,
             asm: Assembly::new(),
             partial: None,
+            group: None,
+            spare: Vec::new(),
+            spare_bytes: 0,
             parts: None,
             join: JoinState::None,
             join_inflight: None,
@@ -188,6 +208,46 @@ impl Events {
             return Err("undispatched events over the handle's bound");
         }
         Ok(())
+    }
+
+    /// A buffer for the next record: a dispatched delivery's, or new.
+    fn buffer(&mut self) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(b) => {
+                self.spare_bytes -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Keep a dispatched event's buffer for a later record, within
+    /// [`SPARE_BUFFERS_MAX`] and [`SPARE_BYTES_MAX`].
+    pub(super) fn recycle(&mut self, ev: ClientEvent) {
+        if let ClientEvent::Deliver { mut body, .. } = ev {
+            let cap = body.capacity();
+            if cap > 0
+                && self.spare.len() < SPARE_BUFFERS_MAX
+                && self.spare_bytes + cap <= SPARE_BYTES_MAX
+            {
+                body.clear();
+                self.spare_bytes += cap;
+                self.spare.push(body);
+            }
+        }
+    }
+
+    /// The group named `name`, shared with the last delivery's if it is
+    /// the same.
+    fn group_of(&mut self, name: &[u8]) -> Result<Arc<GroupName>, &'static str> {
+        match &self.group {
+            Some(g) if g.as_bytes() == name => Ok(Arc::clone(g)),
+            _ => {
+                let g = Arc::new(GroupName::new(name).map_err(|_| "malformed event")?);
+                self.group = Some(Arc::clone(&g));
+                Ok(g)
+            }
+        }
     }
 
     /// Drop every queued and partial event (evicted, dead, finalized).
@@ -317,7 +377,7 @@ impl State {
                 return false;
             }
         }
-        let mut body = Vec::new();
+        let mut body = self.ev.buffer();
         while self.conn.is_some() {
             if self.ev.partial.is_some() {
                 // the next piece of a delivery goes straight from the ring
@@ -330,6 +390,10 @@ impl State {
                         return true;
                     }
                 }
+            }
+            if body.capacity() == 0 {
+                // the last record's buffer went into the queue
+                body = self.ev.buffer();
             }
             let Some(c) = self.conn.as_mut() else {
                 break;
@@ -353,6 +417,10 @@ impl State {
                     return true;
                 }
             }
+        }
+        if body.capacity() > 0 {
+            self.ev.spare_bytes += body.capacity();
+            self.ev.spare.push(body);
         }
         // records are copied out: their room goes back at once
         if let Some(c) = self.conn.as_mut() {
@@ -413,6 +481,12 @@ impl State {
 
     /// One record (its body in `body`, which a delivery in one piece keeps).
     fn on_record(&mut self, kind: u16, flags: u16, body: &mut Vec<u8>) -> Result<(), &'static str> {
+        if kind == EventKind::Deliver as u16 {
+            if flags != 0 {
+                return Err("malformed event");
+            }
+            return self.on_deliver(body);
+        }
         let ev = Event::parse(kind, flags, body).map_err(|_| "malformed event")?;
         let ev_state = &mut self.ev;
         match ev {
@@ -423,44 +497,8 @@ impl State {
                 self.evicted = true;
                 ev_state.clear();
             }
-            Event::Deliver {
-                group,
-                sender,
-                total_len,
-                piece,
-            } => {
-                ev_state.initial_totem_next = false;
-                if ev_state.parts.is_some() {
-                    return Err("a delivery between a confchg's parts");
-                }
-                if total_len as usize > ev_state.message_max {
-                    return Err("a delivery above the largest message");
-                }
-                let p = ev_state
-                    .asm
-                    .first(0, total_len, piece.len())
-                    .map_err(|_| "a delivery between another's pieces")?;
-                if p.complete {
-                    // `piece` lies in `body`: keep the body, no second copy
-                    let start = piece.as_ptr() as usize - body.as_ptr() as usize;
-                    let msg = start..start + piece.len();
-                    ev_state.push(ClientEvent::Deliver {
-                        group,
-                        sender,
-                        body: std::mem::take(body),
-                        msg,
-                    })?;
-                } else {
-                    // the body becomes the buffer: the piece stays where it
-                    // lies, the group name behind it goes, the rest follows
-                    let start = piece.as_ptr() as usize - body.as_ptr() as usize;
-                    let plen = piece.len();
-                    let mut buf = std::mem::take(body);
-                    buf.truncate(start + plen);
-                    buf.reserve_exact(total_len as usize - plen);
-                    ev_state.partial = Some((group, sender, buf, start));
-                }
-            }
+            // read by `on_deliver`
+            Event::Deliver { .. } => return Err("malformed event"),
             Event::DeliverMore { piece } => {
                 ev_state.initial_totem_next = false;
                 let p = ev_state
@@ -516,7 +554,7 @@ impl State {
                 }
                 let c = ev_state.parts.take().expect("inserted above");
                 let own_join = ev_state.on_confchg(&c);
-                ev_state.push(ClientEvent::ConfChg(c))?;
+                ev_state.push(ClientEvent::ConfChg(Box::new(c)))?;
                 ev_state.initial_totem_next =
                     own_join && ev_state.flags & MODEL_V1_DELIVER_INITIAL_TOTEM_CONF != 0;
             }
@@ -532,6 +570,49 @@ impl State {
                     ev_state.push(ClientEvent::Totem(ring_id, members.iter().collect()))?;
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// A `DELIVER` record (its body in `body`, which a delivery in one
+    /// piece keeps as its buffer): read in place, its group shared with
+    /// the deliveries before it.
+    fn on_deliver(&mut self, body: &mut Vec<u8>) -> Result<(), &'static str> {
+        let d = DeliverHead::parse(body).map_err(|_| "malformed event")?;
+        let ev_state = &mut self.ev;
+        ev_state.initial_totem_next = false;
+        if ev_state.parts.is_some() {
+            return Err("a delivery between a confchg's parts");
+        }
+        if d.total_len as usize > ev_state.message_max {
+            return Err("a delivery above the largest message");
+        }
+        let p = ev_state
+            .asm
+            .first(0, d.total_len, d.piece.len())
+            .map_err(|_| "a delivery between another's pieces")?;
+        let group = ev_state.group_of(d.group)?;
+        let sender = d.sender;
+        // `piece` lies in `body`: the body is kept, never copied again
+        let start = d.piece.as_ptr() as usize - body.as_ptr() as usize;
+        let plen = d.piece.len();
+        let total = d.total_len as usize;
+        if p.complete {
+            ev_state.push(ClientEvent::Deliver {
+                group,
+                sender,
+                body: std::mem::take(body),
+                msg: start..start + plen,
+            })?;
+        } else {
+            // the body becomes the buffer: the piece stays where it lies,
+            // the group name behind it goes, the rest follows
+            let mut buf = std::mem::take(body);
+            buf.truncate(start + plen);
+            buf.reserve_exact(total - plen);
+            ev_state.partial = Some((group, sender, buf, start));
         }
         Ok(())
     }
@@ -591,11 +672,14 @@ impl DispatchOps for ClientNode {
                 let mut cb = crate::lock(&callbacks);
                 sink.event(&mut *cb, ev.view());
             }
-            drop(ev);
             done += 1;
-            // finalized (BAD_HANDLE), evicted or the daemon gone (LIBRARY)
-            if let Some(e) = self.lock().gate() {
-                return Err(e);
+            {
+                let mut g = self.lock();
+                g.ev.recycle(ev);
+                // finalized (BAD_HANDLE), evicted or the daemon gone (LIBRARY)
+                if let Some(e) = g.gate() {
+                    return Err(e);
+                }
             }
             if done >= mode.limit {
                 return Ok(());

@@ -802,6 +802,28 @@ proptest! {
         }
     }
 
+    /// The in-place `DELIVER` reader agrees with `Event::parse` on every
+    /// body: the same fields, the same refusals.
+    #[test]
+    fn deliver_head_agrees_with_event_parse(head in vec(0u8..4, 0..20), name_len in 0u8..140, tail in vec(any::<u8>(), 0..160)) {
+        let mut body = head;
+        if body.len() > deliver::NAME_LEN {
+            body[deliver::NAME_LEN] = name_len;
+        }
+        body.extend_from_slice(&tail);
+        let kind = EventKind::Deliver as u16;
+        match (Event::parse(kind, 0, &body), DeliverHead::parse(&body)) {
+            (Ok(Event::Deliver { group, sender, total_len, piece }), Ok(d)) => {
+                prop_assert_eq!(group.as_bytes(), d.group);
+                prop_assert_eq!(sender, d.sender);
+                prop_assert_eq!(total_len, d.total_len);
+                prop_assert_eq!(piece, d.piece);
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "Event::parse {:?}, DeliverHead::parse {:?}", a, b),
+        }
+    }
+
     #[test]
     fn replies_with_small_words_never_panic(op in 0x0201u16..0x020F, words in vec(0u32..3, 0..12)) {
         let mut body = u32s(&[7, 1]);
