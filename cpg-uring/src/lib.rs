@@ -15,7 +15,7 @@
 //! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`]; `driver/peers` its (peer, link) table and sockets, `driver/heartbeat` its link heartbeats | no |
 //! | `links` | redundant links: [`LinkSpec`], [`LinkMode`], [`LinkPing`], the heartbeat state machine, the choice of link, [`LinkStatus`] | no |
 //! | `counters` | [`Counters`] | no |
-//! | `spin` | the adaptive spin before the loop sleeps ([`SPIN_DEFAULT`]) | no |
+//! | `spin` | the adaptive spin before a loop sleeps ([`Spin`], [`SPIN_DEFAULT`]; cpgd's epoll loop uses it too) | no |
 //!
 //! The crate knows nothing about groups or message meaning: a [`Host`]
 //! (in `cpg-std`, an engine behind a mutex) turns inputs into outputs.
@@ -58,5 +58,5 @@ pub use pmtu::{path_mtu, socket_path_mtu};
 pub use ring::{probe, Probe};
 pub use seal::{EpochSource, RingAesGcm, SealSpec};
 pub use socket::SOCKET_BUFFER_BYTES;
-pub use spin::SPIN_DEFAULT;
+pub use spin::{Spin, SPIN_DEFAULT};
 pub use waker::Waker;

@@ -24,13 +24,14 @@ pub const HOT_FACTOR: u32 = 4;
 
 /// The spin policy of one loop.
 #[derive(Debug, Clone)]
-pub(crate) struct Spin {
+pub struct Spin {
     budget: Duration,
     hot: bool,
 }
 
 impl Spin {
-    pub(crate) fn new(budget: Duration) -> Spin {
+    /// A loop's policy with `budget` (zero: never spin); not hot yet.
+    pub fn new(budget: Duration) -> Spin {
         Spin { budget, hot: false }
     }
 
@@ -41,12 +42,12 @@ impl Spin {
     }
 
     /// Whether the next wait should spin first.
-    pub(crate) fn should_spin(&self) -> bool {
+    pub fn should_spin(&self) -> bool {
         self.hot && !self.budget.is_zero()
     }
 
     /// The last wait (spin included) took `waited`.
-    pub(crate) fn waited(&mut self, waited: Duration) {
+    pub fn waited(&mut self, waited: Duration) {
         self.hot = waited <= self.budget.saturating_mul(HOT_FACTOR);
     }
 
@@ -56,7 +57,7 @@ impl Spin {
     ///
     /// # Errors
     /// `ready`'s.
-    pub(crate) fn spin<E>(&self, mut ready: impl FnMut() -> Result<bool, E>) -> Result<bool, E> {
+    pub fn spin<E>(&self, mut ready: impl FnMut() -> Result<bool, E>) -> Result<bool, E> {
         let start = Instant::now();
         loop {
             if ready()? {

@@ -381,6 +381,16 @@ impl Loop {
     fn run(&mut self, stop: &AtomicBool) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         let mut ready: Vec<u64> = Vec::new();
+        // While traffic is recent, poll the set for a short while before
+        // sleeping: a request and the engine's answer to it each come a few
+        // microseconds apart, and every sleep between them is a wake-up
+        // (tens of microseconds) on the message's round trip. An idle
+        // daemon's waits run to its timers, so it never spins.
+        let mut spin = cpg_uring::Spin::new(cpg_uring::SPIN_DEFAULT);
+        let no_wait = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         while !stop.load(Ordering::Acquire) {
             let timeout = self.timeout();
             events.clear();
@@ -388,17 +398,32 @@ impl Loop {
                 tv_sec: d.as_secs() as i64,
                 tv_nsec: i64::from(d.subsec_nanos()),
             });
-            match epoll::wait(
-                &self.epoll,
-                rustix::buffer::spare_capacity(&mut events),
-                ts.as_ref(),
-            ) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => {
-                    log::error!(target: "cpgd", "epoll_wait: {e}");
-                    return;
+            let wait_start = Instant::now();
+            let spun = spin.should_spin()
+                && spin
+                    .spin(|| {
+                        epoll::wait(
+                            &self.epoll,
+                            rustix::buffer::spare_capacity(&mut events),
+                            Some(&no_wait),
+                        )
+                        .map(|n| n > 0)
+                    })
+                    .unwrap_or(false);
+            if !spun {
+                match epoll::wait(
+                    &self.epoll,
+                    rustix::buffer::spare_capacity(&mut events),
+                    ts.as_ref(),
+                ) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => {
+                        log::error!(target: "cpgd", "epoll_wait: {e}");
+                        return;
+                    }
                 }
             }
+            spin.waited(wait_start.elapsed());
             ready.clear();
             for ev in &events {
                 let t = ev.data.u64();
