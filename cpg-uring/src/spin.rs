@@ -10,8 +10,17 @@
 //! spins and stays near 0 % CPU; a loaded one spins at most one budget per
 //! wait, and not at all once its waits grow long.
 //!
+//! Spinning pays only while the core is otherwise free. Between polls the
+//! loop yields; a yield that takes longer than [`CONTENDED_YIELD`] means
+//! another thread was runnable here and ran a slice (milliseconds) in
+//! between, and every message that arrived meanwhile waited for it, where
+//! a sleeping loop would have been woken at once (a waker preempts). So
+//! such a yield ends the spin and turns spinning off for
+//! [`CONTENDED_BACKOFF`].
+//!
 //! # What it must not do
-//! Decide anything about frames or timers; spin when the budget is 0.
+//! Decide anything about frames or timers; spin when the budget is 0; spin
+//! on a core another thread wants.
 
 use std::time::{Duration, Instant};
 
@@ -22,17 +31,29 @@ pub const SPIN_DEFAULT: Duration = Duration::from_micros(50);
 /// A wait at most this many budgets long counts as recent traffic.
 pub const HOT_FACTOR: u32 = 4;
 
+/// A yield longer than this gave the core to another thread.
+pub const CONTENDED_YIELD: Duration = Duration::from_micros(20);
+
+/// How long spinning stays off after a contended yield.
+pub const CONTENDED_BACKOFF: Duration = Duration::from_millis(100);
+
 /// The spin policy of one loop.
 #[derive(Debug, Clone)]
 pub struct Spin {
     budget: Duration,
     hot: bool,
+    /// Spinning is off until then: a yield found the core contended.
+    contended_until: Option<Instant>,
 }
 
 impl Spin {
     /// A loop's policy with `budget` (zero: never spin); not hot yet.
     pub fn new(budget: Duration) -> Spin {
-        Spin { budget, hot: false }
+        Spin {
+            budget,
+            hot: false,
+            contended_until: None,
+        }
     }
 
     /// The budget in force.
@@ -42,8 +63,18 @@ impl Spin {
     }
 
     /// Whether the next wait should spin first.
-    pub fn should_spin(&self) -> bool {
-        self.hot && !self.budget.is_zero()
+    pub fn should_spin(&mut self) -> bool {
+        if !self.hot || self.budget.is_zero() {
+            return false;
+        }
+        match self.contended_until {
+            Some(t) if Instant::now() < t => false,
+            Some(_) => {
+                self.contended_until = None;
+                true
+            }
+            None => true,
+        }
     }
 
     /// The last wait (spin included) took `waited`.
@@ -53,23 +84,38 @@ impl Spin {
 
     /// Call `ready` (which may enter the kernel to collect completions)
     /// until it says a completion is there or the budget has passed;
-    /// whether one came.
+    /// whether one came. A contended yield ends it at once (one last
+    /// `ready`) and turns spinning off for [`CONTENDED_BACKOFF`].
     ///
     /// # Errors
     /// `ready`'s.
-    pub fn spin<E>(&self, mut ready: impl FnMut() -> Result<bool, E>) -> Result<bool, E> {
+    pub fn spin<E>(&mut self, ready: impl FnMut() -> Result<bool, E>) -> Result<bool, E> {
+        // Yield rather than burn: on a host with fewer free cores than
+        // runnable threads the thread this loop waits for (a member about
+        // to send) may need this very core.
+        self.spin_with(ready, std::thread::yield_now)
+    }
+
+    fn spin_with<E>(
+        &mut self,
+        mut ready: impl FnMut() -> Result<bool, E>,
+        mut yield_now: impl FnMut(),
+    ) -> Result<bool, E> {
         let start = Instant::now();
         loop {
             if ready()? {
                 return Ok(true);
             }
-            if start.elapsed() >= self.budget {
+            let before = Instant::now();
+            if before.duration_since(start) >= self.budget {
                 return Ok(false);
             }
-            // Yield rather than burn: on a host with fewer free cores than
-            // runnable threads the thread this loop waits for (a member
-            // about to send) may need this very core.
-            std::thread::yield_now();
+            yield_now();
+            let after = Instant::now();
+            if after.duration_since(before) > CONTENDED_YIELD {
+                self.contended_until = Some(after + CONTENDED_BACKOFF);
+                return ready();
+            }
         }
     }
 }
@@ -94,8 +140,41 @@ mod tests {
     }
 
     #[test]
+    fn a_contended_yield_stops_spinning_for_a_while() {
+        let mut s = Spin::new(Duration::from_secs(3600));
+        s.waited(Duration::ZERO);
+        assert!(s.should_spin());
+        let mut polls = 0;
+        let slow_yield = || std::thread::sleep(CONTENDED_YIELD * 3);
+        let got = s.spin_with(
+            || {
+                polls += 1;
+                Ok::<_, ()>(false)
+            },
+            slow_yield,
+        );
+        assert_eq!(got, Ok(false));
+        assert_eq!(polls, 2, "one poll, the contended yield, one last poll");
+        s.waited(Duration::ZERO);
+        assert!(!s.should_spin(), "off during the backoff, however hot");
+        s.contended_until = Some(Instant::now());
+        assert!(s.should_spin(), "back on once it has passed");
+        // a free core's yields keep the spin going until ready
+        let mut n = 0;
+        let got = s.spin_with(
+            || {
+                n += 1;
+                Ok::<_, ()>(n == 50)
+            },
+            || {},
+        );
+        assert_eq!(got, Ok(true));
+        assert!(s.should_spin());
+    }
+
+    #[test]
     fn spin_stops_on_ready_or_error() {
-        let s = Spin::new(Duration::from_secs(3600));
+        let mut s = Spin::new(Duration::from_secs(3600));
         let mut n = 0;
         assert_eq!(
             s.spin(|| {
@@ -105,7 +184,7 @@ mod tests {
             Ok(true)
         );
         assert_eq!(s.spin(|| Err::<bool, _>(7)), Err(7));
-        let none = Spin::new(Duration::ZERO);
+        let mut none = Spin::new(Duration::ZERO);
         assert_eq!(none.spin(|| Ok::<_, ()>(false)), Ok(false));
     }
 }
