@@ -28,6 +28,24 @@ pub const IPV6_UDP_OVERHEAD: usize = 48;
 pub const MAX_ATOMIC_MSG_SIZE: u32 = 1_047_552;
 /// Default largest message `mcast` accepts; above it `TOO_BIG`.
 pub const MAX_MESSAGE_SIZE_DEFAULT: usize = 64 * 1024 * 1024;
+/// Bytes of frames the local send queue holds by default: Corosync sizes
+/// its new-message queue in frames of the ring's MTU, so its depth in
+/// bytes (and in time) does not grow with the MTU; neither does ours.
+pub const SEND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// The least default send queue, in frames (a large-MTU ring).
+pub const SEND_QUEUE_FRAMES_MIN: usize = 64;
+
+/// The default `Config::send_queue_frames` for frames of `netmtu` bytes:
+/// [`SEND_QUEUE_BYTES`] of them, at least [`SEND_QUEUE_FRAMES_MIN`] (2796
+/// at 1500, 466 at 9000, 64 at 65,535).
+pub const fn send_queue_frames_for(netmtu: usize) -> usize {
+    let frames = SEND_QUEUE_BYTES / if netmtu == 0 { 1 } else { netmtu };
+    if frames < SEND_QUEUE_FRAMES_MIN {
+        SEND_QUEUE_FRAMES_MIN
+    } else {
+        frames
+    }
+}
 /// Entries in a token's retransmit list.
 pub const RTR_MAX: usize = 30;
 /// Receive window in message sequence numbers (`QUEUE_RTR_ITEMS_SIZE_MAX`).
@@ -105,7 +123,8 @@ pub struct Config {
     pub window_size: u32,
     /// Visits a gap must persist before it is requested.
     pub miss_count_const: u32,
-    /// Frames the local send queue may hold; full → TRY_AGAIN.
+    /// Frames the local send queue may hold; full → TRY_AGAIN. Set it to
+    /// [`send_queue_frames_for`] the netmtu when changing the netmtu.
     pub send_queue_frames: usize,
     /// Largest application message accepted by `mcast`.
     pub max_message_size: usize,
@@ -155,7 +174,7 @@ impl Config {
             max_messages: 17,
             window_size: 50,
             miss_count_const: 5,
-            send_queue_frames: 4 * 1024 * 1024 / NETMTU_DEFAULT,
+            send_queue_frames: send_queue_frames_for(NETMTU_DEFAULT),
             max_message_size: MAX_MESSAGE_SIZE_DEFAULT,
             zc_copy_threshold: ZC_COPY_THRESHOLD_DEFAULT,
             recv_window_bytes: 0,

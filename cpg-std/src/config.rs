@@ -754,9 +754,8 @@ impl ConfigFile {
         set(&mut engine.max_messages, max_messages);
         set(&mut engine.window_size, window_size);
         set(&mut engine.miss_count_const, miss_count_const);
-        if let Some(v) = send_queue_frames {
-            engine.send_queue_frames = v;
-        }
+        engine.send_queue_frames =
+            send_queue_frames.unwrap_or(limits::send_queue_frames_for(netmtu));
         let token = std::time::Duration::from_nanos(engine.token_effective().as_nanos());
         let links = links::validate(self, token)?;
         // The frame budget holds on every path of the ring: the largest
@@ -806,6 +805,7 @@ impl ConfigFile {
             rx_buffers: p.rx_buffers,
             rx_buffer_size,
             rx_buffer_size_fixed: p.rx_buffer_size.is_some(),
+            send_queue_frames_fixed: send_queue_frames.is_some(),
             netmtu: self.netmtu,
             state_dir: self.state_dir.clone(),
             handle_queue_bytes,
@@ -871,6 +871,9 @@ pub struct NodeConfig {
     pub rx_buffer_size: usize,
     /// Whether `rx_buffer_size` was set (else it follows the frame budget).
     pub rx_buffer_size_fixed: bool,
+    /// Whether `totem.send_queue_frames` was set (else it follows the
+    /// netmtu: `limits::send_queue_frames_for`).
+    pub send_queue_frames_fixed: bool,
     /// `netmtu` as written: with `"auto"`, `engine.netmtu` is the default
     /// until [`NodeConfig::with_path_mtu`] reads the path.
     pub netmtu: NetMtu,

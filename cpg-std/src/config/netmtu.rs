@@ -96,7 +96,8 @@ impl NodeConfig {
     /// This configuration with `netmtu = "auto"` resolved against the
     /// kernel's path MTUs (see the module docs); unchanged for an explicit
     /// `netmtu`. The receive buffers follow the new frame budget unless
-    /// `pool.rx_buffer_size` was set, which then caps it.
+    /// `pool.rx_buffer_size` was set, which then caps it; so does the send
+    /// queue unless `totem.send_queue_frames` was set.
     ///
     /// # Errors
     /// A path MTU below 576 ([`ConfigError::PathMtuTooSmall`]), or a node
@@ -117,6 +118,9 @@ impl NodeConfig {
             mtu = mtu.min(fits);
         }
         c.engine.netmtu = mtu;
+        if !self.send_queue_frames_fixed {
+            c.engine.send_queue_frames = limits::send_queue_frames_for(mtu);
+        }
         cpg_core::engine::validate_config(&c.engine).map_err(ConfigError::Engine)?;
         if !self.rx_buffer_size_fixed {
             c.rx_buffer_size = (c.engine.frame_max() + RX_HEADROOM).next_multiple_of(64);
@@ -223,6 +227,26 @@ mod tests {
             r.engine.netmtu
         );
         assert_eq!(r.rx_buffer_size, 9024);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn the_send_queue_follows_the_netmtu_unless_set() {
+        let q = |toml: &str| file(toml).validate(Some(1)).unwrap();
+        assert_eq!(q("netmtu = 1500").engine.send_queue_frames, 2796);
+        assert_eq!(q("netmtu = 9000").engine.send_queue_frames, 466);
+        let r = q("").with_path_mtu().unwrap();
+        assert_eq!(
+            r.engine.send_queue_frames,
+            limits::send_queue_frames_for(r.engine.netmtu)
+        );
+        let mut f = file("netmtu = 9000");
+        f.totem.send_queue_frames = Some(100);
+        assert_eq!(f.validate(Some(1)).unwrap().engine.send_queue_frames, 100);
+        let mut f = file("");
+        f.totem.send_queue_frames = Some(100);
+        let r = f.validate(Some(1)).unwrap().with_path_mtu().unwrap();
+        assert_eq!(r.engine.send_queue_frames, 100, "set: never derived");
     }
 
     /// A veth pair into a network namespace of its own (root and `ip`
