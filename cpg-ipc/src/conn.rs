@@ -67,6 +67,9 @@ pub struct DaemonConn {
     pub requests: RingRx,
     /// Events and replies to the client.
     pub events: RingTx,
+    /// Message bytes to the client, each announced by a `DELIVER_REF`
+    /// event (`None`: the connection has no delivery ring).
+    pub deliveries: Option<RingTx>,
     /// Signalled by the client (requests waiting, event room made).
     pub daemon_wake: EventFd,
     /// Signalled by the daemon (events waiting, request room made).
@@ -88,8 +91,9 @@ impl DaemonConn {
         event_capacity: usize,
         zc_len: u64,
         message_max: u32,
+        delivery_capacity: usize,
     ) -> Result<DaemonConn, ConnError> {
-        let layout = ConnLayout::new(request_capacity, event_capacity, zc_len)?;
+        let layout = ConnLayout::new(request_capacity, event_capacity, zc_len, delivery_capacity)?;
         let len = usize::try_from(layout.memfd_len()).map_err(|_| ConnError::Mapping)?;
         let mem = Arc::new(SharedMem::create("cpgd-conn", len)?);
         let mut page = vec![0u8; HEADER_LEN];
@@ -102,6 +106,15 @@ impl DaemonConn {
         let requests = RingRx::new(mem.clone(), req_off, layout.requests, Direction::Requests)
             .ok_or(ConnError::Mapping)?;
         let events = RingTx::new(mem.clone(), ev_off, layout.events).ok_or(ConnError::Mapping)?;
+        let deliveries = match layout.deliveries {
+            Some(ring) => {
+                let (off, _) = usize_of(layout.deliveries_region)?;
+                header::init(&mut page, Direction::Deliveries, ring)?;
+                mem.copy_in(off, &page);
+                Some(RingTx::new(mem.clone(), off, ring).ok_or(ConnError::Mapping)?)
+            }
+            None => None,
+        };
         let welcome = Welcome {
             node_id,
             conn_id,
@@ -109,12 +122,14 @@ impl DaemonConn {
             event_capacity: event_capacity as u32,
             zc_len,
             message_max,
+            delivery_capacity: delivery_capacity as u32,
         };
         Ok(DaemonConn {
             mem,
             layout,
             requests,
             events,
+            deliveries,
             daemon_wake: EventFd::new()?,
             client_wake: EventFd::new()?,
             welcome,
@@ -147,6 +162,8 @@ pub struct ClientConn {
     pub requests: RingTx,
     /// Events and replies from the daemon.
     pub events: RingRx,
+    /// Message bytes from the daemon (`DELIVER_REF`), if it has the ring.
+    pub deliveries: Option<RingRx>,
     /// Signal it: requests waiting, event room made.
     pub daemon_wake: EventFd,
     /// Wait on it: events waiting, request room made.
@@ -177,11 +194,24 @@ impl ClientConn {
             RingTx::new(mem.clone(), req_off, layout.requests).ok_or(ConnError::Mapping)?;
         let events = RingRx::new(mem.clone(), ev_off, layout.events, Direction::Events)
             .ok_or(ConnError::Mapping)?;
+        let deliveries = match layout.deliveries {
+            Some(ring) => {
+                let (off, _) = usize_of(layout.deliveries_region)?;
+                mem.copy_out(off, &mut page);
+                header::check(&page, Direction::Deliveries, ring.capacity())?;
+                Some(
+                    RingRx::new(mem.clone(), off, ring, Direction::Deliveries)
+                        .ok_or(ConnError::Mapping)?,
+                )
+            }
+            None => None,
+        };
         Ok(ClientConn {
             mem,
             layout,
             requests,
             events,
+            deliveries,
             daemon_wake: EventFd::from_owned(daemon_wake),
             client_wake: EventFd::from_owned(client_wake),
             welcome,
@@ -211,9 +241,17 @@ mod tests {
             assert_eq!(cred.pid, std::process::id());
             let hello = crate::setup::read_hello(&mut s).unwrap();
             assert_eq!(hello.model, Model::V1);
-            let mut d =
-                DaemonConn::create(3, 77, RING_CAPACITY_MIN, RING_CAPACITY_MIN, 8192, 1 << 20)
-                    .unwrap();
+            let mut d = DaemonConn::create(
+                3,
+                77,
+                RING_CAPACITY_MIN,
+                RING_CAPACITY_MIN,
+                8192,
+                1 << 20,
+                RING_CAPACITY_MIN,
+            )
+            .unwrap();
+            assert!(d.deliveries.is_some());
             crate::setup::send_welcome(&s, &d.welcome, d.welcome_fds()).unwrap();
             // wait for one request
             loop {

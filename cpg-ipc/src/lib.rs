@@ -26,7 +26,7 @@ pub mod shm;
 pub mod wake;
 
 pub use conn::{ClientConn, ConnError, DaemonConn};
-pub use ring::{RingRx, RingTx, Wake};
+pub use ring::{HeldRecord, RingRx, RingTx, Wake};
 pub use setup::{PeerCred, SetupError};
 pub use shm::SharedMem;
 pub use wake::EventFd;

@@ -332,6 +332,53 @@ pub struct RecordInfo {
     pub flags: u16,
 }
 
+/// A record of a ring this side consumes, read where it lies
+/// ([`RingRx::next_held`]): its body stays this value's until the
+/// consumer releases the ring past [`HeldRecord::end`], which its holder
+/// does only once done with it. It keeps the mapping alive.
+#[derive(Debug)]
+pub struct HeldRecord {
+    mem: Arc<SharedMem>,
+    at: usize,
+    len: usize,
+    end: u64,
+}
+
+impl HeldRecord {
+    /// The ring's tail past this record (for [`RingRx::release_to`]).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes of the body.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The body, writable (a C `deliver_fn` may fix byte order in place).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let Some(p) = self.mem.range_ptr(self.at, self.len) else {
+            // checked by `next_held`
+            return &mut [];
+        };
+        // SAFETY: `at..at + len` is one record of a ring this process
+        // consumes, inside the mapping `mem` keeps alive. `next_held` gives
+        // each record out once (the consumer's tail moves past it), records
+        // do not overlap, and this borrow is exclusive through `&mut self`,
+        // so no other slice of this process covers these bytes. The
+        // producer writes only room the consumer released, and the holder
+        // releases past `end` only once done with this value. A lying
+        // producer could still write them meanwhile; that changes only the
+        // bytes shown here (opaque payload, as `SharedMem::shared_bytes`).
+        unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), self.len) }
+    }
+}
+
 impl RingRx {
     /// The consumer of the ring of `dir` whose header page is at `base`.
     /// `None` if the ring does not lie inside the mapping.
@@ -445,6 +492,46 @@ impl RingRx {
         take_flag(self.words.producer_waiting())
     }
 
+    /// Release the records before `pos` (a [`RecordAt::end`] of a record
+    /// read; later ones stay the consumer's), then the wake-up check as
+    /// [`RingRx::release`].
+    pub fn release_to(&mut self, pos: u64) -> bool {
+        let before = self.cons.released();
+        let now = self.cons.release_to(pos);
+        if now == before {
+            return false;
+        }
+        self.words.tail().store(now, Ordering::Release);
+        fence(Ordering::SeqCst);
+        take_flag(self.words.producer_waiting())
+    }
+
+    /// The next record, kept where it lies: its kind and flags, and the
+    /// [`HeldRecord`] that gives its body out until the holder lets the
+    /// ring have it back with [`RingRx::release_to`]`(held.end())`.
+    ///
+    /// # Errors
+    /// As [`RingRx::next_into`].
+    pub fn next_held(&mut self) -> Result<Option<(RecordInfo, HeldRecord)>, RingError> {
+        let Some((info, at, len)) = self.next_in_place()? else {
+            return Ok(None);
+        };
+        // inside the mapping (the consumer keeps records in the data area)
+        self.words
+            .mem
+            .range_ptr(at, len)
+            .ok_or(RingError::DataTooShort)?;
+        Ok(Some((
+            info,
+            HeldRecord {
+                mem: self.words.mem.clone(),
+                at,
+                len,
+                end: self.cons.tail(),
+            },
+        )))
+    }
+
     /// About to sleep on an empty ring: set the `SLEEPING` bit of
     /// `consumer_sleeping`, fence, re-check the head. `Ok(true)`: still
     /// empty, sleep (the bit stays set until the producer's wake-up clears
@@ -513,7 +600,7 @@ mod tests {
     use cpg_core::GroupName;
 
     fn pair() -> (RingTx, RingRx) {
-        let layout = ConnLayout::new(RING_CAPACITY_MIN, RING_CAPACITY_MIN, 0).unwrap();
+        let layout = ConnLayout::new(RING_CAPACITY_MIN, RING_CAPACITY_MIN, 0, 0).unwrap();
         let mem = Arc::new(SharedMem::create("t", layout.memfd_len() as usize).unwrap());
         let mut page = vec![0u8; HEADER_LEN];
         header::init(&mut page, Direction::Requests, layout.requests).unwrap();

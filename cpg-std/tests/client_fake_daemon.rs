@@ -218,6 +218,27 @@ impl Fake {
         }
     }
 
+    /// A message through the delivery ring: its bytes there (published
+    /// first), then its `DELIVER_REF`.
+    fn deliver_ref(&mut self, g: &GroupName, sender: MemberAddr, msg: &[u8]) {
+        let d = self.d.deliveries.as_mut().unwrap();
+        d.write_parts(cpg_core::ipc::DELIVERY_DATA, 0, &[msg], 0)
+            .unwrap();
+        d.publish();
+        self.send(&Event::DeliverRef {
+            group: g.clone(),
+            sender,
+            total_len: msg.len() as u32,
+        });
+    }
+
+    /// Free bytes of the delivery ring, as the client's releases say.
+    fn delivery_room(&mut self) -> usize {
+        let d = self.d.deliveries.as_mut().unwrap();
+        d.refresh().unwrap();
+        d.free()
+    }
+
     /// `JOIN` → OK, then the own join confchg.
     fn accept_join(&mut self) -> GroupName {
         let r = self.expect(RequestKind::Join);
@@ -292,6 +313,7 @@ impl Daemon {
                 RING_CAPACITY_MIN,
                 zc_len,
                 MSG_MAX,
+                RING_CAPACITY_MIN,
             )
             .unwrap();
             setup::send_welcome(&sock, &d.welcome, d.welcome_fds()).unwrap();
@@ -574,6 +596,117 @@ fn large_messages_travel_in_pieces_both_ways() {
     }
     cpg.finalize().unwrap();
     daemon.join();
+}
+
+#[test]
+fn delivery_ring_messages_are_dispatched_in_place_and_released_after() {
+    let a: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let b: Vec<u8> = (0..9000u32).map(|i| (i * 3) as u8).collect();
+    let (a2, b2) = (a.clone(), b.clone());
+    let (room_tx, room_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let daemon = Daemon::start(0, move |f| {
+        let g = f.accept_join();
+        let me = f.me();
+        let empty = f.delivery_room();
+        f.deliver_ref(&g, me, &a2);
+        f.deliver(&g, me, b"inline between");
+        f.deliver_ref(&g, me, &b2);
+        // a request answered while both records are held undispatched
+        let r = f.expect(RequestKind::MembershipGet);
+        f.reply(
+            &r,
+            Ok(ReplyBody::Membership {
+                total: 1,
+                offset: 0,
+                members: List::from_slice(&[me]),
+            }),
+        );
+        room_tx.send((empty, f.delivery_room())).unwrap();
+        go_rx.recv().unwrap();
+        // the client releases as it dispatches
+        let deadline = Instant::now() + PATIENCE;
+        while f.delivery_room() != empty {
+            f.echoes();
+            assert!(Instant::now() < deadline, "records never released");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        room_tx.send((empty, empty)).unwrap();
+        f.accept_finalize();
+    });
+    let (model, log) = recorder(false);
+    let cpg = daemon.connect(model).unwrap();
+    cpg.join(&group("inplace")).unwrap();
+    cpg.dispatch(DispatchFlags::One).unwrap(); // own join
+    taken(&log);
+    assert_eq!(
+        cpg.membership_get(&group("inplace")),
+        Ok(vec![me()]),
+        "a reply passes held records"
+    );
+    let (empty, held) = room_rx.recv().unwrap();
+    assert!(
+        held < empty,
+        "records held until dispatched: {held} of {empty}"
+    );
+    go_tx.send(()).unwrap();
+    let mut msgs = Vec::new();
+    while msgs.len() < 3 {
+        cpg.dispatch(DispatchFlags::One).unwrap();
+        msgs.extend(taken(&log).into_iter().filter_map(|e| match e {
+            Ev::Msg { data, .. } => Some(data),
+            _ => None,
+        }));
+    }
+    assert_eq!(
+        msgs,
+        [a, b"inline between".to_vec(), b],
+        "ring order, whole"
+    );
+    assert_eq!(room_rx.recv().unwrap().0, empty);
+    cpg.finalize().unwrap();
+    daemon.join();
+}
+
+#[test]
+fn a_deliver_ref_unlike_its_record_closes_the_connection() {
+    // a length that is not the record's; and a DELIVER_REF with no record
+    for case in 0..2 {
+        let daemon = Daemon::start(0, move |f| {
+            let g = f.accept_join();
+            let me = f.me();
+            if case == 0 {
+                let d = f.d.deliveries.as_mut().unwrap();
+                d.write_parts(cpg_core::ipc::DELIVERY_DATA, 0, &[&[7u8; 100][..]], 0)
+                    .unwrap();
+                d.publish();
+            }
+            f.send(&Event::DeliverRef {
+                group: g,
+                sender: me,
+                total_len: 99,
+            });
+            f.until_hangup();
+        });
+        let (model, _log) = recorder(false);
+        let cpg = daemon.connect(model).unwrap();
+        cpg.join(&group("bad")).unwrap();
+        let mut got = Ok(());
+        let deadline = Instant::now() + PATIENCE;
+        while got.is_ok() {
+            got = cpg.dispatch(DispatchFlags::OneNonblocking).or_else(|e| {
+                if e == CsError::TryAgain {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            });
+            assert!(Instant::now() < deadline, "case {case}: never closed");
+        }
+        assert_eq!(got, Err(CsError::Library), "case {case}");
+        drop(cpg);
+        daemon.join();
+    }
 }
 
 #[test]

@@ -160,12 +160,13 @@ impl Live {
             mem,
             requests,
             events,
+            deliveries,
             daemon_wake,
             client_wake,
             layout,
             ..
         } = conn;
-        let out = Arc::new(Mutex::new(EventOut::new(events)));
+        let out = Arc::new(Mutex::new(EventOut::new(events, deliveries)));
         let (o1, o2, o3) = (out.clone(), out.clone(), out.clone());
         let model = ModelV1 {
             deliver: Some(Box::new(move |_, d| {

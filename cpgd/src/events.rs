@@ -5,28 +5,55 @@
 //! message beyond its ring, and a client that stops dispatching leaves its
 //! events in the handle's queue, where the node's slow-consumer policy
 //! (`handle_queue_bytes`, eviction) applies as to an embedded handle.
+//!
+//! A message of at least [`DELIVERY_REF_MIN`] bytes goes into the delivery
+//! ring instead, announced by a `DELIVER_REF` event: the client dispatches
+//! it where it lies (no copy out) and releases it after its callback, while
+//! replies and other events keep flowing through the event ring.
 
 use std::collections::VecDeque;
 
 use cpg_core::ipc::event::{EventKind, DELIVER_HEADER_LEN};
-use cpg_core::ipc::{ConfchgParts, Event, List, Message, Split, EVENT_RESERVE};
+use cpg_core::ipc::{ConfchgParts, Event, List, Message, Split, DELIVERY_DATA, EVENT_RESERVE};
 
 use cpg_core::{GroupName, MemberAddr, NodeId, Reason, RingId};
 use cpg_ipc::ring::WriteError;
 use cpg_ipc::{RingTx, Wake};
 
-/// A record that did not fit the ring yet.
+/// Messages at least this long travel in the delivery ring: below it the
+/// copy out of the event ring costs less than holding ring room until the
+/// callback returns.
+pub(crate) const DELIVERY_REF_MIN: usize = 2048;
+
+/// What did not fit the rings yet.
 #[derive(Debug)]
-struct Held {
-    kind: u16,
-    flags: u16,
-    body: Vec<u8>,
+enum Held {
+    /// An event record (its body).
+    Record {
+        kind: u16,
+        flags: u16,
+        body: Vec<u8>,
+    },
+    /// A message for the delivery ring (the `DELIVER_REF` header and the
+    /// group name, and the message).
+    Message { head: Vec<u8>, msg: Vec<u8> },
+}
+
+impl Held {
+    fn bytes(&self) -> usize {
+        match self {
+            Held::Record { body, .. } => body.len(),
+            Held::Message { head, msg } => head.len() + msg.len(),
+        }
+    }
 }
 
 /// The producer of a connection's event ring and what waits for room.
 #[derive(Debug)]
 pub(crate) struct EventOut {
     tx: RingTx,
+    /// The delivery ring, if the connection has one.
+    dtx: Option<RingTx>,
     held: VecDeque<Held>,
     /// Bytes held.
     held_bytes: usize,
@@ -34,27 +61,34 @@ pub(crate) struct EventOut {
     pub(crate) broken: bool,
     /// Events written to the ring (records).
     pub(crate) records: u64,
-    /// Bytes of message payload copied into the ring.
+    /// Bytes of message payload copied into the rings.
     pub(crate) payload_bytes: u64,
+    /// Messages written into the delivery ring.
+    pub(crate) delivery_ring_messages: u64,
     /// An event was written since the last publish: it rings the client's
     /// doorbell if armed (a reply alone never does).
     events_unpublished: bool,
     /// Ring bytes of a recent delivery: up at once on a larger one, down
     /// slowly. Sizes the next dispatch so it fits the ring (see `batch`).
     recent_event_bytes: usize,
+    /// The last delivery went into the delivery ring (its room counts).
+    recent_by_ref: bool,
 }
 
 impl EventOut {
-    pub(crate) fn new(tx: RingTx) -> EventOut {
+    pub(crate) fn new(tx: RingTx, dtx: Option<RingTx>) -> EventOut {
         EventOut {
             tx,
+            dtx,
             held: VecDeque::new(),
             held_bytes: 0,
             broken: false,
             records: 0,
             payload_bytes: 0,
+            delivery_ring_messages: 0,
             events_unpublished: false,
             recent_event_bytes: 0,
+            recent_by_ref: false,
         }
     }
 
@@ -72,7 +106,16 @@ impl EventOut {
             self.broken = true;
             return 1;
         }
-        let room = self.tx.free().saturating_sub(EVENT_RESERVE);
+        let room = match (self.recent_by_ref, self.dtx.as_mut()) {
+            (true, Some(d)) => {
+                if d.refresh().is_err() {
+                    self.broken = true;
+                    return 1;
+                }
+                d.free()
+            }
+            _ => self.tx.free().saturating_sub(EVENT_RESERVE),
+        };
         (room / self.recent_event_bytes).clamp(1, max)
     }
 
@@ -112,9 +155,67 @@ impl EventOut {
                 }
             }
         }
-        let body = parts.concat();
-        self.held_bytes += body.len();
-        self.held.push_back(Held { kind, flags, body });
+        self.hold(Held::Record {
+            kind,
+            flags,
+            body: parts.concat(),
+        });
+    }
+
+    fn hold(&mut self, h: Held) {
+        self.held_bytes += h.bytes();
+        self.held.push_back(h);
+    }
+
+    /// Whether a message of `len` bytes goes into the delivery ring.
+    fn by_ref(&self, len: usize) -> bool {
+        len >= DELIVERY_REF_MIN
+            && self
+                .dtx
+                .as_ref()
+                .is_some_and(|d| len <= d.ring().body_max())
+    }
+
+    /// Write `msg` into the delivery ring and its `DELIVER_REF` (`head`:
+    /// header and group name) into the event ring, if both fit now; the
+    /// message's bytes are published first, so a client that reads the
+    /// event finds them.
+    fn write_ref(&mut self, head: &[u8], msg: &[u8]) -> bool {
+        let Some(d) = self.dtx.as_mut() else {
+            return false;
+        };
+        let fit = d
+            .fits(msg.len(), 0)
+            .and_then(|dfit| Ok(dfit && self.tx.fits(head.len(), EVENT_RESERVE)?));
+        match fit {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                self.note(e);
+                return false;
+            }
+        }
+        let wrote = d.write_parts(DELIVERY_DATA, 0, &[msg], 0).and_then(|()| {
+            // the client reads the delivery ring only when the event
+            // names it: nobody sleeps on it, no wake-up to give
+            let _ = d.publish();
+            self.tx
+                .write_parts(EventKind::DeliverRef as u16, 0, &[head], EVENT_RESERVE)
+        });
+        match wrote {
+            Ok(()) => {
+                self.records += 1;
+                self.delivery_ring_messages += 1;
+                self.events_unpublished = true;
+                true
+            }
+            Err(e) => {
+                // both fitted a moment ago: only a lying client's indices
+                self.note(e);
+                self.broken = true;
+                false
+            }
+        }
     }
 
     fn put_msg<'a, M: Message<'a>>(&mut self, msg: &M) {
@@ -125,29 +226,36 @@ impl EventOut {
         }
     }
 
-    /// Move held records into the ring while they fit.
+    /// Move held records into the rings while they fit.
     pub(crate) fn flush(&mut self) {
-        while let Some(h) = self.held.front() {
-            match self
-                .tx
-                .write_parts(h.kind, h.flags, &[&h.body], EVENT_RESERVE)
-            {
-                Ok(()) => {
-                    self.records += 1;
-                    self.events_unpublished = true;
-                    self.held_bytes -= h.body.len();
-                    self.held.pop_front();
+        while let Some(h) = self.held.pop_front() {
+            let written = match &h {
+                Held::Record { kind, flags, body } => {
+                    match self.tx.write_parts(*kind, *flags, &[body], EVENT_RESERVE) {
+                        Ok(()) => {
+                            self.records += 1;
+                            self.events_unpublished = true;
+                            true
+                        }
+                        Err(WriteError::Full) => false,
+                        Err(e) => {
+                            self.note(e);
+                            false
+                        }
+                    }
                 }
-                Err(WriteError::Full) => return,
-                Err(e) => {
-                    self.note(e);
-                    return;
-                }
+                Held::Message { head, msg } => self.write_ref(head, msg),
+            };
+            if !written {
+                self.held.push_front(h);
+                return;
             }
+            self.held_bytes -= h.bytes();
         }
     }
 
-    /// A message of the handle's group: `DELIVER` and `DELIVER_MORE`s.
+    /// A message of the handle's group: a `DELIVER_REF` and its bytes in
+    /// the delivery ring, or `DELIVER` and `DELIVER_MORE`s.
     pub(crate) fn deliver(&mut self, group: &GroupName, sender: MemberAddr, msg: &[u8]) {
         let total = u32::try_from(msg.len()).unwrap_or(u32::MAX);
         let mut head = [0u8; DELIVER_HEADER_LEN];
@@ -156,13 +264,25 @@ impl EventOut {
         head[8..12].copy_from_slice(&total.to_le_bytes());
         head[12] = group.len() as u8;
         let name = group.as_bytes();
-        let body_max = self.tx.ring().body_max();
-        for (i, r) in Split::deliver(msg.len(), body_max, name.len()).enumerate() {
-            let piece = &msg[r];
-            if i == 0 {
-                self.put(EventKind::Deliver as u16, 0, &[&head, piece, name]);
-            } else {
-                self.put(EventKind::DeliverMore as u16, 0, &[piece]);
+        self.recent_by_ref = self.by_ref(msg.len());
+        if self.recent_by_ref {
+            // the same header as DELIVER's, the name right behind it
+            let ref_head = [&head[..], name].concat();
+            if !(self.held.is_empty() && self.write_ref(&ref_head, msg)) {
+                self.hold(Held::Message {
+                    head: ref_head,
+                    msg: msg.to_vec(),
+                });
+            }
+        } else {
+            let body_max = self.tx.ring().body_max();
+            for (i, r) in Split::deliver(msg.len(), body_max, name.len()).enumerate() {
+                let piece = &msg[r];
+                if i == 0 {
+                    self.put(EventKind::Deliver as u16, 0, &[&head, piece, name]);
+                } else {
+                    self.put(EventKind::DeliverMore as u16, 0, &[piece]);
+                }
             }
         }
         self.payload_bytes += msg.len() as u64;
@@ -243,10 +363,19 @@ impl EventOut {
     /// About to wait for room: ask the client to signal when it consumes.
     /// `true` if room appeared meanwhile.
     pub(crate) fn prepare_wait(&mut self) -> bool {
-        let need = self.held.front().map(|h| h.body.len()).unwrap_or(0);
-        match self.tx.prepare_wait(need, EVENT_RESERVE) {
-            Ok(r) => r,
-            Err(e) => {
+        let (need, data_need) = match self.held.front() {
+            Some(Held::Record { body, .. }) => (body.len(), None),
+            Some(Held::Message { head, msg }) => (head.len(), Some(msg.len())),
+            None => (0, None),
+        };
+        let events = self.tx.prepare_wait(need, EVENT_RESERVE);
+        let data = match (data_need, self.dtx.as_mut()) {
+            (Some(n), Some(d)) => d.prepare_wait(n, 0),
+            _ => Ok(true),
+        };
+        match (events, data) {
+            (Ok(e), Ok(d)) => e && d,
+            (Err(e), _) | (_, Err(e)) => {
                 self.note(e);
                 false
             }

@@ -59,8 +59,10 @@ pub struct DaemonStats {
     pub stalls: u64,
     /// Event records written.
     pub event_records: u64,
-    /// Bytes of message payload written into event rings.
+    /// Bytes of message payload written into event and delivery rings.
     pub event_payload_bytes: u64,
+    /// Messages written into delivery rings (dispatched where they lie).
+    pub delivery_ring_messages: u64,
     /// Zero-copy slots clients hold now.
     pub zc_slots_in_use: usize,
     /// Bytes of events waiting for room in clients' event rings now (at
@@ -607,6 +609,9 @@ impl Loop {
             self.ipc.event_ring_bytes,
             zc_len.next_multiple_of(4096),
             u32::try_from(self.message_max).unwrap_or(u32::MAX),
+            // as large as the event ring: what the event ring held of
+            // large messages now lies here
+            self.ipc.event_ring_bytes,
         ) {
             Ok(d) => d,
             Err(e) => {
@@ -813,6 +818,7 @@ impl Loop {
         let o = l.out.lock().unwrap_or_else(|e| e.into_inner());
         self.totals.event_records += o.records;
         self.totals.event_payload_bytes += o.payload_bytes;
+        self.totals.delivery_ring_messages += o.delivery_ring_messages;
     }
 
     fn publish_stats(&mut self) {
@@ -829,6 +835,7 @@ impl Loop {
                 let o = l.out.lock().unwrap_or_else(|e| e.into_inner());
                 s.event_records += o.records;
                 s.event_payload_bytes += o.payload_bytes;
+                s.delivery_ring_messages += o.delivery_ring_messages;
                 s.events_held_bytes += o.held_bytes();
                 drop(o);
                 s.zc_slots_in_use += l.zc_in_use();

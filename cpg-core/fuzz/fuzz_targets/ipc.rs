@@ -16,8 +16,8 @@
 #![no_main]
 
 use cpg_core::ipc::{
-    emit_record, parse_record, Direction, Event, Message, Request, Ring, Setup,
-    RING_CAPACITY_MIN,
+    emit_record, parse_record, DeliverHead, Direction, Event, EventKind, Message, Request, Ring,
+    Setup, RING_CAPACITY_MIN,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -54,10 +54,20 @@ fn check(dir: Direction, kind: u16, flags: u16, body: &[u8]) {
             }
         }
         Direction::Events => {
-            if let Ok(m) = Event::parse(kind, flags, body) {
-                canonical(&m, kind, flags, body);
+            let parsed = Event::parse(kind, flags, body);
+            if let Ok(m) = &parsed {
+                canonical(m, kind, flags, body);
+            }
+            // the client's in-place readers agree with the full parser
+            if flags == 0 && kind == EventKind::Deliver as u16 {
+                assert_eq!(DeliverHead::parse(body).is_ok(), parsed.is_ok());
+            }
+            if flags == 0 && kind == EventKind::DeliverRef as u16 {
+                assert_eq!(DeliverHead::parse_ref(body).is_ok(), parsed.is_ok());
             }
         }
+        // bytes only: nothing to parse
+        Direction::Deliveries => {}
     }
 }
 
@@ -78,7 +88,8 @@ fn body(dir: Direction, rest: &[u8]) {
     let k = u16::from_le_bytes([head[0], head[1]]);
     let kind = match dir {
         Direction::Requests => 0x0200 | (k & 0x0F),
-        Direction::Events => 0x0300 | (k & 0x07),
+        Direction::Events => 0x0300 | (k & 0x0F),
+        Direction::Deliveries => cpg_core::ipc::DELIVERY_DATA,
     };
     // Mostly the defined flag bit, now and then an undefined one.
     let flags = u16::from_le_bytes([head[2], head[3]]) & 0x8003;

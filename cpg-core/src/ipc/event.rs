@@ -59,11 +59,12 @@ pub enum EventKind {
     TotemConfchg = 0x0305,
     FlowControl = 0x0306,
     Evicted = 0x0307,
+    DeliverRef = 0x0308,
 }
 
 impl EventKind {
     /// Every event kind.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Reply,
         EventKind::Deliver,
         EventKind::DeliverMore,
@@ -71,6 +72,7 @@ impl EventKind {
         EventKind::TotemConfchg,
         EventKind::FlowControl,
         EventKind::Evicted,
+        EventKind::DeliverRef,
     ];
 
     /// Decode a record kind.
@@ -84,6 +86,7 @@ impl EventKind {
             0x0305 => TotemConfchg,
             0x0306 => FlowControl,
             0x0307 => Evicted,
+            0x0308 => DeliverRef,
             _ => return None,
         })
     }
@@ -377,6 +380,35 @@ impl<'a> DeliverHead<'a> {
             piece,
         })
     }
+
+    /// Parse a `DELIVER_REF` body: the header of a `DELIVER` and the
+    /// group name, no piece (`piece` is empty); the message is the next
+    /// record of the delivery ring.
+    ///
+    /// # Errors
+    /// As [`DeliverHead::parse`]; [`MsgError::LengthMismatch`] for bytes
+    /// between the header and the name; [`MsgError::Malformed`] for an
+    /// empty message (sent inline) or node id 0.
+    pub fn parse_ref(body: &'a [u8]) -> Result<DeliverHead<'a>, MsgError> {
+        check_len(body, deliver::PIECE)?;
+        check_zero(body, deliver::RESERVED)?;
+        let name_len = get_name_len(body, deliver::NAME_LEN)?;
+        check_exact(body, deliver::PIECE + name_len)?;
+        let sender = MemberAddr {
+            nodeid: get_u32(body, deliver::NODE_ID),
+            pid: get_u32(body, deliver::PID),
+        };
+        let total_len = get_u32(body, deliver::TOTAL_LEN);
+        if sender.nodeid == 0 || total_len == 0 {
+            return Err(MsgError::Malformed);
+        }
+        Ok(DeliverHead {
+            group: body.get(deliver::PIECE..).unwrap_or(&[]),
+            sender,
+            total_len,
+            piece: &[],
+        })
+    }
 }
 
 /// An event record.
@@ -399,6 +431,16 @@ pub enum Event<'a> {
     DeliverMore {
         /// The piece (non-empty).
         piece: &'a [u8],
+    },
+    /// A message of the handle's group whose bytes are the next record of
+    /// the delivery ring (`docs/spec/ipc.md` §6): read there in place.
+    DeliverRef {
+        /// The group.
+        group: GroupName,
+        /// The sending process.
+        sender: MemberAddr,
+        /// Bytes of the message (the delivery record's body), at least 1.
+        total_len: u32,
     },
     /// A membership change of the handle's group, or a part of one.
     Confchg {
@@ -442,6 +484,7 @@ impl Event<'_> {
             Event::Reply(_) => EventKind::Reply,
             Event::Deliver { .. } => EventKind::Deliver,
             Event::DeliverMore { .. } => EventKind::DeliverMore,
+            Event::DeliverRef { .. } => EventKind::DeliverRef,
             Event::Confchg { .. } => EventKind::Confchg,
             Event::TotemConfchg { .. } => EventKind::TotemConfchg,
             Event::FlowControl { .. } => EventKind::FlowControl,
@@ -492,6 +535,7 @@ impl<'a> Message<'a> for Event<'a> {
                 (deliver::PIECE + group.len()).saturating_add(piece.len())
             }
             Event::DeliverMore { piece } => piece.len(),
+            Event::DeliverRef { group, .. } => deliver::PIECE + group.len(),
             Event::Confchg {
                 group,
                 members,
@@ -593,6 +637,20 @@ impl<'a> Message<'a> for Event<'a> {
                 }
                 put_bytes(out, 0..len, piece);
             }
+            Event::DeliverRef {
+                group,
+                sender,
+                total_len,
+            } => {
+                if sender.nodeid == 0 || *total_len == 0 {
+                    return Err(MsgError::Malformed);
+                }
+                put_u32(out, deliver::NODE_ID, sender.nodeid);
+                put_u32(out, deliver::PID, sender.pid);
+                put_u32(out, deliver::TOTAL_LEN, *total_len);
+                put_zero(out, deliver::RESERVED);
+                put_name(out, deliver::NAME_LEN, deliver::PIECE, group);
+            }
             Event::Confchg {
                 group,
                 members,
@@ -682,6 +740,14 @@ impl<'a> Message<'a> for Event<'a> {
                     sender: d.sender,
                     total_len: d.total_len,
                     piece: d.piece,
+                })
+            }
+            EventKind::DeliverRef => {
+                let d = DeliverHead::parse_ref(body)?;
+                Ok(Event::DeliverRef {
+                    group: GroupName::new(d.group).map_err(|_| MsgError::NameTooLong)?,
+                    sender: d.sender,
+                    total_len: d.total_len,
                 })
             }
             EventKind::DeliverMore => {

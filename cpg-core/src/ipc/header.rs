@@ -219,19 +219,25 @@ pub struct ConnLayout {
     pub events_region: Region,
     /// The zero-copy region (slots; may be empty).
     pub zc_region: Region,
+    /// The delivery ring (daemon → client), if the connection has one.
+    pub deliveries: Option<Ring>,
+    /// The delivery ring's region (header page first; empty without one).
+    pub deliveries_region: Region,
 }
 
 impl ConnLayout {
     /// The layout for these sizes.
     ///
     /// # Errors
-    /// [`LayoutError::Capacity`] for a bad ring capacity,
-    /// [`LayoutError::ZcRegion`] for a zero-copy region that is not a
-    /// multiple of a page or above [`ZC_REGION_MAX`].
+    /// [`LayoutError::Capacity`] for a bad ring capacity (a delivery
+    /// capacity of 0 means no delivery ring), [`LayoutError::ZcRegion`] for
+    /// a zero-copy region that is not a multiple of a page or above
+    /// [`ZC_REGION_MAX`].
     pub const fn new(
         request_capacity: usize,
         event_capacity: usize,
         zc_len: u64,
+        delivery_capacity: usize,
     ) -> Result<ConnLayout, LayoutError> {
         let requests = match Ring::new(request_capacity) {
             Ok(r) => r,
@@ -256,18 +262,35 @@ impl ConnLayout {
             offset: events_region.end(),
             len: zc_len,
         };
+        let deliveries = if delivery_capacity == 0 {
+            None
+        } else {
+            match Ring::new(delivery_capacity) {
+                Ok(r) => Some(r),
+                Err(e) => return Err(e),
+            }
+        };
+        let deliveries_region = Region {
+            offset: zc_region.end(),
+            len: match deliveries {
+                Some(r) => region_len(r) as u64,
+                None => 0,
+            },
+        };
         Ok(ConnLayout {
             requests,
             events,
             requests_region,
             events_region,
             zc_region,
+            deliveries,
+            deliveries_region,
         })
     }
 
     /// Bytes of the memfd.
     pub const fn memfd_len(&self) -> u64 {
-        self.zc_region.end()
+        self.deliveries_region.end()
     }
 }
 
@@ -335,7 +358,7 @@ mod tests {
 
     #[test]
     fn conn_layout() {
-        let l = ConnLayout::new(1 << 16, 1 << 20, 8 * 4096).unwrap();
+        let l = ConnLayout::new(1 << 16, 1 << 20, 8 * 4096, 0).unwrap();
         assert_eq!(
             l.requests_region,
             Region {
@@ -349,27 +372,39 @@ mod tests {
         for r in [l.requests_region, l.events_region, l.zc_region] {
             assert_eq!(r.offset % PAGE_LEN as u64, 0);
         }
+        assert_eq!((l.deliveries, l.deliveries_region.len), (None, 0));
+        let d = ConnLayout::new(1 << 16, 1 << 20, 8 * 4096, 1 << 20).unwrap();
+        assert_eq!(d.deliveries, Some(Ring::new(1 << 20).unwrap()));
+        assert_eq!(d.deliveries_region.offset, l.memfd_len());
+        assert_eq!(d.memfd_len(), l.memfd_len() + 4096 + (1 << 20));
         assert_eq!(
-            ConnLayout::new(1 << 16, 1 << 16, 0).unwrap().zc_region.len,
-            0
-        );
-        assert_eq!(
-            ConnLayout::new(1000, 1 << 16, 0),
+            ConnLayout::new(1 << 16, 1 << 16, 0, 1000),
             Err(LayoutError::Capacity(1000))
         );
         assert_eq!(
-            ConnLayout::new(1 << 16, 1 << 31, 0),
+            ConnLayout::new(1 << 16, 1 << 16, 0, 0)
+                .unwrap()
+                .zc_region
+                .len,
+            0
+        );
+        assert_eq!(
+            ConnLayout::new(1000, 1 << 16, 0, 0),
+            Err(LayoutError::Capacity(1000))
+        );
+        assert_eq!(
+            ConnLayout::new(1 << 16, 1 << 31, 0, 0),
             Err(LayoutError::Capacity(1 << 31))
         );
         assert_eq!(
-            ConnLayout::new(1 << 16, 1 << 16, 100),
+            ConnLayout::new(1 << 16, 1 << 16, 100, 0),
             Err(LayoutError::ZcRegion(100))
         );
         assert_eq!(
-            ConnLayout::new(1 << 16, 1 << 16, ZC_REGION_MAX + 4096),
+            ConnLayout::new(1 << 16, 1 << 16, ZC_REGION_MAX + 4096, 0),
             Err(LayoutError::ZcRegion(ZC_REGION_MAX + 4096))
         );
-        let big = ConnLayout::new(RING_CAPACITY_MAX, RING_CAPACITY_MAX, ZC_REGION_MAX).unwrap();
+        let big = ConnLayout::new(RING_CAPACITY_MAX, RING_CAPACITY_MAX, ZC_REGION_MAX, 0).unwrap();
         assert_eq!(
             big.memfd_len(),
             2 * (4096 + RING_CAPACITY_MAX as u64) + ZC_REGION_MAX

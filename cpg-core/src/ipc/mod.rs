@@ -128,7 +128,13 @@ pub enum Direction {
     Requests,
     /// The event ring, daemon → client ([`EventKind`]).
     Events,
+    /// The delivery ring, daemon → client: message bytes only
+    /// ([`DELIVERY_DATA`]), each announced by a `DELIVER_REF` event.
+    Deliveries,
 }
+
+/// The one record kind of the delivery ring: a message's bytes.
+pub const DELIVERY_DATA: u16 = 0x0401;
 
 impl Direction {
     /// Whether a data record of `kind` may travel this way (PAD is not a
@@ -137,6 +143,7 @@ impl Direction {
         match self {
             Direction::Requests => RequestKind::from_u16(kind).is_some(),
             Direction::Events => EventKind::from_u16(kind).is_some(),
+            Direction::Deliveries => kind == DELIVERY_DATA,
         }
     }
 
@@ -145,6 +152,7 @@ impl Direction {
         match self {
             Direction::Requests => 1,
             Direction::Events => 2,
+            Direction::Deliveries => 3,
         }
     }
 
@@ -153,6 +161,7 @@ impl Direction {
         match code {
             1 => Some(Direction::Requests),
             2 => Some(Direction::Events),
+            3 => Some(Direction::Deliveries),
             _ => None,
         }
     }

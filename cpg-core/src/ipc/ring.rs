@@ -756,6 +756,19 @@ impl Consumer {
         self.released = self.tail;
         self.tail
     }
+
+    /// Done with the bodies before `pos`, a tail some [`Record::new_tail`]
+    /// returned (records may be let go of in order while later ones are
+    /// still in use): the tail to store (Release). A `pos` outside the
+    /// records read and not yet released changes nothing.
+    pub const fn release_to(&mut self, pos: u64) -> u64 {
+        let read = self.tail.wrapping_sub(self.released);
+        let upto = pos.wrapping_sub(self.released);
+        if upto <= read {
+            self.released = pos;
+        }
+        self.released
+    }
 }
 
 #[cfg(test)]
@@ -1147,6 +1160,28 @@ mod tests {
         p.publish();
         p.observe_tail(r.body_max() as u64 + 8).unwrap();
         assert!(p.can_reserve(r.body_max(), 0));
+    }
+
+    #[test]
+    fn release_to_lets_records_go_in_order() {
+        let r = ring();
+        let mut data = vec![0u8; CAP];
+        let mut p = Producer::new(r);
+        for len in [10, 20, 30] {
+            let res = p.reserve(len).unwrap();
+            res.fill(&mut data, JOIN, 0, &vec![1; len]).unwrap();
+        }
+        let mut c = Consumer::new(r);
+        c.observe_head(p.publish()).unwrap();
+        let ends: Vec<u64> = (0..3)
+            .map(|_| c.read(&data, REQ).unwrap().unwrap().0.new_tail)
+            .collect();
+        assert_eq!(c.release_to(ends[0]), ends[0]);
+        assert_eq!(c.release_to(ends[2] + 8), ends[0], "beyond what was read");
+        assert_eq!(c.release_to(0), ends[0], "behind what was released");
+        assert_eq!(c.release_to(ends[2]), ends[2]);
+        p.observe_tail(ends[2]).unwrap();
+        assert_eq!(c.release(), ends[2]);
     }
 
     #[derive(Debug, Clone)]

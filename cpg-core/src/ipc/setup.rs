@@ -15,7 +15,7 @@
 //!                  8..12 model (1) | 12..16 model flags
 //! WELCOME  0x0102  0..2 version | 2..4 reserved | 4..8 node id | 8..16 connection id
 //!                  16..20 request ring capacity | 20..24 event ring capacity | 24..32 zc region bytes
-//!                  32..36 max message bytes | 36..40 reserved
+//!                  32..36 max message bytes | 36..40 delivery ring capacity (0: none)
 //!                  + SCM_RIGHTS: [memfd, daemon's eventfd, client's eventfd]
 //! REFUSED  0x0103  0..4 cs_error
 //! ```
@@ -76,7 +76,7 @@ mod welcome {
     pub(super) const EVENT_CAPACITY: Field = 20..24;
     pub(super) const ZC_LEN: Field = 24..32;
     pub(super) const MESSAGE_MAX: Field = 32..36;
-    pub(super) const RESERVED_B: Field = 36..40;
+    pub(super) const DELIVERY_CAPACITY: Field = 36..40;
     pub(super) const LEN: usize = 40;
 }
 
@@ -148,6 +148,9 @@ pub struct Welcome {
     pub zc_len: u64,
     /// The largest message `mcast` accepts (above it: TOO_BIG).
     pub message_max: u32,
+    /// Data bytes of the delivery ring (0: none, every message travels in
+    /// the event ring).
+    pub delivery_capacity: u32,
 }
 
 impl Welcome {
@@ -161,6 +164,7 @@ impl Welcome {
             self.request_capacity as usize,
             self.event_capacity as usize,
             self.zc_len,
+            self.delivery_capacity as usize,
         )
     }
 }
@@ -228,7 +232,7 @@ impl Message<'_> for Setup {
                 put_u32(out, welcome::EVENT_CAPACITY, w.event_capacity);
                 put_u64(out, welcome::ZC_LEN, w.zc_len);
                 put_u32(out, welcome::MESSAGE_MAX, w.message_max);
-                put_zero(out, welcome::RESERVED_B);
+                put_u32(out, welcome::DELIVERY_CAPACITY, w.delivery_capacity);
             }
             Setup::Refused(e) => put_u32(out, refused::CS_ERROR, e.code()),
         }
@@ -281,7 +285,6 @@ impl Message<'_> for Setup {
                     return Err(MsgError::UnsupportedVersion(version));
                 }
                 check_zero(body, welcome::RESERVED_A)?;
-                check_zero(body, welcome::RESERVED_B)?;
                 let w = Welcome {
                     node_id: get_u32(body, welcome::NODE_ID),
                     conn_id: get_u64(body, welcome::CONN_ID),
@@ -289,6 +292,7 @@ impl Message<'_> for Setup {
                     event_capacity: get_u32(body, welcome::EVENT_CAPACITY),
                     zc_len: get_u64(body, welcome::ZC_LEN),
                     message_max: get_u32(body, welcome::MESSAGE_MAX),
+                    delivery_capacity: get_u32(body, welcome::DELIVERY_CAPACITY),
                 };
                 if w.node_id == 0 || w.message_max == 0 || w.layout().is_err() {
                     return Err(MsgError::Malformed);
@@ -321,7 +325,7 @@ mod tests {
         40, 0, 0, 0, 0x02, 0x01, 0, 0, // header
         1, 0, 0, 0, 3, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, //
         0, 0, 1, 0, 0, 0, 0x10, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, //
-        0, 0, 0, 4, 0, 0, 0, 0,
+        0, 0, 0, 4, 0, 0, 0x10, 0,
     ];
     /// REFUSED record: ACCESS, with its padding.
     static REFUSED_BYTES: [u8; 16] = [4, 0, 0, 0, 0x03, 0x01, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0];
@@ -334,6 +338,7 @@ mod tests {
             event_capacity: 1 << 20,
             zc_len: 2 * 4096,
             message_max: 64 << 20,
+            delivery_capacity: 1 << 20,
         }
     }
 
@@ -450,11 +455,11 @@ mod tests {
         for (at, v, e) in [
             (0, 2, MsgError::UnsupportedVersion(2)),
             (2, 1, MsgError::Reserved),
-            (39, 1, MsgError::Reserved),
-            (4, 0, MsgError::Malformed),     // node id 0
+            (37, 1, MsgError::Malformed), // delivery ring not a power of two
+            (4, 0, MsgError::Malformed),  // node id 0
             (18, 0x11, MsgError::Malformed), // capacity not a power of two
-            (24, 1, MsgError::Malformed),    // zc region not page sized
-            (35, 0, MsgError::Malformed),    // max message 0
+            (24, 1, MsgError::Malformed), // zc region not page sized
+            (35, 0, MsgError::Malformed), // max message 0
         ] {
             let mut b = w.clone();
             b[at] = v;
@@ -495,18 +500,22 @@ mod tests {
                 16..=30u32,
                 16..=30u32,
                 0..1000u64,
-                1..=u32::MAX
+                1..=u32::MAX,
+                prop_oneof![Just(0u32), (16..=30u32).prop_map(|d| 1 << d)]
             )
-                .prop_map(|(node_id, conn_id, r, e, pages, message_max)| {
-                    Setup::Welcome(Welcome {
-                        node_id,
-                        conn_id,
-                        request_capacity: 1 << r,
-                        event_capacity: 1 << e,
-                        zc_len: pages * 4096,
-                        message_max,
-                    })
-                }),
+                .prop_map(
+                    |(node_id, conn_id, r, e, pages, message_max, delivery_capacity)| {
+                        Setup::Welcome(Welcome {
+                            node_id,
+                            conn_id,
+                            request_capacity: 1 << r,
+                            event_capacity: 1 << e,
+                            zc_len: pages * 4096,
+                            message_max,
+                            delivery_capacity,
+                        })
+                    }
+                ),
             (2u32..=100)
                 .prop_filter_map("a cs_error", CsError::from_code)
                 .prop_map(Setup::Refused),

@@ -75,11 +75,13 @@ pub(super) enum Phase {
     Finalized,
 }
 
-/// The mapping and the two ring ends.
+/// The mapping and the ring ends.
 pub(super) struct Conn {
     pub(super) mem: Arc<SharedMem>,
     pub(super) tx: RingTx,
     pub(super) rx: RingRx,
+    /// The delivery ring: messages dispatched where they lie.
+    pub(super) drx: Option<RingRx>,
 }
 
 /// A request whose reply is due.
@@ -307,6 +309,7 @@ impl ClientNode {
                 mem: c.mem,
                 tx: c.requests,
                 rx: c.events,
+                drx: c.deliveries,
             }),
             phase: Phase::Open,
             dead: false,

@@ -15,8 +15,9 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use cpg_core::ipc::{Assembly, DeliverHead, Event, EventKind, Message, Welcome};
+use cpg_core::ipc::{Assembly, DeliverHead, Event, EventKind, Message, Welcome, DELIVERY_DATA};
 use cpg_core::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
+use cpg_ipc::HeldRecord;
 
 use super::conn::{ClientNode, Fds, State};
 use crate::handles::dispatch::{
@@ -46,6 +47,15 @@ pub(super) struct ConfChgOwned {
     joined: Vec<(MemberAddr, Reason)>,
 }
 
+/// Where a delivery's bytes are.
+pub(super) enum Body {
+    /// Copied out of the event ring: the record body (a message in one
+    /// piece) or the reassembled message; the message is `msg` of it.
+    Owned { buf: Vec<u8>, msg: Range<usize> },
+    /// A record of the delivery ring, released once dispatched.
+    InRing(HeldRecord),
+}
+
 /// An event of the handle's queue, read out of the event ring.
 pub(super) enum ClientEvent {
     Deliver {
@@ -53,10 +63,7 @@ pub(super) enum ClientEvent {
         /// handle at a time): an event stays small to queue and move.
         group: Arc<GroupName>,
         sender: MemberAddr,
-        /// The record body (a message in one piece) or the reassembled
-        /// message; the message is `msg` of it.
-        body: Vec<u8>,
-        msg: Range<usize>,
+        body: Body,
     },
     ConfChg(Box<ConfChgOwned>),
     Totem(RingId, Vec<NodeId>),
@@ -68,7 +75,12 @@ impl ClientEvent {
     fn cost(&self) -> usize {
         EVENT_OVERHEAD
             + match self {
-                ClientEvent::Deliver { msg, .. } => msg.len(),
+                // bytes in the delivery ring are bounded by it
+                ClientEvent::Deliver {
+                    body: Body::Owned { msg, .. },
+                    ..
+                } => msg.len(),
+                ClientEvent::Deliver { .. } => 0,
                 ClientEvent::ConfChg(c) => 8 * (c.members.len() + c.left.len() + c.joined.len()),
                 ClientEvent::Totem(_, nodes) => 4 * nodes.len(),
             }
@@ -82,15 +94,15 @@ impl ClientEvent {
                 group,
                 sender,
                 body,
-                msg,
-            } => HandleEvent::Deliver(Delivery::owned(
-                group,
-                *sender,
+            } => {
+                let msg: &mut [u8] = match body {
+                    Body::Owned { buf, msg } => &mut buf[msg.clone()],
+                    Body::InRing(r) => r.bytes_mut(),
+                };
                 // DELIVER does not carry the guarantee (docs/spec/ipc.md
                 // §6): every guarantee is at least AGREED.
-                Guarantee::Agreed,
-                &mut body[msg.clone()],
-            )),
+                HandleEvent::Deliver(Delivery::owned(group, *sender, Guarantee::Agreed, msg))
+            }
             ClientEvent::ConfChg(c) => HandleEvent::ConfChg(ConfChg {
                 group: &c.group,
                 members: &c.members,
@@ -132,6 +144,10 @@ pub(super) struct Events {
     partial: Option<(Arc<GroupName>, MemberAddr, Vec<u8>, usize)>,
     /// The group of the last delivery, shared by the next ones of it.
     group: Option<Arc<GroupName>>,
+    /// Delivery-ring records read, in ring order: the tail past each, and
+    /// whether its delivery was dispatched. The ring is released up to the
+    /// last of the dispatched ones at the front.
+    holds: VecDeque<(u64, bool)>,
     /// Buffers of dispatched deliveries, for the next records (see
     /// [`SPARE_BUFFERS_MAX`]); `spare_bytes` is their capacity.
     spare: Vec<Vec<u8>>,
@@ -175,6 +191,7 @@ impl Events {
             asm: Assembly::new(),
             partial: None,
             group: None,
+            holds: VecDeque::new(),
             spare: Vec::new(),
             spare_bytes: 0,
             parts: None,
@@ -223,18 +240,31 @@ impl Events {
 
     /// Keep a dispatched event's buffer for a later record, within
     /// [`SPARE_BUFFERS_MAX`] and [`SPARE_BYTES_MAX`].
-    pub(super) fn recycle(&mut self, ev: ClientEvent) {
-        if let ClientEvent::Deliver { mut body, .. } = ev {
-            let cap = body.capacity();
-            if cap > 0
-                && self.spare.len() < SPARE_BUFFERS_MAX
-                && self.spare_bytes + cap <= SPARE_BYTES_MAX
-            {
-                body.clear();
-                self.spare_bytes += cap;
-                self.spare.push(body);
-            }
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap > 0
+            && self.spare.len() < SPARE_BUFFERS_MAX
+            && self.spare_bytes + cap <= SPARE_BYTES_MAX
+        {
+            buf.clear();
+            self.spare_bytes += cap;
+            self.spare.push(buf);
         }
+    }
+
+    /// A dispatched delivery-ring record: the tail the ring may be
+    /// released to now (past every dispatched record at the front), if it
+    /// moved.
+    fn dispatched(&mut self, end: u64) -> Option<u64> {
+        if let Some(h) = self.holds.iter_mut().find(|h| h.0 == end) {
+            h.1 = true;
+        }
+        let mut upto = None;
+        while let Some(&(e, true)) = self.holds.front() {
+            upto = Some(e);
+            self.holds.pop_front();
+        }
+        upto
     }
 
     /// The group named `name`, shared with the last delivery's if it is
@@ -253,6 +283,7 @@ impl Events {
     /// Drop every queued and partial event (evicted, dead, finalized).
     pub(super) fn clear(&mut self) {
         self.queue.clear();
+        self.holds.clear();
         self.bytes = 0;
         self.asm.abort();
         self.partial = None;
@@ -472,8 +503,7 @@ impl State {
             ev_state.push(ClientEvent::Deliver {
                 group,
                 sender,
-                body,
-                msg,
+                body: Body::Owned { buf: body, msg },
             })?;
         }
         Ok(true)
@@ -487,6 +517,12 @@ impl State {
             }
             return self.on_deliver(body);
         }
+        if kind == EventKind::DeliverRef as u16 {
+            if flags != 0 {
+                return Err("malformed event");
+            }
+            return self.on_deliver_ref(body);
+        }
         let ev = Event::parse(kind, flags, body).map_err(|_| "malformed event")?;
         let ev_state = &mut self.ev;
         match ev {
@@ -497,8 +533,8 @@ impl State {
                 self.evicted = true;
                 ev_state.clear();
             }
-            // read by `on_deliver`
-            Event::Deliver { .. } => return Err("malformed event"),
+            // read by `on_deliver` and `on_deliver_ref`
+            Event::Deliver { .. } | Event::DeliverRef { .. } => return Err("malformed event"),
             Event::DeliverMore { piece } => {
                 ev_state.initial_totem_next = false;
                 let p = ev_state
@@ -517,8 +553,7 @@ impl State {
                     ev_state.push(ClientEvent::Deliver {
                         group,
                         sender,
-                        body,
-                        msg,
+                        body: Body::Owned { buf: body, msg },
                     })?;
                 }
             }
@@ -603,8 +638,10 @@ impl State {
             ev_state.push(ClientEvent::Deliver {
                 group,
                 sender,
-                body: std::mem::take(body),
-                msg: start..start + plen,
+                body: Body::Owned {
+                    buf: std::mem::take(body),
+                    msg: start..start + plen,
+                },
             })?;
         } else {
             // the body becomes the buffer: the piece stays where it lies,
@@ -615,6 +652,65 @@ impl State {
             ev_state.partial = Some((group, sender, buf, start));
         }
         Ok(())
+    }
+}
+
+impl State {
+    /// A `DELIVER_REF`: the message is the next record of the delivery
+    /// ring, dispatched where it lies (released once dispatched).
+    fn on_deliver_ref(&mut self, body: &[u8]) -> Result<(), &'static str> {
+        let d = DeliverHead::parse_ref(body).map_err(|_| "malformed event")?;
+        let ev_state = &mut self.ev;
+        ev_state.initial_totem_next = false;
+        if ev_state.parts.is_some() || !ev_state.asm.is_idle() {
+            return Err("a delivery between another event's parts");
+        }
+        if d.total_len as usize > ev_state.message_max {
+            return Err("a delivery above the largest message");
+        }
+        let group = ev_state.group_of(d.group)?;
+        let c = self.conn.as_mut().ok_or("no connection")?;
+        let drx = c
+            .drx
+            .as_mut()
+            .ok_or("a DELIVER_REF without a delivery ring")?;
+        // its bytes were published before the event that names them
+        drx.refresh().map_err(|_| "impossible delivery ring head")?;
+        let (info, r) = drx
+            .next_held()
+            .map_err(|_| "corrupt delivery ring")?
+            .ok_or("a DELIVER_REF before its bytes")?;
+        if info.kind != DELIVERY_DATA || info.flags != 0 || r.len() != d.total_len as usize {
+            return Err("a delivery record unlike its DELIVER_REF");
+        }
+        self.ev.holds.push_back((r.end(), false));
+        self.ev.push(ClientEvent::Deliver {
+            group,
+            sender: d.sender,
+            body: Body::InRing(r),
+        })
+    }
+
+    /// A dispatched event: its buffer kept for reuse, or its delivery-ring
+    /// record released (with the records before it that are done).
+    fn done_with(&mut self, fds: &Fds, ev: ClientEvent) {
+        let ClientEvent::Deliver { body, .. } = ev else {
+            return;
+        };
+        match body {
+            Body::Owned { buf, .. } => self.ev.recycle(buf),
+            Body::InRing(r) => {
+                let Some(upto) = self.ev.dispatched(r.end()) else {
+                    return;
+                };
+                let Some(drx) = self.conn.as_mut().and_then(|c| c.drx.as_mut()) else {
+                    return;
+                };
+                if drx.release_to(upto) {
+                    fds.daemon_wake.signal();
+                }
+            }
+        }
     }
 }
 
@@ -675,7 +771,7 @@ impl DispatchOps for ClientNode {
             done += 1;
             {
                 let mut g = self.lock();
-                g.ev.recycle(ev);
+                g.done_with(&self.fds, ev);
                 // finalized (BAD_HANDLE), evicted or the daemon gone (LIBRARY)
                 if let Some(e) = g.gate() {
                     return Err(e);

@@ -203,6 +203,15 @@ fn fixtures() -> Vec<(u16, Vec<u8>, Event<'static>)> {
                 error: CsError::Library,
             },
         ),
+        (
+            0,
+            cat(&[&u32s(&[1, 42, 70_000]), &[3, 0, 0, 0], b"cib"]),
+            Event::DeliverRef {
+                group: name(b"cib"),
+                sender: m(1, 42),
+                total_len: 70_000,
+            },
+        ),
     ]
 }
 
@@ -231,7 +240,7 @@ fn every_kind_has_a_fixture() {
     assert!(bodies(|b| matches!(b, ReplyBody::IterationNext { .. })));
     assert!(bodies(|b| matches!(b, ReplyBody::FlowControlState { .. })));
     assert_eq!(EventKind::from_u16(0x0300), None);
-    assert_eq!(EventKind::from_u16(0x0308), None);
+    assert_eq!(EventKind::from_u16(0x0309), None);
 }
 
 #[test]
@@ -448,6 +457,16 @@ fn emit_refuses_what_parse_refuses() {
             piece: b"x",
         },
         Event::DeliverMore { piece: b"" },
+        Event::DeliverRef {
+            group: name(b"g"),
+            sender: m(1, 1),
+            total_len: 0,
+        },
+        Event::DeliverRef {
+            group: name(b"g"),
+            sender: m(0, 1),
+            total_len: 1,
+        },
         Event::Confchg {
             group: name(b"g"),
             more: false,
@@ -748,6 +767,13 @@ pub(crate) fn event() -> impl Strategy<Value = Event<'static>> {
                     piece: leak(piece),
                 }
             }),
+        (group_name(), member(), 1..=u32::MAX).prop_map(|(group, sender, total_len)| {
+            Event::DeliverRef {
+                group,
+                sender,
+                total_len,
+            }
+        }),
         vec(any::<u8>(), 1..300).prop_map(|p| Event::DeliverMore { piece: leak(p) }),
         (
             group_name(),
@@ -821,6 +847,27 @@ proptest! {
             }
             (Err(a), Err(b)) => prop_assert_eq!(a, b),
             (a, b) => prop_assert!(false, "Event::parse {:?}, DeliverHead::parse {:?}", a, b),
+        }
+    }
+
+    /// The in-place `DELIVER_REF` reader agrees with `Event::parse`.
+    #[test]
+    fn deliver_ref_head_agrees_with_event_parse(head in vec(0u8..4, 0..20), name_len in 0u8..140, tail in vec(any::<u8>(), 0..160)) {
+        let mut body = head;
+        if body.len() > deliver::NAME_LEN {
+            body[deliver::NAME_LEN] = name_len;
+        }
+        body.extend_from_slice(&tail);
+        let kind = EventKind::DeliverRef as u16;
+        match (Event::parse(kind, 0, &body), DeliverHead::parse_ref(&body)) {
+            (Ok(Event::DeliverRef { group, sender, total_len }), Ok(d)) => {
+                prop_assert_eq!(group.as_bytes(), d.group);
+                prop_assert_eq!(sender, d.sender);
+                prop_assert_eq!(total_len, d.total_len);
+                prop_assert!(d.piece.is_empty());
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "Event::parse {:?}, DeliverHead::parse_ref {:?}", a, b),
         }
     }
 
