@@ -118,14 +118,18 @@ fn deliver_and_prove_zero_copy(zc: ZeroCopy) {
                 at >= start + size,
                 "size {size}: payload bytes not sent from the slot"
             );
+            // a GSO send (the frame and the token after it, say) reads
+            // the slot in place too
             let fixed = (after.sends_write_fixed
                 + after.sends_zc_fixed
                 + after.sends_gather
-                + after.sends_gather_zc)
+                + after.sends_gather_zc
+                + after.gso_sends)
                 - (before.sends_write_fixed
                     + before.sends_zc_fixed
                     + before.sends_gather
-                    + before.sends_gather_zc);
+                    + before.sends_gather_zc
+                    + before.gso_sends);
             assert!(
                 fixed >= 2,
                 "size {size}: the driver sent from registered/gather buffers"
