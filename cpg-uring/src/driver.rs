@@ -1396,14 +1396,18 @@ impl Driver {
             }
             Completion::GsoFallback {
                 fd,
+                zc,
                 errno,
                 frames,
                 queued,
             } => {
                 Counters::inc(&counters.gso_fallbacks);
                 Counters::add(&counters.send_errors, (frames - queued) as u64);
-                // the path cannot take GSO: stop asking on this link
-                if matches!(errno, libc::EIO | libc::EINVAL | libc::EMSGSIZE) {
+                // The path cannot take GSO: stop asking on this link. A
+                // zero-copy send's EMSGSIZE is its pages (the copies went),
+                // not the segmentation.
+                let zc_pages = zc && errno == libc::EMSGSIZE;
+                if matches!(errno, libc::EIO | libc::EINVAL | libc::EMSGSIZE) && !zc_pages {
                     self.gso_off(fd, errno);
                 }
             }
@@ -1721,6 +1725,161 @@ mod tests {
         send_sync::<SlotAlloc>();
         send_sync::<Counters>();
         send_sync::<ExternalRegions>();
+    }
+
+    /// Sends `frames` frames of 1,000 B to node 2 at start and as many
+    /// again on its first timeout (seq in the first 4 bytes).
+    struct Burst {
+        frames: u32,
+        sent: u32,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        give_up: Instant,
+    }
+
+    impl Burst {
+        fn burst(&mut self, out: &mut Outputs) {
+            for _ in 0..self.frames {
+                let mut v = vec![(self.sent % 251) as u8; 1000];
+                v[..4].copy_from_slice(&self.sent.to_le_bytes());
+                self.sent += 1;
+                out.transmits.push(Transmit {
+                    dest: Dest::Node(2),
+                    frame: FrameRef::Own(Arc::from(v)),
+                });
+            }
+        }
+    }
+
+    impl Host for Burst {
+        fn step(&mut self, t: Instant, input: Input, out: &mut Outputs) {
+            match input {
+                Input::Start => {
+                    self.burst(out);
+                    out.next_timeout = Some(Instant(t.0 + 50_000_000));
+                }
+                Input::Timeout if self.sent == self.frames => {
+                    self.burst(out);
+                    out.next_timeout = Some(self.give_up);
+                }
+                Input::Timeout => self.stop.store(true, std::sync::atomic::Ordering::Release),
+                _ => {}
+            }
+        }
+        fn should_stop(&self) -> bool {
+            self.stop.load(std::sync::atomic::Ordering::Acquire)
+        }
+    }
+
+    /// Records the seq of every frame it receives; stops (both, waking
+    /// the sender's loop) at `want`.
+    struct Sink {
+        got: Vec<(u32, usize, bool)>,
+        want: usize,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        wake: Waker,
+        give_up: Instant,
+    }
+
+    impl Host for Sink {
+        fn step(&mut self, t: Instant, input: Input, out: &mut Outputs) {
+            if let Input::Packet { frame, .. } = input {
+                let b = frame.as_ref();
+                let seq = u32::from_le_bytes(b[..4].try_into().unwrap());
+                let intact = b[4..].iter().all(|&x| x == (seq % 251) as u8);
+                self.got.push((seq, b.len(), intact));
+                if self.got.len() >= self.want {
+                    self.stop.store(true, std::sync::atomic::Ordering::Release);
+                    self.wake.wake();
+                }
+            }
+            if t >= self.give_up {
+                self.stop.store(true, std::sync::atomic::Ordering::Release);
+            }
+            out.next_timeout = Some(self.give_up);
+        }
+        fn should_stop(&self) -> bool {
+            self.stop.load(std::sync::atomic::Ordering::Acquire)
+        }
+    }
+
+    /// A GSO send the path refuses (here `SO_NO_CHECK` on the socket to
+    /// the peer: the kernel will not segment without checksums, EINVAL) is
+    /// sent again frame by frame, in order, nothing lost; that peer link
+    /// then sends no more GSO.
+    #[test]
+    #[allow(unsafe_code)]
+    #[cfg_attr(miri, ignore)]
+    fn a_refused_gso_send_goes_frame_by_frame_and_turns_gso_off_for_the_link() {
+        if !crate::ring::probe().is_ok_and(|p| p.missing().is_empty()) {
+            eprintln!("SKIP: no usable io_uring here");
+            return;
+        }
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut a = Driver::new(TransportConfig::new(1, lo, vec![])).unwrap();
+        let mut b = Driver::new(TransportConfig::new(2, lo, vec![])).unwrap();
+        if !a.gso_enabled() {
+            eprintln!("SKIP: no UDP_SEGMENT here");
+            return;
+        }
+        let all = vec![(1, a.local_addr()), (2, b.local_addr())];
+        a.set_peers(&all).unwrap();
+        b.set_peers(&all).unwrap();
+        let to_b = |d: &Driver| d.peers[0].links[0].as_ref().map(|pl| pl.gso_max);
+        assert!(to_b(&a).is_some_and(|m| m >= 1000), "{:?}", to_b(&a));
+        let fd = a.peers[0].links[0]
+            .as_ref()
+            .and_then(|pl| pl.fd.as_ref())
+            .unwrap()
+            .as_raw_fd();
+        let one: libc::c_int = 1;
+        // SAFETY: `fd` is a's open socket to b; `one` is a live c_int of
+        // the length given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let give_up = Instant(now().0 + 10_000_000_000);
+        let mut sink = Sink {
+            got: Vec::new(),
+            want: 20,
+            stop: stop.clone(),
+            wake: a.waker(),
+            give_up,
+        };
+        let tb = std::thread::spawn(move || {
+            b.run(&mut sink).unwrap();
+            (b, sink)
+        });
+        let mut burst = Burst {
+            frames: 10,
+            sent: 0,
+            stop: stop.clone(),
+            give_up,
+        };
+        a.run(&mut burst).unwrap();
+        let (_b, sink) = tb.join().unwrap();
+        assert_eq!(
+            sink.got,
+            (0..20).map(|s| (s, 1000, true)).collect::<Vec<_>>(),
+            "every frame, intact and in order"
+        );
+        let s = a.counters().snapshot();
+        // the first burst: one GSO send, refused, re-sent frame by frame;
+        // the second: frame by frame from the start
+        assert_eq!(
+            (s.gso_sends, s.gso_datagrams, s.gso_fallbacks),
+            (1, 10, 1),
+            "{s:?}"
+        );
+        assert_eq!((s.frames_sent, s.send_errors), (20, 0), "{s:?}");
+        assert_eq!(to_b(&a), Some(0), "GSO off for that link");
     }
 
     #[test]

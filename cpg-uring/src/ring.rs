@@ -441,11 +441,12 @@ pub(crate) enum Completion {
         errno: i32,
         queued: bool,
     },
-    /// A GSO send on socket `fd` failed with `errno`; each of its
-    /// `frames` frames was re-sent as a copying send of its own (`queued`
-    /// of them were taken).
+    /// A GSO send on socket `fd` (zero copy: `zc`) failed with `errno`;
+    /// each of its `frames` frames was re-sent as a copying send of its
+    /// own (`queued` of them were taken).
     GsoFallback {
         fd: RawFd,
+        zc: bool,
         errno: i32,
         frames: usize,
         queued: usize,
@@ -1134,8 +1135,9 @@ impl Ring {
         // borrow ends: unregistering needs the submitter).
         let mut ext_done: Vec<u16> = Vec::new();
         // Failed zero-copy or GSO sends to re-send copying, one datagram
-        // per send (after the CQ borrow): socket, frames, errno, GSO.
-        let mut retry: Vec<(RawFd, Sources<TxSource>, i32, bool)> = Vec::new();
+        // per send (after the CQ borrow): socket, frames, errno, zero
+        // copy, GSO.
+        let mut retry: Vec<(RawFd, Sources<TxSource>, i32, bool, bool)> = Vec::new();
         let mut cq = self.uring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -1152,7 +1154,7 @@ impl Ring {
                 UserData::Send { idx, gen } => self
                     .sends
                     .failed(idx, gen, res, flags)
-                    .map(|f| (f.src.fd, f.src.srcs.clone(), f.gso)),
+                    .map(|f| (f.src.fd, f.src.srcs.clone(), f.zc, f.gso)),
                 _ => None,
             };
             let c = match ud {
@@ -1193,10 +1195,10 @@ impl Ring {
                 }
                 UserData::Send { idx, gen } => match self.sends.on_cqe(idx, gen, res, flags) {
                     Ok(mut s) => {
-                        if let Some((fd, srcs, gso)) = failed {
+                        if let Some((fd, srcs, zc, gso)) = failed {
                             // Not a send error: the copies stand in for it.
                             s.result = None;
-                            retry.push((fd, srcs, -res, gso));
+                            retry.push((fd, srcs, -res, zc, gso));
                         }
                         if let Some(r) = &s.released {
                             self.inflight = self.inflight.saturating_sub(1);
@@ -1219,7 +1221,7 @@ impl Ring {
         for slot in ext_done {
             self.ext_send_done(slot);
         }
-        for (fd, srcs, errno, gso) in retry {
+        for (fd, srcs, errno, zc, gso) in retry {
             let frames = srcs.datagrams();
             let queued = srcs
                 .iter()
@@ -1228,6 +1230,7 @@ impl Ring {
             out.push(if gso {
                 Completion::GsoFallback {
                     fd,
+                    zc,
                     errno,
                     frames,
                     queued,

@@ -104,6 +104,8 @@ pub(crate) struct SendCqe<S> {
 pub(crate) struct Failed<'a, S> {
     /// What it read.
     pub src: &'a S,
+    /// It was a zero-copy send.
+    pub zc: bool,
     /// It was a GSO send (more than one datagram).
     pub gso: bool,
 }
@@ -192,8 +194,11 @@ impl<S> SendTable<S> {
         let p = e.send.as_ref()?;
         let failed = res < 0 && !cqueue::notif(flags) && !p.awaiting_notif;
         let gso = p.datagrams > 1;
-        (e.generation == generation && (p.zc || gso) && failed)
-            .then_some(Failed { src: &p.src, gso })
+        (e.generation == generation && (p.zc || gso) && failed).then_some(Failed {
+            src: &p.src,
+            zc: p.zc,
+            gso,
+        })
     }
 
     /// A CQE with `user_data` naming send `(idx, generation)`.
@@ -414,8 +419,10 @@ mod tests {
         let mut t = SendTable::default();
         let (i, g) = t.insert("gso", false, 3);
         let (j, h) = t.insert("gso-zc", true, 3);
-        assert!(t.failed(i, g, -EIO, 0).unwrap().gso);
-        assert!(t.failed(j, h, -EIO, MORE).unwrap().gso);
+        let f = t.failed(i, g, -EIO, 0).unwrap();
+        assert!(f.gso && !f.zc);
+        let f = t.failed(j, h, -EIO, MORE).unwrap();
+        assert!(f.gso && f.zc);
         // the zero-copy one still awaits its notification
         assert!(t.on_cqe(j, h, -EIO, MORE).unwrap().released.is_none());
         // a GSO send that went is not offered
