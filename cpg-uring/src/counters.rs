@@ -86,7 +86,8 @@ counters! {
     zc_over_frags,
     /// GSO sends: one `SendMsg` / `SendMsgZc` with a `UDP_SEGMENT` cmsg
     /// carrying a run of frames to one peer (`crate::gso`); not counted in
-    /// the `sends_*` above.
+    /// the `sends_*` above, nor (frames of external regions among them) in
+    /// the `external_sends_*`.
     gso_sends,
     /// Of those, by `SendMsgZc`.
     gso_sends_zc,
