@@ -8,7 +8,8 @@
 #   compare (default): --nodes 3, --mtus "1500 9000", --crypto "off on",
 #       --sizes "64 1024 65536 1048576", 64 B round trip, --transports knet
 #       (add udpu: --transports "knet udpu"; crypto on runs knet only),
-#       --seconds 3, --repeat 2 (best of 2), rows ours/theirs interleaved.
+#       --seconds 3, --repeat 2 (best of 2), rows ours/theirs interleaved;
+#       --gso "on off" adds rows of ours with GSO off (cpg-rs-nogso).
 #       Output: benches/results/netns-3/{results.jsonl,report.md,chart.svg,logs/}
 #   scaling: ours at --scale-nodes "3 5 9 16" (64 B and 1 KiB per member,
 #       token rotation time), failover (SIGKILL -> NODEDOWN) for ours at every
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--out) out="$2"; shift 2 ;;
 	--no-build) build=0; shift ;;
-	-h|--help) sed -n '2,19p' "$0"; exec python3 "$here/netns_compare.py" --help ;;
+	-h|--help) sed -n '2,20p' "$0"; exec python3 "$here/netns_compare.py" --help ;;
 	*) pass+=("$1"); shift ;;
 	esac
 done

@@ -260,8 +260,10 @@ system {
 """ % (transport, cr, token, coef, nodes, rundir, rundir)
 
 
-def ours_conf(n, mtu, crypto, key, state, token, coef):
+def ours_conf(n, mtu, crypto, key, state, token, coef, gso=True):
     s = 'cluster_name = "netbench"\nstate_dir = "%s"\nnetmtu = %d\n' % (state, mtu)
+    if not gso:
+        s += "gso = false\n"
     s += 'crypto = "encrypt"\nkey_file = "%s"\n' % key if crypto else 'crypto = "none"\n'
     s += "\n[totem]\ntoken_ms = %d\ntoken_coefficient_ms = %d\n" % (token, coef)
     for j in range(1, n + 1):
@@ -446,7 +448,7 @@ def meta(a, when):
                      "uptime": run("uptime", check=False).stdout.strip(),
                      "corosync": m.group(1) if m else "?", "git": git, "seconds": a.seconds,
                      "repeat": a.repeat, "nodes": a.nodes, "send": a.send,
-                     "mtus": a.mtus, "token_ms": a.token, "token_coefficient_ms": a.coef,
+                     "mtus": a.mtus, "gso": a.gso, "token_ms": a.token, "token_coefficient_ms": a.coef,
                      "cpgtool": a.cpgtool}}
 
 
@@ -466,10 +468,16 @@ def compare(a):
         for crypto in a.crypto:
             on = crypto == "on"
             state = os.path.join(a.work, "state-%d-%s" % (mtu, crypto))
-            conf = os.path.join(a.work, "cpg-%d-%s.toml" % (mtu, crypto))
-            with open(conf, "w") as f:
-                f.write(ours_conf(a.nodes, mtu, on, key, state, a.token, a.coef))
-            shutil.copy(conf, os.path.join(a.logs, "cpg-%d-%s.toml" % (mtu, crypto)))
+            # one config per --gso value: "cpg-rs" rows with GSO on (the
+            # default), "cpg-rs-nogso" rows with it off (an A/B of ours)
+            confs = {}
+            for g in a.gso:
+                sfx = "" if g == "on" else "-nogso"
+                conf = os.path.join(a.work, "cpg-%d-%s%s.toml" % (mtu, crypto, sfx))
+                with open(conf, "w") as f:
+                    f.write(ours_conf(a.nodes, mtu, on, key, state, a.token, a.coef, g == "on"))
+                shutil.copy(conf, os.path.join(a.logs, "cpg-%d-%s%s.toml" % (mtu, crypto, sfx)))
+                confs["cpg-rs" + sfx] = conf
             for transport in a.transports:
                 if on and transport != "knet":
                     continue  # Corosync 3 encrypts only on knet
@@ -485,13 +493,13 @@ def compare(a):
                         # ours only once per (mtu, crypto, rep), beside the first transport
                         pair = []
                         if transport == a.transports[0]:
-                            pair.append("cpg-rs")
+                            pair.extend(confs)
                         pair.append("corosync-" + transport)
                         for system in pair:
                             tag = "%s-%d-%s-%d%s-r%d" % (system, mtu, crypto, size, "-lat" if lat else "", rep)
                             t0 = time.time()
-                            if system == "cpg-rs":
-                                rs, err = run_ours_row(a, topo, conf, size, lat, tag, a.seconds)
+                            if system in confs:
+                                rs, err = run_ours_row(a, topo, confs[system], size, lat, tag, a.seconds)
                             elif ready:
                                 rs, err = run_cs_row(a, topo, size, lat, tag, a.seconds, system)
                             else:
@@ -691,6 +699,8 @@ def main():
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--send", default="copy", choices=["copy", "zcb"])
+    p.add_argument("--gso", default="on", help='ours: "on", "off" or "on off" (an A/B: off rows are '
+                   'system cpg-rs-nogso, which the report leaves out)')
     p.add_argument("--token", type=int, default=1000, help="token ms, both systems")
     p.add_argument("--coef", type=int, default=650, help="token_coefficient ms, both systems")
     p.add_argument("--scale-nodes", default="3 5 9 16")
@@ -705,6 +715,9 @@ def main():
     a = p.parse_args()
     a.mtus, a.sizes = ints(a.mtus), ints(a.sizes)
     a.crypto, a.transports = a.crypto.split(), a.transports.split()
+    a.gso = a.gso.split()
+    if not a.gso or any(g not in ("on", "off") for g in a.gso):
+        sys.exit('netns_compare.py: --gso takes "on", "off" or both')
     a.scale_nodes, a.scale_sizes = ints(a.scale_nodes), ints(a.scale_sizes)
     a.cs_scale, a.cs_failover = ints(a.cs_scale), ints(a.cs_failover)
     a.latency = not a.no_latency

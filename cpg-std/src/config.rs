@@ -15,6 +15,7 @@
 //! handle_queue_bytes = 0   # derived: 2 × max_message_size + 64 KiB
 //! slow_consumer = "evict"
 //! zerocopy = "auto"
+//! gso = true               # UDP segmentation offload where the kernel has it
 //!
 //! [[nodelist]]
 //! nodeid = 1
@@ -274,6 +275,14 @@ fn default_handle_queue_bytes() -> usize {
 /// 710..810k copied, the copying mcast_joined 610..740k).
 pub const ZC_COPY_THRESHOLD_DEFAULT: usize = 2048;
 
+fn default_gso() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 fn default_zc_copy_threshold() -> usize {
     ZC_COPY_THRESHOLD_DEFAULT
 }
@@ -319,6 +328,11 @@ pub struct ConfigFile {
     /// Zero-copy messages at least this long are never copied.
     #[serde(default = "default_zc_copy_threshold")]
     pub zc_copy_threshold: usize,
+    /// UDP segmentation offload: a run of same-size frames to one peer
+    /// goes as one send the kernel cuts into datagrams (`true`, the
+    /// default, where the kernel offers `UDP_SEGMENT`; io_uring only).
+    #[serde(default = "default_gso", skip_serializing_if = "is_true")]
+    pub gso: bool,
     /// Transport.
     #[serde(default)]
     pub transport: TransportKind,
@@ -606,6 +620,7 @@ impl ConfigFile {
             slow_consumer: SlowConsumer::default(),
             zerocopy: ZeroCopy::Auto,
             zc_copy_threshold: default_zc_copy_threshold(),
+            gso: true,
             transport: TransportKind::default(),
             crypto: Crypto::None,
             key_file: None,
@@ -811,6 +826,7 @@ impl ConfigFile {
             handle_queue_bytes,
             slow_consumer: self.slow_consumer,
             zerocopy: self.zerocopy,
+            gso: self.gso,
             transport: self.transport,
             crypto: self.crypto,
             key_file: self.key_file.clone(),
@@ -886,6 +902,8 @@ pub struct NodeConfig {
     pub slow_consumer: SlowConsumer,
     /// `SendZc` policy.
     pub zerocopy: ZeroCopy,
+    /// UDP segmentation offload where the kernel offers it.
+    pub gso: bool,
     /// Transport.
     pub transport: TransportKind,
     /// Frame protection.

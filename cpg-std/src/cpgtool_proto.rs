@@ -564,6 +564,12 @@ pub struct TransportCounters {
     /// Dropped: seen before, or older than the replay window.
     #[serde(default)]
     pub open_replay: u64,
+    /// GSO sends: runs of frames to one peer in one send (`UDP_SEGMENT`).
+    #[serde(default)]
+    pub gso_sends: u64,
+    /// Datagrams those GSO sends carried.
+    #[serde(default)]
+    pub gso_datagrams: u64,
 }
 
 impl From<cpg_uring::Snapshot> for TransportCounters {
@@ -587,6 +593,8 @@ impl From<cpg_uring::Snapshot> for TransportCounters {
             open_misdirected: c.open_misdirected,
             open_bad_tag: c.open_bad_tag,
             open_replay: c.open_replay,
+            gso_sends: c.gso_sends,
+            gso_datagrams: c.gso_datagrams,
         }
     }
 }

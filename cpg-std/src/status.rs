@@ -159,10 +159,14 @@ impl StatusSource {
             c.frames_rx = t.frames_received;
             c.bytes_tx = t.bytes_sent;
             c.bytes_rx = t.bytes_received;
-            c.sends_zc = t.sends_zc_fixed + t.sends_zc_heap + t.sends_gather_zc;
-            // a refused zero-copy send's copy is a copying send too
-            c.sends_copy =
-                t.sends_write_fixed + t.sends_plain + t.sends_gather + t.zc_fallback_copies;
+            c.sends_zc = t.sends_zc_fixed + t.sends_zc_heap + t.sends_gather_zc + t.gso_sends_zc;
+            // a refused zero-copy send's copy is a copying send too; a GSO
+            // send is one send, however many datagrams it carries
+            c.sends_copy = t.sends_write_fixed
+                + t.sends_plain
+                + t.sends_gather
+                + t.zc_fallback_copies
+                + t.gso_sends.saturating_sub(t.gso_sends_zc);
             c.sends_zc_copied = t.zc_kernel_copied;
             c.bytes_copied = t.bytes_copied;
         }

@@ -84,6 +84,19 @@ counters! {
     /// than a zero-copy datagram may (MAX_SKB_FRAGS): sent copying (also in
     /// `sends_gather`), not handed to a `SendMsgZc` bound to fail.
     zc_over_frags,
+    /// GSO sends: one `SendMsg` / `SendMsgZc` with a `UDP_SEGMENT` cmsg
+    /// carrying a run of frames to one peer (`crate::gso`); not counted in
+    /// the `sends_*` above, nor (frames of external regions among them) in
+    /// the `external_sends_*`.
+    gso_sends,
+    /// Of those, by `SendMsgZc`.
+    gso_sends_zc,
+    /// Datagrams (frames) sent by GSO sends.
+    gso_datagrams,
+    /// GSO sends that failed and were sent again one frame per send
+    /// (copying); when the path cannot take GSO, that peer link sends no
+    /// more GSO.
+    gso_fallbacks,
     /// Zero-copy notifications reaped.
     zc_notifications,
     /// Of those, how many said the kernel copied after all (loopback does).

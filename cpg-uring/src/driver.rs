@@ -39,6 +39,22 @@
 //! loopback and a frame of at least `zc_min_len` bytes: on loopback the
 //! kernel copies anyway and `SendZc` only adds a second completion.
 //!
+//! # UDP segmentation offload (GSO)
+//!
+//! With [`TransportConfig::gso`] (the default) and a kernel that offers
+//! `UDP_SEGMENT`, frames one step produces for one (peer, link) that
+//! follow each other with one size (the last may be shorter) go out as
+//! one `SendMsg` (`SendMsgZc` where zero copy pays for the run's bytes)
+//! carrying a `UDP_SEGMENT` cmsg: the kernel cuts the datagrams, each one
+//! frame, sealed frames included (`crate::gso` has the batching rule and
+//! keeps the order of sends per socket). A run of one frame takes the
+//! table above. Only frames within the peer link's path MTU (read from its
+//! connected socket) are batched, as the kernel refuses a `gso_size` over
+//! it. A GSO send that fails is sent again frame by frame, copying; one
+//! that fails because the path cannot take it (`EIO`: a device without
+//! checksum offload or an IPsec path; `EINVAL`, `EMSGSIZE`) also turns
+//! GSO off for that peer link (`gso_fallbacks`, one warning per link).
+//!
 //! # External regions
 //!
 //! Memory the driver does not own (cpgd's mapping of a client's memfd) is
@@ -74,6 +90,7 @@ use rustix::net::{RecvFlags, SendFlags};
 use crate::bufs::{Region, RegionError, RxBuf, RxRing, SlotAlloc, TxSource, RX_HEADROOM};
 use crate::counters::Counters;
 use crate::external::{Command, ExternalRegions, NotFixed, RegionId, RegionStatus};
+use crate::gso::{Batcher, Run};
 use crate::links::{
     self, Candidate, LinkMode, LinkPing, LinkSpec, LinkState, LinkStatusHandle, LINKS_MAX,
 };
@@ -175,6 +192,9 @@ pub struct TransportConfig {
     /// How long the io_uring loop polls for a completion before it sleeps,
     /// while traffic is recent (`spin.rs`); zero never spins.
     pub spin: Duration,
+    /// Send runs of same-size frames to one peer as one GSO send (see the
+    /// module docs), where the kernel offers `UDP_SEGMENT`; io_uring only.
+    pub gso: bool,
 }
 
 impl TransportConfig {
@@ -210,6 +230,7 @@ impl TransportConfig {
             link_ping: None,
             cluster_id: 0,
             spin: SPIN_DEFAULT,
+            gso: true,
         }
     }
 }
@@ -485,6 +506,10 @@ struct PeerLink {
     fd: Option<OwnedFd>,
     loopback: bool,
     state: LinkState,
+    /// Longest frame a GSO send may carry to it: the path MTU less the IP
+    /// and UDP headers; 0 sends it no GSO (off, unsupported, or a GSO send
+    /// to it failed).
+    gso_max: usize,
 }
 
 #[derive(Debug)]
@@ -546,6 +571,14 @@ pub struct Driver {
     fatal: Option<DriverError>,
     /// Whether to poll a while before sleeping.
     spin: Spin,
+    /// GSO is configured and the kernel offers it (io_uring only).
+    gso: bool,
+    /// Inside `dispatch` with `gso`: sends queue into `gso_runs`.
+    batching: bool,
+    /// The runs of the current dispatch, keyed by (peer, link) index.
+    gso_runs: Batcher<(usize, usize), TxSource>,
+    /// Runs to submit (kept for its allocation).
+    gso_out: Vec<Run<(usize, usize), TxSource>>,
 }
 
 impl fmt::Debug for Driver {
@@ -649,6 +682,15 @@ impl Driver {
                 socket::bind_shared(cfg.bind, cfg.socket_buffer).map_err(bind_err)?;
             (Backend::Uring(Box::new(ring)), main, local)
         };
+        // the start-up probe: asked of the bound socket, the kind the
+        // per-peer sockets are
+        let gso = cfg.gso && !cfg.fallback_syscalls && socket::udp_gso_supported(&main);
+        if cfg.gso && !cfg.fallback_syscalls && !gso {
+            log::info!(
+                target: "cpg::transport",
+                "this kernel offers no UDP_SEGMENT: frames are sent one datagram per send"
+            );
+        }
         let mut links = vec![Link {
             number: 0,
             priority: cfg.link0_priority,
@@ -705,6 +747,10 @@ impl Driver {
             ext_gone: Vec::new(),
             fatal: None,
             spin: Spin::new(cfg.spin),
+            gso,
+            batching: false,
+            gso_runs: Batcher::default(),
+            gso_out: Vec::new(),
         };
         d.set_peers(&cfg.peers)?;
         for l in &cfg.links {
@@ -734,6 +780,13 @@ impl Driver {
             Backend::Uring(r) => Some(r.probe()),
             Backend::Syscalls => None,
         }
+    }
+
+    /// Whether runs of frames go out as GSO sends ([`TransportConfig::gso`]
+    /// asked for and the kernel offers `UDP_SEGMENT`; never on the syscall
+    /// fallback).
+    pub fn gso_enabled(&self) -> bool {
+        self.gso
     }
 
     /// Running on the syscall fallback.
@@ -906,6 +959,7 @@ impl Driver {
 
     /// Send what the last step produced.
     fn dispatch(&mut self) {
+        self.batching = self.gso;
         let mut transmits = std::mem::take(&mut self.out.transmits);
         for t in transmits.drain(..) {
             let src = match t.frame {
@@ -960,6 +1014,8 @@ impl Driver {
             }
         }
         self.out.transmits = transmits;
+        self.flush_gso();
+        self.batching = false;
         if let Some(e) = self.out.engine.take() {
             Counters::set(&self.counters.retransmissions, e.retransmissions);
             Counters::set(&self.counters.token_rotations, e.token_rotations);
@@ -1049,22 +1105,101 @@ impl Driver {
         }
     }
 
-    /// Send to peer `i` over link index `li`.
+    /// Send to peer `i` over link index `li`: queued into its GSO run
+    /// while dispatching, else submitted at once.
     fn send_on(&mut self, i: usize, li: usize, src: TxSource) {
         let Some(peer) = self.peers.get(i).and_then(|p| p.links.get(li)?.as_ref()) else {
             return;
         };
         peer.state.shared.count_tx();
-        let zc = self.use_zc(peer, src.len());
-        let ext = src.is_external();
-        let c = &self.counters;
+        let gso_max = peer.gso_max;
         // A slot counts one more pending send before the kernel sees it.
         if let Some(b) = src.slot_buf() {
             if b.slot_begin_send().is_err() {
-                Counters::inc(&c.send_errors);
+                Counters::inc(&self.counters.send_errors);
                 return;
             }
         }
+        if self.batching {
+            let len = src.len();
+            if len <= gso_max {
+                let mut out = std::mem::take(&mut self.gso_out);
+                self.gso_runs.push((i, li), len, src, &mut out);
+                self.submit_runs(&mut out);
+                self.gso_out = out;
+                return;
+            }
+            // not batched: after everything queued before it
+            self.flush_gso();
+        }
+        self.submit(i, li, src);
+    }
+
+    /// Submit every queued GSO run.
+    fn flush_gso(&mut self) {
+        if self.gso_runs.is_empty() {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.gso_out);
+        self.gso_runs.drain(&mut out);
+        self.submit_runs(&mut out);
+        self.gso_out = out;
+    }
+
+    /// Submit `runs` in order: a run of one frame as any send, a longer one
+    /// as one GSO send.
+    fn submit_runs(&mut self, runs: &mut Vec<Run<(usize, usize), TxSource>>) {
+        for run in runs.drain(..) {
+            let (i, li) = run.key;
+            let seg = u16::try_from(run.seg).ok();
+            let mut frames = run.frames;
+            if frames.len() == 1 {
+                if let Some(src) = frames.pop() {
+                    self.submit(i, li, src);
+                }
+                continue;
+            }
+            let peer = self.peers.get(i).and_then(|p| p.links.get(li)?.as_ref());
+            let fd = peer.and_then(|p| p.fd.as_ref()).map(|f| f.as_raw_fd());
+            // zero copy as for each frame alone: what pays for one frame
+            // of this size pays for a run of them
+            let zc = peer.is_some_and(|p| self.use_zc(p, run.seg));
+            let c = &self.counters;
+            let (Some(fd), Some(seg), Backend::Uring(ring)) = (fd, seg, &mut self.backend) else {
+                // cannot happen (runs are made for such peers only): the
+                // frames are not sent, and say so
+                for src in &frames {
+                    Counters::inc(&c.send_errors);
+                    if let Some(b) = src.slot_buf() {
+                        let _ = b.slot_send_done(false);
+                    }
+                }
+                continue;
+            };
+            let n = frames.len() as u64;
+            let kind = ring.send_gso(fd, frames, seg, zc);
+            Counters::inc(&c.gso_sends);
+            Counters::add(&c.gso_datagrams, n);
+            match kind {
+                SendKind::GsoZc => Counters::inc(&c.gso_sends_zc),
+                SendKind::GsoOverFrags => Counters::inc(&c.zc_over_frags),
+                _ => {}
+            }
+        }
+    }
+
+    /// Submit one frame to peer `i` over link index `li` (its slot, if
+    /// any, already counts the send as pending).
+    fn submit(&mut self, i: usize, li: usize, src: TxSource) {
+        let Some(peer) = self.peers.get(i).and_then(|p| p.links.get(li)?.as_ref()) else {
+            if let Some(b) = src.slot_buf() {
+                let _ = b.slot_send_done(false);
+            }
+            return;
+        };
+        let zc = self.use_zc(peer, src.len());
+        let ext = src.is_external();
+        let c = &self.counters;
         match &mut self.backend {
             Backend::Uring(ring) => {
                 let Some(fd) = peer.fd.as_ref().map(|f| f.as_raw_fd()) else {
@@ -1080,6 +1215,10 @@ impl Driver {
                             SendKind::Plain => &c.sends_plain,
                             SendKind::GatherZc => &c.sends_gather_zc,
                             SendKind::GatherPlain | SendKind::GatherOverFrags => &c.sends_gather,
+                            // `Ring::send` makes no GSO send
+                            SendKind::Gso | SendKind::GsoZc | SendKind::GsoOverFrags => {
+                                &c.gso_sends
+                            }
                         });
                         if kind == SendKind::GatherOverFrags {
                             Counters::inc(&c.zc_over_frags);
@@ -1091,9 +1230,11 @@ impl Driver {
                                 SendKind::WriteFixed => &c.external_sends_write_fixed,
                                 SendKind::Plain => &c.external_sends_plain,
                                 SendKind::GatherZc => &c.external_sends_gather_zc,
-                                SendKind::GatherPlain | SendKind::GatherOverFrags => {
-                                    &c.external_sends_gather
-                                }
+                                SendKind::GatherPlain
+                                | SendKind::GatherOverFrags
+                                | SendKind::Gso
+                                | SendKind::GsoZc
+                                | SendKind::GsoOverFrags => &c.external_sends_gather,
                             });
                         }
                     }
@@ -1225,10 +1366,10 @@ impl Driver {
             Completion::Send(s) => {
                 match s.result {
                     Some(r) if r >= 0 => {
-                        Counters::inc(&counters.frames_sent);
+                        Counters::add(&counters.frames_sent, s.datagrams as u64);
                         Counters::add(&counters.bytes_sent, r as u64);
                     }
-                    Some(_) => Counters::inc(&counters.send_errors),
+                    Some(_) => Counters::add(&counters.send_errors, s.datagrams as u64),
                     None => {}
                 }
                 if let Some(rel) = s.released {
@@ -1238,9 +1379,9 @@ impl Driver {
                             Counters::inc(&counters.zc_kernel_copied);
                         }
                     }
-                    // The kernel is done with the bytes: the slot's pending
-                    // count drops, then the send's handle goes with `rel`.
-                    if let Some(b) = rel.src.src.slot_buf() {
+                    // The kernel is done with the bytes: each slot's pending
+                    // count drops, then the send's handles go with `rel`.
+                    for b in rel.src.srcs.iter().filter_map(TxSource::slot_buf) {
                         let _ = b.slot_send_done(rel.zc);
                     }
                 }
@@ -1253,8 +1394,48 @@ impl Driver {
                 });
                 crate::send::zc_fallback_warn(errno);
             }
+            Completion::GsoFallback {
+                fd,
+                zc,
+                errno,
+                frames,
+                queued,
+            } => {
+                Counters::inc(&counters.gso_fallbacks);
+                Counters::add(&counters.send_errors, (frames - queued) as u64);
+                // The path cannot take GSO: stop asking on this link. A
+                // zero-copy send's EMSGSIZE is its pages (the copies went),
+                // not the segmentation.
+                let zc_pages = zc && errno == libc::EMSGSIZE;
+                if matches!(errno, libc::EIO | libc::EINVAL | libc::EMSGSIZE) && !zc_pages {
+                    self.gso_off(fd, errno);
+                }
+            }
             Completion::Internal => {}
             Completion::Bad { .. } => Counters::inc(&counters.bad_completions),
+        }
+    }
+
+    /// Turn GSO off for the peer link whose socket is `fd` (a GSO send on
+    /// it failed with `errno`), saying so once.
+    fn gso_off(&mut self, fd: i32, errno: i32) {
+        let links = &self.links;
+        for p in &mut self.peers {
+            for (li, pl) in p.links.iter_mut().enumerate() {
+                let Some(pl) = pl else { continue };
+                if pl.gso_max > 0 && pl.fd.as_ref().is_some_and(|f| f.as_raw_fd() == fd) {
+                    pl.gso_max = 0;
+                    log::warn!(
+                        target: "cpg::transport",
+                        "a GSO send to node {} at {} (link {}) failed ({}); frames to it are \
+                         sent one datagram per send",
+                        p.id,
+                        pl.addr,
+                        links.get(li).map_or(0, |l| l.number),
+                        io::Error::from_raw_os_error(errno)
+                    );
+                }
+            }
         }
     }
 
@@ -1544,6 +1725,161 @@ mod tests {
         send_sync::<SlotAlloc>();
         send_sync::<Counters>();
         send_sync::<ExternalRegions>();
+    }
+
+    /// Sends `frames` frames of 1,000 B to node 2 at start and as many
+    /// again on its first timeout (seq in the first 4 bytes).
+    struct Burst {
+        frames: u32,
+        sent: u32,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        give_up: Instant,
+    }
+
+    impl Burst {
+        fn burst(&mut self, out: &mut Outputs) {
+            for _ in 0..self.frames {
+                let mut v = vec![(self.sent % 251) as u8; 1000];
+                v[..4].copy_from_slice(&self.sent.to_le_bytes());
+                self.sent += 1;
+                out.transmits.push(Transmit {
+                    dest: Dest::Node(2),
+                    frame: FrameRef::Own(Arc::from(v)),
+                });
+            }
+        }
+    }
+
+    impl Host for Burst {
+        fn step(&mut self, t: Instant, input: Input, out: &mut Outputs) {
+            match input {
+                Input::Start => {
+                    self.burst(out);
+                    out.next_timeout = Some(Instant(t.0 + 50_000_000));
+                }
+                Input::Timeout if self.sent == self.frames => {
+                    self.burst(out);
+                    out.next_timeout = Some(self.give_up);
+                }
+                Input::Timeout => self.stop.store(true, std::sync::atomic::Ordering::Release),
+                _ => {}
+            }
+        }
+        fn should_stop(&self) -> bool {
+            self.stop.load(std::sync::atomic::Ordering::Acquire)
+        }
+    }
+
+    /// Records the seq of every frame it receives; stops (both, waking
+    /// the sender's loop) at `want`.
+    struct Sink {
+        got: Vec<(u32, usize, bool)>,
+        want: usize,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        wake: Waker,
+        give_up: Instant,
+    }
+
+    impl Host for Sink {
+        fn step(&mut self, t: Instant, input: Input, out: &mut Outputs) {
+            if let Input::Packet { frame, .. } = input {
+                let b = frame.as_ref();
+                let seq = u32::from_le_bytes(b[..4].try_into().unwrap());
+                let intact = b[4..].iter().all(|&x| x == (seq % 251) as u8);
+                self.got.push((seq, b.len(), intact));
+                if self.got.len() >= self.want {
+                    self.stop.store(true, std::sync::atomic::Ordering::Release);
+                    self.wake.wake();
+                }
+            }
+            if t >= self.give_up {
+                self.stop.store(true, std::sync::atomic::Ordering::Release);
+            }
+            out.next_timeout = Some(self.give_up);
+        }
+        fn should_stop(&self) -> bool {
+            self.stop.load(std::sync::atomic::Ordering::Acquire)
+        }
+    }
+
+    /// A GSO send the path refuses (here `SO_NO_CHECK` on the socket to
+    /// the peer: the kernel will not segment without checksums, EINVAL) is
+    /// sent again frame by frame, in order, nothing lost; that peer link
+    /// then sends no more GSO.
+    #[test]
+    #[allow(unsafe_code)]
+    #[cfg_attr(miri, ignore)]
+    fn a_refused_gso_send_goes_frame_by_frame_and_turns_gso_off_for_the_link() {
+        if !crate::ring::probe().is_ok_and(|p| p.missing().is_empty()) {
+            eprintln!("SKIP: no usable io_uring here");
+            return;
+        }
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut a = Driver::new(TransportConfig::new(1, lo, vec![])).unwrap();
+        let mut b = Driver::new(TransportConfig::new(2, lo, vec![])).unwrap();
+        if !a.gso_enabled() {
+            eprintln!("SKIP: no UDP_SEGMENT here");
+            return;
+        }
+        let all = vec![(1, a.local_addr()), (2, b.local_addr())];
+        a.set_peers(&all).unwrap();
+        b.set_peers(&all).unwrap();
+        let to_b = |d: &Driver| d.peers[0].links[0].as_ref().map(|pl| pl.gso_max);
+        assert!(to_b(&a).is_some_and(|m| m >= 1000), "{:?}", to_b(&a));
+        let fd = a.peers[0].links[0]
+            .as_ref()
+            .and_then(|pl| pl.fd.as_ref())
+            .unwrap()
+            .as_raw_fd();
+        let one: libc::c_int = 1;
+        // SAFETY: `fd` is a's open socket to b; `one` is a live c_int of
+        // the length given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let give_up = Instant(now().0 + 10_000_000_000);
+        let mut sink = Sink {
+            got: Vec::new(),
+            want: 20,
+            stop: stop.clone(),
+            wake: a.waker(),
+            give_up,
+        };
+        let tb = std::thread::spawn(move || {
+            b.run(&mut sink).unwrap();
+            (b, sink)
+        });
+        let mut burst = Burst {
+            frames: 10,
+            sent: 0,
+            stop: stop.clone(),
+            give_up,
+        };
+        a.run(&mut burst).unwrap();
+        let (_b, sink) = tb.join().unwrap();
+        assert_eq!(
+            sink.got,
+            (0..20).map(|s| (s, 1000, true)).collect::<Vec<_>>(),
+            "every frame, intact and in order"
+        );
+        let s = a.counters().snapshot();
+        // the first burst: one GSO send, refused, re-sent frame by frame;
+        // the second: frame by frame from the start
+        assert_eq!(
+            (s.gso_sends, s.gso_datagrams, s.gso_fallbacks),
+            (1, 10, 1),
+            "{s:?}"
+        );
+        assert_eq!((s.frames_sent, s.send_errors), (20, 0), "{s:?}");
+        assert_eq!(to_b(&a), Some(0), "GSO off for that link");
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! | `bufs` | the mapped region (pool slots + receive buffers), the provided-buffer ring, [`RxBuf`] (external ranges included) | yes: raw memory, argued per block |
 //! | `external` | [`ExternalRegion`] (memory the driver does not own, cpgd's client regions) and [`ExternalRegions`] (adding and removing them as fixed buffers from any thread) | declares the unsafe trait only |
 //! | `ring` | ring setup, probing, typed `user_data`, SQE builders, completion decoding, the fixed-buffer table (the region's two buffers, external regions after them); keeps every in-flight operation's memory alive | yes: SQE pushes and registration |
-//! | `send` | sends in flight and the two-step `SendZc` completion | no |
+//! | `send` | sends in flight (one frame or a GSO send's several) and the two-step `SendZc` completion | no |
+//! | `gso` | UDP segmentation offload: which frames of a batch share one send, the `UDP_SEGMENT` cmsg | builds a `cmsghdr` only |
 //! | `seal` | frame sealing: `ring`'s AES-256-GCM behind `cpg_core::seal`, [`SealSpec`], [`EpochSource`] | no |
-//! | `socket` | UDP sockets (rustix) | no |
+//! | `socket` | UDP sockets (rustix); the `UDP_SEGMENT` probe | one `getsockopt` |
 //! | `pmtu` | the kernel's path MTU to a peer (`IP_MTU` / `IPV6_MTU`), for `netmtu = "auto"` | no |
 //! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`]; `driver/peers` its (peer, link) table and sockets, `driver/heartbeat` its link heartbeats | no |
 //! | `links` | redundant links: [`LinkSpec`], [`LinkMode`], [`LinkPing`], the heartbeat state machine, the choice of link, [`LinkStatus`] | no |
@@ -31,6 +32,7 @@ mod bufs;
 mod counters;
 mod driver;
 mod external;
+mod gso;
 mod links;
 mod pmtu;
 mod ring;

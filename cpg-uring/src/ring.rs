@@ -32,7 +32,8 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use crate::bufs::{Mapping, RecvFrame, Region, RxRing, TxSource};
 use crate::external::{ExternalRegion, NotFixed, RegionId};
-use crate::send::{self, SendCqe, SendCqeError, SendTable};
+use crate::gso::SegmentCmsg;
+use crate::send::{self, SendCqe, SendCqeError, SendTable, Sources};
 
 /// `IORING_SEND_ZC_REPORT_USAGE` (Linux 6.2): the notification says whether
 /// the kernel copied after all.
@@ -275,6 +276,14 @@ pub(crate) enum SendKind {
     GatherOverFrags,
     /// `SendMsg` of engine headers + a zero-copy buffer's bytes.
     GatherPlain,
+    /// `SendMsg` with a `UDP_SEGMENT` cmsg: several frames, one datagram
+    /// each.
+    Gso,
+    /// `SendMsgZc` with a `UDP_SEGMENT` cmsg.
+    GsoZc,
+    /// `SendMsg` with a `UDP_SEGMENT` cmsg of a run zero copy was asked
+    /// for but that spans more pages than one zero-copy send may.
+    GsoOverFrags,
 }
 
 /// What a send keeps alive: its source and, for a gather, the `msghdr`.
@@ -293,11 +302,15 @@ pub(crate) enum SendKind {
 /// the final CQE of every send naming it (`ext_slot`, `Ring::ext_send_done`).
 #[derive(Debug)]
 pub(crate) struct Tx {
-    pub(crate) src: TxSource,
-    /// The socket it went to: a failed zero-copy send is re-sent copying.
+    /// The frame, or a GSO send's frames: each held until the final CQE.
+    pub(crate) srcs: Sources<TxSource>,
+    /// The socket it went to: a failed zero-copy or GSO send is re-sent
+    /// copying, one datagram per send.
     fd: RawFd,
     /// Read by the kernel, never by us: kept alive only.
     _msg: Option<Box<MsgBox>>,
+    /// A GSO send's `msghdr`, iovecs and cmsg: kept alive only.
+    _gso: Option<Box<GsoMsg>>,
     /// The external table entry whose buffer index this send names: the
     /// entry stays registered until the send's final CQE is reaped.
     ext_slot: Option<u16>,
@@ -330,6 +343,28 @@ impl fmt::Debug for MsgBox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MsgBox")
             .field("iovlen", &self.hdr.msg_iovlen)
+            .finish()
+    }
+}
+
+/// A `msghdr` with the iovecs of several frames and a `UDP_SEGMENT`
+/// cmsg, for a GSO `SendMsg` / `SendMsgZc`.
+struct GsoMsg {
+    hdr: libc::msghdr,
+    /// Never grown after `hdr` points at it (its heap buffer stays put).
+    iov: Vec<libc::iovec>,
+    cmsg: SegmentCmsg,
+}
+
+// SAFETY: as for `MsgBox`: the pointers lead into the box itself, into the
+// vector it owns and at bytes kept alive by the same `Tx`; only the kernel
+// reads them.
+unsafe impl Send for GsoMsg {}
+
+impl fmt::Debug for GsoMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GsoMsg")
+            .field("iovlen", &self.iov.len())
             .finish()
     }
 }
@@ -405,6 +440,16 @@ pub(crate) enum Completion {
     ZcFallback {
         errno: i32,
         queued: bool,
+    },
+    /// A GSO send on socket `fd` (zero copy: `zc`) failed with `errno`;
+    /// each of its `frames` frames was re-sent as a copying send of its
+    /// own (`queued` of them were taken).
+    GsoFallback {
+        fd: RawFd,
+        zc: bool,
+        errno: i32,
+        frames: usize,
+        queued: usize,
     },
     /// Timeout removals: nothing to do.
     Internal,
@@ -863,12 +908,14 @@ impl Ring {
         }
         let (idx, gen) = self.sends.insert(
             Tx {
-                src,
+                srcs: Sources::One(src),
                 fd,
                 _msg: None,
+                _gso: None,
                 ext_slot,
             },
             zc,
+            1,
         );
         let ud = UserData::Send { idx, gen }.to_u64();
         let e = match kind {
@@ -917,12 +964,14 @@ impl Ring {
         let over = zc && send::zc_frags(&[seg(a), seg(b)]) > self.zc_max_frags;
         let (idx, gen) = self.sends.insert(
             Tx {
-                src,
+                srcs: Sources::One(src),
                 fd,
                 _msg: Some(msg),
+                _gso: None,
                 ext_slot: None,
             },
             zc && !over,
+            1,
         );
         let ud = UserData::Send { idx, gen }.to_u64();
         let (e, kind) = if zc && !over {
@@ -943,6 +992,75 @@ impl Ring {
         };
         // SAFETY: the boxed msghdr, its iovecs and the source's bytes live
         // unwritten in `self.sends` until the final CQE (see `Tx`).
+        unsafe { self.push(e.user_data(ud)) };
+        kind
+    }
+
+    /// Submit one GSO send of `frames` on the connected socket `fd`: their
+    /// bytes as one iovec list, cut by the kernel into datagrams of `seg`
+    /// bytes (the caller's run: every frame exactly `seg` bytes but the
+    /// last, at most 64 of them, at most 65,507 bytes in all, so each
+    /// datagram is exactly one frame). `SendMsgZc` when `zc` and the run's
+    /// pages fit one zero-copy send, else `SendMsg`. No fixed buffer is
+    /// named: the iovecs are plain addresses.
+    pub(crate) fn send_gso(
+        &mut self,
+        fd: RawFd,
+        frames: Vec<TxSource>,
+        seg: u16,
+        zc: bool,
+    ) -> SendKind {
+        let iov: Vec<libc::iovec> = frames
+            .iter()
+            .flat_map(TxSource::raw_segments)
+            .filter(|&(_, len)| len > 0)
+            .map(iovec)
+            .collect();
+        let over = zc
+            && send::zc_frags(
+                &iov.iter()
+                    .map(|v| (v.iov_base as usize, v.iov_len))
+                    .collect::<Vec<_>>(),
+            ) > self.zc_max_frags;
+        // SAFETY: an all-zero `msghdr` is a valid value.
+        let hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut msg = Box::new(GsoMsg {
+            hdr,
+            iov,
+            cmsg: SegmentCmsg::new(seg),
+        });
+        msg.hdr.msg_iov = msg.iov.as_mut_ptr();
+        msg.hdr.msg_iovlen = msg.iov.len() as _;
+        msg.hdr.msg_control = (&mut msg.cmsg as *mut SegmentCmsg).cast();
+        msg.hdr.msg_controllen = SegmentCmsg::space() as _;
+        let hdr: *const libc::msghdr = &msg.hdr;
+        let n = frames.len();
+        let zc = zc && !over;
+        let (idx, gen) = self.sends.insert(
+            Tx {
+                srcs: Sources::Gso(frames),
+                fd,
+                _msg: None,
+                _gso: Some(msg),
+                ext_slot: None,
+            },
+            zc,
+            n,
+        );
+        let ud = UserData::Send { idx, gen }.to_u64();
+        let (e, kind) = if zc {
+            (opcode::SendMsgZc::new(Fd(fd), hdr).build(), SendKind::GsoZc)
+        } else if over {
+            (
+                opcode::SendMsg::new(Fd(fd), hdr).build(),
+                SendKind::GsoOverFrags,
+            )
+        } else {
+            (opcode::SendMsg::new(Fd(fd), hdr).build(), SendKind::Gso)
+        };
+        // SAFETY: the boxed msghdr, its iovec vector (never touched again),
+        // its cmsg and every frame's bytes live unwritten in `self.sends`
+        // until the final CQE (see `Tx`).
         unsafe { self.push(e.user_data(ud)) };
         kind
     }
@@ -1016,8 +1134,10 @@ impl Ring {
         // External entries whose send completed (applied after the CQ
         // borrow ends: unregistering needs the submitter).
         let mut ext_done: Vec<u16> = Vec::new();
-        // Failed zero-copy sends to re-send copying (after the CQ borrow).
-        let mut retry: Vec<(RawFd, TxSource, i32)> = Vec::new();
+        // Failed zero-copy or GSO sends to re-send copying, one datagram
+        // per send (after the CQ borrow): socket, frames, errno, zero
+        // copy, GSO.
+        let mut retry: Vec<(RawFd, Sources<TxSource>, i32, bool, bool)> = Vec::new();
         let mut cq = self.uring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -1033,8 +1153,8 @@ impl Ring {
             let failed = match ud {
                 UserData::Send { idx, gen } => self
                     .sends
-                    .zc_failed(idx, gen, res, flags)
-                    .map(|t| (t.fd, t.src.clone())),
+                    .failed(idx, gen, res, flags)
+                    .map(|f| (f.src.fd, f.src.srcs.clone(), f.zc, f.gso)),
                 _ => None,
             };
             let c = match ud {
@@ -1075,10 +1195,10 @@ impl Ring {
                 }
                 UserData::Send { idx, gen } => match self.sends.on_cqe(idx, gen, res, flags) {
                     Ok(mut s) => {
-                        if let Some(t) = failed {
-                            // Not a send error: the copy stands in for it.
+                        if let Some((fd, srcs, zc, gso)) = failed {
+                            // Not a send error: the copies stand in for it.
                             s.result = None;
-                            retry.push((t.0, t.1, -res));
+                            retry.push((fd, srcs, -res, zc, gso));
                         }
                         if let Some(r) = &s.released {
                             self.inflight = self.inflight.saturating_sub(1);
@@ -1101,9 +1221,26 @@ impl Ring {
         for slot in ext_done {
             self.ext_send_done(slot);
         }
-        for (fd, src, errno) in retry {
-            let queued = self.send_copy(fd, src);
-            out.push(Completion::ZcFallback { errno, queued });
+        for (fd, srcs, errno, zc, gso) in retry {
+            let frames = srcs.datagrams();
+            let queued = srcs
+                .iter()
+                .filter(|src| self.send_copy(fd, (*src).clone()))
+                .count();
+            out.push(if gso {
+                Completion::GsoFallback {
+                    fd,
+                    zc,
+                    errno,
+                    frames,
+                    queued,
+                }
+            } else {
+                Completion::ZcFallback {
+                    errno,
+                    queued: queued == frames,
+                }
+            });
         }
     }
 
@@ -1160,7 +1297,7 @@ impl Drop for Ring {
                 released: Some(r), ..
             }) = c
             {
-                if let Some(b) = r.src.src.slot_buf() {
+                for b in r.src.srcs.iter().filter_map(TxSource::slot_buf) {
                     let _ = b.slot_send_done(r.zc);
                 }
             }

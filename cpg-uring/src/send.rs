@@ -12,6 +12,13 @@
 //!   slot: its InFlight send count) is released only on the notification. A
 //!   first CQE without `more` (an error, say) releases at once: no
 //!   notification follows.
+//! - A GSO send (`SendMsg` / `SendMsgZc` with a `UDP_SEGMENT` cmsg) reads
+//!   several frames ([`Sources::Gso`]) and completes as one send of its
+//!   kind: every frame is kept until that send's release, and its result
+//!   counts for all its datagrams.
+//! - A failed zero-copy send or GSO send is offered for a copy
+//!   ([`SendTable::failed`]): a zero-copy send can fail where a copying one
+//!   would not, a GSO send where single datagrams would not.
 //!
 //! # References
 //! `io_uring_enter(2)`, `IORING_OP_SEND_ZC`; `io_uring_prep_send_zc(3)`.
@@ -22,11 +29,42 @@ use io_uring::cqueue;
 /// when the kernel copied the data after all (loopback, for one).
 pub(crate) const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
 
+/// What one send reads: one frame, or the frames of one GSO send, in
+/// order (each exactly the segment size but possibly the last, which may
+/// be shorter: the kernel cuts the datagrams at the segment size).
+#[derive(Debug, Clone)]
+pub(crate) enum Sources<S> {
+    /// One frame, one datagram.
+    One(S),
+    /// Several frames, one datagram each, in one send.
+    Gso(Vec<S>),
+}
+
+impl<S> Sources<S> {
+    /// The frames, in order.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, S> {
+        match self {
+            Sources::One(s) => std::slice::from_ref(s).iter(),
+            Sources::Gso(frames) => frames.iter(),
+        }
+    }
+
+    /// The datagrams the send makes.
+    pub(crate) fn datagrams(&self) -> usize {
+        match self {
+            Sources::One(_) => 1,
+            Sources::Gso(frames) => frames.len(),
+        }
+    }
+}
+
 /// One submitted send.
 #[derive(Debug)]
 struct Pending<S> {
     src: S,
     zc: bool,
+    /// Datagrams it makes (more than one: a GSO send).
+    datagrams: usize,
     /// The first CQE came with `more`: waiting for the notification.
     awaiting_notif: bool,
 }
@@ -57,6 +95,19 @@ pub(crate) struct SendCqe<S> {
     pub released: Option<Released<S>>,
     /// This CQE was a zero-copy notification.
     pub notif: bool,
+    /// Datagrams the send makes (its result counts for all of them).
+    pub datagrams: usize,
+}
+
+/// A send whose first CQE failed, offered for a copy.
+#[derive(Debug)]
+pub(crate) struct Failed<'a, S> {
+    /// What it read.
+    pub src: &'a S,
+    /// It was a zero-copy send.
+    pub zc: bool,
+    /// It was a GSO send (more than one datagram).
+    pub gso: bool,
 }
 
 /// A CQE that matches no send in flight (a bug, or a stale `user_data`).
@@ -88,8 +139,9 @@ impl<S> Default for SendTable<S> {
 }
 
 impl<S> SendTable<S> {
-    /// Record a send about to be submitted; returns `(index, generation)`.
-    pub(crate) fn insert(&mut self, src: S, zc: bool) -> (u32, u16) {
+    /// Record a send of `datagrams` datagrams (1, or a GSO send's
+    /// segments) about to be submitted; returns `(index, generation)`.
+    pub(crate) fn insert(&mut self, src: S, zc: bool, datagrams: usize) -> (u32, u16) {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -104,6 +156,7 @@ impl<S> SendTable<S> {
         e.send = Some(Pending {
             src,
             zc,
+            datagrams,
             awaiting_notif: false,
         });
         self.live += 1;
@@ -124,16 +177,28 @@ impl<S> SendTable<S> {
         Some(p)
     }
 
-    /// The source of send `(idx, generation)` if this CQE is the failed
-    /// result of a zero-copy send: the caller may send a copy of it (a
-    /// zero-copy send can fail where a copying one would not, e.g.
-    /// `EMSGSIZE` when the datagram's pages exceed the skb's fragment
-    /// limit).
-    pub(crate) fn zc_failed(&self, idx: u32, generation: u16, res: i32, flags: u32) -> Option<&S> {
+    /// Send `(idx, generation)` if this CQE is the failed result of a
+    /// zero-copy or GSO send: the caller may send a copy of it, one
+    /// datagram per send (a zero-copy send can fail where a copying one
+    /// would not, e.g. `EMSGSIZE` when the datagram's pages exceed the
+    /// skb's fragment limit; a GSO send where single datagrams would not,
+    /// e.g. `EIO` from a device that cannot checksum for it).
+    pub(crate) fn failed(
+        &self,
+        idx: u32,
+        generation: u16,
+        res: i32,
+        flags: u32,
+    ) -> Option<Failed<'_, S>> {
         let e = self.entries.get(idx as usize)?;
         let p = e.send.as_ref()?;
         let failed = res < 0 && !cqueue::notif(flags) && !p.awaiting_notif;
-        (e.generation == generation && p.zc && failed).then_some(&p.src)
+        let gso = p.datagrams > 1;
+        (e.generation == generation && (p.zc || gso) && failed).then_some(Failed {
+            src: &p.src,
+            zc: p.zc,
+            gso,
+        })
     }
 
     /// A CQE with `user_data` naming send `(idx, generation)`.
@@ -166,6 +231,7 @@ impl<S> SendTable<S> {
                     kernel_copied,
                 }),
                 notif: true,
+                datagrams: p.datagrams,
             });
         }
         if p.awaiting_notif {
@@ -178,6 +244,7 @@ impl<S> SendTable<S> {
                 result: Some(res),
                 released: None,
                 notif: false,
+                datagrams: p.datagrams,
             });
         }
         let p = self.release(idx).ok_or(SendCqeError::Unknown)?;
@@ -189,6 +256,7 @@ impl<S> SendTable<S> {
                 kernel_copied: false,
             }),
             notif: false,
+            datagrams: p.datagrams,
         })
     }
 }
@@ -261,7 +329,7 @@ mod tests {
         let mut keys = Vec::new();
         for _ in 0..sends {
             p.begin_send(id).unwrap();
-            keys.push(t.insert(id, true));
+            keys.push(t.insert(id, true, 1));
         }
         (p, id, t, keys)
     }
@@ -318,7 +386,7 @@ mod tests {
     #[test]
     fn zc_error_without_more_releases_at_once() {
         let mut t = SendTable::default();
-        let (i, g) = t.insert("x", true);
+        let (i, g) = t.insert("x", true, 1);
         let c = t.on_cqe(i, g, -111, 0).unwrap();
         assert_eq!(c.result, Some(-111));
         assert!(c.released.unwrap().zc);
@@ -329,17 +397,81 @@ mod tests {
     fn a_failed_zc_result_offers_its_source_for_a_copy() {
         const EMSGSIZE: i32 = 90;
         let mut t = SendTable::default();
-        let (i, g) = t.insert("zc", true);
-        let (pi, pg) = t.insert("plain", false);
+        let (i, g) = t.insert("zc", true, 1);
+        let (pi, pg) = t.insert("plain", false, 1);
+        let offered = |t: &SendTable<&'static str>, i, g, res, flags| {
+            t.failed(i, g, res, flags).map(|f| (*f.src, f.gso))
+        };
         // Only the failed result CQE of a zero-copy send, under its generation.
-        assert_eq!(t.zc_failed(i, g, -EMSGSIZE, MORE), Some(&"zc"));
-        assert_eq!(t.zc_failed(i, g.wrapping_add(1), -EMSGSIZE, MORE), None);
-        assert_eq!(t.zc_failed(i, g, 65_507, MORE), None);
-        assert_eq!(t.zc_failed(pi, pg, -EMSGSIZE, 0), None);
+        assert_eq!(offered(&t, i, g, -EMSGSIZE, MORE), Some(("zc", false)));
+        assert_eq!(offered(&t, i, g.wrapping_add(1), -EMSGSIZE, MORE), None);
+        assert_eq!(offered(&t, i, g, 65_507, MORE), None);
+        assert_eq!(offered(&t, pi, pg, -EMSGSIZE, 0), None);
         // The failed send still awaits its notification: no second offer.
         t.on_cqe(i, g, -EMSGSIZE, MORE).unwrap();
-        assert_eq!(t.zc_failed(i, g, 0, NOTIF), None);
+        assert_eq!(offered(&t, i, g, 0, NOTIF), None);
         assert!(t.on_cqe(i, g, 0, NOTIF).unwrap().released.is_some());
+    }
+
+    #[test]
+    fn a_failed_gso_send_is_offered_whether_zero_copy_or_not() {
+        const EIO: i32 = 5;
+        let mut t = SendTable::default();
+        let (i, g) = t.insert("gso", false, 3);
+        let (j, h) = t.insert("gso-zc", true, 3);
+        let f = t.failed(i, g, -EIO, 0).unwrap();
+        assert!(f.gso && !f.zc);
+        let f = t.failed(j, h, -EIO, MORE).unwrap();
+        assert!(f.gso && f.zc);
+        // the zero-copy one still awaits its notification
+        assert!(t.on_cqe(j, h, -EIO, MORE).unwrap().released.is_none());
+        // a GSO send that went is not offered
+        assert!(t.failed(i, g, 3 * 1472, 0).is_none());
+        let c = t.on_cqe(i, g, -EIO, 0).unwrap();
+        assert_eq!((c.result, c.datagrams), (Some(-EIO), 3));
+        assert!(c.released.is_some());
+    }
+
+    /// A zero-copy GSO send of three pool slots: every slot stays in flight
+    /// until the one notification, which releases them all.
+    #[test]
+    fn gso_zc_send_holds_every_slot_until_its_notification() {
+        let mut p = pool();
+        let ids: Vec<SlotId> = (0..3)
+            .map(|_| {
+                let id = p.alloc(10).unwrap();
+                p.enqueue(id).unwrap();
+                p.begin_send(id).unwrap();
+                id
+            })
+            .collect();
+        let mut t: SendTable<Sources<SlotId>> = SendTable::default();
+        let src = Sources::Gso(ids.clone());
+        assert_eq!(src.datagrams(), 3);
+        let (i, g) = t.insert(src, true, 3);
+        let c = t.on_cqe(i, g, 30, MORE).unwrap();
+        assert_eq!((c.result, c.datagrams), (Some(30), 3));
+        assert!(c.released.is_none());
+        for &id in &ids {
+            assert_eq!(p.mark_stable(id), Ok(Outcome::Held));
+            assert_eq!(p.state(id), Ok(SlotState::InFlight { sends_pending: 1 }));
+        }
+        let r = t.on_cqe(i, g, 0, NOTIF).unwrap().released.unwrap();
+        assert!(r.zc);
+        let freed: Vec<_> = r.src.iter().map(|&id| p.on_zc_notif(id).unwrap()).collect();
+        assert_eq!(freed, [Outcome::Freed; 3]);
+        assert_eq!(t.live(), 0);
+    }
+
+    #[test]
+    fn one_source_is_one_datagram() {
+        let s = Sources::One(7);
+        assert_eq!(
+            (s.datagrams(), s.iter().copied().collect::<Vec<_>>()),
+            (1, vec![7])
+        );
+        let g = Sources::Gso(vec![1, 2]);
+        assert_eq!(g.iter().copied().collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]
@@ -358,7 +490,7 @@ mod tests {
     #[test]
     fn plain_send_releases_on_first_cqe_and_refuses_notif() {
         let mut t = SendTable::default();
-        let (i, g) = t.insert("x", false);
+        let (i, g) = t.insert("x", false, 1);
         assert_eq!(
             t.on_cqe(i, g, 0, NOTIF).err(),
             Some(SendCqeError::UnexpectedNotif)
@@ -389,9 +521,9 @@ mod tests {
     #[test]
     fn slab_reuses_indices_with_new_generation() {
         let mut t = SendTable::default();
-        let (i, g) = t.insert("x", false);
+        let (i, g) = t.insert("x", false, 1);
         t.on_cqe(i, g, 1, 0).unwrap();
-        let (i2, g2) = t.insert("y", false);
+        let (i2, g2) = t.insert("y", false, 1);
         assert_eq!(i2, i);
         assert_ne!(g2, g);
         assert_eq!(t.on_cqe(i, g, 1, 0).err(), Some(SendCqeError::Unknown));

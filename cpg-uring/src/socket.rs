@@ -110,6 +110,31 @@ pub(crate) fn connect_peer(
     Ok(s)
 }
 
+/// Whether this kernel offers UDP generic segmentation offload on `fd`
+/// (`UDP_SEGMENT`, Linux 4.18): `getsockopt(SOL_UDP, UDP_SEGMENT)` answers
+/// (with the socket's default segment size, 0) only where a send may carry
+/// a `UDP_SEGMENT` cmsg. Whether a device takes it (it must offload UDP
+/// checksums) shows only when a send is made: the driver falls back per
+/// link then.
+#[allow(unsafe_code)]
+pub(crate) fn udp_gso_supported(fd: impl AsFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut v: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live locals of the sizes `len` says, and
+    // `fd` is an open socket borrowed for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && v >= 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +162,17 @@ mod tests {
         let e = connect_peer(a, v4, 1 << 16).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("one family per link"), "{e}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn gso_is_offered_on_udp_and_refused_elsewhere() {
+        let lo = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let (a, _) = bind_shared(lo, 1 << 16).unwrap();
+        // every kernel this driver runs on (io_uring multishot: 6.0) has it
+        assert!(udp_gso_supported(&a));
+        let tcp = std::net::TcpListener::bind(lo).unwrap();
+        assert!(!udp_gso_supported(&tcp));
     }
 
     #[test]

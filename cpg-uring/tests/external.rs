@@ -68,6 +68,9 @@ fn zc_modes() -> Vec<ZeroCopy> {
 fn config(id: NodeId, zc: ZeroCopy) -> TransportConfig {
     let mut c = TransportConfig::new(id, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), vec![]);
     c.zerocopy = zc;
+    // each path is counted per frame here; GSO would carry a run of them
+    // in one send (its own test is in kernel.rs)
+    c.gso = false;
     c
 }
 

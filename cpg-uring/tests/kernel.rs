@@ -50,10 +50,20 @@ fn lo() -> SocketAddrV4 {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// A driver on loopback; without GSO, as most tests here count each
+/// send path per frame (`gso_config` turns it on).
 fn config(id: NodeId, zc: ZeroCopy) -> TransportConfig {
     let mut c = TransportConfig::new(id, lo(), vec![]);
     c.zerocopy = zc;
+    c.gso = false;
     c
+}
+
+fn gso_config(id: NodeId, zc: ZeroCopy) -> TransportConfig {
+    TransportConfig {
+        gso: true,
+        ..config(id, zc)
+    }
 }
 
 /// Drivers on ephemeral loopback ports, each knowing all the others.
@@ -251,6 +261,40 @@ fn mixed_frames(slots: &SlotAlloc, base: u32, n: u32) -> Vec<FrameRef<RxBuf>> {
 type Received = Vec<(NodeId, u32, usize)>;
 
 fn exchange(zc: ZeroCopy) -> (Snapshot, Snapshot, Received, Received) {
+    exchange_with(zc, frames_of_every_kind, config)
+}
+
+/// Frames of every kind (`mixed_frames`).
+fn frames_of_every_kind(slots: &SlotAlloc, base: u32, n: u32) -> Vec<FrameRef<RxBuf>> {
+    mixed_frames(slots, base, n)
+}
+
+/// Runs of 12 frames of every kind, 11 of one size and a shorter last:
+/// what GSO batches (1,472 B then 300 B, and 700 B then 64 B, in turn).
+fn gso_runs(slots: &SlotAlloc, base: u32, n: u32) -> Vec<FrameRef<RxBuf>> {
+    (0..n)
+        .map(|i| {
+            let seq = base + i;
+            let (seg, last) = if (i / 12) % 2 == 0 {
+                (1472, 300)
+            } else {
+                (700, 64)
+            };
+            let len = if i % 12 == 11 { last } else { seg };
+            match i % 3 {
+                0 => FrameRef::Own(Arc::from(pattern(seq, len))),
+                1 => slot_frame(slots, seq, len),
+                _ => gather_frame(slots, seq, len),
+            }
+        })
+        .collect()
+}
+
+fn exchange_with(
+    zc: ZeroCopy,
+    frames: fn(&SlotAlloc, u32, u32) -> Vec<FrameRef<RxBuf>>,
+    config: fn(NodeId, ZeroCopy) -> TransportConfig,
+) -> (Snapshot, Snapshot, Received, Received) {
     const N: u32 = 120;
     // No copy-out under receive-buffer pressure: a dry ring must be survived
     // by ENOBUFS and re-arming (the datagrams wait in the socket).
@@ -270,18 +314,19 @@ fn exchange(zc: ZeroCopy) -> (Snapshot, Snapshot, Received, Received) {
     // Each side gets its N frames plus echoes of every 10th of its own.
     let expect = (N + N / 10) as usize;
     let mut ha = TestHost::new(2, expect, la.clone());
-    ha.start = mixed_frames(&a.slots(), 0, N);
+    ha.start = frames(&a.slots(), 0, N);
     ha.echo_every = 10;
     ha.echo_range = 10_000..20_000;
     let mut hb = TestHost::new(1, expect, lb.clone());
-    hb.start = mixed_frames(&b.slots(), 10_000, N);
+    hb.start = frames(&b.slots(), 10_000, N);
     hb.echo_every = 10;
     hb.echo_range = 0..10_000;
     // Also wait until every send of this side is fully released.
     let (ca2, cb2) = (ca.clone(), cb.clone());
     let settled = |c: &Arc<Counters>| {
         let s = c.snapshot();
-        s.zc_notifications == s.sends_zc_fixed + s.sends_zc_heap + s.sends_gather_zc
+        s.zc_notifications
+            == s.sends_zc_fixed + s.sends_zc_heap + s.sends_gather_zc + s.gso_sends_zc
             && s.frames_sent + s.send_errors
                 == s.sends_zc_fixed
                     + s.sends_zc_heap
@@ -289,6 +334,7 @@ fn exchange(zc: ZeroCopy) -> (Snapshot, Snapshot, Received, Received) {
                     + s.sends_write_fixed
                     + s.sends_plain
                     + s.sends_gather
+                    + s.gso_datagrams
     };
     ha.extra_stop = Some(Box::new(move || settled(&ca2)));
     hb.extra_stop = Some(Box::new(move || settled(&cb2)));
@@ -379,6 +425,76 @@ fn exchange_both_ways_zerocopy_always() {
         assert_eq!(s.bytes_copied, 0);
         assert_eq!(s.send_errors, 0);
         assert_eq!(s.bad_completions, 0);
+    }
+}
+
+/// Runs of same-size frames of every source kind (heap, pool slot,
+/// gather) go out as GSO sends, copying and zero-copy: every frame
+/// arrives intact, in order, as a datagram of its own; every slot comes
+/// back after the send that read it.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn gso_sends_runs_of_frames_as_their_datagrams() {
+    require!();
+    if !Driver::new(gso_config(1, ZeroCopy::Never))
+        .unwrap()
+        .gso_enabled()
+    {
+        eprintln!("SKIP: no UDP_SEGMENT here");
+        return;
+    }
+    let mut modes = vec![ZeroCopy::Never];
+    if cpg_uring::probe().unwrap().sendmsg_zc {
+        modes.push(ZeroCopy::Always);
+    }
+    for zc in modes {
+        let (sa, sb, ra, rb) = exchange_with(zc, gso_runs, gso_config);
+        check_exchange(&ra, &rb);
+        eprintln!("gso {zc:?} a: {sa:?}");
+        // the lengths arrive as sent: each datagram is exactly one frame
+        let lens = |r: &[(NodeId, u32, usize)]| -> Vec<usize> {
+            r.iter().filter(|x| x.1 >= 10_000).map(|x| x.2).collect()
+        };
+        let sent: Vec<usize> = gso_runs(&Driver::new(config(9, zc)).unwrap().slots(), 0, 120)
+            .iter()
+            .map(|f| match f {
+                FrameRef::Own(b) => b.len(),
+                FrameRef::Slot { range, .. } => range.len(),
+                FrameRef::Gather { head, range, .. } => head.len() + range.len(),
+                FrameRef::Rx(b) => b.len(),
+            })
+            .collect();
+        assert_eq!(lens(&ra), sent);
+        for s in [sa, sb] {
+            // 120 frames in runs of 12: 10 GSO sends (the echoes, one a
+            // step, go alone)
+            assert_eq!(s.gso_sends, 10, "{s:?}");
+            assert_eq!(s.gso_datagrams, 120);
+            if zc == ZeroCopy::Always {
+                // a run over the skb's page limit goes copying
+                assert_eq!(s.gso_sends_zc + s.zc_over_frags, 10);
+                assert!(s.gso_sends_zc > 0);
+            } else {
+                assert_eq!(s.gso_sends_zc, 0);
+            }
+            assert_eq!(s.gso_fallbacks, 0);
+            assert_eq!(s.send_errors, 0);
+            assert_eq!(s.bad_completions, 0);
+            assert_eq!(s.bytes_copied, 0, "no user-space copy on the GSO path");
+        }
+    }
+}
+
+/// GSO off (the config switch): the same runs go one datagram per send.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn gso_off_sends_one_datagram_per_send() {
+    require!();
+    let (sa, sb, ra, rb) = exchange_with(ZeroCopy::Never, gso_runs, config);
+    check_exchange(&ra, &rb);
+    for s in [sa, sb] {
+        assert_eq!((s.gso_sends, s.gso_datagrams), (0, 0));
+        assert_eq!(s.frames_sent, 120 + 12);
     }
 }
 

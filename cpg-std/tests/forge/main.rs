@@ -120,6 +120,11 @@ impl Cluster {
             // Corosync's 1500, not loopback's "auto" 65,535: the captures
             // count datagrams, which big frames would pack into a few
             f.netmtu = 1500.into();
+            // and one datagram per send: the sniffer (a raw socket) sees a
+            // GSO send on loopback as one unsegmented super-datagram (the
+            // kernel cuts it only for the UDP socket), so the captures and
+            // replays here would be of runs, not of datagrams
+            f.gso = false;
             sniffer.watch(addr.iter().map(|a| a.port()));
             if let Some(mode) = crypto.mode() {
                 let path = f.state_dir.with_file_name("authkey");

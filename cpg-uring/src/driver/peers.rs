@@ -88,6 +88,15 @@ impl Driver {
                 ),
                 Backend::Syscalls => None,
             };
+            // The kernel refuses a GSO segment over the path MTU (the
+            // connected socket's route): only frames within it are batched.
+            let headers = if addr.is_ipv4() { 28 } else { 48 };
+            let gso_max = match &fd {
+                Some(fd) if self.gso => {
+                    crate::pmtu::socket_path_mtu(fd).map_or(0, |mtu| mtu.saturating_sub(headers))
+                }
+                _ => 0,
+            };
             fresh.push((
                 id,
                 PeerLink {
@@ -95,6 +104,7 @@ impl Driver {
                     fd,
                     loopback: addr.ip().is_loopback(),
                     state: LinkState::new(heartbeats),
+                    gso_max,
                 },
             ));
         }

@@ -112,6 +112,10 @@ pub(crate) struct BenchArgs {
     /// The path MTU (`netmtu`: the whole IP packet, up to 65,535; frames are 28 B smaller) instead of the default "auto" (the kernel's path MTU: 65,535 on loopback).
     #[arg(long)]
     pub netmtu: Option<usize>,
+    /// UDP segmentation offload off (`gso = false`): one datagram per
+    /// send, for an A/B against the default (on where the kernel has it).
+    #[arg(long)]
+    pub no_gso: bool,
     /// Totem `window_size` instead of the default.
     #[arg(long)]
     pub window: Option<u32>,
@@ -161,6 +165,7 @@ struct Row {
     transport: TransportKind,
     crypto: CryptoArg,
     daemon: bool,
+    gso: bool,
 }
 
 /// One row's result (per member: the mean over the member processes).
@@ -202,7 +207,7 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
         source,
     })?;
     let config = dir.join("cluster.toml");
-    let (netmtu, window, maxm) = (row.netmtu, row.window, row.max_messages);
+    let (netmtu, window, maxm, gso) = (row.netmtu, row.window, row.max_messages, row.gso);
     let socket = dir.join("cpgd.sock");
     let sock = socket.clone();
     let daemon = row.daemon;
@@ -223,6 +228,7 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
             if let Some(v) = maxm {
                 f.totem.max_messages = Some(v);
             }
+            f.gso = gso;
             if daemon {
                 f.ipc.socket = sock;
             }
@@ -527,7 +533,7 @@ fn to_json(r: &RowResult) -> Value {
         "mb_per_sec":(r.mb_per_sec * 1000.0).round() / 1000.0,
         "delivered":r.delivered,"lost":r.lost,
         "latency_us": r.latency.map(|(a, b, c, n)| json!({"p50":a,"p99":b,"p999":c,"samples":n})),
-        "settings":{"netmtu":r.netmtu,"window_size":r.window_size,"max_messages":r.max_messages,"crypto":format!("{:?}", r.row.crypto).to_lowercase()},
+        "settings":{"netmtu":r.netmtu,"window_size":r.window_size,"max_messages":r.max_messages,"crypto":format!("{:?}", r.row.crypto).to_lowercase(),"gso":r.row.gso},
         "name":r.row.name,
         "token_rotation_us":r.rotation_us.map(|x| (x * 10.0).round() / 10.0),
         "load":r.load,
@@ -710,6 +716,7 @@ fn base_row(a: &BenchArgs) -> Row {
         transport: TransportKind::from(a.transport),
         crypto: a.crypto,
         daemon: a.daemon,
+        gso: !a.no_gso,
     }
 }
 
@@ -821,6 +828,9 @@ fn name_of(r: &Row) -> String {
     }
     if r.busy_poll {
         parts.push("busy-poll".into());
+    }
+    if !r.gso {
+        parts.push("no-gso".into());
     }
     if r.crypto != CryptoArg::None {
         parts.push(format!("crypto={:?}", r.crypto).to_lowercase());
