@@ -12,7 +12,7 @@
 //!
 //! Spinning pays only while the core is otherwise free. Between polls the
 //! loop yields; a yield that takes longer than [`CONTENDED_YIELD`] means
-//! another thread was runnable here and ran a slice (milliseconds) in
+//! a busy thread was runnable here and ran a whole slice (milliseconds) in
 //! between, and every message that arrived meanwhile waited for it, where
 //! a sleeping loop would have been woken at once (a waker preempts). So
 //! such a yield ends the spin and turns spinning off for
@@ -31,11 +31,16 @@ pub const SPIN_DEFAULT: Duration = Duration::from_micros(50);
 /// A wait at most this many budgets long counts as recent traffic.
 pub const HOT_FACTOR: u32 = 4;
 
-/// A yield longer than this gave the core to another thread.
-pub const CONTENDED_YIELD: Duration = Duration::from_micros(20);
+/// A yield longer than this gave the core to another thread for a whole
+/// time slice (milliseconds): a thread that does not sleep soon. The
+/// thread the loop waits for (a client, the engine) also takes the core
+/// when the loop yields, but only for the tens of microseconds its step
+/// takes, and the spin is for exactly that.
+pub const CONTENDED_YIELD: Duration = Duration::from_millis(1);
 
-/// How long spinning stays off after a contended yield.
-pub const CONTENDED_BACKOFF: Duration = Duration::from_millis(100);
+/// How long spinning stays off after a contended yield (busy threads
+/// stay busy; each new try can cost one slice).
+pub const CONTENDED_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The spin policy of one loop.
 #[derive(Debug, Clone)]
