@@ -366,15 +366,15 @@ impl HeldRecord {
             // checked by `next_held`
             return &mut [];
         };
-        // SAFETY: `at..at + len` is one record of a ring this process
-        // consumes, inside the mapping `mem` keeps alive. `next_held` gives
-        // each record out once (the consumer's tail moves past it), records
-        // do not overlap, and this borrow is exclusive through `&mut self`,
-        // so no other slice of this process covers these bytes. The
-        // producer writes only room the consumer released, and the holder
-        // releases past `end` only once done with this value. A lying
-        // producer could still write them meanwhile; that changes only the
-        // bytes shown here (opaque payload, as `SharedMem::shared_bytes`).
+        // Why this is sound: `next_held` gives each record out once (the
+        // consumer's tail moves past it) and records do not overlap, so no
+        // other slice of this process covers these bytes; the producer
+        // writes only room the consumer released, and the holder releases
+        // past `end` only once done with this value. A lying producer could
+        // still write them meanwhile; that changes only the bytes shown here
+        // (opaque payload, as `SharedMem::shared_bytes`).
+        // SAFETY: one record inside the mapping `mem` keeps alive, borrowed
+        // exclusively through `&mut self` (argument above).
         unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), self.len) }
     }
 }
