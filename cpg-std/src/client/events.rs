@@ -267,6 +267,20 @@ impl Events {
         upto
     }
 
+    /// What the first record of every delivery (`DELIVER`, `DELIVER_REF`)
+    /// checks: not between a confchg's parts, within the largest message;
+    /// its group.
+    fn begin_delivery(&mut self, d: &DeliverHead<'_>) -> Result<Arc<GroupName>, &'static str> {
+        self.initial_totem_next = false;
+        if self.parts.is_some() {
+            return Err("a delivery between a confchg's parts");
+        }
+        if d.total_len as usize > self.message_max {
+            return Err("a delivery above the largest message");
+        }
+        self.group_of(d.group)
+    }
+
     /// The group named `name`, shared with the last delivery's if it is
     /// the same.
     fn group_of(&mut self, name: &[u8]) -> Result<Arc<GroupName>, &'static str> {
@@ -617,18 +631,11 @@ impl State {
     fn on_deliver(&mut self, body: &mut Vec<u8>) -> Result<(), &'static str> {
         let d = DeliverHead::parse(body).map_err(|_| "malformed event")?;
         let ev_state = &mut self.ev;
-        ev_state.initial_totem_next = false;
-        if ev_state.parts.is_some() {
-            return Err("a delivery between a confchg's parts");
-        }
-        if d.total_len as usize > ev_state.message_max {
-            return Err("a delivery above the largest message");
-        }
+        let group = ev_state.begin_delivery(&d)?;
         let p = ev_state
             .asm
             .first(0, d.total_len, d.piece.len())
             .map_err(|_| "a delivery between another's pieces")?;
-        let group = ev_state.group_of(d.group)?;
         let sender = d.sender;
         // `piece` lies in `body`: the body is kept, never copied again
         let start = d.piece.as_ptr() as usize - body.as_ptr() as usize;
@@ -660,15 +667,10 @@ impl State {
     /// ring, dispatched where it lies (released once dispatched).
     fn on_deliver_ref(&mut self, body: &[u8]) -> Result<(), &'static str> {
         let d = DeliverHead::parse_ref(body).map_err(|_| "malformed event")?;
-        let ev_state = &mut self.ev;
-        ev_state.initial_totem_next = false;
-        if ev_state.parts.is_some() || !ev_state.asm.is_idle() {
-            return Err("a delivery between another event's parts");
+        let group = self.ev.begin_delivery(&d)?;
+        if !self.ev.asm.is_idle() {
+            return Err("a delivery between another's pieces");
         }
-        if d.total_len as usize > ev_state.message_max {
-            return Err("a delivery above the largest message");
-        }
-        let group = ev_state.group_of(d.group)?;
         let c = self.conn.as_mut().ok_or("no connection")?;
         let drx = c
             .drx
