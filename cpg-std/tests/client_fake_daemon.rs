@@ -239,6 +239,18 @@ impl Fake {
         d.free()
     }
 
+    /// A `MEMBERSHIP_GET` answered with `members`, in one page.
+    fn answer_members(&mut self, r: &Rec, members: &[MemberAddr]) {
+        self.reply(
+            r,
+            Ok(ReplyBody::Membership {
+                total: members.len() as u32,
+                offset: 0,
+                members: List::from_slice(members),
+            }),
+        );
+    }
+
     /// `JOIN` → OK, then the own join confchg.
     fn accept_join(&mut self) -> GroupName {
         let r = self.expect(RequestKind::Join);
@@ -400,6 +412,20 @@ fn recorder(totem: bool) -> (ModelV1, Log) {
 
 fn taken(log: &Log) -> Vec<Ev> {
     std::mem::take(&mut *log.lock().unwrap())
+}
+
+/// Dispatch ONE at a time until `n` messages came; their bytes (other
+/// events are dropped).
+fn messages(cpg: &Cpg, log: &Log, n: usize) -> Vec<Vec<u8>> {
+    let mut msgs = Vec::new();
+    while msgs.len() < n {
+        cpg.dispatch(DispatchFlags::One).unwrap();
+        msgs.extend(taken(log).into_iter().filter_map(|e| match e {
+            Ev::Msg { data, .. } => Some(data),
+            _ => None,
+        }));
+    }
+    msgs
 }
 
 /// Whether the handle's fd is readable within `ms`.
@@ -574,14 +600,7 @@ fn large_messages_travel_in_pieces_both_ways() {
     send(&cpg, &small).unwrap();
     // larger than the ring: written as the daemon reads
     send(&cpg, &large).unwrap();
-    let mut msgs = Vec::new();
-    while msgs.len() < 2 {
-        cpg.dispatch(DispatchFlags::One).unwrap();
-        msgs.extend(taken(&log).into_iter().filter_map(|e| match e {
-            Ev::Msg { data, .. } => Some(data),
-            _ => None,
-        }));
-    }
+    let msgs = messages(&cpg, &log, 2);
     assert_eq!(msgs, [small, large], "one callback per message, whole");
     cpg.dispatch(DispatchFlags::One).unwrap();
     match &taken(&log)[..] {
@@ -614,14 +633,7 @@ fn delivery_ring_messages_are_dispatched_in_place_and_released_after() {
         f.deliver_ref(&g, me, &b2);
         // a request answered while both records are held undispatched
         let r = f.expect(RequestKind::MembershipGet);
-        f.reply(
-            &r,
-            Ok(ReplyBody::Membership {
-                total: 1,
-                offset: 0,
-                members: List::from_slice(&[me]),
-            }),
-        );
+        f.answer_members(&r, &[me]);
         room_tx.send((empty, f.delivery_room())).unwrap();
         go_rx.recv().unwrap();
         // the client releases as it dispatches
@@ -650,14 +662,7 @@ fn delivery_ring_messages_are_dispatched_in_place_and_released_after() {
         "records held until dispatched: {held} of {empty}"
     );
     go_tx.send(()).unwrap();
-    let mut msgs = Vec::new();
-    while msgs.len() < 3 {
-        cpg.dispatch(DispatchFlags::One).unwrap();
-        msgs.extend(taken(&log).into_iter().filter_map(|e| match e {
-            Ev::Msg { data, .. } => Some(data),
-            _ => None,
-        }));
-    }
+    let msgs = messages(&cpg, &log, 3);
     assert_eq!(
         msgs,
         [a, b"inline between".to_vec(), b],
@@ -829,14 +834,7 @@ fn the_fd_is_level_triggered() {
         f.deliver(&g, me, b"one");
         // replied after both events: the client reads them past
         let r = f.expect(RequestKind::MembershipGet);
-        f.reply(
-            &r,
-            Ok(ReplyBody::Membership {
-                total: 1,
-                offset: 0,
-                members: List::from_slice(&[me]),
-            }),
-        );
+        f.answer_members(&r, &[me]);
         // the client's mcast, answered once its dispatch drained the ring
         let (_, msg) = f.read_mcast();
         f.deliver(&g, me, &msg);
@@ -908,14 +906,7 @@ fn the_fd_stays_readable_while_another_thread_waits_for_a_reply() {
         }
         check_tx.send(()).unwrap();
         checked_rx.recv().unwrap();
-        f.reply(
-            &r,
-            Ok(ReplyBody::Membership {
-                total: 1,
-                offset: 0,
-                members: List::from_slice(&[me]),
-            }),
-        );
+        f.answer_members(&r, &[me]);
         f.accept_finalize();
     });
     let (model, log) = recorder(false);
@@ -1342,14 +1333,7 @@ fn a_request_waits_for_a_message_in_pieces_to_end() {
         let (_, msg) = f.read_mcast();
         assert!(msg == l2);
         let r = f.expect(RequestKind::MembershipGet);
-        f.reply(
-            &r,
-            Ok(ReplyBody::Membership {
-                total: 1,
-                offset: 0,
-                members: List::from_slice(&[me]),
-            }),
-        );
+        f.answer_members(&r, &[me]);
         f.deliver(&g, me, b"done");
         f.accept_finalize();
     });

@@ -31,6 +31,19 @@ fn config(n: usize, zc: ZeroCopy, dir: &std::path::Path) -> ConfigFile {
     f
 }
 
+/// Seal the ring's frames with `crypto` (a key made in `dir`); `None`
+/// leaves them clear.
+fn with_crypto(f: &mut ConfigFile, dir: &std::path::Path, crypto: cpg_std::config::Crypto) {
+    if crypto == cpg_std::config::Crypto::None {
+        return;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let key = dir.join("authkey");
+    cpg_std::crypto::generate_key(&key).unwrap();
+    f.crypto = crypto;
+    f.key_file = Some(key);
+}
+
 fn start_all(f: &ConfigFile) -> Vec<Node> {
     let nodes: Vec<Node> = f
         .nodelist
@@ -444,13 +457,7 @@ fn two_links_come_up_and_carry_frames_by_mode() {
         f.netmtu = 1500.into();
         f.link_mode = mode;
         f.transport = transport;
-        if crypto != Crypto::None {
-            std::fs::create_dir_all(&dir).unwrap();
-            let key = dir.join("authkey");
-            cpg_std::crypto::generate_key(&key).unwrap();
-            f.crypto = crypto;
-            f.key_file = Some(key);
-        }
+        with_crypto(&mut f, &dir, crypto);
         let nodes = start_all(&f);
         let all_up = || {
             nodes.iter().all(|n| {
@@ -547,13 +554,7 @@ fn gso_at_netmtu_1500_delivers_a_large_message_stream_in_order() {
         let mut f = config(3, ZeroCopy::Auto, &dir);
         f.netmtu = 1500.into();
         f.gso = gso;
-        if crypto != Crypto::None {
-            std::fs::create_dir_all(&dir).unwrap();
-            let key = dir.join("authkey");
-            cpg_std::crypto::generate_key(&key).unwrap();
-            f.crypto = crypto;
-            f.key_file = Some(key);
-        }
+        with_crypto(&mut f, &dir, crypto);
         let nodes = start_all(&f);
         let before: Vec<_> = nodes
             .iter()
