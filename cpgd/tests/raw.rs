@@ -411,8 +411,32 @@ impl log::Log for Capture {
 
 static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
 
+/// VmRSS is per process and the tests of this file run in parallel in one
+/// process, so the scenario runs alone in a child of the test binary: the
+/// growth it measures is its own daemon's, not a neighbouring test's.
 #[test]
 fn a_client_that_never_dispatches_is_evicted_and_memory_stays_bounded() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "child_eviction_scenario", "--nocapture"])
+        .env("CPGD_TEST_CHILD_EVICTION", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("EVICTION-SCENARIO-RAN"),
+        "the eviction scenario, alone in its process: {text}\n{err}"
+    );
+    eprintln!("{}", err.trim_end());
+}
+
+/// Run as a child by `a_client_that_never_dispatches_is_evicted_and_memory_stays_bounded`.
+#[test]
+fn child_eviction_scenario() {
+    if std::env::var_os("CPGD_TEST_CHILD_EVICTION").is_none() {
+        return;
+    }
     // the operator's eviction line: which process, node, group, and why
     let _ = log::set_logger(&CAPTURE);
     log::set_max_level(log::LevelFilter::Info);
@@ -461,6 +485,7 @@ fn a_client_that_never_dispatches_is_evicted_and_memory_stays_bounded() {
     );
     d.stop(StopMode::Graceful);
     let _ = std::fs::remove_dir_all(dir);
+    println!("EVICTION-SCENARIO-RAN");
 }
 
 /// Whether `fd` is readable within `ms`.
