@@ -1095,18 +1095,28 @@ fn zero_copy_buffers_are_slots_of_the_shared_region() {
             .iter()
             .enumerate()
             .all(|(i, b)| *b == (i % 251) as u8));
-        let g = group("zc");
-        f.deliver(&g, me, &payload);
-        // alloc, then the client drops the buffer: ZC_FREE, nobody waits
-        let r = f.expect(RequestKind::ZcAlloc);
-        f.reply(
-            &r,
-            Ok(ReplyBody::ZcAlloc {
-                slot: SlotId::from_parts(2, 1),
-                offset: 0,
-                capacity: 4096,
-            }),
-        );
+        // with the send the client allocates four slots ahead, of the size
+        // it sent, without waiting for any of them (answered before the
+        // delivery, so the client has read them all when it dispatches it)
+        let ahead = [(2, 0), (6, 16384), (7, 20480), (8, 24576)];
+        let asked: Vec<_> = ahead
+            .iter()
+            .map(|_| f.expect(RequestKind::ZcAlloc))
+            .collect();
+        for (r, (index, offset)) in asked.iter().zip(ahead) {
+            assert_eq!(r.req().op, Op::ZcAlloc { len: 4096 });
+            f.reply(
+                r,
+                Ok(ReplyBody::ZcAlloc {
+                    slot: SlotId::from_parts(index, 1),
+                    offset,
+                    capacity: 4096,
+                }),
+            );
+        }
+        f.deliver(&group("zc"), me, &payload);
+        // an alloc takes the first of them, and the client drops the
+        // buffer: ZC_FREE, nobody waits
         let r = f.expect(RequestKind::ZcFree);
         assert_eq!(
             r.req().op,
@@ -1115,8 +1125,26 @@ fn zero_copy_buffers_are_slots_of_the_shared_region() {
             }
         );
         f.ok(&r);
-        // alloc, then zcb_free: ZC_FREE, answered
+        // a larger alloc: the three smaller slots held ahead go back
+        let mut back: Vec<SlotId> = (0..3)
+            .map(|_| {
+                let r = f.expect(RequestKind::ZcFree);
+                f.ok(&r);
+                match r.req().op {
+                    Op::ZcFree { slot } => slot,
+                    _ => unreachable!(),
+                }
+            })
+            .collect();
+        back.sort_by_key(|s| s.index());
+        assert_eq!(
+            back,
+            [6, 7, 8].map(|i| SlotId::from_parts(i, 1)),
+            "the slots allocated ahead, each freed once"
+        );
+        // then it is asked for, and freed by zcb_free: ZC_FREE, answered
         let r = f.expect(RequestKind::ZcAlloc);
+        assert_eq!(r.req().op, Op::ZcAlloc { len: 8000 });
         f.reply(
             &r,
             Ok(ReplyBody::ZcAlloc {

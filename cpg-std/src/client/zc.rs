@@ -30,7 +30,7 @@ use cpg_core::ipc::{Message, Op, Request};
 use crate::config::ZC_COPY_THRESHOLD_DEFAULT;
 
 /// Zero-copy slots a handle keeps allocated ahead (and in flight to be).
-const ZC_PREFETCH: usize = 2;
+const ZC_PREFETCH: usize = 4;
 use cpg_core::pool::SlotId;
 use cpg_core::{CsError, Guarantee};
 use cpg_ipc::SharedMem;
@@ -267,11 +267,13 @@ impl ClientNode {
         got
     }
 
-    /// After a zero-copy send (its slot passed to the daemon): allocate a
-    /// replacement ahead, so a stream of zero-copy sends finds its next
-    /// slot without a round trip.
+    /// After a zero-copy send (its slot passed to the daemon): top the
+    /// slots allocated ahead up to `ZC_PREFETCH`, so a stream of zero-copy
+    /// sends finds its next slot without waiting for a round trip. One
+    /// replacement per send would keep a single `ZC_ALLOC` in flight, and
+    /// every send would wait for the one before it was answered.
     fn prefetch(&self, g: &mut State, len: u32) {
-        if g.zc_prefetching + g.zc_stash.len() < ZC_PREFETCH
+        while g.zc_prefetching + g.zc_stash.len() < ZC_PREFETCH
             && self.send_detached(g, Op::ZcAlloc { len })
         {
             g.zc_prefetching += 1;
