@@ -77,6 +77,12 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
             // engine path makes three (into the send queue, into each
             // fragment, into the reassembly). Measured, 1 member 64 KiB
             // AGREED: see the commit. No buffer free: the engine path.
+            if lock(&staging.st).zc_full(total) {
+                // refused before the copy: a sender retrying TRY_AGAIN
+                // would otherwise copy the whole message on every attempt
+                self.after_stage();
+                return Err(CsError::TryAgain);
+            }
             if let Ok((mut buf, start)) = self.zc.alloc(total) {
                 if let Some(bytes) = buf.unique_mut() {
                     let mut at = start;

@@ -225,6 +225,18 @@ impl StagingState {
         Some(Ok(()))
     }
 
+    /// Whether [`StagingState::stage_zc`] would refuse a buffer of `len`
+    /// bytes now with `TRY_AGAIN` (with nothing staged any size is taken,
+    /// as in `stage`). A large copied send asks first, so that a refusal
+    /// does not cost it a copy of the message into a driver buffer.
+    pub(crate) fn zc_full(&self, len: usize) -> bool {
+        let q = &self.queue;
+        let staged_cost = q.cost();
+        self.blocked
+            || (staged_cost > 0
+                && (q.zc.len() >= STAGE_ZC_MAX || staged_cost + EVENT_OVERHEAD + len > self.room))
+    }
+
     /// Stage a zero-copy buffer, as [`StagingState::stage`]; a refused
     /// buffer comes back (with `None` for "not open").
     #[allow(clippy::type_complexity)]
@@ -237,15 +249,10 @@ impl StagingState {
         if !self.open || len > self.max_len {
             return Err((None, storage));
         }
-        let q = &mut self.queue;
-        let staged_cost = q.cost();
-        // with nothing staged any size is taken (as in `stage`)
-        if self.blocked
-            || (staged_cost > 0
-                && (q.zc.len() >= STAGE_ZC_MAX || staged_cost + EVENT_OVERHEAD + len > self.room))
-        {
+        if self.zc_full(len) {
             return Err((Some(CsError::TryAgain), storage));
         }
+        let q = &mut self.queue;
         let before = q.msgs.len();
         q.zc.push_back(StagedZc {
             before,
@@ -576,6 +583,22 @@ mod tests {
     }
 
     const BIG: usize = 1 << 30;
+
+    #[test]
+    fn zc_full_answers_what_stage_zc_would_do() {
+        // room for one 1,000-byte message and its overhead, not two
+        let s = open(2 * EVENT_OVERHEAD + 1_500);
+        let m = [7u8; 1_000];
+        assert!(!lock(&s.st).zc_full(m.len()), "nothing staged: taken");
+        stage_zc(&s, &m).unwrap();
+        assert!(lock(&s.st).zc_full(m.len()), "the room is spent");
+        assert_eq!(stage_zc(&s, &m), Err(Some(CsError::TryAgain)));
+        assert!(!lock(&s.st).zc_full(100), "what still fits");
+        stage_zc(&s, &[1u8; 100]).unwrap();
+        lock(&s.st).blocked = true;
+        assert!(lock(&s.st).zc_full(1), "a blocked handle takes nothing");
+        assert_eq!(stage_zc(&s, &[1u8]), Err(Some(CsError::TryAgain)));
+    }
 
     #[test]
     fn copied_and_zero_copy_messages_drain_in_the_order_staged() {
