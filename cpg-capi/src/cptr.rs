@@ -83,6 +83,40 @@ pub(crate) fn c_name(group: &GroupName) -> cpg_name {
     n
 }
 
+/// The buffers of a call's iovecs: up to 4 on the stack (a send of one or
+/// a few iovecs allocates nothing), more in a `Vec`.
+pub(crate) struct Iovecs<'a> {
+    few: [IoSlice<'a>; 4],
+    len: usize,
+    many: Vec<IoSlice<'a>>,
+}
+
+impl<'a> Iovecs<'a> {
+    fn push(&mut self, s: IoSlice<'a>) {
+        if !self.many.is_empty() {
+            self.many.push(s);
+        } else if self.len < self.few.len() {
+            self.few[self.len] = s;
+            self.len += 1;
+        } else {
+            self.many.reserve(self.len * 2);
+            self.many.extend_from_slice(&self.few);
+            self.many.push(s);
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for Iovecs<'a> {
+    type Target = [IoSlice<'a>];
+    fn deref(&self) -> &[IoSlice<'a>] {
+        if self.many.is_empty() {
+            &self.few[..self.len]
+        } else {
+            &self.many
+        }
+    }
+}
+
 /// The buffers of `iov_len` iovecs at `iov`.
 ///
 /// # Errors
@@ -96,15 +130,19 @@ pub(crate) fn c_name(group: &GroupName) -> cpg_name {
 pub(crate) unsafe fn iovecs<'a>(
     iov: *const libc::iovec,
     iov_len: c_uint,
-) -> Result<Vec<IoSlice<'a>>, CsError> {
+) -> Result<Iovecs<'a>, CsError> {
     let n = iov_len as usize;
+    let mut out = Iovecs {
+        few: [IoSlice::new(&[]); 4],
+        len: 0,
+        many: Vec::new(),
+    };
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(out);
     }
     if iov.is_null() {
         return Err(CsError::InvalidParam);
     }
-    let mut out = Vec::with_capacity(n);
     let mut total: usize = 0;
     for i in 0..n {
         // SAFETY: `i < iov_len` entries are readable (caller).
@@ -126,4 +164,46 @@ pub(crate) unsafe fn iovecs<'a>(
         out.push(IoSlice::new(bytes));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iovecs_keep_their_order_on_the_stack_and_past_it() {
+        let data: Vec<Vec<u8>> = (0..9u8).map(|i| vec![i; usize::from(i) + 1]).collect();
+        for n in 0..=data.len() {
+            let mut raw: Vec<libc::iovec> = data[..n]
+                .iter()
+                .map(|d| libc::iovec {
+                    iov_base: d.as_ptr() as *mut libc::c_void,
+                    iov_len: d.len(),
+                })
+                .collect();
+            if n == 2 {
+                // an empty iovec may have a NULL base
+                raw[1] = libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                };
+            }
+            // SAFETY: `raw` names `n` live buffers of `data`.
+            let got = unsafe { iovecs(raw.as_ptr(), n as c_uint) }.unwrap();
+            let got: Vec<&[u8]> = got.iter().map(|s| &**s).collect();
+            let want: Vec<&[u8]> = (0..n)
+                .map(|i| {
+                    if n == 2 && i == 1 {
+                        &[][..]
+                    } else {
+                        &data[i][..]
+                    }
+                })
+                .collect();
+            assert_eq!(got, want, "{n} iovecs");
+        }
+        // SAFETY: a NULL array with entries is refused before any read.
+        let e = unsafe { iovecs(std::ptr::null(), 1) }.err();
+        assert_eq!(e, Some(CsError::InvalidParam));
+    }
 }
