@@ -13,6 +13,7 @@
 #          [--latency-guarantees "agreed safe"] [--no-latency]
 #          [--no-corosync] [--no-ours] [--no-loopback] [--no-build]
 #          [--sched-rr] [--repeat N] [--out DIR] [--ours "nodes daemon"]
+#          [--interleave]
 #
 # --ours picks our topologies: "nodes" (M member processes, one ring node
 # each, system cpg-rs), "daemon" (one cpgd and M client processes over
@@ -23,6 +24,11 @@
 # With "daemon" alone the report compares cpg-rs-cpgd with Corosync.
 # --daemon-netmtu N (default 65535): cpgd's netmtu; knet's PMTU discovery
 # gives Corosync's single node loopback's MTU the same way.
+#
+# --interleave (with --ours libcpg and one transport): both daemons run
+# at once and each row runs on Corosync, then at once on ours, so load
+# from elsewhere on the machine hits both systems alike (without it, all
+# of Corosync's rows run, then all of ours).
 #
 # --repeat N runs the whole set of rows N times (spread over time, which
 # helps on a shared machine); the report keeps each row's best repeat.
@@ -47,6 +53,7 @@ lat_guarantees="agreed safe"
 do_latency=1
 do_corosync=1
 do_ours=1
+interleave=0
 do_loopback=1
 do_build=1
 sched_rr=no
@@ -68,6 +75,7 @@ while [ $# -gt 0 ]; do
 	--no-latency) do_latency=0; shift ;;
 	--no-corosync) do_corosync=0; shift ;;
 	--no-ours) do_ours=0; shift ;;
+	--interleave) interleave=1; shift ;;
 	--no-loopback) do_loopback=0; shift ;;
 	--no-build) do_build=0; shift ;;
 	--sched-rr) sched_rr=yes; shift ;;
@@ -304,7 +312,7 @@ if [ "$do_loopback" = 1 ]; then
 		log "loopback_ceiling failed (logs/loopback.err)"
 fi
 
-if [ "$do_corosync" = 1 ]; then
+if [ "$do_corosync" = 1 ] && [ "$interleave" = 0 ]; then
 	for t in $transports; do
 		if start_corosync "$t"; then
 			log "corosync-$t: running rows (${seconds}s each)"
@@ -385,6 +393,45 @@ run_libcpg_row() { # SYSTEM M SIZE G SEND LAT: Corosync's row, the same cpgload 
 		run_corosync_row "$@"
 	)
 }
+
+# ---------------------------------------------------------------- interleaved
+run_pair_row() { # TRANSPORT M SIZE G SEND LAT: Corosync's row, then the same on ours
+	local t="$1"
+	shift
+	run_corosync_row "corosync-$t" "$@"
+	run_libcpg_row cpg-rs-libcpg "$@"
+}
+if [ "$interleave" = 1 ]; then
+	if [ "$ours_topologies" != libcpg ] || [ "$transports" != "${transports%% *}" ] ||
+		[ "$do_corosync" != 1 ] || [ "$do_ours" != 1 ]; then
+		log "--interleave needs --ours libcpg, one transport and both systems"
+		exit 2
+	fi
+	t="$transports"
+	if [ "$do_build" = 1 ]; then
+		log "building cpgtool and cpgd (cargo build --release -p cpg-std --bin cpgtool -p cpgd)"
+		(cd "$repo" && timeout 1800 cargo build --release -p cpg-std --bin cpgtool -p cpgd) \
+			>"$out/logs/cargo.log" 2>&1 || log "cargo build failed (logs/cargo.log)"
+	fi
+	if ! start_corosync "$t"; then
+		row_error="corosync ($t) did not start"
+		for_each_row error_row "corosync-$t"
+	elif ! start_cpgd; then
+		row_error="cpgd or libcpg.so.4 did not come up (logs/cpgd.*)"
+		for_each_row error_row cpg-rs-libcpg
+	else
+		log "corosync-$t and cpg-rs-libcpg, interleaved row by row (${seconds}s each)"
+		for_each_row run_pair_row "$t"
+	fi
+	stop_cpgd
+	if [ -n "$cs_pid" ]; then
+		dir="${cs_dirs[${#cs_dirs[@]}-1]}"
+		stop_corosync
+		cp "$dir/corosync.log" "$out/logs/corosync-$t.log" 2>/dev/null || true
+	fi
+	do_corosync=0
+	do_ours=0
+fi
 
 if [ "$do_ours" = 1 ]; then
 	if [ "$do_build" = 1 ] && command -v cargo >/dev/null 2>&1; then
