@@ -220,7 +220,8 @@ pub struct TransportConfig {
 
 impl TransportConfig {
     /// Defaults for `node_id` at `bind` with `peers`: 64 receive buffers of
-    /// [`GRO_RX_BUFFER_SIZE`] (64 KiB + headroom + the GRO cmsg), a pool of 256 × 2 KiB and 32 × 64 KiB slots
+    /// [`GRO_RX_BUFFER_SIZE`] (64 KiB + headroom + the GRO cmsg), a pool
+    /// of 256 × 2 KiB and 32 × 64 KiB slots
     /// (≈ 6.7 MiB registered in all, under a default 8 MiB `ulimit -l`),
     /// room for 256 external regions in the fixed-buffer table (an empty
     /// entry pins nothing).
