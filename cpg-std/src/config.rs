@@ -16,6 +16,7 @@
 //! slow_consumer = "evict"
 //! zerocopy = "auto"
 //! gso = true               # UDP segmentation offload where the kernel has it
+//! gro = true               # UDP receive offload (64 KiB receive buffers)
 //!
 //! [[nodelist]]
 //! nodeid = 1
@@ -279,6 +280,10 @@ fn default_gso() -> bool {
     true
 }
 
+fn default_gro() -> bool {
+    true
+}
+
 fn is_true(b: &bool) -> bool {
     *b
 }
@@ -333,6 +338,15 @@ pub struct ConfigFile {
     /// default, where the kernel offers `UDP_SEGMENT`; io_uring only).
     #[serde(default = "default_gso", skip_serializing_if = "is_true")]
     pub gso: bool,
+    /// UDP generic receive offload: the kernel may hand several datagrams
+    /// of one sender as one receive, cut into its frames by the transport
+    /// (`true`, the default, where the kernel offers `UDP_GRO`; io_uring
+    /// only). A coalesced receive needs a 64 KiB receive buffer: with it
+    /// on, `pool.rx_buffer_size` defaults to
+    /// [`cpg_uring::GRO_RX_BUFFER_SIZE`]; a smaller one set there turns
+    /// GRO off.
+    #[serde(default = "default_gro", skip_serializing_if = "is_true")]
+    pub gro: bool,
     /// Transport.
     #[serde(default)]
     pub transport: TransportKind,
@@ -621,6 +635,7 @@ impl ConfigFile {
             zerocopy: ZeroCopy::Auto,
             zc_copy_threshold: default_zc_copy_threshold(),
             gso: true,
+            gro: true,
             transport: TransportKind::default(),
             crypto: Crypto::None,
             key_file: None,
@@ -802,7 +817,11 @@ impl ConfigFile {
             return Err(ConfigError::LargestClass(largest));
         }
         let need = engine.frame_max() + RX_HEADROOM;
-        let rx_buffer_size = p.rx_buffer_size.unwrap_or(need.next_multiple_of(64));
+        let rx_buffer_size = p.rx_buffer_size.unwrap_or(rx_buffer_size_for(
+            engine.frame_max(),
+            self.gro,
+            self.transport,
+        ));
         Range {
             min: need as u64,
             ..ranges::POOL_RX_BUFFER_SIZE
@@ -827,12 +846,26 @@ impl ConfigFile {
             slow_consumer: self.slow_consumer,
             zerocopy: self.zerocopy,
             gso: self.gso,
+            gro: self.gro,
             transport: self.transport,
             crypto: self.crypto,
             key_file: self.key_file.clone(),
             ipc,
             links,
         })
+    }
+}
+
+/// The receive buffer size a node derives when `pool.rx_buffer_size` is
+/// not set: its largest frame and [`RX_HEADROOM`], rounded up to 64 B; with
+/// `gro` on the io_uring transport at least
+/// [`cpg_uring::GRO_RX_BUFFER_SIZE`], so that a coalesced receive fits.
+pub(crate) fn rx_buffer_size_for(frame_max: usize, gro: bool, transport: TransportKind) -> usize {
+    let own = (frame_max + RX_HEADROOM).next_multiple_of(64);
+    if gro && transport == TransportKind::Uring {
+        own.max(cpg_uring::GRO_RX_BUFFER_SIZE)
+    } else {
+        own
     }
 }
 
@@ -904,6 +937,9 @@ pub struct NodeConfig {
     pub zerocopy: ZeroCopy,
     /// UDP segmentation offload where the kernel offers it.
     pub gso: bool,
+    /// UDP generic receive offload where the kernel offers it and the
+    /// receive buffers hold [`cpg_uring::GRO_RX_BUFFER_SIZE`].
+    pub gro: bool,
     /// Transport.
     pub transport: TransportKind,
     /// Frame protection.

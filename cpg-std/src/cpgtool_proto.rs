@@ -570,6 +570,12 @@ pub struct TransportCounters {
     /// Datagrams those GSO sends carried.
     #[serde(default)]
     pub gso_datagrams: u64,
+    /// Receives the kernel coalesced (UDP GRO: more than one datagram).
+    #[serde(default)]
+    pub gro_receives: u64,
+    /// Datagrams those coalesced receives carried.
+    #[serde(default)]
+    pub gro_segments: u64,
 }
 
 impl From<cpg_uring::Snapshot> for TransportCounters {
@@ -595,6 +601,8 @@ impl From<cpg_uring::Snapshot> for TransportCounters {
             open_replay: c.open_replay,
             gso_sends: c.gso_sends,
             gso_datagrams: c.gso_datagrams,
+            gro_receives: c.gro_receives,
+            gro_segments: c.gro_segments,
         }
     }
 }

@@ -541,19 +541,24 @@ fn two_links_come_up_and_carry_frames_by_mode() {
 /// delivered intact and in one order everywhere, its fragments sent as
 /// runs of datagrams per GSO send, sealed ones too (each datagram one
 /// sealed frame); with `gso = false` the same stream goes one datagram
-/// per send.
+/// per send. With UDP GRO on (the default) a GSO send arrives whole, one
+/// receive cut into its frames (sealed ones opened one by one); with
+/// `gro = false` every datagram is a receive of its own.
 #[test]
 fn gso_at_netmtu_1500_delivers_a_large_message_stream_in_order() {
     use cpg_std::config::Crypto;
-    for (gso, crypto) in [
-        (true, Crypto::None),
-        (true, Crypto::Encrypt),
-        (false, Crypto::None),
+    for (gso, gro, crypto) in [
+        (true, true, Crypto::None),
+        (true, true, Crypto::Encrypt),
+        (true, false, Crypto::None),
+        (true, false, Crypto::Encrypt),
+        (false, true, Crypto::None),
     ] {
-        let dir = tmp(&format!("gso-{gso}-{crypto:?}"));
+        let dir = tmp(&format!("gso-{gso}-{gro}-{crypto:?}"));
         let mut f = config(3, ZeroCopy::Auto, &dir);
         f.netmtu = 1500.into();
         f.gso = gso;
+        f.gro = gro;
         with_crypto(&mut f, &dir, crypto);
         let nodes = start_all(&f);
         let before: Vec<_> = nodes
@@ -591,12 +596,15 @@ fn gso_at_netmtu_1500_delivers_a_large_message_stream_in_order() {
         for h in &hs {
             assert!(
                 h.wait_msgs(total),
-                "gso {gso} {crypto:?}: not all delivered"
+                "gso {gso} gro {gro} {crypto:?}: not all delivered"
             );
         }
         let d0 = hs[0].rec.msgs();
         for h in &hs[1..] {
-            assert!(h.rec.msgs() == d0, "gso {gso} {crypto:?}: another order");
+            assert!(
+                h.rec.msgs() == d0,
+                "gso {gso} gro {gro} {crypto:?}: another order"
+            );
         }
         // intact, and FIFO per sender
         let mut next = vec![0u32; hs.len()];
@@ -611,7 +619,7 @@ fn gso_at_netmtu_1500_delivers_a_large_message_stream_in_order() {
             let t = n.transport_counters().unwrap();
             let (sends, datagrams) = (t.gso_sends - b.gso_sends, t.gso_datagrams - b.gso_datagrams);
             eprintln!(
-                "gso {gso} {crypto:?} node {}: {sends} GSO sends carried {datagrams} of {} datagrams",
+                "gso {gso} gro {gro} {crypto:?} node {}: {sends} GSO sends carried {datagrams} of {} datagrams",
                 n.node_id(),
                 t.frames_sent - b.frames_sent
             );
@@ -624,6 +632,31 @@ fn gso_at_netmtu_1500_delivers_a_large_message_stream_in_order() {
                 assert_eq!(t.gso_fallbacks, 0);
             } else {
                 assert_eq!((sends, datagrams), (0, 0), "gso = false sends no GSO");
+            }
+            let (receives, segments) = (
+                t.gro_receives - b.gro_receives,
+                t.gro_segments - b.gro_segments,
+            );
+            eprintln!(
+                "gso {gso} gro {gro} {crypto:?} node {}: {receives} coalesced receives carried \
+                 {segments} of {} datagrams",
+                n.node_id(),
+                t.frames_received - b.frames_received
+            );
+            if gso && gro {
+                // every node receives the other two's runs of fragments
+                assert!(
+                    receives > 0 && segments > 2 * receives,
+                    "node {}: GSO sends arrived coalesced: {t:?}",
+                    n.node_id()
+                );
+                assert_eq!(t.rx_truncated, 0, "{t:?}");
+            } else if !gro {
+                assert_eq!(
+                    (receives, segments),
+                    (0, 0),
+                    "gro = false coalesces nothing"
+                );
             }
             // (a peer not yet up at start may refuse one: counted before)
             assert_eq!(t.send_errors, b.send_errors, "{t:?}");

@@ -45,12 +45,21 @@ use cpg_core::pool::{
 use rustix::mm::{MapFlags, ProtFlags};
 
 use crate::external::{ExternalError, ExternalRegion};
+use crate::gro::Segments;
 use crate::waker::Waker;
 
 /// Bytes reserved in front of a received datagram in each receive buffer:
 /// the `io_uring_recvmsg_out` header (16) and the source address (a
 /// `sockaddr_in6`, 28, the larger of the two families), rounded up.
 pub const RX_HEADROOM: usize = 64;
+
+/// The smallest receive buffer UDP GRO is turned on with: a coalesced
+/// receive of the largest UDP payload (65,535 B) after [`RX_HEADROOM`] and
+/// the `UDP_GRO` control message, rounded up to 64 B. A smaller buffer
+/// would truncate a coalesced receive (`MSG_TRUNC`: all of its datagrams
+/// lost), so the driver leaves GRO off below it.
+pub const GRO_RX_BUFFER_SIZE: usize =
+    (65_535 + RX_HEADROOM + crate::gro::GRO_CONTROL_SPACE).next_multiple_of(64);
 
 /// Lock `m`, taking the guard even if a thread panicked while holding it:
 /// the crate's one mutex-poison policy.
@@ -519,6 +528,8 @@ pub struct RxBuf(Arc<RxInner>);
 
 enum RxInner {
     Ring(RingFrame),
+    /// One datagram of a coalesced (UDP GRO) receive.
+    Part(PartFrame),
     Slot(SlotFrame),
     Heap(Arc<[u8]>),
     External(ExternalFrame),
@@ -548,6 +559,24 @@ impl Drop for RingFrame {
         self.returns.push(self.bid);
     }
 }
+
+/// One datagram of a coalesced (UDP GRO) receive: `ptr..ptr+len`, a
+/// range of the payload `whole` received. `whole` is never read as bytes
+/// once it is split (nothing forms a slice of it); its buffer goes back
+/// to the kernel when the last part drops it ([`RxBuf::split`]).
+struct PartFrame {
+    whole: Arc<RingFrame>,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: as for `RingFrame`: the bytes of every part are immutable while
+// it is shared (written only through `open_in_place` on the only handle of
+// the part, whose range no other part overlaps), the buffer is not
+// re-provided while `whole` lives, and `whole` keeps the mapping alive.
+unsafe impl Send for PartFrame {}
+// SAFETY: as above; `&PartFrame` only reads.
+unsafe impl Sync for PartFrame {}
 
 /// A pool slot, allocated (not Free) for as long as this exists.
 struct SlotFrame {
@@ -691,6 +720,7 @@ impl RxBuf {
     pub fn buffer_id(&self) -> Option<u16> {
         match &*self.0 {
             RxInner::Ring(f) => Some(f.bid),
+            RxInner::Part(p) => Some(p.whole.bid),
             _ => None,
         }
     }
@@ -708,6 +738,7 @@ impl RxBuf {
         match &*self.0 {
             RxInner::Heap(b) => b.len(),
             RxInner::Ring(f) => f.len,
+            RxInner::Part(p) => p.len,
             RxInner::Slot(s) => s.len,
             RxInner::External(e) => e.range.len(),
         }
@@ -720,6 +751,7 @@ impl RxBuf {
         let (base, len): (*const u8, usize) = match &*self.0 {
             RxInner::Heap(b) => (b.as_ptr(), b.len()),
             RxInner::Ring(f) => (f.ptr.as_ptr(), f.len),
+            RxInner::Part(p) => (p.ptr.as_ptr(), p.len),
             RxInner::Slot(s) => (s.ptr.as_ptr(), s.len),
             RxInner::External(e) => (e.ptr.as_ptr(), e.range.len()),
         };
@@ -766,6 +798,24 @@ impl RxBuf {
                 frame.len = n.min(frame.len);
                 Some(Ok(()))
             }
+            RxInner::Part(part) => {
+                let len = part.len;
+                // Why this is sound: `Arc::get_mut` proved this the only
+                // handle of this part; the other parts of the buffer cover
+                // ranges disjoint from `ptr..ptr+len` (`RxBuf::split`
+                // checked them) and the whole payload is never read as a
+                // slice once split, so no other borrow of these bytes
+                // exists; the buffer is the user's until `whole` drops;
+                // the range lies inside the live mapping (`whole._map`).
+                // SAFETY: a held receive buffer's part, only handle, inside the live mapping.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(part.ptr.as_ptr(), len) };
+                let n = match f(bytes) {
+                    Ok(n) => n,
+                    Err(e) => return Some(Err(e)),
+                };
+                part.len = n.min(part.len);
+                Some(Ok(()))
+            }
             RxInner::Heap(b) => {
                 let bytes = Arc::get_mut(b)?;
                 let n = match f(bytes) {
@@ -781,6 +831,43 @@ impl RxBuf {
             }
             RxInner::Slot(_) | RxInner::External(_) => None,
         }
+    }
+
+    /// Cut a just-received frame into its datagrams (a coalesced UDP GRO
+    /// receive, `segs` from [`crate::gro::segments`] over its length):
+    /// each pushed to `out` as a handle of its own over its range of the
+    /// buffer, in order; the buffer goes back to the kernel when the last
+    /// of them drops. `Err(self)`, untouched, if this is not the only
+    /// handle, not a frame in a receive buffer, or the ranges are not
+    /// disjoint, ascending and inside the frame.
+    pub(crate) fn split(self, segs: Segments, out: &mut Vec<RxBuf>) -> Result<(), RxBuf> {
+        let len = self.len();
+        let mut end = 0;
+        for r in segs.clone() {
+            if r.start < end || r.start > r.end || r.end > len {
+                return Err(self);
+            }
+            end = r.end;
+        }
+        if !matches!(&*self.0, RxInner::Ring(_)) || Arc::strong_count(&self.0) != 1 {
+            return Err(self);
+        }
+        let whole = match Arc::try_unwrap(self.0) {
+            Ok(RxInner::Ring(f)) => Arc::new(f),
+            Ok(other) => return Err(RxBuf(Arc::new(other))),
+            Err(shared) => return Err(RxBuf(shared)),
+        };
+        let base = whole.ptr.as_ptr();
+        for r in segs {
+            // `r.start ≤ len` (checked above): inside or one past the payload.
+            let ptr = NonNull::new(base.wrapping_add(r.start)).unwrap_or(NonNull::dangling());
+            out.push(RxBuf(Arc::new(RxInner::Part(PartFrame {
+                whole: whole.clone(),
+                ptr,
+                len: r.len(),
+            }))));
+        }
+        Ok(())
     }
 
     /// Whether the bytes lie in a pool slot.
@@ -820,6 +907,10 @@ impl RxBuf {
 ///   (checked by `RxRing::take`), the mapping is alive (`_map`) and the
 ///   kernel does not write the buffer while the frame exists (see the
 ///   `Send`/`Sync` argument on `RingFrame`);
+/// - a `Part` frame's `ptr..ptr+len` is a range of such a frame's payload
+///   (checked by `RxBuf::split`), disjoint from every other part's; the
+///   `RingFrame` it holds keeps the buffer from the kernel and the mapping
+///   alive, and is never read as a whole once split;
 /// - a `Slot` frame's `ptr..ptr+len` is its slot (checked in
 ///   `SlotAlloc::alloc` to lie inside the pool span of the mapping, which
 ///   `pool.map` keeps alive); the slot stays allocated while the handle
@@ -839,6 +930,10 @@ impl AsRef<[u8]> for RxBuf {
             // SAFETY: a held provided buffer, not written by the kernel
             // while the frame exists (see this impl's doc).
             RxInner::Ring(f) => unsafe { std::slice::from_raw_parts(f.ptr.as_ptr(), f.len) },
+            // SAFETY: a range of a held provided buffer, inside the payload
+            // `RxBuf::split` cut it from; written only through the part's
+            // only handle (see this impl's doc).
+            RxInner::Part(p) => unsafe { std::slice::from_raw_parts(p.ptr.as_ptr(), p.len) },
             // SAFETY: an allocated pool slot, written only through the only
             // handle and `&mut` (see this impl's doc).
             RxInner::Slot(s) => unsafe { std::slice::from_raw_parts(s.ptr.as_ptr(), s.len) },
@@ -868,7 +963,7 @@ impl cpg_core::engine::FrameBuf for RxBuf {
     fn unique_mut(&mut self) -> Option<&mut [u8]> {
         match Arc::get_mut(&mut self.0)? {
             RxInner::Heap(b) => Arc::get_mut(b),
-            RxInner::Ring(_) | RxInner::External(_) => None,
+            RxInner::Ring(_) | RxInner::Part(_) | RxInner::External(_) => None,
             RxInner::Slot(s) => {
                 // SAFETY: see "Soundness" above; the range is the slot's,
                 // inside the live mapping.
@@ -916,6 +1011,9 @@ pub(crate) struct RecvFrame {
     pub source: Option<SocketAddr>,
     /// The datagram did not fit the buffer (MSG_TRUNC).
     pub truncated: bool,
+    /// The `UDP_GRO` segment size of a coalesced receive, as the control
+    /// data said (`crate::gro::gro_size`); `None` without one.
+    pub gro: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1079,6 +1177,11 @@ impl RxRing {
         let source = parse_sockaddr(out.name_data());
         let payload = out.payload_data();
         let truncated = out.is_payload_truncated();
+        let gro = if out.is_control_data_truncated() {
+            None
+        } else {
+            crate::gro::gro_size(out.control_data())
+        };
         let ptr = NonNull::new(payload.as_ptr().cast_mut()).unwrap_or(NonNull::dangling());
         let frame = RxBuf(Arc::new(RxInner::Ring(RingFrame {
             bid,
@@ -1091,6 +1194,7 @@ impl RxRing {
             frame,
             source,
             truncated,
+            gro,
         })
     }
 
@@ -1271,6 +1375,96 @@ mod tests {
         assert_eq!(ring.recycle(), 1);
         assert_eq!(ring.available(), 4);
         assert_eq!(ring.tail, 5);
+    }
+
+    /// A coalesced receive (a `UDP_GRO` cmsg in its control data) is cut
+    /// into parts over the one buffer; each opens in place alone; the
+    /// buffer goes back only when the last part drops.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    #[allow(unsafe_code)]
+    fn rx_ring_gro_receive_splits_and_returns_after_the_last_part() {
+        let cfg = PoolConfig::new(64, &[ClassSpec::new(512, 4)]).unwrap();
+        let r = Region::new(&cfg, 4, 4096).unwrap();
+        let mut ring = RxRing::new(&r).unwrap();
+        let ctl = crate::gro::GRO_CONTROL_SPACE;
+        let mut name = [0u8; 28];
+        name[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        name[2..4].copy_from_slice(&5405u16.to_be_bytes());
+        name[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        // SAFETY: (test) an all-zero cmsghdr is a valid value.
+        let mut h: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        // SAFETY: pure arithmetic.
+        h.cmsg_len = unsafe { libc::CMSG_LEN(4) } as _;
+        h.cmsg_level = libc::SOL_UDP;
+        h.cmsg_type = libc::UDP_GRO;
+        let mut control = vec![0u8; ctl];
+        // SAFETY: (test) `control` holds CMSG_SPACE(4) ≥ a cmsghdr.
+        unsafe { std::ptr::write_unaligned(control.as_mut_ptr().cast::<libc::cmsghdr>(), h) };
+        let data = std::mem::size_of::<libc::cmsghdr>();
+        control[data..data + 4].copy_from_slice(&100i32.to_ne_bytes());
+        // three datagrams: 100, 100 and 50 bytes of 1, 2 and 3
+        let payload: Vec<u8> = [1u8, 2, 3]
+            .iter()
+            .flat_map(|&x| vec![x; if x == 3 { 50 } else { 100 }])
+            .collect();
+        let mut block = Vec::new();
+        block.extend_from_slice(&28u32.to_ne_bytes()); // namelen
+        block.extend_from_slice(&(ctl as u32).to_ne_bytes()); // controllen
+        block.extend_from_slice(&(payload.len() as u32).to_ne_bytes());
+        block.extend_from_slice(&0u32.to_ne_bytes()); // flags
+        block.extend_from_slice(&name);
+        block.extend_from_slice(&control);
+        block.extend_from_slice(&payload);
+        let off = r.rx_offset() + r.rx_size();
+        // SAFETY: (test) buffer 1 is inside the mapping and nothing else
+        // (no kernel ring registered) touches it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(block.as_ptr(), r.mapping().base().add(off), block.len())
+        };
+        // SAFETY: (test) an all-zero msghdr is a valid value.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_namelen = 28;
+        mh.msg_controllen = ctl as _;
+        let f = ring.take(1, block.len(), &mh).unwrap();
+        assert_eq!((f.gro, f.frame.len(), f.truncated), (Some(100), 250, false));
+        // a second handle: not split, handed back untouched
+        let extra = f.frame.clone();
+        let segs = crate::gro::segments(f.frame.len(), f.gro);
+        let mut parts = Vec::new();
+        let frame = f.frame.split(segs.clone(), &mut parts).unwrap_err();
+        assert!(parts.is_empty());
+        drop(extra);
+        frame.split(segs, &mut parts).unwrap();
+        let lens: Vec<_> = parts.iter().map(RxBuf::len).collect();
+        assert_eq!(lens, [100, 100, 50]);
+        for (p, x) in parts.iter().zip([1u8, 2, 3]) {
+            assert!(p.as_ref().iter().all(|&b| b == x));
+            assert_eq!(p.buffer_id(), Some(1));
+        }
+        // opened in place, each its own range: the second shortened
+        let opened = parts[1].open_in_place(|b| {
+            b[0] = 9;
+            Ok::<_, ()>(10)
+        });
+        assert_eq!(opened, Some(Ok(())));
+        assert_eq!(parts[1].as_ref(), &[9, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
+        assert!(
+            parts[0].as_ref().iter().all(|&b| b == 1),
+            "neighbours untouched"
+        );
+        assert!(parts[2].as_ref().iter().all(|&b| b == 3));
+        let held = parts[2].clone();
+        assert!(held
+            .clone()
+            .split(crate::gro::segments(50, None), &mut Vec::new())
+            .is_err());
+        assert_eq!(ring.available(), 3);
+        drop(parts);
+        assert_eq!(ring.recycle(), 0, "one part is still held");
+        drop(held);
+        assert_eq!(ring.recycle(), 1);
+        assert_eq!(ring.available(), 4);
     }
 
     /// A heap-backed external region that logs its releases.

@@ -97,6 +97,12 @@ counters! {
     /// (copying); when the path cannot take GSO, that peer link sends no
     /// more GSO.
     gso_fallbacks,
+    /// Receives the kernel coalesced (UDP GRO): more than one datagram in
+    /// one receive, each then handled as if received alone (counted in
+    /// `frames_received` and the rest one by one).
+    gro_receives,
+    /// Datagrams those coalesced receives carried.
+    gro_segments,
     /// Zero-copy notifications reaped.
     zc_notifications,
     /// Of those, how many said the kernel copied after all (loopback does).

@@ -55,6 +55,22 @@
 //! checksum offload or an IPsec path; `EINVAL`, `EMSGSIZE`) also turns
 //! GSO off for that peer link (`gso_fallbacks`, one warning per link).
 //!
+//! # UDP generic receive offload (GRO)
+//!
+//! With [`TransportConfig::gro`] (the default), receive buffers of at
+//! least [`GRO_RX_BUFFER_SIZE`] and a kernel that takes `UDP_GRO`, every
+//! socket the loop receives on has `UDP_GRO` on: the kernel may hand
+//! several datagrams of one sender as one receive (on loopback and veth a
+//! GSO send arrives whole) with a `UDP_GRO` cmsg giving their size. The
+//! receive is cut into its datagrams (`crate::gro`), each an [`RxBuf`] of
+//! its own over its range of the one buffer, which goes back to the kernel
+//! when the last of them drops; sealed ones are each opened in place
+//! (disjoint ranges) before any is handed on; then each takes the path of
+//! a datagram received alone, counters included (`gro_receives`,
+//! `gro_segments` count the coalesced receives and their datagrams).
+//! Smaller buffers would truncate a coalesced receive, so GRO stays off
+//! with them (logged once at info).
+//!
 //! # External regions
 //!
 //! Memory the driver does not own (cpgd's mapping of a client's memfd) is
@@ -87,7 +103,7 @@ use cpg_core::{Instant, NodeId};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvFlags, SendFlags};
 
-use crate::bufs::{Region, RegionError, RxBuf, RxRing, SlotAlloc, TxSource, RX_HEADROOM};
+use crate::bufs::{Region, RegionError, RxBuf, RxRing, SlotAlloc, TxSource, GRO_RX_BUFFER_SIZE};
 use crate::counters::Counters;
 use crate::external::{Command, ExternalRegions, NotFixed, RegionId, RegionStatus};
 use crate::gso::{Batcher, Run};
@@ -153,7 +169,8 @@ pub struct TransportConfig {
     pub ring_entries: u32,
     /// Receive buffers (a power of two, at most 32768).
     pub rx_buffers: usize,
-    /// Bytes per receive buffer: the largest datagram plus [`RX_HEADROOM`].
+    /// Bytes per receive buffer: the largest datagram plus [`crate::RX_HEADROOM`];
+    /// UDP GRO ([`TransportConfig::gro`]) needs [`GRO_RX_BUFFER_SIZE`].
     pub rx_buffer_size: usize,
     /// When fewer receive buffers than this are left with the kernel, a
     /// received frame is copied to the heap (counted) and its buffer goes
@@ -195,11 +212,16 @@ pub struct TransportConfig {
     /// Send runs of same-size frames to one peer as one GSO send (see the
     /// module docs), where the kernel offers `UDP_SEGMENT`; io_uring only.
     pub gso: bool,
+    /// Receive with `UDP_GRO` (see the module docs): where the kernel
+    /// takes it and every receive buffer holds [`GRO_RX_BUFFER_SIZE`]
+    /// bytes; io_uring only.
+    pub gro: bool,
 }
 
 impl TransportConfig {
     /// Defaults for `node_id` at `bind` with `peers`: 64 receive buffers of
-    /// 64 KiB + headroom, a pool of 256 × 2 KiB and 32 × 64 KiB slots
+    /// [`GRO_RX_BUFFER_SIZE`] (64 KiB + headroom + the GRO cmsg), a pool
+    /// of 256 × 2 KiB and 32 × 64 KiB slots
     /// (≈ 6.7 MiB registered in all, under a default 8 MiB `ulimit -l`),
     /// room for 256 external regions in the fixed-buffer table (an empty
     /// entry pins nothing).
@@ -217,7 +239,7 @@ impl TransportConfig {
             zc_max_frags: None,
             ring_entries: 512,
             rx_buffers: 64,
-            rx_buffer_size: 65_536 + RX_HEADROOM,
+            rx_buffer_size: GRO_RX_BUFFER_SIZE,
             rx_copy_below: 16,
             socket_buffer: socket::SOCKET_BUFFER_BYTES,
             pool: default_pool(),
@@ -231,6 +253,7 @@ impl TransportConfig {
             cluster_id: 0,
             spin: SPIN_DEFAULT,
             gso: true,
+            gro: true,
         }
     }
 }
@@ -579,6 +602,10 @@ pub struct Driver {
     gso_runs: Batcher<(usize, usize), TxSource>,
     /// Runs to submit (kept for its allocation).
     gso_out: Vec<Run<(usize, usize), TxSource>>,
+    /// Every socket receives with `UDP_GRO` (io_uring only).
+    gro: bool,
+    /// The datagrams of one coalesced receive (kept for its allocation).
+    gro_parts: Vec<RxBuf>,
 }
 
 impl fmt::Debug for Driver {
@@ -641,7 +668,7 @@ impl Driver {
             err,
         };
         check_links(&cfg)?;
-        let (backend, main, local) = if cfg.fallback_syscalls {
+        let (mut backend, main, local) = if cfg.fallback_syscalls {
             let (main, local) =
                 socket::bind_exclusive(cfg.bind, cfg.socket_buffer).map_err(bind_err)?;
             (Backend::Syscalls, main, local)
@@ -691,6 +718,32 @@ impl Driver {
                 "this kernel offers no UDP_SEGMENT: frames are sent one datagram per send"
             );
         }
+        let gro = cfg.gro
+            && !cfg.fallback_syscalls
+            && region.rx_size() >= GRO_RX_BUFFER_SIZE
+            && socket::set_udp_gro(&main);
+        if cfg.gro && !cfg.fallback_syscalls && !gro {
+            if region.rx_size() < GRO_RX_BUFFER_SIZE {
+                log::info!(
+                    target: "cpg::transport",
+                    "receive buffers of {} B cannot hold a coalesced receive ({} B): UDP GRO off, \
+                     one datagram per receive",
+                    region.rx_size(),
+                    GRO_RX_BUFFER_SIZE
+                );
+            } else {
+                log::info!(
+                    target: "cpg::transport",
+                    "this kernel takes no UDP_GRO: one datagram per receive"
+                );
+            }
+        }
+        if let Backend::Uring(ring) = &mut backend {
+            ring.set_recv_control(gro).map_err(|err| DriverError::Io {
+                what: "receive control room",
+                err,
+            })?;
+        }
         let mut links = vec![Link {
             number: 0,
             priority: cfg.link0_priority,
@@ -707,6 +760,9 @@ impl Driver {
                 Backend::Uring(_) => socket::bind_shared(l.bind, cfg.socket_buffer),
             }
             .map_err(err)?;
+            if gro {
+                socket::set_udp_gro(&main);
+            }
             links.push(Link {
                 number: l.number,
                 priority: l.priority,
@@ -751,6 +807,8 @@ impl Driver {
             batching: false,
             gso_runs: Batcher::default(),
             gso_out: Vec::new(),
+            gro,
+            gro_parts: Vec::new(),
         };
         d.set_peers(&cfg.peers)?;
         for l in &cfg.links {
@@ -780,6 +838,14 @@ impl Driver {
             Backend::Uring(r) => Some(r.probe()),
             Backend::Syscalls => None,
         }
+    }
+
+    /// Whether every socket receives with `UDP_GRO`
+    /// ([`TransportConfig::gro`] asked for, receive buffers of at least
+    /// [`GRO_RX_BUFFER_SIZE`], and the kernel took it; never on the
+    /// syscall fallback).
+    pub fn gro_enabled(&self) -> bool {
+        self.gro
     }
 
     /// Whether runs of frames go out as GSO sends ([`TransportConfig::gso`]
@@ -1275,6 +1341,49 @@ impl Driver {
         }
     }
 
+    /// One received datagram from peer `pi` on link `li`, opened if
+    /// sealed: a heartbeat is taken here, anything else goes to the host
+    /// (copied to the heap when few receive buffers are left).
+    fn on_datagram(
+        &mut self,
+        host: &mut impl Host,
+        t: Instant,
+        (pi, li): (usize, usize),
+        frame: RxBuf,
+    ) {
+        let counters = &self.counters;
+        if let Some(pl) = &self.peers[pi].links[li] {
+            pl.state.shared.count_rx();
+        }
+        if is_link_frame(frame.as_ref()) {
+            self.on_heartbeat(pi, li, t, frame.as_ref());
+            return;
+        }
+        let low = match &mut self.backend {
+            Backend::Uring(ring) => ring.rx_mut().is_some_and(|rx| {
+                // Take back what the host already dropped before
+                // deciding to copy.
+                if rx.available() < self.rx_copy_below {
+                    rx.recycle();
+                }
+                rx.available() < self.rx_copy_below
+            }),
+            Backend::Syscalls => false,
+        };
+        let frame = if low {
+            let b: Arc<[u8]> = Arc::from(frame.as_ref());
+            Counters::add(&counters.bytes_copied, b.len() as u64);
+            Counters::inc(&counters.rx_copied_frames);
+            RxBuf::from_heap(b)
+        } else {
+            frame
+        };
+        Counters::inc(&counters.frames_received);
+        Counters::add(&counters.bytes_received, frame.len() as u64);
+        let from = self.peers[pi].id;
+        self.step(host, t, Input::Packet { from, frame });
+    }
+
     fn on_completion(&mut self, host: &mut impl Host, t: Instant, c: Completion) {
         let counters = self.counters.clone();
         match c {
@@ -1305,42 +1414,38 @@ impl Driver {
                     return;
                 };
                 let from = self.peers[pi].id;
-                let mut f = f;
+                let segs = crate::gro::segments(f.frame.len(), f.gro);
+                let n = segs.datagrams();
+                if n > 1 {
+                    let mut parts = std::mem::take(&mut self.gro_parts);
+                    if f.frame.split(segs, &mut parts).is_err() {
+                        // never: a fresh frame is its only handle
+                        Counters::inc(&counters.bad_completions);
+                        return;
+                    }
+                    Counters::inc(&counters.gro_receives);
+                    Counters::add(&counters.gro_segments, n as u64);
+                    // Each opened in place, its own range, before any is
+                    // handed on.
+                    if let Some(seal) = &mut self.seal {
+                        parts.retain_mut(|p| {
+                            count_open(&counters, p.open_in_place(|b| seal.open(from, b)))
+                        });
+                    }
+                    for frame in parts.drain(..) {
+                        self.on_datagram(host, t, (pi, li), frame);
+                    }
+                    self.gro_parts = parts;
+                    return;
+                }
+                let mut frame = f.frame;
                 if let Some(seal) = &mut self.seal {
-                    let opened = f.frame.open_in_place(|b| seal.open(from, b));
+                    let opened = frame.open_in_place(|b| seal.open(from, b));
                     if !count_open(&counters, opened) {
                         return;
                     }
                 }
-                if let Some(pl) = &self.peers[pi].links[li] {
-                    pl.state.shared.count_rx();
-                }
-                if is_link_frame(f.frame.as_ref()) {
-                    self.on_heartbeat(pi, li, t, f.frame.as_ref());
-                    return;
-                }
-                let low = match &mut self.backend {
-                    Backend::Uring(ring) => ring.rx_mut().is_some_and(|rx| {
-                        // Take back what the host already dropped before
-                        // deciding to copy.
-                        if rx.available() < self.rx_copy_below {
-                            rx.recycle();
-                        }
-                        rx.available() < self.rx_copy_below
-                    }),
-                    Backend::Syscalls => false,
-                };
-                let frame = if low {
-                    let b: Arc<[u8]> = Arc::from(f.frame.as_ref());
-                    Counters::add(&counters.bytes_copied, b.len() as u64);
-                    Counters::inc(&counters.rx_copied_frames);
-                    RxBuf::from_heap(b)
-                } else {
-                    f.frame
-                };
-                Counters::inc(&counters.frames_received);
-                Counters::add(&counters.bytes_received, frame.len() as u64);
-                self.step(host, t, Input::Packet { from, frame });
+                self.on_datagram(host, t, (pi, li), frame);
             }
             Completion::Wake { .. } => {
                 self.waker.clear();
@@ -1880,6 +1985,75 @@ mod tests {
         );
         assert_eq!((s.frames_sent, s.send_errors), (20, 0), "{s:?}");
         assert_eq!(to_b(&a), Some(0), "GSO off for that link");
+    }
+
+    /// A GSO send of a run of frames reaches a receiver with UDP GRO on
+    /// as one receive (loopback does not cut it): it is handed on as its
+    /// frames, in order, intact, each counted as received; receive
+    /// buffers too small for a coalesced receive leave GRO off.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_gso_send_to_a_gro_receiver_arrives_as_its_frames() {
+        if !crate::ring::probe().is_ok_and(|p| p.missing().is_empty()) {
+            eprintln!("SKIP: no usable io_uring here");
+            return;
+        }
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut small = TransportConfig::new(3, lo, vec![]);
+        small.rx_buffer_size = 9_000 + crate::RX_HEADROOM;
+        assert!(
+            !Driver::new(small).unwrap().gro_enabled(),
+            "buffers too small"
+        );
+        let mut a = Driver::new(TransportConfig::new(1, lo, vec![])).unwrap();
+        let mut b = Driver::new(TransportConfig::new(2, lo, vec![])).unwrap();
+        if !a.gso_enabled() || !b.gro_enabled() {
+            eprintln!("SKIP: no UDP_SEGMENT or UDP_GRO here");
+            return;
+        }
+        let all = vec![(1, a.local_addr()), (2, b.local_addr())];
+        a.set_peers(&all).unwrap();
+        b.set_peers(&all).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let give_up = Instant(now().0 + 10_000_000_000);
+        let mut sink = Sink {
+            got: Vec::new(),
+            want: 40,
+            stop: stop.clone(),
+            wake: a.waker(),
+            give_up,
+        };
+        let counters_b = b.counters();
+        let tb = std::thread::spawn(move || {
+            b.run(&mut sink).unwrap();
+            (b, sink)
+        });
+        let mut burst = Burst {
+            frames: 20,
+            sent: 0,
+            stop: stop.clone(),
+            give_up,
+        };
+        a.run(&mut burst).unwrap();
+        let (b, sink) = tb.join().unwrap();
+        assert_eq!(
+            sink.got,
+            (0..40).map(|s| (s, 1000, true)).collect::<Vec<_>>(),
+            "every frame, intact and in order"
+        );
+        let s = a.counters().snapshot();
+        assert_eq!((s.gso_sends, s.gso_datagrams), (2, 40), "{s:?}");
+        let r = counters_b.snapshot();
+        // one receive per GSO send, cut into its 20 frames
+        assert_eq!((r.gro_receives, r.gro_segments), (2, 40), "{r:?}");
+        assert_eq!((r.frames_received, r.rx_truncated), (40, 0), "{r:?}");
+        // every buffer went back once the sink dropped its frames
+        drop(sink);
+        let mut b = b;
+        if let Backend::Uring(ring) = &mut b.backend {
+            ring.rx_mut().unwrap().recycle();
+        }
+        assert_eq!(b.rx_available(), Some(64));
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //! | `external` | [`ExternalRegion`] (memory the driver does not own, cpgd's client regions) and [`ExternalRegions`] (adding and removing them as fixed buffers from any thread) | declares the unsafe trait only |
 //! | `ring` | ring setup, probing, typed `user_data`, SQE builders, completion decoding, the fixed-buffer table (the region's two buffers, external regions after them); keeps every in-flight operation's memory alive | yes: SQE pushes and registration |
 //! | `send` | sends in flight (one frame or a GSO send's several) and the two-step `SendZc` completion | no |
+//! | `gro` | UDP generic receive offload: the `UDP_GRO` cmsg of a receive, the datagrams of a coalesced one | no |
 //! | `gso` | UDP segmentation offload: which frames of a batch share one send, the `UDP_SEGMENT` cmsg | builds a `cmsghdr` only |
 //! | `seal` | frame sealing: `ring`'s AES-256-GCM behind `cpg_core::seal`, [`SealSpec`], [`EpochSource`] | no |
-//! | `socket` | UDP sockets (rustix); the `UDP_SEGMENT` probe | one `getsockopt` |
+//! | `socket` | UDP sockets (rustix); the `UDP_SEGMENT` probe, `UDP_GRO` on | one `getsockopt`, one `setsockopt` |
 //! | `pmtu` | the kernel's path MTU to a peer (`IP_MTU` / `IPV6_MTU`), for `netmtu = "auto"` | no |
 //! | `driver` | [`Driver`], the loop, [`Host`], [`TransportConfig`], [`DriverError`]; `driver/peers` its (peer, link) table and sockets, `driver/heartbeat` its link heartbeats | no |
 //! | `links` | redundant links: [`LinkSpec`], [`LinkMode`], [`LinkPing`], the heartbeat state machine, the choice of link, [`LinkStatus`] | no |
@@ -22,7 +23,8 @@
 //! (in `cpg-std`, an engine behind a mutex) turns inputs into outputs.
 //!
 //! Frames never exceed min(netmtu, 65,507) bytes: the engine builds them;
-//! the receive buffers hold 65,536 bytes plus [`RX_HEADROOM`].
+//! the receive buffers hold 65,536 bytes plus [`RX_HEADROOM`] (with UDP
+//! GRO, [`GRO_RX_BUFFER_SIZE`]: a coalesced receive of several frames).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
@@ -32,6 +34,7 @@ mod bufs;
 mod counters;
 mod driver;
 mod external;
+mod gro;
 mod gso;
 mod links;
 mod pmtu;
@@ -42,7 +45,7 @@ mod socket;
 mod spin;
 mod waker;
 
-pub use bufs::{Region, RegionError, RxBuf, SlotAlloc, RX_HEADROOM};
+pub use bufs::{Region, RegionError, RxBuf, SlotAlloc, GRO_RX_BUFFER_SIZE, RX_HEADROOM};
 pub use counters::{Counters, Snapshot};
 pub use driver::{
     default_pool, now, Driver, DriverError, EngineCounters, Host, Input, Outputs, TransportConfig,

@@ -316,8 +316,10 @@ pub(crate) struct Tx {
     ext_slot: Option<u16>,
 }
 
-/// The `msghdr` of the multishot receives: only `msg_namelen` is set, every
-/// pointer is null.
+/// The `msghdr` of the multishot receives: only `msg_namelen` and (with
+/// UDP GRO) `msg_controllen` are set, every pointer is null: the kernel
+/// lays the name, the control data and the payload out in the provided
+/// buffer by these two lengths.
 struct RecvHdr(libc::msghdr);
 
 // SAFETY: all pointers in it are null; it is plain data.
@@ -651,6 +653,24 @@ impl Ring {
             }
             self.backlog.pop_front();
         }
+    }
+
+    /// Ask every receive for room for a `UDP_GRO` control message (with
+    /// `gro`) or for none. Only before the first receive is armed: the
+    /// kernel reads the lengths at each arming and `take` parses by them.
+    ///
+    /// # Errors
+    /// `AlreadyExists` once a receive was armed.
+    pub(crate) fn set_recv_control(&mut self, gro: bool) -> io::Result<()> {
+        if !self.recv_armed.is_empty() {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        self.msghdr.0.msg_controllen = if gro {
+            crate::gro::GRO_CONTROL_SPACE
+        } else {
+            0
+        } as _;
+        Ok(())
     }
 
     /// Whether socket `sock`'s multishot receive is armed.

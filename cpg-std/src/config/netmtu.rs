@@ -123,7 +123,7 @@ impl NodeConfig {
         }
         cpg_core::engine::validate_config(&c.engine).map_err(ConfigError::Engine)?;
         if !self.rx_buffer_size_fixed {
-            c.rx_buffer_size = (c.engine.frame_max() + RX_HEADROOM).next_multiple_of(64);
+            c.rx_buffer_size = super::rx_buffer_size_for(c.engine.frame_max(), c.gro, c.transport);
         }
         Ok(c)
     }
@@ -227,6 +227,44 @@ mod tests {
             r.engine.netmtu
         );
         assert_eq!(r.rx_buffer_size, 9024);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn gro_sizes_the_receive_buffers_for_a_coalesced_receive_unless_set() {
+        let gro = cpg_uring::GRO_RX_BUFFER_SIZE;
+        let r = |toml: &str| {
+            file(toml)
+                .validate(Some(1))
+                .unwrap()
+                .with_path_mtu()
+                .unwrap()
+        };
+        let on = r("netmtu = 1500");
+        assert!(on.gro);
+        assert_eq!(on.rx_buffer_size, gro);
+        let off = r("netmtu = 1500\ngro = false");
+        assert_eq!(
+            off.rx_buffer_size,
+            (off.engine.frame_max() + RX_HEADROOM).next_multiple_of(64)
+        );
+        assert!(off.rx_buffer_size < 2048);
+        // the syscall transport has no GRO: frame-sized buffers
+        let udp = r("netmtu = 1500\ntransport = \"udp\"");
+        assert_eq!(udp.rx_buffer_size, off.rx_buffer_size);
+        // auto on loopback (65,535): still room for the GRO cmsg
+        assert!(r("").rx_buffer_size >= gro);
+        // set by hand: kept, GRO then off in the driver if it is smaller
+        let mut f = file("netmtu = 1500");
+        f.pool.rx_buffer_size = Some(2048);
+        assert_eq!(
+            f.validate(Some(1))
+                .unwrap()
+                .with_path_mtu()
+                .unwrap()
+                .rx_buffer_size,
+            2048
+        );
     }
 
     #[test]

@@ -52,6 +52,7 @@ fn transport_config(config: &NodeConfig) -> TransportConfig {
     let mut tc = TransportConfig::new(config.node_id, config.addr(), peers);
     tc.zerocopy = config.zerocopy;
     tc.gso = config.gso;
+    tc.gro = config.gro;
     tc.rx_buffers = config.rx_buffers;
     tc.rx_buffer_size = config.rx_buffer_size;
     tc.pool = config.pool.clone();

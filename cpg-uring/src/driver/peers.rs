@@ -88,6 +88,10 @@ impl Driver {
                 ),
                 Backend::Syscalls => None,
             };
+            if let Some(fd) = fd.as_ref().filter(|_| self.gro) {
+                // a datagram from this peer arrives on this socket
+                socket::set_udp_gro(fd);
+            }
             // The kernel refuses a GSO segment over the path MTU (the
             // connected socket's route): only frames within it are batched.
             let headers = if addr.is_ipv4() { 28 } else { 48 };

@@ -116,6 +116,11 @@ pub(crate) struct BenchArgs {
     /// send, for an A/B against the default (on where the kernel has it).
     #[arg(long)]
     pub no_gso: bool,
+    /// UDP generic receive offload off (`gro = false`): one datagram per
+    /// receive (and receive buffers sized to the frame), for an A/B
+    /// against the default (on where the kernel has it).
+    #[arg(long)]
+    pub no_gro: bool,
     /// Totem `window_size` instead of the default.
     #[arg(long)]
     pub window: Option<u32>,
@@ -166,6 +171,7 @@ struct Row {
     crypto: CryptoArg,
     daemon: bool,
     gso: bool,
+    gro: bool,
 }
 
 /// One row's result (per member: the mean over the member processes).
@@ -207,7 +213,8 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
         source,
     })?;
     let config = dir.join("cluster.toml");
-    let (netmtu, window, maxm, gso) = (row.netmtu, row.window, row.max_messages, row.gso);
+    let (netmtu, window, maxm, gso, gro) =
+        (row.netmtu, row.window, row.max_messages, row.gso, row.gro);
     let socket = dir.join("cpgd.sock");
     let sock = socket.clone();
     let daemon = row.daemon;
@@ -229,6 +236,7 @@ fn run_row(exe: &Path, row: &Row, show_progress: bool, keep: bool) -> Res<RowRes
                 f.totem.max_messages = Some(v);
             }
             f.gso = gso;
+            f.gro = gro;
             if daemon {
                 f.ipc.socket = sock;
             }
@@ -533,7 +541,7 @@ fn to_json(r: &RowResult) -> Value {
         "mb_per_sec":(r.mb_per_sec * 1000.0).round() / 1000.0,
         "delivered":r.delivered,"lost":r.lost,
         "latency_us": r.latency.map(|(a, b, c, n)| json!({"p50":a,"p99":b,"p999":c,"samples":n})),
-        "settings":{"netmtu":r.netmtu,"window_size":r.window_size,"max_messages":r.max_messages,"crypto":format!("{:?}", r.row.crypto).to_lowercase(),"gso":r.row.gso},
+        "settings":{"netmtu":r.netmtu,"window_size":r.window_size,"max_messages":r.max_messages,"crypto":format!("{:?}", r.row.crypto).to_lowercase(),"gso":r.row.gso,"gro":r.row.gro},
         "name":r.row.name,
         "token_rotation_us":r.rotation_us.map(|x| (x * 10.0).round() / 10.0),
         "load":r.load,
@@ -717,6 +725,7 @@ fn base_row(a: &BenchArgs) -> Row {
         crypto: a.crypto,
         daemon: a.daemon,
         gso: !a.no_gso,
+        gro: !a.no_gro,
     }
 }
 
@@ -831,6 +840,9 @@ fn name_of(r: &Row) -> String {
     }
     if !r.gso {
         parts.push("no-gso".into());
+    }
+    if !r.gro {
+        parts.push("no-gro".into());
     }
     if r.crypto != CryptoArg::None {
         parts.push(format!("crypto={:?}", r.crypto).to_lowercase());
