@@ -606,6 +606,8 @@ pub struct Driver {
     gro: bool,
     /// The datagrams of one coalesced receive (kept for its allocation).
     gro_parts: Vec<RxBuf>,
+    /// The region is pinned as fixed buffers 0 and 1.
+    registered: bool,
 }
 
 impl fmt::Debug for Driver {
@@ -668,6 +670,9 @@ impl Driver {
             err,
         };
         check_links(&cfg)?;
+        // the region pinned as fixed buffers (not when RLIMIT_MEMLOCK
+        // refuses it, nor on the syscall fallback)
+        let mut registered = false;
         let (mut backend, main, local) = if cfg.fallback_syscalls {
             let (main, local) =
                 socket::bind_exclusive(cfg.bind, cfg.socket_buffer).map_err(bind_err)?;
@@ -687,13 +692,35 @@ impl Driver {
             if cfg.zerocopy == ZeroCopy::Always && !probe.send_zc {
                 return Err(DriverError::ZeroCopyUnsupported { probe });
             }
-            ring.register_region(&region, cfg.external_fixed_max)
-                .map_err(|err| DriverError::Register {
-                    what: "register_buffers (send pool + receive buffers)",
-                    bytes: region.len(),
-                    memlock: memlock_limit(),
-                    err,
-                })?;
+            match ring.register_region(&region, cfg.external_fixed_max) {
+                Ok(()) => registered = true,
+                // Pinning the region would pass RLIMIT_MEMLOCK (a user
+                // without CAP_IPC_LOCK, Debian's 8 MiB default): run
+                // without fixed buffers rather than not at all. Receives
+                // still use the provided-buffer ring (not pinned); sends
+                // take the non-fixed column of the table above.
+                Err(err) if matches!(err.raw_os_error(), Some(libc::ENOMEM | libc::EPERM)) => {
+                    log::warn!(
+                        target: "cpg::transport",
+                        "node {}: {}; running without registered buffers (every send pins its pages)",
+                        cfg.node_id,
+                        DriverError::Register {
+                            what: "register_buffers (send pool + receive buffers)",
+                            bytes: region.len(),
+                            memlock: memlock_limit(),
+                            err,
+                        }
+                    );
+                }
+                Err(err) => {
+                    return Err(DriverError::Register {
+                        what: "register_buffers (send pool + receive buffers)",
+                        bytes: region.len(),
+                        memlock: memlock_limit(),
+                        err,
+                    })
+                }
+            }
             let rx = RxRing::new(&region).map_err(|err| DriverError::Io {
                 what: "provided-buffer ring mmap",
                 err,
@@ -808,6 +835,7 @@ impl Driver {
             gso_runs: Batcher::default(),
             gso_out: Vec::new(),
             gro,
+            registered,
             gro_parts: Vec::new(),
         };
         d.set_peers(&cfg.peers)?;
@@ -846,6 +874,13 @@ impl Driver {
     /// syscall fallback).
     pub fn gro_enabled(&self) -> bool {
         self.gro
+    }
+
+    /// Whether the send pool and receive buffers are registered (pinned)
+    /// as fixed buffers. False when RLIMIT_MEMLOCK refused them (a warning
+    /// said so): the node runs, each send pinning its pages instead.
+    pub fn buffers_registered(&self) -> bool {
+        self.registered
     }
 
     /// Whether runs of frames go out as GSO sends ([`TransportConfig::gso`]
