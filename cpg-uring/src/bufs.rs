@@ -1176,13 +1176,15 @@ impl RxRing {
         };
         let source = parse_sockaddr(out.name_data());
         let payload = out.payload_data();
-        let truncated = out.is_payload_truncated();
-        let gro = if out.is_control_data_truncated() {
-            None
-        } else {
-            crate::gro::gro_size(out.control_data())
-        };
-        let ptr = NonNull::new(payload.as_ptr().cast_mut()).unwrap_or(NonNull::dangling());
+        // Cut control data may have lost the UDP_GRO size of a coalesced
+        // receive: taken as one datagram it would be misread, so it is
+        // dropped as a truncated one (counted).
+        let truncated = out.is_payload_truncated() || out.is_control_data_truncated();
+        let gro = crate::gro::gro_size(out.control_data());
+        // The frame's pointer is derived from the mapping's (which may be
+        // written through: `open_in_place`), not from the shared `bytes`.
+        let at = (payload.as_ptr() as usize).wrapping_sub(start as usize);
+        let ptr = NonNull::new(start.wrapping_add(at)).unwrap_or(NonNull::dangling());
         let frame = RxBuf(Arc::new(RxInner::Ring(RingFrame {
             bid,
             ptr,

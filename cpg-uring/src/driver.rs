@@ -34,6 +34,7 @@
 //! | external region ([`RxBuf::external`]), registered | `WriteFixed`, its index (≥ 2) | `SendZc`, its index |
 //! | external region, not registered (or being removed) | `Send` | `SendZc` (pages pinned per send) |
 //! | fragment of an external buffer ([`FrameRef::Gather`]) | `SendMsg`, 2 iovecs | `SendMsgZc`, 2 iovecs |
+//! | any of the above, region not registered (RLIMIT_MEMLOCK refused it) | `Send` / `SendMsg` | `SendZc` / `SendMsgZc` (`zerocopy = always` only) |
 //!
 //! `zerocopy = auto` takes the zero-copy column only for a peer off
 //! loopback and a frame of at least `zc_min_len` bytes: on loopback the
@@ -692,34 +693,28 @@ impl Driver {
             if cfg.zerocopy == ZeroCopy::Always && !probe.send_zc {
                 return Err(DriverError::ZeroCopyUnsupported { probe });
             }
+            let refused = |err| DriverError::Register {
+                what: "register_buffers (send pool + receive buffers)",
+                bytes: region.len(),
+                memlock: memlock_limit(),
+                err,
+            };
             match ring.register_region(&region, cfg.external_fixed_max) {
                 Ok(()) => registered = true,
                 // Pinning the region would pass RLIMIT_MEMLOCK (a user
                 // without CAP_IPC_LOCK, Debian's 8 MiB default): run
                 // without fixed buffers rather than not at all. Receives
                 // still use the provided-buffer ring (not pinned); sends
-                // take the non-fixed column of the table above.
+                // take the "unregistered" row of the table above.
                 Err(err) if matches!(err.raw_os_error(), Some(libc::ENOMEM | libc::EPERM)) => {
                     log::warn!(
                         target: "cpg::transport",
-                        "node {}: {}; running without registered buffers (every send pins its pages)",
+                        "node {}: {}; running without registered buffers (plain sends, no zero copy)",
                         cfg.node_id,
-                        DriverError::Register {
-                            what: "register_buffers (send pool + receive buffers)",
-                            bytes: region.len(),
-                            memlock: memlock_limit(),
-                            err,
-                        }
+                        refused(err)
                     );
                 }
-                Err(err) => {
-                    return Err(DriverError::Register {
-                        what: "register_buffers (send pool + receive buffers)",
-                        bytes: region.len(),
-                        memlock: memlock_limit(),
-                        err,
-                    })
-                }
+                Err(err) => return Err(refused(err)),
             }
             let rx = RxRing::new(&region).map_err(|err| DriverError::Io {
                 what: "provided-buffer ring mmap",
@@ -1157,8 +1152,13 @@ impl Driver {
         match self.zerocopy {
             ZeroCopy::Never => false,
             ZeroCopy::Always => true,
+            // unregistered (RLIMIT_MEMLOCK refused the region), a zero-copy
+            // send's pinned pages would be charged to that same limit
             ZeroCopy::Auto => {
-                !peer.loopback && len >= self.zc_min_len && self.probe().is_some_and(|p| p.send_zc)
+                self.registered
+                    && !peer.loopback
+                    && len >= self.zc_min_len
+                    && self.probe().is_some_and(|p| p.send_zc)
             }
         }
     }
