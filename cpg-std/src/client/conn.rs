@@ -556,6 +556,16 @@ impl ClientNode {
     /// Send `op` with no one waiting for its reply (from a drop): now if
     /// the request ring has room, else not at all.
     pub(super) fn send_detached(&self, g: &mut State, op: Op<'_>) -> bool {
+        let sent = self.write_detached(g, op);
+        if sent {
+            g.publish(&self.fds);
+        }
+        sent
+    }
+
+    /// [`ClientNode::send_detached`] without publishing: the caller
+    /// publishes once after writing several.
+    pub(super) fn write_detached(&self, g: &mut State, op: Op<'_>) -> bool {
         if g.phase != Phase::Open || g.dead || g.evicted || g.tx_busy {
             return false;
         }
@@ -569,7 +579,6 @@ impl ClientNode {
             return false;
         }
         g.detached.insert(req.req_id, Pending { kind, group: None });
-        g.publish(&self.fds);
         true
     }
 }

@@ -273,10 +273,16 @@ impl ClientNode {
     /// replacement per send would keep a single `ZC_ALLOC` in flight, and
     /// every send would wait for the one before it was answered.
     fn prefetch(&self, g: &mut State, len: u32) {
+        let mut asked = false;
         while g.zc_prefetching + g.zc_stash.len() < ZC_PREFETCH
-            && self.send_detached(g, Op::ZcAlloc { len })
+            && self.write_detached(g, Op::ZcAlloc { len })
         {
             g.zc_prefetching += 1;
+            asked = true;
+        }
+        if asked {
+            // one doorbell for all of them
+            g.publish(&self.fds);
         }
     }
 

@@ -77,7 +77,12 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
             // engine path makes three (into the send queue, into each
             // fragment, into the reassembly). Measured, 1 member 64 KiB
             // AGREED: see the commit. No buffer free: the engine path.
-            if lock(&staging.st).zc_full(total) {
+            let full = {
+                let st = lock(&staging.st);
+                // above the staging bound the locked path takes it instead
+                st.open && total <= st.max_len && st.zc_full(total)
+            };
+            if full {
                 // refused before the copy: a sender retrying TRY_AGAIN
                 // would otherwise copy the whole message on every attempt
                 self.after_stage();
