@@ -472,12 +472,12 @@ impl Assembly {
 
     /// The whole message's buffer (`[..len]` is the message): a guess much
     /// larger than the message is traded for a buffer of its size.
-    fn finish(self) -> Arc<[u8]> {
+    /// The large buffer, free again, is offered to `spare`.
+    fn finish(self, spare: &mut Spare) -> Arc<[u8]> {
         if self.buf.len() > OVERSIZE_MIN && self.buf.len() / OVERSIZE_FACTOR > self.len {
-            let mut exact = zeroed(self.len);
-            if let Some(e) = Arc::get_mut(&mut exact) {
-                e.copy_from_slice(&self.buf[..self.len]);
-            }
+            // one pass, no zero fill
+            let exact: Arc<[u8]> = Arc::from(&self.buf[..self.len]);
+            spare.keep(&self.buf);
             return exact;
         }
         self.buf
@@ -522,10 +522,9 @@ impl Spare {
     /// A buffer of at least `cap` (and at most 4 × `cap`) bytes that no one
     /// else holds any more.
     fn take(&mut self, cap: usize) -> Option<Arc<[u8]>> {
-        let i = self
-            .bufs
-            .iter_mut()
-            .position(|b| b.len() >= cap && b.len() / 4 <= cap && Arc::get_mut(b).is_some())?;
+        let i = self.bufs.iter_mut().position(|b| {
+            b.len() >= cap && b.len() / OVERSIZE_FACTOR <= cap && Arc::get_mut(b).is_some()
+        })?;
         Some(self.bufs.swap_remove(i))
     }
 
@@ -641,7 +640,7 @@ impl Assemblies {
                             } else {
                                 Guarantee::Agreed
                             };
-                            let buf = a.finish();
+                            let buf = a.finish(&mut self.spare);
                             self.spare.keep(&buf);
                             out(Assembled::Message {
                                 payload: Payload {
@@ -745,22 +744,25 @@ mod tests {
         assert_eq!(a.buf.len(), 1 << 20, "not grown");
         a.push(&piece[..1_048_576 - 116 * 9000], max);
         let len = a.len;
-        let whole = a.finish();
+        let whole = a.finish(&mut spare);
         assert_eq!((len, whole.len()), (1 << 20, 1 << 20));
         assert!(whole.iter().all(|b| *b == 5));
         // then a 20,000-byte message: a buffer of its own size, not 1 MiB
         let mut a = Assembly::start(&piece, 1 << 20, max, 1, false, &mut spare);
         a.push(&piece, max);
         a.push(&piece[..2000], max);
-        let whole = a.finish();
+        let whole = a.finish(&mut spare);
         assert_eq!(whole.len(), 20_000);
+        assert!(whole.iter().all(|b| *b == 5));
+        // the 1 MiB buffer it was written in is free again, for the next
+        assert!(spare.take(600_000).is_some_and(|b| b.len() == 1 << 20));
         // no guess: it grows from twice the first piece
         let mut a = Assembly::start(&piece, 0, max, 1, false, &mut spare);
         assert_eq!(a.buf.len(), 18_000);
         a.push(&piece, max);
         a.push(&piece, max);
         assert!(a.buf.len() >= 27_000);
-        let whole = a.finish();
+        let whole = a.finish(&mut spare);
         assert_eq!(whole.len(), 36_000, "kept: within four times 27,000 B");
     }
 
