@@ -99,7 +99,7 @@ impl<'a> Iovecs<'a> {
             self.few[self.len] = s;
             self.len += 1;
         } else {
-            self.many.reserve(self.len * 2);
+            self.many.reserve(self.len + 1);
             self.many.extend_from_slice(&self.few);
             self.many.push(s);
         }
