@@ -83,12 +83,17 @@ while [ $# -gt 0 ]; do
 	--out) out="$2"; shift 2 ;;
 	--ours) ours_topologies="$2"; shift 2 ;;
 	--daemon-netmtu) daemon_netmtu="$2"; shift 2 ;;
-	-h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
 if [ "$quick" = 1 ]; then
 	seconds=1
+fi
+if [ "$interleave" = 1 ] && { [ "$ours_topologies" != libcpg ] ||
+	[ "$transports" != "${transports%% *}" ] || [ "$do_corosync" != 1 ] || [ "$do_ours" != 1 ]; }; then
+	echo "compare.sh: --interleave needs --ours libcpg, one transport and both systems" >&2
+	exit 2
 fi
 drain=10
 if [ "$quick" = 1 ]; then drain=3; fi
@@ -401,27 +406,37 @@ run_pair_row() { # TRANSPORT M SIZE G SEND LAT: Corosync's row, then the same on
 	run_corosync_row "corosync-$t" "$@"
 	run_libcpg_row cpg-rs-libcpg "$@"
 }
-if [ "$interleave" = 1 ]; then
-	if [ "$ours_topologies" != libcpg ] || [ "$transports" != "${transports%% *}" ] ||
-		[ "$do_corosync" != 1 ] || [ "$do_ours" != 1 ]; then
-		log "--interleave needs --ours libcpg, one transport and both systems"
-		exit 2
-	fi
-	t="$transports"
-	if [ "$do_build" = 1 ]; then
+build_ours() { # cpgtool and cpgd, when asked to build and cargo is here
+	if [ "$do_build" = 1 ] && command -v cargo >/dev/null 2>&1; then
 		log "building cpgtool and cpgd (cargo build --release -p cpg-std --bin cpgtool -p cpgd)"
 		(cd "$repo" && timeout 1800 cargo build --release -p cpg-std --bin cpgtool -p cpgd) \
 			>"$out/logs/cargo.log" 2>&1 || log "cargo build failed (logs/cargo.log)"
 	fi
-	if ! start_corosync "$t"; then
-		row_error="corosync ($t) did not start"
-		for_each_row error_row "corosync-$t"
-	elif ! start_cpgd; then
-		row_error="cpgd or libcpg.so.4 did not come up (logs/cpgd.*)"
-		for_each_row error_row cpg-rs-libcpg
-	else
+}
+if [ "$interleave" = 1 ]; then
+	t="$transports"
+	build_ours
+	cs_up=0
+	cpgd_up=0
+	if start_corosync "$t"; then cs_up=1; fi
+	if start_cpgd; then cpgd_up=1; fi
+	if [ "$cs_up" = 1 ] && [ "$cpgd_up" = 1 ]; then
 		log "corosync-$t and cpg-rs-libcpg, interleaved row by row (${seconds}s each)"
 		for_each_row run_pair_row "$t"
+	else
+		# the system that came up runs its rows alone; the other's are errors
+		if [ "$cs_up" = 1 ]; then
+			for_each_row run_corosync_row "corosync-$t"
+		else
+			row_error="corosync ($t) did not start"
+			for_each_row error_row "corosync-$t"
+		fi
+		if [ "$cpgd_up" = 1 ]; then
+			for_each_row run_libcpg_row cpg-rs-libcpg
+		else
+			row_error="cpgd or libcpg.so.4 did not come up (logs/cpgd.*)"
+			for_each_row error_row cpg-rs-libcpg
+		fi
 	fi
 	stop_cpgd
 	if [ -n "$cs_pid" ]; then
@@ -434,11 +449,7 @@ if [ "$interleave" = 1 ]; then
 fi
 
 if [ "$do_ours" = 1 ]; then
-	if [ "$do_build" = 1 ] && command -v cargo >/dev/null 2>&1; then
-		log "building cpgtool and cpgd (cargo build --release -p cpg-std --bin cpgtool -p cpgd)"
-		(cd "$repo" && timeout 1800 cargo build --release -p cpg-std --bin cpgtool -p cpgd) \
-			>"$out/logs/cargo.log" 2>&1 || log "cargo build failed (logs/cargo.log)"
-	fi
+	build_ours
 	if [ -x "$cpgtool" ] && timeout 20 "$cpgtool" bench --help >/dev/null 2>&1; then
 		for topo in $ours_topologies; do
 			case "$topo" in
