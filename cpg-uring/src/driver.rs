@@ -1451,36 +1451,32 @@ impl Driver {
                 let from = self.peers[pi].id;
                 let segs = crate::gro::segments(f.frame.len(), f.gro);
                 let n = segs.datagrams();
+                // the receive's datagrams: itself, or a coalesced (GRO)
+                // receive cut into its parts
+                let mut parts = std::mem::take(&mut self.gro_parts);
                 if n > 1 {
-                    let mut parts = std::mem::take(&mut self.gro_parts);
                     if f.frame.split(segs, &mut parts).is_err() {
                         // never: a fresh frame is its only handle
                         Counters::inc(&counters.bad_completions);
+                        self.gro_parts = parts;
                         return;
                     }
                     Counters::inc(&counters.gro_receives);
                     Counters::add(&counters.gro_segments, n as u64);
-                    // Each opened in place, its own range, before any is
-                    // handed on.
-                    if let Some(seal) = &mut self.seal {
-                        parts.retain_mut(|p| {
-                            count_open(&counters, p.open_in_place(|b| seal.open(from, b)))
-                        });
-                    }
-                    for frame in parts.drain(..) {
-                        self.on_datagram(host, t, (pi, li), frame);
-                    }
-                    self.gro_parts = parts;
-                    return;
+                } else {
+                    parts.push(f.frame);
                 }
-                let mut frame = f.frame;
+                // Each opened in place, its own range, before any is
+                // handed on.
                 if let Some(seal) = &mut self.seal {
-                    let opened = frame.open_in_place(|b| seal.open(from, b));
-                    if !count_open(&counters, opened) {
-                        return;
-                    }
+                    parts.retain_mut(|p| {
+                        count_open(&counters, p.open_in_place(|b| seal.open(from, b)))
+                    });
                 }
-                self.on_datagram(host, t, (pi, li), frame);
+                for frame in parts.drain(..) {
+                    self.on_datagram(host, t, (pi, li), frame);
+                }
+                self.gro_parts = parts;
             }
             Completion::Wake { .. } => {
                 self.waker.clear();
@@ -1920,6 +1916,33 @@ mod tests {
         give_up: Instant,
     }
 
+    /// `a` sends two bursts of `frames` 1000-byte frames to `b` (run on
+    /// its own thread until it has them all, or 10 s passed); `b` back
+    /// with what it got.
+    fn two_bursts(a: &mut Driver, mut b: Driver, frames: u32) -> (Driver, Sink) {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let give_up = Instant(now().0 + 10_000_000_000);
+        let mut sink = Sink {
+            got: Vec::new(),
+            want: 2 * frames as usize,
+            stop: stop.clone(),
+            wake: a.waker(),
+            give_up,
+        };
+        let tb = std::thread::spawn(move || {
+            b.run(&mut sink).unwrap();
+            (b, sink)
+        });
+        let mut burst = Burst {
+            frames,
+            sent: 0,
+            stop,
+            give_up,
+        };
+        a.run(&mut burst).unwrap();
+        tb.join().unwrap()
+    }
+
     impl Host for Sink {
         fn step(&mut self, t: Instant, input: Input, out: &mut Outputs) {
             if let Input::Packet { frame, .. } = input {
@@ -1984,27 +2007,7 @@ mod tests {
             )
         };
         assert_eq!(r, 0);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let give_up = Instant(now().0 + 10_000_000_000);
-        let mut sink = Sink {
-            got: Vec::new(),
-            want: 20,
-            stop: stop.clone(),
-            wake: a.waker(),
-            give_up,
-        };
-        let tb = std::thread::spawn(move || {
-            b.run(&mut sink).unwrap();
-            (b, sink)
-        });
-        let mut burst = Burst {
-            frames: 10,
-            sent: 0,
-            stop: stop.clone(),
-            give_up,
-        };
-        a.run(&mut burst).unwrap();
-        let (_b, sink) = tb.join().unwrap();
+        let (_b, sink) = two_bursts(&mut a, b, 10);
         assert_eq!(
             sink.got,
             (0..20).map(|s| (s, 1000, true)).collect::<Vec<_>>(),
@@ -2049,28 +2052,8 @@ mod tests {
         let all = vec![(1, a.local_addr()), (2, b.local_addr())];
         a.set_peers(&all).unwrap();
         b.set_peers(&all).unwrap();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let give_up = Instant(now().0 + 10_000_000_000);
-        let mut sink = Sink {
-            got: Vec::new(),
-            want: 40,
-            stop: stop.clone(),
-            wake: a.waker(),
-            give_up,
-        };
         let counters_b = b.counters();
-        let tb = std::thread::spawn(move || {
-            b.run(&mut sink).unwrap();
-            (b, sink)
-        });
-        let mut burst = Burst {
-            frames: 20,
-            sent: 0,
-            stop: stop.clone(),
-            give_up,
-        };
-        a.run(&mut burst).unwrap();
-        let (b, sink) = tb.join().unwrap();
+        let (b, sink) = two_bursts(&mut a, b, 20);
         assert_eq!(
             sink.got,
             (0..40).map(|s| (s, 1000, true)).collect::<Vec<_>>(),
