@@ -16,8 +16,8 @@ use cpg_core::engine::{
 use cpg_core::limits::Config;
 use cpg_core::{Duration, GroupName, Guarantee, Instant, NodeId};
 use cpg_uring::{
-    now, Counters, Driver, DriverError, Host, Input, Outputs, RxBuf, SlotAlloc, Snapshot,
-    TransportConfig, Waker, ZeroCopy,
+    now, Counters, Driver, Host, Input, Outputs, RxBuf, SlotAlloc, Snapshot, TransportConfig,
+    Waker, ZeroCopy,
 };
 
 /// Skip (return false, print why) unless io_uring has what the driver needs.
@@ -243,6 +243,26 @@ fn gather_frame(slots: &SlotAlloc, seq: u32, len: usize) -> FrameRef<RxBuf> {
 }
 
 /// Frames of every source kind: heap, pool slot, gather.
+/// 100 mixed frames each way between two connected drivers: each side
+/// receives the other's, in order, none bad; the drivers back.
+fn exchange_mixed(a: Driver, b: Driver) -> (Driver, Driver) {
+    let (la, lb) = (
+        Arc::new(Mutex::new(Log::default())),
+        Arc::new(Mutex::new(Log::default())),
+    );
+    let mut ha = TestHost::new(2, 100, la.clone());
+    ha.start = mixed_frames(&a.slots(), 0, 100);
+    let mut hb = TestHost::new(1, 100, lb.clone());
+    hb.start = mixed_frames(&b.slots(), 10_000, 100);
+    let (a, _, b, _) = run_pair(a, ha, b, hb);
+    let ra: Vec<u32> = la.lock().unwrap().received.iter().map(|r| r.1).collect();
+    let rb: Vec<u32> = lb.lock().unwrap().received.iter().map(|r| r.1).collect();
+    assert_eq!(ra, (10_000..10_100).collect::<Vec<_>>());
+    assert_eq!(rb, (0..100).collect::<Vec<_>>());
+    assert_eq!((la.lock().unwrap().bad, lb.lock().unwrap().bad), (0, 0));
+    (a, b)
+}
+
 fn mixed_frames(slots: &SlotAlloc, base: u32, n: u32) -> Vec<FrameRef<RxBuf>> {
     (0..n)
         .map(|i| {
@@ -835,20 +855,8 @@ fn fallback_syscalls_exchange() {
     let b = ds.pop().unwrap();
     let a = ds.pop().unwrap();
     assert!(a.is_fallback() && a.probe().is_none());
-    let (la, lb) = (
-        Arc::new(Mutex::new(Log::default())),
-        Arc::new(Mutex::new(Log::default())),
-    );
-    let mut ha = TestHost::new(2, 100, la.clone());
-    ha.start = mixed_frames(&a.slots(), 0, 100);
-    let mut hb = TestHost::new(1, 100, lb.clone());
-    hb.start = mixed_frames(&b.slots(), 10_000, 100);
     let (ca, cb) = (a.counters(), b.counters());
-    let (a, _, b, _) = run_pair(a, ha, b, hb);
-    let ra: Vec<u32> = la.lock().unwrap().received.iter().map(|r| r.1).collect();
-    let rb: Vec<u32> = lb.lock().unwrap().received.iter().map(|r| r.1).collect();
-    assert_eq!(ra, (10_000..10_100).collect::<Vec<_>>());
-    assert_eq!(rb, (0..100).collect::<Vec<_>>());
+    let (a, b) = exchange_mixed(a, b);
     for s in [ca.snapshot(), cb.snapshot()] {
         assert_eq!(s.sends_plain + s.sends_gather, 100);
         assert!(
@@ -901,36 +909,13 @@ fn a_memlock_refusal_runs_without_registered_buffers() {
     let all = vec![(1, a.local_addr()), (2, b.local_addr())];
     a.set_peers(&all).unwrap();
     b.set_peers(&all).unwrap();
-    let (la, lb) = (
-        Arc::new(Mutex::new(Log::default())),
-        Arc::new(Mutex::new(Log::default())),
-    );
-    let mut ha = TestHost::new(2, 100, la.clone());
-    ha.start = mixed_frames(&a.slots(), 0, 100);
-    let mut hb = TestHost::new(1, 100, lb.clone());
-    hb.start = mixed_frames(&b.slots(), 10_000, 100);
-    let (a, _, b, _) = run_pair(a, ha, b, hb);
-    let ra: Vec<u32> = la.lock().unwrap().received.iter().map(|r| r.1).collect();
-    let rb: Vec<u32> = lb.lock().unwrap().received.iter().map(|r| r.1).collect();
-    assert_eq!(ra, (10_000..10_100).collect::<Vec<_>>());
-    assert_eq!(rb, (0..100).collect::<Vec<_>>());
-    assert_eq!((la.lock().unwrap().bad, lb.lock().unwrap().bad), (0, 0));
+    let (a, b) = exchange_mixed(a, b);
     for d in [&a, &b] {
         assert_eq!(d.counters().snapshot().send_errors, 0);
     }
     assert_eq!(a.slots().stats().in_use() + b.slots().stats().in_use(), 0);
-    // what the warning says: the limit and how to raise it
-    let e = DriverError::Register {
-        what: "register_buffers (send pool + receive buffers)",
-        bytes: 79_264 << 10,
-        memlock: Some(8 << 20),
-        err: std::io::Error::from_raw_os_error(libc::ENOMEM),
-    };
-    let s = e.to_string();
-    assert!(
-        s.contains("RLIMIT_MEMLOCK") && s.contains("ulimit -l") && s.contains("8192 KiB"),
-        "{s}"
-    );
+    // the warning's text (limit, `ulimit -l`) is the Register error's:
+    // driver::tests::register_error_names_memlock_and_size
 }
 
 /// An engine behind a mutex, as cpg-std will hold it.
