@@ -780,42 +780,9 @@ impl RxBuf {
         &mut self,
         f: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> Option<Result<(), E>> {
-        match Arc::get_mut(&mut self.0)? {
-            RxInner::Ring(frame) => {
-                let len = frame.len;
-                // Why this is sound: `Arc::get_mut` proved this the only handle, so no
-                // other borrow of the bytes exists; the buffer is the user's
-                // (taken from the kernel in `RxRing::take`, re-provided only
-                // after this handle drops), so the kernel does not write it;
-                // `ptr..ptr+len` lies inside the live mapping (`_map`), as
-                // `take` checked. The borrow ends before `frame.len` changes.
-                // SAFETY: a held receive buffer, only handle, inside the live mapping.
-                let bytes = unsafe { std::slice::from_raw_parts_mut(frame.ptr.as_ptr(), len) };
-                let n = match f(bytes) {
-                    Ok(n) => n,
-                    Err(e) => return Some(Err(e)),
-                };
-                frame.len = n.min(frame.len);
-                Some(Ok(()))
-            }
-            RxInner::Part(part) => {
-                let len = part.len;
-                // Why this is sound: `Arc::get_mut` proved this the only
-                // handle of this part; the other parts of the buffer cover
-                // ranges disjoint from `ptr..ptr+len` (`RxBuf::split`
-                // checked them) and the whole payload is never read as a
-                // slice once split, so no other borrow of these bytes
-                // exists; the buffer is the user's until `whole` drops;
-                // the range lies inside the live mapping (`whole._map`).
-                // SAFETY: a held receive buffer's part, only handle, inside the live mapping.
-                let bytes = unsafe { std::slice::from_raw_parts_mut(part.ptr.as_ptr(), len) };
-                let n = match f(bytes) {
-                    Ok(n) => n,
-                    Err(e) => return Some(Err(e)),
-                };
-                part.len = n.min(part.len);
-                Some(Ok(()))
-            }
+        let (ptr, len) = match Arc::get_mut(&mut self.0)? {
+            RxInner::Ring(frame) => (frame.ptr, &mut frame.len),
+            RxInner::Part(part) => (part.ptr, &mut part.len),
             RxInner::Heap(b) => {
                 let bytes = Arc::get_mut(b)?;
                 let n = match f(bytes) {
@@ -827,10 +794,28 @@ impl RxBuf {
                 if n < bytes.len() {
                     *b = Arc::from(&bytes[..n]);
                 }
-                Some(Ok(()))
+                return Some(Ok(()));
             }
-            RxInner::Slot(_) | RxInner::External(_) => None,
-        }
+            RxInner::Slot(_) | RxInner::External(_) => return None,
+        };
+        // Why this is sound: `Arc::get_mut` proved this the only handle of
+        // the frame (or of the part: the other parts of a GRO receive cover
+        // ranges disjoint from this one, `RxBuf::split` checked them, and
+        // the whole payload is never read as a slice once split), so no
+        // other borrow of these bytes exists; the buffer is the user's
+        // (taken from the kernel in `RxRing::take`, re-provided only after
+        // the last handle over it drops), so the kernel does not write it;
+        // `ptr..ptr+len` lies inside the live mapping (`_map`, or the
+        // part's `whole`), as `take` and `split` checked. The borrow ends
+        // before the length changes.
+        // SAFETY: a held receive buffer (or part), only handle, inside the live mapping.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), *len) };
+        let n = match f(bytes) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        *len = n.min(*len);
+        Some(Ok(()))
     }
 
     /// Cut a just-received frame into its datagrams (a coalesced UDP GRO
