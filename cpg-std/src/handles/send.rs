@@ -71,17 +71,12 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
                 self.after_stage();
                 return r;
             }
-        } else if total <= self.zc.max_len() && lock(&staging.st).open {
+        } else if let Some(full) = self.large_copy_refused(staging, total) {
             // A large copied message is copied once into a driver buffer
             // and sent from there like a zcb message: one copy, where the
             // engine path makes three (into the send queue, into each
             // fragment, into the reassembly). Measured, 1 member 64 KiB
             // AGREED: see the commit. No buffer free: the engine path.
-            let full = {
-                let st = lock(&staging.st);
-                // above the staging bound the locked path takes it instead
-                st.open && total <= st.max_len && st.zc_full(total)
-            };
             if full {
                 // refused before the copy: a sender retrying TRY_AGAIN
                 // would otherwise copy the whole message on every attempt
@@ -196,6 +191,19 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
 }
 
 impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
+    /// For a copied message of `total` bytes sent from a driver buffer:
+    /// `None` when it does not take that path (larger than a driver
+    /// buffer, or the handle not open for staging), else whether staging
+    /// would refuse it now (above the staging bound the locked path
+    /// decides later: not refused here). Asked before the copy.
+    fn large_copy_refused(&self, staging: &Staging, total: usize) -> Option<bool> {
+        if total > self.zc.max_len() {
+            return None;
+        }
+        let st = lock(&staging.st);
+        st.open.then(|| total <= st.max_len && st.zc_full(total))
+    }
+
     /// `mcast_joined` under the node lock.
     fn mcast(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
         self.submit_with(|g, now| {
