@@ -193,6 +193,10 @@ impl<F: FrameBuf> Engine<F> {
     pub fn poll_transmit(&mut self) -> Option<Transmit<F>> {
         self.totem.poll_transmit()
     }
+    /// The frame [`Engine::poll_transmit`] would return next, left queued.
+    pub fn peek_transmit(&self) -> Option<&Transmit<F>> {
+        self.totem.peek_transmit()
+    }
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event<F>> {
         self.events.pop_front()

@@ -500,6 +500,9 @@ pub struct HandleCounters {
     pub backpressure_waits: u64,
     pub backpressure_wait_us: u64,
     pub backpressure_budget_spent: u64,
+    /// Absent from older nodes: read as 0.
+    #[serde(default)]
+    pub solo_visits: u64,
 }
 
 impl From<crate::NodeStats> for HandleCounters {
@@ -513,6 +516,7 @@ impl From<crate::NodeStats> for HandleCounters {
             backpressure_wait_us: u64::try_from(s.backpressure_wait.as_micros())
                 .unwrap_or(u64::MAX),
             backpressure_budget_spent: s.backpressure_budget_spent,
+            solo_visits: s.solo_visits,
         }
     }
 }

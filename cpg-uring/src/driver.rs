@@ -845,6 +845,12 @@ impl Driver {
         self.node_id
     }
 
+    /// Whether any other node is configured: a frame to all others goes
+    /// somewhere.
+    pub fn has_peers(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
     /// A handle that wakes the loop from any thread.
     pub fn waker(&self) -> Waker {
         self.waker.clone()

@@ -271,7 +271,17 @@ fn a_zero_copy_message_is_sent_from_the_client_slot() {
     let d = Daemon::start(&node_config(&file, &dir, 1)).expect("cpgd 1 starts");
     let d2 = Daemon::start(&node_config(&file, &dir, 2)).expect("cpgd 2 starts");
     d.record_buf_sends(true);
-    std::thread::sleep(Duration::from_millis(50));
+    // the ring of both, so the frames leave for node 2 (on a ring of node
+    // 1 alone the daemon's thread delivers at once, cpg-std's
+    // handles/solo.rs, and the client could exit before the probe reads
+    // its region)
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            d.node_probe().status().members.len() == 2
+                && d2.node_probe().status().members.len() == 2
+        }),
+        "the two-node ring did not form"
+    );
     let size = 300_000usize;
     let exe = std::env::current_exe().unwrap();
     let child = std::process::Command::new(exe)

@@ -504,6 +504,9 @@ impl<F: FrameBuf> Totem<F> {
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit<F>> {
         self.transmits.pop_front()
     }
+    pub(crate) fn peek_transmit(&self) -> Option<&Transmit<F>> {
+        self.transmits.front()
+    }
     pub(crate) fn poll_release(&mut self) -> Option<F> {
         self.releases.pop_front()
     }
@@ -896,12 +899,20 @@ impl<F: FrameBuf> Totem<F> {
     fn event_signal(&mut self, now: Instant) {
         if self.token_held && self.state == State::Operational {
             self.token_held = false;
-            let ring = self.my_ring_id;
-            self.send_control(Dest::AllOthers, &Packet::TokenHoldCancel(ring));
+            // nodes outside the ring ignore another ring's cancel
+            if !self.alone() {
+                let ring = self.my_ring_id;
+                self.send_control(Dest::AllOthers, &Packet::TokenHoldCancel(ring));
+            }
             if self.is_rep() {
                 self.release_held_token(now);
             }
         }
+    }
+
+    /// An operational ring of this node alone.
+    fn alone(&self) -> bool {
+        self.state == State::Operational && self.memb.len() == 1
     }
 
     fn release_held_token(&mut self, now: Instant) {

@@ -346,8 +346,12 @@ impl<F: FrameBuf> Totem<F> {
         self.my_last_seq = t.seq;
         let idle = self.send_queue.is_empty() && self.sync_queue.is_empty();
         if self.is_rep() {
-            self.token_held =
-                idle && self.my_seq_unchanged > self.cfg.seqno_unchanged_const && t.rtr.is_empty();
+            // Alone on the ring, no other member can have anything to send
+            // or ask for: an idle visit only costs a loop through the
+            // transport, and leaves the token where a sender's thread
+            // cannot carry it (handles/solo.rs in cpg-std).
+            let quiet = self.alone() || self.my_seq_unchanged > self.cfg.seqno_unchanged_const;
+            self.token_held = idle && quiet && t.rtr.is_empty();
         } else if self.my_seq_unchanged >= self.cfg.seqno_unchanged_const {
             self.token_held = true;
         }

@@ -147,7 +147,8 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
             }
         }
         let mut record = lock(&self.record);
-        while let Some(t) = g.engine.poll_transmit() {
+        // frames a sender's thread took off the engine go first
+        while let Some(t) = g.deferred.pop_front().or_else(|| g.engine.poll_transmit()) {
             if let (Some(rec), Some(b)) = (record.as_mut(), t.frame.buf()) {
                 let (bp, bl) = (b.as_ref().as_ptr() as usize, b.as_ref().len());
                 for seg in t.frame.segments() {
@@ -166,7 +167,8 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
         }
         drop(record);
         while g.engine.poll_release().is_some() {}
-        g.engine.poll_timeout()
+        g.transport_deadline = g.engine.poll_timeout();
+        g.transport_deadline
     }
 
     /// Look at the engine (state, ring id, stats).

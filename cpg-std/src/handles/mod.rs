@@ -37,13 +37,14 @@
 //! what they queued.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::lock;
 
-use cpg_core::engine::{Engine, EngineOptions, FrameBuf};
+use cpg_core::engine::{Engine, EngineOptions, FrameBuf, Transmit};
 use cpg_core::{CsError, GroupName, Instant, NodeId};
 
 use crate::config::{NodeConfig, SlowConsumer};
@@ -57,6 +58,7 @@ pub(crate) mod oplog;
 pub(crate) mod ops;
 pub(crate) mod route;
 pub(crate) mod send;
+pub(crate) mod solo;
 pub(crate) mod staging;
 pub(crate) mod throttle;
 pub(crate) mod zc;
@@ -64,6 +66,7 @@ pub(crate) mod zc;
 pub use self::drive::BufSend;
 pub(crate) use self::drive::{monotonic_now, StepInput};
 use self::mailbox::{DirtyList, MailEvent, Mailbox};
+use self::solo::LoopBack;
 use self::staging::Staging;
 use self::throttle::Throttle;
 use self::zc::ZcAllocator;
@@ -100,6 +103,10 @@ pub struct NodeStats {
     /// ([`crate::NodeConfig::throttle_budget`]) ran out, after which frames
     /// went to the engine without waiting until the next rotation.
     pub backpressure_budget_spent: u64,
+    /// Token visits a sending thread ran itself on a ring of this node
+    /// alone: each ordered or delivered its message before the send
+    /// returned, with no thread woken (`docs/ARCHITECTURE.md`, the lone node).
+    pub solo_visits: u64,
 }
 
 /// A handle's place in its group.
@@ -205,6 +212,13 @@ pub(crate) struct Locked<F> {
     pub(crate) dirty: Arc<DirtyList<F>>,
     /// The operator's log lines' memory (membership, token loss).
     pub(crate) oplog: oplog::OpLog,
+    /// Frames a sender's thread took off the engine on a ring of this node
+    /// alone ([`NodeState::carry_solo_token`]) that must still leave
+    /// through the transport: sent before the engine's next ones.
+    pub(crate) deferred: VecDeque<Transmit<F>>,
+    /// The deadline the transport waits for: the engine's as of the last
+    /// [`NodeState::step`] or [`NodeState::poll_outputs`].
+    pub(crate) transport_deadline: Option<Instant>,
 }
 
 impl<F> Locked<F> {
@@ -242,6 +256,9 @@ pub(crate) struct NodeState<F> {
     pub(crate) node_id: NodeId,
     /// Set once by the transport; read on every staged send (no lock).
     pub(crate) waker: OnceLock<Arc<dyn Fn() + Send + Sync>>,
+    /// Set once by a transport that loops a frame for this node back as a
+    /// received one: how it turns the engine's bytes into a frame.
+    pub(crate) loop_back: OnceLock<LoopBack<F>>,
     pub(crate) zc: Arc<dyn ZcAllocator<F>>,
     check_seed: AtomicU64,
     pub(crate) record: Mutex<Option<Vec<BufSend>>>,
@@ -301,9 +318,12 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
                 defer_kicks: false,
                 dirty: dirty.clone(),
                 oplog: oplog::OpLog::default(),
+                deferred: VecDeque::new(),
+                transport_deadline: None,
             }),
             node_id,
             waker: OnceLock::new(),
+            loop_back: OnceLock::new(),
             zc,
             check_seed: AtomicU64::new(0),
             record: Mutex::new(None),
@@ -323,13 +343,24 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
     /// After staging (or refusing) on a fast path: whoever holds the node
     /// lock drains. If it is free, this thread moves staged messages into
     /// the engine now (keeping that work off the transport thread, which
-    /// forwards the token); if not, the holder's next step does.
+    /// forwards the token); if not, the holder's next step does. On a ring
+    /// of this node alone this thread also carries the token
+    /// ([`solo`]), and wakes the transport only if that left it work.
     pub(crate) fn after_stage(&self) {
         if let Ok(mut g) = self.locked.try_lock() {
             let now = self.now();
             g.drain(now);
             g.pump(now);
+            let carried = self.carry_solo_token(&mut g, now);
             g.refresh_staging();
+            let transport_needed = !carried || g.transport_needed();
+            drop(g);
+            if carried {
+                self.dirty.kick();
+            }
+            if !transport_needed {
+                return;
+            }
         }
         self.wake();
     }

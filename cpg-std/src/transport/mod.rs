@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use cpg_core::engine::{FrameBuf, Transmit};
 use cpg_core::Instant;
 
+pub(crate) use crate::handles::solo::LoopBack;
 pub(crate) use crate::handles::zc::{HeapZc, ZcAllocator};
 pub(crate) use crate::handles::{NodeState, StepInput};
 
@@ -96,6 +97,10 @@ impl Gate {
         self.closed.store(frozen, Ordering::SeqCst);
         drop(f);
         self.cond.notify_all();
+    }
+    /// Whether the gate is open now (no wait).
+    pub(crate) fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst)
     }
     /// Wait while frozen.
     pub(crate) fn pass(&self) {

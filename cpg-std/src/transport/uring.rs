@@ -22,7 +22,7 @@ use cpg_uring::{
     TransportConfig, Waker,
 };
 
-use super::{Gate, NodeState, Running, StepInput, Transport, ZcAllocator};
+use super::{Gate, LoopBack, NodeState, Running, StepInput, Transport, ZcAllocator};
 use crate::config::{NodeConfig, TransportKind};
 use crate::error::StartError;
 
@@ -189,10 +189,19 @@ impl Transport for UringTransport {
         let w = waker.clone();
         core.set_waker(Arc::new(move || w.wake()));
         let counters = self.driver.counters();
+        let gate = Arc::new(Gate::default());
+        let c = counters.clone();
+        core.set_loop_back(LoopBack {
+            frame: Arc::new(move |bytes| {
+                c.loopback_frames.fetch_add(1, Ordering::Relaxed);
+                RxBuf::from_heap(bytes)
+            }),
+            peers: self.driver.has_peers(),
+            gate: gate.clone(),
+        });
         let links = self.driver.link_status_handle();
         let external = self.driver.external_regions();
         let stop = Arc::new(AtomicBool::new(false));
-        let gate = Arc::new(Gate::default());
         let mut host = UringHost {
             core,
             stop: stop.clone(),

@@ -1,0 +1,121 @@
+//! A ring of this node alone: the sender's thread carries the token.
+//!
+//! On a one-node ring the token goes from this node to itself: the
+//! transport loops it back without a syscall, and every visit orders and
+//! delivers what was staged. Left to the transport thread, a message sent
+//! by a client waits for that thread to see the token, and its delivery
+//! then waits for the client's thread to be woken: on a virtual machine
+//! whose idle cores halt, each wake-up across cores costs tens of
+//! microseconds, more than everything else in the round trip.
+//!
+//! So the thread that just staged a message (it holds the node lock
+//! already, [`NodeState::after_stage`]) takes a token for this node that
+//! the engine has queued and hands it back to the engine itself, for at
+//! most [`SOLO_VISITS`] visits: its message is ordered and delivered
+//! before the send returns, and its mailbox is signalled by the sender
+//! itself. Frames for the other configured nodes that those visits
+//! produce (a data frame multicast to nodes outside the ring, by which a
+//! partitioned node finds the others) go to [`Locked::deferred`] and
+//! leave through the transport, in order, before the engine's next ones.
+//! The transport is woken only if it has something to do: frames to send
+//! (deferred, or queued in the engine past the carried visits), or an
+//! engine deadline earlier than the one it waits for.
+//!
+//! # What it must not do
+//! Run on a ring with other members (their token and frames need the
+//! network), outside the operational state, on a frozen node (a test's
+//! stand-in for a stopped engine thread), or with the throttle policy
+//! (which makes the thread that hands the engine a frame wait for
+//! consumers: here, the sender waiting for itself).
+
+use std::sync::Arc;
+
+use cpg_core::engine::{Dest, FrameBuf, FrameRef, State};
+use cpg_core::Instant;
+
+use super::{Locked, NodeState};
+use crate::transport::Gate;
+
+impl<F: FrameBuf> Locked<F> {
+    /// After a sender carried the token: whether the transport must wake
+    /// (frames to send, or a deadline earlier than the one it waits for).
+    pub(crate) fn transport_needed(&self) -> bool {
+        let earlier = match (self.engine.poll_timeout(), self.transport_deadline) {
+            (Some(t), Some(armed)) => t < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        earlier || !self.deferred.is_empty() || self.engine.peek_transmit().is_some()
+    }
+}
+
+/// What a transport that loops frames for this node back tells the node.
+pub(crate) struct LoopBack<F> {
+    /// How the engine's bytes become a received frame.
+    pub(crate) frame: Arc<dyn Fn(Arc<[u8]>) -> F + Send + Sync>,
+    /// Whether other nodes are configured: without, a frame to all others
+    /// goes nowhere and is not handed to the transport.
+    pub(crate) peers: bool,
+    /// The transport's freeze switch: a frozen node's token stays put.
+    pub(crate) gate: Arc<Gate>,
+}
+
+/// Token visits a sender carries at most: its message is ordered on the
+/// first and delivered by the second (the ring's aru catches up there);
+/// the idle visits after (until the representative holds the token) are
+/// the transport's.
+pub(crate) const SOLO_VISITS: usize = 2;
+
+impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
+    /// How frames for this node come back as received ones; a node has one
+    /// transport, so only the first call counts.
+    pub(crate) fn set_loop_back(&self, f: LoopBack<F>) {
+        let _ = self.loop_back.set(f);
+    }
+
+    /// On a ring of this node alone, hand the engine's queued token for
+    /// this node back to it here, up to [`SOLO_VISITS`] visits; true if
+    /// any visit ran (mailboxes may need a signal).
+    pub(crate) fn carry_solo_token(&self, g: &mut Locked<F>, now: Instant) -> bool {
+        let Some(loop_back) = self.loop_back.get() else {
+            return false;
+        };
+        let me = self.node_id;
+        if g.throttle.is_some()
+            || !loop_back.gate.is_open()
+            || g.engine.state() != State::Operational
+            || g.engine.members() != [me]
+        {
+            return false;
+        }
+        let mut visits = 0;
+        while visits < SOLO_VISITS {
+            let Some(t) = g.engine.peek_transmit() else {
+                break;
+            };
+            match (t.dest, &t.frame) {
+                (Dest::Node(n), FrameRef::Own(_)) if n == me => {
+                    let Some(t) = g.engine.poll_transmit() else {
+                        break;
+                    };
+                    let FrameRef::Own(bytes) = t.frame else {
+                        unreachable!("peeked as an own frame");
+                    };
+                    g.engine.handle_packet(now, me, (loop_back.frame)(bytes));
+                    g.pump(now);
+                    g.stats.solo_visits += 1;
+                    visits += 1;
+                }
+                (Dest::AllOthers, _) => {
+                    if let Some(t) = g.engine.poll_transmit() {
+                        if loop_back.peers {
+                            g.deferred.push_back(t);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        visits > 0
+    }
+}
