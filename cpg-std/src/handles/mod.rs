@@ -345,13 +345,14 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
     /// the engine now (keeping that work off the transport thread, which
     /// forwards the token); if not, the holder's next step does. On a ring
     /// of this node alone this thread also carries the token
-    /// ([`solo`]), and wakes the transport only if that left it work.
-    pub(crate) fn after_stage(&self) {
+    /// ([`solo`]) for a message of `staged` bytes (`None`: nothing was
+    /// staged), and wakes the transport only if that left it work.
+    pub(crate) fn after_stage(&self, h: u64, staged: Option<usize>) {
         if let Ok(mut g) = self.locked.try_lock() {
             let now = self.now();
             g.drain(now);
             g.pump(now);
-            let carried = self.carry_solo_token(&mut g, now);
+            let carried = self.carry_solo_token(&mut g, h, staged, now);
             g.refresh_staging();
             let transport_needed = !carried || g.transport_needed();
             drop(g);

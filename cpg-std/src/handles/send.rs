@@ -68,7 +68,7 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
             let mut f = lock(&staging.st);
             if let Some(r) = f.stage(guarantee, iov, total) {
                 drop(f);
-                self.after_stage();
+                self.after_stage(h, Some(total));
                 return r;
             }
         } else if let Some(full) = self.large_copy_refused(staging, total) {
@@ -80,7 +80,7 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
             if full {
                 // refused before the copy: a sender retrying TRY_AGAIN
                 // would otherwise copy the whole message on every attempt
-                self.after_stage();
+                self.after_stage(h, None);
                 return Err(CsError::TryAgain);
             }
             if let Ok((mut buf, start)) = self.zc.alloc(total) {
@@ -169,7 +169,7 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
         }
         let small = buf.storage.is_small();
         let buf = if small || len >= self.zc_small {
-            match self.stage_buf(staging, guarantee, buf, len) {
+            match self.stage_buf(staging, h, guarantee, buf, len) {
                 Ok(r) => return r,
                 Err(buf) => buf,
             }
@@ -249,6 +249,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
     fn stage_buf(
         &self,
         staging: &Staging,
+        h: u64,
         guarantee: Guarantee,
         buf: ZcBuf,
         len: usize,
@@ -274,11 +275,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
         drop(f);
         match staged {
             Ok(()) => {
-                self.after_stage();
+                self.after_stage(h, Some(len));
                 Ok(Ok(()))
             }
             Err((Some(e), storage)) => {
-                self.after_stage();
+                self.after_stage(h, None);
                 Ok(back(e, ZcBuf { storage, node }))
             }
             Err((None, storage)) => Err(ZcBuf { storage, node }),
