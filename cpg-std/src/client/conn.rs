@@ -257,6 +257,8 @@ pub(super) struct State {
     pub(super) unsettled: bool,
     /// Why the connection was closed by this side (for the logs).
     pub(super) broke: Option<&'static str>,
+    /// Whether a send waits for its own delivery ([`super::echo`]).
+    pub(super) echo: super::echo::EchoWait,
 }
 
 static CHECK_SEED: AtomicU64 = AtomicU64::new(0);
@@ -327,6 +329,7 @@ impl ClientNode {
             join_busy: false,
             zc_live: BTreeMap::new(),
             zc_stash: Vec::new(),
+            echo: super::echo::EchoWait::default(),
             zc_prefetching: 0,
             zc_frees: Vec::new(),
             poller: false,

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`conn`] | setup, the connection's state under its one lock, requests and their replies, waiting (ring wake-ups, the daemon's death), the pollable fd |
 //! | [`events`] | the event ring read into the handle's queue (pieces, confchg parts, flow control, eviction), the join state, dispatch |
+//! | [`echo`] | a short wait in `mcast_joined` for the message's own delivery, while such waits pay |
 //! | [`send`] | `mcast_joined`: a message into the request ring whole or in pieces, answered locally (asynchronous, spec §7) |
 //! | [`zc`] | zero-copy buffers: slots of the connection's zc region (the crate's one `unsafe`) |
 //!
@@ -34,6 +35,7 @@
 //! eventfd, not on the socket.
 
 mod conn;
+mod echo;
 mod events;
 mod send;
 mod zc;

@@ -22,6 +22,7 @@ use cpg_core::ipc::{RequestKind, Split};
 use cpg_core::{CsError, Guarantee};
 
 use super::conn::{ClientNode, Guard, State};
+use super::echo::ECHO_MESSAGE_MAX;
 use crate::handles::send::SendOps;
 use crate::handles::staging::Staging;
 use crate::handles::zc::{ZcBuf, ZcSendError};
@@ -143,6 +144,9 @@ impl ClientNode {
         let lens = split.clone().enumerate().map(|(i, r)| piece_body(i, &r));
         match c.tx.fits_all(lens.clone(), 0) {
             Ok(true) => {
+                // nothing left to dispatch: the application waits for
+                // this message's delivery next (see echo)
+                let idle = g.ev.is_empty() && total <= ECHO_MESSAGE_MAX;
                 let req_id = g.alloc_id();
                 for (i, r) in split.enumerate() {
                     if write_piece(&mut g, req_id, guarantee, total32, iov, i, r).is_err() {
@@ -152,6 +156,7 @@ impl ClientNode {
                     }
                 }
                 g.publish(&self.fds);
+                let g = if idle { self.await_echo(g) } else { g };
                 self.settle_if_needed(g);
                 return Ok(());
             }
