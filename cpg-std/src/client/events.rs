@@ -159,6 +159,9 @@ pub(super) struct Events {
     /// before the reply if the daemon writes them so.
     pub(super) join_inflight: Option<GroupName>,
     pub(super) leave_inflight: Option<GroupName>,
+    /// Members of the handle's group after its last confchg (the daemon
+    /// sends a handle its own group's only).
+    pub(super) group_members: usize,
     /// The node's flow control, as the last `FLOW_CONTROL` event (or
     /// `FLOW_CONTROL_STATE_GET` reply) said.
     pub(super) fc: bool,
@@ -198,6 +201,7 @@ impl Events {
             join: JoinState::None,
             join_inflight: None,
             leave_inflight: None,
+            group_members: 0,
             fc: false,
             node_id: w.node_id,
             me_pid: std::process::id(),
@@ -338,6 +342,7 @@ impl Events {
     /// A confchg of the handle's group moves its join state (as the
     /// embedded router's); whether it is the own join.
     fn on_confchg(&mut self, c: &ConfChgOwned) -> bool {
+        self.group_members = c.members.len();
         let node = self.node_id;
         let joins = |pid: u32| {
             c.joined

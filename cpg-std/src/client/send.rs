@@ -144,9 +144,10 @@ impl ClientNode {
         let lens = split.clone().enumerate().map(|(i, r)| piece_body(i, &r));
         match c.tx.fits_all(lens.clone(), 0) {
             Ok(true) => {
-                // nothing left to dispatch: the application waits for
-                // this message's delivery next (see echo)
-                let idle = g.ev.is_empty() && total <= ECHO_MESSAGE_MAX;
+                // nothing left to dispatch and alone in its group: the
+                // application waits for this message's delivery next, and
+                // no other member's client competes for the cores (see echo)
+                let idle = g.ev.is_empty() && g.ev.group_members == 1 && total <= ECHO_MESSAGE_MAX;
                 let req_id = g.alloc_id();
                 for (i, r) in split.enumerate() {
                     if write_piece(&mut g, req_id, guarantee, total32, iov, i, r).is_err() {
