@@ -522,3 +522,55 @@ fn batch_submit_takes_a_prefix_in_order() {
         );
     }
 }
+
+/// A ring of one node holds its token as soon as its last message is
+/// safe (totem.md §3.9 [we]), not before: a SAFE message sent to an idle
+/// (held) lone ring is delivered after three token visits, far within
+/// the hold timer, each time.
+#[test]
+fn a_lone_node_delivers_safe_without_waiting_for_the_hold_timer() {
+    let mut net = Cluster::new(1);
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.converged()));
+    let g = group();
+    net.submit(
+        0,
+        Request::Join {
+            pid: 7,
+            group: &g,
+            flags: 0,
+        },
+    )
+    .unwrap();
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.group_has(&g, 1)));
+    for k in 0..10u8 {
+        // idle between messages: the token is held when each is sent
+        net.run_until(Duration::from_millis(50), |_| false);
+        let body = [k; 5];
+        net.submit(
+            0,
+            Request::Mcast {
+                pid: 7,
+                group: &g,
+                guarantee: if k % 2 == 0 {
+                    Guarantee::Safe
+                } else {
+                    Guarantee::Agreed
+                },
+                iov: &[&body],
+            },
+        )
+        .unwrap();
+        assert!(
+            net.run_until(Duration::from_millis(10), |n| n.delivered_in(0, &g).len()
+                == usize::from(k) + 1),
+            "message {k} not delivered within 10 ms (the hold timer is {} ms)",
+            net_hold_ms()
+        );
+    }
+}
+
+/// The hold timer of the smoke clusters' default config, for messages.
+fn net_hold_ms() -> u128 {
+    let c = Config::new(1, &[1]);
+    u128::from(c.hold_effective().as_millis())
+}

@@ -349,8 +349,13 @@ impl<F: FrameBuf> Totem<F> {
             // Alone on the ring, no other member can have anything to send
             // or ask for: an idle visit only costs a loop through the
             // transport, and leaves the token where a sender's thread
-            // cannot carry it (handles/solo.rs in cpg-std).
-            let quiet = self.alone() || self.my_seq_unchanged > self.cfg.seqno_unchanged_const;
+            // cannot carry it (handles/solo.rs in cpg-std). So it holds
+            // as soon as its last message is safe (the aru equals the seq
+            // on this visit and the one before, §3.8): SAFE deliveries and
+            // releases do not wait for the hold timer.
+            let all_safe = seq_le(t.seq, seq_min(t.aru, self.my_last_aru));
+            let quiet = (self.alone() && all_safe)
+                || self.my_seq_unchanged > self.cfg.seqno_unchanged_const;
             self.token_held = idle && quiet && t.rtr.is_empty();
         } else if self.my_seq_unchanged >= self.cfg.seqno_unchanged_const {
             self.token_held = true;

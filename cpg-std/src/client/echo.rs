@@ -114,8 +114,19 @@ impl ClientNode {
         loop {
             if self.pump(&mut g) {
                 g.echo.hit();
+                // a byte comes only if the daemon took the armed bell (or
+                // owes one, or an echo was asked): else waiting is for
+                // nothing
+                let bell = g.bell.armed || g.bell.owed > 0 || g.bell.echoes > 0;
+                if !bell {
+                    return g;
+                }
                 drop(g);
-                self.await_bell(start);
+                if !self.await_bell(start) {
+                    let mut g = self.lock();
+                    g.echo.missed(Instant::now());
+                    return g;
+                }
                 return self.lock();
             }
             if g.dead || g.evicted || g.conn.is_none() {
@@ -135,10 +146,17 @@ impl ClientNode {
     /// The delivery is read: its doorbell byte, which the daemon writes
     /// right after publishing it, is what makes the application's poll
     /// return without sleeping. Wait for it within the same budget.
-    fn await_bell(&self, start: Instant) {
+    /// Whether the byte came within the budget.
+    fn await_bell(&self, start: Instant) -> bool {
         use std::os::fd::AsFd;
         let sock = self.fds.sock.as_fd();
-        while cpg_ipc::bell::pending(sock) == 0 && start.elapsed() < ECHO_BUDGET {
+        loop {
+            if cpg_ipc::bell::pending(sock) > 0 {
+                return true;
+            }
+            if start.elapsed() >= ECHO_BUDGET {
+                return false;
+            }
             pause(start);
         }
     }

@@ -342,7 +342,21 @@ impl Events {
     /// A confchg of the handle's group moves its join state (as the
     /// embedded router's); whether it is the own join.
     fn on_confchg(&mut self, c: &ConfChgOwned) -> bool {
-        self.group_members = c.members.len();
+        let own = self.on_confchg_state(c);
+        let me = MemberAddr {
+            nodeid: self.node_id,
+            pid: self.me_pid,
+        };
+        // 0 once this handle is not among them (its own leave's confchg)
+        self.group_members = if c.members.contains(&me) {
+            c.members.len()
+        } else {
+            0
+        };
+        own
+    }
+
+    fn on_confchg_state(&mut self, c: &ConfChgOwned) -> bool {
         let node = self.node_id;
         let joins = |pid: u32| {
             c.joined

@@ -350,11 +350,14 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
     pub(crate) fn after_stage(&self, h: u64, staged: Option<usize>) {
         if let Ok(mut g) = self.locked.try_lock() {
             let now = self.now();
-            g.drain(now);
+            let drained = g.drain(now);
             g.pump(now);
             let carried = self.carry_solo_token(&mut g, h, staged, now);
             g.refresh_staging();
-            let transport_needed = !carried || g.transport_needed();
+            // staged messages or leaves the engine refused for now are
+            // the transport's to retry
+            let transport_needed =
+                !carried || !drained || !g.pending_leaves.is_empty() || g.transport_needed();
             drop(g);
             if carried {
                 self.dirty.kick();

@@ -68,7 +68,7 @@ impl<F: FrameBuf + Send + Sync + 'static> SendOps for NodeState<F> {
             let mut f = lock(&staging.st);
             if let Some(r) = f.stage(guarantee, iov, total) {
                 drop(f);
-                self.after_stage(h, Some(total));
+                self.after_stage(h, r.is_ok().then_some(total));
                 return r;
             }
         } else if let Some(full) = self.large_copy_refused(staging, total) {

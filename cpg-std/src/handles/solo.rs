@@ -61,17 +61,19 @@ pub(crate) struct LoopBack<F> {
     /// How the engine's bytes become a received frame.
     pub(crate) frame: Arc<dyn Fn(Arc<[u8]>) -> F + Send + Sync>,
     /// Whether other nodes are configured: without, a frame to all others
-    /// goes nowhere and is not handed to the transport.
+    /// goes nowhere and is not handed to the transport (nor recorded by
+    /// the zero-copy proof's record of sends: nothing is sent).
     pub(crate) peers: bool,
     /// The transport's freeze switch: a frozen node's token stays put.
     pub(crate) gate: Arc<Gate>,
 }
 
-/// Token visits a sender carries at most: its message is ordered on the
-/// first and delivered by the second (the ring's aru catches up there);
-/// the idle visits after (until the representative holds the token) are
-/// the transport's.
-pub(crate) const SOLO_VISITS: usize = 2;
+/// Token visits a sender carries at most: its message is ordered and
+/// delivered AGREED on the first, the aru is seen a second time on the
+/// second, and on the third it is safe (delivered SAFE, its buffers
+/// released) and the token is held (`docs/spec/totem.md` §3.9): nothing
+/// is left for the transport.
+pub(crate) const SOLO_VISITS: usize = 3;
 
 /// The largest message whose sender carries the token: one that fits in a
 /// handle's staging area. Measured, 1 member, 1 MiB AGREED: carried on
