@@ -141,20 +141,28 @@ fn mcast_when_not_joined_is_not_exist() {
     );
 }
 
-#[test]
-fn single_node_delivers_own_messages() {
+/// A ring of one node, its process `pid` joined to [`group`] (its join
+/// delivered).
+fn lone_node_joined(pid: u32) -> (Cluster, GroupName) {
     let mut net = Cluster::new(1);
     assert!(net.run_until(Duration::from_millis(2000), |n| n.converged()));
     let g = group();
     net.submit(
         0,
         Request::Join {
-            pid: 7,
+            pid,
             group: &g,
             flags: 0,
         },
     )
     .unwrap();
+    assert!(net.run_until(Duration::from_millis(2000), |n| n.group_has(&g, 1)));
+    (net, g)
+}
+
+#[test]
+fn single_node_delivers_own_messages() {
+    let (mut net, g) = lone_node_joined(7);
     net.submit(
         0,
         Request::Mcast {
@@ -529,19 +537,7 @@ fn batch_submit_takes_a_prefix_in_order() {
 /// the hold timer, each time.
 #[test]
 fn a_lone_node_delivers_safe_without_waiting_for_the_hold_timer() {
-    let mut net = Cluster::new(1);
-    assert!(net.run_until(Duration::from_millis(2000), |n| n.converged()));
-    let g = group();
-    net.submit(
-        0,
-        Request::Join {
-            pid: 7,
-            group: &g,
-            flags: 0,
-        },
-    )
-    .unwrap();
-    assert!(net.run_until(Duration::from_millis(2000), |n| n.group_has(&g, 1)));
+    let (mut net, g) = lone_node_joined(7);
     for k in 0..10u8 {
         // idle between messages: the token is held when each is sent
         net.run_until(Duration::from_millis(50), |_| false);

@@ -185,4 +185,13 @@ impl Counters {
     pub(crate) fn set(c: &AtomicU64, n: u64) {
         c.store(n, Ordering::Relaxed);
     }
+
+    /// A frame of `len` bytes for this node handed back to it as received
+    /// without a syscall: by the loop, or by a sender's thread carrying a
+    /// lone node's token (cpg-std's `handles/solo.rs`).
+    pub fn count_looped_back(&self, len: usize) {
+        Counters::inc(&self.loopback_frames);
+        Counters::inc(&self.frames_received);
+        Counters::add(&self.bytes_received, len as u64);
+    }
 }

@@ -998,8 +998,7 @@ impl Driver {
             let Some(frame) = self.loopback.pop_front() else {
                 break;
             };
-            Counters::inc(&self.counters.frames_received);
-            Counters::add(&self.counters.bytes_received, frame.len() as u64);
+            self.counters.count_looped_back(frame.len());
             let from = self.node_id;
             self.step(host, now(), Input::Packet { from, frame });
             host.batch_done();
@@ -1150,7 +1149,6 @@ impl Driver {
                 RxBuf::from_heap(Arc::from(v))
             }
         };
-        Counters::inc(&self.counters.loopback_frames);
         self.loopback.push_back(frame);
     }
 

@@ -102,6 +102,11 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
             return false;
         };
         let me = self.node_id;
+        // the ring first: on a ring with other members (every send of a
+        // cluster) nothing else is looked at
+        if g.engine.state() != State::Operational || g.engine.members() != [me] {
+            return false;
+        }
         // events of this handle not dispatched yet: its application is
         // not waiting for this message but streaming, and the transport's
         // rotations order its messages in batches
@@ -110,13 +115,7 @@ impl<F: FrameBuf + Send + Sync + 'static> NodeState<F> {
         // better done beside the sender than after it: the wake-up is
         // small against its copies
         let small = staged.is_some_and(|n| n <= SOLO_MESSAGE_MAX);
-        if !waiting
-            || !small
-            || g.throttle.is_some()
-            || !loop_back.gate.is_open()
-            || g.engine.state() != State::Operational
-            || g.engine.members() != [me]
-        {
+        if !waiting || !small || g.throttle.is_some() || !loop_back.gate.is_open() {
             return false;
         }
         let mut visits = 0;

@@ -193,11 +193,7 @@ impl Transport for UringTransport {
         let c = counters.clone();
         core.set_loop_back(LoopBack {
             frame: Arc::new(move |bytes| {
-                // counted as the driver counts a frame it loops back
-                c.loopback_frames.fetch_add(1, Ordering::Relaxed);
-                c.frames_received.fetch_add(1, Ordering::Relaxed);
-                c.bytes_received
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                c.count_looped_back(bytes.len());
                 RxBuf::from_heap(bytes)
             }),
             peers: self.driver.has_peers(),
