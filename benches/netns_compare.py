@@ -377,6 +377,8 @@ def run_ours_row(a, topo, conf, size, lat, tag, seconds):
         r = {"msgs_per_sec": o["delivered"] / secs, "mb_per_sec": o["bytes"] / secs / 1e6,
              "delivered": o["delivered"], "lost": o["lost"], "drained": o["drained"],
              "token_rotations": o.get("token_rotations", 0), "secs": secs,
+             "frames_sent": o.get("frames_sent", 0), "gso_sends": o.get("gso_sends", 0),
+             "gso_datagrams": o.get("gso_datagrams", 0),
              "send_error": o.get("send_error")}
         if lat:
             r["latency_us"] = {"p50": hist_pct(o["hist"], 0.5), "p99": hist_pct(o["hist"], 0.99),
@@ -429,9 +431,14 @@ def summarize(rows, lat):
     if lat:
         return {"p50": mean([r["latency_us"]["p50"] for r in rows]),
                 "p99": mean([r["latency_us"]["p99"] for r in rows])}
-    return {"msgs_per_sec": mean([r["msgs_per_sec"] for r in rows]),
-            "mb_per_sec": mean([r["mb_per_sec"] for r in rows]),
-            "lost": sum(r.get("lost") or 0 for r in rows)}
+    out = {"msgs_per_sec": mean([r["msgs_per_sec"] for r in rows]),
+           "mb_per_sec": mean([r["mb_per_sec"] for r in rows]),
+           "lost": sum(r.get("lost") or 0 for r in rows)}
+    gso_sends = sum(r.get("gso_sends") or 0 for r in rows)
+    if gso_sends:
+        # ours: frames per UDP GSO send (a run of frames of one size)
+        out["frames_per_gso_send"] = sum(r.get("gso_datagrams") or 0 for r in rows) / gso_sends
+    return out
 
 
 def loadavg():
@@ -525,6 +532,8 @@ def short(r):
         s += "p50 %s p99 %s us" % (fmt(r.get("p50")), fmt(r.get("p99")))
     else:
         s += "%s msgs/s %s MB/s lost %s" % (fmt(r.get("msgs_per_sec")), fmt(r.get("mb_per_sec")), r.get("lost"))
+        if r.get("frames_per_gso_send"):
+            s += " (%.1f frames per GSO send)" % r["frames_per_gso_send"]
     if r.get("error"):
         s += " ERROR " + r["error"]
     return s

@@ -127,7 +127,7 @@ fn forge_joinlist(frame: &[u8], cluster_id: u32, ring: RingId, pid_xor: u32) -> 
     }
     let refs: Vec<&[u8]> = items.iter().map(|i| &i[..]).collect();
     let mut payload = vec![0; packed_len(refs.iter().map(|i| i.len()))];
-    emit_packed(packed.header, &refs, &mut payload).expect("emit packed");
+    emit_packed(packed.header, &refs, 0, &mut payload).expect("emit packed");
     let packet = Packet::Mcast(McastRepr {
         payload: &payload,
         ..m

@@ -689,6 +689,15 @@ pub struct MemberResult {
     pub end_sent: bool,
     pub send_error: Option<u32>,
     pub token_rotations: u64,
+    /// Frames this node's transport sent during the window (one per
+    /// destination), and how many of them left in UDP GSO sends, in how
+    /// many such sends (0 without the io_uring transport).
+    #[serde(default)]
+    pub frames_sent: u64,
+    #[serde(default)]
+    pub gso_datagrams: u64,
+    #[serde(default)]
+    pub gso_sends: u64,
     /// Latency histogram buckets, (value ns, count).
     pub hist: Vec<(u64, u64)>,
 }

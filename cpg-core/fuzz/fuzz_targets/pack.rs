@@ -1,5 +1,5 @@
 //! Arbitrary bytes into `Packed::parse`. Whatever parses must list exactly
-//! `count()` items and re-emit to the same bytes.
+//! `count()` items and re-emit (with its padding) to the same bytes.
 #![no_main]
 
 use cpg_core::wire::pack::{emit_packed, packed_len};
@@ -13,9 +13,10 @@ fuzz_target!(|data: &[u8]| {
     for (at, item) in p.items() {
         assert_eq!(&data[at..at + item.len()], item);
     }
-    let len = packed_len(items.iter().map(|i| i.len()));
+    let len = packed_len(items.iter().map(|i| i.len())) + p.pad();
     assert_eq!(len, data.len());
-    let mut buf = vec![0; len];
-    assert_eq!(emit_packed(p.header, &items, &mut buf), Ok(len));
+    assert!(p.pad() <= cpg_core::wire::pack::PACK_PAD_MAX);
+    let mut buf = vec![0xAA; len];
+    assert_eq!(emit_packed(p.header, &items, p.pad(), &mut buf), Ok(len));
     assert_eq!(buf, data);
 });

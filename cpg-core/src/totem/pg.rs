@@ -16,11 +16,8 @@ use core::ops::Range;
 
 use crate::frame::{FrameBuf, FrameRef, Payload};
 use crate::types::{Guarantee, NodeId};
-use crate::wire::pack::{PackHeader, Packed, PACK_HEADER_LEN, PACK_ITEM_OVERHEAD};
+use crate::wire::pack::{PackHeader, Packed, PACK_HEADER_LEN, PACK_ITEM_OVERHEAD, PACK_PAD_MAX};
 use crate::wire::MCAST_HEADER_LEN;
-
-/// Don't start a fragment in a frame with fewer free bytes than this.
-const MIN_PIECE: usize = 64;
 
 /// Bytes of headroom a zero-copy message needs to become a frame in place:
 /// frame + MCAST headers and a one-item packing header.
@@ -78,6 +75,9 @@ pub(crate) enum FramePlan<F> {
         guarantee: Guarantee,
         pieces: Vec<(FrameRef<F>, Range<usize>)>,
         own: Vec<OwnItem<F>>,
+        /// Zero bytes after the items: the gap too small for another item
+        /// (so a full frame is exactly `cap` bytes; see `wire::pack`).
+        pad: usize,
     },
     /// A zero-copy message alone in a frame, headers written into its headroom.
     InPlace {
@@ -377,9 +377,6 @@ impl<F: FrameBuf> SendQueue<F> {
                 self.msgs.pop_front();
                 continue;
             }
-            if avail < MIN_PIECE && !pieces.is_empty() {
-                break;
-            }
             header.fragmented = Self::next_frag(frag_counter);
             pieces.push((head.src.clone(), start..start + avail));
             own.push(OwnItem {
@@ -391,18 +388,24 @@ impl<F: FrameBuf> SendQueue<F> {
             head.offset += avail;
             head.frag = header.fragmented;
             self.bytes -= avail;
+            used += PACK_ITEM_OVERHEAD + avail;
             break;
         }
         if pieces.is_empty() {
-            None
-        } else {
-            Some(FramePlan::Packed {
-                header,
-                guarantee: guarantee.unwrap_or(Guarantee::Agreed),
-                pieces,
-                own,
-            })
+            return None;
         }
+        // Frames of a burst are all `cap` bytes, one UDP GSO run: a piece
+        // of the next message fills whatever room an item can use, and a
+        // gap no item fits is padded unless this frame ends the burst.
+        let gap = cap.saturating_sub(used);
+        let more = !self.msgs.is_empty();
+        Some(FramePlan::Packed {
+            header,
+            guarantee: guarantee.unwrap_or(Guarantee::Agreed),
+            pieces,
+            own,
+            pad: if more && gap <= PACK_PAD_MAX { gap } else { 0 },
+        })
     }
 }
 
@@ -882,6 +885,40 @@ mod tests {
         };
         assert_eq!(pieces.len(), 2);
         assert!(q.take_frame(CAP, &mut frag, threshold).is_none());
+    }
+
+    /// A stream of small copied messages of any one size goes out in
+    /// frames of exactly `cap` bytes but the last (a UDP GSO run needs one
+    /// size), and the pieces put the messages back together.
+    #[test]
+    fn a_burst_of_small_messages_fills_every_frame_but_the_last() {
+        for size in (1..=300).chain([PIECE - 1, PIECE, PIECE + 1, 2 * PIECE + 3]) {
+            let mut q: SendQueue<TestBuf> = SendQueue::default();
+            let msgs: Vec<Arc<[u8]>> = (0..3 * CAP / size + 5)
+                .map(|k| Arc::from(alloc::vec![k as u8; size]))
+                .collect();
+            for m in &msgs {
+                q.push(m.clone(), Guarantee::Agreed);
+            }
+            let mut frag = 0;
+            let mut lens = Vec::new();
+            let mut joined: Vec<u8> = Vec::new();
+            while let Some(plan) = q.take_frame(CAP, &mut frag, usize::MAX) {
+                let FramePlan::Packed { pieces, pad, .. } = plan else {
+                    panic!("size {size}: copied messages are packed");
+                };
+                assert!(pad <= PACK_PAD_MAX, "size {size}");
+                let items = pieces.iter().map(|(_, r)| r.len());
+                lens.push(crate::wire::pack::packed_len(items) + pad);
+                for (src, r) in &pieces {
+                    joined.extend_from_slice(&src.contiguous().expect("copied")[r.clone()]);
+                }
+            }
+            let (last, full) = lens.split_last().expect("frames");
+            assert!(full.iter().all(|&l| l == CAP), "size {size}: {lens:?}");
+            assert!(*last <= CAP, "size {size}");
+            assert_eq!(joined, msgs.concat(), "size {size}");
+        }
     }
 
     /// A message cut by a ring change starts over with its header.

@@ -540,6 +540,7 @@ impl<F: FrameBuf> Totem<F> {
                 guarantee,
                 pieces,
                 own,
+                pad,
             } => {
                 let items: alloc::vec::Vec<&[u8]> = pieces
                     .iter()
@@ -549,10 +550,10 @@ impl<F: FrameBuf> Totem<F> {
                             .unwrap_or(&[])
                     })
                     .collect();
-                let len = wire::pack::packed_len(items.iter().map(|i| i.len()));
+                let len = wire::pack::packed_len(items.iter().map(|i| i.len())) + pad;
                 self.scratch.clear();
                 self.scratch.resize(len, 0);
-                wire::pack::emit_packed(header, &items, &mut self.scratch).ok()?;
+                wire::pack::emit_packed(header, &items, pad, &mut self.scratch).ok()?;
                 let repr = McastRepr {
                     ring_id,
                     seq,

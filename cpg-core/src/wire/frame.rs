@@ -730,7 +730,7 @@ mod zc_head_tests {
             continuation: 2,
         };
         let mut packed = alloc::vec![0u8; 306];
-        emit_packed(ph, &[&item], &mut packed).unwrap();
+        emit_packed(ph, &[&item], 0, &mut packed).unwrap();
         let repr = McastRepr {
             ring_id: RingId { rep: 2, seq: 12 },
             seq: 77,

@@ -1,9 +1,14 @@
 //! The packing layer inside an MCAST payload: several small messages per
 //! frame, large messages fragmented across frames.
 //!
-//! `fragmented u8 | continuation u8 | count u16 | count × u16 length | items`.
-//! `fragmented = k ≠ 0`: the last item continues in the next frame of this
-//! sender, whose `continuation` is `k`. Lengths add up exactly.
+//! `fragmented u8 | continuation u8 | count u16 | count × u16 length | items
+//! | padding`. `fragmented = k ≠ 0`: the last item continues in the next
+//! frame of this sender, whose `continuation` is `k`. The lengths add up
+//! to the bytes after the table, or to at most [`PACK_PAD_MAX`] fewer:
+//! the padding, zero bytes. A sender fills every frame of a burst to one
+//! size (so the transport can hand the run to the kernel as one UDP GSO
+//! send), and the only gap item boundaries cannot close is one too small
+//! for another item's length and a byte of it.
 
 use super::{check_len, get_u16, get_u8, out_buf, put_bytes, put_u16, put_u8, WireError};
 
@@ -20,6 +25,9 @@ mod field {
 pub const PACK_HEADER_LEN: usize = 4;
 /// Bytes per item (its u16 length).
 pub const PACK_ITEM_OVERHEAD: usize = 2;
+/// Most zero bytes a packed payload may end with after its items: a gap
+/// smaller than an item's length and one byte of it.
+pub const PACK_PAD_MAX: usize = PACK_ITEM_OVERHEAD;
 
 static_assertions::const_assert_eq!(PACK_HEADER_LEN, field::LENGTHS.start);
 
@@ -42,13 +50,15 @@ pub struct Packed<'a> {
 }
 
 impl<'a> Packed<'a> {
-    /// Check a payload: counts and lengths must add up exactly, count ≥ 1.
+    /// Check a payload: count ≥ 1, the lengths add up to the bytes after
+    /// the table but for at most [`PACK_PAD_MAX`] zero bytes of padding.
     ///
     /// # Errors
     /// [`WireError::Truncated`] if the fixed part or the length table is
     /// cut short, [`WireError::Malformed`] for a count of 0,
     /// [`WireError::LengthMismatch`] unless the item lengths add up to the
-    /// bytes after the table. Never panics.
+    /// bytes after the table or to at most `PACK_PAD_MAX` fewer, all of
+    /// them zero. Never panics.
     pub fn parse(data: &'a [u8]) -> Result<Packed<'a>, WireError> {
         check_len(data, PACK_HEADER_LEN)?;
         let count = usize::from(get_u16(data, field::COUNT));
@@ -66,7 +76,11 @@ impl<'a> Packed<'a> {
                 .checked_add(usize::from(get_u16(len, 0..2)))
                 .ok_or(WireError::LengthMismatch)?;
         }
-        if total != items.len() {
+        let pad = items
+            .len()
+            .checked_sub(total)
+            .ok_or(WireError::LengthMismatch)?;
+        if pad > PACK_PAD_MAX || items.iter().rev().take(pad).any(|&b| b != 0) {
             return Err(WireError::LengthMismatch);
         }
         let header = PackHeader {
@@ -82,6 +96,12 @@ impl<'a> Packed<'a> {
     /// Number of items.
     pub fn count(&self) -> usize {
         self.count
+    }
+    /// Zero bytes after the items (at most [`PACK_PAD_MAX`]).
+    pub fn pad(&self) -> usize {
+        let table_end = PACK_HEADER_LEN + self.count * PACK_ITEM_OVERHEAD;
+        let items: usize = self.items().map(|(_, item)| item.len()).sum();
+        self.data.len().saturating_sub(table_end + items)
     }
     /// The items in order, with their byte offsets inside the payload.
     pub fn items(&self) -> impl Iterator<Item = (usize, &'a [u8])> + 'a {
@@ -164,24 +184,27 @@ pub fn emit_single_item_head(
     Ok(n)
 }
 
-/// Emit a packed payload of `items` into `buf`, returning its length.
+/// Emit a packed payload of `items` followed by `pad` zero bytes into
+/// `buf`, returning its length.
 ///
 /// # Errors
 /// [`WireError::BufferTooSmall`], [`WireError::TooManyEntries`] (0 or more
-/// than 65,535 items), [`WireError::Malformed`] (an item over 65,535 bytes).
+/// than 65,535 items), [`WireError::Malformed`] (an item over 65,535 bytes,
+/// or `pad` over [`PACK_PAD_MAX`]).
 pub fn emit_packed(
     header: PackHeader,
     items: &[&[u8]],
+    pad: usize,
     buf: &mut [u8],
 ) -> Result<usize, WireError> {
     let count = u16::try_from(items.len()).map_err(|_| WireError::TooManyEntries)?;
     if count == 0 {
         return Err(WireError::TooManyEntries);
     }
-    if items.iter().any(|i| i.len() > usize::from(u16::MAX)) {
+    if items.iter().any(|i| i.len() > usize::from(u16::MAX)) || pad > PACK_PAD_MAX {
         return Err(WireError::Malformed);
     }
-    let len = packed_len(items.iter().map(|i| i.len()));
+    let len = packed_len(items.iter().map(|i| i.len())) + pad;
     let out = out_buf(buf, len)?;
     put_u8(out, field::FRAGMENTED, header.fragmented);
     put_u8(out, field::CONTINUATION, header.continuation);
@@ -196,6 +219,7 @@ pub fn emit_packed(
         put_bytes(body, at..at + item.len(), item);
         at += item.len();
     }
+    body.get_mut(at..).unwrap_or(&mut []).fill(0);
     Ok(len)
 }
 
@@ -234,7 +258,7 @@ mod tests {
     fn construct() {
         let mut buf = [0xFF; 15];
         assert_eq!(packed_len(ITEMS.iter().map(|i| i.len())), 15);
-        assert_eq!(emit_packed(HEADER, &ITEMS, &mut buf), Ok(15));
+        assert_eq!(emit_packed(HEADER, &ITEMS, 0, &mut buf), Ok(15));
         assert_eq!(buf, PACKED_BYTES);
     }
 
@@ -242,33 +266,33 @@ mod tests {
     fn emit_errors() {
         let mut buf = [0; 64];
         assert_eq!(
-            emit_packed(HEADER, &ITEMS, &mut buf[..14]),
+            emit_packed(HEADER, &ITEMS, 0, &mut buf[..14]),
             Err(WireError::BufferTooSmall)
         );
         assert_eq!(
-            emit_packed(HEADER, &[], &mut buf),
+            emit_packed(HEADER, &[], 0, &mut buf),
             Err(WireError::TooManyEntries)
         );
         let big = vec![0u8; 65_536];
         assert_eq!(
-            emit_packed(HEADER, &[&big], &mut buf),
+            emit_packed(HEADER, &[&big], 0, &mut buf),
             Err(WireError::Malformed)
         );
         let empties: Vec<&[u8]> = vec![&[]; 65_536];
         assert_eq!(
-            emit_packed(HEADER, &empties, &mut buf),
+            emit_packed(HEADER, &empties, 0, &mut buf),
             Err(WireError::TooManyEntries)
         );
         let mut big_buf = vec![0; packed_len(empties[1..].iter().map(|i| i.len()))];
         assert_eq!(
-            emit_packed(HEADER, &empties[1..], &mut big_buf),
+            emit_packed(HEADER, &empties[1..], 0, &mut big_buf),
             Ok(4 + 2 * 65_535)
         );
         assert_eq!(Packed::parse(&big_buf).unwrap().items().count(), 65_535);
         let max = vec![7u8; 65_535];
         let mut max_buf = vec![0; 4 + 2 + 65_535];
         assert_eq!(
-            emit_packed(HEADER, &[&max], &mut max_buf),
+            emit_packed(HEADER, &[&max], 0, &mut max_buf),
             Ok(max_buf.len())
         );
         assert_eq!(
@@ -293,6 +317,34 @@ mod tests {
                 needed: 4 + 2 * 65_535,
                 got: 4
             })
+        );
+    }
+
+    /// Up to `PACK_PAD_MAX` zero bytes may follow the items; more, or a
+    /// non-zero one, and the lengths do not add up.
+    #[test]
+    fn padding_is_a_few_zero_bytes() {
+        for pad in 0..=PACK_PAD_MAX {
+            let mut buf = vec![0xAA; PACKED_BYTES.len() + pad];
+            assert_eq!(emit_packed(HEADER, &ITEMS, pad, &mut buf), Ok(buf.len()));
+            assert_eq!(&buf[..PACKED_BYTES.len()], &PACKED_BYTES[..]);
+            let p = Packed::parse(&buf).expect("padded");
+            assert_eq!(p.pad(), pad);
+            let items: Vec<&[u8]> = p.items().map(|(_, i)| i).collect();
+            assert_eq!(items, ITEMS);
+            if pad > 0 {
+                let last = buf.len() - 1;
+                buf[last] = 1;
+                assert_eq!(Packed::parse(&buf), Err(WireError::LengthMismatch));
+            }
+        }
+        let mut over = PACKED_BYTES.to_vec();
+        over.extend_from_slice(&[0; PACK_PAD_MAX + 1]);
+        assert_eq!(Packed::parse(&over), Err(WireError::LengthMismatch));
+        let mut buf = [0u8; 32];
+        assert_eq!(
+            emit_packed(HEADER, &ITEMS, PACK_PAD_MAX + 1, &mut buf),
+            Err(WireError::Malformed)
         );
     }
 
@@ -346,7 +398,7 @@ mod tests {
             let header = PackHeader { fragmented, continuation };
             let refs: Vec<&[u8]> = items.iter().map(|i| &i[..]).collect();
             let mut buf = vec![0; packed_len(items.iter().map(|i| i.len()))];
-            prop_assert_eq!(emit_packed(header, &refs, &mut buf), Ok(buf.len()));
+            prop_assert_eq!(emit_packed(header, &refs, 0, &mut buf), Ok(buf.len()));
             let p = Packed::parse(&buf).unwrap();
             prop_assert_eq!(p.header, header);
             prop_assert_eq!(p.count(), items.len());

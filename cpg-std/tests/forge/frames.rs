@@ -67,7 +67,7 @@ pub fn mcast(
     let refs: Vec<&[u8]> = items.iter().map(|i| &i[..]).collect();
     let len = wire::pack::packed_len(refs.iter().map(|i| i.len()));
     let mut payload = vec![0u8; len];
-    emit_packed(PackHeader::default(), &refs, &mut payload).expect("pack");
+    emit_packed(PackHeader::default(), &refs, 0, &mut payload).expect("pack");
     frame(
         cluster_id,
         sender,

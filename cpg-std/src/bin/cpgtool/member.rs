@@ -273,6 +273,9 @@ struct Run {
     delivered: u64,
     bytes: u64,
     token_rotations: u64,
+    frames_sent: u64,
+    gso_datagrams: u64,
+    gso_sends: u64,
 }
 
 /// The counters over every sender, at the end.
@@ -384,6 +387,7 @@ impl Member {
     /// The sending window: `seconds` of sends, with progress lines.
     fn run(&self, seconds: f64) -> Run {
         let rot0 = self.token_visits();
+        let c0 = self.transport_counters();
         let m0 = self.st.msgs.load(Ordering::Relaxed);
         let b0 = self.st.bytes.load(Ordering::Relaxed);
         let t0 = Instant::now();
@@ -406,6 +410,7 @@ impl Member {
         let m1 = self.st.msgs.load(Ordering::Relaxed);
         let b1 = self.st.bytes.load(Ordering::Relaxed);
         let rot1 = self.token_visits();
+        let c1 = self.transport_counters();
         progress.store(false, Ordering::Relaxed);
         let _ = prog.join();
         Run {
@@ -414,6 +419,9 @@ impl Member {
             delivered: m1 - m0,
             bytes: b1 - b0,
             token_rotations: rot1.saturating_sub(rot0),
+            frames_sent: c1.frames_sent.saturating_sub(c0.frames_sent),
+            gso_datagrams: c1.gso_datagrams.saturating_sub(c0.gso_datagrams),
+            gso_sends: c1.gso_sends.saturating_sub(c0.gso_sends),
         }
     }
 
@@ -539,6 +547,9 @@ impl Member {
             end_sent,
             send_error: w.send_error,
             token_rotations: run.token_rotations,
+            frames_sent: run.frames_sent,
+            gso_datagrams: run.gso_datagrams,
+            gso_sends: run.gso_sends,
             hist: w
                 .hist
                 .iter_recorded()
@@ -560,6 +571,14 @@ impl Member {
 
     /// The node's token visits so far (0 for a client of cpgd, which does
     /// not see them).
+    /// The transport's counters now (all 0 without the io_uring transport).
+    fn transport_counters(&self) -> cpg_uring::Snapshot {
+        self.node
+            .as_ref()
+            .and_then(|n| n.transport_counters())
+            .unwrap_or_default()
+    }
+
     fn token_visits(&self) -> u64 {
         self.node
             .as_ref()
