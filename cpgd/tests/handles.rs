@@ -231,3 +231,61 @@ fn a_lone_daemon_s_sender_finds_its_delivery_readable_when_the_send_returns() {
     // what a send that does not wait sees
     assert!(readable >= sends / 4, "{readable} of {sends}");
 }
+
+/// A copying send of 32 KiB or more goes through a zero-copy slot of the
+/// connection (`cpg-std/src/client/send.rs`, `docs/spec/ipc.md` §9): the
+/// library copies it into the slot and the daemon copies nothing, where
+/// the ring path had the daemon copy it out of the request ring. Smaller
+/// ones still go through the ring. Every message arrives whole, in order.
+#[test]
+fn a_large_copying_send_goes_through_a_slot_and_the_daemon_copies_nothing() {
+    use std::io::IoSlice;
+    let c = Daemons::start(1, &|_| {});
+    let rec = common::Rec::default();
+    let cpg = c
+        .open_model(0, 0, rec.model(false, 0), None)
+        .expect("initialize");
+    let h = common::H {
+        cpg,
+        rec,
+        pid: std::process::id(),
+    };
+    let g = common::group("via-slot");
+    h.cpg.join(&g).unwrap();
+    assert!(h.wait_joined(&g));
+    let sizes: Vec<usize> = (0..24)
+        .map(|k| match k % 3 {
+            0 => 64 << 10,
+            1 => 100 + k,
+            _ => (32 << 10) + k, // the smallest that takes a slot, and more
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for (k, &len) in sizes.iter().enumerate() {
+        let msg: Vec<u8> = (0..len).map(|i| (i * 7 + k) as u8).collect();
+        // two iovecs, cut off the middle: the slot gets both parts in order
+        let (a, b) = msg.split_at(len / 3);
+        loop {
+            match h.cpg.mcast_joined(
+                cpg_std::Guarantee::Agreed,
+                &[IoSlice::new(a), IoSlice::new(b)],
+            ) {
+                Ok(()) => break,
+                Err(CsError::TryAgain) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(e) => panic!("message {k}: {e:?}"),
+            }
+        }
+        sent.push(msg);
+    }
+    assert!(h.wait_msgs(sent.len()), "not all delivered");
+    let got = h.rec.msgs();
+    assert_eq!(got.len(), sent.len());
+    for (k, (m, s)) in got.iter().zip(&sent).enumerate() {
+        assert!(m == s, "message {k} ({} B) differs", s.len());
+    }
+    let stats = c.daemons[0].as_ref().expect("running").stats();
+    let large = sizes.iter().filter(|&&l| l >= 32 << 10).count() as u64;
+    let small: usize = sizes.iter().filter(|&&l| l < 32 << 10).sum();
+    assert_eq!(stats.zc_mcasts, large, "{stats:?}");
+    assert_eq!(stats.request_bytes_copied, small as u64, "{stats:?}");
+}
