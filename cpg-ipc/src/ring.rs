@@ -131,6 +131,15 @@ impl RingTx {
         })
     }
 
+    /// This producer rewinds to position 0 when it finds the ring empty
+    /// ([`Producer::rewinding`]): a consumer that keeps up reads bytes
+    /// still in the caches instead of cycling through the whole capacity.
+    #[must_use]
+    pub fn rewinding(mut self) -> RingTx {
+        self.prod = self.prod.rewinding();
+        self
+    }
+
     /// The ring's geometry.
     pub fn ring(&self) -> Ring {
         self.prod.ring()

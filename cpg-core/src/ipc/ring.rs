@@ -455,6 +455,19 @@ impl Ring {
         head: u64,
         tail: u64,
         dir: Direction,
+        read_header: impl FnMut(usize) -> [u8; RECORD_HEADER_LEN],
+    ) -> Result<Option<Record>, RingError> {
+        self.next_inner(head, tail, false, dir, read_header)
+    }
+
+    /// [`Ring::next`]; `drained`: everything before `tail` was released,
+    /// so a PAD at `tail` may be a rewind (see [`Producer::rewinding`]).
+    fn next_inner(
+        &self,
+        head: u64,
+        tail: u64,
+        drained: bool,
+        dir: Direction,
         mut read_header: impl FnMut(usize) -> [u8; RECORD_HEADER_LEN],
     ) -> Result<Option<Record>, RingError> {
         let mut avail = self.used(head, tail)?;
@@ -490,7 +503,9 @@ impl Ring {
             if body_len > self.body_max() {
                 return Err(Corrupt::TooLong.into());
             }
-            if matches!(pad_len, Some(p) if rec <= p) {
+            // a record that would have fitted before the end follows a
+            // PAD only as a rewind: written onto a ring found empty
+            if !drained && matches!(pad_len, Some(p) if rec <= p) {
                 return Err(Corrupt::BadPad.into());
             }
             let start = pos + RECORD_HEADER_LEN;
@@ -517,8 +532,19 @@ impl Ring {
         tail: u64,
         dir: Direction,
     ) -> Result<Option<(Record, &'d [u8])>, RingError> {
+        self.read_inner(data, head, tail, false, dir)
+    }
+
+    fn read_inner<'d>(
+        &self,
+        data: &'d [u8],
+        head: u64,
+        tail: u64,
+        drained: bool,
+        dir: Direction,
+    ) -> Result<Option<(Record, &'d [u8])>, RingError> {
         let data = data.get(..self.capacity).ok_or(RingError::DataTooShort)?;
-        let rec = self.next(head, tail, dir, |pos| header_at(data, pos))?;
+        let rec = self.next_inner(head, tail, drained, dir, |pos| header_at(data, pos))?;
         Ok(match rec {
             Some(r) => {
                 let body = data.get(r.body.clone()).ok_or(RingError::DataTooShort)?;
@@ -551,6 +577,7 @@ pub struct Producer {
     head: u64,
     published: u64,
     tail: u64,
+    rewind: bool,
 }
 
 impl Producer {
@@ -561,7 +588,21 @@ impl Producer {
             head: 0,
             published: 0,
             tail: 0,
+            rewind: false,
         }
+    }
+
+    /// This producer rewinds: a record reserved on a ring it finds empty
+    /// (the last tail seen is its head) starts at position 0, behind a PAD
+    /// to the end, whatever room is left before the end. A stream the
+    /// consumer keeps up with then cycles through the first few records'
+    /// bytes, which stay in the caches of both sides, not through the
+    /// whole capacity. The consumer accepts such a PAD only when it has
+    /// released everything before it (`docs/spec/ipc.md` §4).
+    #[must_use]
+    pub const fn rewinding(mut self) -> Producer {
+        self.rewind = true;
+        self
     }
 
     /// The ring.
@@ -625,6 +666,10 @@ impl Producer {
         body_len: usize,
         keep: usize,
     ) -> Result<Reservation, RingError> {
+        if let Some(r) = self.rewound(body_len, keep) {
+            self.head = r.new_head;
+            return Ok(r);
+        }
         match self
             .ring
             .reserve_keeping(self.head, self.tail, body_len, keep)
@@ -637,11 +682,39 @@ impl Producer {
         }
     }
 
+    /// The reservation of a rewind (see [`Producer::rewinding`]), if this
+    /// record takes one: the ring is empty, its head not at position 0,
+    /// and the PAD and the record fit with `keep` bytes left.
+    const fn rewound(&self, body_len: usize, keep: usize) -> Option<Reservation> {
+        if !self.rewind || self.head != self.tail || body_len > self.ring.body_max() {
+            return None;
+        }
+        let pos = self.ring.position(self.head);
+        let record_len = record_len_const(body_len);
+        let to_end = self.ring.capacity - pos;
+        // Only from the second half: the PAD counts as used until the
+        // consumer reads past it, so a rewind from position `pos` leaves
+        // `pos` bytes for the records after it, at least a quarter of the
+        // ring beyond this one (a body is at most a quarter).
+        if pos < self.ring.capacity / 2 || to_end + record_len + keep > self.ring.capacity {
+            return None;
+        }
+        Some(Reservation {
+            pad: Some(Pad { pos, len: to_end }),
+            pos: 0,
+            body_len,
+            record_len,
+            new_head: self.head.wrapping_add((to_end + record_len) as u64),
+        })
+    }
+
     /// Whether a record of `body_len` would fit now, keeping `keep` free.
     pub const fn can_reserve(&self, body_len: usize, keep: usize) -> bool {
-        self.ring
-            .reserve_keeping(self.head, self.tail, body_len, keep)
-            .is_ok()
+        self.rewound(body_len, keep).is_some()
+            || self
+                .ring
+                .reserve_keeping(self.head, self.tail, body_len, keep)
+                .is_ok()
     }
 
     /// Everything reserved is written: the head to store (Release).
@@ -728,7 +801,10 @@ impl Consumer {
         dir: Direction,
         read_header: impl FnMut(usize) -> [u8; RECORD_HEADER_LEN],
     ) -> Result<Option<Record>, RingError> {
-        let rec = self.ring.next(self.head, self.tail, dir, read_header)?;
+        let drained = self.released == self.tail;
+        let rec = self
+            .ring
+            .next_inner(self.head, self.tail, drained, dir, read_header)?;
         if let Some(r) = &rec {
             self.tail = r.new_tail;
         }
@@ -744,7 +820,10 @@ impl Consumer {
         data: &'d [u8],
         dir: Direction,
     ) -> Result<Option<(Record, &'d [u8])>, RingError> {
-        let rec = self.ring.read(data, self.head, self.tail, dir)?;
+        let drained = self.released == self.tail;
+        let rec = self
+            .ring
+            .read_inner(data, self.head, self.tail, drained, dir)?;
         if let Some((r, _)) = &rec {
             self.tail = r.new_tail;
         }
@@ -1184,6 +1263,72 @@ mod tests {
         assert_eq!(c.release(), ends[2]);
     }
 
+    /// A rewinding producer starts a record on a ring it finds empty at
+    /// position 0, behind a PAD, once its head is in the ring's second
+    /// half; a consumer that released everything reads it, one still
+    /// holding a record before the PAD refuses it.
+    #[test]
+    fn a_rewind_on_an_empty_ring() {
+        let r = ring();
+        let mut data = vec![0u8; CAP];
+        let mut p = Producer::new(r).rewinding();
+        let mut c = Consumer::new(r);
+        let half = CAP / 2;
+        // records up to the middle, read and released as they come: the
+        // ring is empty each time, but the head in the first half
+        let mut n = 0u16;
+        while r.position(p.head()) < half {
+            let res = p.reserve(1000).unwrap();
+            assert_eq!(
+                res.record().start as u64,
+                p.head() - 1008,
+                "no rewind before the middle"
+            );
+            n += 1;
+            res.fill(&mut data, JOIN, n, &[n as u8; 1000]).unwrap();
+            c.observe_head(p.publish()).unwrap();
+            assert_eq!(c.read(&data, REQ).unwrap().unwrap().0.flags, n);
+            p.observe_tail(c.release()).unwrap();
+        }
+        let pad_at = p.head();
+        // not empty: no rewind
+        let mut busy = p;
+        busy.reserve(8).unwrap();
+        assert_ne!(busy.reserve(16).unwrap().record().start, 0);
+        // empty, past the middle: the next record goes to 0, behind a PAD
+        let res = p.reserve(16).unwrap();
+        assert_eq!(res.record().start, 0);
+        assert_eq!(
+            p.head(),
+            pad_at - r.position(pad_at) as u64 + CAP as u64 + 24
+        );
+        res.fill(&mut data, JOIN, 7, &[3; 16]).unwrap();
+        let head = p.publish();
+        c.observe_head(head).unwrap();
+        let (rec, body) = c.read(&data, REQ).unwrap().unwrap();
+        assert_eq!((rec.flags, body), (7, &[3u8; 16][..]));
+        assert_eq!(rec.new_tail, head);
+        // the same bytes to a consumer that read up to the PAD but still
+        // holds its last record (the producer cannot have seen the ring
+        // empty): a misplaced PAD
+        let mut held = Consumer {
+            ring: r,
+            tail: pad_at,
+            released: pad_at - 1008,
+            head: pad_at,
+        };
+        held.observe_head(head).unwrap();
+        assert_eq!(held.read(&data, REQ), Err(Corrupt::BadPad.into()));
+        // a plain producer never rewinds
+        let mut plain = Producer::new(r);
+        while r.position(plain.head()) < half {
+            plain.reserve(1000).unwrap();
+        }
+        let h = plain.publish();
+        plain.observe_tail(h).unwrap();
+        assert_ne!(plain.reserve(16).unwrap().record().start, 0);
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Write(usize),
@@ -1206,10 +1351,14 @@ mod tests {
         /// Producer and consumer against a queue: every record read is the
         /// one written, in order; Full only when it really does not fit.
         #[test]
-        fn ring_matches_a_queue(start in any::<u64>(), steps in vec(step(), 1..200)) {
+        fn ring_matches_a_queue(
+            start in any::<u64>(),
+            rewind in any::<bool>(),
+            steps in vec(step(), 1..200),
+        ) {
             let r = ring();
             let start = start & !7;
-            let mut p = Producer { ring: r, head: start, published: start, tail: start };
+            let mut p = Producer { ring: r, head: start, published: start, tail: start, rewind };
             let mut c = Consumer { ring: r, tail: start, released: start, head: start };
             let mut data = vec![0u8; CAP];
             let mut written: VecDeque<(u16, Vec<u8>)> = VecDeque::new(); // published or not
@@ -1224,9 +1373,14 @@ mod tests {
                         let pos = r.position(p.head());
                         let rec = record_len(len).unwrap();
                         let need = if rec <= CAP - pos { rec } else { CAP - pos + rec };
+                        // a rewind needs an empty ring, where anything fits
+                        let empty = p.head() == p.tail();
                         match p.reserve(len) {
                             Ok(res) => {
-                                prop_assert!(need <= free);
+                                prop_assert!(need <= free || (rewind && empty));
+                                if rewind && empty && pos >= CAP / 2 && rec <= pos {
+                                    prop_assert_eq!(res.record().start, 0, "rewound");
+                                }
                                 res.fill(&mut data, JOIN, u16::from(n), &body).unwrap();
                                 written.push_back((u16::from(n), body));
                                 unpublished += 1;
