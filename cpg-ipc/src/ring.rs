@@ -322,6 +322,12 @@ impl RingTx {
     pub fn free(&self) -> usize {
         self.prod.free()
     }
+
+    /// Bytes the next records may take as last seen: [`RingTx::free`], or
+    /// less when the next record rewinds ([`cpg_core::ipc::Producer::room`]).
+    pub fn room(&self) -> usize {
+        self.prod.room()
+    }
 }
 
 /// The consuming end of a ring.

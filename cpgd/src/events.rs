@@ -112,9 +112,9 @@ impl EventOut {
                     self.broken = true;
                     return 1;
                 }
-                d.free()
+                d.room()
             }
-            _ => self.tx.free().saturating_sub(EVENT_RESERVE),
+            _ => self.tx.room().saturating_sub(EVENT_RESERVE),
         };
         (room / self.recent_event_bytes).clamp(1, max)
     }

@@ -304,7 +304,7 @@ mod tests {
         let ring = Ring::new(RING_CAPACITY_MIN).unwrap();
         let mut page = vec![0xEE; HEADER_LEN + 16];
         init(&mut page, Direction::Events, ring).unwrap();
-        assert_eq!(&page[..8], b"CPGR\x01\x00\x02\x00");
+        assert_eq!(&page[..8], b"CPGR\x02\x00\x02\x00");
         assert_eq!(&page[128..136], &(RING_MAGIC_CAP).to_le_bytes());
         assert!(page[8..128]
             .iter()
@@ -342,10 +342,10 @@ mod tests {
             Err(LayoutError::BadMagic)
         );
         let mut bad = page.clone();
-        bad[4] = 2;
+        bad[4] = 3;
         assert_eq!(
             check(&bad, Direction::Events, RING_CAPACITY_MIN),
-            Err(LayoutError::UnsupportedVersion(2))
+            Err(LayoutError::UnsupportedVersion(3))
         );
         let mut bad = page;
         bad[6] = 0;

@@ -88,7 +88,7 @@ pub use status::{
 };
 
 /// The IPC version this build speaks (in `Hello` and the ring headers).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// `Hello`'s magic: `"CPGD"` in little-endian byte order.
 pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"CPGD");

@@ -648,6 +648,19 @@ impl Producer {
         self.ring.capacity - self.head.wrapping_sub(self.tail) as usize
     }
 
+    /// Bytes the next records may take (as of the last tail seen): the
+    /// free bytes, but on an empty ring this producer would rewind on,
+    /// only those before its head (the PAD to the end counts as used until
+    /// the consumer reads past it).
+    pub const fn room(&self) -> usize {
+        let pos = self.ring.position(self.head);
+        if self.rewind && self.head == self.tail && pos >= self.ring.capacity / 2 {
+            pos
+        } else {
+            self.free()
+        }
+    }
+
     /// Reserve the next record (see [`Ring::reserve`]) and move the
     /// private head past it.
     ///
@@ -1291,6 +1304,12 @@ mod tests {
             p.observe_tail(c.release()).unwrap();
         }
         let pad_at = p.head();
+        assert_eq!(p.free(), CAP);
+        assert_eq!(
+            p.room(),
+            r.position(pad_at),
+            "a rewind leaves the bytes before the head"
+        );
         // not empty: no rewind
         let mut busy = p;
         busy.reserve(8).unwrap();

@@ -317,13 +317,13 @@ mod tests {
     /// HELLO record: model V1 with the initial totem confchg, a totem callback.
     static HELLO_BYTES: [u8; 24] = [
         16, 0, 0, 0, 0x01, 0x01, 0, 0, // header
-        b'C', b'P', b'G', b'D', 1, 0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0,
+        b'C', b'P', b'G', b'D', 2, 0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0,
     ];
     /// WELCOME record: node 3, connection 0x0102030405060708, rings of 64
     /// KiB and 1 MiB, 2 pages of zero-copy region, 64 MiB messages.
     static WELCOME_BYTES: [u8; 48] = [
         40, 0, 0, 0, 0x02, 0x01, 0, 0, // header
-        1, 0, 0, 0, 3, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, //
+        2, 0, 0, 0, 3, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, //
         0, 0, 1, 0, 0, 0, 0x10, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, //
         0, 0, 0, 4, 0, 0, 0x10, 0,
     ];
@@ -418,10 +418,10 @@ mod tests {
         b[0] = b'X';
         assert_eq!(parse(SetupKind::Hello, &b), Err(MsgError::BadMagic));
         let mut b = hello.clone();
-        b[4] = 2;
+        b[4] = 1;
         assert_eq!(
             parse(SetupKind::Hello, &b),
-            Err(MsgError::UnsupportedVersion(2))
+            Err(MsgError::UnsupportedVersion(1))
         );
         // A future Hello of another length still gets its version answer.
         let mut b = hello.clone();
@@ -453,7 +453,7 @@ mod tests {
         );
         let w = body(&WELCOME_BYTES);
         for (at, v, e) in [
-            (0, 2, MsgError::UnsupportedVersion(2)),
+            (0, 1, MsgError::UnsupportedVersion(1)),
             (2, 1, MsgError::Reserved),
             (37, 1, MsgError::Malformed), // delivery ring not a power of two
             (4, 0, MsgError::Malformed),  // node id 0

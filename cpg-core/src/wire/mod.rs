@@ -61,7 +61,7 @@ pub const FRAME_HEADER_LEN: usize = 24;
 /// Frame magic (little-endian on the wire).
 pub const MAGIC: u16 = 0xC9C7;
 /// Wire version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of a ring id on the wire (rep u32 + seq u64).
 pub const RING_ID_LEN: usize = 12;
 /// Frame header + MCAST header: bytes in front of an MCAST payload.

@@ -413,7 +413,7 @@ mod tests {
         fn any_bytes_never_panic(data in vec(any::<u8>(), 0..300)) {
             if let Ok(p) = Packed::parse(&data) {
                 prop_assert_eq!(p.items().count(), p.count());
-                prop_assert_eq!(packed_len(p.items().map(|(_, i)| i.len())), data.len());
+                prop_assert_eq!(packed_len(p.items().map(|(_, i)| i.len())) + p.pad(), data.len());
             }
         }
 

@@ -210,7 +210,7 @@ mod tests {
     use super::*;
 
     fn datagram(kind: u8) -> Vec<u8> {
-        let body = [0xc7, 0xc9, 1, kind, 0, 0, 0, 0, 1, 0, 0, 0];
+        let body = [0xc7, 0xc9, 2, kind, 0, 0, 0, 0, 1, 0, 0, 0];
         let total = 28 + body.len();
         let mut p = vec![
             0x45,

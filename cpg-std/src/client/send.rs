@@ -146,9 +146,9 @@ impl ClientNode {
     }
 
     /// A copying send through a zc slot: the message copied into a slot
-    /// of this connection, sent as `MCAST_ZC`. `None` when no slot can be
-    /// had now (the daemon's slots for this connection are all in flight,
-    /// or none is as large): the caller sends it through the ring.
+    /// of this connection allocated ahead, sent as `MCAST_ZC`. `None` when
+    /// none is stashed now (more are asked for): the caller sends it
+    /// through the ring.
     fn mcast_via_slot(
         &self,
         h: u64,
@@ -182,9 +182,13 @@ impl ClientNode {
                 return Some(Err(e));
             }
         }
-        let mut buf = match self.zc_alloc(h, total) {
+        // never a wait here (a slot on its way, a ZC_ALLOC answered): cpgd
+        // reads no request of a stalled connection, and a send from a
+        // callback of an application behind on its deliveries would wait
+        // for good; the ring path answers TRY_AGAIN instead
+        let given = self.stashed_now(total)?;
+        let mut buf = match self.slot_buf(total, given) {
             Ok(buf) => buf,
-            Err(CsError::TryAgain | CsError::TooBig | CsError::NoResources) => return None,
             Err(e) => return Some(Err(e)),
         };
         let mut at = 0;

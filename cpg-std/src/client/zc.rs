@@ -173,7 +173,7 @@ impl ClientNode {
         // `zcb_alloc` answer differently on the two backends.
         let len = u32::try_from(size).map_err(|_| CsError::TooBig)?;
         let stashed = self.take_stashed(size);
-        let (slot, offset, capacity) = match stashed {
+        let given = match stashed {
             Some(s) => s,
             None => match self.request(h, Op::ZcAlloc { len })? {
                 Answer::ZcAlloc {
@@ -184,6 +184,40 @@ impl ClientNode {
                 _ => return Err(CsError::Library),
             },
         };
+        self.slot_buf(size, given)
+    }
+
+    /// A slot allocated ahead that holds `size` bytes, if one is stashed
+    /// now: no wait for one on its way, no request. Without one, more are
+    /// asked for ahead (`ZC_ALLOC`s nobody waits for) and `None`.
+    pub(super) fn stashed_now(&self, size: usize) -> Option<(SlotId, u64, u32)> {
+        let mut g = self.lock();
+        if g.gate().is_some() {
+            return None;
+        }
+        let best = g
+            .zc_stash
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.2 as usize >= size)
+            .min_by_key(|(_, s)| s.2)
+            .map(|(i, _)| i);
+        let got = best.map(|i| g.zc_stash.swap_remove(i));
+        if got.is_none() {
+            self.prefetch(&mut g, u32::try_from(size).unwrap_or(u32::MAX));
+        }
+        self.finish(g);
+        got
+    }
+
+    /// The buffer over slot `given` (id, offset, capacity) the daemon
+    /// handed out, for a message of `size` bytes, once checked to lie
+    /// inside the region and over no live slot.
+    pub(super) fn slot_buf(
+        &self,
+        size: usize,
+        (slot, offset, capacity): (SlotId, u64, u32),
+    ) -> Result<ZcBuf, CsError> {
         let mut g = self.lock();
         // the reply's slot must be this handle's alone, inside the region:
         // the slice below depends on it
