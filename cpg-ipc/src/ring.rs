@@ -420,6 +420,17 @@ impl RingRx {
         !self.cons.is_empty()
     }
 
+    /// The ring's geometry.
+    pub fn ring(&self) -> Ring {
+        self.cons.ring()
+    }
+
+    /// Bytes published (as of the last refresh) and not yet released:
+    /// room the producer cannot use.
+    pub fn unreleased(&self) -> usize {
+        self.cons.head().wrapping_sub(self.cons.released()) as usize
+    }
+
     /// The next record, its body copied into `body` (cleared first).
     /// `Ok(None)`: nothing published as of the last refresh.
     ///

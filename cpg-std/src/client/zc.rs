@@ -31,6 +31,7 @@ use crate::config::ZC_COPY_THRESHOLD_DEFAULT;
 
 /// Zero-copy slots a handle keeps allocated ahead (and in flight to be).
 const ZC_PREFETCH: usize = 4;
+
 use cpg_core::pool::SlotId;
 use cpg_core::{CsError, Guarantee};
 use cpg_ipc::SharedMem;
@@ -187,25 +188,52 @@ impl ClientNode {
         self.slot_buf(size, given)
     }
 
-    /// A slot allocated ahead that holds `size` bytes, if one is stashed
-    /// now: no wait for one on its way, no request. Without one, more are
-    /// asked for ahead (`ZC_ALLOC`s nobody waits for) and `None`.
+    /// A slot allocated ahead that holds `size` bytes for a copying send
+    /// (`client::send`), without a request of its own: one stashed, or
+    /// one asked for ahead (now, if none is on its way) once its answer
+    /// comes. `None` when the daemon has no slot, or when it may not read
+    /// this connection's requests until the application dispatches: it
+    /// stops at a delivery that does not fit the delivery ring, which
+    /// holds what was delivered until it is dispatched, so a send waiting
+    /// with more than half of that ring held (from a deliver callback, or
+    /// a sender that does not dispatch) could wait for good. The message
+    /// then goes through the ring, whose sends never wait.
     pub(super) fn stashed_now(&self, size: usize) -> Option<(SlotId, u64, u32)> {
+        let len = u32::try_from(size).unwrap_or(u32::MAX);
+        let pick = |s: &State| {
+            s.zc_stash
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.2 as usize >= size)
+                .min_by_key(|(_, s)| s.2)
+                .map(|(i, _)| i)
+        };
         let mut g = self.lock();
         if g.gate().is_some() {
             return None;
         }
-        let best = g
-            .zc_stash
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.2 as usize >= size)
-            .min_by_key(|(_, s)| s.2)
-            .map(|(i, _)| i);
-        let got = best.map(|i| g.zc_stash.swap_remove(i));
-        if got.is_none() {
-            self.prefetch(&mut g, u32::try_from(size).unwrap_or(u32::MAX));
+        if pick(&g).is_none() && g.zc_prefetching == 0 {
+            self.prefetch(&mut g, len);
         }
+        let (mut g, r) = self.wait(g, |s| {
+            if let Some(i) = pick(s) {
+                return Some(Ok(i));
+            }
+            let held = s
+                .conn
+                .as_ref()
+                .and_then(|c| c.drx.as_ref())
+                .is_some_and(|d| d.unreleased() > d.ring().capacity() / 2);
+            if s.zc_prefetching == 0 || held || s.gate().is_some() {
+                return Some(Err(CsError::TryAgain));
+            }
+            None
+        });
+        let got = r.ok().map(|i| g.zc_stash.swap_remove(i));
+        if got.is_none() {
+            self.prefetch(&mut g, len);
+        }
+        // events read while waiting stay pollable
         self.finish(g);
         got
     }
