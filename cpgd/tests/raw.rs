@@ -232,7 +232,8 @@ use std::os::unix::process::CommandExt;
 
 /// Run as a child process by `a_zero_copy_message_is_sent_from_the_client_slot`:
 /// a client that sends one zero-copy message of `CPGD_TEST_ZC_SIZE` bytes
-/// and exits once it is delivered back.
+/// and, once it is delivered back, stays connected until its stdin ends
+/// (the parent reads the daemon's record of its region meanwhile).
 #[test]
 fn child_sends_zero_copy() {
     let Ok(path) = std::env::var("CPGD_TEST_CHILD_ZC_SOCKET") else {
@@ -261,6 +262,7 @@ fn child_sends_zero_copy() {
     let body = next_deliver(&mut c);
     assert_eq!(&body[16..16 + size as usize], &payload[..]);
     println!("CHILD-RESULT delivered");
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
 }
 
 #[test]
@@ -288,9 +290,15 @@ fn a_zero_copy_message_is_sent_from_the_client_slot() {
         .args(["--exact", "child_sends_zero_copy", "--nocapture"])
         .env("CPGD_TEST_CHILD_ZC_SOCKET", d.socket())
         .env("CPGD_TEST_ZC_SIZE", size.to_string())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // the child stays connected until this ends (dropped on a panic too):
+    // a client that exited at once unregistered its region before the
+    // poll below could see it
+    let mut child = child;
+    let hold = child.stdin.take();
     // the region is recorded while the client is connected
     let mut regions = Vec::new();
     assert!(
@@ -304,6 +312,7 @@ fn a_zero_copy_message_is_sent_from_the_client_slot() {
         "regions {regions:?}, stats {:?}",
         d.stats()
     );
+    drop(hold);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("CHILD-RESULT delivered"), "child: {text}");
