@@ -232,40 +232,33 @@ fn a_lone_daemon_s_sender_finds_its_delivery_readable_when_the_send_returns() {
     assert!(readable >= sends / 4, "{readable} of {sends}");
 }
 
-/// A copying send of 32 KiB or more goes through a zero-copy slot of the
-/// connection allocated ahead (`cpg-std/src/client/send.rs`,
-/// `docs/spec/ipc.md` §9): the library copies it into the slot and the
-/// daemon copies nothing, where the ring path had the daemon copy it out
-/// of the request ring. Smaller ones still go through the ring. Every
-/// message arrives whole, in order.
+/// A copying send of 32 KiB up to 512 KiB goes through a zero-copy slot of
+/// the connection allocated ahead when its group has several members on
+/// this node (`cpg-std/src/client/send.rs`, `docs/spec/ipc.md` §9): the
+/// library copies it into the slot and the daemon copies nothing, where
+/// the ring path had the daemon copy it out of the request ring. Smaller
+/// and larger ones, and every one of a group's only local member, still
+/// go through the ring. Every message arrives whole, in order, at both.
 #[test]
 fn a_large_copying_send_goes_through_a_slot_and_the_daemon_copies_nothing() {
     use std::io::IoSlice;
     let c = Daemons::start(1, &|_| {});
-    let rec = common::Rec::default();
-    let cpg = c
-        .open_model(0, 0, rec.model(false, 0), None)
-        .expect("initialize");
-    let h = common::H {
-        cpg,
-        rec,
-        pid: std::process::id(),
+    let open = || {
+        let rec = common::Rec::default();
+        let cpg = c
+            .open_model(0, 0, rec.model(false, 0), None)
+            .expect("initialize");
+        common::H {
+            cpg,
+            rec,
+            pid: std::process::id(),
+        }
     };
+    let h = open();
     let g = common::group("via-slot");
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_joined(&g));
-    let sizes: Vec<usize> = (0..24)
-        .map(|k| match k % 3 {
-            0 => 64 << 10,
-            1 => 100 + k,
-            _ => (32 << 10) + k, // the smallest that takes a slot, and more
-        })
-        .collect();
-    let mut sent = Vec::new();
-    for (k, &len) in sizes.iter().enumerate() {
-        let msg: Vec<u8> = (0..len).map(|i| (i * 7 + k) as u8).collect();
+    let send = |k: usize, msg: &[u8]| {
         // two iovecs, cut off the middle: the slot gets both parts in order
-        let (a, b) = msg.split_at(len / 3);
+        let (a, b) = msg.split_at(msg.len() / 3);
         loop {
             match h.cpg.mcast_joined(
                 cpg_std::Guarantee::Agreed,
@@ -276,17 +269,90 @@ fn a_large_copying_send_goes_through_a_slot_and_the_daemon_copies_nothing() {
                 Err(e) => panic!("message {k}: {e:?}"),
             }
         }
+    };
+    let stats = || c.daemons[0].as_ref().expect("running").stats();
+    h.cpg.join(&g).unwrap();
+    assert!(h.wait_joined(&g));
+    // the group's only member here: through the ring
+    let alone: Vec<u8> = (0..64 << 10).map(|i| (i * 3) as u8).collect();
+    send(0, &alone);
+    assert!(h.wait_msgs(1));
+    assert_eq!(stats().zc_mcasts, 0, "{:?}", stats());
+    // a second member on this node: another process (one process joins
+    // a group once), dispatching until its stdin ends
+    let mut other = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_joins_and_dispatches", "--nocapture"])
+        .env("CPGD_TEST_CHILD_JOIN_SOCKET", c.socket(0))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let hold = other.stdin.take();
+    assert!(h.wait(|evs| evs
+        .iter()
+        .filter(|e| matches!(e, common::Ev::Conf { .. }))
+        .count()
+        >= 2));
+    let sizes: Vec<usize> = (0..24)
+        .map(|k| match k % 3 {
+            0 => 64 << 10,
+            1 => 100 + k,
+            _ => (32 << 10) + k, // the smallest that takes a slot, and more
+        })
+        .chain([600 << 10]) // above the slot range
+        .collect();
+    let mut sent = vec![alone];
+    for (k, &len) in sizes.iter().enumerate() {
+        let msg: Vec<u8> = (0..len).map(|i| (i * 7 + k) as u8).collect();
+        send(k + 1, &msg);
         sent.push(msg);
+        // dispatched (the child dispatches as they come): nothing held
+        // in the sender's delivery ring at the next send
+        assert!(h.wait_msgs(sent.len()), "message {k} not delivered");
     }
-    assert!(h.wait_msgs(sent.len()), "not all delivered");
+    drop(hold);
+    assert!(other.wait().unwrap().success(), "the other member");
     let got = h.rec.msgs();
     assert_eq!(got.len(), sent.len());
     for (k, (m, s)) in got.iter().zip(&sent).enumerate() {
         assert!(m == s, "message {k} ({} B) differs", s.len());
     }
-    let stats = c.daemons[0].as_ref().expect("running").stats();
-    let large = sizes.iter().filter(|&&l| l >= 32 << 10).count() as u64;
-    let small: usize = sizes.iter().filter(|&&l| l < 32 << 10).sum();
-    assert_eq!(stats.zc_mcasts, large, "{stats:?}");
-    assert_eq!(stats.request_bytes_copied, small as u64, "{stats:?}");
+    let in_range = |l: &usize| (32 << 10..512 << 10).contains(l);
+    let slotted = sizes.iter().filter(|l| in_range(l)).count() as u64;
+    let copied: usize = sizes.iter().filter(|l| !in_range(l)).sum::<usize>() + (64 << 10);
+    let s = stats();
+    assert_eq!(s.zc_mcasts, slotted, "{s:?}");
+    assert_eq!(s.request_bytes_copied, copied as u64, "{s:?}");
+}
+
+/// Run as a child process by
+/// `a_large_copying_send_goes_through_a_slot_and_the_daemon_copies_nothing`:
+/// a second member of its group on the same daemon, dispatching until its
+/// stdin ends.
+#[test]
+fn child_joins_and_dispatches() {
+    let Ok(path) = std::env::var("CPGD_TEST_CHILD_JOIN_SOCKET") else {
+        return;
+    };
+    let rec = common::Rec::default();
+    let cpg = Cpg::connect(Some(std::path::Path::new(&path)), rec.model(false, 0), None)
+        .expect("initialize");
+    let h = common::H {
+        cpg,
+        rec,
+        pid: std::process::id(),
+    };
+    let g = common::group("via-slot");
+    h.cpg.join(&g).unwrap();
+    assert!(h.wait_joined(&g));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        d.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = h.cpg.dispatch(cpg_std::DispatchFlags::All);
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
 }

@@ -162,6 +162,9 @@ pub(super) struct Events {
     /// Members of the handle's group after its last confchg (the daemon
     /// sends a handle its own group's only).
     pub(super) group_members: usize,
+    /// Of those, members on this node (deliveries the daemon copies for
+    /// this node's clients of the group).
+    pub(super) local_members: usize,
     /// The node's flow control, as the last `FLOW_CONTROL` event (or
     /// `FLOW_CONTROL_STATE_GET` reply) said.
     pub(super) fc: bool,
@@ -202,6 +205,7 @@ impl Events {
             join_inflight: None,
             leave_inflight: None,
             group_members: 0,
+            local_members: 0,
             fc: false,
             node_id: w.node_id,
             me_pid: std::process::id(),
@@ -348,8 +352,10 @@ impl Events {
             pid: self.me_pid,
         };
         // 0 once this handle is not among them (its own leave's confchg)
-        self.group_members = if c.members.contains(&me) {
-            c.members.len()
+        let member = c.members.contains(&me);
+        self.group_members = if member { c.members.len() } else { 0 };
+        self.local_members = if member {
+            c.members.iter().filter(|m| m.nodeid == me.nodeid).count()
         } else {
             0
         };

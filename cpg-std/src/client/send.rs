@@ -12,8 +12,9 @@
 //! also switches to a synchronous fragmented send) is written as room
 //! appears, holding the ring so nothing goes between its pieces.
 //!
-//! A message of at least [`SLOT_COPY_MIN`] goes through a zero-copy slot
-//! instead when the connection has a zc region and a slot is at hand
+//! A message of [`SLOT_COPY_MIN`] up to [`SLOT_COPY_END`] goes through a
+//! zero-copy slot instead when the connection has a zc region, the group
+//! has several members on this node and a slot is at hand
 //! (`docs/spec/ipc.md` §9, "Copying sends through a slot"): this side
 //! copies it into the slot, where the ring path made the same copy into
 //! the ring, and the daemon copies nothing, where the ring path had it
@@ -35,13 +36,19 @@ use crate::handles::send::SendOps;
 use crate::handles::staging::Staging;
 use crate::handles::zc::{ZcBuf, ZcSendError};
 
-/// Copying sends of at least this many bytes go through a zc slot when
-/// one is at hand: below it the daemon packs the message into a frame by
-/// copy anyway, and the slots allocated ahead (`ZC_ALLOC` requests and
-/// their replies) cost more than the copy they save. 3 clients of one
-/// cpgd sending 64 KiB messages spent 77 % of the daemon's thread in
-/// `memmove`, a quarter of it copying requests out of the ring.
+/// Copying sends of `SLOT_COPY_MIN..SLOT_COPY_END` bytes go through a zc
+/// slot when the handle's group has several members on this node: then
+/// the daemon's one thread is busy copying each message to each of them
+/// (3 clients × 64 KiB: 77 % of it in `memmove`, a quarter of that
+/// copying requests out of the ring), and the copy it saves pays for
+/// the slots allocated ahead (`ZC_ALLOC` requests and replies). It does
+/// not pay otherwise (one cpgd, `cpgload` × 64 KiB copy, 3 s, alternated:
+/// 1 client 3,110-3,807 MB/s through slots against 5,362-6,690 through
+/// the ring; 3 clients 2,403-2,600 against 1,910-1,999; 3 × 1 MiB 1,931
+/// against 3,109). Below 32 KiB the daemon packs the message into a
+/// frame by copy anyway.
 pub(super) const SLOT_COPY_MIN: usize = 32 << 10;
+pub(super) const SLOT_COPY_END: usize = 512 << 10;
 
 /// The bytes `range` of the concatenation of `iov`, as slices of it.
 fn gather<'a>(iov: &[&'a [u8]], range: Range<usize>, out: &mut Vec<&'a [u8]>) {
@@ -202,7 +209,11 @@ impl ClientNode {
 
     fn mcast_parts(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
         let total: usize = iov.iter().map(|p| p.len()).sum();
-        if total >= SLOT_COPY_MIN && self.zc_region.1 != 0 {
+        let several_here = || self.lock().ev.local_members >= 2;
+        if (SLOT_COPY_MIN..SLOT_COPY_END).contains(&total)
+            && self.zc_region.1 != 0
+            && several_here()
+        {
             if let Some(r) = self.mcast_via_slot(h, guarantee, iov, total) {
                 return r;
             }
