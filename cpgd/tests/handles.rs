@@ -180,6 +180,22 @@ impl Cluster for Daemons {
 
 handle_cases!(Daemons);
 
+/// A handle of this process connected to the cpgd at `socket`, joined to
+/// `group` (its own confchg read).
+fn joined(socket: &std::path::Path, group: &str) -> common::H {
+    let rec = common::Rec::default();
+    let cpg = Cpg::connect(Some(socket), rec.model(false, 0), None).expect("initialize");
+    let h = common::H {
+        cpg,
+        rec,
+        pid: std::process::id(),
+    };
+    let g = common::group(group);
+    h.cpg.join(&g).unwrap();
+    assert!(h.wait_joined(&g));
+    h
+}
+
 /// On a daemon alone on its ring, a sender that has dispatched everything
 /// finds its own delivery readable on the handle's fd when
 /// `mcast_joined` returns (the daemon's thread carries the token,
@@ -192,18 +208,7 @@ fn a_lone_daemon_s_sender_finds_its_delivery_readable_when_the_send_returns() {
     use rustix::event::{PollFd, PollFlags, Timespec};
     use std::io::IoSlice;
     let c = Daemons::start(1, &|_| {});
-    let rec = common::Rec::default();
-    let cpg = c
-        .open_model(0, 0, rec.model(false, 0), None)
-        .expect("initialize");
-    let h = common::H {
-        cpg,
-        rec,
-        pid: std::process::id(),
-    };
-    let g = common::group("echo");
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_joined(&g));
+    let h = joined(c.socket(0), "echo");
     let sends = 300;
     let mut readable = 0;
     for k in 0..sends {
@@ -243,19 +248,7 @@ fn a_lone_daemon_s_sender_finds_its_delivery_readable_when_the_send_returns() {
 fn a_large_copying_send_goes_through_a_slot_and_the_daemon_copies_nothing() {
     use std::io::IoSlice;
     let c = Daemons::start(1, &|_| {});
-    let open = || {
-        let rec = common::Rec::default();
-        let cpg = c
-            .open_model(0, 0, rec.model(false, 0), None)
-            .expect("initialize");
-        common::H {
-            cpg,
-            rec,
-            pid: std::process::id(),
-        }
-    };
-    let h = open();
-    let g = common::group("via-slot");
+    let h = joined(c.socket(0), "via-slot");
     let send = |k: usize, msg: &[u8]| {
         // two iovecs, cut off the middle: the slot gets both parts in order
         let (a, b) = msg.split_at(msg.len() / 3);
@@ -271,8 +264,6 @@ fn a_large_copying_send_goes_through_a_slot_and_the_daemon_copies_nothing() {
         }
     };
     let stats = || c.daemons[0].as_ref().expect("running").stats();
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_joined(&g));
     // the group's only member here: through the ring
     let alone: Vec<u8> = (0..64 << 10).map(|i| (i * 3) as u8).collect();
     send(0, &alone);
@@ -334,17 +325,7 @@ fn child_joins_and_dispatches() {
     let Ok(path) = std::env::var("CPGD_TEST_CHILD_JOIN_SOCKET") else {
         return;
     };
-    let rec = common::Rec::default();
-    let cpg = Cpg::connect(Some(std::path::Path::new(&path)), rec.model(false, 0), None)
-        .expect("initialize");
-    let h = common::H {
-        cpg,
-        rec,
-        pid: std::process::id(),
-    };
-    let g = common::group("via-slot");
-    h.cpg.join(&g).unwrap();
-    assert!(h.wait_joined(&g));
+    let h = joined(std::path::Path::new(&path), "via-slot");
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let d = done.clone();
     std::thread::spawn(move || {

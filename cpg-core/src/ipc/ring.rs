@@ -593,8 +593,9 @@ impl Producer {
     }
 
     /// This producer rewinds: a record reserved on a ring it finds empty
-    /// (the last tail seen is its head) starts at position 0, behind a PAD
-    /// to the end, whatever room is left before the end. A stream the
+    /// (the last tail seen is its head) with its head in the second half
+    /// starts at position 0, behind a PAD to the end, whatever room is
+    /// left before the end. A stream the
     /// consumer keeps up with then cycles through the first few records'
     /// bytes, which stay in the caches of both sides, not through the
     /// whole capacity. The consumer accepts such a PAD only when it has
@@ -653,12 +654,21 @@ impl Producer {
     /// only those before its head (the PAD to the end counts as used until
     /// the consumer reads past it).
     pub const fn room(&self) -> usize {
-        let pos = self.ring.position(self.head);
-        if self.rewind && self.head == self.tail && pos >= self.ring.capacity / 2 {
-            pos
+        if self.rewinds_now() {
+            self.ring.position(self.head)
         } else {
             self.free()
         }
+    }
+
+    /// Whether the next record rewinds, if it fits: a rewinding producer
+    /// on an empty ring, its head in the second half. Only from there: the
+    /// PAD counts as used until the consumer reads past it, so a rewind
+    /// from position `pos` leaves `pos` bytes for the records after it.
+    const fn rewinds_now(&self) -> bool {
+        self.rewind
+            && self.head == self.tail
+            && self.ring.position(self.head) >= self.ring.capacity / 2
     }
 
     /// Reserve the next record (see [`Ring::reserve`]) and move the
@@ -696,20 +706,17 @@ impl Producer {
     }
 
     /// The reservation of a rewind (see [`Producer::rewinding`]), if this
-    /// record takes one: the ring is empty, its head not at position 0,
-    /// and the PAD and the record fit with `keep` bytes left.
+    /// record takes one ([`Producer::rewinds_now`]) and the PAD and the
+    /// record fit with `keep` bytes left: at least a quarter of the ring
+    /// beyond this record (a body is at most a quarter).
     const fn rewound(&self, body_len: usize, keep: usize) -> Option<Reservation> {
-        if !self.rewind || self.head != self.tail || body_len > self.ring.body_max() {
+        if !self.rewinds_now() || body_len > self.ring.body_max() {
             return None;
         }
         let pos = self.ring.position(self.head);
         let record_len = record_len_const(body_len);
         let to_end = self.ring.capacity - pos;
-        // Only from the second half: the PAD counts as used until the
-        // consumer reads past it, so a rewind from position `pos` leaves
-        // `pos` bytes for the records after it, at least a quarter of the
-        // ring beyond this one (a body is at most a quarter).
-        if pos < self.ring.capacity / 2 || to_end + record_len + keep > self.ring.capacity {
+        if to_end + record_len + keep > self.ring.capacity {
             return None;
         }
         Some(Reservation {

@@ -47,6 +47,7 @@ pub struct Packed<'a> {
     pub header: PackHeader,
     data: &'a [u8],
     count: usize,
+    pad: usize,
 }
 
 impl<'a> Packed<'a> {
@@ -91,6 +92,7 @@ impl<'a> Packed<'a> {
             header,
             data,
             count,
+            pad,
         })
     }
     /// Number of items.
@@ -99,9 +101,7 @@ impl<'a> Packed<'a> {
     }
     /// Zero bytes after the items (at most [`PACK_PAD_MAX`]).
     pub fn pad(&self) -> usize {
-        let table_end = PACK_HEADER_LEN + self.count * PACK_ITEM_OVERHEAD;
-        let items: usize = self.items().map(|(_, item)| item.len()).sum();
-        self.data.len().saturating_sub(table_end + items)
+        self.pad
     }
     /// The items in order, with their byte offsets inside the payload.
     pub fn items(&self) -> impl Iterator<Item = (usize, &'a [u8])> + 'a {

@@ -154,8 +154,8 @@ impl ClientNode {
 
     /// A copying send through a zc slot: the message copied into a slot
     /// of this connection allocated ahead, sent as `MCAST_ZC`. `None` when
-    /// none is stashed now (more are asked for): the caller sends it
-    /// through the ring.
+    /// none can be had without risking a wait for good (`stashed_now`):
+    /// the caller sends it through the ring.
     fn mcast_via_slot(
         &self,
         h: u64,
@@ -189,10 +189,6 @@ impl ClientNode {
                 return Some(Err(e));
             }
         }
-        // never a wait here (a slot on its way, a ZC_ALLOC answered): cpgd
-        // reads no request of a stalled connection, and a send from a
-        // callback of an application behind on its deliveries would wait
-        // for good; the ring path answers TRY_AGAIN instead
         let given = self.stashed_now(total)?;
         let mut buf = match self.slot_buf(total, given) {
             Ok(buf) => buf,
@@ -209,10 +205,9 @@ impl ClientNode {
 
     fn mcast_parts(&self, h: u64, guarantee: Guarantee, iov: &[&[u8]]) -> Result<(), CsError> {
         let total: usize = iov.iter().map(|p| p.len()).sum();
-        let several_here = || self.lock().ev.local_members >= 2;
         if (SLOT_COPY_MIN..SLOT_COPY_END).contains(&total)
             && self.zc_region.1 != 0
-            && several_here()
+            && self.lock().ev.local_members >= 2
         {
             if let Some(r) = self.mcast_via_slot(h, guarantee, iov, total) {
                 return r;

@@ -31,7 +31,6 @@ use crate::config::ZC_COPY_THRESHOLD_DEFAULT;
 
 /// Zero-copy slots a handle keeps allocated ahead (and in flight to be).
 const ZC_PREFETCH: usize = 4;
-
 use cpg_core::pool::SlotId;
 use cpg_core::{CsError, Guarantee};
 use cpg_ipc::SharedMem;
@@ -140,6 +139,17 @@ impl State {
         }
     }
 
+    /// The smallest slot allocated ahead that holds `size` bytes: its
+    /// index in the stash.
+    fn stash_fitting(&self, size: usize) -> Option<usize> {
+        self.zc_stash
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.2 as usize >= size)
+            .min_by_key(|(_, s)| s.2)
+            .map(|(i, _)| i)
+    }
+
     /// Whether `start..end` of the zc region overlaps a live slot.
     fn zc_overlaps(&self, start: u64, end: u64) -> bool {
         // the last slot starting before `end` is the only candidate: live
@@ -200,23 +210,15 @@ impl ClientNode {
     /// then goes through the ring, whose sends never wait.
     pub(super) fn stashed_now(&self, size: usize) -> Option<(SlotId, u64, u32)> {
         let len = u32::try_from(size).unwrap_or(u32::MAX);
-        let pick = |s: &State| {
-            s.zc_stash
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.2 as usize >= size)
-                .min_by_key(|(_, s)| s.2)
-                .map(|(i, _)| i)
-        };
         let mut g = self.lock();
         if g.gate().is_some() {
             return None;
         }
-        if pick(&g).is_none() && g.zc_prefetching == 0 {
+        if g.stash_fitting(size).is_none() && g.zc_prefetching == 0 {
             self.prefetch(&mut g, len);
         }
         let (mut g, r) = self.wait(g, |s| {
-            if let Some(i) = pick(s) {
+            if let Some(i) = s.stash_fitting(size) {
                 return Some(Ok(i));
             }
             let held = s
@@ -304,13 +306,7 @@ impl ClientNode {
             });
             g = g2;
         }
-        let best = g
-            .zc_stash
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.2 as usize >= size)
-            .min_by_key(|(_, s)| s.2)
-            .map(|(i, _)| i);
+        let best = g.stash_fitting(size);
         let got = best.map(|i| g.zc_stash.swap_remove(i));
         // the stash follows the sizes asked for: smaller slots go back
         let small: Vec<SlotId> = g
