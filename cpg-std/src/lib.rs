@@ -79,9 +79,10 @@
 //! sender that outruns its own dispatch is slowed down, not evicted; mcast
 //! when not joined is `NOT_EXIST`; `Cpg` is `Send + Sync`.
 //!
-//! `unsafe` is denied crate-wide and allowed in one module, the daemon
+//! `unsafe` is denied crate-wide and allowed in two modules: the daemon
 //! client's zero-copy buffers (`client::zc`: a slot of the shared zc
-//! region as a byte slice).
+//! region as a byte slice) and `malloc` (glibc's `mallopt` for the
+//! binaries).
 #![deny(unsafe_code)]
 
 mod builder;
@@ -97,6 +98,7 @@ mod error;
 pub mod group;
 mod handles;
 pub mod logger;
+pub mod malloc;
 mod node;
 mod state;
 pub mod status;

@@ -35,8 +35,9 @@ const CONFCHG_ENTRIES_MAX: usize = 1 << 20;
 /// the most bytes they may hold together: a stream of deliveries then
 /// allocates nothing (and a large one is not mapped, faulted in and
 /// unmapped again for every message), while an idle handle keeps at most
-/// this much.
-const SPARE_BUFFERS_MAX: usize = 32;
+/// this much. Many: one read of the ring may queue thousands of small
+/// deliveries, each in its own buffer, before the first is dispatched.
+const SPARE_BUFFERS_MAX: usize = 4096;
 const SPARE_BYTES_MAX: usize = 16 << 20;
 
 /// A group membership change, its parts joined.
@@ -755,8 +756,21 @@ impl DispatchOps for ClientNode {
         };
         let _mark = DispatchMark::new((self.key(), h))?;
         let mut done = 0usize;
+        // the event dispatched last, handed back under the same lock that
+        // takes the next one (one lock per event, not two)
+        let mut last: Option<ClientEvent> = None;
         loop {
             let mut g = self.lock();
+            if let Some(ev) = last.take() {
+                g.done_with(&self.fds, ev);
+                // finalized (BAD_HANDLE), evicted or the daemon gone (LIBRARY)
+                if let Some(e) = g.gate() {
+                    return Err(e);
+                }
+                if done >= mode.limit {
+                    return Ok(());
+                }
+            }
             let next = if mode.block {
                 let (g2, r) = self.wait(g, |s| match s.gate() {
                     Some(e) => Some(Err(e)),
@@ -796,17 +810,7 @@ impl DispatchOps for ClientNode {
                 sink.event(&mut *cb, ev.view());
             }
             done += 1;
-            {
-                let mut g = self.lock();
-                g.done_with(&self.fds, ev);
-                // finalized (BAD_HANDLE), evicted or the daemon gone (LIBRARY)
-                if let Some(e) = g.gate() {
-                    return Err(e);
-                }
-            }
-            if done >= mode.limit {
-                return Ok(());
-            }
+            last = Some(ev);
         }
     }
 }

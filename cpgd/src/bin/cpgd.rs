@@ -70,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    cpg_std::malloc::tune();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -162,33 +162,8 @@ enum Cmd {
     },
 }
 
-/// glibc malloc for a process that moves large messages: keep freed memory
-/// (no trimming back to the kernel, blocks up to 32 MiB from the heap, not
-/// a fresh mmap each): otherwise every 1 MiB message costs a mmap, 256 page
-/// faults with zeroing and a munmap (perf: exc_page_fault, clear_page_erms;
-/// 1 member 1 MiB copying at netmtu 65507: 1.3..1.6 -> 3.0..3.3 GB/s).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_malloc() {
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    const M_TRIM_THRESHOLD: i32 = -1;
-    const M_TOP_PAD: i32 = -2;
-    const M_MMAP_THRESHOLD: i32 = -3;
-    // SAFETY: mallopt only changes allocator parameters; called first thing
-    // in main, before any other thread exists.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, 256 << 20);
-        mallopt(M_TOP_PAD, 64 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc() {}
-
 fn main() {
-    tune_malloc();
+    cpg_std::malloc::tune();
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_level.as_deref()) {
         eprintln!("cpgtool: {e}");
