@@ -259,6 +259,9 @@ pub(super) struct State {
     pub(super) broke: Option<&'static str>,
     /// Whether a send waits for its own delivery ([`super::echo`]).
     pub(super) echo: super::echo::EchoWait,
+    /// When a full request ring last made a send look for the daemon's
+    /// hang-up (see [`ClientNode::full`]).
+    pub(super) full_probed: Option<std::time::Instant>,
 }
 
 static CHECK_SEED: AtomicU64 = AtomicU64::new(0);
@@ -337,6 +340,7 @@ impl ClientNode {
             bell: Bell::default(),
             unsettled: false,
             broke: None,
+            full_probed: None,
         };
         Ok(Arc::new_cyclic(|me| ClientNode {
             handle: (u64::from(check) << 32) | (welcome.conn_id & 0xFFFF_FFFF),

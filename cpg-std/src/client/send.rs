@@ -36,6 +36,11 @@ use crate::handles::send::SendOps;
 use crate::handles::staging::Staging;
 use crate::handles::zc::{ZcBuf, ZcSendError};
 
+/// How often a send refused for a full request ring looks for a dead
+/// daemon: a dead one answers `LIBRARY` within this (a `TRY_AGAIN` before
+/// it is retried like any other).
+const FULL_PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Copying sends of `SLOT_COPY_MIN..SLOT_COPY_END` bytes go through a zc
 /// slot when the handle's group has several members on this node: then
 /// the daemon's one thread is busy copying each message to each of them
@@ -144,7 +149,18 @@ impl ClientNode {
     }
 
     /// `TRY_AGAIN` for a full request ring, unless the daemon is gone.
+    /// A full ring is nearly always a daemon behind (a sender retrying in
+    /// a loop meets it tens of thousands of times a second), rarely one
+    /// that died: the hang-up is looked for (a syscall) at most once per
+    /// [`FULL_PROBE_EVERY`].
     pub(super) fn full(&self, g: &mut State) -> CsError {
+        let now = std::time::Instant::now();
+        if g.full_probed
+            .is_some_and(|t| now.saturating_duration_since(t) < FULL_PROBE_EVERY)
+        {
+            return CsError::TryAgain;
+        }
+        g.full_probed = Some(now);
         if self.probe(g) {
             CsError::Library
         } else {
