@@ -77,7 +77,7 @@ mod netmtu;
 mod queue;
 pub mod ranges;
 pub use cpg_uring::LinkMode;
-pub use ipc::{IpcConfig, IpcSection, DEFAULT_SOCKET};
+pub use ipc::{CpuSetting, DaemonCpu, IpcConfig, IpcSection, DEFAULT_SOCKET};
 pub use links::{LinkConfig, LinkEntry, Links};
 pub use netmtu::NetMtu;
 use queue::check_queue;

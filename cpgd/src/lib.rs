@@ -16,10 +16,12 @@
 //! | `events` | the event side of a connection: callbacks into the event ring, what did not fit |
 //! | `zc` | a connection's zero-copy slots |
 //! | `access` | who may connect |
+//! | [`cpu`] | where the daemon's threads run (`ipc.cpu`) |
 //! | [`log`] | the binary's stderr logger for the `log` facade |
 
 pub mod access;
 mod conn;
+pub mod cpu;
 mod events;
 pub mod logger;
 pub mod server;

@@ -11,6 +11,7 @@
 //! event_ring_bytes = 8388608
 //! max_connections = 1024
 //! zc_classes = [ { slot_size = 65536, count = 32 }, { slot_size = 1048576, count = 8 } ]
+//! cpu = "auto"           # or "any", or a CPU number
 //! ```
 
 use std::path::PathBuf;
@@ -85,6 +86,41 @@ pub struct IpcSection {
     /// client memory), smallest first; the largest bounds `zcb_alloc`.
     #[serde(default = "default_zc_classes")]
     pub zc_classes: Vec<ClassEntry>,
+    /// Where the daemon's threads run: `"auto"`, `"any"` or a CPU number
+    /// (see [`DaemonCpu`]).
+    #[serde(default)]
+    pub cpu: CpuSetting,
+}
+
+/// `ipc.cpu` as written: a word or a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CpuSetting {
+    Number(u32),
+    Word(String),
+}
+
+impl Default for CpuSetting {
+    fn default() -> Self {
+        CpuSetting::Word("auto".into())
+    }
+}
+
+/// Where cpgd's threads run. Its engine thread and its IPC thread hand
+/// every message to each other (requests in, deliveries out); on two CPUs
+/// each handoff is a wake-up across CPUs and the message's cache lines
+/// move with it, on one CPU neither. Corosync runs its one thread on one
+/// CPU at a time anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonCpu {
+    /// Every thread on one CPU of those the process may use, picked by
+    /// node id (so several nodes on one host, as in tests, spread over
+    /// them); nothing on a process allowed a single CPU.
+    Auto,
+    /// Wherever the kernel puts them.
+    Any,
+    /// Every thread on this CPU (it must be one the process may use).
+    Fixed(u32),
 }
 
 fn default_socket() -> PathBuf {
@@ -122,6 +158,7 @@ impl Default for IpcSection {
             event_ring_bytes: default_event_ring(),
             max_connections: default_max_connections(),
             zc_classes: default_zc_classes(),
+            cpu: CpuSetting::default(),
         }
     }
 }
@@ -143,6 +180,8 @@ pub struct IpcConfig {
     pub max_connections: usize,
     /// One connection's zero-copy pool (headroom 0).
     pub zc_pool: PoolConfig,
+    /// Where the daemon's threads run.
+    pub cpu: DaemonCpu,
 }
 
 impl IpcSection {
@@ -190,7 +229,18 @@ impl IpcSection {
                 "ipc.zc_classes: {len} bytes per connection, above 16 GiB"
             )));
         }
+        let cpu = match &self.cpu {
+            CpuSetting::Number(n) => DaemonCpu::Fixed(*n),
+            CpuSetting::Word(w) if w == "auto" => DaemonCpu::Auto,
+            CpuSetting::Word(w) if w == "any" => DaemonCpu::Any,
+            CpuSetting::Word(w) => {
+                return Err(ConfigError::Ipc(format!(
+                    "ipc.cpu = {w:?}: \"auto\", \"any\" or a CPU number"
+                )))
+            }
+        };
         Ok(IpcConfig {
+            cpu,
             socket: self.socket.clone(),
             uids: self.uids.clone(),
             gids: self.gids.clone(),
@@ -234,5 +284,20 @@ mod tests {
             .contains("multiple of 4096"));
         s.zc_classes = vec![];
         assert!(s.validate().is_err());
+        assert_eq!(ok.cpu, DaemonCpu::Auto);
+    }
+
+    #[test]
+    fn cpu_is_auto_any_or_a_number() {
+        let parse = |text: &str| -> Result<DaemonCpu, String> {
+            let s: IpcSection = toml::from_str(text).map_err(|e| e.to_string())?;
+            s.validate().map(|c| c.cpu).map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("cpu = \"auto\""), Ok(DaemonCpu::Auto));
+        assert_eq!(parse("cpu = \"any\""), Ok(DaemonCpu::Any));
+        assert_eq!(parse("cpu = 3"), Ok(DaemonCpu::Fixed(3)));
+        assert!(parse("cpu = \"fast\"").unwrap_err().contains("ipc.cpu"));
+        assert!(parse("cpu = -1").is_err());
+        assert!(parse("cpu = 1.5").is_err());
     }
 }

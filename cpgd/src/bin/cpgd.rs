@@ -114,6 +114,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    match cpgd::cpu::place(config.ipc.cpu, config.node_id) {
+        Ok(Some(n)) => log::info!(target: "cpgd", "threads on CPU {n} (ipc.cpu)"),
+        Ok(None) => {}
+        Err(e) => {
+            log::error!(target: "cpgd", "{e}");
+            return ExitCode::from(1);
+        }
+    }
     let daemon = match Daemon::start(&config) {
         Ok(d) => d,
         Err(e) => {

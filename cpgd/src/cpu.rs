@@ -1,0 +1,90 @@
+//! Where the daemon's threads run (`ipc.cpu`, [`DaemonCpu`]): set on the
+//! starting thread before the daemon spawns any, so every thread it
+//! creates (the engine's, the IPC loop's, the kernel's io_uring workers)
+//! inherits the one CPU.
+
+use cpg_std::config::DaemonCpu;
+use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+
+/// Keep the calling thread, and so every thread it starts afterwards, on
+/// the CPU `cpu` names. `Ok(Some(n))`: placed on CPU `n`; `Ok(None)`: left
+/// where it was (`Any`, or `Auto` on a process allowed a single CPU).
+///
+/// # Errors
+/// A fixed CPU the process may not use (outside its affinity mask or
+/// cgroup), or the kernel's refusal, as a message naming the setting.
+pub fn place(cpu: DaemonCpu, node_id: u32) -> Result<Option<usize>, String> {
+    let allowed =
+        sched_getaffinity(None).map_err(|e| format!("ipc.cpu: sched_getaffinity: {e}"))?;
+    let usable: Vec<usize> = (0..CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .collect();
+    let chosen = match cpu {
+        DaemonCpu::Any => return Ok(None),
+        DaemonCpu::Auto if usable.len() < 2 => return Ok(None),
+        DaemonCpu::Auto => usable[(node_id.max(1) as usize - 1) % usable.len()],
+        DaemonCpu::Fixed(n) => {
+            let n = n as usize;
+            if !usable.contains(&n) {
+                return Err(format!(
+                    "ipc.cpu = {n}: not a CPU this process may use ({usable:?})"
+                ));
+            }
+            n
+        }
+    };
+    let mut one = CpuSet::new();
+    one.set(chosen);
+    sched_setaffinity(None, &one).map_err(|e| format!("ipc.cpu = {chosen}: {e}"))?;
+    Ok(Some(chosen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run `f` on a thread of its own: placing it must not pin the test
+    /// harness's threads.
+    fn on_a_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(f).join().unwrap()
+    }
+
+    fn allowed() -> Vec<usize> {
+        let set = sched_getaffinity(None).unwrap();
+        (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
+    }
+
+    #[test]
+    fn auto_spreads_nodes_over_the_allowed_cpus_and_any_moves_nothing() {
+        let usable = allowed();
+        for node in 1..=3u32 {
+            let (placed, now) = on_a_thread(move || {
+                let placed = place(DaemonCpu::Auto, node).unwrap();
+                (placed, sched_getaffinity(None).unwrap())
+            });
+            if usable.len() < 2 {
+                assert_eq!(placed, None);
+                continue;
+            }
+            let want = usable[(node as usize - 1) % usable.len()];
+            assert_eq!(placed, Some(want));
+            assert!(now.is_set(want));
+            assert_eq!(now.count(), 1);
+        }
+        let (placed, now) = on_a_thread(|| {
+            let placed = place(DaemonCpu::Any, 1).unwrap();
+            (placed, sched_getaffinity(None).unwrap())
+        });
+        assert_eq!(placed, None);
+        assert_eq!(now.count() as usize, usable.len());
+    }
+
+    #[test]
+    fn a_fixed_cpu_must_be_allowed() {
+        let first = allowed()[0];
+        let placed = on_a_thread(move || place(DaemonCpu::Fixed(first as u32), 1));
+        assert_eq!(placed, Ok(Some(first)));
+        let err = on_a_thread(|| place(DaemonCpu::Fixed(CpuSet::MAX_CPU as u32 + 1), 1));
+        assert!(err.unwrap_err().contains("ipc.cpu"));
+    }
+}
