@@ -30,7 +30,7 @@ use crate::time::Instant;
 use crate::totem::{sets, ConfigChange, Totem, TotemEvent, TraceDeliver};
 use crate::types::{CsError, GroupName, Guarantee, MemberAddr, NodeId, Reason, RingId};
 use crate::wire::cpg::{emit_joinlist, emit_mcast_header, joinlist_len, mcast_header_len};
-use crate::wire::{CpgMsg, NodeList};
+use crate::wire::{CpgMsg, McastRef, NodeList};
 
 /// A request from a local process.
 #[derive(Debug, Clone, Copy)]
@@ -71,8 +71,8 @@ pub enum Request<'a> {
 pub enum Event<F> {
     /// A group message, delivered to every local member of `group`.
     Deliver {
-        /// Group.
-        group: GroupName,
+        /// Group (shared with the deliveries before and after it).
+        group: Arc<GroupName>,
         /// Sending process.
         sender: MemberAddr,
         /// Guarantee it was sent with.
@@ -147,6 +147,10 @@ pub struct Groups {
     sync: Option<SyncState>,
     ring_id: RingId,
     ring_members: NodeList,
+    /// The group of the last delivery, shared with the next ones of it
+    /// (a delivery carries its group as an `Arc`: an event stays small to
+    /// queue and move, and a stream to one group allocates no name).
+    last_delivered: Option<Arc<GroupName>>,
     /// Messages that did not parse as CPG messages.
     pub malformed: u64,
 }
@@ -162,6 +166,7 @@ impl Groups {
             sync: None,
             ring_id: RingId::default(),
             ring_members: NodeList::new(),
+            last_delivered: None,
             malformed: 0,
         }
     }
@@ -186,10 +191,22 @@ impl Groups {
         (self.ring_id, &self.ring_members)
     }
 
-    fn listeners(&self, group: &GroupName) -> bool {
+    fn listeners(&self, group: &[u8]) -> bool {
         self.local.iter().any(|((_, g), s)| {
-            g == group && matches!(s, LocalState::Joined | LocalState::LeaveStarted)
+            g.as_bytes() == group && matches!(s, LocalState::Joined | LocalState::LeaveStarted)
         })
+    }
+
+    /// `group` as an `Arc`: the last delivery's if it is the same.
+    fn delivered_name(&mut self, group: &[u8]) -> Option<Arc<GroupName>> {
+        match &self.last_delivered {
+            Some(g) if g.as_bytes() == group => Some(Arc::clone(g)),
+            _ => {
+                let g = Arc::new(GroupName::new(group).ok()?);
+                self.last_delivered = Some(Arc::clone(&g));
+                Some(g)
+            }
+        }
     }
 
     pub(crate) fn submit<F: FrameBuf>(
@@ -455,13 +472,40 @@ impl Groups {
             [[], b] => (b, 0),
             [a, b] => (a, b.len()),
         };
-        let msg = match CpgMsg::parse(bytes) {
-            Ok(m) if outside == 0 => m,
-            Ok(m @ CpgMsg::Mcast { payload: [], .. }) => m,
+        // Application messages, nearly every delivery, are read in place.
+        let parsed = McastRef::parse(bytes);
+        match parsed {
+            Ok(Some(m)) if outside == 0 || m.payload.is_empty() => {
+                let Some((group, addr, guarantee)) = self.mcast_target(sender, &m) else {
+                    return;
+                };
+                // `m.payload` or the second segment: one of them is empty
+                let end = payload.range.end;
+                let range = end - (m.payload.len() + outside)..end;
+                totem.stats.app_delivered += 1;
+                // moved, not cloned: a clone and a drop are two atomic
+                // operations on a frame's count shared with the threads
+                // that consume deliveries
+                out.push_back(Event::Deliver {
+                    group,
+                    sender: addr,
+                    guarantee,
+                    payload: Payload {
+                        src: payload.src,
+                        range,
+                    },
+                });
+                return;
+            }
+            Ok(None) if outside == 0 => {}
             _ => {
                 self.malformed += 1;
                 return;
             }
+        }
+        let Ok(msg) = CpgMsg::parse(bytes) else {
+            self.malformed += 1;
+            return;
         };
         match msg {
             CpgMsg::Join { pid, group, .. } => {
@@ -503,39 +547,8 @@ impl Groups {
                     self.local.remove(&(pid, group));
                 }
             }
-            CpgMsg::Mcast {
-                pid,
-                group,
-                guarantee,
-                payload: data,
-            } => {
-                let addr = MemberAddr {
-                    nodeid: sender,
-                    pid,
-                };
-                let known = self
-                    .table
-                    .get(&group)
-                    .is_some_and(|m| m.binary_search(&addr).is_ok());
-                if known && self.listeners(&group) {
-                    // `data` or the second segment: one of them is empty
-                    let range = payload.range.end - (data.len() + outside)..payload.range.end;
-                    totem.stats.app_delivered += 1;
-                    // moved, not cloned: a clone and a drop are two atomic
-                    // operations on a frame's count shared with the threads
-                    // that consume deliveries
-                    let p = Payload {
-                        src: payload.src,
-                        range,
-                    };
-                    out.push_back(Event::Deliver {
-                        group,
-                        sender: addr,
-                        guarantee,
-                        payload: p,
-                    });
-                }
-            }
+            // read by `on_mcast`
+            CpgMsg::Mcast { .. } => {}
             CpgMsg::JoinList(entries) => {
                 let Some(sync) = self.sync.as_mut() else {
                     return;
@@ -552,6 +565,28 @@ impl Groups {
             }
             CpgMsg::DownList(_) => {}
         }
+    }
+
+    /// Where an application message goes: its group, sender and
+    /// guarantee if its sender is a member of its group and this node has
+    /// a listener; `None` drops it.
+    fn mcast_target(
+        &mut self,
+        sender: NodeId,
+        m: &McastRef<'_>,
+    ) -> Option<(Arc<GroupName>, MemberAddr, Guarantee)> {
+        let addr = MemberAddr {
+            nodeid: sender,
+            pid: m.pid,
+        };
+        let known = self
+            .table
+            .get(m.group)
+            .is_some_and(|members| members.binary_search(&addr).is_ok());
+        if !known || !self.listeners(m.group) {
+            return None;
+        }
+        Some((self.delivered_name(m.group)?, addr, m.guarantee))
     }
 
     /// Members of departed nodes leave every group (NODEDOWN).
@@ -677,7 +712,7 @@ impl Groups {
         joined: Vec<(MemberAddr, Reason)>,
         out: &mut VecDeque<Event<F>>,
     ) {
-        if !self.listeners(group) {
+        if !self.listeners(group.as_bytes()) {
             return;
         }
         let members = self.members(group);

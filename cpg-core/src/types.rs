@@ -231,6 +231,14 @@ impl GroupName {
     }
 }
 
+/// Maps keyed by name are searched with the bytes of a message in place
+/// (`Eq`, `Ord` and `Hash` are the bytes' own, as `Borrow` requires).
+impl core::borrow::Borrow<[u8]> for GroupName {
+    fn borrow(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 impl fmt::Debug for GroupName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "GroupName(\"")?;

@@ -931,7 +931,7 @@ impl Checker for FifoChecker {
             ));
         }
         if (sender.nodeid, sender.pid) != (key.node, key.pid)
-            || *group != sent.group
+            || **group != sent.group
             || *guarantee != sent.guarantee
         {
             return Err(Violation::at(
@@ -950,7 +950,13 @@ impl Checker for FifoChecker {
                 format!("message {key} in {group:?} delivered twice"),
             ));
         }
-        let fifo_key = (node, key.node, key.pid, key.incarnation, group.clone());
+        let fifo_key = (
+            node,
+            key.node,
+            key.pid,
+            key.incarnation,
+            GroupName::clone(group),
+        );
         if let Some(&last) = self.last.get(&fifo_key) {
             if key.counter <= last {
                 return Err(Violation::at(
@@ -1263,7 +1269,7 @@ impl Checker for GroupChecker {
                 self.cur
                     .entry(node)
                     .or_default()
-                    .entry(group.clone())
+                    .entry(GroupName::clone(group))
                     .or_default()
                     .push(item);
                 Ok(())
@@ -1311,7 +1317,7 @@ impl Checker for GroupChecker {
                 self.cur
                     .entry(node)
                     .or_default()
-                    .entry(group.clone())
+                    .entry(GroupName::clone(group))
                     .or_default()
                     .push(item);
                 Ok(())
@@ -1521,7 +1527,7 @@ pub fn deliver(
     bytes: &[u8],
 ) -> SimEvent {
     Event::Deliver {
-        group: group.clone(),
+        group: std::sync::Arc::new(group.clone()),
         sender,
         guarantee,
         payload: cpg_core::engine::Payload {

@@ -167,7 +167,7 @@ impl Cluster {
             .filter_map(|e| match e {
                 Event::Deliver {
                     group: g, payload, ..
-                } if g == group => Some(payload.bytes().to_vec()),
+                } if **g == *group => Some(payload.bytes().to_vec()),
                 _ => None,
             })
             .collect()

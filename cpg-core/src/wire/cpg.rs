@@ -93,6 +93,15 @@ static_assertions::const_assert!(JOINLIST_MAX <= u16::MAX as usize);
 /// A group name whose length byte is at `len_at` and bytes start at
 /// `name_at`, and the bytes after it.
 fn get_name(data: &[u8], len_at: usize, name_at: usize) -> Result<(GroupName, &[u8]), WireError> {
+    let (name, rest) = get_name_bytes(data, len_at, name_at)?;
+    Ok((
+        GroupName::new(name).map_err(|_| WireError::NameTooLong)?,
+        rest,
+    ))
+}
+
+/// [`get_name`] in place: the name's bytes (at most 128) and the rest.
+fn get_name_bytes(data: &[u8], len_at: usize, name_at: usize) -> Result<(&[u8], &[u8]), WireError> {
     let len = usize::from(get_u8(data, len_at));
     if len > GROUP_NAME_MAX {
         return Err(WireError::NameTooLong);
@@ -101,11 +110,7 @@ fn get_name(data: &[u8], len_at: usize, name_at: usize) -> Result<(GroupName, &[
     if rest.len() < len {
         return Err(WireError::LengthMismatch);
     }
-    let (name, rest) = rest.split_at(len);
-    Ok((
-        GroupName::new(name).map_err(|_| WireError::NameTooLong)?,
-        rest,
-    ))
+    Ok(rest.split_at(len))
 }
 
 /// Write `name`'s length at `len_at` and its bytes from `name_at`.
@@ -161,6 +166,51 @@ pub enum CpgMsg<'a> {
     JoinList(JoinListIter<'a>),
     /// After a ring change: the nodes the sender saw leave.
     DownList(NodeList),
+}
+
+/// An `MCAST` read in place: what [`CpgMsg::Mcast`] holds, its group
+/// name borrowed rather than copied (the receive path parses one per
+/// delivered message and needs the name only to look it up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct McastRef<'a> {
+    /// Sending process.
+    pub pid: u32,
+    /// Group name bytes (at most 128).
+    pub group: &'a [u8],
+    /// Requested guarantee.
+    pub guarantee: Guarantee,
+    /// The application's bytes.
+    pub payload: &'a [u8],
+}
+
+impl<'a> McastRef<'a> {
+    /// `Ok(None)` for a message of another kind (for [`CpgMsg::parse`]);
+    /// an `MCAST` is checked exactly as `CpgMsg::parse` checks it.
+    ///
+    /// # Errors
+    /// [`WireError::Truncated`] for an empty message, and the errors of
+    /// [`CpgMsg::parse`] for a malformed `MCAST`. Never panics.
+    pub fn parse(data: &'a [u8]) -> Result<Option<McastRef<'a>>, WireError> {
+        check_len(data, 1)?;
+        if get_u8(data, KIND) != kind::MCAST {
+            return Ok(None);
+        }
+        McastRef::parse_body(data).map(Some)
+    }
+
+    fn parse_body(data: &'a [u8]) -> Result<McastRef<'a>, WireError> {
+        check_len(data, mcast_field::NAME.start)?;
+        let guarantee =
+            Guarantee::from_u8(get_u8(data, mcast_field::GUARANTEE)).ok_or(WireError::Malformed)?;
+        let (group, payload) =
+            get_name_bytes(data, mcast_field::NAME_LEN, mcast_field::NAME.start)?;
+        Ok(McastRef {
+            pid: get_u32(data, mcast_field::PID),
+            group,
+            guarantee,
+            payload,
+        })
+    }
 }
 
 /// Entries of a checked joinlist: `(pid, group)`.
@@ -239,16 +289,12 @@ impl<'a> CpgMsg<'a> {
                 })
             }
             kind::MCAST => {
-                check_len(data, mcast_field::NAME.start)?;
-                let guarantee = Guarantee::from_u8(get_u8(data, mcast_field::GUARANTEE))
-                    .ok_or(WireError::Malformed)?;
-                let (group, payload) =
-                    get_name(data, mcast_field::NAME_LEN, mcast_field::NAME.start)?;
+                let m = McastRef::parse_body(data)?;
                 Ok(CpgMsg::Mcast {
-                    pid: get_u32(data, mcast_field::PID),
-                    group,
-                    guarantee,
-                    payload,
+                    pid: m.pid,
+                    group: GroupName::new(m.group).map_err(|_| WireError::NameTooLong)?,
+                    guarantee: m.guarantee,
+                    payload: m.payload,
                 })
             }
             kind::JOINLIST => {

@@ -42,7 +42,7 @@ pub mod pack;
 pub mod token;
 
 pub use commit::{CommitEntry, CommitRepr};
-pub use cpg::{CpgMsg, JoinListIter};
+pub use cpg::{CpgMsg, JoinListIter, McastRef};
 pub use frame::{
     control_check, emit_frame, emit_mcast_head, frame_len, parse_frame, seal, Frame, FrameHeader,
     Kind, Packet,

@@ -115,10 +115,7 @@ impl<F: FrameBuf + Send + Sync + 'static> Locked<F> {
                         continue;
                     }
                     // set with the group at join: the same name
-                    let name = s
-                        .group_arc
-                        .clone()
-                        .unwrap_or_else(|| Arc::new(group.clone()));
+                    let name = s.group_arc.clone().unwrap_or_else(|| Arc::clone(&group));
                     if let Some((j, name)) = prev.replace((i, name)) {
                         self.deliver_to(j, name, sender, guarantee, payload.clone());
                     }
