@@ -12,7 +12,9 @@
 //!   741k-867k msgs/s per member with it).
 #![allow(unsafe_code)]
 
-/// Set the parameters; call it first thing in `main`, before any thread.
+/// Set the parameters: for a binary's `main` (a library must not change
+/// its host process's allocator), best first thing, before threads made
+/// arenas of their own.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune() {
     extern "C" {
@@ -21,9 +23,10 @@ pub fn tune() {
     const M_TRIM_THRESHOLD: i32 = -1;
     const M_TOP_PAD: i32 = -2;
     const M_MMAP_THRESHOLD: i32 = -3;
-    // SAFETY: mallopt only changes allocator parameters (its contract: any
-    // value, an unknown one is refused with 0); the caller runs it before
-    // other threads exist, so no allocation races the change.
+    // SAFETY: glibc's mallopt is MT-Safe and only changes allocator
+    // parameters; any value is accepted or refused with 0 (a 32-bit glibc
+    // caps the mmap threshold at 512 KiB: that one is then refused, the
+    // others still apply), never undefined behaviour.
     unsafe {
         mallopt(M_MMAP_THRESHOLD, 32 << 20);
         mallopt(M_TRIM_THRESHOLD, 256 << 20);

@@ -1,21 +1,33 @@
 //! Where the daemon's threads run (`ipc.cpu`, [`DaemonCpu`]): set on the
 //! starting thread before the daemon spawns any, so every thread it
-//! creates (the engine's, the IPC loop's, the kernel's io_uring workers)
-//! inherits the one CPU.
+//! creates (the engine's, the IPC loop's, the signal thread) inherits the
+//! one CPU.
 
 use cpg_std::config::DaemonCpu;
 use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 
 /// Keep the calling thread, and so every thread it starts afterwards, on
 /// the CPU `cpu` names. `Ok(Some(n))`: placed on CPU `n`; `Ok(None)`: left
-/// where it was (`Any`, or `Auto` on a process allowed a single CPU).
+/// where it was (`Any`, or `Auto` on a process allowed a single CPU or
+/// whose mask cannot be read).
 ///
 /// # Errors
 /// A fixed CPU the process may not use (outside its affinity mask or
 /// cgroup), or the kernel's refusal, as a message naming the setting.
 pub fn place(cpu: DaemonCpu, node_id: u32) -> Result<Option<usize>, String> {
-    let allowed =
-        sched_getaffinity(None).map_err(|e| format!("ipc.cpu: sched_getaffinity: {e}"))?;
+    if cpu == DaemonCpu::Any {
+        return Ok(None);
+    }
+    let allowed = match sched_getaffinity(None) {
+        Ok(set) => set,
+        // a host beyond the set's 1,024 CPUs: the default leaves the
+        // threads where they are rather than stop the daemon
+        Err(e) if cpu == DaemonCpu::Auto => {
+            log::warn!(target: "cpgd", "ipc.cpu = \"auto\": sched_getaffinity: {e}; threads left where the kernel puts them");
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("ipc.cpu: sched_getaffinity: {e}")),
+    };
     let usable: Vec<usize> = (0..CpuSet::MAX_CPU)
         .filter(|&c| allowed.is_set(c))
         .collect();

@@ -836,6 +836,32 @@ mod tests {
             drain(&data);
         }
 
+        /// The receive path's in-place read agrees with the full parse:
+        /// on valid messages of every kind and on MCAST-kind noise.
+        #[test]
+        fn mcast_ref_agrees_with_parse(m in msg(), noise in vec(any::<u8>(), 0..200)) {
+            let mut mcast_noise = noise;
+            if let Some(k) = mcast_noise.first_mut() {
+                *k = kind::MCAST;
+            }
+            for bytes in [emit_vec(&m), mcast_noise] {
+                match (McastRef::parse(&bytes), CpgMsg::parse(&bytes)) {
+                    (Ok(Some(r)), Ok(CpgMsg::Mcast { pid, group, guarantee, payload })) => {
+                        prop_assert_eq!(
+                            (r.pid, r.group, r.guarantee, r.payload),
+                            (pid, group.as_bytes(), guarantee, payload)
+                        );
+                    }
+                    (Ok(None), Ok(CpgMsg::Mcast { .. })) | (Ok(Some(_)), _) => {
+                        prop_assert!(false, "the parsers disagree on {:?}", bytes);
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (Err(_), Ok(_)) => prop_assert!(false, "McastRef refused {:?}", bytes),
+                    (Ok(None), _) => {}
+                }
+            }
+        }
+
         #[test]
         fn any_body_never_panics(kind in 0u8..=6, count in 0u16..4, body in vec(any::<u8>(), 0..64)) {
             // A plausible kind and count in front, so every parser is reached.
