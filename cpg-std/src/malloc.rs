@@ -23,10 +23,10 @@ pub fn tune() {
     const M_TRIM_THRESHOLD: i32 = -1;
     const M_TOP_PAD: i32 = -2;
     const M_MMAP_THRESHOLD: i32 = -3;
+    // A value glibc does not take is refused with 0 (a 32-bit glibc caps
+    // the mmap threshold at 512 KiB; the other two still apply).
     // SAFETY: glibc's mallopt is MT-Safe and only changes allocator
-    // parameters; any value is accepted or refused with 0 (a 32-bit glibc
-    // caps the mmap threshold at 512 KiB: that one is then refused, the
-    // others still apply), never undefined behaviour.
+    // parameters; no value is undefined behaviour.
     unsafe {
         mallopt(M_MMAP_THRESHOLD, 32 << 20);
         mallopt(M_TRIM_THRESHOLD, 256 << 20);

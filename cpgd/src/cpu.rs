@@ -36,9 +36,7 @@ pub fn place(cpu: DaemonCpu, node_id: u32) -> Result<Option<usize>, String> {
         }
         Err(e) => return Err(format!("ipc.cpu: sched_getaffinity: {e}")),
     };
-    let usable: Vec<usize> = (0..CpuSet::MAX_CPU)
-        .filter(|&c| allowed.is_set(c))
-        .collect();
+    let usable = cpus_in(&allowed);
     let chosen = match cpu {
         DaemonCpu::Any => return Ok(None),
         DaemonCpu::Auto if usable.len() < 2 => return Ok(None),
@@ -60,6 +58,11 @@ pub fn place(cpu: DaemonCpu, node_id: u32) -> Result<Option<usize>, String> {
         log::warn!(target: "cpgd", "ipc.cpu: SCHED_BATCH: {e}; threads keep the normal policy");
     }
     Ok(Some(chosen))
+}
+
+/// The CPUs of `set`, ascending.
+fn cpus_in(set: &CpuSet) -> Vec<usize> {
+    (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
 }
 
 /// The calling thread (and the threads it starts afterwards) under
@@ -96,8 +99,7 @@ mod tests {
     }
 
     fn allowed() -> Vec<usize> {
-        let set = sched_getaffinity(None).unwrap();
-        (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
+        cpus_in(&sched_getaffinity(None).unwrap())
     }
 
     #[test]
